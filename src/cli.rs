@@ -1,0 +1,390 @@
+//! The `herald` command line: run the daemon, migrate, seed, check, trigger, and the failed set.
+
+use std::{process::ExitCode, time::Duration};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+
+use crate::{
+    config::Settings,
+    mail::Transport,
+    queue::{self, Queue},
+    render::Templates,
+    schedule::{PlanOptions, plan},
+    startup::{Application, stop_signal},
+    store::Store,
+    telemetry::{self, LogFormat},
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "herald",
+    version,
+    about = "Scheduled email notifications: cron → Redis queue → SMTP"
+)]
+pub struct Cli {
+    /// Log format (logs go to stderr).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the schedules, the workers and the HTTP server until SIGTERM or SIGINT.
+    Run,
+    /// Create the database if needed and apply the migrations.
+    Migrate,
+    /// Validate the configuration, templates and connections, and say how to fix each problem.
+    Check,
+    /// Create demo users, tasks and focus sessions across 40 time zones.
+    Seed {
+        #[arg(long, default_value_t = 100)]
+        users: usize,
+        /// Random seed: the same seed gives the same data.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Plan a schedule now, as the cron tick would.
+    Trigger {
+        /// task_reminders, overdue_summary or weekly_report.
+        name: String,
+        /// Plan for this user only.
+        #[arg(long = "user")]
+        user_id: Option<i64>,
+        /// Show what would be sent; enqueue nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Plan as if now were this instant (RFC 3339, e.g. 2026-11-24T09:00:00Z).
+        #[arg(long)]
+        at: Option<DateTime<Utc>>,
+    },
+    /// List, inspect, retry and purge deliveries that failed.
+    Failed {
+        #[command(subcommand)]
+        command: FailedCommand,
+    },
+    /// Exit 0 when the local daemon answers /healthz (for container health checks).
+    Healthcheck {
+        /// Defaults to http.addr.
+        #[arg(long)]
+        addr: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FailedCommand {
+    /// List failed deliveries, newest first.
+    List {
+        #[arg(long)]
+        kind: Option<String>,
+        /// An instant (2026-11-01T00:00:00Z) or an age (24h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one delivery and every attempt with its error.
+    Show {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send failed deliveries through the normal path again.
+    Retry {
+        #[arg(required_unless_present = "all")]
+        ids: Vec<i64>,
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+    /// Delete failed deliveries older than an age.
+    Purge {
+        /// e.g. 30d
+        #[arg(long)]
+        older_than: String,
+    },
+}
+
+/// Parses the command line, runs it, and turns an error into a message and exit code 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    if let Command::Check = command {
+        return check().await;
+    }
+    let settings = Settings::load()?;
+    match command {
+        Command::Run => {
+            let app = Application::build(settings).await?;
+            app.run_until_stopped(stop_signal()).await?;
+        }
+        Command::Migrate => {
+            let store = Store::connect(&settings.database_url, 2, true).await?;
+            store.migrate().await?;
+            println!("migrations applied");
+        }
+        Command::Seed { users, seed } => {
+            let store = connect(&settings).await?;
+            let started = std::time::Instant::now();
+            let r = crate::seed::seed(&store, users, seed, Utc::now()).await?;
+            println!(
+                "seeded {} users, {} tasks, {} focus sessions in {:.1?}",
+                r.users,
+                r.tasks,
+                r.focus_sessions,
+                started.elapsed()
+            );
+        }
+        Command::Trigger {
+            name,
+            user_id,
+            dry_run,
+            at,
+        } => {
+            let schedule = settings
+                .schedule(&name)
+                .with_context(|| format!("no schedule named {name:?}; the schedules are task_reminders, overdue_summary, weekly_report"))?;
+            let store = connect(&settings).await?;
+            let report = plan(
+                &store,
+                schedule,
+                &PlanOptions {
+                    at: at.unwrap_or_else(Utc::now),
+                    user_id,
+                    dry_run,
+                },
+            )
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Command::Failed { command } => failed(&settings, command).await?,
+        Command::Healthcheck { addr } => {
+            return healthcheck(addr.unwrap_or_else(|| settings.http_addr.to_string())).await;
+        }
+        Command::Check => unreachable!("handled above"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn connect(settings: &Settings) -> anyhow::Result<Store> {
+    let store = Store::connect(&settings.database_url, 4, true).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+async fn failed(settings: &Settings, command: FailedCommand) -> anyhow::Result<()> {
+    let store = connect(settings).await?;
+    match command {
+        FailedCommand::List {
+            kind,
+            since,
+            limit,
+            json,
+        } => {
+            let since = since.map(|s| parse_since(&s)).transpose()?;
+            let rows = store.failed(kind.as_deref(), since, limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+                return Ok(());
+            }
+            if rows.is_empty() {
+                println!("no failed deliveries");
+                return Ok(());
+            }
+            println!(
+                "{:>8}  {:<16}  {:<28}  {:>3}  {:<20}  last error",
+                "id", "kind", "recipient", "att", "failed at"
+            );
+            for r in rows {
+                let error = r.last_error.unwrap_or_default();
+                let error: String = error.chars().take(80).collect();
+                println!(
+                    "{:>8}  {:<16}  {:<28}  {:>3}  {:<20}  {}",
+                    r.id,
+                    r.kind,
+                    r.recipient,
+                    r.attempts,
+                    r.updated_at.format("%Y-%m-%d %H:%M:%S"),
+                    error
+                );
+            }
+        }
+        FailedCommand::Show { id, json } => {
+            let d = store
+                .delivery(id)
+                .await?
+                .with_context(|| format!("no delivery with id {id}"))?;
+            let attempts = store.attempts(id).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({ "delivery": d, "attempts": attempts })
+                    )?
+                );
+                return Ok(());
+            }
+            println!("delivery {}  {}  {}", d.id, d.kind, d.status);
+            println!("  to:         {}", d.recipient);
+            println!("  dedup key:  {}", d.dedup_key);
+            println!("  planned:    {}", d.planned_for);
+            println!("  message-id: {}", d.message_id.as_deref().unwrap_or("-"));
+            println!("  last error: {}", d.last_error.as_deref().unwrap_or("-"));
+            println!("  attempts:");
+            for a in attempts {
+                println!(
+                    "    #{} {} {} {} code={} {}",
+                    a.attempt,
+                    a.at.format("%Y-%m-%d %H:%M:%S%.3f"),
+                    a.provider,
+                    a.outcome,
+                    a.code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                    a.error.unwrap_or_default()
+                );
+            }
+        }
+        FailedCommand::Retry { ids, all } => {
+            let retried = store
+                .retry_failed(if all { None } else { Some(&ids) })
+                .await?;
+            let missing: Vec<_> = ids.iter().filter(|i| !retried.contains(i)).collect();
+            println!("queued {} deliveries again: {:?}", retried.len(), retried);
+            if !missing.is_empty() {
+                println!("not failed (or not found), left alone: {missing:?}");
+            }
+        }
+        FailedCommand::Purge { older_than } => {
+            let age = crate::config::parse_duration(&older_than)
+                .map_err(|e| anyhow::anyhow!("--older-than {e}"))?;
+            let before = Utc::now()
+                - chrono::Duration::from_std(age).context("--older-than is too large")?;
+            let n = store.purge_failed(before).await?;
+            println!("purged {n} failed deliveries older than {older_than}");
+        }
+    }
+    Ok(())
+}
+
+fn parse_since(text: &str) -> anyhow::Result<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let age = crate::config::parse_duration(text).map_err(|_| {
+        anyhow::anyhow!(
+            "--since {text:?} is neither an instant (2026-11-01T00:00:00Z) nor an age (24h, 7d)"
+        )
+    })?;
+    Ok(Utc::now() - chrono::Duration::from_std(age)?)
+}
+
+/// `herald check`: every problem, each with where it is and what to do.
+async fn check() -> anyhow::Result<ExitCode> {
+    let mut ok = true;
+    let mut report = |name: &str, result: anyhow::Result<()>| match result {
+        Ok(()) => println!("ok    {name}"),
+        Err(e) => {
+            ok = false;
+            println!("FAIL  {name}: {e:#}");
+        }
+    };
+    let settings = match Settings::load() {
+        Ok(s) => {
+            report("configuration", Ok(()));
+            s
+        }
+        Err(e) => {
+            report("configuration", Err(anyhow::anyhow!("{e}")));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    report(
+        "templates",
+        Templates::load(&settings.templates_dir)
+            .map(|_| ())
+            .map_err(Into::into),
+    );
+    let pg = async {
+        let store = Store::connect(&settings.database_url, 1, false).await?;
+        store.ping().await
+    };
+    report("postgresql", timeout(pg).await);
+    let redis = async {
+        Queue::new(queue::connect(&settings.redis_url).await?, &settings.queue)
+            .ping()
+            .await
+            .map_err(Into::into)
+    };
+    report("redis", timeout(redis).await);
+    let mail = async { Transport::build(&settings.mail)?.test_connection().await };
+    report(
+        &format!("mail transport ({:?})", settings.mail.transport),
+        timeout(mail).await,
+    );
+    if settings.api_token.is_none() {
+        println!("note  http.api_token is empty: /api answers 403 until HERALD_API_TOKEN is set");
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn timeout(f: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::time::timeout(Duration::from_secs(10), f)
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within 10 s")))
+}
+
+/// A minimal HTTP/1.0 GET, so the container image needs no curl.
+async fn healthcheck(addr: String) -> anyhow::Result<ExitCode> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = addr.replace("0.0.0.0", "127.0.0.1");
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await?;
+        stream
+            .write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        Ok::<_, std::io::Error>(
+            response.starts_with(b"HTTP/1.0 200") || response.starts_with(b"HTTP/1.1 200"),
+        )
+    };
+    match tokio::time::timeout(Duration::from_secs(3), probe).await {
+        Ok(Ok(true)) => Ok(ExitCode::SUCCESS),
+        Ok(Ok(false)) => {
+            eprintln!("{addr} answered /healthz with an error");
+            Ok(ExitCode::FAILURE)
+        }
+        Ok(Err(e)) => {
+            eprintln!("cannot reach {addr}: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(_) => {
+            eprintln!("{addr} did not answer within 3 s");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

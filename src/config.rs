@@ -1,0 +1,703 @@
+//! Layered settings: built-in `config/default.toml`, then `HERALD_CONFIG`, then the environment.
+//!
+//! Loading happens in two steps. The layers are merged as TOML and read into [`RawSettings`]
+//! (strings, as a person wrote them). [`RawSettings::validate`] then turns every value into its
+//! real type and collects *all* problems at once, each naming where the value came from, what is
+//! wrong and how to fix it, so that `herald check` can list them in one go.
+
+use std::{
+    collections::BTreeMap, fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration,
+};
+
+use chrono_tz::Tz;
+use serde::Deserialize;
+
+use crate::domain::{Kind, Mailbox};
+
+/// The defaults, compiled in so the binary runs from any directory.
+pub const DEFAULTS: &str = include_str!("../config/default.toml");
+const DEFAULTS_NAME: &str = "config/default.toml";
+
+/// Environment variables with a well-known name, and the key each one sets.
+const ENV_ALIASES: &[(&str, &str)] = &[
+    ("DATABASE_URL", "database.url"),
+    ("REDIS_URL", "redis.url"),
+    ("SMTP_URL", "mail.smtp_url"),
+    ("MAIL_FROM", "mail.from"),
+    ("HERALD_API_TOKEN", "http.api_token"),
+    ("HERALD_HTTP_ADDR", "http.addr"),
+];
+
+/// One thing wrong with the configuration: where, what, and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub place: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.place, self.message)
+    }
+}
+
+/// Every problem found while loading; shown one per line.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError(pub Vec<Problem>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "the configuration has {} problem(s):", self.0.len())?;
+        for p in &self.0 {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The settings as written: durations and addresses are still strings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSettings {
+    pub database: RawDatabase,
+    pub redis: RawRedis,
+    pub queue: RawQueue,
+    pub mail: RawMail,
+    pub templates: RawTemplates,
+    pub http: RawHttp,
+    pub shutdown: RawShutdown,
+    pub schedules: BTreeMap<String, RawSchedule>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDatabase {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQueue {
+    pub name: String,
+    pub concurrency: usize,
+    pub batch_size: usize,
+    pub heartbeat: String,
+    pub high_water: usize,
+    pub dispatch_chunk: usize,
+    pub dispatch_interval: String,
+    pub redispatch_after: String,
+    pub lease: String,
+    pub retry_delays: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMail {
+    pub from: String,
+    pub smtp_url: String,
+    pub outbox_dir: String,
+    pub timeout: String,
+    pub pool_size: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTemplates {
+    pub dir: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub addr: String,
+    pub api_token: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShutdown {
+    pub grace: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSchedule {
+    pub cron: String,
+    #[serde(default = "utc")]
+    pub timezone: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn utc() -> String {
+    "UTC".to_owned()
+}
+fn yes() -> bool {
+    true
+}
+
+/// Validated settings, ready to use.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database_url: String,
+    pub database_max_connections: u32,
+    pub redis_url: String,
+    pub queue: QueueSettings,
+    pub mail: MailSettings,
+    pub templates_dir: PathBuf,
+    pub http_addr: SocketAddr,
+    /// `None` means `/api` is closed (403).
+    pub api_token: Option<String>,
+    pub shutdown_grace: Duration,
+    pub schedules: Vec<ScheduleSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    pub name: String,
+    pub concurrency: usize,
+    pub batch_size: usize,
+    pub heartbeat: Duration,
+    pub high_water: usize,
+    pub dispatch_chunk: usize,
+    pub dispatch_interval: Duration,
+    pub redispatch_after: Duration,
+    pub lease: Duration,
+    pub retry_delays: Vec<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MailSettings {
+    pub from: Mailbox,
+    pub transport: TransportSettings,
+    pub timeout: Duration,
+    pub pool_size: u32,
+}
+
+/// Where emails go.
+#[derive(Clone, PartialEq, Eq)]
+pub enum TransportSettings {
+    Smtp(SmtpSettings),
+    /// Write `.eml` files into a folder: the default when no SMTP server is configured.
+    File(PathBuf),
+}
+
+impl fmt::Debug for TransportSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Smtp(s) => write!(f, "Smtp({}:{}, {:?})", s.host, s.port, s.tls),
+            Self::File(p) => write!(f, "File({})", p.display()),
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub credentials: Option<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// `smtp://` (default): upgrade with STARTTLS, refuse to send in the clear.
+    StartTls,
+    /// `smtp://…?tls=opportunistic`: STARTTLS when offered.
+    Opportunistic,
+    /// `smtps://`: TLS from the first byte.
+    Implicit,
+    /// `smtp://…?tls=none`: plain text, for a local mail catcher.
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct ScheduleSettings {
+    pub name: String,
+    pub kind: Kind,
+    pub cron_expr: String,
+    pub cron: cron::Schedule,
+    pub timezone: Tz,
+    pub enabled: bool,
+}
+
+impl Settings {
+    /// Loads the layers from the real environment and validates them.
+    pub fn load() -> Result<Settings, ConfigError> {
+        let vars: Vec<(String, String)> = std::env::vars().collect();
+        let file = std::env::var("HERALD_CONFIG")
+            .ok()
+            .filter(|s| !s.is_empty());
+        Self::load_from(file.as_deref(), &vars)
+    }
+
+    /// Loads the defaults, an optional override file, and the given environment variables.
+    pub fn load_from(
+        file: Option<&str>,
+        env: &[(String, String)],
+    ) -> Result<Settings, ConfigError> {
+        RawSettings::load_from(file, env)?.validate()
+    }
+
+    pub fn schedule(&self, name: &str) -> Option<&ScheduleSettings> {
+        self.schedules.iter().find(|s| s.name == name)
+    }
+}
+
+impl RawSettings {
+    pub fn load_from(
+        file: Option<&str>,
+        env: &[(String, String)],
+    ) -> Result<RawSettings, ConfigError> {
+        let problem = |place: &str, message: String| {
+            ConfigError(vec![Problem {
+                place: place.into(),
+                message,
+            }])
+        };
+        let mut merged: toml::Table = DEFAULTS
+            .parse()
+            .map_err(|e| problem(DEFAULTS_NAME, format!("{e}")))?;
+        let mut source = DEFAULTS_NAME.to_owned();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                problem(
+                    &format!("HERALD_CONFIG={path}"),
+                    format!("cannot read the file ({e}); fix the path or unset HERALD_CONFIG"),
+                )
+            })?;
+            let table: toml::Table = text
+                .parse()
+                .map_err(|e| problem(path, format!("is not valid TOML: {e}")))?;
+            merge(&mut merged, table);
+            source = format!("{DEFAULTS_NAME} + {path}");
+        }
+        for (name, value) in env {
+            let key = if let Some((_, key)) = ENV_ALIASES.iter().find(|(n, _)| n == name) {
+                key.to_string()
+            } else if let Some(rest) = name.strip_prefix("HERALD__") {
+                rest.to_ascii_lowercase().replace("__", ".")
+            } else {
+                continue;
+            };
+            set_path(&mut merged, &key, env_value(value)).map_err(|m| problem(name, m))?;
+            source.push_str(" + env");
+        }
+        let de = toml::Value::Table(merged);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            problem(
+                &format!("{source}: {path}"),
+                format!(
+                    "{}; see config/default.toml for every key and its type",
+                    e.inner()
+                ),
+            )
+        })
+    }
+
+    /// Checks every value and converts it, collecting all the problems.
+    pub fn validate(self) -> Result<Settings, ConfigError> {
+        let mut problems = Vec::new();
+        let mut p = |place: &str, message: String| {
+            problems.push(Problem {
+                place: place.into(),
+                message,
+            })
+        };
+
+        let duration = |place: &str, text: &str, p: &mut dyn FnMut(&str, String)| -> Duration {
+            parse_duration(text).unwrap_or_else(|m| {
+                p(place, m);
+                Duration::ZERO
+            })
+        };
+
+        let q = &self.queue;
+        let queue = QueueSettings {
+            name: q.name.clone(),
+            concurrency: q.concurrency,
+            batch_size: q.batch_size,
+            heartbeat: duration("queue.heartbeat", &q.heartbeat, &mut p),
+            high_water: q.high_water,
+            dispatch_chunk: q.dispatch_chunk,
+            dispatch_interval: duration("queue.dispatch_interval", &q.dispatch_interval, &mut p),
+            redispatch_after: duration("queue.redispatch_after", &q.redispatch_after, &mut p),
+            lease: duration("queue.lease", &q.lease, &mut p),
+            retry_delays: q
+                .retry_delays
+                .iter()
+                .enumerate()
+                .map(|(i, d)| duration(&format!("queue.retry_delays[{i}]"), d, &mut p))
+                .collect(),
+        };
+        if queue.name.trim().is_empty() {
+            p(
+                "queue.name",
+                "is empty; set a queue name such as \"herald:deliveries\"".into(),
+            );
+        }
+        for (place, value) in [
+            ("queue.concurrency", queue.concurrency),
+            ("queue.batch_size", queue.batch_size),
+            ("queue.high_water", queue.high_water),
+            ("queue.dispatch_chunk", queue.dispatch_chunk),
+        ] {
+            if value == 0 {
+                p(place, "is 0; it must be at least 1".into());
+            }
+        }
+        if queue.high_water > 5000 {
+            p(
+                "queue.high_water",
+                format!(
+                    "is {}; apalis-redis 1.0.0 fails to fetch once about 8,000 jobs are due at once, keep it at 5000 or less",
+                    queue.high_water
+                ),
+            );
+        }
+        if queue.heartbeat.is_zero()
+            && !q.heartbeat.is_empty()
+            && parse_duration(&q.heartbeat).is_ok()
+        {
+            p("queue.heartbeat", "is 0; use something like \"1s\"".into());
+        }
+
+        let from = Mailbox::parse(&self.mail.from).unwrap_or_else(|e| {
+            p(
+                "mail.from (MAIL_FROM)",
+                format!("{e}; write it as \"Name <sender@example.com>\" or \"sender@example.com\""),
+            );
+            Mailbox::parse("herald@localhost").expect("a valid fallback")
+        });
+        let transport = if self.mail.smtp_url.trim().is_empty() {
+            TransportSettings::File(PathBuf::from(&self.mail.outbox_dir))
+        } else {
+            parse_smtp_url(&self.mail.smtp_url).unwrap_or_else(|m| {
+                p("mail.smtp_url (SMTP_URL)", m);
+                TransportSettings::File(PathBuf::from(&self.mail.outbox_dir))
+            })
+        };
+        let mail = MailSettings {
+            from,
+            transport,
+            timeout: duration("mail.timeout", &self.mail.timeout, &mut p),
+            pool_size: self.mail.pool_size.max(1),
+        };
+
+        let http_addr = self.http.addr.parse().unwrap_or_else(|e| {
+            p(
+                "http.addr (HERALD_HTTP_ADDR)",
+                format!(
+                    "{:?} is not an address ({e}); write it as \"127.0.0.1:8080\"",
+                    self.http.addr
+                ),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        });
+        let api_token = Some(self.http.api_token.clone()).filter(|t| !t.is_empty());
+        if let Some(t) = &api_token
+            && t.len() < 16
+        {
+            p(
+                "http.api_token (HERALD_API_TOKEN)",
+                format!(
+                    "is {} characters long; use at least 16 random characters",
+                    t.len()
+                ),
+            );
+        }
+
+        for (place, url, schemes) in [
+            (
+                "database.url (DATABASE_URL)",
+                &self.database.url,
+                &["postgres", "postgresql"][..],
+            ),
+            (
+                "redis.url (REDIS_URL)",
+                &self.redis.url,
+                &["redis", "rediss"][..],
+            ),
+        ] {
+            match url::Url::parse(url) {
+                Ok(u) if schemes.contains(&u.scheme()) => {}
+                Ok(u) => p(
+                    place,
+                    format!("has scheme {:?}; expected {}://…", u.scheme(), schemes[0]),
+                ),
+                Err(e) => p(
+                    place,
+                    format!(
+                        "{url:?} is not a URL ({e}); expected {}://host:port/…",
+                        schemes[0]
+                    ),
+                ),
+            }
+        }
+        if let Ok(u) = url::Url::parse(&self.redis.url)
+            && let Some(db) = u.path().trim_start_matches('/').parse::<u32>().ok()
+            && (11..=15).contains(&db)
+        {
+            p(
+                "redis.url (REDIS_URL)",
+                format!(
+                    "uses Redis database {db}; databases 11 to 15 belong to the benchmark scripts, pick 0 to 10"
+                ),
+            );
+        }
+
+        let mut schedules = Vec::new();
+        for (name, raw) in &self.schedules {
+            let place = format!("schedules.{name}");
+            let Ok(kind) = Kind::from_str(name) else {
+                p(
+                    &place,
+                    format!(
+                        "is not a known schedule; the schedules are {}",
+                        Kind::ALL.map(|k| k.name()).join(", ")
+                    ),
+                );
+                continue;
+            };
+            let cron = match crate::domain::parse_cron(&raw.cron) {
+                Ok(c) => c,
+                Err(m) => {
+                    p(&format!("{place}.cron"), m);
+                    continue;
+                }
+            };
+            let timezone = match crate::domain::parse_zone(&raw.timezone) {
+                Ok(tz) => tz,
+                Err(m) => {
+                    p(&format!("{place}.timezone"), m);
+                    continue;
+                }
+            };
+            schedules.push(ScheduleSettings {
+                name: name.clone(),
+                kind,
+                cron_expr: raw.cron.clone(),
+                cron,
+                timezone,
+                enabled: raw.enabled,
+            });
+        }
+
+        if !problems.is_empty() {
+            return Err(ConfigError(problems));
+        }
+        Ok(Settings {
+            database_url: self.database.url,
+            database_max_connections: self.database.max_connections.max(1),
+            redis_url: self.redis.url,
+            queue,
+            mail,
+            templates_dir: PathBuf::from(self.templates.dir),
+            http_addr,
+            api_token,
+            shutdown_grace: duration("shutdown.grace", &self.shutdown.grace, &mut |_, _| {}),
+            schedules,
+        })
+    }
+}
+
+/// Parses "250ms", "2s", "5m", "30d" with a message that says how to write one.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        format!(
+            "{text:?} is not a duration ({e}); write it like \"250ms\", \"2s\", \"5m\" or \"30d\""
+        )
+    })
+}
+
+/// Reads `SMTP_URL`. `smtp://` means STARTTLS unless `?tls=none` or `?tls=opportunistic`.
+pub fn parse_smtp_url(text: &str) -> Result<TransportSettings, String> {
+    let hint = "write it as smtp://user:pass@host:587 (STARTTLS), smtps://user:pass@host:465 (TLS) or smtp://host:1025?tls=none (a local catcher)";
+    let url = url::Url::parse(text).map_err(|e| format!("is not a URL ({e}); {hint}"))?;
+    let tls_param = url
+        .query_pairs()
+        .find(|(k, _)| k == "tls")
+        .map(|(_, v)| v.into_owned());
+    let tls = match (url.scheme(), tls_param.as_deref()) {
+        ("smtps", None) => SmtpTls::Implicit,
+        ("smtp", None | Some("required") | Some("starttls")) => SmtpTls::StartTls,
+        ("smtp", Some("opportunistic")) => SmtpTls::Opportunistic,
+        ("smtp", Some("none")) => SmtpTls::None,
+        ("smtp" | "smtps", Some(other)) => {
+            return Err(format!(
+                "has tls={other:?}; use tls=none, tls=opportunistic or leave it out for STARTTLS"
+            ));
+        }
+        (scheme, _) => return Err(format!("has scheme {scheme:?}; {hint}")),
+    };
+    let host = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| format!("has no host; {hint}"))?
+        .to_owned();
+    let port = url.port().unwrap_or(match tls {
+        SmtpTls::Implicit => 465,
+        SmtpTls::None => 25,
+        _ => 587,
+    });
+    let decode = |s: &str| {
+        url::form_urlencoded::parse(s.as_bytes())
+            .map(|(k, _)| k.into_owned())
+            .collect::<String>()
+    };
+    let credentials = match (url.username(), url.password()) {
+        ("", None) => None,
+        (user, Some(pass)) => Some((decode(user), decode(pass))),
+        (_, None) => return Err(format!("has a user but no password; {hint}")),
+    };
+    Ok(TransportSettings::Smtp(SmtpSettings {
+        host,
+        port,
+        tls,
+        credentials,
+    }))
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+fn set_path(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<(), String> {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts
+        .pop()
+        .filter(|s| !s.is_empty())
+        .ok_or("names no key")?;
+    let mut t = table;
+    for part in parts {
+        t = t
+            .entry(part)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| format!("{part} is not a section"))?;
+    }
+    t.insert(last.to_owned(), value);
+    Ok(())
+}
+
+/// An environment value is TOML when it parses as one (numbers, booleans, arrays), else a string.
+fn env_value(raw: &str) -> toml::Value {
+    match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut t) if !raw.trim().is_empty() => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
+        _ => toml::Value::String(raw.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = Settings::load_from(None, &[]).unwrap();
+        assert_eq!(s.schedules.len(), 3);
+        assert_eq!(s.queue.retry_delays, [2, 4, 8].map(Duration::from_secs));
+        assert!(matches!(s.mail.transport, TransportSettings::File(_)));
+        assert!(s.api_token.is_none());
+    }
+
+    #[test]
+    fn environment_overrides() {
+        let s = Settings::load_from(
+            None,
+            &env(&[
+                ("SMTP_URL", "smtp://u:p@mail.example.com"),
+                ("HERALD__QUEUE__CONCURRENCY", "7"),
+                ("HERALD__SCHEDULES__WEEKLY_REPORT__ENABLED", "false"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.queue.concurrency, 7);
+        assert!(!s.schedule("weekly_report").unwrap().enabled);
+        let TransportSettings::Smtp(smtp) = s.mail.transport else {
+            panic!()
+        };
+        assert_eq!((smtp.port, smtp.tls), (587, SmtpTls::StartTls));
+        assert_eq!(smtp.credentials, Some(("u".into(), "p".into())));
+    }
+
+    #[test]
+    fn problems_name_the_key_and_the_fix() {
+        let err = Settings::load_from(
+            None,
+            &env(&[
+                ("HERALD__SCHEDULES__WEEKLY_REPORT__CRON", "0 17 * * Sun"),
+                (
+                    "HERALD__SCHEDULES__TASK_REMINDERS__TIMEZONE",
+                    "Mars/Olympus",
+                ),
+                ("HERALD__QUEUE__LEASE", "soon"),
+                ("MAIL_FROM", "not an address"),
+            ]),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.0.len(), 4, "{text}");
+        assert!(
+            text.contains(
+                "schedules.weekly_report.cron: \"0 17 * * Sun\" has 5 fields; expected 6"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("schedules.task_reminders.timezone"), "{text}");
+        assert!(text.contains("queue.lease"), "{text}");
+        assert!(text.contains("MAIL_FROM"), "{text}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err =
+            Settings::load_from(None, &env(&[("HERALD__QUEUE__CONCURENCY", "3")])).unwrap_err();
+        assert!(err.to_string().contains("queue"), "{err}");
+        assert!(err.to_string().contains("concurency"), "{err}");
+    }
+
+    #[test]
+    fn smtp_urls() {
+        let plain = parse_smtp_url("smtp://127.0.0.1:1025?tls=none").unwrap();
+        let TransportSettings::Smtp(s) = plain else {
+            panic!()
+        };
+        assert_eq!((s.port, s.tls), (1025, SmtpTls::None));
+        let TransportSettings::Smtp(s) = parse_smtp_url("smtps://a:b%40c@h").unwrap() else {
+            panic!()
+        };
+        assert_eq!((s.port, s.tls), (465, SmtpTls::Implicit));
+        assert_eq!(s.credentials.unwrap().1, "b@c");
+        assert!(parse_smtp_url("http://h").unwrap_err().contains("smtp://"));
+        assert!(
+            parse_smtp_url("smtp://h?tls=maybe")
+                .unwrap_err()
+                .contains("tls=none")
+        );
+    }
+}

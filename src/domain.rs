@@ -1,0 +1,284 @@
+//! Plain validated types and local-calendar arithmetic. No I/O, no SQL, no SMTP.
+
+use std::{fmt, str::FromStr};
+
+use chrono::{DateTime, Days, LocalResult, NaiveDate, NaiveTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+/// The kinds of email Herald sends; each built-in schedule sends one kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Tasks due tomorrow, in the user's zone.
+    TaskReminders,
+    /// Tasks past their due time and not completed.
+    OverdueSummary,
+    /// Tasks completed, focus minutes and what is still overdue over the last 7 local days.
+    WeeklyReport,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [
+        Kind::TaskReminders,
+        Kind::OverdueSummary,
+        Kind::WeeklyReport,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::TaskReminders => "task_reminders",
+            Kind::OverdueSummary => "overdue_summary",
+            Kind::WeeklyReport => "weekly_report",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Kind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "{s:?} is not a schedule; the schedules are {}",
+                    Kind::ALL.map(Kind::name).join(", ")
+                )
+            })
+    }
+}
+
+/// An email address with an optional display name, checked for the obvious mistakes.
+///
+/// The SMTP server has the last word; this catches what is certainly wrong before anything is
+/// queued (no `@`, spaces, an empty part, a missing `>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mailbox {
+    pub name: Option<String>,
+    pub address: String,
+}
+
+impl Mailbox {
+    pub fn parse(text: &str) -> Result<Mailbox, String> {
+        let text = text.trim();
+        let (name, address) = match (text.find('<'), text.ends_with('>')) {
+            (Some(open), true) => {
+                let name = text[..open].trim().trim_matches('"').trim();
+                (
+                    Some(name.to_owned()).filter(|n| !n.is_empty()),
+                    &text[open + 1..text.len() - 1],
+                )
+            }
+            (Some(_), false) => {
+                return Err(format!("{text:?} opens '<' but does not end with '>'"));
+            }
+            (None, _) => (None, text),
+        };
+        let address = address.trim();
+        let Some((local, domain)) = address.rsplit_once('@') else {
+            return Err(format!(
+                "{address:?} is not an email address: it has no '@'"
+            ));
+        };
+        if local.is_empty() || domain.is_empty() {
+            return Err(format!(
+                "{address:?} is not an email address: a part around '@' is empty"
+            ));
+        }
+        if address
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
+        {
+            return Err(format!(
+                "{address:?} is not an email address: it contains spaces or brackets"
+            ));
+        }
+        if domain.starts_with('.') || domain.ends_with('.') || domain.contains("..") {
+            return Err(format!(
+                "{address:?} is not an email address: its domain {domain:?} is malformed"
+            ));
+        }
+        Ok(Mailbox {
+            name,
+            address: address.to_owned(),
+        })
+    }
+
+    /// The part after `@`, used to build Message-IDs.
+    pub fn domain(&self) -> &str {
+        self.address
+            .rsplit_once('@')
+            .map(|(_, d)| d)
+            .unwrap_or("localhost")
+    }
+}
+
+impl fmt::Display for Mailbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(n) => write!(f, "\"{}\" <{}>", n.replace('"', ""), self.address),
+            None => f.write_str(&self.address),
+        }
+    }
+}
+
+/// Parses a cron expression of cron 0.17: 6 or 7 fields, seconds first.
+pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
+    let fields = expr.split_whitespace().count();
+    if fields == 5 {
+        return Err(format!(
+            "{expr:?} has 5 fields; expected 6 (seconds first), e.g. \"0 {expr}\""
+        ));
+    }
+    if !(6..=7).contains(&fields) {
+        return Err(format!(
+            "{expr:?} has {fields} fields; expected 6 (sec min hour day month weekday), e.g. \"0 0 9 * * *\""
+        ));
+    }
+    cron::Schedule::from_str(expr).map_err(|e| {
+        format!("{expr:?} is not a valid cron expression ({e}); fields are sec min hour day month weekday, e.g. \"0 0 17 * * Sun\"")
+    })
+}
+
+/// Parses an IANA zone name such as `Europe/Paris`.
+pub fn parse_zone(name: &str) -> Result<Tz, String> {
+    Tz::from_str(name.trim()).map_err(|_| {
+        format!("{name:?} is not an IANA time zone; use a name like \"UTC\", \"Europe/Paris\" or \"America/New_York\"")
+    })
+}
+
+/// The instant a local calendar day starts. Midnight can fall in a DST gap (e.g. America/Santiago,
+/// Asia/Beirut); then the day starts at the first valid instant after it.
+pub fn start_of_local_day(tz: Tz, date: NaiveDate) -> DateTime<Utc> {
+    let mut t = date.and_time(NaiveTime::MIN);
+    // A gap is at most a few hours; step through it a quarter hour at a time.
+    for _ in 0..(4 * 26) {
+        match tz.from_local_datetime(&t) {
+            LocalResult::Single(d) => return d.with_timezone(&Utc),
+            LocalResult::Ambiguous(first, _) => return first.with_timezone(&Utc),
+            LocalResult::None => t += chrono::Duration::minutes(15),
+        }
+    }
+    Utc.from_utc_datetime(&date.and_time(NaiveTime::MIN))
+}
+
+/// `[start, end)` of a local calendar day, as UTC instants. 23 or 25 hours long on DST days.
+pub fn local_day(tz: Tz, date: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) {
+    let next = date.checked_add_days(Days::new(1)).unwrap_or(date);
+    (start_of_local_day(tz, date), start_of_local_day(tz, next))
+}
+
+/// The local date of an instant in a zone.
+pub fn local_date(tz: Tz, at: DateTime<Utc>) -> NaiveDate {
+    at.with_timezone(&tz).date_naive()
+}
+
+/// "Tomorrow" for someone in `tz` at the instant `at`.
+pub fn tomorrow(tz: Tz, at: DateTime<Utc>) -> (NaiveDate, DateTime<Utc>, DateTime<Utc>) {
+    let date = local_date(tz, at)
+        .checked_add_days(Days::new(1))
+        .expect("date in range");
+    let (start, end) = local_day(tz, date);
+    (date, start, end)
+}
+
+/// The week before `at`: from the same local wall time 7 local days earlier, up to `at`.
+/// Measured on the local calendar, so it is 167 or 169 hours long across a DST change.
+pub fn week_before(tz: Tz, at: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let local = at.with_timezone(&tz).naive_local();
+    let earlier = local - chrono::Duration::days(7);
+    let start = match tz.from_local_datetime(&earlier) {
+        LocalResult::Single(d) | LocalResult::Ambiguous(d, _) => d.with_timezone(&Utc),
+        LocalResult::None => {
+            start_of_local_day(tz, earlier.date()).max(at - chrono::Duration::days(7))
+        }
+    };
+    (start, at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn tomorrow_follows_the_users_zone() {
+        // 2026-11-23 20:00 UTC is already Tuesday 24th 09:00 in Auckland (+13), and still
+        // Monday 23rd 12:00 in Los Angeles (-8).
+        let at = utc("2026-11-23T20:00:00Z");
+        let (d, s, e) = tomorrow(chrono_tz::Pacific::Auckland, at);
+        assert_eq!(d.to_string(), "2026-11-25");
+        assert_eq!(
+            (s, e),
+            (utc("2026-11-24T11:00:00Z"), utc("2026-11-25T11:00:00Z"))
+        );
+        let (d, s, _) = tomorrow(chrono_tz::America::Los_Angeles, at);
+        assert_eq!(d.to_string(), "2026-11-24");
+        assert_eq!(s, utc("2026-11-24T08:00:00Z"));
+    }
+
+    #[test]
+    fn dst_days_have_23_and_25_hours() {
+        let paris = chrono_tz::Europe::Paris;
+        let (s, e) = local_day(paris, NaiveDate::from_ymd_opt(2027, 3, 28).unwrap());
+        assert_eq!((e - s).num_hours(), 23);
+        let (s, e) = local_day(paris, NaiveDate::from_ymd_opt(2027, 10, 31).unwrap());
+        assert_eq!((e - s).num_hours(), 25);
+    }
+
+    #[test]
+    fn midnight_in_a_gap_starts_the_day_at_the_first_valid_instant() {
+        // Santiago springs forward at 00:00 on 2026-09-06: the day starts at 01:00 local (-03).
+        let tz = chrono_tz::America::Santiago;
+        let s = start_of_local_day(tz, NaiveDate::from_ymd_opt(2026, 9, 6).unwrap());
+        assert_eq!(s, utc("2026-09-06T04:00:00Z"));
+    }
+
+    #[test]
+    fn week_before_spans_seven_local_days() {
+        let paris = chrono_tz::Europe::Paris;
+        // Sunday 2027-04-04 17:00 +02:00; a week earlier was 17:00 +01:00, before the change.
+        let at = utc("2027-04-04T15:00:00Z");
+        let (s, e) = week_before(paris, at);
+        assert_eq!(s, utc("2027-03-28T15:00:00Z"));
+        assert_eq!(e, at);
+        assert_eq!((e - s).num_hours(), 168);
+    }
+
+    #[test]
+    fn cron_and_zone_errors_say_how_to_fix() {
+        let e = parse_cron("0 17 * * Sun").unwrap_err();
+        assert!(
+            e.contains("has 5 fields; expected 6 (seconds first)"),
+            "{e}"
+        );
+        assert!(parse_cron("0 0 17 * * Sun").is_ok());
+        assert!(
+            parse_cron("0 0 25 * * *")
+                .unwrap_err()
+                .contains("not a valid cron")
+        );
+        assert!(parse_zone("Europe/Pariss").unwrap_err().contains("IANA"));
+    }
+
+    #[test]
+    fn mailboxes() {
+        let m = Mailbox::parse("Herald <herald@example.com>").unwrap();
+        assert_eq!(m.name.as_deref(), Some("Herald"));
+        assert_eq!(m.domain(), "example.com");
+        assert_eq!(Mailbox::parse("a@b.c").unwrap().to_string(), "a@b.c");
+        for bad in ["nobody", "a b@c.d", "@x.y", "x@", "Name <a@b.c", "a@b..c"] {
+            assert!(Mailbox::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! The HTTP API (axum): health, readiness, manual triggers and the failed set, behind a bearer token.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{Path, Query, Request, State},
+    http::{HeaderMap, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::{
+    config::Settings,
+    queue::{Dispatcher, Queue},
+    schedule::{PlanOptions, plan},
+    store::Store,
+};
+
+/// What every handler can reach.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub store: Store,
+    pub queue: Queue,
+    pub dispatcher: Dispatcher,
+}
+
+/// The whole router; tests drive it with `oneshot` or through a real socket.
+pub fn app(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/schedules/{name}/trigger", post(trigger))
+        .route("/failed", get(failed_list))
+        .route("/failed/{id}", get(failed_show))
+        .route("/failed/{id}/retry", post(failed_retry))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .nest("/api", api)
+        .with_state(state)
+}
+
+/// One error type for every route: a clear 4xx for bad input, an opaque 500 with the cause logged.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("missing or wrong bearer token; send `Authorization: Bearer $HERALD_API_TOKEN`")]
+    Unauthorized,
+    #[error("the API is closed because no token is configured; set HERALD_API_TOKEN to open it")]
+    Closed,
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Closed => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Internal(e) => {
+                tracing::error!(error = format!("{e:#}"), "request failed");
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Json(json!({"error": "internal error; see Herald's log"})),
+                )
+                    .into_response();
+            }
+        };
+        let mut response = (status, Json(json!({ "error": self.to_string() }))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
+        }
+        response
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError::Internal(e.into())
+    }
+}
+
+async fn require_token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let Some(expected) = state.settings.api_token.as_deref() else {
+        return Err(ApiError::Closed);
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Constant time, so the comparison does not leak how much of a guess was right.
+    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+        Ok(next.run(request).await)
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let within = Duration::from_secs(2);
+    let pg = match tokio::time::timeout(within, state.store.ping()).await {
+        Ok(Ok(())) => "ok".to_owned(),
+        Ok(Err(e)) => format!("unreachable: {e}"),
+        Err(_) => "no answer within 2 s".to_owned(),
+    };
+    let redis = match tokio::time::timeout(within, state.queue.ping()).await {
+        Ok(Ok(())) => "ok".to_owned(),
+        Ok(Err(e)) => format!("unreachable: {e}"),
+        Err(_) => "no answer within 2 s".to_owned(),
+    };
+    let status = if pg == "ok" && redis == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({ "postgres": pg, "redis": redis }))).into_response()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TriggerBody {
+    user_id: Option<i64>,
+    #[serde(default)]
+    dry_run: bool,
+    at: Option<DateTime<Utc>>,
+}
+
+async fn trigger(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let schedule = state.settings.schedule(&name).ok_or_else(|| {
+        let names: Vec<_> = state
+            .settings
+            .schedules
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        ApiError::NotFound(format!(
+            "no schedule named {name:?}; the schedules are {}",
+            names.join(", ")
+        ))
+    })?;
+    let body: TriggerBody = if body.iter().all(u8::is_ascii_whitespace) {
+        TriggerBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "the body is not valid: {e}; send JSON like {{\"user_id\": 42, \"dry_run\": true, \"at\": \"2026-11-24T09:00:00Z\"}}"
+            ))
+        })?
+    };
+    let opts = PlanOptions {
+        at: body.at.unwrap_or_else(Utc::now),
+        user_id: body.user_id,
+        dry_run: body.dry_run,
+    };
+    let report = plan(&state.store, schedule, &opts).await?;
+    if !opts.dry_run {
+        state.dispatcher.nudge();
+    }
+    Ok((StatusCode::ACCEPTED, Json(report)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailedQuery {
+    kind: Option<String>,
+    since: Option<DateTime<Utc>>,
+    limit: Option<i64>,
+}
+
+async fn failed_list(
+    State(state): State<AppState>,
+    query: Result<Query<FailedQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| {
+        ApiError::BadRequest(format!(
+            "{e}; use ?kind=task_reminders&since=2026-11-01T00:00:00Z&limit=100"
+        ))
+    })?;
+    let rows = state
+        .store
+        .failed(
+            q.kind.as_deref(),
+            q.since,
+            q.limit.unwrap_or(100).clamp(1, 10_000),
+        )
+        .await?;
+    Ok(Json(json!({ "failed": rows })).into_response())
+}
+
+async fn failed_show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let delivery = state
+        .store
+        .delivery(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no delivery {id}")))?;
+    let attempts = state.store.attempts(id).await?;
+    Ok(Json(json!({ "delivery": delivery, "attempts": attempts })).into_response())
+}
+
+async fn failed_retry(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let retried = state.store.retry_failed(Some(&[id])).await?;
+    if retried.is_empty() {
+        return Err(match state.store.delivery(id).await? {
+            None => ApiError::NotFound(format!("no delivery {id}")),
+            Some(d) => ApiError::BadRequest(format!(
+                "delivery {id} is {}, not failed; only failed deliveries can be retried",
+                d.status
+            )),
+        });
+    }
+    state.dispatcher.nudge();
+    Ok((StatusCode::ACCEPTED, Json(json!({ "retried": retried }))).into_response())
+}
+
+fn parse_id(text: &str) -> Result<i64, ApiError> {
+    text.parse().map_err(|_| {
+        ApiError::BadRequest(format!(
+            "{text:?} is not a delivery id; ids are whole numbers"
+        ))
+    })
+}

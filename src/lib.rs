@@ -1,0 +1,43 @@
+//! Herald: scheduled email notifications for a task app, from cron tick to inbox.
+//!
+//! # Layout
+//!
+//! The code leans one way: `cli` → `startup` → `http`, `schedule`, `queue`, `worker` →
+//! `store`, `render`, `mail` → `domain`.
+//!
+//! - [`config`]: the layered settings (built-in defaults, `HERALD_CONFIG`, environment) and
+//!   their validation.
+//! - [`domain`]: plain validated types and the calendar arithmetic; no I/O.
+//! - [`store`]: every SQL statement, against PostgreSQL.
+//! - [`schedule`]: cron ticks and the planner that turns a tick into deliveries.
+//! - [`queue`]: the apalis-redis queue, the dispatcher that feeds it from PostgreSQL, and its
+//!   housekeeping.
+//! - [`worker`]: `process_one`, the step that renders, sends and records one delivery.
+//! - [`render`]: minijinja templates, checked at start.
+//! - [`mail`]: the transports (SMTP, file outbox) and how their errors are classified.
+//! - [`http`]: the axum routes, bearer auth and API errors.
+//! - [`startup`]: `Application::build` / `run_until_stopped`, used by `herald run` and tests.
+//! - [`cli`]: the `herald` command line; [`seed`]: demo data; [`telemetry`]: logs.
+//!
+//! # How an email travels
+//!
+//! A tick (cron or `POST /api/schedules/{name}/trigger`) inserts one `deliveries` row per user
+//! with something to say, keyed by a unique dedup key. The dispatcher moves due rows to Redis in
+//! chunks while the queue is below its high-water mark. A worker claims the row, renders and
+//! sends it, and records the attempt. A transient failure puts the row back in PostgreSQL with a
+//! later `due_at`; PostgreSQL, not Redis, is the record of every email.
+
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod mail;
+pub mod queue;
+pub mod render;
+pub mod schedule;
+pub mod seed;
+pub mod shutdown;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod worker;

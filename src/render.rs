@@ -1,0 +1,187 @@
+//! minijinja templates: loaded and checked at start, then rendered from a delivery's payload.
+//!
+//! Layout of the templates folder: `layout.html` and `layout.txt` are shared; each kind has
+//! `<kind>/subject.txt`, `<kind>/body.html` and `<kind>/body.txt`. Files ending in `.html` are
+//! autoescaped, and an undefined variable is an error rather than an empty string.
+
+use std::path::{Path, PathBuf};
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde_json::Value;
+
+use crate::{domain::Kind, schedule::compose::sample};
+
+/// The three parts of one email.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub subject: String,
+    pub html: String,
+    pub text: String,
+}
+
+/// A template problem, with the file, the line and minijinja's reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", describe(.0, .1))]
+pub struct TemplateError(PathBuf, minijinja::Error);
+
+fn describe(dir: &Path, e: &minijinja::Error) -> String {
+    let file = e
+        .name()
+        .map(|n| dir.join(n).display().to_string())
+        .unwrap_or_else(|| dir.display().to_string());
+    let line = e.line().map(|l| format!(":{l}")).unwrap_or_default();
+    let mut reason = format!("{}", e.kind());
+    if let Some(detail) = e.detail() {
+        reason.push_str(": ");
+        reason.push_str(detail);
+    }
+    format!("template {file}{line}: {reason}")
+}
+
+/// All templates, parsed once.
+#[derive(Debug)]
+pub struct Templates {
+    env: Environment<'static>,
+    dir: PathBuf,
+}
+
+impl Templates {
+    /// Loads every template under `dir` and renders each kind with sample data, so a syntax
+    /// error, a missing file or an undefined variable stops start-up instead of an email.
+    pub fn load(dir: &Path) -> Result<Templates, TemplateError> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_trim_blocks(true);
+        env.set_keep_trailing_newline(false);
+        let mut files = Vec::new();
+        collect(dir, dir, &mut files).map_err(|e| {
+            TemplateError(
+                dir.to_path_buf(),
+                minijinja::Error::new(
+                    minijinja::ErrorKind::TemplateNotFound,
+                    format!("cannot read the templates folder ({e}); set templates.dir or run from the repository root"),
+                ),
+            )
+        })?;
+        for (name, source) in files {
+            env.add_template_owned(name, source)
+                .map_err(|e| TemplateError(dir.to_path_buf(), e))?;
+        }
+        let templates = Templates {
+            env,
+            dir: dir.to_path_buf(),
+        };
+        for kind in Kind::ALL {
+            templates.render(kind, &sample(kind))?;
+        }
+        Ok(templates)
+    }
+
+    /// Renders one email from its payload.
+    pub fn render(&self, kind: Kind, payload: &Value) -> Result<Rendered, TemplateError> {
+        let part = |file: &str| -> Result<String, TemplateError> {
+            let name = format!("{}/{file}", kind.name());
+            self.env
+                .get_template(&name)
+                .and_then(|t| t.render(payload))
+                .map_err(|e| TemplateError(self.dir.clone(), e))
+        };
+        Ok(Rendered {
+            // A subject is one line: newlines would break the header.
+            subject: part("subject.txt")?
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+            html: part("body.html")?,
+            text: part("body.txt")?,
+        })
+    }
+}
+
+fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect(root, &path, out)?;
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("html" | "txt")
+        ) {
+            let name = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .replace('\\', "/");
+            out.push((name, std::fs::read_to_string(&path)?));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo_templates() -> Templates {
+        Templates::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("templates")).unwrap()
+    }
+
+    #[test]
+    fn html_is_escaped_and_text_is_not() {
+        let t = repo_templates();
+        let r = t
+            .render(Kind::OverdueSummary, &sample(Kind::OverdueSummary))
+            .unwrap();
+        assert!(r.html.contains("Write the &lt;report&gt;"), "{}", r.html);
+        assert!(r.text.contains("Write the <report>"), "{}", r.text);
+        assert!(!r.subject.contains('\n'));
+    }
+
+    #[test]
+    fn a_broken_template_names_its_file_and_line() {
+        let dir = std::env::temp_dir().join(format!("herald-tpl-{}", uuid::Uuid::new_v4()));
+        copy_dir(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"),
+            &dir,
+        );
+        std::fs::write(
+            dir.join("task_reminders/body.txt"),
+            "Hello\n{{ user.name }\n",
+        )
+        .unwrap();
+        let err = Templates::load(&dir).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(err.contains("task_reminders/body.txt:2"), "{err}");
+    }
+
+    #[test]
+    fn an_undefined_variable_is_an_error() {
+        let dir = std::env::temp_dir().join(format!("herald-tpl-{}", uuid::Uuid::new_v4()));
+        copy_dir(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"),
+            &dir,
+        );
+        std::fs::write(
+            dir.join("weekly_report/subject.txt"),
+            "Week of {{ user.nickname }}",
+        )
+        .unwrap();
+        let err = Templates::load(&dir).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(err.contains("weekly_report/subject.txt:1"), "{err}");
+        assert!(err.contains("undefined"), "{err}");
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let p = e.unwrap().path();
+            let target = to.join(p.file_name().unwrap());
+            if p.is_dir() {
+                copy_dir(&p, &target);
+            } else {
+                std::fs::copy(&p, &target).unwrap();
+            }
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! Builds the application from settings and runs it until told to stop: the seam tests boot.
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::{
+    config::Settings,
+    http::{AppState, app},
+    mail::Transport,
+    queue::{self, Dispatcher, Queue},
+    render::Templates,
+    schedule, shutdown,
+    store::Store,
+    worker::WorkerDeps,
+};
+
+/// A built Herald: connected, migrated, templates checked, HTTP port bound.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    deps: Arc<WorkerDeps>,
+}
+
+impl Application {
+    /// Checks the templates, creates and migrates the database, connects to Redis and the mail
+    /// transport, and binds the HTTP port. Any problem stops here, before anything runs.
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let templates = Arc::new(Templates::load(&settings.templates_dir)?);
+        let store = Store::connect(
+            &settings.database_url,
+            settings.database_max_connections,
+            true,
+        )
+        .await?;
+        store.migrate().await?;
+        let queue = Queue::new(queue::connect(&settings.redis_url).await?, &settings.queue);
+        let transport = Transport::build(&settings.mail)?;
+        let listener = TcpListener::bind(settings.http_addr)
+            .await
+            .with_context(|| format!("cannot listen on {} (http.addr / HERALD_HTTP_ADDR); is another process using it?", settings.http_addr))?;
+        let deps = Arc::new(WorkerDeps {
+            store: store.clone(),
+            templates,
+            transport,
+            retry_delays: settings.queue.retry_delays.clone(),
+            lease: settings.queue.lease,
+            message_id_domain: settings.mail.from.domain().to_owned(),
+        });
+        let state = AppState {
+            settings: Arc::new(settings),
+            store,
+            queue,
+            dispatcher: Dispatcher::new(),
+        };
+        Ok(Application {
+            listener,
+            state,
+            deps,
+        })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound socket has an address")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.address().port()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Runs the schedules, the dispatcher, the workers and the HTTP server until `stop` resolves;
+    /// then stops fetching, lets in-flight sends finish within `shutdown.grace`, and returns.
+    pub async fn run_until_stopped(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            state,
+            deps,
+        } = self;
+        let settings = state.settings.clone();
+        let (trigger, shutdown) = shutdown::channel();
+        let mut tasks = tokio::task::JoinSet::new();
+
+        tasks.spawn(state.dispatcher.clone().run(
+            state.store.clone(),
+            state.queue.clone(),
+            settings.queue.clone(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(queue::janitor(state.queue.clone(), shutdown.clone()));
+        for s in settings.schedules.iter().filter(|s| s.enabled) {
+            let dispatcher = state.dispatcher.clone();
+            let planned = Arc::new(move || dispatcher.nudge());
+            tasks.spawn(schedule::run_schedule(
+                state.store.clone(),
+                s.clone(),
+                planned,
+                shutdown.clone(),
+            ));
+        }
+        let workers = tokio::spawn(queue::run_workers(
+            state.queue.clone(),
+            deps,
+            settings.queue.clone(),
+            settings.shutdown_grace,
+            shutdown.clone(),
+        ));
+        let http_shutdown = shutdown.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app(state))
+                .with_graceful_shutdown(async move { http_shutdown.wait().await })
+                .await
+        });
+        tracing::info!(addr = %settings.http_addr, "Herald is running");
+
+        stop.await;
+        tracing::info!(grace = ?settings.shutdown_grace, "stopping: no new work, waiting for in-flight sends");
+        trigger.trigger();
+        while tasks.join_next().await.is_some() {}
+        let workers = workers.await.context("the worker task panicked")?;
+        server
+            .await
+            .context("the HTTP task panicked")?
+            .context("the HTTP server failed")?;
+        workers?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT (ctrl-c) or SIGTERM (what `docker stop` sends).
+pub async fn stop_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,579 @@
+//! Every SQL statement Herald runs, against PostgreSQL. Dates are computed in Rust and passed in.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{
+    PgPool, Postgres,
+    migrate::MigrateDatabase,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+
+/// The embedded migrations in `migrations/`.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// A handle to the database; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub pool: PgPool,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRow {
+    pub id: i64,
+    pub email: String,
+    pub display_name: String,
+    pub timezone: String,
+    pub opted_out: bool,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TaskRow {
+    pub id: i64,
+    pub owner_id: i64,
+    pub title: String,
+    pub due_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct FocusRow {
+    pub owner_id: i64,
+    pub started_at: DateTime<Utc>,
+    pub minutes: i32,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub email: String,
+    pub display_name: String,
+    pub timezone: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub owner_id: i64,
+    pub title: String,
+    pub due_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// A delivery the planner wants to exist.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewDelivery {
+    pub kind: String,
+    pub user_id: i64,
+    pub dedup_key: String,
+    pub recipient: String,
+    pub payload: serde_json::Value,
+    pub planned_for: DateTime<Utc>,
+    pub due_at: DateTime<Utc>,
+}
+
+/// A delivery a worker has claimed for one attempt.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Claimed {
+    pub id: i64,
+    pub kind: String,
+    pub dedup_key: String,
+    pub recipient: String,
+    pub payload: serde_json::Value,
+    pub attempts: i32,
+    pub round_attempts: i32,
+    pub message_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct DeliveryRow {
+    pub id: i64,
+    pub kind: String,
+    pub user_id: i64,
+    pub dedup_key: String,
+    pub status: String,
+    pub recipient: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub provider: Option<String>,
+    pub message_id: Option<String>,
+    pub planned_for: DateTime<Utc>,
+    pub due_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct AttemptRow {
+    pub attempt: i32,
+    pub at: DateTime<Utc>,
+    pub provider: String,
+    pub outcome: String,
+    pub code: Option<i32>,
+    pub error: Option<String>,
+}
+
+/// What one attempt came to, as written to `delivery_attempts`.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord<'a> {
+    pub provider: &'a str,
+    pub code: Option<u16>,
+    pub error: Option<&'a str>,
+}
+
+const DELIVERY_COLUMNS: &str = "id, kind, user_id, dedup_key, status, recipient, attempts, last_error, \
+     provider, message_id, planned_for, due_at, sent_at, updated_at";
+
+impl Store {
+    /// Connects, creating the database first when `create` is set and it does not exist.
+    pub async fn connect(url: &str, max_connections: u32, create: bool) -> anyhow::Result<Store> {
+        if create
+            && !Postgres::database_exists(url).await.with_context(|| {
+                format!("cannot reach PostgreSQL at {}; is it running?", redact(url))
+            })?
+        {
+            Postgres::create_database(url)
+                .await
+                .with_context(|| format!("cannot create the database in {}", redact(url)))?;
+            tracing::info!(url = %redact(url), "created the database");
+        }
+        let options: PgConnectOptions = url
+            .parse()
+            .with_context(|| format!("DATABASE_URL {} is not a PostgreSQL URL", redact(url)))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .with_context(|| format!("cannot connect to PostgreSQL at {}; is it running and does the database exist? (`herald migrate` creates it)", redact(url)))?;
+        Ok(Store { pool })
+    }
+
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .context("cannot apply the migrations")
+    }
+
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    // ----- the planner's reads -----
+
+    /// Up to `limit` users with an id above `after`, with whether they opted out of `kind`.
+    pub async fn users_page(
+        &self,
+        kind: &str,
+        after: i64,
+        limit: i64,
+        only: Option<i64>,
+    ) -> sqlx::Result<Vec<UserRow>> {
+        sqlx::query_as(
+            "SELECT u.id, u.email, u.display_name, u.timezone,
+                    EXISTS (SELECT 1 FROM email_opt_outs o WHERE o.user_id = u.id AND o.kind = $1) AS opted_out
+             FROM users u
+             WHERE u.id > $2 AND ($4::bigint IS NULL OR u.id = $4)
+             ORDER BY u.id
+             LIMIT $3",
+        )
+        .bind(kind)
+        .bind(after)
+        .bind(limit)
+        .bind(only)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Open tasks of these users due in `[from, to)`.
+    pub async fn open_tasks_due(
+        &self,
+        owners: &[i64],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> sqlx::Result<Vec<TaskRow>> {
+        sqlx::query_as(
+            "SELECT id, owner_id, title, due_at, completed_at FROM tasks
+             WHERE owner_id = ANY($1) AND completed_at IS NULL AND due_at >= $2 AND due_at < $3
+             ORDER BY owner_id, due_at, id",
+        )
+        .bind(owners)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Tasks of these users completed in `[from, to)`.
+    pub async fn tasks_completed(
+        &self,
+        owners: &[i64],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> sqlx::Result<Vec<TaskRow>> {
+        sqlx::query_as(
+            "SELECT id, owner_id, title, due_at, completed_at FROM tasks
+             WHERE owner_id = ANY($1) AND completed_at >= $2 AND completed_at < $3
+             ORDER BY owner_id, completed_at, id",
+        )
+        .bind(owners)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Focus sessions of these users started in `[from, to)`.
+    pub async fn focus_sessions(
+        &self,
+        owners: &[i64],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> sqlx::Result<Vec<FocusRow>> {
+        sqlx::query_as(
+            "SELECT owner_id, started_at, minutes FROM focus_sessions
+             WHERE owner_id = ANY($1) AND started_at >= $2 AND started_at < $3",
+        )
+        .bind(owners)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    // ----- the app's data (seeding and tests) -----
+
+    /// Inserts users and returns their ids, in order.
+    pub async fn insert_users(&self, users: &[NewUser]) -> sqlx::Result<Vec<i64>> {
+        sqlx::query_scalar(
+            "INSERT INTO users (email, display_name, timezone)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS t (email, display_name, timezone, n)
+             ORDER BY n
+             RETURNING id",
+        )
+        .bind(users.iter().map(|u| u.email.clone()).collect::<Vec<_>>())
+        .bind(users.iter().map(|u| u.display_name.clone()).collect::<Vec<_>>())
+        .bind(users.iter().map(|u| u.timezone.clone()).collect::<Vec<_>>())
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    pub async fn insert_tasks(&self, tasks: &[NewTask]) -> sqlx::Result<u64> {
+        Ok(sqlx::query(
+            "INSERT INTO tasks (owner_id, title, due_at, completed_at)
+             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::timestamptz[], $4::timestamptz[])",
+        )
+        .bind(tasks.iter().map(|t| t.owner_id).collect::<Vec<_>>())
+        .bind(tasks.iter().map(|t| t.title.clone()).collect::<Vec<_>>())
+        .bind(tasks.iter().map(|t| t.due_at).collect::<Vec<_>>())
+        .bind(tasks.iter().map(|t| t.completed_at).collect::<Vec<_>>())
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    pub async fn insert_focus_sessions(
+        &self,
+        sessions: &[(i64, DateTime<Utc>, i32)],
+    ) -> sqlx::Result<u64> {
+        Ok(sqlx::query(
+            "INSERT INTO focus_sessions (owner_id, started_at, minutes)
+             SELECT * FROM UNNEST($1::bigint[], $2::timestamptz[], $3::int[])",
+        )
+        .bind(sessions.iter().map(|s| s.0).collect::<Vec<_>>())
+        .bind(sessions.iter().map(|s| s.1).collect::<Vec<_>>())
+        .bind(sessions.iter().map(|s| s.2).collect::<Vec<_>>())
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    pub async fn opt_out(&self, user_id: i64, kind: &str) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT INTO email_opt_outs (user_id, kind) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(user_id)
+        .bind(kind)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The highest user id, so a second seed run picks new email addresses.
+    pub async fn max_user_id(&self) -> sqlx::Result<i64> {
+        sqlx::query_scalar("SELECT COALESCE(max(id), 0) FROM users")
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    // ----- planning -----
+
+    /// Inserts the deliveries whose dedup key is new. Returns the ids of the rows inserted.
+    pub async fn insert_deliveries(&self, rows: &[NewDelivery]) -> sqlx::Result<Vec<i64>> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let col = |f: fn(&NewDelivery) -> String| rows.iter().map(f).collect::<Vec<_>>();
+        sqlx::query_scalar(
+            "INSERT INTO deliveries (kind, user_id, dedup_key, recipient, payload, planned_for, due_at)
+             SELECT kind, user_id, dedup_key, recipient, payload::jsonb, planned_for, due_at
+             FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[])
+                  AS t (kind, user_id, dedup_key, recipient, payload, planned_for, due_at)
+             ON CONFLICT (dedup_key) DO NOTHING
+             RETURNING id",
+        )
+        .bind(col(|r| r.kind.clone()))
+        .bind(rows.iter().map(|r| r.user_id).collect::<Vec<_>>())
+        .bind(col(|r| r.dedup_key.clone()))
+        .bind(col(|r| r.recipient.clone()))
+        .bind(col(|r| r.payload.to_string()))
+        .bind(rows.iter().map(|r| r.planned_for).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.due_at).collect::<Vec<_>>())
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    // ----- the dispatcher -----
+
+    /// Marks up to `limit` due deliveries as dispatched and returns their ids, oldest first.
+    /// `SKIP LOCKED` lets several Herald processes dispatch side by side without overlap.
+    pub async fn take_due(&self, limit: i64) -> sqlx::Result<Vec<i64>> {
+        sqlx::query_scalar(
+            "UPDATE deliveries SET dispatched_at = now(), updated_at = now()
+             WHERE id IN (
+                 SELECT id FROM deliveries
+                 WHERE status = 'queued' AND dispatched_at IS NULL AND due_at <= now()
+                 ORDER BY due_at
+                 LIMIT $1
+                 FOR UPDATE SKIP LOCKED)
+             RETURNING id",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Puts deliveries back for the dispatcher, after a push to Redis failed.
+    pub async fn untake(&self, ids: &[i64]) -> sqlx::Result<()> {
+        sqlx::query(
+            "UPDATE deliveries SET dispatched_at = NULL WHERE id = ANY($1) AND status = 'queued'",
+        )
+        .bind(ids)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Makes due again what a dead process left behind: claims whose lease expired, and
+    /// dispatched rows that no worker picked up in time (Redis restarted without them, say).
+    /// Returns (expired leases, stale dispatches).
+    pub async fn recover(&self, redispatch_after: Duration) -> sqlx::Result<(u64, u64)> {
+        let leases = sqlx::query(
+            "UPDATE deliveries SET status = 'queued', dispatched_at = NULL, lease_until = NULL,
+                    due_at = now(), updated_at = now()
+             WHERE status = 'sending' AND lease_until < now()",
+        )
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let stale = sqlx::query(
+            "UPDATE deliveries SET dispatched_at = NULL, updated_at = now()
+             WHERE status = 'queued' AND dispatched_at < now() - $1::interval",
+        )
+        .bind(format!("{} milliseconds", redispatch_after.as_millis()))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok((leases, stale))
+    }
+
+    // ----- the worker -----
+
+    /// Claims a queued delivery for one attempt. `None` when it is not queued any more (already
+    /// sent, failed, or claimed by another worker), which makes a duplicate job harmless.
+    pub async fn claim(
+        &self,
+        id: i64,
+        lease: Duration,
+        message_id: &str,
+    ) -> sqlx::Result<Option<Claimed>> {
+        sqlx::query_as(
+            "UPDATE deliveries
+             SET status = 'sending', attempts = attempts + 1, round_attempts = round_attempts + 1,
+                 lease_until = now() + $2::interval, dispatched_at = NULL,
+                 message_id = COALESCE(message_id, $3), updated_at = now()
+             WHERE id = $1 AND status = 'queued'
+             RETURNING id, kind, dedup_key, recipient, payload, attempts, round_attempts, message_id",
+        )
+        .bind(id)
+        .bind(format!("{} milliseconds", lease.as_millis()))
+        .bind(message_id)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    pub async fn record_sent(&self, d: &Claimed, a: &AttemptRecord<'_>) -> sqlx::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        insert_attempt(&mut tx, d, "sent", a).await?;
+        sqlx::query(
+            "UPDATE deliveries SET status = 'sent', sent_at = now(), provider = $2, lease_until = NULL,
+                    last_error = NULL, updated_at = now()
+             WHERE id = $1",
+        )
+        .bind(d.id)
+        .bind(a.provider)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+
+    /// A transient failure with attempts left: the row waits in PostgreSQL until `due_at`.
+    pub async fn record_retry(
+        &self,
+        d: &Claimed,
+        a: &AttemptRecord<'_>,
+        due_at: DateTime<Utc>,
+    ) -> sqlx::Result<()> {
+        self.record_failure(d, "transient", a, Some(due_at)).await
+    }
+
+    /// A permanent failure, or a transient one with no attempts left: into the failed set.
+    pub async fn record_failed(
+        &self,
+        d: &Claimed,
+        outcome: &str,
+        a: &AttemptRecord<'_>,
+    ) -> sqlx::Result<()> {
+        self.record_failure(d, outcome, a, None).await
+    }
+
+    async fn record_failure(
+        &self,
+        d: &Claimed,
+        outcome: &str,
+        a: &AttemptRecord<'_>,
+        retry_at: Option<DateTime<Utc>>,
+    ) -> sqlx::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        insert_attempt(&mut tx, d, outcome, a).await?;
+        sqlx::query(
+            "UPDATE deliveries
+             SET status = CASE WHEN $2::timestamptz IS NULL THEN 'failed' ELSE 'queued' END,
+                 due_at = COALESCE($2, due_at), lease_until = NULL, dispatched_at = NULL,
+                 last_error = $3, provider = $4, updated_at = now()
+             WHERE id = $1",
+        )
+        .bind(d.id)
+        .bind(retry_at)
+        .bind(a.error)
+        .bind(a.provider)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+
+    // ----- the failed set and operator reads -----
+
+    pub async fn failed(
+        &self,
+        kind: Option<&str>,
+        since: Option<DateTime<Utc>>,
+        limit: i64,
+    ) -> sqlx::Result<Vec<DeliveryRow>> {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries
+             WHERE status = 'failed' AND ($1::text IS NULL OR kind = $1) AND ($2::timestamptz IS NULL OR updated_at >= $2)
+             ORDER BY updated_at DESC, id DESC LIMIT $3"
+        )))
+        .bind(kind)
+        .bind(since)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    pub async fn delivery(&self, id: i64) -> sqlx::Result<Option<DeliveryRow>> {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    pub async fn attempts(&self, id: i64) -> sqlx::Result<Vec<AttemptRow>> {
+        sqlx::query_as(
+            "SELECT attempt, at, provider, outcome, code, error FROM delivery_attempts
+             WHERE delivery_id = $1 ORDER BY attempt, id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Sends failed deliveries through the normal path again, with a fresh set of retries.
+    /// `None` retries every failed delivery. Returns the ids that were failed and are queued now.
+    pub async fn retry_failed(&self, ids: Option<&[i64]>) -> sqlx::Result<Vec<i64>> {
+        sqlx::query_scalar(
+            "UPDATE deliveries
+             SET status = 'queued', round_attempts = 0, due_at = now(), dispatched_at = NULL, updated_at = now()
+             WHERE status = 'failed' AND ($1::bigint[] IS NULL OR id = ANY($1))
+             RETURNING id",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Deletes failed deliveries (and their attempts) that failed before `before`.
+    pub async fn purge_failed(&self, before: DateTime<Utc>) -> sqlx::Result<u64> {
+        Ok(
+            sqlx::query("DELETE FROM deliveries WHERE status = 'failed' AND updated_at < $1")
+                .bind(before)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    /// How many deliveries are in each status.
+    pub async fn status_counts(&self) -> sqlx::Result<Vec<(String, i64)>> {
+        sqlx::query_as("SELECT status, count(*) FROM deliveries GROUP BY status ORDER BY status")
+            .fetch_all(&self.pool)
+            .await
+    }
+}
+
+async fn insert_attempt(
+    tx: &mut sqlx::PgConnection,
+    d: &Claimed,
+    outcome: &str,
+    a: &AttemptRecord<'_>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO delivery_attempts (delivery_id, attempt, provider, outcome, code, error)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(d.id)
+    .bind(d.attempts)
+    .bind(a.provider)
+    .bind(outcome)
+    .bind(a.code.map(i32::from))
+    .bind(a.error)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// A URL with its password replaced, fit for logs and error messages.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
