@@ -162,9 +162,12 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             dry_run,
             at,
         } => {
-            let schedule = settings
-                .schedule(&name)
-                .with_context(|| format!("no schedule named {name:?}; the schedules are task_reminders, overdue_summary, weekly_report"))?;
+            let schedule = settings.schedule(&name).with_context(|| {
+                format!(
+                    "no schedule named {name:?}; the schedules are {}",
+                    crate::domain::Kind::names()
+                )
+            })?;
             let store = connect(&settings).await?;
             let report = plan(
                 &store,

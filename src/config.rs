@@ -462,7 +462,7 @@ impl RawSettings {
                     &place,
                     format!(
                         "is not a known schedule; the schedules are {}",
-                        Kind::ALL.map(|k| k.name()).join(", ")
+                        Kind::names()
                     ),
                 );
                 continue;

@@ -25,6 +25,11 @@ impl Kind {
         Kind::WeeklyReport,
     ];
 
+    /// "task_reminders, overdue_summary, weekly_report", for error messages.
+    pub fn names() -> String {
+        Kind::ALL.map(Kind::name).join(", ")
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Kind::TaskReminders => "task_reminders",
@@ -49,7 +54,7 @@ impl FromStr for Kind {
             .ok_or_else(|| {
                 format!(
                     "{s:?} is not a schedule; the schedules are {}",
-                    Kind::ALL.map(Kind::name).join(", ")
+                    Kind::names()
                 )
             })
     }

@@ -151,15 +151,9 @@ async fn trigger(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let schedule = state.settings.schedule(&name).ok_or_else(|| {
-        let names: Vec<_> = state
-            .settings
-            .schedules
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect();
         ApiError::NotFound(format!(
             "no schedule named {name:?}; the schedules are {}",
-            names.join(", ")
+            crate::domain::Kind::names()
         ))
     })?;
     let body: TriggerBody = if body.iter().all(u8::is_ascii_whitespace) {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use lettre::{
     AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
-    message::{MultiPart, header::ContentType},
+    message::MultiPart,
     transport::smtp::{PoolConfig, authentication::Credentials},
 };
 
@@ -194,10 +194,6 @@ impl Transport {
                 email.content.html.clone(),
             ))
             .map_err(|e| SendError::permanent(format!("cannot build the message: {e}")))
-            .map(|m| {
-                debug_assert!(ContentType::TEXT_PLAIN != ContentType::TEXT_HTML);
-                m
-            })
     }
 }
 

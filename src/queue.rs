@@ -263,7 +263,7 @@ pub async fn janitor(queue: Queue, shutdown: Shutdown) {
         }
         loop {
             match sweep(&queue, 1000).await {
-                Ok(n) if n == 1000 => continue,
+                Ok(1000) => continue,
                 Ok(_) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot clean finished jobs");

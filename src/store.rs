@@ -132,9 +132,13 @@ impl Store {
                 format!("cannot reach PostgreSQL at {}; is it running?", redact(url))
             })?
         {
-            Postgres::create_database(url)
-                .await
-                .with_context(|| format!("cannot create the database in {}", redact(url)))?;
+            // Another process may create it at the same moment: only its absence afterwards is an error.
+            if let Err(e) = Postgres::create_database(url).await
+                && !Postgres::database_exists(url).await.unwrap_or(false)
+            {
+                return Err(e)
+                    .with_context(|| format!("cannot create the database in {}", redact(url)));
+            }
             tracing::info!(url = %redact(url), "created the database");
         }
         let options: PgConnectOptions = url
@@ -249,7 +253,7 @@ impl Store {
     pub async fn insert_users(&self, users: &[NewUser]) -> sqlx::Result<Vec<i64>> {
         sqlx::query_scalar(
             "INSERT INTO users (email, display_name, timezone)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS t (email, display_name, timezone, n)
+             SELECT email, display_name, timezone FROM UNNEST($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS t (email, display_name, timezone, n)
              ORDER BY n
              RETURNING id",
         )

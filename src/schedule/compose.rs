@@ -28,7 +28,7 @@ pub fn open_window(kind: Kind, tz: Tz, at: DateTime<Utc>) -> (DateTime<Utc>, Dat
             (start, end)
         }
         // Overdue means past its due time at the tick and not completed.
-        Kind::OverdueSummary | Kind::WeeklyReport => (DateTime::<Utc>::MIN_UTC, at),
+        Kind::OverdueSummary | Kind::WeeklyReport => (DateTime::<Utc>::UNIX_EPOCH, at),
     }
 }
 

@@ -1,0 +1,214 @@
+//! Transient failures are retried after 2 s and 4 s; permanent ones land in the failed set, which
+//! the operator lists and retries from the command line.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_4xx_twice_then_accepted_gives_three_attempts_and_one_email() {
+    let smtp = SmtpServer::start().await;
+    smtp.script(&[(
+        "flaky@example.com",
+        &["451 4.7.1 Try again later", "421 4.3.2 Busy", "accept"],
+    )]);
+    let app = spawn_app(&smtp).await;
+    let now = at("2026-11-23T07:00:00Z");
+    let user = app
+        .add_user(
+            "flaky@example.com",
+            "UTC",
+            &[("Late", at("2026-11-20T10:00:00Z"), None)],
+        )
+        .await;
+
+    let (status, report) = app.trigger("overdue_summary", json!({ "at": now })).await;
+    assert_eq!(status, 202, "{report}");
+    app.wait_for_status("sent", 1, Duration::from_secs(60))
+        .await;
+    assert_eq!(smtp.messages().len(), 1);
+
+    let id = report["delivery_ids"][0].as_i64().unwrap();
+    let (_, shown) = app.get(&format!("/api/failed/{id}")).await;
+    let attempts = shown["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 3, "{shown}");
+    let outcomes: Vec<_> = attempts
+        .iter()
+        .map(|a| (a["outcome"].as_str().unwrap(), a["code"].as_i64()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("transient", Some(451)),
+            ("transient", Some(421)),
+            ("sent", Some(250))
+        ]
+    );
+    // The waits between attempts follow the configured delays (2 s, then 4 s), at least.
+    let times: Vec<_> = attempts
+        .iter()
+        .map(|a| {
+            a["at"]
+                .as_str()
+                .unwrap()
+                .parse::<chrono::DateTime<chrono::Utc>>()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        times[1] - times[0] >= chrono::Duration::seconds(2),
+        "{times:?}"
+    );
+    assert!(
+        times[2] - times[1] >= chrono::Duration::seconds(4),
+        "{times:?}"
+    );
+    assert_eq!(shown["delivery"]["status"], "sent");
+    assert_eq!(shown["delivery"]["attempts"], 3);
+    assert_eq!(shown["delivery"]["provider"], "smtp");
+    let _ = user;
+    drop(smtp);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_5xx_fails_at_once_and_herald_failed_retry_sends_it() {
+    let smtp = SmtpServer::start().await;
+    smtp.script(&[("gone@example.com", &["550 5.1.1 No such user here"])]);
+    let app = spawn_app(&smtp).await;
+    app.add_user(
+        "gone@example.com",
+        "UTC",
+        &[("Late", at("2026-11-20T10:00:00Z"), None)],
+    )
+    .await;
+    let (_, report) = app
+        .trigger(
+            "overdue_summary",
+            json!({ "at": at("2026-11-23T07:00:00Z") }),
+        )
+        .await;
+    let id = report["delivery_ids"][0].as_i64().unwrap();
+    app.wait_for_status("failed", 1, Duration::from_secs(60))
+        .await;
+
+    // One attempt, permanent, no retry.
+    let attempts = app.store.attempts(id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(
+        (attempts[0].outcome.as_str(), attempts[0].code),
+        ("permanent", Some(550))
+    );
+    assert_eq!(smtp.count(), 0);
+
+    // The operator sees it in `herald failed list` and `herald failed show`...
+    let out = herald_cmd(&app.env)
+        .args(["failed", "list", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed[0]["id"], id);
+    assert!(
+        listed[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("No such user here"),
+        "{listed}"
+    );
+    let out = herald_cmd(&app.env)
+        .args(["failed", "list"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("gone@example.com") && table.contains("overdue_summary"),
+        "{table}"
+    );
+    let out = herald_cmd(&app.env)
+        .args(["failed", "show", &id.to_string()])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("#1") && shown.contains("permanent") && shown.contains("code=550"),
+        "{shown}"
+    );
+
+    // ...fixes the cause, and retries it through the normal path.
+    let out = herald_cmd(&app.env)
+        .args(["failed", "retry", &id.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mail = smtp.wait_for(1, Duration::from_secs(60)).await;
+    assert_eq!(mail[0].to(), "gone@example.com");
+    app.wait_for_status("sent", 1, Duration::from_secs(10))
+        .await;
+    assert_eq!(app.store.attempts(id).await.unwrap().len(), 2);
+    let out = herald_cmd(&app.env)
+        .args(["failed", "list"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no failed deliveries"));
+    drop(smtp);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_past_the_last_delay_end_in_the_failed_set() {
+    let smtp = SmtpServer::start().await;
+    smtp.script(&[("down@example.com", &["451 a", "451 b", "451 c"])]);
+    let mut env = Env::new(&smtp);
+    // Short delays keep the test quick; the count of attempts is what matters here.
+    env.set("HERALD__QUEUE__RETRY_DELAYS", "[\"100ms\", \"100ms\"]");
+    let app = spawn_with(env).await;
+    app.add_user(
+        "down@example.com",
+        "UTC",
+        &[("Late", at("2026-11-20T10:00:00Z"), None)],
+    )
+    .await;
+    let (_, report) = app
+        .trigger(
+            "overdue_summary",
+            json!({ "at": at("2026-11-23T07:00:00Z") }),
+        )
+        .await;
+    let id = report["delivery_ids"][0].as_i64().unwrap();
+    app.wait_for_status("failed", 1, Duration::from_secs(60))
+        .await;
+    let attempts = app.store.attempts(id).await.unwrap();
+    assert_eq!(
+        attempts
+            .iter()
+            .map(|a| a.outcome.as_str())
+            .collect::<Vec<_>>(),
+        ["transient", "transient", "transient"]
+    );
+    let (status, body) = app.get("/api/failed").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["failed"][0]["id"], id);
+    // Retry over HTTP this time.
+    let r = app
+        .http
+        .post(format!("{}/api/failed/{id}/retry", app.address))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    smtp.wait_for(1, Duration::from_secs(60)).await;
+    drop(smtp);
+    app.finish().await;
+}

@@ -1,0 +1,420 @@
+//! The harness: a real SMTP server (aiosmtpd), a fresh database and Redis queue per test, and the
+//! real application booted on port 0.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use herald::{
+    config::Settings,
+    queue::{self, Queue},
+    startup::Application,
+    store::{NewTask, NewUser, Store},
+};
+use serde_json::Value;
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, ChildStdin, Command},
+    sync::oneshot,
+    task::JoinHandle,
+};
+
+/// A task as `(title, due_at, completed_at)`.
+pub type TaskSpec<'a> = (&'a str, DateTime<Utc>, Option<DateTime<Utc>>);
+
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+pub const PG: &str = "postgres://postgres@127.0.0.1:5432";
+/// Tests use Redis database 0 with a queue name of their own; 11 to 15 belong to benchmarks.
+pub const REDIS: &str = "redis://127.0.0.1:6379/0";
+
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+}
+
+/// A real SMTP server: `tests/support/smtp_server.py` on aiosmtpd, one per test.
+pub struct SmtpServer {
+    pub port: u16,
+    pub dir: PathBuf,
+    child: Child,
+    // Closing stdin tells the server to exit, so it never outlives a crashed test.
+    _stdin: ChildStdin,
+}
+
+/// One message as the SMTP server received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub rcpt_tos: Vec<String>,
+    pub raw: String,
+}
+
+impl Received {
+    pub fn to(&self) -> &str {
+        &self.rcpt_tos[0]
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        let head = self.raw.split("\r\n\r\n").next()?;
+        let prefix = format!("{}:", name.to_ascii_lowercase());
+        head.split("\r\n")
+            .find(|l| l.to_ascii_lowercase().starts_with(&prefix))
+            .map(|l| l[prefix.len()..].trim().to_owned())
+    }
+
+    /// The decoded body of the part with this content type.
+    pub fn part(&self, content_type: &str) -> Option<String> {
+        let message = mail_parser::MessageParser::default().parse(self.raw.as_bytes())?;
+        match content_type {
+            "text/plain" => message.body_text(0).map(|s| s.into_owned()),
+            "text/html" => message.body_html(0).map(|s| s.into_owned()),
+            _ => None,
+        }
+    }
+}
+
+impl SmtpServer {
+    pub async fn start() -> SmtpServer {
+        // /dev/shm keeps the file writes of big tests off the disk.
+        let base = if Path::new("/dev/shm").is_dir() {
+            PathBuf::from("/dev/shm")
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = base.join(format!("herald-smtp-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_server.py");
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(script)
+            .arg("--dir")
+            .arg(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("cannot start the test SMTP server: is python3-aiosmtpd installed? (.ci/run installs it)");
+        let stdin = child.stdin.take().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("the SMTP server did not report its port")
+            .unwrap()
+            .expect("the SMTP server exited before reporting its port");
+        let port = line
+            .strip_prefix("PORT ")
+            .and_then(|p| p.trim().parse().ok())
+            .expect("a PORT line");
+        SmtpServer {
+            port,
+            dir,
+            child,
+            _stdin: stdin,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}?tls=none", self.port)
+    }
+
+    /// Replies to give, in order, for mail to `rcpt` ("accept", or e.g. "451 4.7.1 Try later").
+    pub fn script(&self, replies: &[(&str, &[&str])]) {
+        let map: HashMap<_, _> = replies
+            .iter()
+            .map(|(k, v)| (k.to_lowercase(), v.to_vec()))
+            .collect();
+        let tmp = self.dir.join(".script.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&map).unwrap()).unwrap();
+        std::fs::rename(tmp, self.dir.join("script.json")).unwrap();
+    }
+
+    pub fn count(&self) -> usize {
+        std::fs::read_dir(&self.dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".eml")
+            })
+            .count()
+    }
+
+    pub fn messages(&self) -> Vec<Received> {
+        let mut names: Vec<_> = std::fs::read_dir(&self.dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".eml") && !n.starts_with('.'))
+            .collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|n| {
+                let meta: Value = serde_json::from_slice(
+                    &std::fs::read(self.dir.join(n.replace(".eml", ".json"))).unwrap(),
+                )
+                .unwrap();
+                Received {
+                    rcpt_tos: meta["rcpt_tos"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.as_str().unwrap().to_owned())
+                        .collect(),
+                    raw: String::from_utf8_lossy(&std::fs::read(self.dir.join(&n)).unwrap())
+                        .into_owned(),
+                }
+            })
+            .collect()
+    }
+
+    /// Waits until at least `n` messages arrived (the bound only stops a hung test).
+    pub async fn wait_for(&self, n: usize, within: Duration) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.count() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {} of {n} emails arrived",
+                self.count()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.messages()
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Everything a test needs to boot Herald against its own database and queue.
+#[derive(Clone, Debug)]
+pub struct Env {
+    pub database: String,
+    pub vars: Vec<(String, String)>,
+}
+
+impl Env {
+    pub fn new(smtp: &SmtpServer) -> Env {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let database = format!("herald_test_{id}");
+        let queue = format!("herald-test-{id}");
+        let templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+        let vars = [
+            ("DATABASE_URL", format!("{PG}/{database}")),
+            ("REDIS_URL", REDIS.to_owned()),
+            ("SMTP_URL", smtp.url()),
+            ("MAIL_FROM", "Herald <herald@example.com>".to_owned()),
+            ("HERALD_API_TOKEN", TOKEN.to_owned()),
+            ("HERALD_HTTP_ADDR", "127.0.0.1:0".to_owned()),
+            ("HERALD__QUEUE__NAME", queue.clone()),
+            ("HERALD__TEMPLATES__DIR", templates.display().to_string()),
+            ("HERALD__DATABASE__MAX_CONNECTIONS", "8".to_owned()),
+            // The cron ticks stay off: tests plan through the trigger endpoint, at chosen instants.
+            (
+                "HERALD__SCHEDULES__TASK_REMINDERS__ENABLED",
+                "false".to_owned(),
+            ),
+            (
+                "HERALD__SCHEDULES__OVERDUE_SUMMARY__ENABLED",
+                "false".to_owned(),
+            ),
+            (
+                "HERALD__SCHEDULES__WEEKLY_REPORT__ENABLED",
+                "false".to_owned(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        Env { database, vars }
+    }
+
+    pub fn set(&mut self, key: &str, value: &str) {
+        self.vars.retain(|(k, _)| k != key);
+        self.vars.push((key.to_owned(), value.to_owned()));
+    }
+
+    pub fn settings(&self) -> Settings {
+        Settings::load_from(None, &self.vars).expect("test settings are valid")
+    }
+
+    /// Drops the database and the queue's Redis keys.
+    pub async fn cleanup(&self) {
+        self.cleanup_database().await;
+        let queue = Queue::new(queue::connect(REDIS).await.unwrap(), &self.settings().queue);
+        queue.delete_all_keys().await.unwrap();
+    }
+
+    pub async fn cleanup_database(&self) {
+        let admin = Store::connect(&format!("{PG}/postgres"), 1, false)
+            .await
+            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.database
+        )))
+        .execute(&admin.pool)
+        .await
+        .unwrap();
+        admin.pool.close().await;
+    }
+}
+
+/// A running Herald inside the test process.
+pub struct TestApp {
+    pub address: String,
+    pub env: Env,
+    pub store: Store,
+    pub queue: Queue,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+pub async fn spawn_app(smtp: &SmtpServer) -> TestApp {
+    spawn_with(Env::new(smtp)).await
+}
+
+pub async fn spawn_with(env: Env) -> TestApp {
+    init_logs();
+    let app = Application::build(env.settings())
+        .await
+        .expect("the app builds");
+    let address = format!("http://{}", app.address());
+    let store = app.state().store.clone();
+    let queue = app.state().queue.clone();
+    let (tx, rx) = oneshot::channel();
+    let handle = tokio::spawn(app.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        address,
+        env,
+        store,
+        queue,
+        http: reqwest::Client::new(),
+        stop: Some(tx),
+        handle: Some(handle),
+    }
+}
+
+impl TestApp {
+    pub async fn trigger(&self, schedule: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}/api/schedules/{schedule}/trigger", self.address))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Adds a user with tasks `(title, due_at, completed_at)`; returns the user id.
+    pub async fn add_user(&self, email: &str, tz: &str, tasks: &[TaskSpec<'_>]) -> i64 {
+        add_user(&self.store, email, tz, tasks).await
+    }
+
+    pub async fn count_status(&self, status: &str) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = $1")
+            .bind(status)
+            .fetch_one(&self.store.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Waits until `n` deliveries have this status (the bound only stops a hung test).
+    pub async fn wait_for_status(&self, status: &str, n: i64, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let got = self.count_status(status).await;
+            if got >= n {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {got} of {n} deliveries are {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops the app gracefully; returns what `run_until_stopped` returned.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match self.handle.take() {
+            Some(h) => h.await.unwrap(),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops the app and removes its database and Redis keys.
+    pub async fn finish(mut self) {
+        self.stop().await.expect("the app stops cleanly");
+        self.store.pool.close().await;
+        self.env.cleanup().await;
+    }
+}
+
+pub async fn add_user(store: &Store, email: &str, tz: &str, tasks: &[TaskSpec<'_>]) -> i64 {
+    let id = store
+        .insert_users(&[NewUser {
+            email: email.into(),
+            display_name: format!("User {email}"),
+            timezone: tz.into(),
+        }])
+        .await
+        .unwrap()[0];
+    let tasks: Vec<_> = tasks
+        .iter()
+        .map(|(title, due, done)| NewTask {
+            owner_id: id,
+            title: (*title).into(),
+            due_at: Some(*due),
+            completed_at: *done,
+        })
+        .collect();
+    store.insert_tasks(&tasks).await.unwrap();
+    id
+}
+
+pub fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+/// Runs the real `herald` binary with the test's environment.
+pub fn herald_cmd(env: &Env) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in &env.vars {
+        cmd.env(k, v);
+    }
+    cmd
+}

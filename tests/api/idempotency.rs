@@ -1,0 +1,172 @@
+//! One email per user per tick: when a tick is triggered twice, and when two Herald processes
+//! both fire it.
+
+use std::{collections::HashMap, process::Stdio, time::Duration};
+
+use chrono::Utc;
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_tick_triggered_twice_sends_one_email_per_user() {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_app(&smtp).await;
+    for i in 0..5 {
+        app.add_user(
+            &format!("u{i}@example.com"),
+            "Europe/Paris",
+            &[("Late", at("2026-11-20T10:00:00Z"), None)],
+        )
+        .await;
+    }
+    let tick = json!({ "at": at("2026-11-23T06:00:00Z") });
+    let (_, first) = app.trigger("overdue_summary", tick.clone()).await;
+    let (_, second) = app.trigger("overdue_summary", tick).await;
+    assert_eq!(
+        (first["planned"].as_i64(), first["already_planned"].as_i64()),
+        (Some(5), Some(0)),
+        "{first}"
+    );
+    assert_eq!(
+        (
+            second["planned"].as_i64(),
+            second["already_planned"].as_i64()
+        ),
+        (Some(0), Some(5)),
+        "{second}"
+    );
+    // Later the same day is the same tick date: still nothing new.
+    let (_, third) = app
+        .trigger(
+            "overdue_summary",
+            json!({ "at": at("2026-11-23T18:00:00Z") }),
+        )
+        .await;
+    assert_eq!(third["planned"], 0, "{third}");
+
+    app.wait_for_status("sent", 5, Duration::from_secs(60))
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(smtp.count(), 5);
+    drop(smtp);
+    app.finish().await;
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_herald_processes_send_one_email_per_user_and_stop_cleanly_on_sigterm() {
+    let smtp = SmtpServer::start().await;
+    let mut env = Env::new(&smtp);
+    // Both processes fire the reminder schedule every second: many ticks, one date.
+    env.set("HERALD__SCHEDULES__TASK_REMINDERS__ENABLED", "true");
+    env.set("HERALD__SCHEDULES__TASK_REMINDERS__CRON", "* * * * * *");
+    let out = herald_cmd(&env).arg("migrate").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let store = herald::store::Store::connect(&env.settings().database_url, 2, false)
+        .await
+        .unwrap();
+    // Due in 30 hours is tomorrow in UTC for most of the day; plan as UTC users at a fixed tick
+    // through HTTP as well, so the test does not depend on the wall clock's hour.
+    let now = Utc::now();
+    let due = (now.date_naive() + chrono::Days::new(1))
+        .and_hms_opt(12, 0, 0)
+        .unwrap()
+        .and_utc();
+    let users = 40;
+    for i in 0..users {
+        add_user(
+            &store,
+            &format!("p{i}@example.com"),
+            "UTC",
+            &[("Ship it", due, None)],
+        )
+        .await;
+    }
+
+    let mut processes = Vec::new();
+    let mut addresses = Vec::new();
+    for _ in 0..2 {
+        let port = free_port();
+        let mut cmd = herald_cmd(&env);
+        cmd.env("HERALD_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .arg("run");
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        processes.push(cmd.spawn().unwrap());
+        addresses.push(format!("http://127.0.0.1:{port}"));
+    }
+    let http = reqwest::Client::new();
+    for a in &addresses {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while http
+            .get(format!("{a}/readyz"))
+            .send()
+            .await
+            .map(|r| r.status() != 200)
+            .unwrap_or(true)
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{a} did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // The same tick through both processes' HTTP API, at the same time, on top of the cron ticks.
+    let tick = json!({ "at": now });
+    let triggers = addresses.iter().map(|a| {
+        http.post(format!("{a}/api/schedules/task_reminders/trigger"))
+            .bearer_auth(TOKEN)
+            .json(&tick)
+            .send()
+    });
+    for r in futures::future::join_all(triggers).await {
+        assert_eq!(r.unwrap().status(), 202);
+    }
+    smtp.wait_for(users, Duration::from_secs(60)).await;
+    // Let a few more cron ticks fire in both processes.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let mut per_user: HashMap<String, usize> = HashMap::new();
+    for m in smtp.messages() {
+        *per_user.entry(m.to().to_owned()).or_default() += 1;
+    }
+    assert_eq!(per_user.len(), users);
+    assert!(per_user.values().all(|&n| n == 1), "{per_user:?}");
+
+    for p in &processes {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &p.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    for mut p in processes {
+        let status = tokio::task::spawn_blocking(move || p.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            status.success(),
+            "herald exited with {status} after SIGTERM"
+        );
+    }
+    store.pool.close().await;
+    drop(smtp);
+    env.cleanup().await;
+}

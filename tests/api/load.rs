@@ -1,0 +1,76 @@
+//! A tick far above apalis-redis's ~8,000-due-jobs limit is delivered in full.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tick_for_20000_users_is_delivered_in_full_with_every_worker_alive() {
+    let smtp = SmtpServer::start().await;
+    let mut env = Env::new(&smtp);
+    env.set("HERALD__QUEUE__CONCURRENCY", "50");
+    env.set("HERALD__MAIL__POOL_SIZE", "20");
+    let app = spawn_with(env).await;
+    let users = 20_000;
+    let late = at("2026-11-20T10:00:00Z");
+    let new_users: Vec<_> = (0..users)
+        .map(|i| herald::store::NewUser {
+            email: format!("bulk{i}@example.com"),
+            display_name: format!("Bulk {i}"),
+            timezone: "UTC".into(),
+        })
+        .collect();
+    let ids = app.store.insert_users(&new_users).await.unwrap();
+    let tasks: Vec<_> = ids
+        .iter()
+        .map(|&id| herald::store::NewTask {
+            owner_id: id,
+            title: "Late".into(),
+            due_at: Some(late),
+            completed_at: None,
+        })
+        .collect();
+    app.store.insert_tasks(&tasks).await.unwrap();
+
+    let (status, report) = app
+        .trigger(
+            "overdue_summary",
+            json!({ "at": at("2026-11-23T07:00:00Z") }),
+        )
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(report["planned"], users, "planned");
+    // Redis never holds more than the high-water mark (plus one chunk in flight).
+    let mut max_depth = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    while app.count_status("sent").await < users as i64 {
+        max_depth = max_depth.max(app.queue.depth().await.unwrap());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} sent",
+            app.count_status("sent").await
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(max_depth <= 2000 + 500, "queue depth reached {max_depth}");
+    let mail = smtp.wait_for(users, Duration::from_secs(30)).await;
+    let mut recipients: Vec<_> = mail.iter().map(|m| m.to().to_owned()).collect();
+    recipients.sort();
+    recipients.dedup();
+    assert_eq!(recipients.len(), users);
+    assert_eq!(app.count_status("failed").await, 0);
+    // Every worker is still alive: it kept its heartbeat, and the app is ready.
+    assert!(
+        app.queue
+            .live_workers(Duration::from_secs(5))
+            .await
+            .unwrap()
+            >= 1
+    );
+    let (status, _) = app.get("/readyz").await;
+    assert_eq!(status, 200);
+    drop(smtp);
+    app.finish().await;
+}

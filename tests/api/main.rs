@@ -1,0 +1,9 @@
+//! Black-box tests: the real app against a real PostgreSQL, Redis and SMTP server.
+
+mod auth;
+mod delivery;
+mod failures;
+mod helpers;
+mod idempotency;
+mod load;
+mod startup;

@@ -1,0 +1,99 @@
+//! Start-up refuses broken templates; dry runs enqueue nothing; readiness reflects dependencies.
+
+use std::time::Duration;
+
+use herald::startup::Application;
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_template_stops_start_up_with_its_file_and_line() {
+    let smtp = SmtpServer::start().await;
+    let dir = std::env::temp_dir().join(format!("herald-broken-{}", uuid::Uuid::new_v4().simple()));
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+    for kind in ["", "task_reminders", "overdue_summary", "weekly_report"] {
+        std::fs::create_dir_all(dir.join(kind)).unwrap();
+        for f in std::fs::read_dir(src.join(kind)).unwrap() {
+            let p = f.unwrap().path();
+            if p.is_file() {
+                std::fs::copy(&p, dir.join(kind).join(p.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    std::fs::write(dir.join("overdue_summary/body.html"), "{% extends \"layout.html\" %}\n{% block content %}\n{% for t in tasks %}\n{{ t.title }\n{% endfor %}{% endblock %}\n").unwrap();
+    let mut env = Env::new(&smtp);
+    env.set("HERALD__TEMPLATES__DIR", &dir.display().to_string());
+    let err = Application::build(env.settings())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("overdue_summary/body.html:4"), "{err}");
+
+    // The binary exits non-zero with the same message.
+    let out = herald_cmd(&env).arg("run").output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("overdue_summary/body.html:4"), "{stderr}");
+    std::fs::remove_dir_all(dir).unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_shows_the_emails_and_enqueues_nothing() {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_app(&smtp).await;
+    let id = app
+        .add_user(
+            "dry@example.com",
+            "Asia/Kathmandu",
+            &[("Late", at("2026-11-20T10:00:00Z"), None)],
+        )
+        .await;
+    let (status, report) = app
+        .trigger(
+            "overdue_summary",
+            json!({ "at": at("2026-11-23T01:15:00Z"), "dry_run": true }),
+        )
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(report["planned"], 1, "{report}");
+    assert_eq!(report["delivery_ids"], json!([]));
+    assert_eq!(report["preview"][0]["recipient"], "dry@example.com");
+    assert_eq!(report["preview"][0]["user_id"], id);
+    assert_eq!(report["preview"][0]["payload"]["tasks"][0]["title"], "Late");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries")
+        .fetch_one(&app.store.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0);
+    assert_eq!(app.queue.depth().await.unwrap(), 0);
+    assert_eq!(smtp.count(), 0);
+    drop(smtp);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_503_when_redis_is_unreachable() {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_app(&smtp).await;
+    let (status, body) = app.get("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    drop(smtp);
+    app.finish().await;
+
+    // A second app whose Redis URL points at a closed port cannot even start: say so clearly.
+    let smtp = SmtpServer::start().await;
+    let mut env = Env::new(&smtp);
+    env.set("REDIS_URL", "redis://127.0.0.1:1/0");
+    let err = format!(
+        "{:#}",
+        Application::build(env.settings()).await.unwrap_err()
+    );
+    assert!(
+        err.contains("cannot connect to Redis at redis://127.0.0.1:1/0"),
+        "{err}"
+    );
+    env.cleanup_database().await;
+}
