@@ -374,11 +374,26 @@ impl TestApp {
         }
     }
 
-    /// Stops the app and removes its database and Redis keys.
+    /// Stops the app cleanly; dropping it then removes its database and Redis keys.
     pub async fn finish(mut self) {
         self.stop().await.expect("the app stops cleanly");
         self.store.pool.close().await;
-        self.env.cleanup().await;
+    }
+}
+
+impl Drop for TestApp {
+    /// Removes the test's database and Redis keys, also when the test panicked. Runs on a
+    /// thread of its own because the test's runtime may be the one unwinding.
+    fn drop(&mut self) {
+        let env = self.env.clone();
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for cleanup")
+                .block_on(env.cleanup())
+        })
+        .join();
     }
 }
 
