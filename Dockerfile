@@ -25,8 +25,11 @@ ENV SQLX_OFFLINE=true \
 #    (Explicit [[test]]/[[bench]]/[[example]] targets or a build.rs added to
 #    Cargo.toml would need their files copied or stubbed here as well.)
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src \
+# benches/tick.rs is declared in Cargo.toml, so cargo needs the file to exist; the
+# stub stays for the real build below, which builds only the herald binary.
+RUN mkdir src benches \
  && echo 'fn main() {}' > src/main.rs \
+ && echo 'fn main() {}' > benches/tick.rs \
  && touch src/lib.rs \
  && cargo build --release --locked --bin herald \
  && rm -rf src
@@ -60,6 +63,9 @@ RUN groupadd --gid 10001 herald \
         --no-create-home --shell /usr/sbin/nologin herald
 
 WORKDIR /app
+
+# Without SMTP_URL, emails are written to /app/outbox: it must be the herald user's.
+RUN mkdir -p /app/outbox && chown herald:herald /app/outbox
 
 COPY --from=builder /build/target/release/herald /usr/local/bin/herald
 COPY --from=builder /build/templates /app/templates

@@ -6,4 +6,5 @@ mod failures;
 mod helpers;
 mod idempotency;
 mod load;
+mod resilience;
 mod startup;

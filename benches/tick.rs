@@ -1,0 +1,203 @@
+//! A tick for many users, measured: seeding, planning each schedule, and delivering one tick
+//! through the real queue and workers to a counting SMTP sink. Prints one `key=value` line per
+//! figure, in the style of `../shared/peers`, so the two can be compared on one machine.
+//!
+//! ```sh
+//! cargo bench --bench tick                      # 100,000 users
+//! USERS=20000 cargo bench --bench tick
+//! ```
+//!
+//! It uses its own database (`herald_bench`, dropped first) and Redis database 14, which the
+//! peer scripts leave to the Rust runner.
+
+use std::{process::Stdio, time::Instant};
+
+use chrono::{DateTime, Utc};
+use herald::{
+    config::Settings,
+    schedule::{PlanOptions, plan},
+    startup::Application,
+    store::Store,
+};
+
+const PG: &str = "postgres://postgres@127.0.0.1:5432";
+const DB: &str = "herald_bench";
+const REDIS: &str = "redis://127.0.0.1:6379/14";
+
+fn env(key: &str, default: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| default.to_owned())
+}
+
+fn rss_mb(field: &str) -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let users: usize = env("USERS", "100000").parse()?;
+    let deliver = env("DELIVER", "1") == "1";
+    let admin = Store::connect(&format!("{PG}/postgres"), 1, false).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {DB} WITH (FORCE)"
+    )))
+    .execute(&admin.pool)
+    .await?;
+    let redis = redis::Client::open(REDIS)?;
+    let mut conn = redis.get_multiplexed_async_connection().await?;
+    redis::cmd("FLUSHDB").query_async::<()>(&mut conn).await?;
+
+    // A counting SMTP sink: the peers' sink when it is there, else the tests' server.
+    let sink_dir = std::env::temp_dir().join(format!("herald-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&sink_dir)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let count_file = sink_dir.join("count");
+    let peers_sink =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/peers/smtp_sink.py");
+    let mut sink = tokio::process::Command::new("/usr/bin/python3")
+        .arg(&peers_sink)
+        .arg("127.0.0.1")
+        .arg(port.to_string())
+        .arg(&count_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+
+    let vars: Vec<(String, String)> = [
+        ("DATABASE_URL", format!("{PG}/{DB}")),
+        ("SMTP_URL", format!("smtp://127.0.0.1:{port}?tls=none")),
+        ("HERALD_HTTP_ADDR", "127.0.0.1:0".into()),
+        ("HERALD__QUEUE__NAME", "herald-bench".into()),
+        ("HERALD__QUEUE__CONCURRENCY", env("CONC", "50")),
+        ("HERALD__MAIL__POOL_SIZE", env("POOL", "20")),
+        (
+            "HERALD__TEMPLATES__DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/templates").into(),
+        ),
+        ("HERALD__SCHEDULES__TASK_REMINDERS__ENABLED", "false".into()),
+        (
+            "HERALD__SCHEDULES__OVERDUE_SUMMARY__ENABLED",
+            "false".into(),
+        ),
+        ("HERALD__SCHEDULES__WEEKLY_REPORT__ENABLED", "false".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let mut settings = Settings::load_from(None, &vars)?;
+    // Database 14 is refused by validation (it belongs to benchmarks); set it after.
+    settings.redis_url = REDIS.to_owned();
+
+    let store = Store::connect(&settings.database_url, 8, true).await?;
+    store.migrate().await?;
+    let now: DateTime<Utc> = Utc::now();
+    let started = Instant::now();
+    let seeded = herald::seed::seed(&store, users, 1, now).await?;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "peer=herald phase=seed n_users={} tasks={} focus_sessions={} seconds={secs:.2} users_per_s={:.0}",
+        seeded.users,
+        seeded.tasks,
+        seeded.focus_sessions,
+        seeded.users as f64 / secs
+    );
+
+    for name in ["task_reminders", "overdue_summary", "weekly_report"] {
+        let schedule = settings.schedule(name).expect("built-in schedule");
+        for dry_run in [true, false] {
+            let started = Instant::now();
+            let report = plan(
+                &store,
+                schedule,
+                &PlanOptions {
+                    at: now,
+                    user_id: None,
+                    dry_run,
+                },
+            )
+            .await?;
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "peer=herald phase=plan schedule={name} dry_run={dry_run} n_users={users} zones=40 planned={} skipped={} seconds={secs:.2} users_per_s={:.0}",
+                report.planned,
+                report.skipped,
+                users as f64 / secs
+            );
+        }
+    }
+
+    if deliver {
+        // Deliver what the overdue summary planned, through Redis, the workers and SMTP.
+        let expected: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE kind = 'overdue_summary'")
+                .fetch_one(&store.pool)
+                .await?;
+        sqlx::query("DELETE FROM deliveries WHERE kind <> 'overdue_summary'")
+            .execute(&store.pool)
+            .await?;
+        let rss_before = rss_mb("VmRSS:");
+        let app = Application::build(settings.clone()).await?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let started = Instant::now();
+        let handle = tokio::spawn(app.run_until_stopped(async move {
+            let _ = rx.await;
+        }));
+        let mut peak_depth = 0;
+        let mut peak_rss = 0f64;
+        loop {
+            let sent: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM deliveries WHERE status IN ('sent', 'failed')",
+            )
+            .fetch_one(&store.pool)
+            .await?;
+            let depth: usize = redis::pipe()
+                .zcard("herald-bench:scheduled")
+                .llen("herald-bench:active")
+                .query_async::<(usize, usize)>(&mut conn)
+                .await
+                .map(|(a, b)| a + b)?;
+            peak_depth = peak_depth.max(depth);
+            peak_rss = peak_rss.max(rss_mb("VmRSS:"));
+            if sent >= expected {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let failed: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = 'failed'")
+                .fetch_one(&store.pool)
+                .await?;
+        let _ = tx.send(());
+        handle.await??;
+        println!(
+            "peer=herald phase=email transport=smtp-sink n={expected} failed={failed} seconds={secs:.2} emails_per_s={:.0} peak_queue_depth={peak_depth} rss_before_mb={rss_before:.1} peak_rss_mb={peak_rss:.1}",
+            expected as f64 / secs
+        );
+    }
+
+    let _ = sink.start_kill();
+    let _ = sink.wait().await;
+    let _ = std::fs::remove_dir_all(&sink_dir);
+    store.pool.close().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {DB} WITH (FORCE)"
+    )))
+    .execute(&admin.pool)
+    .await?;
+    redis::cmd("FLUSHDB").query_async::<()>(&mut conn).await?;
+    println!(
+        "# peak RSS of the whole bench process (seeding included): {:.1} MB",
+        rss_mb("VmHWM:")
+    );
+    Ok(())
+}
