@@ -97,3 +97,65 @@ async fn readyz_is_503_when_redis_is_unreachable() {
     );
     env.cleanup_database().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn herald_check_lists_every_problem_with_its_fix() {
+    let smtp = SmtpServer::start().await;
+    let mut env = Env::new(&smtp);
+    assert!(herald_cmd(&env).arg("migrate").status().unwrap().success());
+    let out = herald_cmd(&env).arg("check").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    for line in [
+        "ok    configuration",
+        "ok    templates",
+        "ok    postgresql",
+        "ok    redis",
+        "ok    mail transport",
+    ] {
+        assert!(stdout.contains(line), "{stdout}");
+    }
+    env.cleanup().await;
+
+    env.set("HERALD__SCHEDULES__WEEKLY_REPORT__CRON", "0 17 * * Sun");
+    env.set(
+        "HERALD__SCHEDULES__TASK_REMINDERS__TIMEZONE",
+        "Europe/Pariss",
+    );
+    let out = herald_cmd(&env).arg("check").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        stdout.contains("schedules.weekly_report.cron: \"0 17 * * Sun\" has 5 fields; expected 6 (seconds first), e.g. \"0 0 17 * * Sun\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "schedules.task_reminders.timezone: \"Europe/Pariss\" is not an IANA time zone"
+        ),
+        "{stdout}"
+    );
+
+    // `herald trigger --dry-run` from the shell plans without writing.
+    let env = Env::new(&smtp);
+    let out = herald_cmd(&env)
+        .args(["trigger", "weekly_report", "--dry-run"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["dry_run"], true);
+    let out = herald_cmd(&env)
+        .args(["trigger", "monthly"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("the schedules are task_reminders, overdue_summary, weekly_report")
+    );
+    env.cleanup().await;
+}
