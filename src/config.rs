@@ -66,6 +66,7 @@ pub struct RawSettings {
     pub templates: RawTemplates,
     pub http: RawHttp,
     pub shutdown: RawShutdown,
+    pub planner: RawPlanner,
     pub schedules: BTreeMap<String, RawSchedule>,
 }
 
@@ -128,16 +129,41 @@ pub struct RawShutdown {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RawPlanner {
+    pub tick: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawSchedule {
     pub cron: String,
-    #[serde(default = "utc")]
+    /// An IANA zone, or "recipient": each user at the cron's time in their own zone.
+    #[serde(default = "recipient")]
     pub timezone: String,
+    /// The zone for users whose stored zone is not a zone.
+    #[serde(default = "utc")]
+    pub fallback_timezone: String,
+    /// How late a missed fire may still be sent after a restart; "0s" sends none late.
+    #[serde(default = "one_hour")]
+    pub catch_up: String,
+    /// Staggers each user's send inside this window after the fire time; "0s" sends at once.
+    #[serde(default = "zero")]
+    pub spread: String,
     #[serde(default = "yes")]
     pub enabled: bool,
 }
 
+fn recipient() -> String {
+    "recipient".to_owned()
+}
 fn utc() -> String {
     "UTC".to_owned()
+}
+fn one_hour() -> String {
+    "1h".to_owned()
+}
+fn zero() -> String {
+    "0s".to_owned()
 }
 fn yes() -> bool {
     true
@@ -156,6 +182,8 @@ pub struct Settings {
     /// `None` means `/api` is closed (403).
     pub api_token: Option<String>,
     pub shutdown_grace: Duration,
+    /// When the planner wakes up to look for due fires.
+    pub planner_tick: cron::Schedule,
     pub schedules: Vec<ScheduleSettings>,
 }
 
@@ -218,13 +246,34 @@ pub enum SmtpTls {
     None,
 }
 
+/// Whose clock a schedule follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZoneMode {
+    /// The whole schedule fires at the cron's time in this zone.
+    Fixed(Tz),
+    /// Each user gets the email at the cron's time in their own zone.
+    Recipient,
+}
+
+impl std::fmt::Display for ZoneMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ZoneMode::Fixed(tz) => f.write_str(tz.name()),
+            ZoneMode::Recipient => f.write_str("recipient"),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ScheduleSettings {
     pub name: String,
     pub kind: Kind,
     pub cron_expr: String,
     pub cron: cron::Schedule,
-    pub timezone: Tz,
+    pub zone: ZoneMode,
+    pub fallback_timezone: Tz,
+    pub catch_up: Duration,
+    pub spread: Duration,
     pub enabled: bool,
 }
 
@@ -454,6 +503,11 @@ impl RawSettings {
             );
         }
 
+        let planner_tick = crate::domain::parse_cron(&self.planner.tick).unwrap_or_else(|m| {
+            p("planner.tick", m);
+            crate::domain::parse_cron("*/5 * * * * *").expect("a valid fallback")
+        });
+
         let mut schedules = Vec::new();
         for (name, raw) in &self.schedules {
             let place = format!("schedules.{name}");
@@ -474,19 +528,34 @@ impl RawSettings {
                     continue;
                 }
             };
-            let timezone = match crate::domain::parse_zone(&raw.timezone) {
-                Ok(tz) => tz,
-                Err(m) => {
-                    p(&format!("{place}.timezone"), m);
-                    continue;
+            let zone = if raw.timezone.trim() == "recipient" {
+                ZoneMode::Recipient
+            } else {
+                match crate::domain::parse_zone(&raw.timezone) {
+                    Ok(tz) => ZoneMode::Fixed(tz),
+                    Err(m) => {
+                        p(
+                            &format!("{place}.timezone"),
+                            format!("{m}, or \"recipient\" for each user's own zone"),
+                        );
+                        continue;
+                    }
                 }
             };
+            let fallback_timezone = crate::domain::parse_zone(&raw.fallback_timezone)
+                .unwrap_or_else(|m| {
+                    p(&format!("{place}.fallback_timezone"), m);
+                    chrono_tz::UTC
+                });
             schedules.push(ScheduleSettings {
                 name: name.clone(),
                 kind,
                 cron_expr: raw.cron.clone(),
                 cron,
-                timezone,
+                zone,
+                fallback_timezone,
+                catch_up: duration(&format!("{place}.catch_up"), &raw.catch_up, &mut p),
+                spread: duration(&format!("{place}.spread"), &raw.spread, &mut p),
                 enabled: raw.enabled,
             });
         }
@@ -504,6 +573,7 @@ impl RawSettings {
             http_addr,
             api_token,
             shutdown_grace: duration("shutdown.grace", &self.shutdown.grace, &mut |_, _| {}),
+            planner_tick,
             schedules,
         })
     }

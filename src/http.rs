@@ -27,6 +27,8 @@ use crate::{
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub settings: Arc<Settings>,
+    pub clock: crate::clock::Clock,
+    pub planner: crate::schedule::Planner,
     pub store: Store,
     pub queue: Queue,
     pub dispatcher: Dispatcher,
@@ -166,7 +168,7 @@ async fn trigger(
         })?
     };
     let opts = PlanOptions {
-        at: body.at.unwrap_or_else(Utc::now),
+        at: body.at.unwrap_or_else(|| state.clock.now()),
         user_id: body.user_id,
         dry_run: body.dry_run,
     };

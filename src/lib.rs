@@ -28,6 +28,7 @@
 //! later `due_at`; PostgreSQL, not Redis, is the record of every email.
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod http;

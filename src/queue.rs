@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::{
+    clock::Clock,
     config::QueueSettings,
     shutdown::Shutdown,
     store::Store,
@@ -191,7 +192,14 @@ impl Dispatcher {
 
     /// Runs until `shutdown`. It polls every `dispatch_interval` (the clock of retries) and wakes
     /// early when nudged. Every few seconds it also recovers what a dead process left behind.
-    pub async fn run(self, store: Store, queue: Queue, q: QueueSettings, shutdown: Shutdown) {
+    pub async fn run(
+        self,
+        store: Store,
+        queue: Queue,
+        q: QueueSettings,
+        clock: Clock,
+        shutdown: Shutdown,
+    ) {
         let recover_every = Duration::from_secs(5);
         let mut last_recovery = tokio::time::Instant::now() - recover_every;
         while !shutdown.is_triggered() {
@@ -207,7 +215,7 @@ impl Dispatcher {
                     Err(e) => tracing::warn!(error = %e, "cannot recover abandoned deliveries"),
                 }
             }
-            let more = match dispatch_round(&store, &queue, &q).await {
+            let more = match dispatch_round(&store, &queue, &q, clock.now()).await {
                 Ok(more) => more,
                 Err(e) => {
                     tracing::warn!(error = format!("{e:#}"), "dispatch round failed; retrying");
@@ -228,14 +236,19 @@ impl Dispatcher {
 
 /// One round: fill Redis up to the high-water mark with a chunk of due deliveries. Returns true
 /// when there may be more to push right away.
-async fn dispatch_round(store: &Store, queue: &Queue, q: &QueueSettings) -> anyhow::Result<bool> {
+async fn dispatch_round(
+    store: &Store,
+    queue: &Queue,
+    q: &QueueSettings,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<bool> {
     let depth = queue.depth().await.context("cannot read the queue depth")?;
     let room = q.high_water.saturating_sub(depth).min(q.dispatch_chunk);
     if room == 0 {
         return Ok(false);
     }
     let ids = store
-        .take_due(room as i64)
+        .take_due(room as i64, now)
         .await
         .context("cannot take due deliveries")?;
     if ids.is_empty() {

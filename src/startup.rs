@@ -6,12 +6,14 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::{
+    clock::Clock,
     config::Settings,
     http::{AppState, app},
     mail::Transport,
     queue::{self, Dispatcher, Queue},
     render::Templates,
-    schedule, shutdown,
+    schedule::Planner,
+    shutdown,
     store::Store,
     worker::WorkerDeps,
 };
@@ -28,6 +30,12 @@ impl Application {
     /// Checks the templates, creates and migrates the database, connects to Redis and the mail
     /// transport, and binds the HTTP port. Any problem stops here, before anything runs.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        Self::build_with_clock(settings, Clock::System).await
+    }
+
+    /// As [`Application::build`], with the clock that planning, dispatch and retries read.
+    /// Tests pass a manual clock to walk through a day in seconds.
+    pub async fn build_with_clock(settings: Settings, clock: Clock) -> anyhow::Result<Application> {
         let templates = Arc::new(Templates::load(&settings.templates_dir)?);
         let store = Store::connect(
             &settings.database_url,
@@ -48,9 +56,12 @@ impl Application {
             retry_delays: settings.queue.retry_delays.clone(),
             lease: settings.queue.lease,
             message_id_domain: settings.mail.from.domain().to_owned(),
+            clock: clock.clone(),
         });
         let state = AppState {
             settings: Arc::new(settings),
+            clock,
+            planner: Planner::default(),
             store,
             queue,
             dispatcher: Dispatcher::new(),
@@ -95,19 +106,19 @@ impl Application {
             state.store.clone(),
             state.queue.clone(),
             settings.queue.clone(),
+            state.clock.clone(),
             shutdown.clone(),
         ));
         tasks.spawn(queue::janitor(state.queue.clone(), shutdown.clone()));
-        for s in settings.schedules.iter().filter(|s| s.enabled) {
-            let dispatcher = state.dispatcher.clone();
-            let planned = Arc::new(move || dispatcher.nudge());
-            tasks.spawn(schedule::run_schedule(
-                state.store.clone(),
-                s.clone(),
-                planned,
-                shutdown.clone(),
-            ));
-        }
+        let dispatcher = state.dispatcher.clone();
+        tasks.spawn(state.planner.clone().run(
+            state.store.clone(),
+            settings.schedules.clone(),
+            settings.planner_tick.clone(),
+            state.clock.clone(),
+            Arc::new(move || dispatcher.nudge()),
+            shutdown.clone(),
+        ));
         let workers = tokio::spawn(queue::run_workers(
             state.queue.clone(),
             deps,

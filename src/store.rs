@@ -63,6 +63,9 @@ pub struct NewTask {
 /// A delivery the planner wants to exist.
 #[derive(Debug, Clone, Serialize)]
 pub struct NewDelivery {
+    /// `queued`, or `skipped` for a fire that was missed (with the reason in `note`).
+    pub status: &'static str,
+    pub note: Option<String>,
     pub kind: String,
     pub user_id: i64,
     pub dedup_key: String,
@@ -167,19 +170,21 @@ impl Store {
 
     // ----- the planner's reads -----
 
-    /// Up to `limit` users with an id above `after`, with whether they opted out of `kind`.
+    /// Up to `limit` users with an id above `after`, with whether they opted out of `kind`;
+    /// only `only` when given, and only users whose stored zone is in `zones` when given.
     pub async fn users_page(
         &self,
         kind: &str,
         after: i64,
         limit: i64,
         only: Option<i64>,
+        zones: Option<&[String]>,
     ) -> sqlx::Result<Vec<UserRow>> {
         sqlx::query_as(
             "SELECT u.id, u.email, u.display_name, u.timezone,
                     EXISTS (SELECT 1 FROM email_opt_outs o WHERE o.user_id = u.id AND o.kind = $1) AS opted_out
              FROM users u
-             WHERE u.id > $2 AND ($4::bigint IS NULL OR u.id = $4)
+             WHERE u.id > $2 AND ($4::bigint IS NULL OR u.id = $4) AND ($5::text[] IS NULL OR u.timezone = ANY($5))
              ORDER BY u.id
              LIMIT $3",
         )
@@ -187,8 +192,70 @@ impl Store {
         .bind(after)
         .bind(limit)
         .bind(only)
+        .bind(zones)
         .fetch_all(&self.pool)
         .await
+    }
+
+    /// Every time zone string users have, valid or not.
+    pub async fn user_timezones(&self) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar("SELECT DISTINCT timezone FROM users")
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    pub async fn user(&self, id: i64) -> sqlx::Result<Option<UserRow>> {
+        sqlx::query_as(
+            "SELECT id, email, display_name, timezone, false AS opted_out FROM users WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    // ----- schedule watermarks, under an advisory lock -----
+
+    /// Takes the schedule's planning lock if no other process holds it. The lock is a
+    /// transaction-scoped advisory lock: it ends with the transaction, so a process that dies
+    /// while planning releases it with its connection, and the next tick (here or elsewhere)
+    /// plans again. Commit with [`Store::advance_watermark`].
+    pub async fn try_lock_schedule(
+        &self,
+        schedule: &str,
+    ) -> sqlx::Result<Option<sqlx::Transaction<'static, Postgres>>> {
+        let mut tx = self.pool.begin().await?;
+        let locked: bool = sqlx::query_scalar(
+            "SELECT pg_try_advisory_xact_lock(hashtextextended('herald.schedule.' || $1, 0))",
+        )
+        .bind(schedule)
+        .fetch_one(&mut *tx)
+        .await?;
+        Ok(locked.then_some(tx))
+    }
+
+    pub async fn watermark(&self, schedule: &str) -> sqlx::Result<Option<DateTime<Utc>>> {
+        sqlx::query_scalar("SELECT planned_up_to FROM schedule_watermarks WHERE schedule = $1")
+            .bind(schedule)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// Records that `schedule` has planned up to `to`, and releases the lock.
+    pub async fn advance_watermark(
+        &self,
+        mut tx: sqlx::Transaction<'static, Postgres>,
+        schedule: &str,
+        to: DateTime<Utc>,
+    ) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT INTO schedule_watermarks (schedule, planned_up_to) VALUES ($1, $2)
+             ON CONFLICT (schedule) DO UPDATE SET planned_up_to = GREATEST(schedule_watermarks.planned_up_to, $2), updated_at = now()",
+        )
+        .bind(schedule)
+        .bind(to)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
     }
 
     /// Open tasks of these users due in `[from, to)`.
@@ -321,10 +388,10 @@ impl Store {
         }
         let col = |f: fn(&NewDelivery) -> String| rows.iter().map(f).collect::<Vec<_>>();
         sqlx::query_scalar(
-            "INSERT INTO deliveries (kind, user_id, dedup_key, recipient, payload, planned_for, due_at)
-             SELECT kind, user_id, dedup_key, recipient, payload::jsonb, planned_for, due_at
-             FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[])
-                  AS t (kind, user_id, dedup_key, recipient, payload, planned_for, due_at)
+            "INSERT INTO deliveries (kind, user_id, dedup_key, recipient, payload, planned_for, due_at, status, last_error)
+             SELECT kind, user_id, dedup_key, recipient, payload::jsonb, planned_for, due_at, status, note
+             FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[])
+                  AS t (kind, user_id, dedup_key, recipient, payload, planned_for, due_at, status, note)
              ON CONFLICT (dedup_key) DO NOTHING
              RETURNING id",
         )
@@ -335,26 +402,29 @@ impl Store {
         .bind(col(|r| r.payload.to_string()))
         .bind(rows.iter().map(|r| r.planned_for).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.due_at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.status).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.note.clone()).collect::<Vec<_>>())
         .fetch_all(&self.pool)
         .await
     }
 
     // ----- the dispatcher -----
 
-    /// Marks up to `limit` due deliveries as dispatched and returns their ids, oldest first.
-    /// `SKIP LOCKED` lets several Herald processes dispatch side by side without overlap.
-    pub async fn take_due(&self, limit: i64) -> sqlx::Result<Vec<i64>> {
+    /// Marks up to `limit` deliveries due at `now` as dispatched and returns their ids, oldest
+    /// first. `SKIP LOCKED` lets several Herald processes dispatch side by side without overlap.
+    pub async fn take_due(&self, limit: i64, now: DateTime<Utc>) -> sqlx::Result<Vec<i64>> {
         sqlx::query_scalar(
             "UPDATE deliveries SET dispatched_at = now(), updated_at = now()
              WHERE id IN (
                  SELECT id FROM deliveries
-                 WHERE status = 'queued' AND dispatched_at IS NULL AND due_at <= now()
+                 WHERE status = 'queued' AND dispatched_at IS NULL AND due_at <= $2
                  ORDER BY due_at
                  LIMIT $1
                  FOR UPDATE SKIP LOCKED)
              RETURNING id",
         )
         .bind(limit)
+        .bind(now)
         .fetch_all(&self.pool)
         .await
     }
@@ -376,7 +446,7 @@ impl Store {
     pub async fn recover(&self, redispatch_after: Duration) -> sqlx::Result<(u64, u64)> {
         let leases = sqlx::query(
             "UPDATE deliveries SET status = 'queued', dispatched_at = NULL, lease_until = NULL,
-                    due_at = now(), updated_at = now()
+                    due_at = LEAST(due_at, now()), updated_at = now()
              WHERE status = 'sending' AND lease_until < now()",
         )
         .execute(&self.pool)
@@ -522,7 +592,7 @@ impl Store {
     pub async fn retry_failed(&self, ids: Option<&[i64]>) -> sqlx::Result<Vec<i64>> {
         sqlx::query_scalar(
             "UPDATE deliveries
-             SET status = 'queued', round_attempts = 0, due_at = now(), dispatched_at = NULL, updated_at = now()
+             SET status = 'queued', round_attempts = 0, due_at = LEAST(due_at, now()), dispatched_at = NULL, updated_at = now()
              WHERE status = 'failed' AND ($1::bigint[] IS NULL OR id = ANY($1))
              RETURNING id",
         )

@@ -7,7 +7,6 @@
 use std::{str::FromStr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use chrono::Utc;
 
 use crate::{
     domain::Kind,
@@ -27,6 +26,8 @@ pub struct WorkerDeps {
     pub lease: Duration,
     /// The domain for Message-IDs (the sender's).
     pub message_id_domain: String,
+    /// When retries fall due.
+    pub clock: crate::clock::Clock,
 }
 
 /// What happened to one job.
@@ -111,7 +112,8 @@ pub async fn process_one(deps: &WorkerDeps, delivery_id: i64) -> anyhow::Result<
             let delay = retry_delay(&deps.retry_delays, d.round_attempts);
             match (e.class, delay) {
                 (ErrorClass::Transient, Some(delay)) => {
-                    let due = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+                    let due =
+                        deps.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default();
                     deps.store.record_retry(&d, &record, due).await?;
                     tracing::info!(delivery_id, attempt = d.attempts, error = %e, retry_in = ?delay, "transient failure; will retry");
                     Ok(Outcome::RetryScheduled(delay))

@@ -1,30 +1,56 @@
-//! Cron ticks (apalis-cron) and the planner that turns one tick into deliveries. It never sends.
+//! The planner: turns a schedule's fires into deliveries, each in the recipient's own time. It
+//! never sends.
+//!
+//! # How a schedule fires
+//!
+//! PostgreSQL keeps a watermark per schedule: the instant up to which it has planned. On every
+//! planner tick (apalis-cron, every 5 s by default) each schedule takes its advisory lock, lists
+//! the fires in `(watermark, now]` for every zone its users live in ([`occurrences::between`]),
+//! plans those users, and moves the watermark to `now` in the same transaction.
+//!
+//! Why not one apalis-cron scheduler per schedule: apalis-cron stores nothing (a tick missed
+//! while Herald was down is gone), fires on every process, follows one zone per scheduler, and
+//! inherits cron's DST behaviour (a time in a spring-forward gap never fires; one in a fall-back
+//! overlap fires twice). The watermark gives catch-up after downtime, the advisory lock plans
+//! each fire once across any number of processes, and the dedup key stays as the last guard.
+//!
+//! Why a PostgreSQL advisory lock and not a Redis lease: the lock lives in the same transaction
+//! that advances the watermark, so "planned" and "watermark moved" commit together, and a
+//! process that dies mid-plan drops its connection and with it the lock: the next tick of any
+//! process plans again, with no lease time to tune and no fencing token to check.
 
 pub mod compose;
+pub mod occurrences;
 
 use std::{collections::HashMap, sync::Arc};
 
 use anyhow::Context;
 use apalis_cron::CronScheduler;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::Tz;
 use futures::StreamExt;
 use serde::Serialize;
+use tokio::sync::Notify;
 
 use crate::{
-    config::ScheduleSettings,
+    clock::Clock,
+    config::{ScheduleSettings, ZoneMode},
     domain::{self, Kind},
     shutdown::Shutdown,
-    store::{NewDelivery, Store},
+    store::{NewDelivery, Store, UserRow},
 };
 use compose::{UserData, compose, open_window};
 
 /// Users read and planned per round trip to PostgreSQL.
 const USERS_PER_BATCH: i64 = 1000;
 
-/// How to plan: as of which instant, for whom, and whether to write anything.
+/// How late a fire may be planned and still count as on time: the planner's own lag.
+const ON_TIME: chrono::Duration = chrono::Duration::minutes(1);
+
+/// How to plan one instant by hand (`POST …/trigger`, `herald trigger`).
 #[derive(Debug, Clone)]
 pub struct PlanOptions {
-    /// The tick's instant; "tomorrow" and the dedup key's date are computed from it.
+    /// Plan as if now were this instant: "tomorrow" and the dedup key's date follow from it.
     pub at: DateTime<Utc>,
     /// Plan for one user only.
     pub user_id: Option<i64>,
@@ -32,7 +58,7 @@ pub struct PlanOptions {
     pub dry_run: bool,
 }
 
-/// What a tick planned.
+/// What a plan did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PlanReport {
     pub schedule: String,
@@ -40,12 +66,14 @@ pub struct PlanReport {
     pub dry_run: bool,
     /// New deliveries inserted (or, in a dry run, that would be).
     pub planned: usize,
-    /// Deliveries whose dedup key existed already: this tick was planned before.
+    /// Deliveries whose dedup key existed already: this fire was planned before.
     pub already_planned: usize,
     /// Users with nothing to say or who opted out of this kind.
     pub skipped: usize,
     pub opted_out: usize,
-    /// Users whose stored time zone is not a zone; they were planned in UTC.
+    /// Fires missed by more than the catch-up window: recorded as skipped deliveries, not sent.
+    pub missed: usize,
+    /// Users whose stored time zone is not a zone; they got the schedule's fallback zone.
     pub invalid_timezones: usize,
     pub delivery_ids: Vec<i64>,
     /// In a dry run: what would be sent.
@@ -58,143 +86,188 @@ pub struct Preview {
     pub user_id: i64,
     pub recipient: String,
     pub dedup_key: String,
+    pub due_at: DateTime<Utc>,
     pub payload: serde_json::Value,
 }
 
-/// The key that makes planning idempotent: schedule, user, and the tick's date in the schedule's
-/// zone. The same tick planned twice, or by two processes, maps to the same key.
-pub fn dedup_key(schedule: &ScheduleSettings, user_id: i64, at: DateTime<Utc>) -> String {
-    format!(
-        "{}:{}:{}",
-        schedule.name,
-        user_id,
-        domain::local_date(schedule.timezone, at)
-    )
+/// The key that makes planning idempotent: schedule, user, and the local date the email is for.
+pub fn dedup_key(schedule: &str, user_id: i64, date: NaiveDate) -> String {
+    format!("{schedule}:{user_id}:{date}")
 }
 
-/// Plans one tick: reads users in batches, composes each user's email and inserts the deliveries.
+/// One batch of planning: which users, at which instant, keyed on which date.
+struct Batch<'a> {
+    schedule: &'a ScheduleSettings,
+    /// The fire instant: "tomorrow", "overdue" and "this week" are computed from it.
+    at: DateTime<Utc>,
+    /// When the emails are due (before each user's spread offset).
+    due: DateTime<Utc>,
+    /// The dedup key's date: fixed for a fire, or each user's local date at `at` when `None`.
+    key_date: Option<NaiveDate>,
+    only_user: Option<i64>,
+    /// Only users whose stored zone string is one of these.
+    zones: Option<&'a [String]>,
+    dry_run: bool,
+    /// `Some(reason)`: record the emails as skipped instead of queueing them.
+    missed: Option<String>,
+}
+
+/// Plans one instant by hand, for every user (or one), as the schedule would.
 pub async fn plan(
     store: &Store,
     schedule: &ScheduleSettings,
     opts: &PlanOptions,
 ) -> anyhow::Result<PlanReport> {
-    let kind = schedule.kind;
     let mut report = PlanReport {
         schedule: schedule.name.clone(),
         at: opts.at,
         dry_run: opts.dry_run,
         ..Default::default()
     };
-    let now = Utc::now();
+    let key_date = match schedule.zone {
+        ZoneMode::Fixed(tz) => Some(domain::local_date(tz, opts.at)),
+        ZoneMode::Recipient => None,
+    };
+    let batch = Batch {
+        schedule,
+        at: opts.at,
+        // Planned by hand: due now, also when `at` is in the future.
+        due: opts.at.min(Utc::now()),
+        key_date,
+        only_user: opts.user_id,
+        zones: None,
+        dry_run: opts.dry_run,
+        missed: None,
+    };
+    plan_users(store, &batch, &mut report).await?;
+    log_report(&report);
+    Ok(report)
+}
+
+/// Plans every fire of `schedule` between its watermark and `now`, if no other process is
+/// planning it. Returns `None` when another process holds the lock.
+pub async fn plan_due(
+    store: &Store,
+    schedule: &ScheduleSettings,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Option<PlanReport>> {
+    let Some(lock) = store
+        .try_lock_schedule(&schedule.name)
+        .await
+        .context("cannot take the schedule lock")?
+    else {
+        return Ok(None);
+    };
+    let mut report = PlanReport {
+        schedule: schedule.name.clone(),
+        at: now,
+        ..Default::default()
+    };
+    let Some(since) = store
+        .watermark(&schedule.name)
+        .await
+        .context("cannot read the watermark")?
+    else {
+        // First start: nothing before now was promised.
+        store.advance_watermark(lock, &schedule.name, now).await?;
+        tracing::info!(schedule = %schedule.name, from = %now, "schedule starts planning");
+        return Ok(Some(report));
+    };
+    if now <= since {
+        return Ok(Some(report));
+    }
+    for (tz, names) in zones(store, schedule, &mut report).await? {
+        for fire in occurrences::between(&schedule.cron, tz, since, now) {
+            let late = now - fire.at;
+            let missed = (late > ON_TIME.max(chrono::Duration::from_std(schedule.catch_up).unwrap_or(ON_TIME))).then(|| {
+                format!(
+                    "missed: Herald was not planning at {} ({}); {} late is outside the catch-up window of {}",
+                    fire.at.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z"),
+                    tz.name(),
+                    humantime::format_duration(late.to_std().unwrap_or_default()),
+                    humantime::format_duration(schedule.catch_up)
+                )
+            });
+            if let Some(reason) = &missed {
+                tracing::warn!(schedule = %schedule.name, zone = tz.name(), fire = %fire.at, "{reason}");
+            }
+            let batch = Batch {
+                schedule,
+                at: fire.at,
+                due: fire.at,
+                key_date: Some(fire.local_date),
+                only_user: None,
+                zones: names.as_deref(),
+                dry_run: false,
+                missed,
+            };
+            plan_users(store, &batch, &mut report).await?;
+        }
+    }
+    store
+        .advance_watermark(lock, &schedule.name, now)
+        .await
+        .context("cannot move the watermark")?;
+    if report.planned + report.already_planned + report.missed > 0 {
+        log_report(&report);
+    }
+    Ok(Some(report))
+}
+
+/// The zones a schedule fires in, each with the stored zone strings of its users (`None`: all).
+/// Users with an invalid zone string are grouped under the schedule's fallback zone.
+async fn zones(
+    store: &Store,
+    schedule: &ScheduleSettings,
+    report: &mut PlanReport,
+) -> anyhow::Result<Vec<(Tz, Option<Vec<String>>)>> {
+    match schedule.zone {
+        ZoneMode::Fixed(tz) => Ok(vec![(tz, None)]),
+        ZoneMode::Recipient => {
+            let mut groups: HashMap<Tz, Vec<String>> = HashMap::new();
+            for name in store
+                .user_timezones()
+                .await
+                .context("cannot read the users' time zones")?
+            {
+                let tz = domain::parse_zone(&name).unwrap_or_else(|_| {
+                    report.invalid_timezones += 1;
+                    tracing::warn!(schedule = %schedule.name, timezone = %name, fallback = %schedule.fallback_timezone.name(), "users have an invalid time zone; using the fallback");
+                    schedule.fallback_timezone
+                });
+                groups.entry(tz).or_default().push(name);
+            }
+            Ok(groups
+                .into_iter()
+                .map(|(tz, names)| (tz, Some(names)))
+                .collect())
+        }
+    }
+}
+
+/// Reads users in batches, composes each user's email, and inserts (or previews) the deliveries.
+async fn plan_users(store: &Store, b: &Batch<'_>, report: &mut PlanReport) -> anyhow::Result<()> {
+    let kind = b.schedule.kind;
     let mut after = 0;
     loop {
         let users = store
-            .users_page(kind.name(), after, USERS_PER_BATCH, opts.user_id)
+            .users_page(kind.name(), after, USERS_PER_BATCH, b.only_user, b.zones)
             .await
             .context("cannot read users")?;
         let Some(last) = users.last() else { break };
         after = last.id;
-
-        let zones: Vec<_> = users
+        let zones: Vec<Tz> = users
             .iter()
-            .map(|u| {
-                domain::parse_zone(&u.timezone).unwrap_or_else(|_| {
-                    report.invalid_timezones += 1;
-                    tracing::warn!(user_id = u.id, timezone = %u.timezone, "user has an invalid time zone; using UTC");
-                    chrono_tz::UTC
-                })
-            })
+            .map(|u| user_zone(b.schedule, u, report))
             .collect();
-        let wanted: Vec<i64> = users
-            .iter()
-            .filter(|u| !u.opted_out)
-            .map(|u| u.id)
-            .collect();
-        report.opted_out += users.len() - wanted.len();
-
-        // One query per table for the whole batch, over the union of every user's window;
-        // each user's exact window is applied below, in Rust.
-        let windows: Vec<_> = zones
-            .iter()
-            .map(|tz| open_window(kind, *tz, opts.at))
-            .collect();
-        let lo = windows.iter().map(|w| w.0).min().unwrap_or(opts.at);
-        let hi = windows.iter().map(|w| w.1).max().unwrap_or(opts.at);
-        let open = store
-            .open_tasks_due(&wanted, lo, hi)
-            .await
-            .context("cannot read tasks")?;
-        let (completed, focus) = if kind == Kind::WeeklyReport {
-            let from = opts.at - chrono::Duration::days(8);
-            (
-                store
-                    .tasks_completed(&wanted, from, opts.at)
-                    .await
-                    .context("cannot read completed tasks")?,
-                store
-                    .focus_sessions(&wanted, from, opts.at)
-                    .await
-                    .context("cannot read focus sessions")?,
-            )
-        } else {
-            (Vec::new(), Vec::new())
-        };
-
-        let mut data: HashMap<i64, UserData<'_>> = HashMap::new();
-        let index: HashMap<i64, usize> = users.iter().enumerate().map(|(i, u)| (u.id, i)).collect();
-        for t in &open {
-            let (start, end) = windows[index[&t.owner_id]];
-            if t.due_at.is_some_and(|d| d >= start && d < end) {
-                data.entry(t.owner_id).or_default().open.push(t);
-            }
-        }
-        for t in &completed {
-            let (start, end) = domain::week_before(zones[index[&t.owner_id]], opts.at);
-            if t.completed_at.is_some_and(|c| c >= start && c < end) {
-                data.entry(t.owner_id).or_default().completed.push(t);
-            }
-        }
-        for f in &focus {
-            let (start, end) = domain::week_before(zones[index[&f.owner_id]], opts.at);
-            if f.started_at >= start && f.started_at < end {
-                data.entry(f.owner_id).or_default().focus.push(f);
-            }
-        }
-
-        let mut rows = Vec::new();
-        for (user, tz) in users.iter().zip(&zones) {
-            if user.opted_out {
-                report.skipped += 1;
-                continue;
-            }
-            let empty = UserData::default();
-            let Some(payload) = compose(
-                kind,
-                user,
-                *tz,
-                opts.at,
-                data.get(&user.id).unwrap_or(&empty),
-            ) else {
-                report.skipped += 1;
-                continue;
-            };
-            rows.push(NewDelivery {
-                kind: kind.name().to_owned(),
-                user_id: user.id,
-                dedup_key: dedup_key(schedule, user.id, opts.at),
-                recipient: user.email.clone(),
-                payload,
-                planned_for: opts.at,
-                due_at: now,
-            });
-        }
-
-        if opts.dry_run {
+        let rows = compose_batch(store, b, &users, &zones, report).await?;
+        if b.dry_run {
             report.planned += rows.len();
             report.preview.extend(rows.into_iter().map(|r| Preview {
                 user_id: r.user_id,
                 recipient: r.recipient,
                 dedup_key: r.dedup_key,
+                due_at: r.due_at,
                 payload: r.payload,
             }));
         } else {
@@ -202,62 +275,177 @@ pub async fn plan(
                 .insert_deliveries(&rows)
                 .await
                 .context("cannot insert deliveries")?;
-            report.planned += ids.len();
+            if b.missed.is_some() {
+                report.missed += ids.len();
+            } else {
+                report.planned += ids.len();
+                report.delivery_ids.extend(&ids);
+            }
             report.already_planned += rows.len() - ids.len();
-            report.delivery_ids.extend(ids);
         }
-        if opts.user_id.is_some() {
+        if b.only_user.is_some() {
             break;
         }
     }
-    tracing::info!(
-        schedule = %schedule.name, at = %opts.at, dry_run = opts.dry_run, planned = report.planned,
-        already_planned = report.already_planned, skipped = report.skipped, "planned a tick"
-    );
-    Ok(report)
+    Ok(())
 }
 
-/// Runs one schedule's cron ticks until `shutdown` resolves. Each tick plans, then calls `planned`
-/// (which wakes the dispatcher).
-///
-/// apalis-cron stores nothing and elects no leader: a tick missed while Herald was down is not
-/// replayed, and two processes both fire. The dedup key makes the second firing insert nothing.
-pub async fn run_schedule(
-    store: Store,
-    schedule: ScheduleSettings,
-    planned: Arc<dyn Fn() + Send + Sync>,
-    shutdown: Shutdown,
-) {
-    let ticks = CronScheduler::new(schedule.cron.clone())
-        .with_timezone(schedule.timezone)
-        .into_stream();
-    let mut ticks = std::pin::pin!(ticks);
-    tracing::info!(schedule = %schedule.name, cron = %schedule.cron_expr, timezone = %schedule.timezone, "schedule started");
-    loop {
-        let tick = tokio::select! {
-            _ = shutdown.wait() => break,
-            tick = ticks.next() => tick,
+/// A user's zone: their own, or the schedule's fallback when theirs is not a zone.
+fn user_zone(schedule: &ScheduleSettings, user: &UserRow, report: &mut PlanReport) -> Tz {
+    domain::parse_zone(&user.timezone).unwrap_or_else(|_| {
+        if schedule.zone == ZoneMode::Recipient {
+            report.invalid_timezones += 1;
+        }
+        schedule.fallback_timezone
+    })
+}
+
+/// Loads the batch's tasks and focus sessions (one query per table, over the union of every
+/// user's window) and composes each user's email; each user's exact window is applied in Rust.
+async fn compose_batch(
+    store: &Store,
+    b: &Batch<'_>,
+    users: &[UserRow],
+    zones: &[Tz],
+    report: &mut PlanReport,
+) -> anyhow::Result<Vec<NewDelivery>> {
+    let kind = b.schedule.kind;
+    let wanted: Vec<i64> = users
+        .iter()
+        .filter(|u| !u.opted_out)
+        .map(|u| u.id)
+        .collect();
+    report.opted_out += users.len() - wanted.len();
+    let windows: Vec<_> = zones
+        .iter()
+        .map(|tz| open_window(kind, *tz, b.at))
+        .collect();
+    let lo = windows.iter().map(|w| w.0).min().unwrap_or(b.at);
+    let hi = windows.iter().map(|w| w.1).max().unwrap_or(b.at);
+    let open = store
+        .open_tasks_due(&wanted, lo, hi)
+        .await
+        .context("cannot read tasks")?;
+    let (completed, focus) = if kind == Kind::WeeklyReport {
+        let from = b.at - chrono::Duration::days(8);
+        (
+            store
+                .tasks_completed(&wanted, from, b.at)
+                .await
+                .context("cannot read completed tasks")?,
+            store
+                .focus_sessions(&wanted, from, b.at)
+                .await
+                .context("cannot read focus sessions")?,
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    };
+
+    let index: HashMap<i64, usize> = users.iter().enumerate().map(|(i, u)| (u.id, i)).collect();
+    let mut data: HashMap<i64, UserData<'_>> = HashMap::new();
+    for t in &open {
+        let (start, end) = windows[index[&t.owner_id]];
+        if t.due_at.is_some_and(|d| d >= start && d < end) {
+            data.entry(t.owner_id).or_default().open.push(t);
+        }
+    }
+    for t in &completed {
+        let (start, end) = domain::week_before(zones[index[&t.owner_id]], b.at);
+        if t.completed_at.is_some_and(|c| c >= start && c < end) {
+            data.entry(t.owner_id).or_default().completed.push(t);
+        }
+    }
+    for f in &focus {
+        let (start, end) = domain::week_before(zones[index[&f.owner_id]], b.at);
+        if f.started_at >= start && f.started_at < end {
+            data.entry(f.owner_id).or_default().focus.push(f);
+        }
+    }
+
+    let empty = UserData::default();
+    let mut rows = Vec::new();
+    for (user, tz) in users.iter().zip(zones) {
+        if user.opted_out {
+            report.skipped += 1;
+            continue;
+        }
+        let Some(payload) = compose(kind, user, *tz, b.at, data.get(&user.id).unwrap_or(&empty))
+        else {
+            report.skipped += 1;
+            continue;
         };
-        match tick {
-            Some(Ok(tick)) => {
-                let at = DateTime::from_timestamp(tick.get_timestamp() as i64, 0)
-                    .unwrap_or_else(Utc::now);
-                let opts = PlanOptions {
-                    at,
-                    user_id: None,
-                    dry_run: false,
-                };
-                match plan(&store, &schedule, &opts).await {
-                    Ok(_) => planned(),
+        let date = b.key_date.unwrap_or_else(|| domain::local_date(*tz, b.at));
+        rows.push(NewDelivery {
+            status: if b.missed.is_some() {
+                "skipped"
+            } else {
+                "queued"
+            },
+            note: b.missed.clone(),
+            kind: kind.name().to_owned(),
+            user_id: user.id,
+            dedup_key: dedup_key(&b.schedule.name, user.id, date),
+            recipient: user.email.clone(),
+            payload,
+            planned_for: b.at,
+            due_at: b.due + occurrences::spread_offset(user.id, b.schedule.spread),
+        });
+    }
+    Ok(rows)
+}
+
+fn log_report(r: &PlanReport) {
+    tracing::info!(
+        schedule = %r.schedule, at = %r.at, dry_run = r.dry_run, planned = r.planned,
+        already_planned = r.already_planned, skipped = r.skipped, missed = r.missed,
+        invalid_timezones = r.invalid_timezones, "planned"
+    );
+}
+
+/// Wakes the planner between its ticks (tests, and `POST …/trigger` does not need it).
+#[derive(Debug, Clone, Default)]
+pub struct Planner {
+    wake: Arc<Notify>,
+}
+
+impl Planner {
+    pub fn nudge(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Plans every enabled schedule on each planner tick (an apalis-cron stream) or nudge,
+    /// until `shutdown`. `planned` is called after a round that queued something.
+    pub async fn run(
+        self,
+        store: Store,
+        schedules: Vec<ScheduleSettings>,
+        tick: cron::Schedule,
+        clock: Clock,
+        planned: Arc<dyn Fn() + Send + Sync>,
+        shutdown: Shutdown,
+    ) {
+        let ticks = CronScheduler::new(tick).into_stream();
+        let mut ticks = std::pin::pin!(ticks);
+        loop {
+            for schedule in schedules.iter().filter(|s| s.enabled) {
+                match plan_due(&store, schedule, clock.now()).await {
+                    Ok(Some(r)) if r.planned > 0 => planned(),
+                    Ok(_) => {}
                     Err(e) => {
-                        tracing::error!(schedule = %schedule.name, at = %at, error = format!("{e:#}"), "planning a tick failed")
+                        tracing::error!(schedule = %schedule.name, error = format!("{e:#}"), "planning failed; will retry on the next tick")
                     }
                 }
             }
-            Some(Err(e)) => {
-                tracing::warn!(schedule = %schedule.name, error = %e, "cron stream error; waiting for the next tick")
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                _ = self.wake.notified() => {}
+                tick = ticks.next() => match tick {
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => tracing::debug!(error = %e, "planner tick stream error"),
+                    None => break,
+                },
             }
-            None => break,
         }
     }
 }
