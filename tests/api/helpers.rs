@@ -277,6 +277,10 @@ pub struct TestApp {
     pub store: Store,
     pub queue: Queue,
     pub http: reqwest::Client,
+    pub clock: herald::clock::Clock,
+    pub planner: herald::schedule::Planner,
+    /// Whether dropping this app removes the database and Redis keys (one owner per env).
+    pub owns_env: bool,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -286,10 +290,16 @@ pub async fn spawn_app(smtp: &SmtpServer) -> TestApp {
 }
 
 pub async fn spawn_with(env: Env) -> TestApp {
+    spawn_with_clock(env, herald::clock::Clock::System).await
+}
+
+/// Boots the app with a clock the test moves; the planner is nudged by [`TestApp::advance`].
+pub async fn spawn_with_clock(env: Env, clock: herald::clock::Clock) -> TestApp {
     init_logs();
-    let app = Application::build(env.settings())
+    let app = Application::build_with_clock(env.settings(), clock.clone())
         .await
         .expect("the app builds");
+    let planner = app.state().planner.clone();
     let address = format!("http://{}", app.address());
     let store = app.state().store.clone();
     let queue = app.state().queue.clone();
@@ -303,12 +313,47 @@ pub async fn spawn_with(env: Env) -> TestApp {
         store,
         queue,
         http: reqwest::Client::new(),
+        clock,
+        planner,
+        owns_env: true,
         stop: Some(tx),
         handle: Some(handle),
     }
 }
 
 impl TestApp {
+    /// Moves the clock to `t`, wakes the planner and waits until every enabled schedule has
+    /// planned up to `t`.
+    pub async fn advance(&self, t: DateTime<Utc>) {
+        self.clock.set(t);
+        self.planner.nudge();
+        let names: Vec<_> = self
+            .env
+            .settings()
+            .schedules
+            .iter()
+            .filter(|s| s.enabled)
+            .map(|s| s.name.clone())
+            .collect();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        for name in names {
+            while self
+                .store
+                .watermark(&name)
+                .await
+                .unwrap()
+                .is_none_or(|w| w < t)
+            {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{name} did not plan up to {t}"
+                );
+                self.planner.nudge();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
     pub async fn trigger(&self, schedule: &str, body: Value) -> (u16, Value) {
         let r = self
             .http
@@ -385,6 +430,9 @@ impl Drop for TestApp {
     /// Removes the test's database and Redis keys, also when the test panicked. Runs on a
     /// thread of its own because the test's runtime may be the one unwinding.
     fn drop(&mut self) {
+        if !self.owns_env {
+            return;
+        }
         let env = self.env.clone();
         let _ = std::thread::spawn(move || {
             tokio::runtime::Builder::new_current_thread()

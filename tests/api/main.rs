@@ -6,5 +6,6 @@ mod failures;
 mod helpers;
 mod idempotency;
 mod load;
+mod local_time;
 mod resilience;
 mod startup;
