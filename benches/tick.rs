@@ -142,16 +142,24 @@ async fn main() -> anyhow::Result<()> {
     // A whole day of recipient-local fires: every user's 09:00 (07:00, Sunday 17:00) in their
     // own zone, as the planner would plan them over 24 hours (a week for the weekly report).
     for name in ["task_reminders", "overdue_summary", "weekly_report"] {
-        sqlx::query("DELETE FROM deliveries").execute(&store.pool).await?;
+        sqlx::query("DELETE FROM deliveries")
+            .execute(&store.pool)
+            .await?;
         let schedule = settings.schedule(name).expect("built-in schedule");
-        let span = if name == "weekly_report" { chrono::Duration::days(7) } else { chrono::Duration::days(1) };
+        let span = if name == "weekly_report" {
+            chrono::Duration::days(7)
+        } else {
+            chrono::Duration::days(1)
+        };
         sqlx::query("INSERT INTO schedule_watermarks (schedule, planned_up_to) VALUES ($1, $2) ON CONFLICT (schedule) DO UPDATE SET planned_up_to = $2")
             .bind(name)
             .bind(now - span)
             .execute(&store.pool)
             .await?;
         let started = Instant::now();
-        let report = herald::schedule::plan_due(&store, schedule, now).await?.expect("no other planner");
+        let report = herald::schedule::plan_due(&store, schedule, now)
+            .await?
+            .expect("no other planner");
         let secs = started.elapsed().as_secs_f64();
         println!(
             "peer=herald phase=plan_fires schedule={name} timezone=recipient window={}h n_users={users} zones=40 planned={} skipped={} seconds={secs:.2} users_per_s={:.0}",
@@ -165,10 +173,25 @@ async fn main() -> anyhow::Result<()> {
     if deliver {
         // Deliver one overdue summary per user who has something overdue, through Redis, the
         // workers and SMTP.
-        sqlx::query("DELETE FROM deliveries").execute(&store.pool).await?;
-        let schedule = settings.schedule("overdue_summary").expect("built-in schedule");
-        plan(&store, schedule, &PlanOptions { at: now, user_id: None, dry_run: false }).await?;
-        let expected: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries").fetch_one(&store.pool).await?;
+        sqlx::query("DELETE FROM deliveries")
+            .execute(&store.pool)
+            .await?;
+        let schedule = settings
+            .schedule("overdue_summary")
+            .expect("built-in schedule");
+        plan(
+            &store,
+            schedule,
+            &PlanOptions {
+                at: now,
+                user_id: None,
+                dry_run: false,
+            },
+        )
+        .await?;
+        let expected: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries")
+            .fetch_one(&store.pool)
+            .await?;
         let rss_before = rss_mb("VmRSS:");
         let app = Application::build(settings.clone()).await?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -137,37 +137,28 @@ mod tests {
         assert!(!r.subject.contains('\n'));
     }
 
-    #[test]
-    fn a_broken_template_names_its_file_and_line() {
+    /// Loads a copy of the repository's templates with `file` replaced; returns the error.
+    fn load_error_with(file: &str, content: &str) -> String {
         let dir = std::env::temp_dir().join(format!("herald-tpl-{}", uuid::Uuid::new_v4()));
         copy_dir(
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"),
             &dir,
         );
-        std::fs::write(
-            dir.join("task_reminders/body.txt"),
-            "Hello\n{{ user.name }\n",
-        )
-        .unwrap();
+        std::fs::write(dir.join(file), content).unwrap();
         let err = Templates::load(&dir).unwrap_err().to_string();
         std::fs::remove_dir_all(&dir).unwrap();
+        err
+    }
+
+    #[test]
+    fn a_broken_template_names_its_file_and_line() {
+        let err = load_error_with("task_reminders/body.txt", "Hello\n{{ user.name }\n");
         assert!(err.contains("task_reminders/body.txt:2"), "{err}");
     }
 
     #[test]
     fn an_undefined_variable_is_an_error() {
-        let dir = std::env::temp_dir().join(format!("herald-tpl-{}", uuid::Uuid::new_v4()));
-        copy_dir(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"),
-            &dir,
-        );
-        std::fs::write(
-            dir.join("weekly_report/subject.txt"),
-            "Week of {{ user.nickname }}",
-        )
-        .unwrap();
-        let err = Templates::load(&dir).unwrap_err().to_string();
-        std::fs::remove_dir_all(&dir).unwrap();
+        let err = load_error_with("weekly_report/subject.txt", "Week of {{ user.nickname }}");
         assert!(err.contains("weekly_report/subject.txt:1"), "{err}");
         assert!(err.contains("undefined"), "{err}");
     }

@@ -104,16 +104,8 @@ async fn smtp_5xx_fails_at_once_and_herald_failed_retry_sends_it() {
     assert_eq!(smtp.count(), 0);
 
     // The operator sees it in `herald failed list` and `herald failed show`...
-    let out = herald_cmd(&app.env)
-        .args(["failed", "list", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed: serde_json::Value =
+        serde_json::from_str(&herald_ok(&app.env, &["failed", "list", "--json"])).unwrap();
     assert_eq!(listed[0]["id"], id);
     assert!(
         listed[0]["last_error"]
@@ -122,45 +114,25 @@ async fn smtp_5xx_fails_at_once_and_herald_failed_retry_sends_it() {
             .contains("No such user here"),
         "{listed}"
     );
-    let out = herald_cmd(&app.env)
-        .args(["failed", "list"])
-        .output()
-        .unwrap();
-    let table = String::from_utf8_lossy(&out.stdout);
+    let table = herald_ok(&app.env, &["failed", "list"]);
     assert!(
         table.contains("gone@example.com") && table.contains("overdue_summary"),
         "{table}"
     );
-    let out = herald_cmd(&app.env)
-        .args(["failed", "show", &id.to_string()])
-        .output()
-        .unwrap();
-    let shown = String::from_utf8_lossy(&out.stdout);
+    let shown = herald_ok(&app.env, &["failed", "show", &id.to_string()]);
     assert!(
         shown.contains("#1") && shown.contains("permanent") && shown.contains("code=550"),
         "{shown}"
     );
 
     // ...fixes the cause, and retries it through the normal path.
-    let out = herald_cmd(&app.env)
-        .args(["failed", "retry", &id.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    herald_ok(&app.env, &["failed", "retry", &id.to_string()]);
     let mail = smtp.wait_for(1, Duration::from_secs(60)).await;
     assert_eq!(mail[0].to(), "gone@example.com");
     app.wait_for_status("sent", 1, Duration::from_secs(10))
         .await;
     assert_eq!(app.store.attempts(id).await.unwrap().len(), 2);
-    let out = herald_cmd(&app.env)
-        .args(["failed", "list"])
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("no failed deliveries"));
+    assert!(herald_ok(&app.env, &["failed", "list"]).contains("no failed deliveries"));
     drop(smtp);
     app.finish().await;
 }

@@ -481,3 +481,40 @@ pub fn herald_cmd(env: &Env) -> std::process::Command {
     }
     cmd
 }
+
+/// Runs `herald ARGS…`, asserts it succeeded, and returns its stdout.
+pub fn herald_ok(env: &Env, args: &[&str]) -> String {
+    let out = herald_cmd(env).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "herald {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A copy of the repository's templates in a temporary folder, with `file` replaced by `content`.
+pub fn templates_with(file: &str, content: &str) -> PathBuf {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let p = e.unwrap().path();
+            let target = to.join(p.file_name().unwrap());
+            if p.is_dir() {
+                copy(&p, &target)
+            } else {
+                std::fs::copy(&p, &target).unwrap();
+            }
+        }
+    }
+    let dir = std::env::temp_dir().join(format!(
+        "herald-templates-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    copy(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"),
+        &dir,
+    );
+    std::fs::write(dir.join(file), content).unwrap();
+    dir
+}

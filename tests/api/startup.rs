@@ -10,18 +10,10 @@ use crate::helpers::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_template_stops_start_up_with_its_file_and_line() {
     let smtp = SmtpServer::start().await;
-    let dir = std::env::temp_dir().join(format!("herald-broken-{}", uuid::Uuid::new_v4().simple()));
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
-    for kind in ["", "task_reminders", "overdue_summary", "weekly_report"] {
-        std::fs::create_dir_all(dir.join(kind)).unwrap();
-        for f in std::fs::read_dir(src.join(kind)).unwrap() {
-            let p = f.unwrap().path();
-            if p.is_file() {
-                std::fs::copy(&p, dir.join(kind).join(p.file_name().unwrap())).unwrap();
-            }
-        }
-    }
-    std::fs::write(dir.join("overdue_summary/body.html"), "{% extends \"layout.html\" %}\n{% block content %}\n{% for t in tasks %}\n{{ t.title }\n{% endfor %}{% endblock %}\n").unwrap();
+    let dir = templates_with(
+        "overdue_summary/body.html",
+        "{% extends \"layout.html\" %}\n{% block content %}\n{% for t in tasks %}\n{{ t.title }\n{% endfor %}{% endblock %}\n",
+    );
     let mut env = Env::new(&smtp);
     env.set("HERALD__TEMPLATES__DIR", &dir.display().to_string());
     let err = Application::build(env.settings())
