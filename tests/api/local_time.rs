@@ -240,3 +240,32 @@ async fn a_user_with_an_invalid_zone_gets_the_fallback_and_the_others_are_not_he
     drop(smtp);
     app.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn herald_schedules_shows_the_next_emails_in_local_time_and_utc() {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_app(&smtp).await;
+    let id = app.add_user("ktm@example.com", "Asia/Kathmandu", &[]).await;
+    let out = herald_ok(&app.env, &["schedules", "--user", &id.to_string()]);
+    assert!(out.contains("time zone Asia/Kathmandu"), "{out}");
+    // 09:00 in Kathmandu is 03:15 UTC; the weekly report is Sunday 17:00, 11:15 UTC.
+    assert!(
+        out.contains("09:00 +0545 (+05:45)  =  ") && out.contains("03:15 UTC"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Sun ") && out.contains("17:00 +0545") && out.contains("11:15 UTC"),
+        "{out}"
+    );
+
+    let out = herald_ok(&app.env, &["schedules"]);
+    for expected in [
+        "task_reminders  cron \"0 0 9 * * *\"  zone recipient  catch-up 1h",
+        "planned up to:",
+        "next: ",
+    ] {
+        assert!(out.contains(expected), "{out}");
+    }
+    drop(smtp);
+    app.finish().await;
+}
