@@ -16,7 +16,6 @@ use chrono::{DateTime, Utc};
 use herald::{
     config::Settings,
     schedule::{PlanOptions, plan},
-    startup::Application,
     store::Store,
 };
 
@@ -29,7 +28,11 @@ fn env(key: &str, default: &str) -> String {
 }
 
 fn rss_mb(field: &str) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    rss_mb_of("/proc/self/status", field)
+}
+
+fn rss_mb_of(status_file: &str, field: &str) -> f64 {
+    let status = std::fs::read_to_string(status_file).unwrap_or_default();
     status
         .lines()
         .find(|l| l.starts_with(field))
@@ -74,6 +77,8 @@ async fn main() -> anyhow::Result<()> {
 
     let vars: Vec<(String, String)> = [
         ("DATABASE_URL", format!("{PG}/{DB}")),
+        ("REDIS_URL", REDIS.to_owned()),
+        ("HERALD__REDIS__ALLOW_BENCHMARK_DB", "true".into()),
         ("SMTP_URL", format!("smtp://127.0.0.1:{port}?tls=none")),
         ("HERALD_HTTP_ADDR", "127.0.0.1:0".into()),
         ("HERALD__QUEUE__NAME", "herald-bench".into()),
@@ -97,9 +102,7 @@ async fn main() -> anyhow::Result<()> {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    let mut settings = Settings::load_from(None, &vars)?;
-    // Database 14 is refused by validation (it belongs to benchmarks); set it after.
-    settings.redis_url = REDIS.to_owned();
+    let settings = Settings::load_from(None, &vars)?;
 
     let store = Store::connect(&settings.database_url, 8, true).await?;
     store.migrate().await?;
@@ -192,17 +195,19 @@ async fn main() -> anyhow::Result<()> {
         let expected: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries")
             .fetch_one(&store.pool)
             .await?;
-        let rss_before = rss_mb("VmRSS:");
-        let app = Application::build(settings.clone()).await?;
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        // The real daemon, as its own process, so its memory is its own.
+        let mut daemon = std::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+        daemon.arg("run").env("RUST_LOG", "warn");
+        for (k, v) in &vars {
+            daemon.env(k, v);
+        }
         let started = Instant::now();
-        let handle = tokio::spawn(app.run_until_stopped(async move {
-            let _ = rx.await;
-        }));
+        let mut daemon = daemon.stdin(Stdio::null()).spawn()?;
+        let status_file = format!("/proc/{}/status", daemon.id());
         let mut peak_depth = 0;
         let mut peak_rss = 0f64;
         loop {
-            let sent: i64 = sqlx::query_scalar(
+            let done: i64 = sqlx::query_scalar(
                 "SELECT count(*) FROM deliveries WHERE status IN ('sent', 'failed')",
             )
             .fetch_one(&store.pool)
@@ -214,21 +219,24 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .map(|(a, b)| a + b)?;
             peak_depth = peak_depth.max(depth);
-            peak_rss = peak_rss.max(rss_mb("VmRSS:"));
-            if sent >= expected {
+            peak_rss = peak_rss.max(rss_mb_of(&status_file, "VmRSS:"));
+            if done >= expected {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
         let secs = started.elapsed().as_secs_f64();
+        let hwm = rss_mb_of(&status_file, "VmHWM:");
         let failed: i64 =
             sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = 'failed'")
                 .fetch_one(&store.pool)
                 .await?;
-        let _ = tx.send(());
-        handle.await??;
+        std::process::Command::new("kill")
+            .args(["-TERM", &daemon.id().to_string()])
+            .status()?;
+        let exit = daemon.wait()?;
         println!(
-            "peer=herald phase=email transport=smtp-sink n={expected} failed={failed} seconds={secs:.2} emails_per_s={:.0} peak_queue_depth={peak_depth} rss_before_mb={rss_before:.1} peak_rss_mb={peak_rss:.1}",
+            "peer=herald phase=email transport=smtp-sink n={expected} failed={failed} seconds={secs:.2} emails_per_s={:.0} peak_queue_depth={peak_depth} daemon_peak_rss_mb={hwm:.1} daemon_rss_sampled_max_mb={peak_rss:.1} daemon_exit={exit}",
             expected as f64 / secs
         );
     }

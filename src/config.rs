@@ -81,6 +81,9 @@ pub struct RawDatabase {
 #[serde(deny_unknown_fields)]
 pub struct RawRedis {
     pub url: String,
+    /// Lets a benchmark use databases 11 to 15, which are otherwise refused.
+    #[serde(default)]
+    pub allow_benchmark_db: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -494,6 +497,7 @@ impl RawSettings {
         if let Ok(u) = url::Url::parse(&self.redis.url)
             && let Some(db) = u.path().trim_start_matches('/').parse::<u32>().ok()
             && (11..=15).contains(&db)
+            && !self.redis.allow_benchmark_db
         {
             p(
                 "redis.url (REDIS_URL)",
@@ -741,6 +745,25 @@ mod tests {
         assert!(text.contains("schedules.task_reminders.timezone"), "{text}");
         assert!(text.contains("queue.lease"), "{text}");
         assert!(text.contains("MAIL_FROM"), "{text}");
+    }
+
+    #[test]
+    fn benchmark_databases_are_refused_unless_allowed() {
+        let err = Settings::load_from(None, &env(&[("REDIS_URL", "redis://127.0.0.1:6379/12")]))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("databases 11 to 15 belong to the benchmark scripts"),
+            "{err}"
+        );
+        let ok = Settings::load_from(
+            None,
+            &env(&[
+                ("REDIS_URL", "redis://127.0.0.1:6379/14"),
+                ("HERALD__REDIS__ALLOW_BENCHMARK_DB", "true"),
+            ]),
+        );
+        assert!(ok.is_ok());
     }
 
     #[test]
