@@ -6,5 +6,9 @@ mod failures;
 mod helpers;
 mod idempotency;
 mod load;
+mod outage;
+mod resend;
+#[path = "../support/resend_stub.rs"]
+mod resend_stub;
 mod resilience;
 mod startup;
