@@ -423,8 +423,9 @@ impl Store {
 
     /// Claims a queued delivery for one attempt, and with it up to `extra` other queued, due
     /// deliveries to send in the same batch (those of the same failed batch, if it was in one).
-    /// Empty when the delivery is not queued any more (already sent, failed, or claimed by
-    /// another worker, maybe in another's batch), which makes a duplicate job harmless. The
+    /// Empty when the delivery is not queued and due any more (already sent, failed, claimed by
+    /// another worker, maybe in another's batch, or waiting for a retry after it was sent in a
+    /// batch while its own job was still in Redis), which makes a duplicate job harmless. The
     /// delivery itself comes first. Each gets a Message-ID on its first claim, kept after.
     pub async fn claim(
         &self,
@@ -443,7 +444,8 @@ impl Store {
         }
         let mut rows: Vec<Claimed> = sqlx::query_as(
             "WITH own AS (
-                 SELECT id, batch_key FROM deliveries WHERE id = $1 AND status = 'queued' FOR UPDATE
+                 SELECT id, batch_key FROM deliveries
+                 WHERE id = $1 AND status = 'queued' AND due_at <= now() FOR UPDATE
              ), others AS (
                  SELECT d.id FROM deliveries d, own
                  WHERE $4 > 0 AND d.status = 'queued' AND d.due_at <= now() AND d.id <> own.id

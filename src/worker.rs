@@ -37,6 +37,11 @@ use crate::{
 /// The longest a worker waits in-process for a provider before giving its claim back.
 pub const WAIT_BUDGET: Duration = Duration::from_secs(2);
 
+/// An email held back by a configuration pause is looked at again this often (the pause itself
+/// lasts `mail.configuration_pause`), so that a process restarted with the right credentials,
+/// which the old pause does not hold, sends it within seconds.
+pub const CONFIGURATION_RECHECK: Duration = Duration::from_secs(5);
+
 /// What the worker step needs, shared by every worker of the process.
 #[derive(Debug)]
 pub struct WorkerDeps {
@@ -98,7 +103,13 @@ impl Job {
     }
 
     fn hold(&mut self, wait: Duration, why: &Why) {
-        self.waits.push(wait);
+        let configuration =
+            matches!(why, Why::Paused { class, .. } if class == ErrorClass::Configuration.as_str());
+        self.waits.push(if configuration {
+            wait.min(CONFIGURATION_RECHECK)
+        } else {
+            wait
+        });
         if !why.fails_over() {
             self.stopped = true;
         }
@@ -322,7 +333,10 @@ async fn finish(deps: &WorkerDeps, job: &Job) -> anyhow::Result<Outcome> {
             Err(e) => TryView {
                 class: Some(e.class),
                 unreachable: e.unreachable,
-                wait: t.pause.or(e.wait),
+                wait: t.pause.or(e.wait).map(|w| match e.class {
+                    ErrorClass::Configuration => w.min(CONFIGURATION_RECHECK),
+                    _ => w,
+                }),
             },
         })
         .collect();

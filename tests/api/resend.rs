@@ -371,3 +371,41 @@ async fn a_tick_of_250_goes_out_as_3_batches_and_a_bad_address_fails_alone() {
     drop(smtp);
     app.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_daily_quota_pauses_resend_and_the_emails_go_by_smtp() {
+    let smtp = SmtpServer::start().await;
+    let stub = ResendStub::start().await;
+    stub.script(&[("q0@example.com", &[Reply::DailyQuota])]);
+    let app = spawn_with(Env::new(&smtp).with_resend(&stub.url)).await;
+    add_late_user(&app, "q0@example.com").await;
+    add_late_user(&app, "q1@example.com").await;
+    let ids = trigger(&app).await;
+    smtp.wait_for(2, Duration::from_secs(30)).await;
+    app.wait_for_status("sent", 2, Duration::from_secs(10))
+        .await;
+    // One batch request answered 429 daily_quota_exceeded; both emails failed over.
+    assert_eq!(stub.requests().len(), 1);
+    for id in ids {
+        assert_eq!(
+            outcomes(&app.store.attempts(id).await.unwrap()),
+            [("resend", "quota", Some(429)), ("smtp", "sent", Some(250))]
+        );
+    }
+    // Resend stays paused (for the hour its retry-after said) while SMTP carries the mail.
+    add_late_user(&app, "q2@example.com").await;
+    trigger(&app).await;
+    smtp.wait_for(3, Duration::from_secs(30)).await;
+    assert_eq!(stub.requests().len(), 1);
+    let (status, ready) = app.get("/readyz").await;
+    assert_eq!(status, 200, "{ready}");
+    assert!(
+        ready["providers"]["resend"]
+            .as_str()
+            .unwrap()
+            .contains("paused (quota)"),
+        "{ready}"
+    );
+    drop(smtp);
+    app.finish().await;
+}
