@@ -8,7 +8,8 @@ use clap::{Parser, Subcommand};
 
 use crate::{
     config::Settings,
-    mail::Transport,
+    gate::State,
+    mail::Provider,
     queue::{self, Queue},
     render::Templates,
     schedule::{PlanOptions, plan},
@@ -21,7 +22,7 @@ use crate::{
 #[command(
     name = "herald",
     version,
-    about = "Scheduled email notifications: cron → Redis queue → SMTP"
+    about = "Scheduled email notifications: cron → Redis queue → Resend or SMTP"
 )]
 pub struct Cli {
     /// Log format (logs go to stderr).
@@ -432,11 +433,35 @@ async fn check() -> anyhow::Result<ExitCode> {
             .map_err(Into::into)
     };
     report("redis", timeout(redis).await);
-    let mail = async { Transport::build(&settings.mail)?.test_connection().await };
-    report(
-        &format!("mail transport ({:?})", settings.mail.transport),
-        timeout(mail).await,
-    );
+    for s in &settings.mail.providers {
+        let p = match Provider::build(s, &settings.mail) {
+            Ok(p) => p,
+            Err(e) => {
+                report(&format!("mail provider {} ({s:?})", s.name()), Err(e));
+                continue;
+            }
+        };
+        report(
+            &format!("mail provider {} ({s:?})", p.name()),
+            timeout(p.test_connection()).await,
+        );
+        // What the workers found out: a pause for a configuration problem names the fix.
+        let state = async {
+            let redis = queue::connect(&settings.redis_url).await?;
+            crate::startup::gate(redis, &settings).state(&p).await
+        };
+        match timeout_value(state).await {
+            Ok(State::Ok) => {}
+            Ok(s) if s.needs_operator() => {
+                report(
+                    &format!("mail provider {} (as the workers found it)", p.name()),
+                    Err(anyhow::anyhow!("{}", s.describe())),
+                );
+            }
+            Ok(s) => println!("note  mail provider {}: {}", p.name(), s.describe()),
+            Err(e) => println!("note  mail provider {}: state unknown: {e:#}", p.name()),
+        }
+    }
     if settings.api_token.is_none() {
         println!("note  http.api_token is empty: /api answers 403 until HERALD_API_TOKEN is set");
     }
@@ -445,6 +470,12 @@ async fn check() -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+async fn timeout_value<T>(f: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::time::timeout(Duration::from_secs(10), f)
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within 10 s")))
 }
 
 async fn timeout(f: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {

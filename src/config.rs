@@ -24,6 +24,7 @@ const ENV_ALIASES: &[(&str, &str)] = &[
     ("REDIS_URL", "redis.url"),
     ("SMTP_URL", "mail.smtp_url"),
     ("MAIL_FROM", "mail.from"),
+    ("RESEND_API_KEY", "mail.resend.api_key"),
     ("HERALD_API_TOKEN", "http.api_token"),
     ("HERALD_HTTP_ADDR", "http.addr"),
 ];
@@ -105,10 +106,46 @@ pub struct RawQueue {
 #[serde(deny_unknown_fields)]
 pub struct RawMail {
     pub from: String,
+    pub providers: Vec<String>,
     pub smtp_url: String,
     pub outbox_dir: String,
     pub timeout: String,
     pub pool_size: u32,
+    pub configuration_pause: String,
+    pub probe_interval: String,
+    pub throttle_pause: String,
+    pub smtp: RawSmtp,
+    pub resend: RawResend,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSmtp {
+    pub messages_per_second: u32,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResend {
+    pub api_key: String,
+    pub base_url: String,
+    pub timeout: String,
+    pub batch_size: usize,
+    pub requests_per_second: u32,
+}
+
+impl fmt::Debug for RawResend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawResend")
+            .field("api_key", &redacted(&self.api_key))
+            .field("base_url", &self.base_url)
+            .field("batch_size", &self.batch_size)
+            .finish_non_exhaustive()
+    }
+}
+
+fn redacted(secret: &str) -> &'static str {
+    if secret.is_empty() { "" } else { "***" }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -207,25 +244,70 @@ pub struct QueueSettings {
 #[derive(Debug, Clone)]
 pub struct MailSettings {
     pub from: Mailbox,
-    pub transport: TransportSettings,
+    /// The providers to try, in order: a transient, quota or configuration failure of one moves
+    /// the email to the next.
+    pub providers: Vec<ProviderSettings>,
     pub timeout: Duration,
     pub pool_size: u32,
+    /// How long a provider that refused Herald's credentials or sender is left alone.
+    pub configuration_pause: Duration,
+    /// How often one worker probes a provider that could not be reached.
+    pub probe_interval: Duration,
+    /// How long an SMTP server that says it is throttling is left alone (SMTP has no retry-after).
+    pub throttle_pause: Duration,
 }
 
 /// Where emails go.
 #[derive(Clone, PartialEq, Eq)]
-pub enum TransportSettings {
+pub enum ProviderSettings {
+    /// Resend's HTTP API.
+    Resend(ResendSettings),
     Smtp(SmtpSettings),
-    /// Write `.eml` files into a folder: the default when no SMTP server is configured.
+    /// Write `.eml` files into a folder: the default when no provider is configured.
     File(PathBuf),
 }
 
-impl fmt::Debug for TransportSettings {
+impl ProviderSettings {
+    /// The name used in `mail.providers`, on deliveries, attempts and Redis keys.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Resend(_) => "resend",
+            Self::Smtp(_) => "smtp",
+            Self::File(_) => "file",
+        }
+    }
+}
+
+impl fmt::Debug for ProviderSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Smtp(s) => write!(f, "Smtp({}:{}, {:?})", s.host, s.port, s.tls),
+            Self::Resend(r) => r.fmt(f),
+            Self::Smtp(s) => s.fmt(f),
             Self::File(p) => write!(f, "File({})", p.display()),
         }
+    }
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct ResendSettings {
+    pub api_key: String,
+    pub base_url: url::Url,
+    pub timeout: Duration,
+    /// Emails per `/emails/batch` request; 1 sends each email on its own.
+    pub batch_size: usize,
+    /// Requests per second across every Herald process (Resend's limit is per team).
+    pub requests_per_second: u32,
+}
+
+impl fmt::Debug for SmtpSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Smtp({}:{}, {:?})", self.host, self.port, self.tls)
+    }
+}
+
+impl fmt::Debug for ResendSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Resend({})", self.base_url)
     }
 }
 
@@ -235,6 +317,8 @@ pub struct SmtpSettings {
     pub port: u16,
     pub tls: SmtpTls,
     pub credentials: Option<(String, String)>,
+    /// Messages per second across every Herald process; 0 means no limit.
+    pub messages_per_second: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -429,19 +513,19 @@ impl RawSettings {
             );
             Mailbox::parse("herald@localhost").expect("a valid fallback")
         });
-        let transport = if self.mail.smtp_url.trim().is_empty() {
-            TransportSettings::File(PathBuf::from(&self.mail.outbox_dir))
-        } else {
-            parse_smtp_url(&self.mail.smtp_url).unwrap_or_else(|m| {
-                p("mail.smtp_url (SMTP_URL)", m);
-                TransportSettings::File(PathBuf::from(&self.mail.outbox_dir))
-            })
-        };
+        let providers = providers(&self.mail, &mut p);
         let mail = MailSettings {
             from,
-            transport,
+            providers,
             timeout: duration("mail.timeout", &self.mail.timeout, &mut p),
             pool_size: self.mail.pool_size.max(1),
+            configuration_pause: duration(
+                "mail.configuration_pause",
+                &self.mail.configuration_pause,
+                &mut p,
+            ),
+            probe_interval: duration("mail.probe_interval", &self.mail.probe_interval, &mut p),
+            throttle_pause: duration("mail.throttle_pause", &self.mail.throttle_pause, &mut p),
         };
 
         let http_addr = self.http.addr.parse().unwrap_or_else(|e| {
@@ -583,6 +667,114 @@ impl RawSettings {
     }
 }
 
+/// The providers in the order to try them. `mail.providers` empty means: Resend when
+/// `RESEND_API_KEY` is set, then SMTP when `SMTP_URL` is set, else the `.eml` outbox.
+fn providers(m: &RawMail, p: &mut dyn FnMut(&str, String)) -> Vec<ProviderSettings> {
+    let names: Vec<String> = if m.providers.is_empty() {
+        let mut names = Vec::new();
+        if !m.resend.api_key.trim().is_empty() {
+            names.push("resend".to_owned());
+        }
+        if !m.smtp_url.trim().is_empty() {
+            names.push("smtp".to_owned());
+        }
+        if names.is_empty() {
+            names.push("file".to_owned());
+        }
+        names
+    } else {
+        m.providers.clone()
+    };
+    let mut out = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let place = format!("mail.providers[{i}]");
+        if names[..i].contains(name) {
+            p(
+                &place,
+                format!("{name:?} is listed twice; list each provider once"),
+            );
+            continue;
+        }
+        match name.as_str() {
+            "resend" => {
+                if let Some(r) = resend_settings(&m.resend, p) {
+                    out.push(ProviderSettings::Resend(r));
+                }
+            }
+            "smtp" if m.smtp_url.trim().is_empty() => p(
+                &place,
+                "is \"smtp\" but SMTP_URL (mail.smtp_url) is empty; set it or remove \"smtp\""
+                    .into(),
+            ),
+            "smtp" => match parse_smtp_url(&m.smtp_url) {
+                Ok(s) => out.push(ProviderSettings::Smtp(SmtpSettings {
+                    messages_per_second: m.smtp.messages_per_second,
+                    ..s
+                })),
+                Err(e) => p("mail.smtp_url (SMTP_URL)", e),
+            },
+            "file" => out.push(ProviderSettings::File(PathBuf::from(&m.outbox_dir))),
+            other => p(
+                &place,
+                format!("{other:?} is not a provider; use \"resend\", \"smtp\" or \"file\""),
+            ),
+        }
+    }
+    out
+}
+
+fn resend_settings(r: &RawResend, p: &mut dyn FnMut(&str, String)) -> Option<ResendSettings> {
+    let mut ok = true;
+    if r.api_key.trim().is_empty() {
+        p(
+            "mail.resend.api_key (RESEND_API_KEY)",
+            "is empty but \"resend\" is in mail.providers; set RESEND_API_KEY to a key from Resend's dashboard (re_…)".into(),
+        );
+        ok = false;
+    }
+    let base_url = match url::Url::parse(r.base_url.trim_end_matches('/')) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
+        _ => {
+            p(
+                "mail.resend.base_url",
+                format!(
+                    "{:?} is not an http(s) URL; the default is \"https://api.resend.com\"",
+                    r.base_url
+                ),
+            );
+            None
+        }
+    };
+    let timeout = parse_duration(&r.timeout)
+        .map_err(|e| p("mail.resend.timeout", e))
+        .ok();
+    if !(1..=100).contains(&r.batch_size) {
+        p(
+            "mail.resend.batch_size",
+            format!(
+                "is {}; Resend takes 1 to 100 emails per batch (1 turns batching off)",
+                r.batch_size
+            ),
+        );
+        ok = false;
+    }
+    if r.requests_per_second == 0 {
+        p(
+            "mail.resend.requests_per_second",
+            "is 0; use your team's limit (2 by default)".into(),
+        );
+        ok = false;
+    }
+    Some(ResendSettings {
+        api_key: r.api_key.trim().to_owned(),
+        base_url: base_url?,
+        timeout: timeout?,
+        batch_size: r.batch_size,
+        requests_per_second: r.requests_per_second,
+    })
+    .filter(|_| ok)
+}
+
 /// Parses "250ms", "2s", "5m", "30d" with a message that says how to write one.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim()).map_err(|e| {
@@ -593,7 +785,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Reads `SMTP_URL`. `smtp://` means STARTTLS unless `?tls=none` or `?tls=opportunistic`.
-pub fn parse_smtp_url(text: &str) -> Result<TransportSettings, String> {
+pub fn parse_smtp_url(text: &str) -> Result<SmtpSettings, String> {
     let hint = "write it as smtp://user:pass@host:587 (STARTTLS), smtps://user:pass@host:465 (TLS) or smtp://host:1025?tls=none (a local catcher)";
     let url = url::Url::parse(text).map_err(|e| format!("is not a URL ({e}); {hint}"))?;
     let tls_param = url
@@ -632,12 +824,13 @@ pub fn parse_smtp_url(text: &str) -> Result<TransportSettings, String> {
         (user, Some(pass)) => Some((decode(user), decode(pass))),
         (_, None) => return Err(format!("has a user but no password; {hint}")),
     };
-    Ok(TransportSettings::Smtp(SmtpSettings {
+    Ok(SmtpSettings {
         host,
         port,
         tls,
         credentials,
-    }))
+        messages_per_second: 0,
+    })
 }
 
 fn merge(base: &mut toml::Table, over: toml::Table) {
@@ -695,7 +888,7 @@ mod tests {
         let s = Settings::load_from(None, &[]).unwrap();
         assert_eq!(s.schedules.len(), 3);
         assert_eq!(s.queue.retry_delays, [2, 4, 8].map(Duration::from_secs));
-        assert!(matches!(s.mail.transport, TransportSettings::File(_)));
+        assert!(matches!(s.mail.providers[..], [ProviderSettings::File(_)]));
         assert!(s.api_token.is_none());
     }
 
@@ -712,11 +905,47 @@ mod tests {
         .unwrap();
         assert_eq!(s.queue.concurrency, 7);
         assert!(!s.schedule("weekly_report").unwrap().enabled);
-        let TransportSettings::Smtp(smtp) = s.mail.transport else {
+        let [ProviderSettings::Smtp(smtp)] = &s.mail.providers[..] else {
             panic!()
         };
         assert_eq!((smtp.port, smtp.tls), (587, SmtpTls::StartTls));
         assert_eq!(smtp.credentials, Some(("u".into(), "p".into())));
+    }
+
+    #[test]
+    fn providers_follow_the_keys_or_the_list() {
+        let both = Settings::load_from(
+            None,
+            &env(&[
+                ("SMTP_URL", "smtp://127.0.0.1:25?tls=none"),
+                ("RESEND_API_KEY", "re_123"),
+            ]),
+        )
+        .unwrap();
+        let names: Vec<_> = both.mail.providers.iter().map(|p| p.name()).collect();
+        assert_eq!(names, ["resend", "smtp"]);
+        let ProviderSettings::Resend(r) = &both.mail.providers[0] else {
+            panic!()
+        };
+        assert_eq!((r.batch_size, r.requests_per_second), (100, 2));
+        assert_eq!(r.base_url.as_str(), "https://api.resend.com/");
+
+        let err = Settings::load_from(
+            None,
+            &env(&[
+                (
+                    "HERALD__MAIL__PROVIDERS",
+                    "[\"resend\", \"sendgrid\", \"smtp\"]",
+                ),
+                ("HERALD__MAIL__RESEND__BATCH_SIZE", "101"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("RESEND_API_KEY"), "{err}");
+        assert!(err.contains("\"sendgrid\" is not a provider"), "{err}");
+        assert!(err.contains("SMTP_URL (mail.smtp_url) is empty"), "{err}");
+        assert!(err.contains("mail.resend.batch_size: is 101"), "{err}");
     }
 
     #[test]
@@ -776,14 +1005,9 @@ mod tests {
 
     #[test]
     fn smtp_urls() {
-        let plain = parse_smtp_url("smtp://127.0.0.1:1025?tls=none").unwrap();
-        let TransportSettings::Smtp(s) = plain else {
-            panic!()
-        };
+        let s = parse_smtp_url("smtp://127.0.0.1:1025?tls=none").unwrap();
         assert_eq!((s.port, s.tls), (1025, SmtpTls::None));
-        let TransportSettings::Smtp(s) = parse_smtp_url("smtps://a:b%40c@h").unwrap() else {
-            panic!()
-        };
+        let s = parse_smtp_url("smtps://a:b%40c@h").unwrap();
         assert_eq!((s.port, s.tls), (465, SmtpTls::Implicit));
         assert_eq!(s.credentials.unwrap().1, "b@c");
         assert!(parse_smtp_url("http://h").unwrap_err().contains("smtp://"));

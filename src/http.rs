@@ -18,6 +18,8 @@ use subtle::ConstantTimeEq;
 
 use crate::{
     config::Settings,
+    gate::Gate,
+    mail::Provider,
     queue::{Dispatcher, Queue},
     schedule::{PlanOptions, plan},
     store::Store,
@@ -32,6 +34,9 @@ pub struct AppState {
     pub store: Store,
     pub queue: Queue,
     pub dispatcher: Dispatcher,
+    /// The providers, in order, and their shared state (for `/readyz`).
+    pub providers: Arc<Vec<Provider>>,
+    pub gate: Gate,
 }
 
 /// The whole router; tests drive it with `oneshot` or through a real socket.
@@ -130,12 +135,30 @@ async fn readyz(State(state): State<AppState>) -> Response {
         Ok(Err(e)) => format!("unreachable: {e}"),
         Err(_) => "no answer within 2 s".to_owned(),
     };
-    let status = if pg == "ok" && redis == "ok" {
+    // A provider paused for its configuration needs an operator: readiness says what to fix.
+    let mut providers = serde_json::Map::new();
+    let mut needs_operator = false;
+    for p in state.providers.iter() {
+        let text = match tokio::time::timeout(within, state.gate.state(p)).await {
+            Ok(Ok(s)) => {
+                needs_operator |= s.needs_operator();
+                s.describe()
+            }
+            Ok(Err(e)) => format!("unknown: {e:#}"),
+            Err(_) => "unknown: Redis did not answer within 2 s".to_owned(),
+        };
+        providers.insert(p.name().to_owned(), text.into());
+    }
+    let status = if pg == "ok" && redis == "ok" && !needs_operator {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(json!({ "postgres": pg, "redis": redis }))).into_response()
+    (
+        status,
+        Json(json!({ "postgres": pg, "redis": redis, "providers": providers })),
+    )
+        .into_response()
 }
 
 #[derive(Debug, Default, Deserialize)]

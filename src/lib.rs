@@ -3,7 +3,7 @@
 //! # Layout
 //!
 //! The code leans one way: `cli` → `startup` → `http`, `schedule`, `queue`, `worker` →
-//! `store`, `render`, `mail` → `domain`.
+//! `store`, `render`, `mail`, `gate` → `domain`.
 //!
 //! - [`config`]: the layered settings (built-in defaults, `HERALD_CONFIG`, environment) and
 //!   their validation.
@@ -14,7 +14,8 @@
 //!   housekeeping.
 //! - [`worker`]: `process_one`, the step that renders, sends and records one delivery.
 //! - [`render`]: minijinja templates, checked at start.
-//! - [`mail`]: the transports (SMTP, file outbox) and how their errors are classified.
+//! - [`mail`]: the providers (Resend, SMTP, file outbox) and one taxonomy for their errors.
+//! - [`gate`]: what providers say, shared through Redis: rate limit, pauses, circuit.
 //! - [`http`]: the axum routes, bearer auth and API errors.
 //! - [`startup`]: `Application::build` / `run_until_stopped`, used by `herald run` and tests.
 //! - [`cli`]: the `herald` command line; [`seed`]: demo data; [`telemetry`]: logs.
@@ -24,13 +25,16 @@
 //! A tick (cron or `POST /api/schedules/{name}/trigger`) inserts one `deliveries` row per user
 //! with something to say, keyed by a unique dedup key. The dispatcher moves due rows to Redis in
 //! chunks while the queue is below its high-water mark. A worker claims the row, renders and
-//! sends it, and records the attempt. A transient failure puts the row back in PostgreSQL with a
-//! later `due_at`; PostgreSQL, not Redis, is the record of every email.
+//! sends it through the providers in order, and records each try. A transient failure puts the
+//! row back in PostgreSQL with a later `due_at`; a provider that asks to wait (rate limit, quota,
+//! configuration, outage) is paused for every worker and the row waits without using an attempt.
+//! PostgreSQL, not Redis, is the record of every email.
 
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod gate;
 pub mod http;
 pub mod mail;
 pub mod queue;

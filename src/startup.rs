@@ -8,8 +8,9 @@ use tokio::net::TcpListener;
 use crate::{
     clock::Clock,
     config::Settings,
+    gate::{Gate, Pauses},
     http::{AppState, app},
-    mail::Transport,
+    mail::{self, Provider},
     queue::{self, Dispatcher, Queue},
     render::Templates,
     schedule::Planner,
@@ -44,15 +45,18 @@ impl Application {
         )
         .await?;
         store.migrate().await?;
-        let queue = Queue::new(queue::connect(&settings.redis_url).await?, &settings.queue);
-        let transport = Transport::build(&settings.mail)?;
+        let redis = queue::connect(&settings.redis_url).await?;
+        let queue = Queue::new(redis.clone(), &settings.queue);
+        let providers = Provider::build_all(&settings.mail)?;
+        let gate = gate(redis, &settings);
         let listener = TcpListener::bind(settings.http_addr)
             .await
             .with_context(|| format!("cannot listen on {} (http.addr / HERALD_HTTP_ADDR); is another process using it?", settings.http_addr))?;
         let deps = Arc::new(WorkerDeps {
             store: store.clone(),
             templates,
-            transport,
+            providers: providers.clone(),
+            gate: gate.clone(),
             retry_delays: settings.queue.retry_delays.clone(),
             lease: settings.queue.lease,
             message_id_domain: settings.mail.from.domain().to_owned(),
@@ -65,6 +69,8 @@ impl Application {
             store,
             queue,
             dispatcher: Dispatcher::new(),
+            providers: Arc::new(providers),
+            gate,
         };
         Ok(Application {
             listener,
@@ -147,6 +153,21 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The gate in front of the providers, with its keys under the queue's name.
+pub fn gate(redis: apalis_redis::ConnectionManager, settings: &Settings) -> Gate {
+    let m = &settings.mail;
+    Gate::new(
+        redis,
+        &settings.queue.name,
+        Pauses {
+            configuration: m.configuration_pause,
+            probe_interval: m.probe_interval,
+            throttle: m.throttle_pause,
+            probe_lease: mail::send_timeout(m),
+        },
+    )
 }
 
 /// Resolves on SIGINT (ctrl-c) or SIGTERM (what `docker stop` sends).

@@ -100,6 +100,8 @@ pub struct DeliveryRow {
     pub last_error: Option<String>,
     pub provider: Option<String>,
     pub message_id: Option<String>,
+    /// The provider's id for the email (Resend's), once sent.
+    pub provider_id: Option<String>,
     pub planned_for: DateTime<Utc>,
     pub due_at: DateTime<Utc>,
     pub sent_at: Option<DateTime<Utc>>,
@@ -116,16 +118,40 @@ pub struct AttemptRow {
     pub error: Option<String>,
 }
 
-/// What one attempt came to, as written to `delivery_attempts`.
+/// What one try at one provider came to, as written to `delivery_attempts`.
 #[derive(Debug, Clone)]
 pub struct AttemptRecord<'a> {
     pub provider: &'a str,
+    /// `sent` or an error class (`transient`, `permanent`, `rate_limited`, `quota`,
+    /// `configuration`).
+    pub outcome: &'a str,
     pub code: Option<u16>,
+    /// The provider's message.
     pub error: Option<&'a str>,
 }
 
+/// Where a claimed delivery goes after its attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next<'a> {
+    Sent {
+        provider: &'a str,
+        provider_id: Option<&'a str>,
+    },
+    Failed,
+    /// Back to `queued`, due at `due_at`. `counts` is false when the wait was the provider's
+    /// doing (a pause, a rate limit, a circuit): the attempt is then given back.
+    Retry {
+        due_at: DateTime<Utc>,
+        counts: bool,
+        batch_key: Option<&'a str>,
+    },
+}
+
 const DELIVERY_COLUMNS: &str = "id, kind, user_id, dedup_key, status, recipient, attempts, last_error, \
-     provider, message_id, planned_for, due_at, sent_at, updated_at";
+     provider, message_id, provider_id, planned_for, due_at, sent_at, updated_at";
+
+/// Serialises batch claims (`pg_advisory_xact_lock`), so that a burst is cut into full batches.
+const BATCH_CLAIM_LOCK: i64 = 0x4845_5241_4c44;
 
 impl Store {
     /// Connects, creating the database first when `create` is set and it does not exist.
@@ -465,84 +491,114 @@ impl Store {
 
     // ----- the worker -----
 
-    /// Claims a queued delivery for one attempt. `None` when it is not queued any more (already
-    /// sent, failed, or claimed by another worker), which makes a duplicate job harmless.
+    /// Claims a queued delivery for one attempt, and with it up to `extra` other queued, due
+    /// deliveries to send in the same batch (those of the same failed batch, if it was in one).
+    /// Empty when the delivery is not queued and due any more (already sent, failed, claimed by
+    /// another worker, maybe in another's batch, or waiting for a retry after it was sent in a
+    /// batch while its own job was still in Redis), which makes a duplicate job harmless. The
+    /// delivery itself comes first. Each gets a Message-ID on its first claim, kept after.
     pub async fn claim(
         &self,
         id: i64,
+        extra: i64,
         lease: Duration,
-        message_id: &str,
-    ) -> sqlx::Result<Option<Claimed>> {
-        sqlx::query_as(
-            "UPDATE deliveries
+        message_id_domain: &str,
+    ) -> sqlx::Result<Vec<Claimed>> {
+        let mut tx = self.pool.begin().await?;
+        if extra > 0 {
+            // One batch claim at a time: racing claims would each take a slice of a burst.
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(BATCH_CLAIM_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let mut rows: Vec<Claimed> = sqlx::query_as(
+            "WITH own AS (
+                 SELECT id, batch_key FROM deliveries
+                 WHERE id = $1 AND status = 'queued' AND due_at <= now() FOR UPDATE
+             ), others AS (
+                 SELECT d.id FROM deliveries d, own
+                 WHERE $4 > 0 AND d.status = 'queued' AND d.due_at <= now() AND d.id <> own.id
+                   AND d.batch_key IS NOT DISTINCT FROM own.batch_key
+                 ORDER BY d.due_at, d.id
+                 LIMIT $4
+                 FOR UPDATE OF d SKIP LOCKED
+             )
+             UPDATE deliveries
              SET status = 'sending', attempts = attempts + 1, round_attempts = round_attempts + 1,
                  lease_until = now() + $2::interval, dispatched_at = NULL,
-                 message_id = COALESCE(message_id, $3), updated_at = now()
-             WHERE id = $1 AND status = 'queued'
+                 message_id = COALESCE(message_id,
+                     '<' || id || '.' || replace(gen_random_uuid()::text, '-', '') || '@' || $3 || '>'),
+                 updated_at = now()
+             WHERE id IN (SELECT id FROM own UNION ALL SELECT id FROM others)
              RETURNING id, kind, dedup_key, recipient, payload, attempts, round_attempts, message_id",
         )
         .bind(id)
         .bind(format!("{} milliseconds", lease.as_millis()))
-        .bind(message_id)
-        .fetch_optional(&self.pool)
-        .await
-    }
-
-    pub async fn record_sent(&self, d: &Claimed, a: &AttemptRecord<'_>) -> sqlx::Result<()> {
-        let mut tx = self.pool.begin().await?;
-        insert_attempt(&mut tx, d, "sent", a).await?;
-        sqlx::query(
-            "UPDATE deliveries SET status = 'sent', sent_at = now(), provider = $2, lease_until = NULL,
-                    last_error = NULL, updated_at = now()
-             WHERE id = $1",
-        )
-        .bind(d.id)
-        .bind(a.provider)
-        .execute(&mut *tx)
+        .bind(message_id_domain)
+        .bind(extra)
+        .fetch_all(&mut *tx)
         .await?;
-        tx.commit().await
+        tx.commit().await?;
+        rows.sort_by_key(|r| (r.id != id, r.id));
+        Ok(rows)
     }
 
-    /// A transient failure with attempts left: the row waits in PostgreSQL until `due_at`.
-    pub async fn record_retry(
+    /// Records the tries of one attempt (none when no provider could take the email) and moves
+    /// the delivery on.
+    pub async fn record(
         &self,
         d: &Claimed,
-        a: &AttemptRecord<'_>,
-        due_at: DateTime<Utc>,
-    ) -> sqlx::Result<()> {
-        self.record_failure(d, "transient", a, Some(due_at)).await
-    }
-
-    /// A permanent failure, or a transient one with no attempts left: into the failed set.
-    pub async fn record_failed(
-        &self,
-        d: &Claimed,
-        outcome: &str,
-        a: &AttemptRecord<'_>,
-    ) -> sqlx::Result<()> {
-        self.record_failure(d, outcome, a, None).await
-    }
-
-    async fn record_failure(
-        &self,
-        d: &Claimed,
-        outcome: &str,
-        a: &AttemptRecord<'_>,
-        retry_at: Option<DateTime<Utc>>,
+        tries: &[AttemptRecord<'_>],
+        next: &Next<'_>,
     ) -> sqlx::Result<()> {
         let mut tx = self.pool.begin().await?;
-        insert_attempt(&mut tx, d, outcome, a).await?;
+        for a in tries {
+            insert_attempt(&mut tx, d, a).await?;
+        }
+        let last = tries.last();
+        let last_error = last.and_then(|a| a.error);
+        let provider = match next {
+            Next::Sent { provider, .. } => Some(*provider),
+            _ => last.map(|a| a.provider),
+        };
+        let (status, due_at, give_back, provider_id, batch_key) = match next {
+            Next::Sent { provider_id, .. } => ("sent", None, 0, *provider_id, None),
+            Next::Failed => ("failed", None, 0, None, None),
+            Next::Retry {
+                due_at,
+                counts,
+                batch_key,
+            } => (
+                "queued",
+                Some(*due_at),
+                i32::from(!counts),
+                None,
+                *batch_key,
+            ),
+        };
+        // An attempt given back with no try recorded did not happen at all.
+        let untried = i32::from(give_back == 1 && tries.is_empty());
         sqlx::query(
             "UPDATE deliveries
-             SET status = CASE WHEN $2::timestamptz IS NULL THEN 'failed' ELSE 'queued' END,
-                 due_at = COALESCE($2, due_at), lease_until = NULL, dispatched_at = NULL,
-                 last_error = $3, provider = $4, updated_at = now()
+             SET status = $2, due_at = COALESCE($3, due_at), lease_until = NULL, dispatched_at = NULL,
+                 round_attempts = round_attempts - $4, attempts = attempts - $5,
+                 last_error = CASE WHEN $2 = 'sent' THEN NULL ELSE COALESCE($6, last_error) END,
+                 provider = COALESCE($7, provider), provider_id = COALESCE($8, provider_id),
+                 batch_key = $9,
+                 sent_at = CASE WHEN $2 = 'sent' THEN now() ELSE sent_at END,
+                 updated_at = now()
              WHERE id = $1",
         )
         .bind(d.id)
-        .bind(retry_at)
-        .bind(a.error)
-        .bind(a.provider)
+        .bind(status)
+        .bind(due_at)
+        .bind(give_back)
+        .bind(untried)
+        .bind(last_error)
+        .bind(provider)
+        .bind(provider_id)
+        .bind(batch_key)
         .execute(&mut *tx)
         .await?;
         tx.commit().await
@@ -623,7 +679,6 @@ impl Store {
 async fn insert_attempt(
     tx: &mut sqlx::PgConnection,
     d: &Claimed,
-    outcome: &str,
     a: &AttemptRecord<'_>,
 ) -> sqlx::Result<()> {
     sqlx::query(
@@ -633,7 +688,7 @@ async fn insert_attempt(
     .bind(d.id)
     .bind(d.attempts)
     .bind(a.provider)
-    .bind(outcome)
+    .bind(a.outcome)
     .bind(a.code.map(i32::from))
     .bind(a.error)
     .execute(tx)

@@ -1,8 +1,25 @@
-//! `process_one`: claim one delivery, render it, send it, record the outcome.
+//! `process_one`: claim a delivery (with other due ones when the first provider takes batches),
+//! render, send through the providers in order, record every try.
 //!
 //! The apalis job only carries a delivery id; everything else is read from PostgreSQL, so a
 //! duplicate job, a job that survived a crash, or a retry from the failed set all go through the
 //! same claim, and a delivery already sent is never sent again.
+//!
+//! # Batches
+//!
+//! When the first provider takes batches (Resend, `mail.resend.batch_size` > 1), the claim takes
+//! the job's delivery and up to `batch_size - 1` other queued, due deliveries in one statement,
+//! one claim at a time (an advisory lock), so a burst is cut into full batches: 250 emails of one
+//! tick become requests of 100, 100 and 50. The other deliveries' own jobs then find nothing to
+//! claim. This needs no second queue and keeps the claim the only way into `sending`. A batch
+//! that fails as a whole remembers its key on its deliveries, and their retry claims them
+//! together again, so the retried batch carries the same idempotency key.
+//!
+//! # Waiting for a provider
+//!
+//! Before each request the worker asks the [`Gate`] (shared through Redis). A wait that fits in
+//! [`WAIT_BUDGET`] is slept through; a longer one gives the claim back with `due_at` at the end of
+//! the wait and without using up an attempt, so no worker slot is held while a provider is paused.
 
 use std::{str::FromStr, sync::Arc, time::Duration};
 
@@ -10,17 +27,28 @@ use anyhow::Context;
 
 use crate::{
     domain::Kind,
-    mail::{ErrorClass, Outgoing, Transport},
-    render::Templates,
-    store::{AttemptRecord, Store},
+    gate::{Gate, Permit, Why},
+    mail::{ErrorClass, Outgoing, Provider, Receipt, SendError, resend::batch_key},
+    render::{Rendered, Templates},
+    store::{AttemptRecord, Claimed, Next, Store},
 };
+
+/// The longest a worker waits in-process for a provider before giving its claim back.
+pub const WAIT_BUDGET: Duration = Duration::from_secs(2);
+
+/// An email held back by a configuration pause is looked at again this often (the pause itself
+/// lasts `mail.configuration_pause`), so that a process restarted with the right credentials,
+/// which the old pause does not hold, sends it within seconds.
+pub const CONFIGURATION_RECHECK: Duration = Duration::from_secs(5);
 
 /// What the worker step needs, shared by every worker of the process.
 #[derive(Debug)]
 pub struct WorkerDeps {
     pub store: Store,
     pub templates: Arc<Templates>,
-    pub transport: Transport,
+    /// In the order to try them.
+    pub providers: Vec<Provider>,
+    pub gate: Gate,
     /// Waits before the 2nd, 3rd, … attempt of a transient failure.
     pub retry_delays: Vec<Duration>,
     pub lease: Duration,
@@ -30,103 +58,399 @@ pub struct WorkerDeps {
     pub clock: crate::clock::Clock,
 }
 
-/// What happened to one job.
+/// What happened to the job's own delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Sent,
     /// A transient failure; the delivery is due again after this wait.
     RetryScheduled(Duration),
+    /// A provider asked to wait (rate limit, pause, circuit); due again after this wait, with the
+    /// attempt given back.
+    Deferred(Duration),
     Failed,
     /// The delivery was not queued (already sent, failed, or being sent): nothing was done.
     NotQueued,
 }
 
-/// Processes one delivery. An `Err` means Herald could not record what happened (PostgreSQL is
-/// down, say); the delivery's lease then expires and it becomes due again.
+/// One claimed delivery on its way through the providers.
+struct Job {
+    d: Claimed,
+    content: Result<Rendered, String>,
+    tries: Vec<Try>,
+    /// Waits asked by providers that were not tried.
+    waits: Vec<Duration>,
+    /// A provider asked this email to wait for it (a rate limit): no other provider is tried.
+    stopped: bool,
+    /// Set when a whole batch failed: the retry keeps the batch together.
+    batch_key: Option<String>,
+}
+
+struct Try {
+    provider: &'static str,
+    result: Result<Receipt, SendError>,
+    /// How long the provider is paused for everyone after this error, if it is.
+    pause: Option<Duration>,
+}
+
+impl Job {
+    /// Whether the email should go to the next provider.
+    fn open(&self) -> bool {
+        self.content.is_ok()
+            && !self.stopped
+            && match self.tries.last() {
+                None => true,
+                Some(t) => matches!(&t.result, Err(e) if e.class.fails_over()),
+            }
+    }
+
+    fn hold(&mut self, wait: Duration, why: &Why) {
+        let configuration =
+            matches!(why, Why::Paused { class, .. } if class == ErrorClass::Configuration.as_str());
+        self.waits.push(if configuration {
+            wait.min(CONFIGURATION_RECHECK)
+        } else {
+            wait
+        });
+        if !why.fails_over() {
+            self.stopped = true;
+        }
+    }
+
+    fn outgoing(&self) -> Option<Outgoing<'_>> {
+        let content = self.content.as_ref().ok()?;
+        Some(Outgoing {
+            to: &self.d.recipient,
+            message_id: &self.d.message_id,
+            delivery_key: &self.d.dedup_key,
+            content,
+        })
+    }
+}
+
+/// Processes one delivery (and the batch claimed with it). An `Err` means Herald could not
+/// record what happened (PostgreSQL is down, say); the claims' leases then expire and the
+/// deliveries become due again.
 pub async fn process_one(deps: &WorkerDeps, delivery_id: i64) -> anyhow::Result<Outcome> {
-    let message_id = format!(
-        "<{}.{}@{}>",
-        delivery_id,
-        uuid::Uuid::new_v4().simple(),
-        deps.message_id_domain
-    );
-    let Some(d) = deps
+    let extra = deps
+        .providers
+        .first()
+        .map_or(0, |p| p.batch_size.saturating_sub(1));
+    let claimed = deps
         .store
-        .claim(delivery_id, deps.lease, &message_id)
+        .claim(
+            delivery_id,
+            extra as i64,
+            deps.lease,
+            &deps.message_id_domain,
+        )
         .await
-        .with_context(|| format!("cannot claim delivery {delivery_id}"))?
-    else {
+        .with_context(|| format!("cannot claim delivery {delivery_id}"))?;
+    if claimed.is_empty() {
         tracing::debug!(delivery_id, "delivery is not queued; nothing to do");
         return Ok(Outcome::NotQueued);
-    };
-    let provider = deps.transport.provider();
+    }
+    let mut jobs: Vec<Job> = claimed.into_iter().map(|d| render(deps, d)).collect();
+    deliver(deps, &mut jobs).await;
+    let mut own = Outcome::NotQueued;
+    for job in &jobs {
+        let outcome = finish(deps, job)
+            .await
+            .with_context(|| format!("cannot record the attempt of delivery {}", job.d.id))?;
+        if job.d.id == delivery_id {
+            own = outcome;
+        }
+    }
+    Ok(own)
+}
 
-    let rendered = Kind::from_str(&d.kind)
+fn render(deps: &WorkerDeps, d: Claimed) -> Job {
+    let content = Kind::from_str(&d.kind)
         .map_err(anyhow::Error::msg)
         .and_then(|kind| {
             deps.templates
                 .render(kind, &d.payload)
                 .map_err(anyhow::Error::from)
-        });
-    let rendered = match rendered {
-        Ok(r) => r,
-        Err(e) => {
-            let error = format!("cannot render: {e:#}");
-            tracing::error!(delivery_id, error, "delivery failed");
-            let record = AttemptRecord {
-                provider,
-                code: None,
-                error: Some(&error),
-            };
-            deps.store.record_failed(&d, "permanent", &record).await?;
-            return Ok(Outcome::Failed);
-        }
-    };
+        })
+        .map_err(|e| format!("cannot render: {e:#}"));
+    Job {
+        d,
+        content,
+        tries: Vec::new(),
+        waits: Vec::new(),
+        stopped: false,
+        batch_key: None,
+    }
+}
 
-    let email = Outgoing {
-        to: &d.recipient,
-        message_id: &d.message_id,
-        delivery_key: &d.dedup_key,
-        content: &rendered,
-    };
-    match deps.transport.send(&email).await {
-        Ok(receipt) => {
-            let record = AttemptRecord {
-                provider,
-                code: receipt.code,
-                error: None,
-            };
-            deps.store
-                .record_sent(&d, &record)
-                .await
-                .context("sent, but cannot record it")?;
-            tracing::debug!(delivery_id, attempt = d.attempts, "sent");
-            Ok(Outcome::Sent)
+/// Tries each provider in order with the emails that are still open.
+async fn deliver(deps: &WorkerDeps, jobs: &mut [Job]) {
+    for provider in &deps.providers {
+        let open: Vec<usize> = (0..jobs.len()).filter(|&i| jobs[i].open()).collect();
+        if open.is_empty() {
+            break;
         }
-        Err(e) => {
-            let record = AttemptRecord {
-                provider,
-                code: e.code,
-                error: Some(&e.message),
-            };
-            let delay = retry_delay(&deps.retry_delays, d.round_attempts);
-            match (e.class, delay) {
-                (ErrorClass::Transient, Some(delay)) => {
-                    let due =
-                        deps.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default();
-                    deps.store.record_retry(&d, &record, due).await?;
-                    tracing::info!(delivery_id, attempt = d.attempts, error = %e, retry_in = ?delay, "transient failure; will retry");
-                    Ok(Outcome::RetryScheduled(delay))
-                }
-                (class, _) => {
-                    deps.store
-                        .record_failed(&d, class.as_str(), &record)
-                        .await?;
-                    tracing::warn!(delivery_id, attempt = d.attempts, error = %e, class = class.as_str(), "delivery failed");
-                    Ok(Outcome::Failed)
+        for chunk in open.chunks(provider.batch_size.max(1)) {
+            if chunk.len() > 1 {
+                send_batch(deps, provider, jobs, chunk).await;
+            } else {
+                for &i in chunk {
+                    send_one(deps, provider, &mut jobs[i]).await;
                 }
             }
         }
+    }
+}
+
+/// Asks the gate; a Redis failure counts as a short wait (nothing is sent uncoordinated).
+async fn permit(deps: &WorkerDeps, p: &Provider) -> Permit {
+    deps.gate.acquire(p, WAIT_BUDGET).await.unwrap_or_else(|e| {
+        tracing::warn!(
+            provider = p.name(),
+            error = format!("{e:#}"),
+            "cannot reach the shared rate limit; waiting"
+        );
+        Permit::Wait {
+            wait: Duration::from_secs(1),
+            why: Why::Rate,
+        }
+    })
+}
+
+/// Tells the gate how a request went; returns the pause it set for everyone, if any.
+async fn feedback(
+    deps: &WorkerDeps,
+    p: &Provider,
+    error: Option<&SendError>,
+    probe: bool,
+) -> Option<Duration> {
+    let result = match error {
+        None => deps.gate.answered(p, probe).await.map(|()| None),
+        Some(e) => deps.gate.failed(p, e, probe).await,
+    };
+    result.unwrap_or_else(|e| {
+        tracing::warn!(
+            provider = p.name(),
+            error = format!("{e:#}"),
+            "cannot share the provider's state in Redis"
+        );
+        error.and_then(|e| e.wait)
+    })
+}
+
+async fn send_one(deps: &WorkerDeps, p: &Provider, job: &mut Job) {
+    let probe = match permit(deps, p).await {
+        Permit::Go { probe } => probe,
+        Permit::Wait { wait, why } => return job.hold(wait, &why),
+    };
+    let Some(email) = job.outgoing() else { return };
+    let result = p.send(&email).await;
+    let pause = feedback(deps, p, result.as_ref().err(), probe).await;
+    job.tries.push(Try {
+        provider: p.name(),
+        result,
+        pause,
+    });
+}
+
+async fn send_batch(deps: &WorkerDeps, p: &Provider, jobs: &mut [Job], chunk: &[usize]) {
+    let probe = match permit(deps, p).await {
+        Permit::Go { probe } => probe,
+        Permit::Wait { wait, why } => {
+            for &i in chunk {
+                jobs[i].hold(wait, &why);
+            }
+            return;
+        }
+    };
+    let ids: Vec<i64> = chunk.iter().map(|&i| jobs[i].d.id).collect();
+    let key = batch_key(&ids);
+    let emails: Vec<Outgoing<'_>> = chunk.iter().filter_map(|&i| jobs[i].outgoing()).collect();
+    let result = p.send_batch(&emails, &key).await;
+    drop(emails);
+    match result {
+        Ok(items) => {
+            feedback(deps, p, None, probe).await;
+            for (&i, item) in chunk.iter().zip(items) {
+                jobs[i].tries.push(Try {
+                    provider: p.name(),
+                    result: item,
+                    pause: None,
+                });
+            }
+        }
+        Err(e) => {
+            let pause = feedback(deps, p, Some(&e), probe).await;
+            tracing::info!(provider = p.name(), emails = chunk.len(), error = %e, "a batch failed as a whole");
+            for &i in chunk {
+                jobs[i].batch_key = Some(key.clone());
+                jobs[i].tries.push(Try {
+                    provider: p.name(),
+                    result: Err(e.clone()),
+                    pause,
+                });
+            }
+        }
+    }
+}
+
+/// Records a job's tries and where its delivery goes next.
+async fn finish(deps: &WorkerDeps, job: &Job) -> anyhow::Result<Outcome> {
+    let id = job.d.id;
+    if let Err(error) = &job.content {
+        tracing::error!(delivery_id = id, error, "delivery failed");
+        let provider = deps.providers.first().map_or("none", |p| p.name());
+        let record = AttemptRecord {
+            provider,
+            outcome: ErrorClass::Permanent.as_str(),
+            code: None,
+            error: Some(error),
+        };
+        deps.store.record(&job.d, &[record], &Next::Failed).await?;
+        return Ok(Outcome::Failed);
+    }
+    let records: Vec<AttemptRecord<'_>> = job
+        .tries
+        .iter()
+        .map(|t| match &t.result {
+            Ok(r) => AttemptRecord {
+                provider: t.provider,
+                outcome: "sent",
+                code: r.code,
+                error: None,
+            },
+            Err(e) => AttemptRecord {
+                provider: t.provider,
+                outcome: e.class.as_str(),
+                code: e.code,
+                error: Some(&e.message),
+            },
+        })
+        .collect();
+    let views: Vec<TryView> = job
+        .tries
+        .iter()
+        .map(|t| match &t.result {
+            Ok(_) => TryView::SENT,
+            Err(e) => TryView {
+                class: Some(e.class),
+                unreachable: e.unreachable,
+                wait: t.pause.or(e.wait).map(|w| match e.class {
+                    ErrorClass::Configuration => w.min(CONFIGURATION_RECHECK),
+                    _ => w,
+                }),
+            },
+        })
+        .collect();
+    let decision = decide(&views, &job.waits, job.d.round_attempts, &deps.retry_delays);
+    let last_error = job.tries.last().and_then(|t| t.result.as_ref().err());
+    let (next, outcome) = match decision {
+        Decision::Sent => {
+            let last = job.tries.last().expect("a sent job has a try");
+            let provider_id = last
+                .result
+                .as_ref()
+                .ok()
+                .and_then(|r| r.provider_id.as_deref());
+            tracing::debug!(delivery_id = id, provider = last.provider, "sent");
+            (
+                Next::Sent {
+                    provider: last.provider,
+                    provider_id,
+                },
+                Outcome::Sent,
+            )
+        }
+        Decision::Failed => {
+            tracing::warn!(delivery_id = id, attempt = job.d.attempts, error = ?last_error.map(|e| &e.message), "delivery failed");
+            (Next::Failed, Outcome::Failed)
+        }
+        Decision::Retry { after, counts } => {
+            let due_at = deps.clock.now() + chrono::Duration::from_std(after).unwrap_or_default();
+            let next = Next::Retry {
+                due_at,
+                counts,
+                batch_key: job.batch_key.as_deref(),
+            };
+            if counts {
+                tracing::info!(delivery_id = id, attempt = job.d.attempts, error = ?last_error.map(|e| &e.message), retry_in = ?after, "transient failure; will retry");
+                (next, Outcome::RetryScheduled(after))
+            } else {
+                tracing::debug!(delivery_id = id, wait = ?after, "providers asked to wait; the attempt is given back");
+                (next, Outcome::Deferred(after))
+            }
+        }
+    };
+    deps.store.record(&job.d, &records, &next).await?;
+    Ok(outcome)
+}
+
+/// One try as [`decide`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TryView {
+    /// `None` when the email was sent.
+    pub class: Option<ErrorClass>,
+    pub unreachable: bool,
+    /// How long the provider asked to be left alone.
+    pub wait: Option<Duration>,
+}
+
+impl TryView {
+    pub const SENT: TryView = TryView {
+        class: None,
+        unreachable: false,
+        wait: None,
+    };
+}
+
+/// Where a delivery goes after its tries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Sent,
+    Failed,
+    /// Due again after `after`; `counts` is false when the attempt is given back.
+    Retry {
+        after: Duration,
+        counts: bool,
+    },
+}
+
+/// Decides from the tries at each provider and the waits of providers not tried:
+/// sent by the last one; a permanent failure fails it; a transient failure (the email's, not an
+/// unreachable provider's) uses an attempt and backs off; anything else (rate limit, quota,
+/// configuration, circuit) waits for the first provider to be free again, without using one.
+pub fn decide(
+    tries: &[TryView],
+    waits: &[Duration],
+    round_attempts: i32,
+    delays: &[Duration],
+) -> Decision {
+    if tries.last().is_some_and(|t| t.class.is_none()) {
+        return Decision::Sent;
+    }
+    if tries.iter().any(|t| t.class == Some(ErrorClass::Permanent)) {
+        return Decision::Failed;
+    }
+    if tries
+        .iter()
+        .any(|t| t.class == Some(ErrorClass::Transient) && !t.unreachable)
+    {
+        return match retry_delay(delays, round_attempts) {
+            Some(after) => Decision::Retry {
+                after,
+                counts: true,
+            },
+            None => Decision::Failed,
+        };
+    }
+    let after = tries
+        .iter()
+        .filter_map(|t| t.wait)
+        .chain(waits.iter().copied())
+        .min()
+        .unwrap_or(Duration::from_secs(1));
+    Decision::Retry {
+        after,
+        counts: false,
     }
 }
 
@@ -144,6 +468,18 @@ pub fn retry_delay(delays: &[Duration], attempts_so_far: i32) -> Option<Duration
 mod tests {
     use super::*;
 
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    fn failed(class: ErrorClass, wait: Option<u64>) -> TryView {
+        TryView {
+            class: Some(class),
+            unreachable: false,
+            wait: wait.map(secs),
+        }
+    }
+
     #[test]
     fn delays_follow_the_list_then_stop() {
         let d = [2, 4, 8].map(Duration::from_secs);
@@ -151,5 +487,46 @@ mod tests {
         assert_eq!(got, [Some(d[0]), Some(d[1]), Some(d[2]), None]);
         assert_eq!(retry_delay(&[], 1), None);
         assert_eq!(retry_delay(&d, 0), None);
+    }
+
+    #[test]
+    fn decisions() {
+        use ErrorClass::*;
+        let delays = [2, 4, 8].map(Duration::from_secs);
+        let decide =
+            |tries: &[TryView], waits: &[Duration], round| decide(tries, waits, round, &delays);
+        let retry = |after, counts| Decision::Retry {
+            after: secs(after),
+            counts,
+        };
+        // Failed over from Resend (500) to SMTP, which sent it.
+        assert_eq!(
+            decide(&[failed(Transient, None), TryView::SENT], &[], 1),
+            Decision::Sent
+        );
+        // A permanent answer fails at once, whatever else happened.
+        assert_eq!(
+            decide(&[failed(Quota, Some(60)), failed(Permanent, None)], &[], 1),
+            Decision::Failed
+        );
+        // A transient one backs off and uses the attempt; the last one fails.
+        assert_eq!(decide(&[failed(Transient, None)], &[], 1), retry(2, true));
+        assert_eq!(decide(&[failed(Transient, None)], &[], 4), Decision::Failed);
+        // Waiting for a provider does not use an attempt, even the last one.
+        assert_eq!(
+            decide(&[failed(RateLimited, Some(3))], &[], 4),
+            retry(3, false)
+        );
+        assert_eq!(
+            decide(&[failed(Configuration, Some(60))], &[secs(5)], 1),
+            retry(5, false)
+        );
+        assert_eq!(decide(&[], &[secs(7)], 1), retry(7, false));
+        let down = TryView {
+            class: Some(Transient),
+            unreachable: true,
+            wait: Some(secs(2)),
+        };
+        assert_eq!(decide(&[down], &[], 4), retry(2, false));
     }
 }

@@ -27,6 +27,8 @@ use tokio::{
 pub type TaskSpec<'a> = (&'a str, DateTime<Utc>, Option<DateTime<Utc>>);
 
 pub const TOKEN: &str = "test-token-0123456789abcdef";
+/// The API key tests give Herald for the Resend stand-in.
+pub const RESEND_KEY: &str = "re_test_0123456789";
 pub const PG: &str = "postgres://postgres@127.0.0.1:5432";
 /// Tests use Redis database 0 with a queue name of their own; 11 to 15 belong to benchmarks.
 pub const REDIS: &str = "redis://127.0.0.1:6379/0";
@@ -80,6 +82,11 @@ impl Received {
 
 impl SmtpServer {
     pub async fn start() -> SmtpServer {
+        SmtpServer::start_on(0).await
+    }
+
+    /// Starts the server on this port (0: any free one).
+    pub async fn start_on(port: u16) -> SmtpServer {
         // /dev/shm keeps the file writes of big tests off the disk.
         let base = if Path::new("/dev/shm").is_dir() {
             PathBuf::from("/dev/shm")
@@ -93,6 +100,8 @@ impl SmtpServer {
             .arg(script)
             .arg("--dir")
             .arg(&dir)
+            .arg("--port")
+            .arg(port.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -237,6 +246,13 @@ impl Env {
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         Env { database, vars }
+    }
+
+    /// Sends through the Resend stand-in (first), then SMTP.
+    pub fn with_resend(mut self, url: &str) -> Env {
+        self.set("RESEND_API_KEY", RESEND_KEY);
+        self.set("HERALD__MAIL__RESEND__BASE_URL", url);
+        self
     }
 
     pub fn set(&mut self, key: &str, value: &str) {
@@ -417,6 +433,25 @@ impl TestApp {
             Some(h) => h.await.unwrap(),
             None => Ok(()),
         }
+    }
+
+    /// Stops this app and boots another one on the same database and queue with `env`, as an
+    /// operator restarting Herald with a corrected configuration.
+    pub async fn restart_with(mut self, env: Env) -> TestApp {
+        self.stop().await.expect("the app stops cleanly");
+        self.store.pool.close().await;
+        self.owns_env = false;
+        drop(self);
+        spawn_with(env).await
+    }
+
+    /// The delivery's `round_attempts`: attempts used in this round of retries.
+    pub async fn round_attempts(&self, id: i64) -> i32 {
+        sqlx::query_scalar("SELECT round_attempts FROM deliveries WHERE id = $1")
+            .bind(id)
+            .fetch_one(&self.store.pool)
+            .await
+            .unwrap()
     }
 
     /// Stops the app cleanly; dropping it then removes its database and Redis keys.

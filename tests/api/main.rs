@@ -7,5 +7,9 @@ mod helpers;
 mod idempotency;
 mod load;
 mod local_time;
+mod outage;
+mod resend;
+#[path = "../support/resend_stub.rs"]
+mod resend_stub;
 mod resilience;
 mod startup;

@@ -103,7 +103,7 @@ async fn herald_check_lists_every_problem_with_its_fix() {
         "ok    templates",
         "ok    postgresql",
         "ok    redis",
-        "ok    mail transport",
+        "ok    mail provider smtp",
     ] {
         assert!(stdout.contains(line), "{stdout}");
     }

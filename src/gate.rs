@@ -1,0 +1,398 @@
+//! Provider feedback shared through Redis by every worker of every Herald process: the rate
+//! limit, pauses (429, quota, configuration) and the circuit of a provider that is down.
+//!
+//! # The keys, per provider, under the queue's name
+//!
+//! - `{queue}:provider:{name}:window`: a sorted set of the instants of the last requests. The
+//!   limit is a sliding-window log rather than a refilling bucket: what Herald promises (and what
+//!   Resend checks) is "never more than N requests in any one-second window", and a bucket with a
+//!   burst of N lets 2N through in a window that straddles a refill. The window is one second plus
+//!   [`GUARD`] for the network's jitter between Redis's clock and the provider's.
+//! - `{queue}:provider:{name}:pause`: `fingerprint|class|message`, with an expiry. While it
+//!   lives nobody sends through that provider. A configuration pause only holds processes with the
+//!   same credentials (fingerprint), so a process started with a fixed key is not held back by a
+//!   pause its predecessor earned.
+//! - `{queue}:provider:{name}:circuit`: exists while the provider is unreachable. When the pause
+//!   it comes with expires, one worker at a time (`:probe`, a lock) tries; its success closes the
+//!   circuit, its failure pauses again.
+//! - `{queue}:provider:{name}:logged`: lets a configuration error be logged once a minute across
+//!   all processes, not once per email.
+//!
+//! All of the admission check (pause, circuit, window) runs in one Lua script, so it is atomic.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use apalis_redis::ConnectionManager;
+
+use crate::mail::{ErrorClass, Provider, SendError};
+
+/// Added to the one-second window, for the jitter between Redis's clock and the provider's.
+pub const GUARD: Duration = Duration::from_millis(50);
+
+const ACQUIRE: &str = r"
+-- KEYS: 1 pause, 2 circuit, 3 probe, 4 window
+-- ARGV: 1 limit per window (0: none), 2 window ms, 3 probe lease ms, 4 unique member,
+--       5 this process's fingerprint
+-- Returns {0, 0, '1' when probing} to go, or {1, wait ms, why} to wait.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local paused = redis.call('GET', KEYS[1])
+if paused then
+  local fp, class = string.match(paused, '^([^|]*)|([^|]*)|')
+  if class ~= 'configuration' or fp == ARGV[5] then
+    return {1, math.max(redis.call('PTTL', KEYS[1]), 1), paused}
+  end
+end
+local probe = '0'
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  if redis.call('SET', KEYS[3], ARGV[4], 'NX', 'PX', ARGV[3]) then
+    probe = '1'
+  else
+    return {1, math.max(redis.call('PTTL', KEYS[3]), 1), '|circuit|another worker is probing'}
+  end
+end
+local limit = tonumber(ARGV[1])
+if limit > 0 then
+  local window = tonumber(ARGV[2])
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - window)
+  if redis.call('ZCARD', KEYS[4]) >= limit then
+    local oldest = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+    if probe == '1' then redis.call('DEL', KEYS[3]) end
+    return {1, math.max(tonumber(oldest[2]) + window - now, 1), '|rate|'}
+  end
+  redis.call('ZADD', KEYS[4], now, ARGV[4])
+  redis.call('PEXPIRE', KEYS[4], window)
+end
+return {0, 0, probe}
+";
+
+/// Sets a pause unless a longer one is already there.
+const PAUSE: &str = r"
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+return 1
+";
+
+/// Whether a worker may send now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Permit {
+    /// Send; `probe` when this send tests a provider whose circuit is open.
+    Go {
+        probe: bool,
+    },
+    Wait {
+        wait: Duration,
+        why: Why,
+    },
+}
+
+/// Why a provider cannot take a request now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Why {
+    /// The window is full: wait for room.
+    Rate,
+    /// Paused after an error of this class, with the provider's message.
+    Paused { class: String, message: String },
+    /// Unreachable: the circuit is open.
+    Circuit,
+}
+
+impl Why {
+    /// Whether an email should try the next provider instead of waiting for this one.
+    pub fn fails_over(&self) -> bool {
+        match self {
+            Why::Rate => false,
+            Why::Circuit => true,
+            Why::Paused { class, .. } => ErrorClass::parse(class).is_some_and(|c| c.fails_over()),
+        }
+    }
+}
+
+/// What `/readyz` and `herald check` show for a provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    Ok,
+    Paused {
+        class: String,
+        message: String,
+        remaining: Duration,
+    },
+    /// Unreachable; probed every `mail.probe_interval`.
+    Circuit,
+}
+
+impl State {
+    /// A configuration problem needs an operator: readiness fails while it lasts.
+    pub fn needs_operator(&self) -> bool {
+        matches!(self, State::Paused { class, .. } if class == "configuration")
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            State::Ok => "ok".to_owned(),
+            State::Paused {
+                class,
+                message,
+                remaining,
+            } => format!(
+                "paused ({class}) for {}s more: {message}",
+                remaining.as_secs().max(1)
+            ),
+            State::Circuit => {
+                "unreachable: sending stopped, one worker probes it every mail.probe_interval"
+                    .to_owned()
+            }
+        }
+    }
+}
+
+/// The waits the gate applies after an error.
+#[derive(Debug, Clone, Copy)]
+pub struct Pauses {
+    pub configuration: Duration,
+    pub probe_interval: Duration,
+    /// For SMTP throttling, which gives no retry-after.
+    pub throttle: Duration,
+    /// How long a probe may hold the probe lock.
+    pub probe_lease: Duration,
+}
+
+/// The shared gate in front of every provider.
+#[derive(Clone)]
+pub struct Gate {
+    conn: ConnectionManager,
+    prefix: String,
+    pauses: Pauses,
+    acquire: redis::Script,
+    pause: redis::Script,
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Gate({})", self.prefix)
+    }
+}
+
+impl Gate {
+    /// `prefix` is the queue's name, so each queue (and each test) has keys of its own.
+    pub fn new(conn: ConnectionManager, prefix: &str, pauses: Pauses) -> Gate {
+        Gate {
+            conn,
+            prefix: prefix.to_owned(),
+            pauses,
+            acquire: redis::Script::new(ACQUIRE),
+            pause: redis::Script::new(PAUSE),
+        }
+    }
+
+    fn key(&self, p: &Provider, what: &str) -> String {
+        format!("{}:provider:{}:{what}", self.prefix, p.name())
+    }
+
+    /// Asks once whether `p` may take a request now.
+    pub async fn try_acquire(&self, p: &Provider) -> anyhow::Result<Permit> {
+        let mut conn = self.conn.clone();
+        let member = uuid::Uuid::new_v4().simple().to_string();
+        let window = Duration::from_secs(1) + GUARD;
+        let (go, wait_ms, why): (i64, i64, String) = self
+            .acquire
+            .key(self.key(p, "pause"))
+            .key(self.key(p, "circuit"))
+            .key(self.key(p, "probe"))
+            .key(self.key(p, "window"))
+            .arg(p.per_second)
+            .arg(window.as_millis() as u64)
+            .arg(self.pauses.probe_lease.as_millis() as u64)
+            .arg(member)
+            .arg(&p.fingerprint)
+            .invoke_async(&mut conn)
+            .await
+            .with_context(|| format!("cannot ask Redis whether {} may send", p.name()))?;
+        if go == 0 {
+            return Ok(Permit::Go { probe: why == "1" });
+        }
+        let wait = Duration::from_millis(wait_ms.max(1) as u64);
+        let mut parts = why.splitn(3, '|');
+        let (_, class, message) = (
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+        );
+        Ok(match class {
+            "rate" => Permit::Wait {
+                wait,
+                why: Why::Rate,
+            },
+            "circuit" => Permit::Wait {
+                wait: wait.min(self.pauses.probe_interval),
+                why: Why::Circuit,
+            },
+            _ => Permit::Wait {
+                wait,
+                why: Why::Paused {
+                    class: class.to_owned(),
+                    message: message.to_owned(),
+                },
+            },
+        })
+    }
+
+    /// Asks until `p` may send, sleeping through waits that fit in `budget` and that are worth
+    /// waiting for (a full window, a short rate-limit pause); returns the wait otherwise.
+    pub async fn acquire(&self, p: &Provider, budget: Duration) -> anyhow::Result<Permit> {
+        let deadline = tokio::time::Instant::now() + budget;
+        loop {
+            let permit = self.try_acquire(p).await?;
+            match &permit {
+                Permit::Wait { wait, why }
+                    if !why.fails_over() && tokio::time::Instant::now() + *wait <= deadline =>
+                {
+                    tokio::time::sleep(*wait).await;
+                }
+                _ => return Ok(permit),
+            }
+        }
+    }
+
+    /// After a request that got an answer: a probe's answer closes the circuit.
+    pub async fn answered(&self, p: &Provider, probe: bool) -> anyhow::Result<()> {
+        if probe {
+            let mut conn = self.conn.clone();
+            redis::pipe()
+                .del(self.key(p, "circuit"))
+                .del(self.key(p, "probe"))
+                .query_async::<()>(&mut conn)
+                .await
+                .context("cannot close the circuit in Redis")?;
+            tracing::info!(
+                provider = p.name(),
+                "the provider answers again; sending resumes"
+            );
+        }
+        Ok(())
+    }
+
+    /// After a failed request: pauses the provider for everyone when the error says so, and
+    /// returns how long. `None` when the error concerns only this email.
+    pub async fn failed(
+        &self,
+        p: &Provider,
+        e: &SendError,
+        probe: bool,
+    ) -> anyhow::Result<Option<Duration>> {
+        let mut conn = self.conn.clone();
+        let pause = match e.class {
+            ErrorClass::RateLimited => Some(e.wait.unwrap_or(self.pauses.throttle)),
+            ErrorClass::Quota => Some(e.wait.unwrap_or(Duration::from_secs(3600))),
+            ErrorClass::Configuration => Some(self.pauses.configuration),
+            ErrorClass::Transient if e.unreachable => {
+                redis::pipe()
+                    .set_ex(self.key(p, "circuit"), 1, 3600)
+                    .del(self.key(p, "probe"))
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .context("cannot open the circuit in Redis")?;
+                if !probe {
+                    tracing::warn!(provider = p.name(), error = %e, "the provider cannot be reached; sending stops and one worker probes it every {:?}", self.pauses.probe_interval);
+                }
+                Some(self.pauses.probe_interval)
+            }
+            ErrorClass::Transient | ErrorClass::Permanent => {
+                self.answered(p, probe).await?;
+                None
+            }
+        };
+        let Some(pause) = pause else {
+            return Ok(None);
+        };
+        let fingerprint = if e.class == ErrorClass::Configuration {
+            p.fingerprint.as_str()
+        } else {
+            ""
+        };
+        let class = if e.unreachable {
+            "circuit"
+        } else {
+            e.class.as_str()
+        };
+        let value = format!("{fingerprint}|{class}|{}", e.message);
+        self.pause
+            .key(self.key(p, "pause"))
+            .arg(value)
+            .arg(pause.as_millis().max(1) as u64)
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .with_context(|| format!("cannot pause {} in Redis", p.name()))?;
+        if e.class == ErrorClass::Configuration {
+            self.log_configuration(p, e, pause).await;
+        }
+        Ok(Some(pause))
+    }
+
+    /// Logs a configuration error at most once a minute across every Herald process.
+    async fn log_configuration(&self, p: &Provider, e: &SendError, pause: Duration) {
+        let mut conn = self.conn.clone();
+        let first: Option<String> = redis::cmd("SET")
+            .arg(self.key(p, "logged"))
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(60)
+            .query_async(&mut conn)
+            .await
+            .unwrap_or(None);
+        if first.is_some() {
+            tracing::error!(provider = p.name(), error = %e, pause = ?pause, "the provider refuses Herald's configuration; sending through it is paused and no email is failed: fix it (see /readyz or `herald check`)");
+        }
+    }
+
+    /// The provider's state, for `/readyz` and `herald check`.
+    pub async fn state(&self, p: &Provider) -> anyhow::Result<State> {
+        let mut conn = self.conn.clone();
+        let (paused, ttl, circuit): (Option<String>, i64, bool) = redis::pipe()
+            .get(self.key(p, "pause"))
+            .pttl(self.key(p, "pause"))
+            .exists(self.key(p, "circuit"))
+            .query_async(&mut conn)
+            .await
+            .context("cannot read the provider's state from Redis")?;
+        if let Some(value) = paused {
+            let mut parts = value.splitn(3, '|');
+            let fp = parts.next().unwrap_or("");
+            let class = parts.next().unwrap_or("").to_owned();
+            let message = parts.next().unwrap_or("").to_owned();
+            let ours = class != "configuration" || fp == p.fingerprint;
+            if class == "circuit" {
+                return Ok(State::Circuit);
+            }
+            if ours {
+                return Ok(State::Paused {
+                    class,
+                    message,
+                    remaining: Duration::from_millis(ttl.max(0) as u64),
+                });
+            }
+        }
+        Ok(if circuit { State::Circuit } else { State::Ok })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_pauses_that_belong_to_the_provider_fail_over() {
+        let paused = |class: &str| Why::Paused {
+            class: class.into(),
+            message: String::new(),
+        };
+        assert!(!Why::Rate.fails_over());
+        assert!(Why::Circuit.fails_over());
+        assert!(!paused("rate_limited").fails_over());
+        assert!(paused("quota").fails_over());
+        assert!(paused("configuration").fails_over());
+    }
+}

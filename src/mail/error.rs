@@ -1,0 +1,375 @@
+//! One error taxonomy for every provider, and the pure functions that sort each provider's
+//! answers into it (unit-tested below).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+
+/// How a failed send should be handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Will not work as it is (SMTP 5xx, Resend 400/422, an invalid address): failed at once,
+    /// and never tried on another provider.
+    Permanent,
+    /// Might work later (connection refused or reset, timeout, SMTP 4xx, Resend 5xx or 409
+    /// `concurrent_idempotent_requests`): retried after 2 s, 4 s, 8 s, or on the next provider.
+    Transient,
+    /// The provider asks Herald to slow down (Resend 429 `rate_limit_exceeded`, SMTP
+    /// 421/450/451 with a throttling text): the provider is paused for `retry-after`, and the
+    /// wait does not use up an attempt.
+    RateLimited,
+    /// A daily or monthly quota is used up: the provider is paused until the reset, the emails
+    /// stay queued or go to the next provider.
+    Quota,
+    /// Herald's own setup is wrong (Resend 401/403, SMTP authentication, an unverified sender
+    /// domain, TLS): the provider is paused and nothing is marked failed.
+    Configuration,
+}
+
+impl ErrorClass {
+    /// The name stored in `delivery_attempts.outcome`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Permanent => "permanent",
+            ErrorClass::Transient => "transient",
+            ErrorClass::RateLimited => "rate_limited",
+            ErrorClass::Quota => "quota",
+            ErrorClass::Configuration => "configuration",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ErrorClass> {
+        [
+            ErrorClass::Permanent,
+            ErrorClass::Transient,
+            ErrorClass::RateLimited,
+            ErrorClass::Quota,
+            ErrorClass::Configuration,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == text)
+    }
+
+    /// Whether the email moves on to the next provider. A permanent failure belongs to the
+    /// recipient, and a rate limit only asks to wait: neither fails over.
+    pub fn fails_over(self) -> bool {
+        matches!(
+            self,
+            ErrorClass::Transient | ErrorClass::Quota | ErrorClass::Configuration
+        )
+    }
+}
+
+/// A send that did not go through.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SendError {
+    pub class: ErrorClass,
+    /// The provider's status code (SMTP reply code or HTTP status), when it answered with one.
+    pub code: Option<u16>,
+    /// What the provider said, with Herald's hint on what to do when there is one.
+    pub message: String,
+    /// How long the provider asked to be left alone (`retry-after`, a quota's reset).
+    pub wait: Option<Duration>,
+    /// The provider could not be reached at all: opens its circuit.
+    pub unreachable: bool,
+}
+
+impl SendError {
+    pub fn new(class: ErrorClass, code: Option<u16>, message: impl Into<String>) -> SendError {
+        SendError {
+            class,
+            code,
+            message: message.into(),
+            wait: None,
+            unreachable: false,
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> SendError {
+        SendError::new(ErrorClass::Permanent, None, message)
+    }
+
+    pub fn with_wait(mut self, wait: Option<Duration>) -> SendError {
+        self.wait = wait;
+        self
+    }
+
+    pub fn unreachable(mut self) -> SendError {
+        self.unreachable = true;
+        self
+    }
+}
+
+/// Sorts a Resend error answer: its HTTP status, the `name` and `message` of its JSON body, and
+/// the `retry-after` and `ratelimit-reset` headers (both in seconds).
+pub fn classify_resend(
+    status: u16,
+    name: &str,
+    message: &str,
+    retry_after: Option<Duration>,
+    ratelimit_reset: Option<Duration>,
+    now: DateTime<Utc>,
+) -> SendError {
+    let said = if name.is_empty() {
+        format!("Resend answered {status}: {message}")
+    } else {
+        format!("Resend answered {status} {name}: {message}")
+    };
+    let lower = message.to_ascii_lowercase();
+    let header_wait = retry_after.or(ratelimit_reset);
+    let (class, hint, wait) = match (status, name) {
+        (429, "daily_quota_exceeded" | "monthly_quota_exceeded") => (
+            ErrorClass::Quota,
+            "; Resend is paused until the quota resets (or raise the plan's quota)",
+            header_wait.or_else(|| Some(quota_reset(name, now))),
+        ),
+        (429, _) => (
+            ErrorClass::RateLimited,
+            "; waiting as asked (lower mail.resend.requests_per_second if this repeats)",
+            header_wait.or(Some(Duration::from_secs(1))),
+        ),
+        (401 | 403, _) => (
+            ErrorClass::Configuration,
+            if lower.contains("domain") {
+                "; verify the sender's domain in Resend, or change MAIL_FROM (mail.from)"
+            } else {
+                "; check RESEND_API_KEY (mail.resend.api_key): it must be a valid key with sending access"
+            },
+            None,
+        ),
+        (422, _) if lower.contains("domain") && lower.contains("verif") => (
+            ErrorClass::Configuration,
+            "; verify the sender's domain in Resend, or change MAIL_FROM (mail.from)",
+            None,
+        ),
+        (409, "concurrent_idempotent_requests") => (ErrorClass::Transient, "", None),
+        (500..=599, _) => (ErrorClass::Transient, "", None),
+        _ => (ErrorClass::Permanent, "", None),
+    };
+    SendError::new(class, Some(status), format!("{said}{hint}")).with_wait(wait)
+}
+
+/// When an exhausted quota comes back, if Resend did not say: the next UTC midnight for the
+/// daily quota, the first of next month for the monthly one.
+pub fn quota_reset(name: &str, now: DateTime<Utc>) -> Duration {
+    let today = now.date_naive();
+    let next = if name == "monthly_quota_exceeded" {
+        let (y, m) = if today.month() == 12 {
+            (today.year() + 1, 1)
+        } else {
+            (today.year(), today.month() + 1)
+        };
+        NaiveDate::from_ymd_opt(y, m, 1)
+    } else {
+        today.succ_opt()
+    };
+    next.and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc() - now)
+        .and_then(|d| d.to_std().ok())
+        .unwrap_or(Duration::from_secs(3600))
+}
+
+/// Reads a header holding seconds (`retry-after: 3`, `ratelimit-reset: 0.5`).
+pub fn parse_seconds(value: &str) -> Option<Duration> {
+    let secs: f64 = value.trim().parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+/// Sorts an SMTP reply code and its text.
+pub fn classify_smtp_reply(code: u16, text: &str) -> ErrorClass {
+    let lower = text.to_ascii_lowercase();
+    match code {
+        // Authentication required, too weak, failed, or needs encryption.
+        530 | 534 | 535 | 538 => ErrorClass::Configuration,
+        421 | 450 | 451 if is_throttling(&lower) => ErrorClass::RateLimited,
+        500..=599 if is_sender_rejected(&lower) => ErrorClass::Configuration,
+        500..=599 => ErrorClass::Permanent,
+        _ => ErrorClass::Transient,
+    }
+}
+
+/// Whether an SMTP text says "too much, slow down" rather than "something went wrong".
+fn is_throttling(lower: &str) -> bool {
+    [
+        "too many",
+        "rate limit",
+        "ratelimit",
+        "rate-limit",
+        "throttl",
+        "slow down",
+        "sending limit",
+    ]
+    .iter()
+    .any(|w| lower.contains(w))
+}
+
+/// Whether a 5xx says the server will not take mail from Herald's sender at all: the same for
+/// every email, so a setup problem rather than a recipient's.
+fn is_sender_rejected(lower: &str) -> bool {
+    [
+        "sender address rejected",
+        "domain is not verified",
+        "domain not verified",
+        "not authorized to send",
+        "relay access denied",
+    ]
+    .iter()
+    .any(|w| lower.contains(w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        "2026-11-23T21:30:00Z".parse().unwrap()
+    }
+
+    fn resend(status: u16, name: &str, message: &str) -> SendError {
+        classify_resend(status, name, message, None, None, now())
+    }
+
+    #[test]
+    fn resend_answers_map_to_classes() {
+        use ErrorClass::*;
+        let cases = [
+            (400, "invalid_idempotency_key", "bad key", Permanent),
+            (422, "validation_error", "Invalid `to` field", Permanent),
+            (404, "not_found", "nope", Permanent),
+            (401, "invalid_api_key", "API key is invalid", Configuration),
+            (
+                403,
+                "restricted_api_key",
+                "This key can only send",
+                Configuration,
+            ),
+            (
+                403,
+                "validation_error",
+                "The example.com domain is not verified",
+                Configuration,
+            ),
+            (429, "rate_limit_exceeded", "Too many requests", RateLimited),
+            (429, "daily_quota_exceeded", "Daily quota", Quota),
+            (429, "monthly_quota_exceeded", "Monthly quota", Quota),
+            (
+                409,
+                "concurrent_idempotent_requests",
+                "in flight",
+                Transient,
+            ),
+            (
+                409,
+                "invalid_idempotent_request",
+                "other payload",
+                Permanent,
+            ),
+            (500, "internal_server_error", "oops", Transient),
+            (503, "service_unavailable", "down", Transient),
+        ];
+        for (status, name, message, class) in cases {
+            let e = resend(status, name, message);
+            assert_eq!(e.class, class, "{status} {name}");
+            assert_eq!(e.code, Some(status));
+            assert!(e.message.contains(message), "{}", e.message);
+        }
+        assert!(
+            resend(401, "invalid_api_key", "x")
+                .message
+                .contains("RESEND_API_KEY")
+        );
+        assert!(
+            resend(403, "validation_error", "domain not verified")
+                .message
+                .contains("MAIL_FROM")
+        );
+    }
+
+    #[test]
+    fn resend_waits_come_from_the_headers_then_the_calendar() {
+        let secs = Duration::from_secs;
+        let limited = classify_resend(
+            429,
+            "rate_limit_exceeded",
+            "",
+            Some(secs(3)),
+            Some(secs(1)),
+            now(),
+        );
+        assert_eq!(limited.wait, Some(secs(3)));
+        let reset_only =
+            classify_resend(429, "rate_limit_exceeded", "", None, Some(secs(2)), now());
+        assert_eq!(reset_only.wait, Some(secs(2)));
+        assert_eq!(resend(429, "rate_limit_exceeded", "").wait, Some(secs(1)));
+        // 21:30 UTC: the daily quota resets in 2 h 30 min, the monthly one on December 1st.
+        assert_eq!(
+            resend(429, "daily_quota_exceeded", "").wait,
+            Some(secs(9000))
+        );
+        assert_eq!(
+            resend(429, "monthly_quota_exceeded", "").wait,
+            Some(secs(7 * 86400 + 9000))
+        );
+        let december: DateTime<Utc> = "2026-12-31T12:00:00Z".parse().unwrap();
+        assert_eq!(
+            quota_reset("monthly_quota_exceeded", december),
+            secs(12 * 3600)
+        );
+        assert_eq!(resend(500, "", "").wait, None);
+    }
+
+    #[test]
+    fn smtp_replies_map_to_classes() {
+        use ErrorClass::*;
+        let cases = [
+            (550, "5.1.1 No such user here", Permanent),
+            (552, "Message too big", Permanent),
+            (451, "4.7.1 Try again later", Transient),
+            (421, "4.3.2 Busy", Transient),
+            (450, "Mailbox unavailable", Transient),
+            (421, "4.7.0 Too many messages, slow down", RateLimited),
+            (451, "4.7.1 Rate limit exceeded for sender", RateLimited),
+            (450, "4.2.1 Throttled: try later", RateLimited),
+            (452, "Too many recipients", Transient),
+            (
+                535,
+                "5.7.8 Authentication credentials invalid",
+                Configuration,
+            ),
+            (
+                530,
+                "5.7.0 Must issue a STARTTLS command first",
+                Configuration,
+            ),
+            (
+                553,
+                "5.7.1 Sender address rejected: not owned by user",
+                Configuration,
+            ),
+            (554, "5.7.1 Relay access denied", Configuration),
+        ];
+        for (code, text, class) in cases {
+            assert_eq!(classify_smtp_reply(code, text), class, "{code} {text}");
+        }
+    }
+
+    #[test]
+    fn only_transient_quota_and_configuration_fail_over() {
+        use ErrorClass::*;
+        let over: Vec<_> = [Permanent, Transient, RateLimited, Quota, Configuration]
+            .into_iter()
+            .filter(|c| c.fails_over())
+            .collect();
+        assert_eq!(over, [Transient, Quota, Configuration]);
+        assert_eq!(ErrorClass::parse("rate_limited"), Some(RateLimited));
+    }
+
+    #[test]
+    fn seconds_headers() {
+        assert_eq!(parse_seconds("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_seconds(" 0.5 "), Some(Duration::from_millis(500)));
+        assert_eq!(parse_seconds("soon"), None);
+        assert_eq!(parse_seconds("-1"), None);
+    }
+}

@@ -1,0 +1,198 @@
+//! The providers (Resend's API, SMTP, a folder of `.eml` files) and one error taxonomy for all
+//! of them. A provider sends and classifies; the worker decides and records.
+//!
+//! - [`error`]: the classes (permanent, transient, rate limited, quota, configuration) and the
+//!   pure mapping of each provider's answers into them.
+//! - [`resend`]: Resend's HTTP API on reqwest, single and batch.
+//! - [`smtp`]: lettre's pooled SMTP client, the MIME message, lettre's errors.
+
+pub mod error;
+pub mod resend;
+pub mod smtp;
+
+use std::time::Duration;
+
+use lettre::{AsyncFileTransport, AsyncTransport, Tokio1Executor};
+use sha2::{Digest, Sha256};
+
+pub use error::{ErrorClass, SendError};
+
+use crate::{
+    config::{MailSettings, ProviderSettings},
+    domain::Mailbox,
+    render::Rendered,
+};
+
+/// One email ready to go.
+#[derive(Debug, Clone)]
+pub struct Outgoing<'a> {
+    pub to: &'a str,
+    pub message_id: &'a str,
+    /// The delivery's dedup key: the `X-Herald-Delivery` header, and Resend's idempotency key,
+    /// the same on every attempt.
+    pub delivery_key: &'a str,
+    pub content: &'a Rendered,
+}
+
+/// What a successful send returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The answer's code (SMTP reply code or HTTP status).
+    pub code: Option<u16>,
+    /// The provider's id for the email (Resend's), stored on the delivery.
+    pub provider_id: Option<String>,
+}
+
+/// How a provider sends.
+#[derive(Clone)]
+pub enum Channel {
+    Resend(resend::Resend),
+    Smtp(smtp::Smtp),
+    File(AsyncFileTransport<Tokio1Executor>),
+}
+
+/// One configured provider.
+#[derive(Clone)]
+pub struct Provider {
+    pub channel: Channel,
+    from: Mailbox,
+    /// Emails per request; 1 for providers without batches.
+    pub batch_size: usize,
+    /// Requests per second across every Herald process; 0 means no limit.
+    pub per_second: u32,
+    /// Identifies the credentials, so that a configuration pause set by a process with a wrong
+    /// key does not stop a process started with the right one.
+    pub fingerprint: String,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Provider({})", self.name())
+    }
+}
+
+impl Provider {
+    pub fn build(p: &ProviderSettings, mail: &MailSettings) -> anyhow::Result<Provider> {
+        let (channel, batch_size, per_second, secret) = match p {
+            ProviderSettings::Resend(r) => (
+                Channel::Resend(resend::Resend::new(r, &mail.from)?),
+                r.batch_size,
+                r.requests_per_second,
+                format!("{}|{}", r.base_url, r.api_key),
+            ),
+            ProviderSettings::Smtp(s) => (
+                Channel::Smtp(smtp::build(s, mail.timeout, mail.pool_size)?),
+                1,
+                s.messages_per_second,
+                format!("{}:{}|{:?}|{:?}", s.host, s.port, s.tls, s.credentials),
+            ),
+            ProviderSettings::File(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot create the outbox folder {} (mail.outbox_dir): {e}",
+                        dir.display()
+                    )
+                })?;
+                (
+                    Channel::File(AsyncFileTransport::new(dir)),
+                    1,
+                    0,
+                    dir.display().to_string(),
+                )
+            }
+        };
+        let digest = Sha256::digest(secret.as_bytes());
+        let fingerprint = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Provider {
+            channel,
+            from: mail.from.clone(),
+            batch_size,
+            per_second,
+            fingerprint,
+        })
+    }
+
+    /// Every configured provider, in the order to try them.
+    pub fn build_all(mail: &MailSettings) -> anyhow::Result<Vec<Provider>> {
+        mail.providers
+            .iter()
+            .map(|p| Provider::build(p, mail))
+            .collect()
+    }
+
+    /// The name recorded on deliveries and attempts.
+    pub fn name(&self) -> &'static str {
+        match self.channel {
+            Channel::Resend(_) => "resend",
+            Channel::Smtp(_) => "smtp",
+            Channel::File(_) => "file",
+        }
+    }
+
+    /// Checks that the provider answers (used by `herald check`).
+    pub async fn test_connection(&self) -> anyhow::Result<()> {
+        match &self.channel {
+            Channel::Resend(r) => r.test_connection().await,
+            Channel::Smtp(t) => {
+                anyhow::ensure!(
+                    t.test_connection().await.map_err(|e| smtp::classify(&e))?,
+                    "the SMTP server did not accept a NOOP"
+                );
+                Ok(())
+            }
+            Channel::File(_) => Ok(()),
+        }
+    }
+
+    pub async fn send(&self, email: &Outgoing<'_>) -> Result<Receipt, SendError> {
+        match &self.channel {
+            Channel::Resend(r) => r.send(email).await,
+            Channel::Smtp(t) => smtp::send(t, &self.from, email).await,
+            Channel::File(t) => {
+                let message = smtp::build_message(&self.from, email)?;
+                match t.send(message).await {
+                    Ok(_) => Ok(Receipt {
+                        code: None,
+                        provider_id: None,
+                    }),
+                    Err(e) => Err(SendError::new(
+                        ErrorClass::Transient,
+                        None,
+                        format!("cannot write to the outbox folder: {e}"),
+                    )),
+                }
+            }
+        }
+    }
+
+    /// Sends several emails in one request where the provider has batches (Resend), with this
+    /// idempotency key. `Err` is a failure of the whole request.
+    pub async fn send_batch(
+        &self,
+        emails: &[Outgoing<'_>],
+        idempotency_key: &str,
+    ) -> Result<Vec<Result<Receipt, SendError>>, SendError> {
+        match &self.channel {
+            Channel::Resend(r) => r.send_batch(emails, idempotency_key).await,
+            _ => {
+                let mut out = Vec::with_capacity(emails.len());
+                for e in emails {
+                    out.push(self.send(e).await);
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// How long the SMTP client waits for one command; also bounds a probe.
+pub fn send_timeout(mail: &MailSettings) -> Duration {
+    mail.providers
+        .iter()
+        .map(|p| match p {
+            ProviderSettings::Resend(r) => r.timeout,
+            _ => mail.timeout,
+        })
+        .max()
+        .unwrap_or(mail.timeout)
+}

@@ -1,0 +1,349 @@
+//! Resend's HTTP API (`POST /emails`, `POST /emails/batch`), written by hand on reqwest.
+//!
+//! Why not a crate: Herald's decisions need what a client crate hides or decides for itself.
+//! The `retry-after` and `ratelimit-reset` headers set how long every worker pauses, the error
+//! body's `name` (`rate_limit_exceeded` vs `daily_quota_exceeded`, `invalid_api_key`) picks the
+//! error class, the `Idempotency-Key` must be the delivery's dedup key on every attempt, and a
+//! permissive batch answers per item. The resend-rs crate retries rate limits on its own and
+//! limits per process, where the limit is per team; the rate limit lives in `crate::gate`.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use anyhow::Context;
+use chrono::Utc;
+use reqwest::{StatusCode, header::HeaderMap};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{
+    Outgoing, Receipt,
+    error::{ErrorClass, SendError, classify_resend, parse_seconds},
+};
+use crate::{config::ResendSettings, domain::Mailbox};
+
+/// A Resend client for one API key and sender.
+#[derive(Clone)]
+pub struct Resend {
+    http: reqwest::Client,
+    emails_url: String,
+    batch_url: String,
+    domains_url: String,
+    api_key: String,
+    from: String,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Resend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Resend({})", self.emails_url)
+    }
+}
+
+/// One email as Resend takes it.
+#[derive(Debug, Serialize)]
+struct EmailBody<'a> {
+    from: &'a str,
+    to: [&'a str; 1],
+    subject: &'a str,
+    html: &'a str,
+    text: &'a str,
+    headers: BTreeMap<&'static str, &'a str>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Created {
+    id: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct BatchAnswer {
+    #[serde(default)]
+    data: Vec<Created>,
+    #[serde(default)]
+    errors: Vec<ItemError>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ItemError {
+    index: usize,
+    message: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    message: String,
+}
+
+impl Resend {
+    pub fn new(s: &ResendSettings, from: &Mailbox) -> anyhow::Result<Resend> {
+        let http = reqwest::Client::builder()
+            .timeout(s.timeout)
+            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("cannot build the HTTP client for Resend")?;
+        let base = s.base_url.as_str().trim_end_matches('/');
+        Ok(Resend {
+            http,
+            emails_url: format!("{base}/emails"),
+            batch_url: format!("{base}/emails/batch"),
+            domains_url: format!("{base}/domains"),
+            api_key: s.api_key.clone(),
+            from: from.to_string(),
+            timeout: s.timeout,
+        })
+    }
+
+    /// `POST /emails` with `Idempotency-Key` = the delivery's dedup key.
+    pub async fn send(&self, email: &Outgoing<'_>) -> Result<Receipt, SendError> {
+        let body = self.body(email)?;
+        let response = self
+            .http
+            .post(&self.emails_url)
+            .bearer_auth(&self.api_key)
+            .header("Idempotency-Key", email.delivery_key)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| self.network_error(&e))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(error_answer(response).await);
+        }
+        let created: Created = response.json().await.map_err(|e| {
+            SendError::new(
+                ErrorClass::Transient,
+                Some(status.as_u16()),
+                format!("Resend answered {status} with a body Herald cannot read: {e}"),
+            )
+        })?;
+        Ok(Receipt {
+            code: Some(status.as_u16()),
+            provider_id: Some(created.id),
+        })
+    }
+
+    /// `POST /emails/batch` in permissive mode: one result per email, in order. An invalid
+    /// recipient fails only its own item; an error for the whole request is returned as `Err`.
+    pub async fn send_batch(
+        &self,
+        emails: &[Outgoing<'_>],
+        idempotency_key: &str,
+    ) -> Result<Vec<Result<Receipt, SendError>>, SendError> {
+        // Emails Herald already knows are invalid stay out of the request.
+        let mut results: Vec<Option<Result<Receipt, SendError>>> = vec![None; emails.len()];
+        let mut bodies = Vec::new();
+        let mut positions = Vec::new();
+        for (i, email) in emails.iter().enumerate() {
+            match self.body(email) {
+                Ok(b) => {
+                    bodies.push(b);
+                    positions.push(i);
+                }
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        if !bodies.is_empty() {
+            let response = self
+                .http
+                .post(&self.batch_url)
+                .bearer_auth(&self.api_key)
+                .header("Idempotency-Key", idempotency_key)
+                .header("x-batch-validation", "permissive")
+                .json(&bodies)
+                .send()
+                .await
+                .map_err(|e| self.network_error(&e))?;
+            let status = response.status();
+            if !status.is_success() {
+                return Err(error_answer(response).await);
+            }
+            let answer: BatchAnswer = response.json().await.map_err(|e| {
+                SendError::new(
+                    ErrorClass::Transient,
+                    Some(status.as_u16()),
+                    format!(
+                        "Resend answered {status} to a batch with a body Herald cannot read: {e}"
+                    ),
+                )
+            })?;
+            let items = map_batch(answer, bodies.len(), status)?;
+            for (item, i) in items.into_iter().zip(positions) {
+                results[i] = Some(item);
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.expect("every email has a result"))
+            .collect())
+    }
+
+    /// Checks that Resend answers and takes the key (for `herald check`). A sending-only key
+    /// cannot list domains; Resend then says `restricted_api_key`, which is fine for Herald.
+    pub async fn test_connection(&self) -> anyhow::Result<()> {
+        let response = self
+            .http
+            .get(&self.domains_url)
+            .bearer_auth(&self.api_key)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", self.network_error(&e)))?;
+        if response.status().is_success() {
+            return Ok(());
+        }
+        let e = error_answer(response).await;
+        if e.message.contains("restricted_api_key") {
+            return Ok(());
+        }
+        Err(anyhow::anyhow!("{}", e.message))
+    }
+
+    fn body<'a>(&'a self, email: &'a Outgoing<'a>) -> Result<EmailBody<'a>, SendError> {
+        Mailbox::parse(email.to)
+            .map_err(|e| SendError::permanent(format!("invalid recipient: {e}")))?;
+        Ok(EmailBody {
+            from: &self.from,
+            to: [email.to],
+            subject: &email.content.subject,
+            html: &email.content.html,
+            text: &email.content.text,
+            headers: BTreeMap::from([("X-Herald-Delivery", email.delivery_key)]),
+        })
+    }
+
+    fn network_error(&self, e: &reqwest::Error) -> SendError {
+        let mut message = format!("cannot reach Resend: {e}");
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            source = s.source();
+        }
+        if e.is_timeout() {
+            message.push_str(&format!(
+                " (no answer within {:?}: mail.resend.timeout)",
+                self.timeout
+            ));
+            SendError::new(ErrorClass::Transient, None, message)
+        } else if e.is_connect() {
+            message.push_str(" (is mail.resend.base_url right?)");
+            SendError::new(ErrorClass::Transient, None, message).unreachable()
+        } else {
+            SendError::new(ErrorClass::Transient, None, message)
+        }
+    }
+}
+
+/// Gives each email of a permissive batch its result: `errors` name failed items by index and
+/// `data` lists the created ids of the others, in order.
+fn map_batch(
+    answer: BatchAnswer,
+    n: usize,
+    status: StatusCode,
+) -> Result<Vec<Result<Receipt, SendError>>, SendError> {
+    let mut failed: BTreeMap<usize, String> = BTreeMap::new();
+    for e in answer.errors {
+        failed.insert(e.index, e.message);
+    }
+    if answer.data.len() + failed.len() != n || failed.keys().any(|&i| i >= n) {
+        return Err(SendError::new(
+            ErrorClass::Transient,
+            Some(status.as_u16()),
+            format!(
+                "Resend answered a batch of {n} with {} ids and {} errors; Herald cannot tell which email is which",
+                answer.data.len(),
+                failed.len()
+            ),
+        ));
+    }
+    let mut ids = answer.data.into_iter();
+    Ok((0..n)
+        .map(|i| match failed.remove(&i) {
+            Some(message) => Err(SendError::new(
+                ErrorClass::Permanent,
+                Some(422),
+                format!("Resend refused this email of a batch: {message}"),
+            )),
+            None => Ok(Receipt {
+                code: Some(status.as_u16()),
+                provider_id: ids.next().map(|c| c.id),
+            }),
+        })
+        .collect())
+}
+
+/// Reads a non-2xx answer: status, headers and the `{statusCode, name, message}` body.
+async fn error_answer(response: reqwest::Response) -> SendError {
+    let status = response.status().as_u16();
+    let headers: HeaderMap = response.headers().clone();
+    let seconds = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_seconds)
+    };
+    let (retry_after, reset) = (seconds("retry-after"), seconds("ratelimit-reset"));
+    let text = response.text().await.unwrap_or_default();
+    let body: ErrorBody = serde_json::from_str(&text).unwrap_or_else(|_| ErrorBody {
+        name: String::new(),
+        message: text.chars().take(300).collect(),
+    });
+    classify_resend(
+        status,
+        &body.name,
+        &body.message,
+        retry_after,
+        reset,
+        Utc::now(),
+    )
+}
+
+/// The idempotency key of a batch: derived from its delivery ids only, so a batch retried with
+/// the same deliveries is the same batch to Resend.
+pub fn batch_key(delivery_ids: &[i64]) -> String {
+    let mut ids = delivery_ids.to_vec();
+    ids.sort_unstable();
+    let mut hash = Sha256::new();
+    for id in ids {
+        hash.update(id.to_string().as_bytes());
+        hash.update(b",");
+    }
+    let digest = hash.finalize();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("herald-batch-{}", &hex[..32])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_key_depends_only_on_the_set_of_ids() {
+        assert_eq!(batch_key(&[3, 1, 2]), batch_key(&[1, 2, 3]));
+        assert_ne!(batch_key(&[1, 2, 3]), batch_key(&[1, 2, 4]));
+        assert_ne!(batch_key(&[1, 23]), batch_key(&[12, 3]));
+        assert!(batch_key(&[1]).len() <= 256);
+    }
+
+    #[test]
+    fn permissive_batch_answers_map_back_by_index() {
+        let answer: BatchAnswer = serde_json::from_str(
+            r#"{"data": [{"id": "a"}, {"id": "c"}], "errors": [{"index": 1, "message": "Invalid `to` field"}]}"#,
+        )
+        .unwrap();
+        let items = map_batch(answer, 3, StatusCode::OK).unwrap();
+        assert_eq!(items[0].as_ref().unwrap().provider_id.as_deref(), Some("a"));
+        let e = items[1].as_ref().unwrap_err();
+        assert_eq!(e.class, ErrorClass::Permanent);
+        assert!(e.message.contains("Invalid `to` field"));
+        assert_eq!(items[2].as_ref().unwrap().provider_id.as_deref(), Some("c"));
+
+        let short: BatchAnswer = serde_json::from_str(r#"{"data": [{"id": "a"}]}"#).unwrap();
+        assert_eq!(
+            map_batch(short, 2, StatusCode::OK).unwrap_err().class,
+            ErrorClass::Transient
+        );
+    }
+}

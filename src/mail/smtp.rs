@@ -1,0 +1,167 @@
+//! SMTP through lettre's pooled client, the `.eml` folder, the MIME message both send, and the
+//! sorting of lettre's errors into the taxonomy.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use lettre::{
+    AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
+    message::MultiPart,
+    transport::smtp::{PoolConfig, authentication::Credentials},
+};
+
+use super::{
+    Outgoing, Receipt,
+    error::{ErrorClass, SendError, classify_smtp_reply},
+};
+use crate::{
+    config::{SmtpSettings, SmtpTls},
+    domain::Mailbox,
+};
+
+pub type Smtp = AsyncSmtpTransport<Tokio1Executor>;
+
+/// Builds the pooled SMTP client for these settings.
+pub fn build(s: &SmtpSettings, timeout: Duration, pool_size: u32) -> anyhow::Result<Smtp> {
+    let builder = match s.tls {
+        SmtpTls::Implicit => Smtp::relay(&s.host),
+        SmtpTls::StartTls => Smtp::starttls_relay(&s.host),
+        SmtpTls::Opportunistic => {
+            let params = lettre::transport::smtp::client::TlsParameters::new(s.host.clone())?;
+            Ok(Smtp::builder_dangerous(&s.host)
+                .tls(lettre::transport::smtp::client::Tls::Opportunistic(params)))
+        }
+        SmtpTls::None => Ok(Smtp::builder_dangerous(&s.host)),
+    }
+    .with_context(|| format!("cannot set up TLS for SMTP host {}", s.host))?;
+    let mut builder = builder.port(s.port).timeout(Some(timeout)).pool_config(
+        PoolConfig::new()
+            .max_size(pool_size)
+            .idle_timeout(Duration::from_secs(60)),
+    );
+    if let Some((user, pass)) = &s.credentials {
+        builder = builder.credentials(Credentials::new(user.clone(), pass.clone()));
+    }
+    Ok(builder.build())
+}
+
+pub async fn send(t: &Smtp, from: &Mailbox, email: &Outgoing<'_>) -> Result<Receipt, SendError> {
+    let message = build_message(from, email)?;
+    match t.send(message).await {
+        Ok(response) => Ok(Receipt {
+            code: Some(u16::from(response.code())),
+            provider_id: None,
+        }),
+        Err(e) => Err(classify(&e)),
+    }
+}
+
+/// The MIME message: From, To, Subject, Date, Message-ID, `X-Herald-Delivery: <dedup key>`, and
+/// a multipart/alternative body with the text part first.
+pub fn build_message(from: &Mailbox, email: &Outgoing<'_>) -> Result<Message, SendError> {
+    let from = lettre_mailbox(from).map_err(SendError::permanent)?;
+    let to = Mailbox::parse(email.to)
+        .and_then(|m| lettre_mailbox(&m))
+        .map_err(|e| SendError::permanent(format!("invalid recipient: {e}")))?;
+    Message::builder()
+        .from(from)
+        .to(to)
+        .subject(email.content.subject.clone())
+        .date_now()
+        .message_id(Some(email.message_id.to_owned()))
+        .header(DeliveryHeader(email.delivery_key.to_owned()))
+        .multipart(MultiPart::alternative_plain_html(
+            email.content.text.clone(),
+            email.content.html.clone(),
+        ))
+        .map_err(|e| SendError::permanent(format!("cannot build the message: {e}")))
+}
+
+fn lettre_mailbox(m: &Mailbox) -> Result<lettre::message::Mailbox, String> {
+    let address = m
+        .address
+        .parse()
+        .map_err(|e| format!("{:?}: {e}", m.address))?;
+    Ok(lettre::message::Mailbox::new(m.name.clone(), address))
+}
+
+/// Sorts a lettre SMTP error into the taxonomy. A reply code decides when there is one (see
+/// [`classify_smtp_reply`]); a TLS failure is configuration (retrying will not fix a wrong `tls=`
+/// or certificate); a timeout is transient; a connection that could not be opened is transient
+/// and marks the server unreachable, which opens its circuit.
+pub fn classify(e: &lettre::transport::smtp::Error) -> SendError {
+    let code = e.status().map(u16::from);
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        // lettre's Display already appends its direct source.
+        let text = s.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = s.source();
+    }
+    let lower = message.to_ascii_lowercase();
+    let (class, hint, unreachable) = if let Some(c) = code {
+        let class = classify_smtp_reply(c, &message);
+        let hint = match (class, c) {
+            (ErrorClass::Configuration, 530 | 534 | 535 | 538) => {
+                " (check the user and password in SMTP_URL)"
+            }
+            (ErrorClass::Configuration, _) => {
+                " (the server refuses Herald's sender: check MAIL_FROM and the account)"
+            }
+            _ => "",
+        };
+        (class, hint, false)
+    } else if e.is_tls() {
+        (
+            ErrorClass::Configuration,
+            " (a TLS problem: for a local catcher without TLS use smtp://host:port?tls=none)",
+            false,
+        )
+    } else if e.is_timeout() {
+        (
+            ErrorClass::Transient,
+            " (the SMTP server did not answer in time: mail.timeout)",
+            false,
+        )
+    } else if e.is_client() && (lower.contains("authentication") || lower.contains("mechanism")) {
+        (
+            ErrorClass::Configuration,
+            " (check the user and password in SMTP_URL)",
+            false,
+        )
+    } else if lower.starts_with("connection error") {
+        (
+            ErrorClass::Transient,
+            " (cannot connect to the SMTP server: is it running, and is SMTP_URL right?)",
+            true,
+        )
+    } else {
+        (ErrorClass::Transient, "", false)
+    };
+    let error = SendError::new(class, code, format!("{message}{hint}"));
+    if unreachable {
+        error.unreachable()
+    } else {
+        error
+    }
+}
+
+/// `X-Herald-Delivery: <dedup key>`.
+#[derive(Debug, Clone)]
+struct DeliveryHeader(String);
+
+impl lettre::message::header::Header for DeliveryHeader {
+    fn name() -> lettre::message::header::HeaderName {
+        lettre::message::header::HeaderName::new_from_ascii_str("X-Herald-Delivery")
+    }
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(DeliveryHeader(s.to_owned()))
+    }
+    fn display(&self) -> lettre::message::header::HeaderValue {
+        lettre::message::header::HeaderValue::new(Self::name(), self.0.clone())
+    }
+}

@@ -1,0 +1,65 @@
+//! A provider that is down opens a circuit: nothing is failed while it is away, and everything
+//! that waited is sent once it is back.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_smtp_server_refusing_connections_for_30_s_loses_and_fails_nothing() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let placeholder = SmtpServer::start().await;
+    let mut env = Env::new(&placeholder);
+    drop(placeholder);
+    // Nothing listens there yet: every connection is refused.
+    env.set("SMTP_URL", &format!("smtp://127.0.0.1:{port}?tls=none"));
+    let app = spawn_with(env).await;
+    for i in 0..10 {
+        app.add_user(
+            &format!("o{i}@example.com"),
+            "UTC",
+            &[("Late", at("2026-11-20T10:00:00Z"), None)],
+        )
+        .await;
+    }
+    let (status, _) = app
+        .trigger(
+            "overdue_summary",
+            json!({ "at": at("2026-11-23T07:00:00Z") }),
+        )
+        .await;
+    assert_eq!(status, 202);
+
+    // Far longer than the 2 + 4 + 8 s of retries: still nothing failed.
+    let down_until = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < down_until {
+        assert_eq!(app.count_status("failed").await, 0);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let (_, ready) = app.get("/readyz").await;
+    assert!(
+        ready["providers"]["smtp"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable"),
+        "{ready}"
+    );
+
+    let smtp = SmtpServer::start_on(port).await;
+    let mail = smtp.wait_for(10, Duration::from_secs(30)).await;
+    app.wait_for_status("sent", 10, Duration::from_secs(10))
+        .await;
+    assert_eq!(app.count_status("failed").await, 0);
+    let mut to: Vec<_> = mail.iter().map(|m| m.to().to_owned()).collect();
+    to.sort();
+    to.dedup();
+    assert_eq!(to.len(), 10);
+    drop(smtp);
+    app.finish().await;
+}

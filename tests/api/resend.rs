@@ -1,0 +1,411 @@
+//! Resend through a local stand-in that speaks its API: idempotency keys, rate limits shared by
+//! every worker of every process, pauses for a wrong key, failover to SMTP, and batches.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::*;
+use crate::resend_stub::{Reply, ResendStub};
+
+const LATE: &str = "2026-11-20T10:00:00Z";
+const TICK: &str = "2026-11-23T07:00:00Z";
+
+async fn add_late_user(app: &TestApp, email: &str) -> i64 {
+    app.add_user(email, "UTC", &[("Late", at(LATE), None)])
+        .await
+}
+
+async fn trigger(app: &TestApp) -> Vec<i64> {
+    let (status, report) = app
+        .trigger("overdue_summary", json!({ "at": at(TICK) }))
+        .await;
+    assert_eq!(status, 202, "{report}");
+    report["delivery_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect()
+}
+
+fn outcomes(attempts: &[herald::store::AttemptRow]) -> Vec<(&str, &str, Option<i32>)> {
+    attempts
+        .iter()
+        .map(|a| (a.provider.as_str(), a.outcome.as_str(), a.code))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_attempt_and_a_retry_from_the_failed_set_carry_the_dedup_key() {
+    let smtp = SmtpServer::start().await;
+    let stub = ResendStub::start().await;
+    stub.script(&[(
+        "ida@example.com",
+        &[
+            Reply::Status(500, "internal_server_error"),
+            Reply::Status(422, "validation_error"),
+        ],
+    )]);
+    let mut env = Env::new(&smtp).with_resend(&stub.url);
+    env.set("HERALD__MAIL__PROVIDERS", r#"["resend"]"#);
+    env.set("HERALD__QUEUE__RETRY_DELAYS", r#"["100ms", "100ms"]"#);
+    let app = spawn_with(env).await;
+    add_late_user(&app, "ida@example.com").await;
+    let id = trigger(&app).await[0];
+
+    // 500 (transient, retried), then 422 (permanent): failed.
+    app.wait_for_status("failed", 1, Duration::from_secs(30))
+        .await;
+    let out = herald_cmd(&app.env)
+        .args(["failed", "retry", &id.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stub.wait_for(1, Duration::from_secs(30)).await;
+    app.wait_for_status("sent", 1, Duration::from_secs(10))
+        .await;
+
+    let delivery = app.store.delivery(id).await.unwrap().unwrap();
+    let requests = stub.requests();
+    assert_eq!(requests.len(), 3, "{requests:?}");
+    for r in &requests {
+        assert_eq!(r.path, "/emails");
+        assert_eq!(
+            r.header("idempotency-key"),
+            Some(delivery.dedup_key.as_str())
+        );
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {RESEND_KEY}").as_str())
+        );
+        assert_eq!(r.body["headers"]["X-Herald-Delivery"], delivery.dedup_key);
+        assert_eq!(r.body["to"][0], "ida@example.com");
+        assert_eq!(r.body["from"], "\"Herald\" <herald@example.com>");
+        assert!(r.body["html"].as_str().unwrap().contains("Late"));
+        assert!(r.body["text"].as_str().unwrap().contains("Late"));
+    }
+    assert_eq!(
+        outcomes(&app.store.attempts(id).await.unwrap()),
+        [
+            ("resend", "transient", Some(500)),
+            ("resend", "permanent", Some(422)),
+            ("resend", "sent", Some(200)),
+        ]
+    );
+    assert_eq!(delivery.provider.as_deref(), Some("resend"));
+    assert!(
+        delivery
+            .provider_id
+            .as_deref()
+            .is_some_and(|p| !p.is_empty())
+    );
+    drop(smtp);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_with_retry_after_holds_every_worker_and_costs_no_attempt() {
+    let smtp = SmtpServer::start().await;
+    let stub = ResendStub::start().await;
+    stub.script(&[("slow@example.com", &[Reply::RateLimited(3)])]);
+    let mut env = Env::new(&smtp).with_resend(&stub.url);
+    env.set("HERALD__MAIL__PROVIDERS", r#"["resend"]"#);
+    env.set("HERALD__MAIL__RESEND__BATCH_SIZE", "1");
+    // One request a second: the 429's answer is back long before the next slot.
+    env.set("HERALD__MAIL__RESEND__REQUESTS_PER_SECOND", "1");
+    let app = spawn_with(env).await;
+    for email in ["slow@example.com", "b@example.com", "c@example.com"] {
+        add_late_user(&app, email).await;
+    }
+    trigger(&app).await;
+    stub.wait_for(3, Duration::from_secs(60)).await;
+    app.wait_for_status("sent", 3, Duration::from_secs(10))
+        .await;
+
+    let requests = stub.requests();
+    let limited = requests.iter().find(|r| r.status == 429).expect("a 429");
+    for r in requests.iter().filter(|r| r.at > limited.at) {
+        assert!(
+            r.at - limited.at >= Duration::from_secs(3),
+            "a request came {:?} after retry-after: 3",
+            r.at - limited.at
+        );
+    }
+    let slow: i64 =
+        sqlx::query_scalar("SELECT id FROM deliveries WHERE recipient = 'slow@example.com'")
+            .fetch_one(&app.store.pool)
+            .await
+            .unwrap();
+    let attempts = app.store.attempts(slow).await.unwrap();
+    assert_eq!(
+        outcomes(&attempts),
+        [
+            ("resend", "rate_limited", Some(429)),
+            ("resend", "sent", Some(200))
+        ]
+    );
+    assert!(
+        attempts[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("rate_limit_exceeded")
+    );
+    // The wait used none of the delivery's attempts: only the send counts.
+    assert_eq!(app.round_attempts(slow).await, 1);
+    drop(smtp);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_never_exceed_the_rate_in_any_second() {
+    let smtp = SmtpServer::start().await;
+    let stub = ResendStub::start().await;
+    let mut env = Env::new(&smtp).with_resend(&stub.url);
+    env.set("HERALD__MAIL__PROVIDERS", r#"["resend"]"#);
+    env.set("HERALD__MAIL__RESEND__BATCH_SIZE", "1");
+    env.set("HERALD__MAIL__RESEND__REQUESTS_PER_SECOND", "2");
+    env.set("HERALD__QUEUE__CONCURRENCY", "4");
+    let one = spawn_with(env.clone()).await;
+    let two = spawn_with(env).await;
+    let n = 16;
+    for i in 0..n {
+        add_late_user(&one, &format!("r{i}@example.com")).await;
+    }
+    trigger(&one).await;
+    stub.wait_for(n, Duration::from_secs(60)).await;
+    one.wait_for_status("sent", n as i64, Duration::from_secs(10))
+        .await;
+
+    let times: Vec<_> = stub.requests().iter().map(|r| r.at).collect();
+    assert_eq!(times.len(), n);
+    for (i, start) in times.iter().enumerate() {
+        let in_window = times[i..]
+            .iter()
+            .filter(|t| **t - *start < Duration::from_secs(1))
+            .count();
+        assert!(
+            in_window <= 2,
+            "{in_window} requests within one second from request {i}"
+        );
+    }
+    drop(smtp);
+    two.finish().await;
+    one.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_key_pauses_sending_without_failing_and_the_right_key_resumes() {
+    let smtp = SmtpServer::start().await;
+    let stub = ResendStub::start().await;
+    stub.accept_key(Some("re_the_right_key"));
+    let mut env = Env::new(&smtp).with_resend(&stub.url);
+    env.set("HERALD__MAIL__PROVIDERS", r#"["resend"]"#);
+    env.set("HERALD__MAIL__RESEND__BATCH_SIZE", "1");
+    let app = spawn_with(env.clone()).await;
+    for i in 0..3 {
+        add_late_user(&app, &format!("k{i}@example.com")).await;
+    }
+    trigger(&app).await;
+
+    // The first 401 pauses Resend for every worker: no flood of refused requests, none failed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while stub.requests().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no request reached Resend"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let refused = stub.requests();
+    assert!(refused.iter().all(|r| r.status == 401), "{refused:?}");
+    assert!(
+        refused.len() <= 2,
+        "{} requests while paused",
+        refused.len()
+    );
+    assert_eq!(app.count_status("failed").await, 0);
+    assert_eq!(app.count_status("queued").await, 3);
+
+    let (status, ready) = app.get("/readyz").await;
+    assert_eq!(status, 503, "{ready}");
+    let resend = ready["providers"]["resend"].as_str().unwrap();
+    assert!(
+        resend.contains("configuration") && resend.contains("RESEND_API_KEY"),
+        "{ready}"
+    );
+    let check = herald_cmd(&app.env).arg("check").output().unwrap();
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(!check.status.success(), "{said}");
+    assert!(
+        said.contains("FAIL  mail provider resend") && said.contains("RESEND_API_KEY"),
+        "{said}"
+    );
+
+    // The operator fixes the key and restarts Herald: everything that waited is sent.
+    let mut fixed = env;
+    fixed.set("RESEND_API_KEY", "re_the_right_key");
+    let app = app.restart_with(fixed).await;
+    stub.wait_for(3, Duration::from_secs(30)).await;
+    app.wait_for_status("sent", 3, Duration::from_secs(10))
+        .await;
+    assert_eq!(app.count_status("failed").await, 0);
+    let (status, ready) = app.get("/readyz").await;
+    assert_eq!(
+        (status, ready["providers"]["resend"].as_str()),
+        (200, Some("ok")),
+        "{ready}"
+    );
+    drop(smtp);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resend_answering_500_fails_over_to_smtp() {
+    let smtp = SmtpServer::start().await;
+    let stub = ResendStub::start().await;
+    stub.script(&[(
+        "over@example.com",
+        &[Reply::Status(500, "internal_server_error")],
+    )]);
+    let app = spawn_with(Env::new(&smtp).with_resend(&stub.url)).await;
+    add_late_user(&app, "over@example.com").await;
+    let id = trigger(&app).await[0];
+    let mail = smtp.wait_for(1, Duration::from_secs(30)).await;
+    app.wait_for_status("sent", 1, Duration::from_secs(10))
+        .await;
+    assert_eq!(mail[0].to(), "over@example.com");
+    assert!(stub.delivered().is_empty());
+    let delivery = app.store.delivery(id).await.unwrap().unwrap();
+    assert_eq!(delivery.provider.as_deref(), Some("smtp"));
+    assert_eq!(
+        outcomes(&app.store.attempts(id).await.unwrap()),
+        [
+            ("resend", "transient", Some(500)),
+            ("smtp", "sent", Some(250))
+        ]
+    );
+    drop(smtp);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tick_of_250_goes_out_as_3_batches_and_a_bad_address_fails_alone() {
+    let smtp = SmtpServer::start().await;
+    let stub = ResendStub::start().await;
+    stub.script(&[(
+        "bad7@example.com",
+        &[Reply::Status(422, "validation_error")],
+    )]);
+    let mut env = Env::new(&smtp).with_resend(&stub.url);
+    env.set("HERALD__MAIL__PROVIDERS", r#"["resend"]"#);
+    let app = spawn_with(env).await;
+    let users: Vec<_> = (0..250)
+        .map(|i| herald::store::NewUser {
+            email: format!("bad{i}@example.com"),
+            display_name: format!("User {i}"),
+            timezone: "UTC".into(),
+        })
+        .collect();
+    let ids = app.store.insert_users(&users).await.unwrap();
+    let tasks: Vec<_> = ids
+        .iter()
+        .map(|&owner_id| herald::store::NewTask {
+            owner_id,
+            title: "Late".into(),
+            due_at: Some(at(LATE)),
+            completed_at: None,
+        })
+        .collect();
+    app.store.insert_tasks(&tasks).await.unwrap();
+    assert_eq!(trigger(&app).await.len(), 250);
+
+    app.wait_for_status("sent", 249, Duration::from_secs(60))
+        .await;
+    app.wait_for_status("failed", 1, Duration::from_secs(10))
+        .await;
+    let requests = stub.requests();
+    let sizes: Vec<_> = requests
+        .iter()
+        .map(|r| (r.path.as_str(), r.recipients().len()))
+        .collect();
+    assert_eq!(
+        sizes,
+        [
+            ("/emails/batch", 100),
+            ("/emails/batch", 100),
+            ("/emails/batch", 50)
+        ]
+    );
+    for r in &requests {
+        assert_eq!(r.header("x-batch-validation"), Some("permissive"));
+        assert!(
+            r.header("idempotency-key")
+                .unwrap()
+                .starts_with("herald-batch-")
+        );
+    }
+    let failed = app.store.failed(None, None, 10).await.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].recipient, "bad7@example.com");
+    assert!(
+        failed[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("Invalid `to` field")
+    );
+    let with_ids: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM deliveries WHERE status = 'sent' AND provider = 'resend' AND provider_id IS NOT NULL",
+    )
+    .fetch_one(&app.store.pool)
+    .await
+    .unwrap();
+    assert_eq!(with_ids, 249);
+    drop(smtp);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_daily_quota_pauses_resend_and_the_emails_go_by_smtp() {
+    let smtp = SmtpServer::start().await;
+    let stub = ResendStub::start().await;
+    stub.script(&[("q0@example.com", &[Reply::DailyQuota])]);
+    let app = spawn_with(Env::new(&smtp).with_resend(&stub.url)).await;
+    add_late_user(&app, "q0@example.com").await;
+    add_late_user(&app, "q1@example.com").await;
+    let ids = trigger(&app).await;
+    smtp.wait_for(2, Duration::from_secs(30)).await;
+    app.wait_for_status("sent", 2, Duration::from_secs(10))
+        .await;
+    // One batch request answered 429 daily_quota_exceeded; both emails failed over.
+    assert_eq!(stub.requests().len(), 1);
+    for id in ids {
+        assert_eq!(
+            outcomes(&app.store.attempts(id).await.unwrap()),
+            [("resend", "quota", Some(429)), ("smtp", "sent", Some(250))]
+        );
+    }
+    // Resend stays paused (for the hour its retry-after said) while SMTP carries the mail.
+    add_late_user(&app, "q2@example.com").await;
+    trigger(&app).await;
+    smtp.wait_for(3, Duration::from_secs(30)).await;
+    assert_eq!(stub.requests().len(), 1);
+    let (status, ready) = app.get("/readyz").await;
+    assert_eq!(status, 200, "{ready}");
+    assert!(
+        ready["providers"]["resend"]
+            .as_str()
+            .unwrap()
+            .contains("paused (quota)"),
+        "{ready}"
+    );
+    drop(smtp);
+    app.finish().await;
+}
