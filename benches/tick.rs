@@ -252,7 +252,7 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     redis::cmd("FLUSHDB").query_async::<()>(&mut conn).await?;
     println!(
-        "# peak RSS of the whole bench process (seeding included): {:.1} MB",
+        "# peak RSS of the bench process itself (seeding and planning, not the daemon): {:.1} MB",
         rss_mb("VmHWM:")
     );
     Ok(())
