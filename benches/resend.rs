@@ -58,6 +58,8 @@ async fn run(n: usize, batch_size: usize, rate: &str) -> anyhow::Result<()> {
         ("DATABASE_URL", format!("{PG}/{DB}")),
         ("RESEND_API_KEY", "re_bench".into()),
         ("HERALD_HTTP_ADDR", "127.0.0.1:0".into()),
+        ("REDIS_URL", REDIS.to_owned()),
+        ("HERALD__REDIS__ALLOW_BENCHMARK_DB", "true".into()),
         ("HERALD__MAIL__PROVIDERS", r#"["resend"]"#.into()),
         ("HERALD__MAIL__RESEND__BASE_URL", stub.url.clone()),
         ("HERALD__MAIL__RESEND__BATCH_SIZE", batch_size.to_string()),
@@ -78,9 +80,7 @@ async fn run(n: usize, batch_size: usize, rate: &str) -> anyhow::Result<()> {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    let mut settings = Settings::load_from(None, &vars)?;
-    // Database 14 is refused by validation (it belongs to benchmarks); set it after.
-    settings.redis_url = REDIS.to_owned();
+    let settings = Settings::load_from(None, &vars)?;
 
     // n users with one overdue task each: the overdue summary plans one email per user.
     let store = Store::connect(&settings.database_url, 8, true).await?;

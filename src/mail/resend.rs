@@ -99,12 +99,35 @@ impl Resend {
     /// `POST /emails` with `Idempotency-Key` = the delivery's dedup key.
     pub async fn send(&self, email: &Outgoing<'_>) -> Result<Receipt, SendError> {
         let body = self.body(email)?;
-        let response = self
+        let (status, created): (_, Created) = self
+            .post(&self.emails_url, email.delivery_key, &[], &body, "an email")
+            .await?;
+        Ok(Receipt {
+            code: Some(status.as_u16()),
+            provider_id: Some(created.id),
+        })
+    }
+
+    /// POSTs JSON with the idempotency key and reads the answer: a non-2xx answer becomes the
+    /// classified error, an unreadable 2xx body a transient one.
+    async fn post<B: Serialize + ?Sized, R: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        idempotency_key: &str,
+        headers: &[(&str, &str)],
+        body: &B,
+        what: &str,
+    ) -> Result<(StatusCode, R), SendError> {
+        let mut request = self
             .http
-            .post(&self.emails_url)
+            .post(url)
             .bearer_auth(&self.api_key)
-            .header("Idempotency-Key", email.delivery_key)
-            .json(&body)
+            .header("Idempotency-Key", idempotency_key);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request
+            .json(body)
             .send()
             .await
             .map_err(|e| self.network_error(&e))?;
@@ -112,17 +135,14 @@ impl Resend {
         if !status.is_success() {
             return Err(error_answer(response).await);
         }
-        let created: Created = response.json().await.map_err(|e| {
+        let answer = response.json().await.map_err(|e| {
             SendError::new(
                 ErrorClass::Transient,
                 Some(status.as_u16()),
-                format!("Resend answered {status} with a body Herald cannot read: {e}"),
+                format!("Resend answered {status} to {what} with a body Herald cannot read: {e}"),
             )
         })?;
-        Ok(Receipt {
-            code: Some(status.as_u16()),
-            provider_id: Some(created.id),
-        })
+        Ok((status, answer))
     }
 
     /// `POST /emails/batch` in permissive mode: one result per email, in order. An invalid
@@ -146,29 +166,15 @@ impl Resend {
             }
         }
         if !bodies.is_empty() {
-            let response = self
-                .http
-                .post(&self.batch_url)
-                .bearer_auth(&self.api_key)
-                .header("Idempotency-Key", idempotency_key)
-                .header("x-batch-validation", "permissive")
-                .json(&bodies)
-                .send()
-                .await
-                .map_err(|e| self.network_error(&e))?;
-            let status = response.status();
-            if !status.is_success() {
-                return Err(error_answer(response).await);
-            }
-            let answer: BatchAnswer = response.json().await.map_err(|e| {
-                SendError::new(
-                    ErrorClass::Transient,
-                    Some(status.as_u16()),
-                    format!(
-                        "Resend answered {status} to a batch with a body Herald cannot read: {e}"
-                    ),
+            let (status, answer): (_, BatchAnswer) = self
+                .post(
+                    &self.batch_url,
+                    idempotency_key,
+                    &[("x-batch-validation", "permissive")],
+                    &bodies,
+                    "a batch",
                 )
-            })?;
+                .await?;
             let items = map_batch(answer, bodies.len(), status)?;
             for (item, i) in items.into_iter().zip(positions) {
                 results[i] = Some(item);
