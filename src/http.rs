@@ -43,6 +43,7 @@ pub struct AppState {
 pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .route("/schedules/{name}/trigger", post(trigger))
+        .route("/stats", get(stats))
         .route("/failed", get(failed_list))
         .route("/failed/{id}", get(failed_show))
         .route("/failed/{id}/retry", post(failed_retry))
@@ -136,19 +137,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         Err(_) => "no answer within 2 s".to_owned(),
     };
     // A provider paused for its configuration needs an operator: readiness says what to fix.
-    let mut providers = serde_json::Map::new();
-    let mut needs_operator = false;
-    for p in state.providers.iter() {
-        let text = match tokio::time::timeout(within, state.gate.state(p)).await {
-            Ok(Ok(s)) => {
-                needs_operator |= s.needs_operator();
-                s.describe()
-            }
-            Ok(Err(e)) => format!("unknown: {e:#}"),
-            Err(_) => "unknown: Redis did not answer within 2 s".to_owned(),
-        };
-        providers.insert(p.name().to_owned(), text.into());
-    }
+    let (providers, needs_operator) = provider_states(&state).await;
     let status = if pg == "ok" && redis == "ok" && !needs_operator {
         StatusCode::OK
     } else {
@@ -159,6 +148,61 @@ async fn readyz(State(state): State<AppState>) -> Response {
         Json(json!({ "postgres": pg, "redis": redis, "providers": providers })),
     )
         .into_response()
+}
+
+/// Each provider's shared state ("ok", paused and why, circuit open), and whether one of them
+/// needs an operator.
+async fn provider_states(state: &AppState) -> (serde_json::Map<String, serde_json::Value>, bool) {
+    let mut providers = serde_json::Map::new();
+    let mut needs_operator = false;
+    for p in state.providers.iter() {
+        let text = match tokio::time::timeout(Duration::from_secs(2), state.gate.state(p)).await {
+            Ok(Ok(s)) => {
+                needs_operator |= s.needs_operator();
+                s.describe()
+            }
+            Ok(Err(e)) => format!("unknown: {e:#}"),
+            Err(_) => "unknown: Redis did not answer within 2 s".to_owned(),
+        };
+        providers.insert(p.name().to_owned(), text.into());
+    }
+    (providers, needs_operator)
+}
+
+/// The operator's overview: deliveries by status, the queue, the workers, the providers and how
+/// far each schedule has planned.
+async fn stats(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let deliveries: serde_json::Map<String, serde_json::Value> = state
+        .store
+        .status_counts()
+        .await?
+        .into_iter()
+        .map(|(status, n)| (status, n.into()))
+        .collect();
+    let depth = state.queue.depth().await.map_err(anyhow::Error::from)?;
+    let workers = state
+        .queue
+        .live_workers(Duration::from_secs(10))
+        .await
+        .map_err(anyhow::Error::from)?;
+    let (providers, _) = provider_states(&state).await;
+    let mut schedules = Vec::new();
+    for s in &state.settings.schedules {
+        schedules.push(json!({
+            "name": s.name,
+            "cron": s.cron_expr,
+            "zone": s.zone.to_string(),
+            "enabled": s.enabled,
+            "planned_up_to": state.store.watermark(&s.name).await?,
+        }));
+    }
+    Ok(Json(json!({
+        "deliveries": deliveries,
+        "queue": { "name": state.settings.queue.name, "depth": depth, "high_water": state.settings.queue.high_water, "live_workers": workers },
+        "providers": providers,
+        "schedules": schedules,
+    }))
+    .into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]

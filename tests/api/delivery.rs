@@ -87,6 +87,18 @@ async fn a_reminder_tick_emails_exactly_the_users_with_tasks_due_tomorrow() {
         .await
         .unwrap();
     assert_eq!(stored, message_id);
+
+    // The operator's overview counts it.
+    let (status, stats) = app.get("/api/stats").await;
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(stats["deliveries"]["sent"], 1, "{stats}");
+    assert_eq!(stats["queue"]["depth"], 0, "{stats}");
+    assert!(
+        stats["queue"]["live_workers"].as_u64().unwrap() >= 1,
+        "{stats}"
+    );
+    assert_eq!(stats["providers"]["smtp"], "ok", "{stats}");
+    assert_eq!(stats["schedules"].as_array().unwrap().len(), 3, "{stats}");
     drop(smtp);
     app.finish().await;
 }
