@@ -325,6 +325,9 @@ async fn handle(job: DeliveryJob, deps: Data<Arc<WorkerDeps>>) -> Result<(), Box
     }
 }
 
+/// How long a failed worker waits before apalis restarts it.
+const RESTART_PAUSE: Duration = Duration::from_secs(1);
+
 /// A worker name unique to this process start, as apalis-redis requires.
 pub fn worker_name() -> String {
     let host = hostname::get()
@@ -357,7 +360,14 @@ pub async fn run_workers(
                 .build(handle)
         })
         .should_restart(|ctx, error| {
-            tracing::warn!(worker = %ctx.name(), error = %error, "worker stopped; restarting it");
+            tracing::warn!(worker = %ctx.name(), error = %error, "worker stopped; restarting it in 1 s");
+            // apalis restarts at once; while Redis is unreachable that would spin. The callback
+            // is synchronous, so pause here, letting the runtime move other tasks off this thread.
+            if tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+            {
+                tokio::task::block_in_place(|| std::thread::sleep(RESTART_PAUSE));
+            }
             true
         })
         .shutdown_timeout(grace);
