@@ -150,13 +150,19 @@ impl Queue {
             .await
     }
 
-    /// Deletes every key of this queue. For tests and `herald` operators resetting a queue.
+    /// Deletes every key of this queue, and its entry in apalis-redis's registry of queues
+    /// (`core:apalis:queues:list`, shared by every queue). For tests and benchmarks.
     pub async fn delete_all_keys(&self) -> redis::RedisResult<usize> {
         let mut conn = self.conn.clone();
         let pattern = format!("{}:*", self.config.queue);
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(&pattern)
             .query_async(&mut conn)
+            .await?;
+        redis::cmd("ZREM")
+            .arg("core:apalis:queues:list")
+            .arg(self.config.workers_set())
+            .query_async::<()>(&mut conn)
             .await?;
         if keys.is_empty() {
             return Ok(0);
