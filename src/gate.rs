@@ -28,7 +28,7 @@ use apalis_redis::ConnectionManager;
 use crate::mail::{ErrorClass, Provider, SendError};
 
 /// Added to the one-second window, for the jitter between Redis's clock and the provider's.
-pub const GUARD: Duration = Duration::from_millis(50);
+pub const GUARD: Duration = Duration::from_millis(150);
 
 const ACQUIRE: &str = r"
 -- KEYS: 1 pause, 2 circuit, 3 probe, 4 window
