@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use serde_json::json;
 
 use crate::helpers::*;
 
@@ -15,22 +14,12 @@ async fn smtp_4xx_twice_then_accepted_gives_three_attempts_and_one_email() {
         &["451 4.7.1 Try again later", "421 4.3.2 Busy", "accept"],
     )]);
     let app = spawn_app(&smtp).await;
-    let now = at("2026-11-23T07:00:00Z");
-    let user = app
-        .add_user(
-            "flaky@example.com",
-            "UTC",
-            &[("Late", at("2026-11-20T10:00:00Z"), None)],
-        )
-        .await;
-
-    let (status, report) = app.trigger("overdue_summary", json!({ "at": now })).await;
-    assert_eq!(status, 202, "{report}");
+    app.add_late_user("flaky@example.com").await;
+    let id = app.trigger_overdue().await[0];
     app.wait_for_status("sent", 1, Duration::from_secs(60))
         .await;
     assert_eq!(smtp.messages().len(), 1);
 
-    let id = report["delivery_ids"][0].as_i64().unwrap();
     let (_, shown) = app.get(&format!("/api/failed/{id}")).await;
     let attempts = shown["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 3, "{shown}");
@@ -68,7 +57,6 @@ async fn smtp_4xx_twice_then_accepted_gives_three_attempts_and_one_email() {
     assert_eq!(shown["delivery"]["status"], "sent");
     assert_eq!(shown["delivery"]["attempts"], 3);
     assert_eq!(shown["delivery"]["provider"], "smtp");
-    let _ = user;
     drop(smtp);
     app.finish().await;
 }
@@ -78,19 +66,8 @@ async fn smtp_5xx_fails_at_once_and_herald_failed_retry_sends_it() {
     let smtp = SmtpServer::start().await;
     smtp.script(&[("gone@example.com", &["550 5.1.1 No such user here"])]);
     let app = spawn_app(&smtp).await;
-    app.add_user(
-        "gone@example.com",
-        "UTC",
-        &[("Late", at("2026-11-20T10:00:00Z"), None)],
-    )
-    .await;
-    let (_, report) = app
-        .trigger(
-            "overdue_summary",
-            json!({ "at": at("2026-11-23T07:00:00Z") }),
-        )
-        .await;
-    let id = report["delivery_ids"][0].as_i64().unwrap();
+    app.add_late_user("gone@example.com").await;
+    let id = app.trigger_overdue().await[0];
     app.wait_for_status("failed", 1, Duration::from_secs(60))
         .await;
 
@@ -145,19 +122,8 @@ async fn transient_failures_past_the_last_delay_end_in_the_failed_set() {
     // Short delays keep the test quick; the count of attempts is what matters here.
     env.set("HERALD__QUEUE__RETRY_DELAYS", "[\"100ms\", \"100ms\"]");
     let app = spawn_with(env).await;
-    app.add_user(
-        "down@example.com",
-        "UTC",
-        &[("Late", at("2026-11-20T10:00:00Z"), None)],
-    )
-    .await;
-    let (_, report) = app
-        .trigger(
-            "overdue_summary",
-            json!({ "at": at("2026-11-23T07:00:00Z") }),
-        )
-        .await;
-    let id = report["delivery_ids"][0].as_i64().unwrap();
+    app.add_late_user("down@example.com").await;
+    let id = app.trigger_overdue().await[0];
     app.wait_for_status("failed", 1, Duration::from_secs(60))
         .await;
     let attempts = app.store.attempts(id).await.unwrap();
@@ -195,19 +161,8 @@ async fn an_smtp_throttling_reply_pauses_without_using_an_attempt() {
     let mut env = Env::new(&smtp);
     env.set("HERALD__MAIL__THROTTLE_PAUSE", "2s");
     let app = spawn_with(env).await;
-    app.add_user(
-        "busy@example.com",
-        "UTC",
-        &[("Late", at("2026-11-20T10:00:00Z"), None)],
-    )
-    .await;
-    let (_, report) = app
-        .trigger(
-            "overdue_summary",
-            json!({ "at": at("2026-11-23T07:00:00Z") }),
-        )
-        .await;
-    let id = report["delivery_ids"][0].as_i64().unwrap();
+    app.add_late_user("busy@example.com").await;
+    let id = app.trigger_overdue().await[0];
     app.wait_for_status("sent", 1, Duration::from_secs(60))
         .await;
     let attempts = app.store.attempts(id).await.unwrap();
@@ -234,18 +189,9 @@ async fn smtp_messages_per_second_holds_across_every_worker() {
     env.set("HERALD__MAIL__SMTP__MESSAGES_PER_SECOND", "2");
     let app = spawn_with(env).await;
     for i in 0..8 {
-        app.add_user(
-            &format!("paced{i}@example.com"),
-            "UTC",
-            &[("Late", at("2026-11-20T10:00:00Z"), None)],
-        )
-        .await;
+        app.add_late_user(&format!("paced{i}@example.com")).await;
     }
-    app.trigger(
-        "overdue_summary",
-        json!({ "at": at("2026-11-23T07:00:00Z") }),
-    )
-    .await;
+    app.trigger_overdue().await;
     app.wait_for_status("sent", 8, Duration::from_secs(60))
         .await;
     // Arrival times at the SMTP server. Herald admits at most 2 sends in any second (checked

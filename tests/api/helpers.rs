@@ -26,6 +26,11 @@ use tokio::{
 /// A task as `(title, due_at, completed_at)`.
 pub type TaskSpec<'a> = (&'a str, DateTime<Utc>, Option<DateTime<Utc>>);
 
+/// A task due before the standard tick, and that tick: the overdue summary has one email for
+/// every user added with [`TestApp::add_late_user`].
+pub const LATE: &str = "2026-11-20T10:00:00Z";
+pub const TICK: &str = "2026-11-23T07:00:00Z";
+
 pub const TOKEN: &str = "test-token-0123456789abcdef";
 /// The API key tests give Herald for the Resend stand-in.
 pub const RESEND_KEY: &str = "re_test_0123456789";
@@ -368,6 +373,26 @@ impl TestApp {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
+    }
+
+    /// Adds a user with one task overdue since before the standard tick ([`TICK`]).
+    pub async fn add_late_user(&self, email: &str) -> i64 {
+        self.add_user(email, "UTC", &[("Late", at(LATE), None)])
+            .await
+    }
+
+    /// Plans the overdue summary at the standard tick; returns the new deliveries' ids.
+    pub async fn trigger_overdue(&self) -> Vec<i64> {
+        let (status, report) = self
+            .trigger("overdue_summary", serde_json::json!({ "at": at(TICK) }))
+            .await;
+        assert_eq!(status, 202, "{report}");
+        report["delivery_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect()
     }
 
     pub async fn trigger(&self, schedule: &str, body: Value) -> (u16, Value) {

@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use serde_json::json;
-
 use crate::helpers::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,20 +19,9 @@ async fn an_smtp_server_refusing_connections_for_30_s_loses_and_fails_nothing() 
     env.set("SMTP_URL", &format!("smtp://127.0.0.1:{port}?tls=none"));
     let app = spawn_with(env).await;
     for i in 0..10 {
-        app.add_user(
-            &format!("o{i}@example.com"),
-            "UTC",
-            &[("Late", at("2026-11-20T10:00:00Z"), None)],
-        )
-        .await;
+        app.add_late_user(&format!("o{i}@example.com")).await;
     }
-    let (status, _) = app
-        .trigger(
-            "overdue_summary",
-            json!({ "at": at("2026-11-23T07:00:00Z") }),
-        )
-        .await;
-    assert_eq!(status, 202);
+    app.trigger_overdue().await;
 
     // Far longer than the 2 + 4 + 8 s of retries: still nothing failed.
     let down_until = tokio::time::Instant::now() + Duration::from_secs(30);

@@ -3,31 +3,8 @@
 
 use std::time::Duration;
 
-use serde_json::json;
-
 use crate::helpers::*;
 use crate::resend_stub::{Reply, ResendStub};
-
-const LATE: &str = "2026-11-20T10:00:00Z";
-const TICK: &str = "2026-11-23T07:00:00Z";
-
-async fn add_late_user(app: &TestApp, email: &str) -> i64 {
-    app.add_user(email, "UTC", &[("Late", at(LATE), None)])
-        .await
-}
-
-async fn trigger(app: &TestApp) -> Vec<i64> {
-    let (status, report) = app
-        .trigger("overdue_summary", json!({ "at": at(TICK) }))
-        .await;
-    assert_eq!(status, 202, "{report}");
-    report["delivery_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_i64().unwrap())
-        .collect()
-}
 
 fn outcomes(attempts: &[herald::store::AttemptRow]) -> Vec<(&str, &str, Option<i32>)> {
     attempts
@@ -51,8 +28,8 @@ async fn every_attempt_and_a_retry_from_the_failed_set_carry_the_dedup_key() {
     env.set("HERALD__MAIL__PROVIDERS", r#"["resend"]"#);
     env.set("HERALD__QUEUE__RETRY_DELAYS", r#"["100ms", "100ms"]"#);
     let app = spawn_with(env).await;
-    add_late_user(&app, "ida@example.com").await;
-    let id = trigger(&app).await[0];
+    app.add_late_user("ida@example.com").await;
+    let id = app.trigger_overdue().await[0];
 
     // 500 (transient, retried), then 422 (permanent): failed.
     app.wait_for_status("failed", 1, Duration::from_secs(30))
@@ -120,9 +97,9 @@ async fn a_429_with_retry_after_holds_every_worker_and_costs_no_attempt() {
     env.set("HERALD__MAIL__RESEND__REQUESTS_PER_SECOND", "1");
     let app = spawn_with(env).await;
     for email in ["slow@example.com", "b@example.com", "c@example.com"] {
-        add_late_user(&app, email).await;
+        app.add_late_user(email).await;
     }
-    trigger(&app).await;
+    app.trigger_overdue().await;
     stub.wait_for(3, Duration::from_secs(60)).await;
     app.wait_for_status("sent", 3, Duration::from_secs(10))
         .await;
@@ -175,9 +152,9 @@ async fn two_processes_never_exceed_the_rate_in_any_second() {
     let two = spawn_with(env).await;
     let n = 16;
     for i in 0..n {
-        add_late_user(&one, &format!("r{i}@example.com")).await;
+        one.add_late_user(&format!("r{i}@example.com")).await;
     }
-    trigger(&one).await;
+    one.trigger_overdue().await;
     stub.wait_for(n, Duration::from_secs(60)).await;
     one.wait_for_status("sent", n as i64, Duration::from_secs(10))
         .await;
@@ -209,9 +186,9 @@ async fn a_refused_key_pauses_sending_without_failing_and_the_right_key_resumes(
     env.set("HERALD__MAIL__RESEND__BATCH_SIZE", "1");
     let app = spawn_with(env.clone()).await;
     for i in 0..3 {
-        add_late_user(&app, &format!("k{i}@example.com")).await;
+        app.add_late_user(&format!("k{i}@example.com")).await;
     }
-    trigger(&app).await;
+    app.trigger_overdue().await;
 
     // The first 401 pauses Resend for every worker: no flood of refused requests, none failed.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -275,8 +252,8 @@ async fn resend_answering_500_fails_over_to_smtp() {
         &[Reply::Status(500, "internal_server_error")],
     )]);
     let app = spawn_with(Env::new(&smtp).with_resend(&stub.url)).await;
-    add_late_user(&app, "over@example.com").await;
-    let id = trigger(&app).await[0];
+    app.add_late_user("over@example.com").await;
+    let id = app.trigger_overdue().await[0];
     let mail = smtp.wait_for(1, Duration::from_secs(30)).await;
     app.wait_for_status("sent", 1, Duration::from_secs(10))
         .await;
@@ -324,7 +301,7 @@ async fn a_tick_of_250_goes_out_as_3_batches_and_a_bad_address_fails_alone() {
         })
         .collect();
     app.store.insert_tasks(&tasks).await.unwrap();
-    assert_eq!(trigger(&app).await.len(), 250);
+    assert_eq!(app.trigger_overdue().await.len(), 250);
 
     app.wait_for_status("sent", 249, Duration::from_secs(60))
         .await;
@@ -378,9 +355,9 @@ async fn a_spent_daily_quota_pauses_resend_and_the_emails_go_by_smtp() {
     let stub = ResendStub::start().await;
     stub.script(&[("q0@example.com", &[Reply::DailyQuota])]);
     let app = spawn_with(Env::new(&smtp).with_resend(&stub.url)).await;
-    add_late_user(&app, "q0@example.com").await;
-    add_late_user(&app, "q1@example.com").await;
-    let ids = trigger(&app).await;
+    app.add_late_user("q0@example.com").await;
+    app.add_late_user("q1@example.com").await;
+    let ids = app.trigger_overdue().await;
     smtp.wait_for(2, Duration::from_secs(30)).await;
     app.wait_for_status("sent", 2, Duration::from_secs(10))
         .await;
@@ -393,8 +370,8 @@ async fn a_spent_daily_quota_pauses_resend_and_the_emails_go_by_smtp() {
         );
     }
     // Resend stays paused (for the hour its retry-after said) while SMTP carries the mail.
-    add_late_user(&app, "q2@example.com").await;
-    trigger(&app).await;
+    app.add_late_user("q2@example.com").await;
+    app.trigger_overdue().await;
     smtp.wait_for(3, Duration::from_secs(30)).await;
     assert_eq!(stub.requests().len(), 1);
     let (status, ready) = app.get("/readyz").await;
