@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-
 use crate::helpers::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

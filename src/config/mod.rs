@@ -14,20 +14,12 @@ use serde::Deserialize;
 
 use crate::domain::{Kind, Mailbox};
 
-/// The defaults, compiled in so the binary runs from any directory.
-pub const DEFAULTS: &str = include_str!("../config/default.toml");
-const DEFAULTS_NAME: &str = "config/default.toml";
+mod layers;
+mod mail;
 
-/// Environment variables with a well-known name, and the key each one sets.
-const ENV_ALIASES: &[(&str, &str)] = &[
-    ("DATABASE_URL", "database.url"),
-    ("REDIS_URL", "redis.url"),
-    ("SMTP_URL", "mail.smtp_url"),
-    ("MAIL_FROM", "mail.from"),
-    ("RESEND_API_KEY", "mail.resend.api_key"),
-    ("HERALD_API_TOKEN", "http.api_token"),
-    ("HERALD_HTTP_ADDR", "http.addr"),
-];
+pub use layers::DEFAULTS;
+use layers::{DEFAULTS_NAME, ENV_ALIASES, env_value, merge, set_path};
+pub use mail::*;
 
 /// One thing wrong with the configuration: where, what, and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,52 +92,6 @@ pub struct RawQueue {
     pub redispatch_after: String,
     pub lease: String,
     pub retry_delays: Vec<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawMail {
-    pub from: String,
-    pub providers: Vec<String>,
-    pub smtp_url: String,
-    pub outbox_dir: String,
-    pub timeout: String,
-    pub pool_size: u32,
-    pub configuration_pause: String,
-    pub probe_interval: String,
-    pub throttle_pause: String,
-    pub smtp: RawSmtp,
-    pub resend: RawResend,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawSmtp {
-    pub messages_per_second: u32,
-}
-
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawResend {
-    pub api_key: String,
-    pub base_url: String,
-    pub timeout: String,
-    pub batch_size: usize,
-    pub requests_per_second: u32,
-}
-
-impl fmt::Debug for RawResend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RawResend")
-            .field("api_key", &redacted(&self.api_key))
-            .field("base_url", &self.base_url)
-            .field("batch_size", &self.batch_size)
-            .finish_non_exhaustive()
-    }
-}
-
-fn redacted(secret: &str) -> &'static str {
-    if secret.is_empty() { "" } else { "***" }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -239,98 +185,6 @@ pub struct QueueSettings {
     pub redispatch_after: Duration,
     pub lease: Duration,
     pub retry_delays: Vec<Duration>,
-}
-
-#[derive(Debug, Clone)]
-pub struct MailSettings {
-    pub from: Mailbox,
-    /// The providers to try, in order: a transient, quota or configuration failure of one moves
-    /// the email to the next.
-    pub providers: Vec<ProviderSettings>,
-    pub timeout: Duration,
-    pub pool_size: u32,
-    /// How long a provider that refused Herald's credentials or sender is left alone.
-    pub configuration_pause: Duration,
-    /// How often one worker probes a provider that could not be reached.
-    pub probe_interval: Duration,
-    /// How long an SMTP server that says it is throttling is left alone (SMTP has no retry-after).
-    pub throttle_pause: Duration,
-}
-
-/// Where emails go.
-#[derive(Clone, PartialEq, Eq)]
-pub enum ProviderSettings {
-    /// Resend's HTTP API.
-    Resend(ResendSettings),
-    Smtp(SmtpSettings),
-    /// Write `.eml` files into a folder: the default when no provider is configured.
-    File(PathBuf),
-}
-
-impl ProviderSettings {
-    /// The name used in `mail.providers`, on deliveries, attempts and Redis keys.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Resend(_) => "resend",
-            Self::Smtp(_) => "smtp",
-            Self::File(_) => "file",
-        }
-    }
-}
-
-impl fmt::Debug for ProviderSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Resend(r) => r.fmt(f),
-            Self::Smtp(s) => s.fmt(f),
-            Self::File(p) => write!(f, "File({})", p.display()),
-        }
-    }
-}
-
-#[derive(Clone, PartialEq, Eq)]
-pub struct ResendSettings {
-    pub api_key: String,
-    pub base_url: url::Url,
-    pub timeout: Duration,
-    /// Emails per `/emails/batch` request; 1 sends each email on its own.
-    pub batch_size: usize,
-    /// Requests per second across every Herald process (Resend's limit is per team).
-    pub requests_per_second: u32,
-}
-
-impl fmt::Debug for SmtpSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Smtp({}:{}, {:?})", self.host, self.port, self.tls)
-    }
-}
-
-impl fmt::Debug for ResendSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Resend({})", self.base_url)
-    }
-}
-
-#[derive(Clone, PartialEq, Eq)]
-pub struct SmtpSettings {
-    pub host: String,
-    pub port: u16,
-    pub tls: SmtpTls,
-    pub credentials: Option<(String, String)>,
-    /// Messages per second across every Herald process; 0 means no limit.
-    pub messages_per_second: u32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SmtpTls {
-    /// `smtp://` (default): upgrade with STARTTLS, refuse to send in the clear.
-    StartTls,
-    /// `smtp://…?tls=opportunistic`: STARTTLS when offered.
-    Opportunistic,
-    /// `smtps://`: TLS from the first byte.
-    Implicit,
-    /// `smtp://…?tls=none`: plain text, for a local mail catcher.
-    None,
 }
 
 /// Whose clock a schedule follows.
@@ -667,114 +521,6 @@ impl RawSettings {
     }
 }
 
-/// The providers in the order to try them. `mail.providers` empty means: Resend when
-/// `RESEND_API_KEY` is set, then SMTP when `SMTP_URL` is set, else the `.eml` outbox.
-fn providers(m: &RawMail, p: &mut dyn FnMut(&str, String)) -> Vec<ProviderSettings> {
-    let names: Vec<String> = if m.providers.is_empty() {
-        let mut names = Vec::new();
-        if !m.resend.api_key.trim().is_empty() {
-            names.push("resend".to_owned());
-        }
-        if !m.smtp_url.trim().is_empty() {
-            names.push("smtp".to_owned());
-        }
-        if names.is_empty() {
-            names.push("file".to_owned());
-        }
-        names
-    } else {
-        m.providers.clone()
-    };
-    let mut out = Vec::new();
-    for (i, name) in names.iter().enumerate() {
-        let place = format!("mail.providers[{i}]");
-        if names[..i].contains(name) {
-            p(
-                &place,
-                format!("{name:?} is listed twice; list each provider once"),
-            );
-            continue;
-        }
-        match name.as_str() {
-            "resend" => {
-                if let Some(r) = resend_settings(&m.resend, p) {
-                    out.push(ProviderSettings::Resend(r));
-                }
-            }
-            "smtp" if m.smtp_url.trim().is_empty() => p(
-                &place,
-                "is \"smtp\" but SMTP_URL (mail.smtp_url) is empty; set it or remove \"smtp\""
-                    .into(),
-            ),
-            "smtp" => match parse_smtp_url(&m.smtp_url) {
-                Ok(s) => out.push(ProviderSettings::Smtp(SmtpSettings {
-                    messages_per_second: m.smtp.messages_per_second,
-                    ..s
-                })),
-                Err(e) => p("mail.smtp_url (SMTP_URL)", e),
-            },
-            "file" => out.push(ProviderSettings::File(PathBuf::from(&m.outbox_dir))),
-            other => p(
-                &place,
-                format!("{other:?} is not a provider; use \"resend\", \"smtp\" or \"file\""),
-            ),
-        }
-    }
-    out
-}
-
-fn resend_settings(r: &RawResend, p: &mut dyn FnMut(&str, String)) -> Option<ResendSettings> {
-    let mut ok = true;
-    if r.api_key.trim().is_empty() {
-        p(
-            "mail.resend.api_key (RESEND_API_KEY)",
-            "is empty but \"resend\" is in mail.providers; set RESEND_API_KEY to a key from Resend's dashboard (re_…)".into(),
-        );
-        ok = false;
-    }
-    let base_url = match url::Url::parse(r.base_url.trim_end_matches('/')) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
-        _ => {
-            p(
-                "mail.resend.base_url",
-                format!(
-                    "{:?} is not an http(s) URL; the default is \"https://api.resend.com\"",
-                    r.base_url
-                ),
-            );
-            None
-        }
-    };
-    let timeout = parse_duration(&r.timeout)
-        .map_err(|e| p("mail.resend.timeout", e))
-        .ok();
-    if !(1..=100).contains(&r.batch_size) {
-        p(
-            "mail.resend.batch_size",
-            format!(
-                "is {}; Resend takes 1 to 100 emails per batch (1 turns batching off)",
-                r.batch_size
-            ),
-        );
-        ok = false;
-    }
-    if r.requests_per_second == 0 {
-        p(
-            "mail.resend.requests_per_second",
-            "is 0; use your team's limit (2 by default)".into(),
-        );
-        ok = false;
-    }
-    Some(ResendSettings {
-        api_key: r.api_key.trim().to_owned(),
-        base_url: base_url?,
-        timeout: timeout?,
-        batch_size: r.batch_size,
-        requests_per_second: r.requests_per_second,
-    })
-    .filter(|_| ok)
-}
-
 /// Parses "250ms", "2s", "5m", "30d" with a message that says how to write one.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim()).map_err(|e| {
@@ -782,94 +528,6 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "{text:?} is not a duration ({e}); write it like \"250ms\", \"2s\", \"5m\" or \"30d\""
         )
     })
-}
-
-/// Reads `SMTP_URL`. `smtp://` means STARTTLS unless `?tls=none` or `?tls=opportunistic`.
-pub fn parse_smtp_url(text: &str) -> Result<SmtpSettings, String> {
-    let hint = "write it as smtp://user:pass@host:587 (STARTTLS), smtps://user:pass@host:465 (TLS) or smtp://host:1025?tls=none (a local catcher)";
-    let url = url::Url::parse(text).map_err(|e| format!("is not a URL ({e}); {hint}"))?;
-    let tls_param = url
-        .query_pairs()
-        .find(|(k, _)| k == "tls")
-        .map(|(_, v)| v.into_owned());
-    let tls = match (url.scheme(), tls_param.as_deref()) {
-        ("smtps", None) => SmtpTls::Implicit,
-        ("smtp", None | Some("required") | Some("starttls")) => SmtpTls::StartTls,
-        ("smtp", Some("opportunistic")) => SmtpTls::Opportunistic,
-        ("smtp", Some("none")) => SmtpTls::None,
-        ("smtp" | "smtps", Some(other)) => {
-            return Err(format!(
-                "has tls={other:?}; use tls=none, tls=opportunistic or leave it out for STARTTLS"
-            ));
-        }
-        (scheme, _) => return Err(format!("has scheme {scheme:?}; {hint}")),
-    };
-    let host = url
-        .host_str()
-        .filter(|h| !h.is_empty())
-        .ok_or_else(|| format!("has no host; {hint}"))?
-        .to_owned();
-    let port = url.port().unwrap_or(match tls {
-        SmtpTls::Implicit => 465,
-        SmtpTls::None => 25,
-        _ => 587,
-    });
-    let decode = |s: &str| {
-        url::form_urlencoded::parse(s.as_bytes())
-            .map(|(k, _)| k.into_owned())
-            .collect::<String>()
-    };
-    let credentials = match (url.username(), url.password()) {
-        ("", None) => None,
-        (user, Some(pass)) => Some((decode(user), decode(pass))),
-        (_, None) => return Err(format!("has a user but no password; {hint}")),
-    };
-    Ok(SmtpSettings {
-        host,
-        port,
-        tls,
-        credentials,
-        messages_per_second: 0,
-    })
-}
-
-fn merge(base: &mut toml::Table, over: toml::Table) {
-    for (k, v) in over {
-        match (base.get_mut(&k), v) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
-            (_, v) => {
-                base.insert(k, v);
-            }
-        }
-    }
-}
-
-fn set_path(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<(), String> {
-    let mut parts: Vec<&str> = key.split('.').collect();
-    let last = parts
-        .pop()
-        .filter(|s| !s.is_empty())
-        .ok_or("names no key")?;
-    let mut t = table;
-    for part in parts {
-        t = t
-            .entry(part)
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-            .as_table_mut()
-            .ok_or_else(|| format!("{part} is not a section"))?;
-    }
-    t.insert(last.to_owned(), value);
-    Ok(())
-}
-
-/// An environment value is TOML when it parses as one (numbers, booleans, arrays), else a string.
-fn env_value(raw: &str) -> toml::Value {
-    match format!("v = {raw}").parse::<toml::Table>() {
-        Ok(mut t) if !raw.trim().is_empty() => t
-            .remove("v")
-            .unwrap_or_else(|| toml::Value::String(raw.into())),
-        _ => toml::Value::String(raw.to_owned()),
-    }
 }
 
 #[cfg(test)]
