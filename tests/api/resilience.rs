@@ -115,3 +115,105 @@ async fn when_redis_dies_readiness_fails_and_no_email_is_lost() {
     drop(smtp);
     app.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_a_herald_process_is_killed_mid_tick_another_delivers_everything() {
+    let smtp = SmtpServer::start().await;
+    let mut env = Env::new(&smtp);
+    // Slow enough that the kill lands mid-tick: 150 emails at 25 per second.
+    env.set("HERALD__MAIL__SMTP__MESSAGES_PER_SECOND", "25");
+    // A dead process's claims and dispatches come back quickly.
+    env.set("HERALD__QUEUE__LEASE", "3s");
+    env.set("HERALD__QUEUE__REDISPATCH_AFTER", "3s");
+    herald_ok(&env, &["migrate"]);
+    let store = herald::store::Store::connect(&env.settings().database_url, 2, false)
+        .await
+        .unwrap();
+    let users = 150;
+    for i in 0..users {
+        add_user(
+            &store,
+            &format!("k{i}@example.com"),
+            "UTC",
+            &[("Late", at(LATE), None)],
+        )
+        .await;
+    }
+
+    let spawn = |env: &Env| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cmd = herald_cmd(env);
+        cmd.env("HERALD_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "error")
+            .arg("run");
+        (
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+            format!("http://127.0.0.1:{port}"),
+        )
+    };
+    let (mut first, address) = spawn(&env);
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let report: serde_json::Value = loop {
+        let r = http
+            .post(format!("{address}/api/schedules/overdue_summary/trigger"))
+            .bearer_auth(TOKEN)
+            .json(&json!({ "at": at(TICK) }))
+            .send()
+            .await;
+        if let Ok(r) = r {
+            break r.json().await.unwrap();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "herald did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(report["planned"], users, "{report}");
+
+    // Kill it (no chance to clean up) once some, but not all, emails are out.
+    smtp.wait_for(20, Duration::from_secs(60)).await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let sent_before = smtp.count();
+    assert!(
+        sent_before < users,
+        "the kill came too late to test anything"
+    );
+
+    // Another process picks up everything that was queued, dispatched or being sent.
+    let (mut second, _) = spawn(&env);
+    smtp.wait_for(users, Duration::from_secs(120)).await;
+    let mut per_user: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for m in smtp.messages() {
+        *per_user.entry(m.to().to_owned()).or_default() += 1;
+    }
+    assert_eq!(per_user.len(), users, "every user got the email");
+    let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = 'failed'")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(failed, 0);
+    // Only emails in flight at the kill can go out twice (sent, then killed before recording),
+    // and no more are in flight than the 32 workers.
+    let twice = per_user.values().filter(|&&n| n > 1).count();
+    eprintln!("killed after {sent_before} of {users} emails; {twice} sent twice");
+    assert!(twice <= 32, "{twice} users got two copies");
+
+    std::process::Command::new("kill")
+        .args(["-TERM", &second.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(second.wait().unwrap().success());
+    store.pool.close().await;
+    drop(smtp);
+    env.cleanup().await;
+}
