@@ -1,0 +1,209 @@
+//! Every SQL statement Herald runs, against PostgreSQL. Dates are computed in Rust and passed in.
+//!
+//! One `impl Store` per group of tables: [`users`] (the app's data the planner reads),
+//! [`schedules`] (watermarks and the planner's inserts), [`deliveries`] (dispatch, claims,
+//! outcomes, the failed set). The row types live here.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{
+    PgPool, Postgres,
+    migrate::MigrateDatabase,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+
+mod deliveries;
+mod schedules;
+mod users;
+
+/// The embedded migrations in `migrations/`.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// A handle to the database; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub pool: PgPool,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRow {
+    pub id: i64,
+    pub email: String,
+    pub display_name: String,
+    pub timezone: String,
+    pub opted_out: bool,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TaskRow {
+    pub id: i64,
+    pub owner_id: i64,
+    pub title: String,
+    pub due_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct FocusRow {
+    pub owner_id: i64,
+    pub started_at: DateTime<Utc>,
+    pub minutes: i32,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub email: String,
+    pub display_name: String,
+    pub timezone: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub owner_id: i64,
+    pub title: String,
+    pub due_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// A delivery the planner wants to exist.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewDelivery {
+    /// `queued`, or `skipped` for a fire that was missed (with the reason in `note`).
+    pub status: &'static str,
+    pub note: Option<String>,
+    pub kind: String,
+    pub user_id: i64,
+    pub dedup_key: String,
+    pub recipient: String,
+    pub payload: serde_json::Value,
+    pub planned_for: DateTime<Utc>,
+    pub due_at: DateTime<Utc>,
+}
+
+/// A delivery a worker has claimed for one attempt.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Claimed {
+    pub id: i64,
+    pub kind: String,
+    pub dedup_key: String,
+    pub recipient: String,
+    pub payload: serde_json::Value,
+    pub attempts: i32,
+    pub round_attempts: i32,
+    pub message_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct DeliveryRow {
+    pub id: i64,
+    pub kind: String,
+    pub user_id: i64,
+    pub dedup_key: String,
+    pub status: String,
+    pub recipient: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub provider: Option<String>,
+    pub message_id: Option<String>,
+    /// The provider's id for the email (Resend's), once sent.
+    pub provider_id: Option<String>,
+    pub planned_for: DateTime<Utc>,
+    pub due_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct AttemptRow {
+    pub attempt: i32,
+    pub at: DateTime<Utc>,
+    pub provider: String,
+    pub outcome: String,
+    pub code: Option<i32>,
+    pub error: Option<String>,
+}
+
+/// What one try at one provider came to, as written to `delivery_attempts`.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord<'a> {
+    pub provider: &'a str,
+    /// `sent` or an error class (`transient`, `permanent`, `rate_limited`, `quota`,
+    /// `configuration`).
+    pub outcome: &'a str,
+    pub code: Option<u16>,
+    /// The provider's message.
+    pub error: Option<&'a str>,
+}
+
+/// Where a claimed delivery goes after its attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next<'a> {
+    Sent {
+        provider: &'a str,
+        provider_id: Option<&'a str>,
+    },
+    Failed,
+    /// Back to `queued`, due at `due_at`. `counts` is false when the wait was the provider's
+    /// doing (a pause, a rate limit, a circuit): the attempt is then given back.
+    Retry {
+        due_at: DateTime<Utc>,
+        counts: bool,
+        batch_key: Option<&'a str>,
+    },
+}
+
+impl Store {
+    /// Connects, creating the database first when `create` is set and it does not exist.
+    pub async fn connect(url: &str, max_connections: u32, create: bool) -> anyhow::Result<Store> {
+        if create
+            && !Postgres::database_exists(url).await.with_context(|| {
+                format!("cannot reach PostgreSQL at {}; is it running?", redact(url))
+            })?
+        {
+            // Another process may create it at the same moment: only its absence afterwards is an error.
+            if let Err(e) = Postgres::create_database(url).await
+                && !Postgres::database_exists(url).await.unwrap_or(false)
+            {
+                return Err(e)
+                    .with_context(|| format!("cannot create the database in {}", redact(url)));
+            }
+            tracing::info!(url = %redact(url), "created the database");
+        }
+        let options: PgConnectOptions = url
+            .parse()
+            .with_context(|| format!("DATABASE_URL {} is not a PostgreSQL URL", redact(url)))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .with_context(|| format!("cannot connect to PostgreSQL at {}; is it running and does the database exist? (`herald migrate` creates it)", redact(url)))?;
+        Ok(Store { pool })
+    }
+
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .context("cannot apply the migrations")
+    }
+
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+/// A URL with its password replaced, fit for logs and error messages.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}

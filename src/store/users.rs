@@ -1,0 +1,115 @@
+//! The app's data: users, tasks and focus sessions (read by the planner, written by seed and tests).
+
+use super::*;
+
+impl Store {
+    // ----- the planner's reads -----
+
+    /// Up to `limit` users with an id above `after`, with whether they opted out of `kind`;
+    /// only `only` when given, and only users whose stored zone is in `zones` when given.
+    pub async fn users_page(
+        &self,
+        kind: &str,
+        after: i64,
+        limit: i64,
+        only: Option<i64>,
+        zones: Option<&[String]>,
+    ) -> sqlx::Result<Vec<UserRow>> {
+        sqlx::query_as(
+            "SELECT u.id, u.email, u.display_name, u.timezone,
+                    EXISTS (SELECT 1 FROM email_opt_outs o WHERE o.user_id = u.id AND o.kind = $1) AS opted_out
+             FROM users u
+             WHERE u.id > $2 AND ($4::bigint IS NULL OR u.id = $4) AND ($5::text[] IS NULL OR u.timezone = ANY($5))
+             ORDER BY u.id
+             LIMIT $3",
+        )
+        .bind(kind)
+        .bind(after)
+        .bind(limit)
+        .bind(only)
+        .bind(zones)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Every time zone string users have, valid or not.
+    pub async fn user_timezones(&self) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar("SELECT DISTINCT timezone FROM users")
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    pub async fn user(&self, id: i64) -> sqlx::Result<Option<UserRow>> {
+        sqlx::query_as(
+            "SELECT id, email, display_name, timezone, false AS opted_out FROM users WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    // ----- the app's data (seeding and tests) -----
+
+    /// Inserts users and returns their ids, in order.
+    pub async fn insert_users(&self, users: &[NewUser]) -> sqlx::Result<Vec<i64>> {
+        sqlx::query_scalar(
+            "INSERT INTO users (email, display_name, timezone)
+             SELECT email, display_name, timezone FROM UNNEST($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS t (email, display_name, timezone, n)
+             ORDER BY n
+             RETURNING id",
+        )
+        .bind(users.iter().map(|u| u.email.clone()).collect::<Vec<_>>())
+        .bind(users.iter().map(|u| u.display_name.clone()).collect::<Vec<_>>())
+        .bind(users.iter().map(|u| u.timezone.clone()).collect::<Vec<_>>())
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    pub async fn insert_tasks(&self, tasks: &[NewTask]) -> sqlx::Result<u64> {
+        Ok(sqlx::query(
+            "INSERT INTO tasks (owner_id, title, due_at, completed_at)
+             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::timestamptz[], $4::timestamptz[])",
+        )
+        .bind(tasks.iter().map(|t| t.owner_id).collect::<Vec<_>>())
+        .bind(tasks.iter().map(|t| t.title.clone()).collect::<Vec<_>>())
+        .bind(tasks.iter().map(|t| t.due_at).collect::<Vec<_>>())
+        .bind(tasks.iter().map(|t| t.completed_at).collect::<Vec<_>>())
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    pub async fn insert_focus_sessions(
+        &self,
+        sessions: &[(i64, DateTime<Utc>, i32)],
+    ) -> sqlx::Result<u64> {
+        Ok(sqlx::query(
+            "INSERT INTO focus_sessions (owner_id, started_at, minutes)
+             SELECT * FROM UNNEST($1::bigint[], $2::timestamptz[], $3::int[])",
+        )
+        .bind(sessions.iter().map(|s| s.0).collect::<Vec<_>>())
+        .bind(sessions.iter().map(|s| s.1).collect::<Vec<_>>())
+        .bind(sessions.iter().map(|s| s.2).collect::<Vec<_>>())
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    pub async fn opt_out(&self, user_id: i64, kind: &str) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT INTO email_opt_outs (user_id, kind) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(user_id)
+        .bind(kind)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The highest user id, so a second seed run picks new email addresses.
+    pub async fn max_user_id(&self) -> sqlx::Result<i64> {
+        sqlx::query_scalar("SELECT COALESCE(max(id), 0) FROM users")
+            .fetch_one(&self.pool)
+            .await
+    }
+}
