@@ -1,11 +1,15 @@
-//! A tick for many users, measured: seeding, planning each schedule, and delivering one tick
-//! through the real queue and workers to a counting SMTP sink. Prints one `key=value` line per
-//! figure, in the style of `../shared/peers`, so the two can be compared on one machine.
+//! A tick for many users, measured: seeding, planning each schedule, delivering one tick through
+//! the real daemon to a counting SMTP sink, and the delay from due to sent at a steady rate.
+//! Prints one `key=value` line per figure, in the style of `../shared/peers`, so the two can be
+//! compared on one machine.
 //!
 //! ```sh
-//! cargo bench --bench tick                      # 100,000 users
-//! USERS=20000 cargo bench --bench tick
+//! cargo bench --bench tick                      # 100,000 users, every phase
+//! USERS=20000 PLANNING=0 DELIVER=0 LAT_N=5000 LAT_RATE=200 cargo bench --bench tick
 //! ```
+//!
+//! Knobs: USERS, CONC (workers), POOL (SMTP connections), PLANNING, DELIVER and LATENCY (0 skips
+//! a phase), LAT_N and LAT_RATE (emails and emails per second of the latency phase).
 //!
 //! It uses its own database (`herald_bench`, dropped first) and Redis database 14, which the
 //! peer scripts leave to the Rust runner.
@@ -40,6 +44,63 @@ fn rss_mb_of(status_file: &str, field: &str) -> f64 {
         .and_then(|kb| kb.parse::<f64>().ok())
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
+}
+
+/// What one run of the daemon came to.
+struct DaemonRun {
+    failed: i64,
+    peak_depth: usize,
+    peak_rss_mb: f64,
+    exit: std::process::ExitStatus,
+}
+
+/// Runs the real `herald run` as its own process (so its memory is its own) until `expected`
+/// deliveries are sent or failed, then stops it with SIGTERM.
+async fn run_daemon(
+    vars: &[(String, String)],
+    store: &Store,
+    conn: &mut redis::aio::MultiplexedConnection,
+    expected: i64,
+) -> anyhow::Result<DaemonRun> {
+    let mut daemon = std::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+    daemon.arg("run").env("RUST_LOG", "warn");
+    for (k, v) in vars {
+        daemon.env(k, v);
+    }
+    let mut daemon = daemon.stdin(Stdio::null()).spawn()?;
+    let status_file = format!("/proc/{}/status", daemon.id());
+    let mut peak_depth = 0;
+    loop {
+        let done: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM deliveries WHERE status IN ('sent', 'failed')",
+        )
+        .fetch_one(&store.pool)
+        .await?;
+        let (scheduled, active): (usize, usize) = redis::pipe()
+            .zcard("herald-bench:scheduled")
+            .llen("herald-bench:active")
+            .query_async(conn)
+            .await?;
+        peak_depth = peak_depth.max(scheduled + active);
+        if done >= expected {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let peak_rss_mb = rss_mb_of(&status_file, "VmHWM:");
+    let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = 'failed'")
+        .fetch_one(&store.pool)
+        .await?;
+    std::process::Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()?;
+    let exit = daemon.wait()?;
+    Ok(DaemonRun {
+        failed,
+        peak_depth,
+        peak_rss_mb,
+        exit,
+    })
 }
 
 #[tokio::main]
@@ -118,7 +179,11 @@ async fn main() -> anyhow::Result<()> {
         seeded.users as f64 / secs
     );
 
-    for name in ["task_reminders", "overdue_summary", "weekly_report"] {
+    let planning = env("PLANNING", "1") == "1";
+    for name in ["task_reminders", "overdue_summary", "weekly_report"]
+        .into_iter()
+        .filter(|_| planning)
+    {
         let schedule = settings.schedule(name).expect("built-in schedule");
         for dry_run in [true, false] {
             let started = Instant::now();
@@ -144,7 +209,10 @@ async fn main() -> anyhow::Result<()> {
 
     // A whole day of recipient-local fires: every user's 09:00 (07:00, Sunday 17:00) in their
     // own zone, as the planner would plan them over 24 hours (a week for the weekly report).
-    for name in ["task_reminders", "overdue_summary", "weekly_report"] {
+    for name in ["task_reminders", "overdue_summary", "weekly_report"]
+        .into_iter()
+        .filter(|_| planning)
+    {
         sqlx::query("DELETE FROM deliveries")
             .execute(&store.pool)
             .await?;
@@ -195,49 +263,65 @@ async fn main() -> anyhow::Result<()> {
         let expected: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries")
             .fetch_one(&store.pool)
             .await?;
-        // The real daemon, as its own process, so its memory is its own.
-        let mut daemon = std::process::Command::new(env!("CARGO_BIN_EXE_herald"));
-        daemon.arg("run").env("RUST_LOG", "warn");
-        for (k, v) in &vars {
-            daemon.env(k, v);
-        }
         let started = Instant::now();
-        let mut daemon = daemon.stdin(Stdio::null()).spawn()?;
-        let status_file = format!("/proc/{}/status", daemon.id());
-        let mut peak_depth = 0;
-        let mut peak_rss = 0f64;
-        loop {
-            let done: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM deliveries WHERE status IN ('sent', 'failed')",
-            )
+        let run = run_daemon(&vars, &store, &mut conn, expected).await?;
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "peer=herald phase=email transport=smtp-sink n={expected} failed={} seconds={secs:.2} emails_per_s={:.0} peak_queue_depth={} daemon_peak_rss_mb={:.1} daemon_exit={}",
+            run.failed,
+            expected as f64 / secs,
+            run.peak_depth,
+            run.peak_rss_mb,
+            run.exit
+        );
+    }
+
+    if env("LATENCY", "1") == "1" {
+        // Emails falling due at a steady rate (LAT_RATE per second, like the peers' latency
+        // phase): how long from due to sent, through dispatcher, Redis, worker and SMTP.
+        let n: i64 = env("LAT_N", "5000").parse()?;
+        let rate: f64 = env("LAT_RATE", "200").parse()?;
+        sqlx::query("DELETE FROM deliveries")
+            .execute(&store.pool)
+            .await?;
+        let schedule = settings
+            .schedule("overdue_summary")
+            .expect("built-in schedule");
+        plan(
+            &store,
+            schedule,
+            &PlanOptions {
+                at: now,
+                user_id: None,
+                dry_run: false,
+            },
+        )
+        .await?;
+        sqlx::query("DELETE FROM deliveries WHERE id NOT IN (SELECT id FROM deliveries ORDER BY id LIMIT $1)")
+            .bind(n)
+            .execute(&store.pool)
+            .await?;
+        sqlx::query(
+            "WITH o AS (SELECT id, row_number() OVER (ORDER BY id) - 1 AS k FROM deliveries)
+             UPDATE deliveries d SET due_at = now() + interval '3 seconds' + o.k * ($1 * interval '1 millisecond')
+             FROM o WHERE d.id = o.id",
+        )
+        .bind(1000.0 / rate)
+        .execute(&store.pool)
+        .await?;
+        let expected: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries")
             .fetch_one(&store.pool)
             .await?;
-            let depth: usize = redis::pipe()
-                .zcard("herald-bench:scheduled")
-                .llen("herald-bench:active")
-                .query_async::<(usize, usize)>(&mut conn)
-                .await
-                .map(|(a, b)| a + b)?;
-            peak_depth = peak_depth.max(depth);
-            peak_rss = peak_rss.max(rss_mb_of(&status_file, "VmRSS:"));
-            if done >= expected {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
-        let secs = started.elapsed().as_secs_f64();
-        let hwm = rss_mb_of(&status_file, "VmHWM:");
-        let failed: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = 'failed'")
-                .fetch_one(&store.pool)
-                .await?;
-        std::process::Command::new("kill")
-            .args(["-TERM", &daemon.id().to_string()])
-            .status()?;
-        let exit = daemon.wait()?;
+        let run = run_daemon(&vars, &store, &mut conn, expected).await?;
+        let (p50, p99, max): (f64, f64, f64) = sqlx::query_as(
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY s), percentile_cont(0.99) WITHIN GROUP (ORDER BY s), max(s)
+             FROM (SELECT extract(epoch FROM sent_at - due_at)::float8 * 1000 AS s FROM deliveries WHERE status = 'sent') t",
+        )
+        .fetch_one(&store.pool)
+        .await?;
         println!(
-            "peer=herald phase=email transport=smtp-sink n={expected} failed={failed} seconds={secs:.2} emails_per_s={:.0} peak_queue_depth={peak_depth} daemon_peak_rss_mb={hwm:.1} daemon_rss_sampled_max_mb={peak_rss:.1} daemon_exit={exit}",
-            expected as f64 / secs
+            "peer=herald phase=latency metric=due_to_sent transport=smtp-sink n={expected} rate={rate} p50_ms={p50:.0} p99_ms={p99:.0} max_ms={max:.0} failed={} daemon_peak_rss_mb={:.1}",
+            run.failed, run.peak_rss_mb
         );
     }
 
