@@ -46,6 +46,31 @@ fn rss_mb_of(status_file: &str, field: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// Empties `deliveries` and plans one overdue summary per user with something overdue.
+async fn plan_overdue_afresh(
+    store: &Store,
+    settings: &Settings,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    sqlx::query("DELETE FROM deliveries")
+        .execute(&store.pool)
+        .await?;
+    let schedule = settings
+        .schedule("overdue_summary")
+        .expect("built-in schedule");
+    plan(
+        store,
+        schedule,
+        &PlanOptions {
+            at: now,
+            user_id: None,
+            dry_run: false,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
 /// What one run of the daemon came to.
 struct DaemonRun {
     failed: i64,
@@ -244,22 +269,7 @@ async fn main() -> anyhow::Result<()> {
     if deliver {
         // Deliver one overdue summary per user who has something overdue, through Redis, the
         // workers and SMTP.
-        sqlx::query("DELETE FROM deliveries")
-            .execute(&store.pool)
-            .await?;
-        let schedule = settings
-            .schedule("overdue_summary")
-            .expect("built-in schedule");
-        plan(
-            &store,
-            schedule,
-            &PlanOptions {
-                at: now,
-                user_id: None,
-                dry_run: false,
-            },
-        )
-        .await?;
+        plan_overdue_afresh(&store, &settings, now).await?;
         let expected: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries")
             .fetch_one(&store.pool)
             .await?;
@@ -281,22 +291,7 @@ async fn main() -> anyhow::Result<()> {
         // phase): how long from due to sent, through dispatcher, Redis, worker and SMTP.
         let n: i64 = env("LAT_N", "5000").parse()?;
         let rate: f64 = env("LAT_RATE", "200").parse()?;
-        sqlx::query("DELETE FROM deliveries")
-            .execute(&store.pool)
-            .await?;
-        let schedule = settings
-            .schedule("overdue_summary")
-            .expect("built-in schedule");
-        plan(
-            &store,
-            schedule,
-            &PlanOptions {
-                at: now,
-                user_id: None,
-                dry_run: false,
-            },
-        )
-        .await?;
+        plan_overdue_afresh(&store, &settings, now).await?;
         sqlx::query("DELETE FROM deliveries WHERE id NOT IN (SELECT id FROM deliveries ORDER BY id LIMIT $1)")
             .bind(n)
             .execute(&store.pool)
