@@ -381,6 +381,20 @@ impl RawSettings {
             probe_interval: duration("mail.probe_interval", &self.mail.probe_interval, &mut p),
             throttle_pause: duration("mail.throttle_pause", &self.mail.throttle_pause, &mut p),
         };
+        // A claim must outlive its send: a lease that expires mid-send makes the row due again
+        // and another worker sends a second copy.
+        let lease_floor = mail.timeout + Duration::from_secs(4);
+        if !queue.lease.is_zero() && queue.lease < lease_floor {
+            p(
+                "queue.lease",
+                format!(
+                    "is {}, shorter than mail.timeout ({}) plus the 2 s a worker may wait for a provider; a send could outlive its claim and go out twice. Use at least {}",
+                    humantime::format_duration(queue.lease),
+                    humantime::format_duration(mail.timeout),
+                    humantime::format_duration(lease_floor)
+                ),
+            );
+        }
 
         let http_addr = self.http.addr.parse().unwrap_or_else(|e| {
             p(
@@ -651,6 +665,16 @@ mod tests {
             ]),
         );
         assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn a_lease_shorter_than_a_send_is_refused() {
+        let err = Settings::load_from(None, &env(&[("HERALD__QUEUE__LEASE", "10s")])).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("queue.lease: is 10s, shorter than mail.timeout (30s)"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -122,8 +122,10 @@ async fn when_a_herald_process_is_killed_mid_tick_another_delivers_everything() 
     let mut env = Env::new(&smtp);
     // Slow enough that the kill lands mid-tick: 150 emails at 25 per second.
     env.set("HERALD__MAIL__SMTP__MESSAGES_PER_SECOND", "25");
-    // A dead process's claims and dispatches come back quickly.
-    env.set("HERALD__QUEUE__LEASE", "3s");
+    // A dead process's claims and dispatches come back quickly (a lease must outlive a send:
+    // mail.timeout plus the 2 s a worker may wait for a provider).
+    env.set("HERALD__MAIL__TIMEOUT", "2s");
+    env.set("HERALD__QUEUE__LEASE", "6s");
     env.set("HERALD__QUEUE__REDISPATCH_AFTER", "3s");
     herald_ok(&env, &["migrate"]);
     let store = herald::store::Store::connect(&env.settings().database_url, 2, false)
@@ -191,7 +193,23 @@ async fn when_a_herald_process_is_killed_mid_tick_another_delivers_everything() 
 
     // Another process picks up everything that was queued, dispatched or being sent.
     let (mut second, _) = spawn(&env);
-    smtp.wait_for(users, Duration::from_secs(120)).await;
+    // Done when every delivery is recorded as sent (the SMTP count alone would include copies).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let sent: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = 'sent'")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        if sent == users as i64 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {sent} of {users} sent"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    smtp.wait_for(users, Duration::from_secs(10)).await;
     let mut per_user: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for m in smtp.messages() {
         *per_user.entry(m.to().to_owned()).or_default() += 1;
