@@ -493,15 +493,7 @@ impl Drop for TestApp {
         if !self.owns_env {
             return;
         }
-        let env = self.env.clone();
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime for cleanup")
-                .block_on(env.cleanup())
-        })
-        .join();
+        drop(EnvGuard(self.env.clone()));
     }
 }
 
@@ -577,4 +569,47 @@ pub fn templates_with(file: &str, content: &str) -> PathBuf {
     );
     std::fs::write(dir.join(file), content).unwrap();
     dir
+}
+
+/// A `herald` child process that is killed if the test ends without stopping it (a panic), so
+/// no daemon outlives its test.
+pub struct Daemon(pub std::process::Child);
+
+impl Daemon {
+    /// SIGTERM, then wait: returns how it exited.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .unwrap();
+        self.0.wait().unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Removes an [`Env`]'s database and Redis keys when dropped, also when the test panicked. Runs
+/// on a thread of its own because the test's runtime may be the one unwinding. Tests that run
+/// `herald` processes hold one; declare it before the daemons so it is dropped after them.
+pub struct EnvGuard(pub Env);
+
+impl Drop for EnvGuard {
+    fn drop(&mut self) {
+        let env = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for cleanup")
+                .block_on(env.cleanup())
+        })
+        .join();
+    }
 }

@@ -75,6 +75,7 @@ async fn two_herald_processes_send_one_email_per_user_and_stop_cleanly_on_sigter
         String::from_utf8_lossy(&out.stderr)
     );
 
+    let _guard = EnvGuard(env.clone());
     let store = herald::store::Store::connect(&env.settings().database_url, 2, false)
         .await
         .unwrap();
@@ -107,7 +108,7 @@ async fn two_herald_processes_send_one_email_per_user_and_stop_cleanly_on_sigter
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
-        processes.push(cmd.spawn().unwrap());
+        processes.push(Daemon(cmd.spawn().unwrap()));
         addresses.push(format!("http://127.0.0.1:{port}"));
     }
     let http = reqwest::Client::new();
@@ -149,18 +150,8 @@ async fn two_herald_processes_send_one_email_per_user_and_stop_cleanly_on_sigter
     assert_eq!(per_user.len(), users);
     assert!(per_user.values().all(|&n| n == 1), "{per_user:?}");
 
-    for p in &processes {
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &p.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    for mut p in processes {
-        let status = tokio::task::spawn_blocking(move || p.wait())
-            .await
-            .unwrap()
-            .unwrap();
+    for p in processes {
+        let status = tokio::task::spawn_blocking(move || p.stop()).await.unwrap();
         assert!(
             status.success(),
             "herald exited with {status} after SIGTERM"
@@ -168,5 +159,4 @@ async fn two_herald_processes_send_one_email_per_user_and_stop_cleanly_on_sigter
     }
     store.pool.close().await;
     drop(smtp);
-    env.cleanup().await;
 }

@@ -128,6 +128,7 @@ async fn when_a_herald_process_is_killed_mid_tick_another_delivers_everything() 
     env.set("HERALD__QUEUE__LEASE", "6s");
     env.set("HERALD__QUEUE__REDISPATCH_AFTER", "3s");
     herald_ok(&env, &["migrate"]);
+    let _guard = EnvGuard(env.clone());
     let store = herald::store::Store::connect(&env.settings().database_url, 2, false)
         .await
         .unwrap();
@@ -153,10 +154,12 @@ async fn when_a_herald_process_is_killed_mid_tick_another_delivers_everything() 
             .env("RUST_LOG", "error")
             .arg("run");
         (
-            cmd.stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap(),
+            Daemon(
+                cmd.stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            ),
             format!("http://127.0.0.1:{port}"),
         )
     };
@@ -183,8 +186,8 @@ async fn when_a_herald_process_is_killed_mid_tick_another_delivers_everything() 
 
     // Kill it (no chance to clean up) once some, but not all, emails are out.
     smtp.wait_for(20, Duration::from_secs(60)).await;
-    first.kill().unwrap();
-    first.wait().unwrap();
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
     let sent_before = smtp.count();
     assert!(
         sent_before < users,
@@ -192,7 +195,7 @@ async fn when_a_herald_process_is_killed_mid_tick_another_delivers_everything() 
     );
 
     // Another process picks up everything that was queued, dispatched or being sent.
-    let (mut second, _) = spawn(&env);
+    let (second, _) = spawn(&env);
     // Done when every delivery is recorded as sent (the SMTP count alone would include copies).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
@@ -226,12 +229,7 @@ async fn when_a_herald_process_is_killed_mid_tick_another_delivers_everything() 
     eprintln!("killed after {sent_before} of {users} emails; {twice} sent twice");
     assert!(twice <= 32, "{twice} users got two copies");
 
-    std::process::Command::new("kill")
-        .args(["-TERM", &second.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(second.wait().unwrap().success());
+    assert!(second.stop().success());
     store.pool.close().await;
     drop(smtp);
-    env.cleanup().await;
 }
