@@ -48,62 +48,6 @@ impl Store {
         tx.commit().await
     }
 
-    /// Open tasks of these users due in `[from, to)`.
-    pub async fn open_tasks_due(
-        &self,
-        owners: &[i64],
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> sqlx::Result<Vec<TaskRow>> {
-        sqlx::query_as(
-            "SELECT id, owner_id, title, due_at, completed_at FROM tasks
-             WHERE owner_id = ANY($1) AND completed_at IS NULL AND due_at >= $2 AND due_at < $3
-             ORDER BY owner_id, due_at, id",
-        )
-        .bind(owners)
-        .bind(from)
-        .bind(to)
-        .fetch_all(&self.pool)
-        .await
-    }
-
-    /// Tasks of these users completed in `[from, to)`.
-    pub async fn tasks_completed(
-        &self,
-        owners: &[i64],
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> sqlx::Result<Vec<TaskRow>> {
-        sqlx::query_as(
-            "SELECT id, owner_id, title, due_at, completed_at FROM tasks
-             WHERE owner_id = ANY($1) AND completed_at >= $2 AND completed_at < $3
-             ORDER BY owner_id, completed_at, id",
-        )
-        .bind(owners)
-        .bind(from)
-        .bind(to)
-        .fetch_all(&self.pool)
-        .await
-    }
-
-    /// Focus sessions of these users started in `[from, to)`.
-    pub async fn focus_sessions(
-        &self,
-        owners: &[i64],
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> sqlx::Result<Vec<FocusRow>> {
-        sqlx::query_as(
-            "SELECT owner_id, started_at, minutes FROM focus_sessions
-             WHERE owner_id = ANY($1) AND started_at >= $2 AND started_at < $3",
-        )
-        .bind(owners)
-        .bind(from)
-        .bind(to)
-        .fetch_all(&self.pool)
-        .await
-    }
-
     // ----- planning -----
 
     /// Inserts the deliveries whose dedup key is new. Returns the ids of the rows inserted.
