@@ -26,7 +26,9 @@ use herald::{
 
 const PG: &str = "postgres://postgres@127.0.0.1:5432";
 const DB: &str = "herald_bench_resend";
-const REDIS: &str = "redis://127.0.0.1:6379/14";
+const REDIS: &str = "redis://127.0.0.1:6379/0";
+/// The bench's own queue: set up and cleaned up by its key prefix, nothing else in the database.
+const QUEUE: &str = "herald-bench-resend";
 
 fn env(key: &str, default: &str) -> String {
     std::env::var(key).unwrap_or_else(|_| default.to_owned())
@@ -51,7 +53,7 @@ async fn run(n: usize, batch_size: usize, rate: &str) -> anyhow::Result<()> {
     let mut conn = redis::Client::open(REDIS)?
         .get_multiplexed_async_connection()
         .await?;
-    redis::cmd("FLUSHDB").query_async::<()>(&mut conn).await?;
+    herald::queue::delete_queue_keys(&mut conn, QUEUE).await?;
 
     let stub = resend_stub::ResendStub::start().await;
     let vars: Vec<(String, String)> = [
@@ -59,12 +61,11 @@ async fn run(n: usize, batch_size: usize, rate: &str) -> anyhow::Result<()> {
         ("RESEND_API_KEY", "re_bench".into()),
         ("HERALD_HTTP_ADDR", "127.0.0.1:0".into()),
         ("REDIS_URL", REDIS.to_owned()),
-        ("HERALD__REDIS__ALLOW_BENCHMARK_DB", "true".into()),
         ("HERALD__MAIL__PROVIDERS", r#"["resend"]"#.into()),
         ("HERALD__MAIL__RESEND__BASE_URL", stub.url.clone()),
         ("HERALD__MAIL__RESEND__BATCH_SIZE", batch_size.to_string()),
         ("HERALD__MAIL__RESEND__REQUESTS_PER_SECOND", rate.to_owned()),
-        ("HERALD__QUEUE__NAME", "herald-bench-resend".into()),
+        ("HERALD__QUEUE__NAME", QUEUE.into()),
         ("HERALD__QUEUE__CONCURRENCY", env("CONC", "32")),
         (
             "HERALD__TEMPLATES__DIR",
@@ -156,6 +157,6 @@ async fn run(n: usize, batch_size: usize, rate: &str) -> anyhow::Result<()> {
     sqlx::query(sqlx::AssertSqlSafe(drop_db))
         .execute(&admin.pool)
         .await?;
-    redis::cmd("FLUSHDB").query_async::<()>(&mut conn).await?;
+    herald::queue::delete_queue_keys(&mut conn, QUEUE).await?;
     Ok(())
 }

@@ -25,7 +25,9 @@ use herald::{
 
 const PG: &str = "postgres://postgres@127.0.0.1:5432";
 const DB: &str = "herald_bench";
-const REDIS: &str = "redis://127.0.0.1:6379/14";
+const REDIS: &str = "redis://127.0.0.1:6379/0";
+/// The bench's own queue: set up and cleaned up by its key prefix, nothing else in the database.
+const QUEUE: &str = "herald-bench";
 
 fn env(key: &str, default: &str) -> String {
     std::env::var(key).unwrap_or_else(|_| default.to_owned())
@@ -140,7 +142,7 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let redis = redis::Client::open(REDIS)?;
     let mut conn = redis.get_multiplexed_async_connection().await?;
-    redis::cmd("FLUSHDB").query_async::<()>(&mut conn).await?;
+    herald::queue::delete_queue_keys(&mut conn, QUEUE).await?;
 
     // A counting SMTP sink: the peers' sink when it is there, else the tests' server.
     let sink_dir = std::env::temp_dir().join(format!("herald-bench-{}", std::process::id()));
@@ -164,10 +166,9 @@ async fn main() -> anyhow::Result<()> {
     let vars: Vec<(String, String)> = [
         ("DATABASE_URL", format!("{PG}/{DB}")),
         ("REDIS_URL", REDIS.to_owned()),
-        ("HERALD__REDIS__ALLOW_BENCHMARK_DB", "true".into()),
         ("SMTP_URL", format!("smtp://127.0.0.1:{port}?tls=none")),
         ("HERALD_HTTP_ADDR", "127.0.0.1:0".into()),
-        ("HERALD__QUEUE__NAME", "herald-bench".into()),
+        ("HERALD__QUEUE__NAME", QUEUE.into()),
         ("HERALD__QUEUE__CONCURRENCY", env("CONC", "50")),
         ("HERALD__MAIL__POOL_SIZE", env("POOL", "20")),
         (
@@ -329,7 +330,7 @@ async fn main() -> anyhow::Result<()> {
     )))
     .execute(&admin.pool)
     .await?;
-    redis::cmd("FLUSHDB").query_async::<()>(&mut conn).await?;
+    herald::queue::delete_queue_keys(&mut conn, QUEUE).await?;
     println!(
         "# peak RSS of the bench process itself (seeding and planning, not the daemon): {:.1} MB",
         rss_mb("VmHWM:")

@@ -37,6 +37,10 @@ pub struct AppState {
     /// The providers, in order, and their shared state (for `/readyz`).
     pub providers: Arc<Vec<Provider>>,
     pub gate: Gate,
+    /// What is up and down: dependencies and Herald's own background parts.
+    pub health: crate::health::Health,
+    /// A test-only way to make a background part panic.
+    pub faults: crate::supervisor::Faults,
 }
 
 /// The whole router; tests drive it with `oneshot` or through a real socket.
@@ -138,14 +142,19 @@ async fn readyz(State(state): State<AppState>) -> Response {
     };
     // A provider paused for its configuration needs an operator: readiness says what to fix.
     let (providers, needs_operator) = provider_states(&state).await;
-    let status = if pg == "ok" && redis == "ok" && !needs_operator {
+    // A background part that stopped is being restarted by the supervisor.
+    let parts = state.health.parts();
+    let parts_ok = parts
+        .values()
+        .all(|p| *p == crate::health::PartState::Running);
+    let status = if pg == "ok" && redis == "ok" && !needs_operator && parts_ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (
         status,
-        Json(json!({ "postgres": pg, "redis": redis, "providers": providers })),
+        Json(json!({ "postgres": pg, "redis": redis, "providers": providers, "parts": parts })),
     )
         .into_response()
 }
@@ -170,39 +179,65 @@ async fn provider_states(state: &AppState) -> (serde_json::Map<String, serde_jso
 }
 
 /// The operator's overview: deliveries by status, the queue, the workers, the providers and how
-/// far each schedule has planned.
-async fn stats(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let deliveries: serde_json::Map<String, serde_json::Value> = state
-        .store
-        .status_counts()
-        .await?
-        .into_iter()
-        .map(|(status, n)| (status, n.into()))
-        .collect();
-    let depth = state.queue.depth().await.map_err(anyhow::Error::from)?;
+/// far each schedule has planned. What cannot be read (PostgreSQL or Redis is down) is `null`,
+/// and `unreachable` says why, so the rest still answers.
+async fn stats(State(state): State<AppState>) -> Response {
+    let mut unreachable = serde_json::Map::new();
+    let mut note = |what: &str, e: &dyn std::fmt::Display| {
+        unreachable
+            .entry(what.to_owned())
+            .or_insert_with(|| e.to_string().into());
+    };
+    let deliveries = match state.store.status_counts().await {
+        Ok(rows) => json!(
+            rows.into_iter()
+                .map(|(status, n)| (status, serde_json::Value::from(n)))
+                .collect::<serde_json::Map<_, _>>()
+        ),
+        Err(e) => {
+            note("postgres", &e);
+            serde_json::Value::Null
+        }
+    };
+    let depth = state
+        .queue
+        .depth()
+        .await
+        .map_err(|e| note("redis", &e))
+        .ok();
     let workers = state
         .queue
         .live_workers(Duration::from_secs(10))
         .await
-        .map_err(anyhow::Error::from)?;
+        .map_err(|e| note("redis", &e))
+        .ok();
     let (providers, _) = provider_states(&state).await;
     let mut schedules = Vec::new();
     for s in &state.settings.schedules {
+        let planned_up_to = match state.store.watermark(&s.name).await {
+            Ok(w) => json!(w),
+            Err(e) => {
+                note("postgres", &e);
+                serde_json::Value::Null
+            }
+        };
         schedules.push(json!({
             "name": s.name,
             "cron": s.cron_expr,
             "zone": s.zone.to_string(),
             "enabled": s.enabled,
-            "planned_up_to": state.store.watermark(&s.name).await?,
+            "planned_up_to": planned_up_to,
         }));
     }
-    Ok(Json(json!({
+    Json(json!({
         "deliveries": deliveries,
         "queue": { "name": state.settings.queue.name, "depth": depth, "high_water": state.settings.queue.high_water, "live_workers": workers },
         "providers": providers,
         "schedules": schedules,
+        "parts": state.health.parts(),
+        "unreachable": unreachable,
     }))
-    .into_response())
+    .into_response()
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -17,6 +17,8 @@
 //! - [`mail`]: the providers (Resend, SMTP, file outbox) and one taxonomy for their errors.
 //! - [`gate`]: what providers say, shared through Redis: rate limit, pauses, circuit.
 //! - [`http`]: the axum routes, bearer auth and API errors.
+//! - [`health`]: what is up and down, logged once per change; [`supervisor`]: restarts a
+//!   background part that ends or panics.
 //! - [`startup`]: `Application::build` / `run_until_stopped`, used by `herald run` and tests.
 //! - [`cli`]: the `herald` command line; [`seed`]: demo data; [`telemetry`]: logs.
 //!
@@ -35,6 +37,7 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod gate;
+pub mod health;
 pub mod http;
 pub mod mail;
 pub mod queue;
@@ -44,5 +47,6 @@ pub mod seed;
 pub mod shutdown;
 pub mod startup;
 pub mod store;
+pub mod supervisor;
 pub mod telemetry;
 pub mod worker;

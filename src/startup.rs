@@ -9,6 +9,7 @@ use crate::{
     clock::Clock,
     config::Settings,
     gate::{Gate, Pauses},
+    health::Health,
     http::{AppState, app},
     mail::{self, Provider},
     queue::{self, Dispatcher, Queue},
@@ -16,6 +17,7 @@ use crate::{
     schedule::Planner,
     shutdown,
     store::Store,
+    supervisor::{Faults, Supervisor},
     worker::WorkerDeps,
 };
 
@@ -71,6 +73,8 @@ impl Application {
             dispatcher: Dispatcher::new(),
             providers: Arc::new(providers),
             gate,
+            health: Health::default(),
+            faults: Faults::default(),
         };
         Ok(Application {
             listener,
@@ -95,6 +99,8 @@ impl Application {
 
     /// Runs the schedules, the dispatcher, the workers and the HTTP server until `stop` resolves;
     /// then stops fetching, lets in-flight sends finish within `shutdown.grace`, and returns.
+    /// Each background part runs under the [`Supervisor`], which restarts it if it ends or
+    /// panics; `/readyz` says which part is down meanwhile.
     pub async fn run_until_stopped(
         self,
         stop: impl Future<Output = ()> + Send + 'static,
@@ -106,32 +112,63 @@ impl Application {
         } = self;
         let settings = state.settings.clone();
         let (trigger, shutdown) = shutdown::channel();
-        let mut tasks = tokio::task::JoinSet::new();
+        let mut parts =
+            Supervisor::new(state.health.clone(), shutdown.clone(), state.faults.clone());
 
-        tasks.spawn(state.dispatcher.clone().run(
-            state.store.clone(),
-            state.queue.clone(),
-            settings.queue.clone(),
-            state.clock.clone(),
-            shutdown.clone(),
-        ));
-        tasks.spawn(queue::janitor(state.queue.clone(), shutdown.clone()));
-        let dispatcher = state.dispatcher.clone();
-        tasks.spawn(state.planner.clone().run(
-            state.store.clone(),
-            settings.schedules.clone(),
-            settings.planner_tick.clone(),
-            state.clock.clone(),
-            Arc::new(move || dispatcher.nudge()),
-            shutdown.clone(),
-        ));
-        let workers = tokio::spawn(queue::run_workers(
-            state.queue.clone(),
-            deps,
-            settings.queue.clone(),
-            settings.shutdown_grace,
-            shutdown.clone(),
-        ));
+        let s = state.clone();
+        let down = shutdown.clone();
+        parts.spawn("dispatcher", move || {
+            s.dispatcher.clone().run(
+                s.store.clone(),
+                s.queue.clone(),
+                s.settings.queue.clone(),
+                s.clock.clone(),
+                s.health.clone(),
+                down.clone(),
+            )
+        });
+        let s = state.clone();
+        let down = shutdown.clone();
+        parts.spawn("janitor", move || {
+            queue::janitor(
+                s.queue.clone(),
+                s.store.clone(),
+                s.health.clone(),
+                down.clone(),
+            )
+        });
+        let s = state.clone();
+        let down = shutdown.clone();
+        parts.spawn("planner", move || {
+            let dispatcher = s.dispatcher.clone();
+            s.planner.clone().run(
+                s.store.clone(),
+                s.settings.schedules.clone(),
+                s.settings.planner_tick.clone(),
+                s.clock.clone(),
+                Arc::new(move || dispatcher.nudge()),
+                s.health.clone(),
+                down.clone(),
+            )
+        });
+        let s = state.clone();
+        let down = shutdown.clone();
+        parts.spawn("workers", move || {
+            let run = queue::run_workers(
+                s.queue.clone(),
+                s.store.clone(),
+                deps.clone(),
+                s.settings.queue.clone(),
+                s.settings.shutdown_grace,
+                s.health.clone(),
+                down.clone(),
+            );
+            async move {
+                if let Err(e) = run.await {
+                    tracing::error!(error = format!("{e:#}"), "the workers stopped");
+                }
+            }
+        });
         let http_shutdown = shutdown.clone();
         let server = tokio::spawn(async move {
             axum::serve(listener, app(state))
@@ -143,13 +180,11 @@ impl Application {
         stop.await;
         tracing::info!(grace = ?settings.shutdown_grace, "stopping: no new work, waiting for in-flight sends");
         trigger.trigger();
-        while tasks.join_next().await.is_some() {}
-        let workers = workers.await.context("the worker task panicked")?;
+        parts.join().await;
         server
             .await
             .context("the HTTP task panicked")?
             .context("the HTTP server failed")?;
-        workers?;
         tracing::info!("stopped");
         Ok(())
     }

@@ -8,12 +8,20 @@ pub enum LogFormat {
     Json,
 }
 
+/// The default filter. The apalis crates are silenced: each lost Redis connection makes them log
+/// several lines per worker restart, and Herald reports the same events itself, once per outage
+/// (`health`). `RUST_LOG=info,apalis_core=debug` shows theirs again.
+const DEFAULT_FILTER: &str =
+    "info,sqlx=warn,apalis=off,apalis_core=off,apalis_redis=off,apalis_cron=off";
+
 /// Installs the global subscriber. `RUST_LOG` overrides the default filter.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,sqlx=warn,apalis=warn,apalis_core=warn,apalis_redis=warn")
-    });
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -74,9 +74,6 @@ pub struct RawDatabase {
 #[serde(deny_unknown_fields)]
 pub struct RawRedis {
     pub url: String,
-    /// Lets a benchmark use databases 11 to 15, which are otherwise refused.
-    #[serde(default)]
-    pub allow_benchmark_db: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -353,6 +350,15 @@ impl RawSettings {
                 ),
             );
         }
+        if queue.batch_size > 500 {
+            p(
+                "queue.batch_size",
+                format!(
+                    "is {}; apalis-redis moves a fetched batch with one Lua unpack, which fails above about 8,000 ids, and a dead worker's batch is recovered the same way: keep it at 500 or less (near queue.concurrency)",
+                    queue.batch_size
+                ),
+            );
+        }
         if queue.heartbeat.is_zero()
             && !q.heartbeat.is_empty()
             && parse_duration(&q.heartbeat).is_ok()
@@ -446,19 +452,6 @@ impl RawSettings {
                 ),
             }
         }
-        if let Ok(u) = url::Url::parse(&self.redis.url)
-            && let Some(db) = u.path().trim_start_matches('/').parse::<u32>().ok()
-            && (11..=15).contains(&db)
-            && !self.redis.allow_benchmark_db
-        {
-            p(
-                "redis.url (REDIS_URL)",
-                format!(
-                    "uses Redis database {db}; databases 11 to 15 belong to the benchmark scripts, pick 0 to 10"
-                ),
-            );
-        }
-
         let planner_tick = crate::domain::parse_cron(&self.planner.tick).unwrap_or_else(|m| {
             p("planner.tick", m);
             crate::domain::parse_cron("*/5 * * * * *").expect("a valid fallback")
@@ -649,22 +642,12 @@ mod tests {
     }
 
     #[test]
-    fn benchmark_databases_are_refused_unless_allowed() {
-        let err = Settings::load_from(None, &env(&[("REDIS_URL", "redis://127.0.0.1:6379/12")]))
-            .unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("databases 11 to 15 belong to the benchmark scripts"),
-            "{err}"
-        );
-        let ok = Settings::load_from(
-            None,
-            &env(&[
-                ("REDIS_URL", "redis://127.0.0.1:6379/14"),
-                ("HERALD__REDIS__ALLOW_BENCHMARK_DB", "true"),
-            ]),
-        );
-        assert!(ok.is_ok());
+    fn any_redis_database_is_accepted() {
+        for db in [0, 11, 15] {
+            let url = format!("redis://127.0.0.1:6379/{db}");
+            let settings = Settings::load_from(None, &env(&[("REDIS_URL", url.as_str())]));
+            assert!(settings.is_ok(), "database {db}: {settings:?}");
+        }
     }
 
     #[test]

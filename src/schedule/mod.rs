@@ -36,6 +36,7 @@ use crate::{
     clock::Clock,
     config::{ScheduleSettings, ZoneMode},
     domain::{self, Kind},
+    health::{Dependency, Health, is_postgres},
     shutdown::Shutdown,
     store::{NewDelivery, Store, UserRow},
 };
@@ -415,7 +416,9 @@ impl Planner {
     }
 
     /// Plans every enabled schedule on each planner tick (an apalis-cron stream) or nudge,
-    /// until `shutdown`. `planned` is called after a round that queued something.
+    /// until `shutdown`. `planned` is called after a round that queued something. PostgreSQL
+    /// failures go to `health`, which logs an outage once.
+    #[allow(clippy::too_many_arguments)]
     pub async fn run(
         self,
         store: Store,
@@ -423,28 +426,55 @@ impl Planner {
         tick: cron::Schedule,
         clock: Clock,
         planned: Arc<dyn Fn() + Send + Sync>,
+        health: Health,
         shutdown: Shutdown,
     ) {
-        let ticks = CronScheduler::new(tick).into_stream();
-        let mut ticks = std::pin::pin!(ticks);
+        let ticks = |every: &cron::Schedule| CronScheduler::new(every.clone()).into_stream();
+        let mut stream = Box::pin(ticks(&tick));
+        let mut behind = false;
         loop {
             for schedule in schedules.iter().filter(|s| s.enabled) {
                 match plan_due(&store, schedule, clock.now()).await {
-                    Ok(Some(r)) if r.planned > 0 => planned(),
-                    Ok(_) => {}
+                    Ok(r) => {
+                        health.up(Dependency::Postgres);
+                        if r.is_some_and(|r| r.planned > 0) {
+                            planned();
+                        }
+                    }
+                    Err(e) if is_postgres(&e) => {
+                        tracing::debug!(schedule = %schedule.name, error = format!("{e:#}"), "planning failed; will retry on the next tick");
+                        health.down(Dependency::Postgres, format!("{e:#}"));
+                    }
                     Err(e) => {
                         tracing::error!(schedule = %schedule.name, error = format!("{e:#}"), "planning failed; will retry on the next tick")
                     }
                 }
             }
-            tokio::select! {
-                _ = shutdown.wait() => break,
-                _ = self.wake.notified() => {}
-                tick = ticks.next() => match tick {
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => tracing::debug!(error = %e, "planner tick stream error"),
-                    None => break,
-                },
+            // Wait for the next tick or a nudge.
+            loop {
+                tokio::select! {
+                    _ = shutdown.wait() => return,
+                    _ = self.wake.notified() => break,
+                    next = stream.next() => match next {
+                        Some(Ok(_)) => {
+                            behind = false;
+                            break;
+                        }
+                        Some(Err(e)) => {
+                            // apalis-cron 1.0 keeps failing on a tick that has passed (`cron tick
+                            // is out of range`) instead of moving on, so a round that outlasted
+                            // the tick interval would spin on it forever. A new stream waits for
+                            // the next tick from now: missed ticks are skipped (the watermark
+                            // makes sure no fire is), with one line until the planner catches up.
+                            if !behind {
+                                tracing::info!(error = %e, "the planner fell behind its tick; skipping to the next one");
+                            }
+                            behind = true;
+                            stream = Box::pin(ticks(&tick));
+                        }
+                        None => return,
+                    },
+                }
             }
         }
     }

@@ -41,6 +41,18 @@ impl Store {
         Ok(())
     }
 
+    /// Makes every row that PostgreSQL says waits in Redis dispatchable again: for a Redis that
+    /// came back without the queue. Returns how many.
+    pub async fn redispatch_all(&self) -> sqlx::Result<u64> {
+        Ok(sqlx::query(
+            "UPDATE deliveries SET dispatched_at = NULL, updated_at = now()
+             WHERE status = 'queued' AND dispatched_at IS NOT NULL",
+        )
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
     /// Makes due again what a dead process left behind: claims whose lease expired, and
     /// dispatched rows that no worker picked up in time (Redis restarted without them, say).
     /// Returns (expired leases, stale dispatches).
