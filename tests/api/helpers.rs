@@ -300,6 +300,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub clock: herald::clock::Clock,
     pub planner: herald::schedule::Planner,
+    /// The running app's shared state: health, faults, settings.
+    pub state: herald::http::AppState,
     /// Whether dropping this app removes the database and Redis keys (one owner per env).
     pub owns_env: bool,
     stop: Option<oneshot::Sender<()>>,
@@ -321,6 +323,7 @@ pub async fn spawn_with_clock(env: Env, clock: herald::clock::Clock) -> TestApp 
         .await
         .expect("the app builds");
     let planner = app.state().planner.clone();
+    let state = app.state().clone();
     let address = format!("http://{}", app.address());
     let store = app.state().store.clone();
     let queue = app.state().queue.clone();
@@ -336,6 +339,7 @@ pub async fn spawn_with_clock(env: Env, clock: herald::clock::Clock) -> TestApp 
         http: reqwest::Client::new(),
         clock,
         planner,
+        state,
         owns_env: true,
         stop: Some(tx),
         handle: Some(handle),

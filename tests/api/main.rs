@@ -1,6 +1,7 @@
 //! Black-box tests: the real app against a real PostgreSQL, Redis and SMTP server.
 
 mod auth;
+mod daemon;
 mod delivery;
 mod failures;
 mod helpers;
