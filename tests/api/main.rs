@@ -3,6 +3,7 @@
 mod auth;
 mod delivery;
 mod failures;
+mod fencing;
 mod helpers;
 mod idempotency;
 mod load;
