@@ -54,6 +54,7 @@ impl Application {
         let listener = TcpListener::bind(settings.http_addr)
             .await
             .with_context(|| format!("cannot listen on {} (http.addr / HERALD_HTTP_ADDR); is another process using it?", settings.http_addr))?;
+        let health = Health::default();
         let deps = Arc::new(WorkerDeps {
             store: store.clone(),
             templates,
@@ -63,6 +64,7 @@ impl Application {
             lease: settings.queue.lease,
             message_id_domain: settings.mail.from.domain().to_owned(),
             clock: clock.clone(),
+            health: health.clone(),
         });
         let state = AppState {
             settings: Arc::new(settings),
@@ -73,7 +75,7 @@ impl Application {
             dispatcher: Dispatcher::new(),
             providers: Arc::new(providers),
             gate,
-            health: Health::default(),
+            health,
             faults: Faults::default(),
         };
         Ok(Application {

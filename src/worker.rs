@@ -20,14 +20,36 @@
 //! Before each request the worker asks the [`Gate`] (shared through Redis). A wait that fits in
 //! [`WAIT_BUDGET`] is slept through; a longer one gives the claim back with `due_at` at the end of
 //! the wait and without using up an attempt, so no worker slot is held while a provider is paused.
+//!
+//! # Fenced claims
+//!
+//! A claim carries a lease and a token. While its emails are sent and recorded, the worker renews
+//! the lease of every row it holds every `lease / 3` (one statement for all of them), so a batch
+//! sent one by one after a failover, slower than one lease, keeps its rows. Should a lease run out
+//! anyway (a stalled process), [`Store::recover`] clears the token and the row goes to another
+//! worker; the first one then records nothing for it: a renewal that no longer finds the row
+//! skips it, and [`Store::record`] only writes while the token is still there.
+//!
+//! # Recording
+//!
+//! Each row is recorded on its own, with a few quick retries ([`RECORD_BACKOFF`]); a row that
+//! cannot be recorded does not stop the others. `process_one` fails, naming those rows, only after
+//! trying every one: they stay `sending` until their lease runs out and then go out again.
 
-use std::{str::FromStr, sync::Arc, time::Duration};
+use std::{
+    collections::HashSet,
+    convert::Infallible,
+    str::FromStr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use anyhow::Context;
 
 use crate::{
     domain::Kind,
     gate::{Gate, Permit, Why},
+    health::Dependency,
     mail::{ErrorClass, Outgoing, Provider, Receipt, SendError, resend::batch_key},
     render::{Rendered, Templates},
     store::{AttemptRecord, Claimed, Next, Store},
@@ -40,6 +62,9 @@ pub const WAIT_BUDGET: Duration = Duration::from_secs(2);
 /// lasts `mail.configuration_pause`), so that a process restarted with the right credentials,
 /// which the old pause does not hold, sends it within seconds.
 pub const CONFIGURATION_RECHECK: Duration = Duration::from_secs(5);
+
+/// The waits between tries at recording one delivery's outcome (three tries in all).
+pub const RECORD_BACKOFF: [Duration; 2] = [Duration::from_millis(100), Duration::from_millis(400)];
 
 /// What the worker step needs, shared by every worker of the process.
 #[derive(Debug)]
@@ -56,6 +81,8 @@ pub struct WorkerDeps {
     pub message_id_domain: String,
     /// When retries fall due.
     pub clock: crate::clock::Clock,
+    /// Where a Redis failure is reported (logged once per outage, not once per email).
+    pub health: crate::health::Health,
 }
 
 /// What happened to the job's own delivery.
@@ -68,7 +95,9 @@ pub enum Outcome {
     /// attempt given back.
     Deferred(Duration),
     Failed,
-    /// The delivery was not queued (already sent, failed, or being sent): nothing was done.
+    /// The delivery was not queued (already sent, failed, or being sent): nothing was done. Also
+    /// when this worker's claim was taken over mid-send: another worker owns the row and records
+    /// it; this one recorded nothing.
     NotQueued,
 }
 
@@ -128,8 +157,8 @@ impl Job {
 }
 
 /// Processes one delivery (and the batch claimed with it). An `Err` means Herald could not
-/// record what happened (PostgreSQL is down, say); the claims' leases then expire and the
-/// deliveries become due again.
+/// record what happened to some of them (PostgreSQL is down, say), after recording all the
+/// others; those claims' leases then expire and the deliveries become due again.
 pub async fn process_one(deps: &WorkerDeps, delivery_id: i64) -> anyhow::Result<Outcome> {
     let extra = deps
         .providers
@@ -149,18 +178,150 @@ pub async fn process_one(deps: &WorkerDeps, delivery_id: i64) -> anyhow::Result<
         tracing::debug!(delivery_id, "delivery is not queued; nothing to do");
         return Ok(Outcome::NotQueued);
     }
+    let claims = Mutex::new(Claims {
+        held: claimed.iter().map(|d| (d.id, d.claim_token)).collect(),
+        lost: HashSet::new(),
+    });
     let mut jobs: Vec<Job> = claimed.into_iter().map(|d| render(deps, d)).collect();
-    deliver(deps, &mut jobs).await;
-    let mut own = Outcome::NotQueued;
-    for job in &jobs {
-        let outcome = finish(deps, job)
-            .await
-            .with_context(|| format!("cannot record the attempt of delivery {}", job.d.id))?;
-        if job.d.id == delivery_id {
-            own = outcome;
+    let work = async {
+        deliver(deps, &mut jobs, &claims).await;
+        record_all(deps, &jobs, &claims, delivery_id).await
+    };
+    tokio::select! {
+        result = work => result,
+        never = keep_leases(deps, &claims) => match never {},
+    }
+}
+
+/// The rows of one claim: those whose lease is still renewed, and those found taken over.
+struct Claims {
+    /// (id, claim token) of the rows not recorded yet.
+    held: Vec<(i64, uuid::Uuid)>,
+    lost: HashSet<i64>,
+}
+
+/// Renews the lease of every row still held every `lease / 3`, until dropped. A row the renewal
+/// no longer finds (its lease ran out and [`Store::recover`] took it back) is moved to `lost`.
+async fn keep_leases(deps: &WorkerDeps, claims: &Mutex<Claims>) -> Infallible {
+    let every = (deps.lease / 3).max(Duration::from_millis(100));
+    loop {
+        tokio::time::sleep(every).await;
+        let asked = claims.lock().expect("not poisoned").held.clone();
+        if asked.is_empty() {
+            continue;
+        }
+        match deps.store.renew(&asked, deps.lease).await {
+            Ok(kept) => {
+                let kept: HashSet<i64> = kept.into_iter().collect();
+                let mut c = claims.lock().expect("not poisoned");
+                // A row recorded meanwhile has left `held`: its missing token is no takeover.
+                let gone: Vec<i64> = c
+                    .held
+                    .iter()
+                    .map(|h| h.0)
+                    .filter(|id| asked.iter().any(|a| a.0 == *id) && !kept.contains(id))
+                    .collect();
+                c.held.retain(|h| !gone.contains(&h.0));
+                c.lost.extend(gone);
+            }
+            Err(e) => tracing::warn!(
+                deliveries = asked.len(),
+                error = %e,
+                "cannot renew the lease of claimed deliveries; trying again"
+            ),
         }
     }
-    Ok(own)
+}
+
+/// Records every job, each on its own; fails after trying them all if any could not be recorded.
+async fn record_all(
+    deps: &WorkerDeps,
+    jobs: &[Job],
+    claims: &Mutex<Claims>,
+    delivery_id: i64,
+) -> anyhow::Result<Outcome> {
+    let mut own = Outcome::NotQueued;
+    let mut unrecorded: Vec<(i64, anyhow::Error)> = Vec::new();
+    for job in jobs {
+        let id = job.d.id;
+        let taken_over = {
+            let mut c = claims.lock().expect("not poisoned");
+            c.held.retain(|h| h.0 != id);
+            c.lost.contains(&id)
+        };
+        if taken_over {
+            tracing::warn!(
+                delivery_id = id,
+                "claim was taken over; another worker owns it now (this worker records nothing for it)"
+            );
+            continue;
+        }
+        match finish(deps, job).await {
+            Ok(outcome) if id == delivery_id => own = outcome,
+            Ok(_) => {}
+            Err(e) => unrecorded.push((id, e)),
+        }
+    }
+    if unrecorded.is_empty() {
+        return Ok(own);
+    }
+    let ids: Vec<String> = unrecorded.iter().map(|(id, _)| id.to_string()).collect();
+    let errors: Vec<String> = unrecorded
+        .iter()
+        .map(|(id, e)| format!("delivery {id}: {e:#}"))
+        .collect();
+    Err(anyhow::anyhow!(
+        "cannot record the outcome of {} of the {} deliveries claimed together (ids {}); the others were recorded. \
+         These stay `sending` until their lease (queue.lease) runs out, then go out again. {}",
+        ids.len(),
+        jobs.len(),
+        ids.join(", "),
+        errors.join("; ")
+    ))
+}
+
+/// Records one delivery, retrying a failed write after each of [`RECORD_BACKOFF`]. Returns
+/// whether the claim was still ours (false: nothing was written).
+async fn record_retrying(
+    deps: &WorkerDeps,
+    d: &Claimed,
+    tries: &[AttemptRecord<'_>],
+    next: &Next<'_>,
+) -> anyhow::Result<bool> {
+    let mut failures = 0;
+    loop {
+        match deps.store.record(d, tries, next).await {
+            Ok(true) => return Ok(true),
+            Ok(false) if failures > 0 => {
+                tracing::warn!(
+                    delivery_id = d.id,
+                    "the claim is not ours any more: a try that reported an error may have recorded it after all, or another worker owns it now"
+                );
+                return Ok(false);
+            }
+            Ok(false) => {
+                tracing::warn!(
+                    delivery_id = d.id,
+                    "claim was taken over; another worker owns it now (this worker records nothing for it)"
+                );
+                return Ok(false);
+            }
+            Err(e) => match RECORD_BACKOFF.get(failures) {
+                Some(&pause) => {
+                    failures += 1;
+                    tracing::warn!(delivery_id = d.id, error = %e, retry_in = ?pause, "cannot record the attempt; retrying");
+                    tokio::time::sleep(pause).await;
+                }
+                None => {
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "cannot record the attempt of delivery {} ({} tries)",
+                        d.id,
+                        failures + 1
+                    )));
+                }
+            },
+        }
+    }
 }
 
 fn render(deps: &WorkerDeps, d: Claimed) -> Job {
@@ -182,10 +343,20 @@ fn render(deps: &WorkerDeps, d: Claimed) -> Job {
     }
 }
 
-/// Tries each provider in order with the emails that are still open.
-async fn deliver(deps: &WorkerDeps, jobs: &mut [Job]) {
+/// Tries each provider in order with the emails that are still open. An email whose claim was
+/// taken over meanwhile is left to its new owner.
+async fn deliver(deps: &WorkerDeps, jobs: &mut [Job], claims: &Mutex<Claims>) {
+    let ours = |job: &Job| {
+        !claims
+            .lock()
+            .expect("not poisoned")
+            .lost
+            .contains(&job.d.id)
+    };
     for provider in &deps.providers {
-        let open: Vec<usize> = (0..jobs.len()).filter(|&i| jobs[i].open()).collect();
+        let open: Vec<usize> = (0..jobs.len())
+            .filter(|&i| jobs[i].open() && ours(&jobs[i]))
+            .collect();
         if open.is_empty() {
             break;
         }
@@ -194,7 +365,9 @@ async fn deliver(deps: &WorkerDeps, jobs: &mut [Job]) {
                 send_batch(deps, provider, jobs, chunk).await;
             } else {
                 for &i in chunk {
-                    send_one(deps, provider, &mut jobs[i]).await;
+                    if ours(&jobs[i]) {
+                        send_one(deps, provider, &mut jobs[i]).await;
+                    }
                 }
             }
         }
@@ -203,10 +376,14 @@ async fn deliver(deps: &WorkerDeps, jobs: &mut [Job]) {
 
 /// Asks the gate; a Redis failure counts as a short wait (nothing is sent uncoordinated).
 async fn permit(deps: &WorkerDeps, p: &Provider) -> Permit {
-    deps.gate.acquire(p, WAIT_BUDGET).await.unwrap_or_else(|e| {
-        tracing::warn!(
+    let acquired = deps.gate.acquire(p, WAIT_BUDGET).await;
+    let acquired = deps
+        .health
+        .check(Dependency::Redis, acquired.map_err(|e| format!("{e:#}")));
+    acquired.unwrap_or_else(|e| {
+        tracing::debug!(
             provider = p.name(),
-            error = format!("{e:#}"),
+            error = e,
             "cannot reach the shared rate limit; waiting"
         );
         Permit::Wait {
@@ -227,10 +404,13 @@ async fn feedback(
         None => deps.gate.answered(p, probe).await.map(|()| None),
         Some(e) => deps.gate.failed(p, e, probe).await,
     };
+    let result = deps
+        .health
+        .check(Dependency::Redis, result.map_err(|e| format!("{e:#}")));
     result.unwrap_or_else(|e| {
-        tracing::warn!(
+        tracing::debug!(
             provider = p.name(),
-            error = format!("{e:#}"),
+            error = e,
             "cannot share the provider's state in Redis"
         );
         error.and_then(|e| e.wait)
@@ -305,7 +485,9 @@ async fn finish(deps: &WorkerDeps, job: &Job) -> anyhow::Result<Outcome> {
             code: None,
             error: Some(error),
         };
-        deps.store.record(&job.d, &[record], &Next::Failed).await?;
+        if !record_retrying(deps, &job.d, &[record], &Next::Failed).await? {
+            return Ok(Outcome::NotQueued);
+        }
         return Ok(Outcome::Failed);
     }
     let records: Vec<AttemptRecord<'_>> = job
@@ -380,7 +562,9 @@ async fn finish(deps: &WorkerDeps, job: &Job) -> anyhow::Result<Outcome> {
             }
         }
     };
-    deps.store.record(&job.d, &records, &next).await?;
+    if !record_retrying(deps, &job.d, &records, &next).await? {
+        return Ok(Outcome::NotQueued);
+    }
     Ok(outcome)
 }
 

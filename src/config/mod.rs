@@ -365,6 +365,36 @@ impl RawSettings {
         {
             p("queue.heartbeat", "is 0; use something like \"1s\"".into());
         }
+        // Checked only once they parse: a value that does not has its problem already.
+        if parse_duration(&q.dispatch_interval).is_ok() {
+            if queue.dispatch_interval.is_zero() {
+                p(
+                    "queue.dispatch_interval",
+                    "is 0s; the dispatcher would query PostgreSQL without a pause. Use something like \"200ms\"".into(),
+                );
+            } else if queue.dispatch_interval > MAX_DISPATCH_INTERVAL {
+                p(
+                    "queue.dispatch_interval",
+                    format!(
+                        "is {}; the dispatcher also runs the retries' clock, so a retry due in 2 s would wait up to that long. Use at most {}, e.g. \"200ms\"",
+                        humantime::format_duration(queue.dispatch_interval),
+                        humantime::format_duration(MAX_DISPATCH_INTERVAL)
+                    ),
+                );
+            }
+        }
+        if parse_duration(&q.redispatch_after).is_ok()
+            && queue.redispatch_after < MIN_REDISPATCH_AFTER
+        {
+            p(
+                "queue.redispatch_after",
+                format!(
+                    "is {}; a delivery that is only waiting its turn in Redis would be pushed again and again, filling the queue with duplicate jobs. Use at least {}, e.g. \"5m\" (it only matters when Redis loses jobs)",
+                    humantime::format_duration(queue.redispatch_after),
+                    humantime::format_duration(MIN_REDISPATCH_AFTER)
+                ),
+            );
+        }
 
         let from = Mailbox::parse(&self.mail.from).unwrap_or_else(|e| {
             p(
@@ -388,9 +418,19 @@ impl RawSettings {
             throttle_pause: duration("mail.throttle_pause", &self.mail.throttle_pause, &mut p),
         };
         // A claim must outlive its send: a lease that expires mid-send makes the row due again
-        // and another worker sends a second copy.
+        // and another worker sends a second copy. (Workers renew their leases every lease / 3,
+        // but one send, which no renewal can interrupt, must fit in one lease.)
         let lease_floor = mail.timeout + Duration::from_secs(4);
-        if !queue.lease.is_zero() && queue.lease < lease_floor {
+        let lease_parses = parse_duration(&q.lease).is_ok();
+        if lease_parses && queue.lease.is_zero() {
+            p(
+                "queue.lease",
+                format!(
+                    "is 0s; every claim would expire at once and another worker would send the same email again. Use at least {} (mail.timeout + 4 s), e.g. \"2m\"",
+                    humantime::format_duration(lease_floor)
+                ),
+            );
+        } else if lease_parses && queue.lease < lease_floor {
             p(
                 "queue.lease",
                 format!(
@@ -509,6 +549,14 @@ impl RawSettings {
             });
         }
 
+        let shutdown_grace = duration("shutdown.grace", &self.shutdown.grace, &mut p);
+        if shutdown_grace.is_zero() && parse_duration(&self.shutdown.grace).is_ok() {
+            p(
+                "shutdown.grace",
+                "is 0s; on SIGTERM the sends in flight would be cut off and go out again once their lease runs out. Use something like \"25s\", a little less than the time your supervisor waits before it kills (docker's stop_grace_period)".into(),
+            );
+        }
+
         if !problems.is_empty() {
             return Err(ConfigError(problems));
         }
@@ -521,12 +569,18 @@ impl RawSettings {
             templates_dir: PathBuf::from(self.templates.dir),
             http_addr,
             api_token,
-            shutdown_grace: duration("shutdown.grace", &self.shutdown.grace, &mut |_, _| {}),
+            shutdown_grace,
             planner_tick,
             schedules,
         })
     }
 }
+
+/// The longest `queue.dispatch_interval`: it is also how late a retry may be.
+pub const MAX_DISPATCH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The shortest `queue.redispatch_after`: jobs waiting their turn in Redis must not be pushed again.
+pub const MIN_REDISPATCH_AFTER: Duration = Duration::from_secs(10);
 
 /// Parses "250ms", "2s", "5m", "30d" with a message that says how to write one.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -658,6 +712,76 @@ mod tests {
                 .contains("queue.lease: is 10s, shorter than mail.timeout (30s)"),
             "{err}"
         );
+    }
+
+    /// The problems loading these variables over the defaults gives, as text.
+    fn problems(pairs: &[(&str, &str)]) -> Vec<String> {
+        match Settings::load_from(None, &env(pairs)) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn a_lease_of_zero_is_refused() {
+        let got = problems(&[("HERALD__QUEUE__LEASE", "0s")]);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with("queue.lease: is 0s; every claim would expire at once")
+                && got[0].contains("Use at least 34s"),
+            "{got:?}"
+        );
+        assert!(problems(&[("HERALD__QUEUE__LEASE", "34s")]).is_empty());
+    }
+
+    #[test]
+    fn the_dispatch_interval_is_above_zero_and_at_most_a_minute() {
+        let zero = problems(&[("HERALD__QUEUE__DISPATCH_INTERVAL", "0s")]);
+        assert_eq!(zero.len(), 1, "{zero:?}");
+        assert!(
+            zero[0].starts_with("queue.dispatch_interval: is 0s;") && zero[0].contains("\"200ms\""),
+            "{zero:?}"
+        );
+        let long = problems(&[("HERALD__QUEUE__DISPATCH_INTERVAL", "5m")]);
+        assert_eq!(long.len(), 1, "{long:?}");
+        assert!(
+            long[0].starts_with("queue.dispatch_interval: is 5m;")
+                && long[0].contains("Use at most 1m"),
+            "{long:?}"
+        );
+        assert!(problems(&[("HERALD__QUEUE__DISPATCH_INTERVAL", "1m")]).is_empty());
+    }
+
+    #[test]
+    fn redispatch_after_is_at_least_ten_seconds() {
+        for value in ["0s", "3s"] {
+            let got = problems(&[("HERALD__QUEUE__REDISPATCH_AFTER", value)]);
+            assert_eq!(got.len(), 1, "{got:?}");
+            assert!(
+                got[0].starts_with(&format!("queue.redispatch_after: is {value};"))
+                    && got[0].contains("Use at least 10s"),
+                "{got:?}"
+            );
+        }
+        assert!(problems(&[("HERALD__QUEUE__REDISPATCH_AFTER", "10s")]).is_empty());
+    }
+
+    #[test]
+    fn a_bad_or_zero_shutdown_grace_is_refused() {
+        let bad = problems(&[("HERALD__SHUTDOWN__GRACE", "soon")]);
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert!(
+            bad[0].starts_with("shutdown.grace: \"soon\" is not a duration"),
+            "{bad:?}"
+        );
+        let zero = problems(&[("HERALD__SHUTDOWN__GRACE", "0s")]);
+        assert_eq!(zero.len(), 1, "{zero:?}");
+        assert!(
+            zero[0].starts_with("shutdown.grace: is 0s;") && zero[0].contains("\"25s\""),
+            "{zero:?}"
+        );
+        let s = Settings::load_from(None, &env(&[("HERALD__SHUTDOWN__GRACE", "40s")])).unwrap();
+        assert_eq!(s.shutdown_grace, Duration::from_secs(40));
     }
 
     #[test]

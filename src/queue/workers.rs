@@ -21,7 +21,7 @@ use apalis::prelude::*;
 use super::{DeliveryJob, Queue, housekeeping};
 use crate::{
     config::QueueSettings,
-    health::{Dependency, Health},
+    health::{Dependency, Health, is_postgres},
     shutdown::Shutdown,
     store::Store,
     worker::{WorkerDeps, process_one},
@@ -50,9 +50,9 @@ async fn handle(
     let done = result.is_ok();
     match result {
         Ok(_) => ctx.health.up(Dependency::Postgres),
-        Err(e) => {
-            // PostgreSQL could not be read or written. Whatever was claimed keeps its lease,
-            // and the job comes back in a few seconds; the outage is logged once.
+        // PostgreSQL could not be read or written. Whatever was claimed keeps its lease, and the
+        // job comes back in a few seconds; the outage is logged once.
+        Err(e) if is_postgres(&e) => {
             tracing::debug!(
                 delivery_id = job.delivery_id,
                 error = format!("{e:#}"),
@@ -60,6 +60,11 @@ async fn handle(
             );
             ctx.health.down(Dependency::Postgres, format!("{e:#}"));
         }
+        Err(e) => tracing::error!(
+            delivery_id = job.delivery_id,
+            error = format!("{e:#}"),
+            "cannot process delivery; it comes back in 5 s"
+        ),
     }
     let acked = ack(&ctx.queue, worker.name(), &id, done).await;
     // A failed ack leaves the id in this worker's inflight set; it is drained when the worker

@@ -55,11 +55,12 @@ impl Store {
 
     /// Makes due again what a dead process left behind: claims whose lease expired, and
     /// dispatched rows that no worker picked up in time (Redis restarted without them, say).
-    /// Returns (expired leases, stale dispatches).
+    /// An expired claim loses its token: should its worker still be alive, it can neither record
+    /// nor renew any more. Returns (expired leases, stale dispatches).
     pub async fn recover(&self, redispatch_after: Duration) -> sqlx::Result<(u64, u64)> {
         let leases = sqlx::query(
             "UPDATE deliveries SET status = 'queued', dispatched_at = NULL, lease_until = NULL,
-                    due_at = LEAST(due_at, now()), updated_at = now()
+                    claim_token = NULL, due_at = LEAST(due_at, now()), updated_at = now()
              WHERE status = 'sending' AND lease_until < now()",
         )
         .execute(&self.pool)
@@ -83,7 +84,8 @@ impl Store {
     /// Empty when the delivery is not queued and due any more (already sent, failed, claimed by
     /// another worker, maybe in another's batch, or waiting for a retry after it was sent in a
     /// batch while its own job was still in Redis), which makes a duplicate job harmless. The
-    /// delivery itself comes first. Each gets a Message-ID on its first claim, kept after.
+    /// delivery itself comes first. Each gets a Message-ID on its first claim, kept after, and a
+    /// new claim token (one for the whole claim) that fences out any earlier holder.
     pub async fn claim(
         &self,
         id: i64,
@@ -91,6 +93,7 @@ impl Store {
         lease: Duration,
         message_id_domain: &str,
     ) -> sqlx::Result<Vec<Claimed>> {
+        let token = uuid::Uuid::new_v4();
         let mut tx = self.pool.begin().await?;
         if extra > 0 {
             // One batch claim at a time: racing claims would each take a slice of a burst.
@@ -113,17 +116,19 @@ impl Store {
              )
              UPDATE deliveries
              SET status = 'sending', attempts = attempts + 1, round_attempts = round_attempts + 1,
-                 lease_until = now() + $2::interval, dispatched_at = NULL,
+                 lease_until = now() + $2::interval, dispatched_at = NULL, claim_token = $5,
                  message_id = COALESCE(message_id,
                      '<' || id || '.' || replace(gen_random_uuid()::text, '-', '') || '@' || $3 || '>'),
                  updated_at = now()
              WHERE id IN (SELECT id FROM own UNION ALL SELECT id FROM others)
-             RETURNING id, kind, dedup_key, recipient, payload, attempts, round_attempts, message_id",
+             RETURNING id, claim_token, kind, dedup_key, recipient, payload, attempts, round_attempts,
+                       message_id",
         )
         .bind(id)
         .bind(format!("{} milliseconds", lease.as_millis()))
         .bind(message_id_domain)
         .bind(extra)
+        .bind(token)
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -131,18 +136,42 @@ impl Store {
         Ok(rows)
     }
 
+    /// Pushes back the lease of every claim in `claims` (id and claim token) that is still held,
+    /// in one statement. Returns the ids renewed; a claim missing from them was taken back by
+    /// [`Store::recover`] (and maybe claimed again by another worker): it is not ours any more.
+    pub async fn renew(
+        &self,
+        claims: &[(i64, uuid::Uuid)],
+        lease: Duration,
+    ) -> sqlx::Result<Vec<i64>> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        sqlx::query_scalar(
+            "UPDATE deliveries d SET lease_until = now() + $3::interval
+             FROM UNNEST($1::bigint[], $2::uuid[]) AS c (id, token)
+             WHERE d.id = c.id AND d.claim_token = c.token AND d.status = 'sending'
+             RETURNING d.id",
+        )
+        .bind(claims.iter().map(|c| c.0).collect::<Vec<_>>())
+        .bind(claims.iter().map(|c| c.1).collect::<Vec<_>>())
+        .bind(format!("{} milliseconds", lease.as_millis()))
+        .fetch_all(&self.pool)
+        .await
+    }
+
     /// Records the tries of one attempt (none when no provider could take the email) and moves
-    /// the delivery on.
+    /// the delivery on, in one transaction, if the claim is still ours (still `sending` with
+    /// our token). Returns false, having written nothing (no attempt rows either), when the claim
+    /// was taken over: its lease ran out and the row now belongs to [`Store::recover`] or to
+    /// another worker.
     pub async fn record(
         &self,
         d: &Claimed,
         tries: &[AttemptRecord<'_>],
         next: &Next<'_>,
-    ) -> sqlx::Result<()> {
+    ) -> sqlx::Result<bool> {
         let mut tx = self.pool.begin().await?;
-        for a in tries {
-            insert_attempt(&mut tx, d, a).await?;
-        }
         let last = tries.last();
         let last_error = last.and_then(|a| a.error);
         let provider = match next {
@@ -166,16 +195,17 @@ impl Store {
         };
         // An attempt given back with no try recorded did not happen at all.
         let untried = i32::from(give_back == 1 && tries.is_empty());
-        sqlx::query(
+        let ours = sqlx::query(
             "UPDATE deliveries
              SET status = $2, due_at = COALESCE($3, due_at), lease_until = NULL, dispatched_at = NULL,
+                 claim_token = NULL,
                  round_attempts = round_attempts - $4, attempts = attempts - $5,
                  last_error = CASE WHEN $2 = 'sent' THEN NULL ELSE COALESCE($6, last_error) END,
                  provider = COALESCE($7, provider), provider_id = COALESCE($8, provider_id),
                  batch_key = $9,
                  sent_at = CASE WHEN $2 = 'sent' THEN now() ELSE sent_at END,
                  updated_at = now()
-             WHERE id = $1",
+             WHERE id = $1 AND status = 'sending' AND claim_token = $10",
         )
         .bind(d.id)
         .bind(status)
@@ -186,9 +216,20 @@ impl Store {
         .bind(provider)
         .bind(provider_id)
         .bind(batch_key)
+        .bind(d.claim_token)
         .execute(&mut *tx)
-        .await?;
-        tx.commit().await
+        .await?
+        .rows_affected()
+            == 1;
+        if !ours {
+            // Dropping the transaction rolls it back; nothing was written anyway.
+            return Ok(false);
+        }
+        for a in tries {
+            insert_attempt(&mut tx, d, a).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     // ----- the failed set and operator reads -----

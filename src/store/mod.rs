@@ -87,6 +87,8 @@ pub struct NewDelivery {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Claimed {
     pub id: i64,
+    /// Written by the claim; the worker records and renews only while the row still carries it.
+    pub claim_token: uuid::Uuid,
     pub kind: String,
     pub dedup_key: String,
     pub recipient: String,

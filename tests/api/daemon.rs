@@ -104,7 +104,6 @@ async fn a_dead_workers_inflight_set_above_the_unpack_limit_is_drained_and_sent_
     let n = 8_500;
     add_late_users(&app, n).await;
     let store = app.store.clone();
-    let queue = app.queue.clone();
     app.stop().await.unwrap();
     app.owns_env = false;
     drop(app);

@@ -4,6 +4,7 @@ mod auth;
 mod daemon;
 mod delivery;
 mod failures;
+mod fencing;
 mod helpers;
 mod idempotency;
 mod load;

@@ -67,7 +67,7 @@ async fn when_redis_dies_readiness_fails_and_no_email_is_lost() {
     let mut env = Env::new(&smtp);
     env.set("REDIS_URL", &format!("redis://127.0.0.1:{port}/0"));
     // Rows pushed to a Redis that then lost them are pushed again after this long.
-    env.set("HERALD__QUEUE__REDISPATCH_AFTER", "3s");
+    env.set("HERALD__QUEUE__REDISPATCH_AFTER", "10s");
     let app = spawn_with(env).await;
     let (status, _) = app.get("/readyz").await;
     assert_eq!(status, 200);
@@ -126,7 +126,7 @@ async fn when_a_herald_process_is_killed_mid_tick_another_delivers_everything() 
     // mail.timeout plus the 2 s a worker may wait for a provider).
     env.set("HERALD__MAIL__TIMEOUT", "2s");
     env.set("HERALD__QUEUE__LEASE", "6s");
-    env.set("HERALD__QUEUE__REDISPATCH_AFTER", "3s");
+    env.set("HERALD__QUEUE__REDISPATCH_AFTER", "10s");
     herald_ok(&env, &["migrate"]);
     let _guard = EnvGuard(env.clone());
     let store = herald::store::Store::connect(&env.settings().database_url, 2, false)

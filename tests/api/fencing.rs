@@ -1,0 +1,293 @@
+//! Fenced claims: a worker whose lease ran out cannot overwrite the next owner's record, a slow
+//! batch renews its leases instead of being taken over, and one row that cannot be recorded does
+//! not stop the rest of its batch.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use chrono::Utc;
+use herald::{
+    domain::Kind,
+    mail::Provider,
+    render::Templates,
+    store::{AttemptRecord, NewDelivery, Next, Store},
+    worker::{WorkerDeps, process_one},
+};
+
+use crate::helpers::*;
+use crate::resend_stub::{Reply, ResendStub};
+
+/// A migrated database of its own for `env`, with no Herald running on it: the test drives the
+/// store and the worker step itself. Dropping the guard removes the database and Redis keys.
+async fn bare_store(env: &Env) -> (Store, EnvGuard) {
+    init_logs();
+    let guard = EnvGuard(env.clone());
+    let store = Store::connect(&env.settings().database_url, 8, true)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    (store, guard)
+}
+
+/// One due overdue summary per address; returns the deliveries' ids, in the order given.
+async fn due_deliveries(store: &Store, emails: &[&str]) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for email in emails {
+        let user_id = add_user(store, email, "UTC", &[("Late", at(LATE), None)]).await;
+        let now = Utc::now();
+        let inserted = store
+            .insert_deliveries(&[NewDelivery {
+                status: "queued",
+                note: None,
+                kind: Kind::OverdueSummary.name().to_owned(),
+                user_id,
+                dedup_key: format!("fencing:{user_id}"),
+                recipient: (*email).to_owned(),
+                payload: herald::schedule::compose::sample(Kind::OverdueSummary),
+                planned_for: now,
+                due_at: now - chrono::Duration::minutes(1),
+            }])
+            .await
+            .unwrap();
+        ids.extend(inserted);
+    }
+    assert_eq!(ids.len(), emails.len());
+    ids
+}
+
+/// The worker's dependencies as `herald run` builds them from these settings.
+async fn worker_deps(env: &Env, store: Store) -> WorkerDeps {
+    let settings = env.settings();
+    let redis = herald::queue::connect(REDIS).await.unwrap();
+    WorkerDeps {
+        store,
+        templates: Arc::new(Templates::load(&settings.templates_dir).unwrap()),
+        providers: Provider::build_all(&settings.mail).unwrap(),
+        gate: herald::startup::gate(redis, &settings),
+        retry_delays: settings.queue.retry_delays.clone(),
+        lease: settings.queue.lease,
+        message_id_domain: settings.mail.from.domain().to_owned(),
+        clock: herald::clock::Clock::System,
+        health: Default::default(),
+    }
+}
+
+fn outcomes(attempts: &[herald::store::AttemptRow]) -> Vec<(&str, &str, Option<i32>)> {
+    attempts
+        .iter()
+        .map(|a| (a.provider.as_str(), a.outcome.as_str(), a.code))
+        .collect()
+}
+
+async fn status(store: &Store, id: i64) -> String {
+    store.delivery(id).await.unwrap().unwrap().status
+}
+
+/// How many times each address appears, duplicates counted.
+fn tally<I: IntoIterator<Item = String>>(addresses: I) -> HashMap<String, usize> {
+    let mut n = HashMap::new();
+    for a in addresses {
+        *n.entry(a).or_insert(0) += 1;
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_taken_over_after_its_lease_ran_out_cannot_record() {
+    let smtp = SmtpServer::start().await;
+    let env = Env::new(&smtp);
+    let (store, _guard) = bare_store(&env).await;
+    let id = due_deliveries(&store, &["stale@example.com"]).await[0];
+    let lease = Duration::from_secs(60);
+
+    let old = store.claim(id, 0, lease, "example.com").await.unwrap();
+    let old = &old[0];
+    // The first worker stalls past its lease; recovery takes the row back.
+    sqlx::query("UPDATE deliveries SET lease_until = now() - interval '1 second' WHERE id = $1")
+        .bind(id)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.recover(Duration::from_secs(300)).await.unwrap(),
+        (1, 0)
+    );
+    assert!(
+        store
+            .renew(&[(id, old.claim_token)], lease)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a recovered claim is not renewed"
+    );
+    let new = store.claim(id, 0, lease, "example.com").await.unwrap();
+    let new = &new[0];
+    assert_ne!(new.claim_token, old.claim_token);
+    assert_eq!(new.message_id, old.message_id);
+
+    // The first worker wakes up and records its send: nothing is written.
+    let sent_by_old = AttemptRecord {
+        provider: "smtp",
+        outcome: "sent",
+        code: Some(250),
+        error: None,
+    };
+    let next = Next::Sent {
+        provider: "smtp",
+        provider_id: None,
+    };
+    assert!(!store.record(old, &[sent_by_old], &next).await.unwrap());
+    assert_eq!(status(&store, id).await, "sending");
+    assert!(store.attempts(id).await.unwrap().is_empty());
+
+    // The new owner renews its lease and records.
+    assert_eq!(
+        store
+            .renew(&[(id, new.claim_token)], Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        [id]
+    );
+    let lease_until: chrono::DateTime<Utc> =
+        sqlx::query_scalar("SELECT lease_until FROM deliveries WHERE id = $1")
+            .bind(id)
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+    assert!(lease_until > Utc::now() + chrono::Duration::minutes(30));
+    let sent_by_new = AttemptRecord {
+        provider: "smtp",
+        outcome: "sent",
+        code: Some(250),
+        error: None,
+    };
+    assert!(store.record(new, &[sent_by_new], &next).await.unwrap());
+    let delivery = store.delivery(id).await.unwrap().unwrap();
+    assert_eq!(delivery.status, "sent");
+    assert_eq!(delivery.attempts, 2);
+    assert_eq!(
+        outcomes(&store.attempts(id).await.unwrap()),
+        [("smtp", "sent", Some(250))]
+    );
+
+    // A late failure report from the first worker changes nothing either.
+    assert!(!store.record(old, &[], &Next::Failed).await.unwrap());
+    assert_eq!(status(&store, id).await, "sent");
+    assert_eq!(store.attempts(id).await.unwrap().len(), 1);
+    store.pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_that_cannot_be_recorded_does_not_stop_the_rest_of_its_batch() {
+    let smtp = SmtpServer::start().await;
+    let stub = ResendStub::start().await;
+    let mut env = Env::new(&smtp).with_resend(&stub.url);
+    env.set("HERALD__MAIL__PROVIDERS", r#"["resend"]"#);
+    let (store, _guard) = bare_store(&env).await;
+    let emails = [
+        "b0@example.com",
+        "b1@example.com",
+        "b2@example.com",
+        "b3@example.com",
+        "b4@example.com",
+    ];
+    let ids = due_deliveries(&store, &emails).await;
+    let bad = ids[2];
+    // PostgreSQL refuses to move that one row out of `sending`: every try at recording it fails.
+    sqlx::query(
+        "CREATE FUNCTION fencing_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'test: refusing to record delivery %', NEW.id; END $$",
+    )
+    .execute(&store.pool)
+    .await
+    .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE TRIGGER fencing_refuse_one BEFORE UPDATE ON deliveries FOR EACH ROW
+         WHEN (NEW.id = {bad} AND NEW.status <> 'sending') EXECUTE FUNCTION fencing_refuse()"
+    )))
+    .execute(&store.pool)
+    .await
+    .unwrap();
+
+    let deps = worker_deps(&env, store.clone()).await;
+    let error = process_one(&deps, ids[0])
+        .await
+        .expect_err("one row could not be recorded");
+    let text = format!("{error:#}");
+    assert!(
+        text.contains(&format!(
+            "cannot record the outcome of 1 of the 5 deliveries claimed together (ids {bad})"
+        )) && text.contains(&format!(
+            "cannot record the attempt of delivery {bad} (3 tries)"
+        )) && text.contains("test: refusing to record delivery"),
+        "{text}"
+    );
+
+    // One batch request carried the five emails, each once.
+    let requests = stub.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(requests[0].path, "/emails/batch");
+    let delivered = tally(
+        stub.delivered()
+            .iter()
+            .map(|e| e["to"][0].as_str().unwrap().to_owned()),
+    );
+    assert_eq!(delivered.len(), emails.len(), "{delivered:?}");
+    assert!(delivered.values().all(|&n| n == 1), "{delivered:?}");
+
+    // Every other row is recorded sent, with exactly one attempt; the bad one wrote nothing.
+    for &id in ids.iter().filter(|&&id| id != bad) {
+        assert_eq!(status(&store, id).await, "sent", "delivery {id}");
+        assert_eq!(
+            outcomes(&store.attempts(id).await.unwrap()),
+            [("resend", "sent", Some(200))],
+            "delivery {id}"
+        );
+    }
+    assert_eq!(status(&store, bad).await, "sending");
+    assert!(store.attempts(bad).await.unwrap().is_empty());
+    store.pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_slower_than_its_lease_keeps_its_claims() {
+    let smtp = SmtpServer::start().await;
+    let stub = ResendStub::start().await;
+    // Resend fails the batch as a whole; its emails then go one by one over SMTP at one a
+    // second: 14 emails take about 14 s, more than two leases of 6 s.
+    stub.script(&[("*", &[Reply::Status(500, "internal_server_error")])]);
+    let mut env = Env::new(&smtp).with_resend(&stub.url);
+    env.set("HERALD__MAIL__SMTP__MESSAGES_PER_SECOND", "1");
+    env.set("HERALD__MAIL__TIMEOUT", "2s");
+    env.set("HERALD__QUEUE__LEASE", "6s");
+    let app = spawn_with(env).await;
+    let n = 14;
+    for i in 0..n {
+        app.add_late_user(&format!("slow{i}@example.com")).await;
+    }
+    let ids = app.trigger_overdue().await;
+    assert_eq!(ids.len(), n);
+
+    app.wait_for_status("sent", n as i64, Duration::from_secs(90))
+        .await;
+    // Had a lease run out, recovery would have given rows to other workers, whose batch Resend
+    // (answering again) would have accepted: a second copy of those emails.
+    let received = tally(smtp.messages().iter().map(|m| m.to().to_owned()));
+    assert_eq!(received.len(), n, "{received:?}");
+    assert!(received.values().all(|&c| c == 1), "{received:?}");
+    assert!(stub.delivered().is_empty(), "{:?}", stub.delivered());
+    assert_eq!(stub.requests().len(), 1);
+    for id in ids {
+        let delivery = app.store.delivery(id).await.unwrap().unwrap();
+        assert_eq!(delivery.attempts, 1, "delivery {id} was claimed again");
+        assert_eq!(
+            outcomes(&app.store.attempts(id).await.unwrap()),
+            [
+                ("resend", "transient", Some(500)),
+                ("smtp", "sent", Some(250))
+            ],
+            "delivery {id}"
+        );
+    }
+    drop(smtp);
+    app.finish().await;
+}
