@@ -16,6 +16,7 @@
 //! - [`render`]: minijinja templates, checked at start.
 //! - [`mail`]: the providers (Resend, SMTP, file outbox) and one taxonomy for their errors.
 //! - [`gate`]: what providers say, shared through Redis: rate limit, pauses, circuit.
+//! - [`retention`]: deletes finished deliveries once they are older than `retention.*`.
 //! - [`http`]: the axum routes, bearer auth and API errors.
 //! - [`startup`]: `Application::build` / `run_until_stopped`, used by `herald run` and tests.
 //! - [`cli`]: the `herald` command line; [`seed`]: demo data; [`telemetry`]: logs.
@@ -39,6 +40,7 @@ pub mod http;
 pub mod mail;
 pub mod queue;
 pub mod render;
+pub mod retention;
 pub mod schedule;
 pub mod seed;
 pub mod shutdown;

@@ -116,6 +116,12 @@ impl Application {
             shutdown.clone(),
         ));
         tasks.spawn(queue::janitor(state.queue.clone(), shutdown.clone()));
+        tasks.spawn(crate::retention::run(
+            state.store.clone(),
+            settings.retention,
+            state.clock.clone(),
+            shutdown.clone(),
+        ));
         let dispatcher = state.dispatcher.clone();
         tasks.spawn(state.planner.clone().run(
             state.store.clone(),
