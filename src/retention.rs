@@ -19,8 +19,13 @@ pub const BATCH: i64 = 1000;
 
 /// The instants before which finished deliveries are expired, at `now`.
 pub fn cutoffs(settings: &RetentionSettings, now: DateTime<Utc>) -> Cutoffs {
-    let before =
-        |d: Duration| now - chrono::Duration::from_std(d).unwrap_or(chrono::TimeDelta::MAX);
+    // A retention of centuries keeps everything: the cutoff is the start of time.
+    let before = |d: Duration| {
+        chrono::Duration::from_std(d)
+            .ok()
+            .and_then(|d| now.checked_sub_signed(d))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
+    };
     Cutoffs {
         sent: before(settings.sent),
         failed: before(settings.failed),
@@ -71,5 +76,10 @@ mod tests {
         assert_eq!(c.sent.to_rfc3339(), "2026-12-01T12:00:00+00:00");
         assert_eq!(c.failed.to_rfc3339(), "2026-10-02T12:00:00+00:00");
         assert_eq!(c.skipped, c.sent);
+        let forever = RetentionSettings {
+            sent: Duration::from_secs(u64::MAX / 2),
+            ..RetentionSettings::default()
+        };
+        assert_eq!(cutoffs(&forever, now).sent, DateTime::<Utc>::MIN_UTC);
     }
 }
