@@ -13,3 +13,4 @@ mod resend;
 mod resend_stub;
 mod resilience;
 mod startup;
+mod triggers;
