@@ -120,7 +120,10 @@ async fn run(n: usize, batch_size: usize, rate: &str) -> anyhow::Result<()> {
             at: now,
             user_id: None,
             dry_run: false,
+            ids: false,
         },
+        &herald::clock::Clock::System,
+        &settings.retention,
     )
     .await?;
 

@@ -67,7 +67,10 @@ async fn plan_overdue_afresh(
             at: now,
             user_id: None,
             dry_run: false,
+            ids: false,
         },
+        &herald::clock::Clock::System,
+        &settings.retention,
     )
     .await?;
     Ok(())
@@ -220,7 +223,10 @@ async fn main() -> anyhow::Result<()> {
                     at: now,
                     user_id: None,
                     dry_run,
+                    ids: false,
                 },
+                &herald::clock::Clock::System,
+                &settings.retention,
             )
             .await?;
             let secs = started.elapsed().as_secs_f64();

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 
 use crate::{
+    clock::Clock,
     config::Settings,
     gate::State,
     mail::Provider,
@@ -48,7 +49,8 @@ pub enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
-    /// Plan a schedule now, as the cron tick would.
+    /// Send a schedule's emails now, as a test: keyed apart from the schedule's own, so the real
+    /// email of that day still goes out, and once per user per local day.
     Trigger {
         /// task_reminders, overdue_summary or weekly_report.
         name: String,
@@ -58,9 +60,13 @@ pub enum Command {
         /// Show what would be sent; enqueue nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Plan as if now were this instant (RFC 3339, e.g. 2026-11-24T09:00:00Z).
+        /// Plan as if now were this instant (RFC 3339, e.g. 2026-11-24T09:00:00Z): not in the
+        /// future unless --dry-run, nor older than the shortest retention less 2 days.
         #[arg(long)]
         at: Option<DateTime<Utc>>,
+        /// List the new deliveries' ids (always listed with --user).
+        #[arg(long)]
+        ids: bool,
     },
     /// List the schedules with their zone mode, catch-up window, watermark and next fires; with
     /// --user, the next emails that user will get, in local time and UTC.
@@ -168,6 +174,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             user_id,
             dry_run,
             at,
+            ids,
         } => {
             let schedule = settings.schedule(&name).with_context(|| {
                 format!(
@@ -176,14 +183,18 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 )
             })?;
             let store = connect(&settings).await?;
+            let clock = Clock::System;
             let report = plan(
                 &store,
                 schedule,
                 &PlanOptions {
-                    at: at.unwrap_or_else(Utc::now),
+                    at: at.unwrap_or_else(|| clock.now()),
                     user_id,
                     dry_run,
+                    ids,
                 },
+                &clock,
+                &settings.retention,
             )
             .await?;
             println!("{}", serde_json::to_string_pretty(&report)?);

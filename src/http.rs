@@ -21,7 +21,7 @@ use crate::{
     gate::Gate,
     mail::Provider,
     queue::{Dispatcher, Queue},
-    schedule::{PlanOptions, plan},
+    schedule::{PlanError, PlanOptions, plan},
     store::Store,
 };
 
@@ -243,10 +243,14 @@ async fn stats(State(state): State<AppState>) -> Response {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TriggerBody {
-    user_id: Option<i64>,
+    /// Anything but the id of a user is answered 404, naming what was sent.
+    user_id: Option<serde_json::Value>,
     #[serde(default)]
     dry_run: bool,
     at: Option<DateTime<Utc>>,
+    /// List the new deliveries' ids (always listed for one user).
+    #[serde(default)]
+    ids: bool,
 }
 
 async fn trigger(
@@ -265,16 +269,37 @@ async fn trigger(
     } else {
         serde_json::from_slice(&body).map_err(|e| {
             ApiError::BadRequest(format!(
-                "the body is not valid: {e}; send JSON like {{\"user_id\": 42, \"dry_run\": true, \"at\": \"2026-11-24T09:00:00Z\"}}"
+                "the body is not valid: {e}; send JSON like {{\"user_id\": 42, \"dry_run\": true, \"at\": \"2026-11-24T09:00:00Z\", \"ids\": true}}"
             ))
         })?
     };
+    let user_id = match body.user_id {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => Some(v.as_i64().ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no user with id {v}; user_id is a user's id, a whole number"
+            ))
+        })?),
+    };
     let opts = PlanOptions {
         at: body.at.unwrap_or_else(|| state.clock.now()),
-        user_id: body.user_id,
+        user_id,
         dry_run: body.dry_run,
+        ids: body.ids,
     };
-    let report = plan(&state.store, schedule, &opts).await?;
+    let report = plan(
+        &state.store,
+        schedule,
+        &opts,
+        &state.clock,
+        &state.settings.retention,
+    )
+    .await
+    .map_err(|e| match e {
+        PlanError::Refused(m) => ApiError::BadRequest(m),
+        e @ PlanError::UnknownUser(_) => ApiError::NotFound(e.to_string()),
+        PlanError::Failed(e) => ApiError::Internal(e),
+    })?;
     if !opts.dry_run {
         state.dispatcher.nudge();
     }

@@ -16,6 +16,7 @@
 //! - [`render`]: minijinja templates, checked at start.
 //! - [`mail`]: the providers (Resend, SMTP, file outbox) and one taxonomy for their errors.
 //! - [`gate`]: what providers say, shared through Redis: rate limit, pauses, circuit.
+//! - [`retention`]: deletes finished deliveries once they are older than `retention.*`.
 //! - [`http`]: the axum routes, bearer auth and API errors.
 //! - [`health`]: what is up and down, logged once per change; [`supervisor`]: restarts a
 //!   background part that ends or panics.
@@ -42,6 +43,7 @@ pub mod http;
 pub mod mail;
 pub mod queue;
 pub mod render;
+pub mod retention;
 pub mod schedule;
 pub mod seed;
 pub mod shutdown;

@@ -141,6 +141,16 @@ impl Application {
         });
         let s = state.clone();
         let down = shutdown.clone();
+        parts.spawn("retention", move || {
+            crate::retention::run(
+                s.store.clone(),
+                s.settings.retention,
+                s.clock.clone(),
+                down.clone(),
+            )
+        });
+        let s = state.clone();
+        let down = shutdown.clone();
         parts.spawn("planner", move || {
             let dispatcher = s.dispatcher.clone();
             s.planner.clone().run(

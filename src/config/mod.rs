@@ -60,6 +60,7 @@ pub struct RawSettings {
     pub http: RawHttp,
     pub shutdown: RawShutdown,
     pub planner: RawPlanner,
+    pub retention: RawRetention,
     pub schedules: BTreeMap<String, RawSchedule>,
 }
 
@@ -116,6 +117,15 @@ pub struct RawPlanner {
     pub tick: String,
 }
 
+/// How long finished deliveries (and their attempts) are kept, by status.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetention {
+    pub sent: String,
+    pub failed: String,
+    pub skipped: String,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSchedule {
@@ -167,7 +177,57 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// When the planner wakes up to look for due fires.
     pub planner_tick: cron::Schedule,
+    pub retention: RetentionSettings,
     pub schedules: Vec<ScheduleSettings>,
+}
+
+/// How long a delivery in a final status is kept, counted from its last change (`updated_at`):
+/// older ones are deleted with their attempts. Deleting a row frees its dedup key, so a trigger
+/// may not reach back further than [`RetentionSettings::trigger_horizon`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionSettings {
+    pub sent: Duration,
+    pub failed: Duration,
+    pub skipped: Duration,
+}
+
+impl RetentionSettings {
+    /// The smallest retention allowed: a trigger must be able to reach back at least a day.
+    pub const MIN: Duration = Duration::from_secs(3 * 86_400);
+
+    /// Margin between the oldest trigger `at` and the shortest retention: two instants with the
+    /// same local date (and so the same dedup key) are less than 25 hours apart, DST included.
+    pub const MARGIN: Duration = Duration::from_secs(2 * 86_400);
+
+    /// The shortest of the three, with its key.
+    pub fn shortest(&self) -> (&'static str, Duration) {
+        [
+            ("retention.sent", self.sent),
+            ("retention.failed", self.failed),
+            ("retention.skipped", self.skipped),
+        ]
+        .into_iter()
+        .min_by_key(|(_, d)| *d)
+        .expect("three retentions")
+    }
+
+    /// How far back a trigger `at` may go: the shortest retention less [`Self::MARGIN`]. Any
+    /// delivery with the same dedup key as such an `at` is still on record, so its email is
+    /// never sent twice.
+    pub fn trigger_horizon(&self) -> Duration {
+        self.shortest().1.saturating_sub(Self::MARGIN)
+    }
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        let day = Duration::from_secs(86_400);
+        RetentionSettings {
+            sent: 30 * day,
+            failed: 90 * day,
+            skipped: 30 * day,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -497,6 +557,8 @@ impl RawSettings {
             crate::domain::parse_cron("*/5 * * * * *").expect("a valid fallback")
         });
 
+        let retention = retention(&self.retention, &mut p);
+
         let mut schedules = Vec::new();
         for (name, raw) in &self.schedules {
             let place = format!("schedules.{name}");
@@ -548,6 +610,21 @@ impl RawSettings {
                 enabled: raw.enabled,
             });
         }
+        // A fire sent late carries its real dedup key: it must still be on record when it is.
+        let horizon = retention.trigger_horizon();
+        for s in &schedules {
+            if s.catch_up >= horizon {
+                p(
+                    &format!("schedules.{}.catch_up", s.name),
+                    format!(
+                        "is {}, not shorter than {} ({} less 2 days), after which a delivery and its dedup key may be deleted; keep catch_up to hours",
+                        humantime::format_duration(s.catch_up),
+                        humantime::format_duration(horizon),
+                        retention.shortest().0
+                    ),
+                );
+            }
+        }
 
         let shutdown_grace = duration("shutdown.grace", &self.shutdown.grace, &mut p);
         if shutdown_grace.is_zero() && parse_duration(&self.shutdown.grace).is_ok() {
@@ -571,6 +648,7 @@ impl RawSettings {
             api_token,
             shutdown_grace,
             planner_tick,
+            retention,
             schedules,
         })
     }
@@ -581,6 +659,35 @@ pub const MAX_DISPATCH_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The shortest `queue.redispatch_after`: jobs waiting their turn in Redis must not be pushed again.
 pub const MIN_REDISPATCH_AFTER: Duration = Duration::from_secs(10);
+
+/// Validates the `retention` section: each value a duration of at least
+/// [`RetentionSettings::MIN`].
+fn retention(raw: &RawRetention, p: &mut dyn FnMut(&str, String)) -> RetentionSettings {
+    let defaults = RetentionSettings::default();
+    let mut one = |key: &str, text: &str, default: Duration| match parse_duration(text) {
+        Ok(d) if d >= RetentionSettings::MIN => d,
+        Ok(d) => {
+            p(
+                key,
+                format!(
+                    "is {}; keep deliveries at least {}: a deleted delivery frees its dedup key, and a manual trigger may reach back a day",
+                    humantime::format_duration(d),
+                    humantime::format_duration(RetentionSettings::MIN)
+                ),
+            );
+            default
+        }
+        Err(m) => {
+            p(key, m);
+            default
+        }
+    };
+    RetentionSettings {
+        sent: one("retention.sent", &raw.sent, defaults.sent),
+        failed: one("retention.failed", &raw.failed, defaults.failed),
+        skipped: one("retention.skipped", &raw.skipped, defaults.skipped),
+    }
+}
 
 /// Parses "250ms", "2s", "5m", "30d" with a message that says how to write one.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -782,6 +889,63 @@ mod tests {
         );
         let s = Settings::load_from(None, &env(&[("HERALD__SHUTDOWN__GRACE", "40s")])).unwrap();
         assert_eq!(s.shutdown_grace, Duration::from_secs(40));
+    }
+
+    #[test]
+    fn retention_defaults_and_problems_name_the_key() {
+        let s = Settings::load_from(None, &[]).unwrap();
+        assert_eq!(s.retention, RetentionSettings::default());
+        assert_eq!(s.retention.shortest().1, Duration::from_secs(30 * 86_400));
+        assert_eq!(
+            s.retention.trigger_horizon(),
+            Duration::from_secs(28 * 86_400)
+        );
+
+        let err = Settings::load_from(
+            None,
+            &env(&[
+                ("HERALD__RETENTION__SENT", "0s"),
+                ("HERALD__RETENTION__FAILED", "a while"),
+                ("HERALD__RETENTION__SKIPPED", "1d"),
+            ]),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.0.len(), 3, "{text}");
+        assert!(
+            text.contains("retention.sent: is 0s; keep deliveries at least 3days"),
+            "{text}"
+        );
+        assert!(
+            text.contains("retention.failed: \"a while\" is not a duration"),
+            "{text}"
+        );
+        assert!(text.contains("retention.skipped: is 1day;"), "{text}");
+
+        let s = Settings::load_from(None, &env(&[("HERALD__RETENTION__SKIPPED", "7d")])).unwrap();
+        assert_eq!(s.retention.shortest().0, "retention.skipped");
+        assert_eq!(
+            s.retention.trigger_horizon(),
+            Duration::from_secs(5 * 86_400)
+        );
+    }
+
+    #[test]
+    fn a_catch_up_as_long_as_the_retention_is_refused() {
+        let err = Settings::load_from(
+            None,
+            &env(&[
+                ("HERALD__RETENTION__SENT", "3d"),
+                ("HERALD__SCHEDULES__TASK_REMINDERS__CATCH_UP", "2d"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "schedules.task_reminders.catch_up: is 2days, not shorter than 1day (retention.sent less 2 days)"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! One `impl Store` per group of tables: [`users`] (the app's data the planner reads),
 //! [`schedules`] (watermarks and the planner's inserts), [`deliveries`] (dispatch, claims,
-//! outcomes, the failed set). The row types live here.
+//! outcomes, the failed set), [`retention`] (deleting old finished deliveries). The row types
+//! live here.
 
 use std::time::Duration;
 
@@ -16,8 +17,11 @@ use sqlx::{
 };
 
 mod deliveries;
+mod retention;
 mod schedules;
 mod users;
+
+pub use retention::{Cutoffs, Deleted};
 
 /// The embedded migrations in `migrations/`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

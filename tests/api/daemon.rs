@@ -116,7 +116,10 @@ async fn a_dead_workers_inflight_set_above_the_unpack_limit_is_drained_and_sent_
             at: at(TICK),
             user_id: None,
             dry_run: false,
+            ids: false,
         },
+        &herald::clock::Clock::System,
+        &settings.retention,
     )
     .await
     .unwrap();

@@ -56,7 +56,7 @@ async fn a_reminder_tick_emails_exactly_the_users_with_tasks_due_tomorrow() {
     assert!(m.header("Date").is_some());
     assert_eq!(
         m.header("X-Herald-Delivery").unwrap(),
-        format!("task_reminders:{ada}:2026-11-23")
+        format!("manual:task_reminders:{ada}:2026-11-23")
     );
     let message_id = m.header("Message-ID").unwrap();
     assert!(message_id.ends_with("@example.com>"), "{message_id}");

@@ -233,6 +233,11 @@ impl Env {
             ("HERALD__QUEUE__NAME", queue.clone()),
             ("HERALD__TEMPLATES__DIR", templates.display().to_string()),
             ("HERALD__DATABASE__MAX_CONNECTIONS", "8".to_owned()),
+            // Tests trigger fixed dates in November 2026: keep deliveries long enough that a
+            // trigger at those dates is never refused as older than the retention allows.
+            ("HERALD__RETENTION__SENT", "3650d".to_owned()),
+            ("HERALD__RETENTION__FAILED", "3650d".to_owned()),
+            ("HERALD__RETENTION__SKIPPED", "3650d".to_owned()),
             // The cron ticks stay off: tests plan through the trigger endpoint, at chosen instants.
             (
                 "HERALD__SCHEDULES__TASK_REMINDERS__ENABLED",
@@ -388,7 +393,10 @@ impl TestApp {
     /// Plans the overdue summary at the standard tick; returns the new deliveries' ids.
     pub async fn trigger_overdue(&self) -> Vec<i64> {
         let (status, report) = self
-            .trigger("overdue_summary", serde_json::json!({ "at": at(TICK) }))
+            .trigger(
+                "overdue_summary",
+                serde_json::json!({ "at": at(TICK), "ids": true }),
+            )
             .await;
         assert_eq!(status, 202, "{report}");
         report["delivery_ids"]

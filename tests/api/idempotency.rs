@@ -1,5 +1,5 @@
 //! One email per user per tick: when a tick is triggered twice, and when two Herald processes
-//! both fire it.
+//! both fire it (and both are asked for the same manual trigger, a test send of its own).
 
 use std::{collections::HashMap, process::Stdio, time::Duration};
 
@@ -62,7 +62,7 @@ fn free_port() -> u16 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_herald_processes_send_one_email_per_user_and_stop_cleanly_on_sigterm() {
+async fn two_processes_send_each_user_one_scheduled_and_one_manual_email_and_stop_on_sigterm() {
     let smtp = SmtpServer::start().await;
     let mut env = Env::new(&smtp);
     // Both processes fire the reminder schedule every second: many ticks, one date.
@@ -128,7 +128,8 @@ async fn two_herald_processes_send_one_email_per_user_and_stop_cleanly_on_sigter
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    // The same tick through both processes' HTTP API, at the same time, on top of the cron ticks.
+    // The same manual trigger through both processes' HTTP API, at the same time, on top of the
+    // cron ticks: one test send per user, and it takes nothing from the scheduled email.
     let tick = json!({ "at": now });
     let triggers = addresses.iter().map(|a| {
         http.post(format!("{a}/api/schedules/task_reminders/trigger"))
@@ -139,7 +140,7 @@ async fn two_herald_processes_send_one_email_per_user_and_stop_cleanly_on_sigter
     for r in futures::future::join_all(triggers).await {
         assert_eq!(r.unwrap().status(), 202);
     }
-    smtp.wait_for(users, Duration::from_secs(60)).await;
+    smtp.wait_for(2 * users, Duration::from_secs(60)).await;
     // Let a few more cron ticks fire in both processes.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
@@ -148,7 +149,14 @@ async fn two_herald_processes_send_one_email_per_user_and_stop_cleanly_on_sigter
         *per_user.entry(m.to().to_owned()).or_default() += 1;
     }
     assert_eq!(per_user.len(), users);
-    assert!(per_user.values().all(|&n| n == 1), "{per_user:?}");
+    assert!(per_user.values().all(|&n| n == 2), "{per_user:?}");
+    // One manual and one scheduled delivery per user.
+    let keys: Vec<String> = sqlx::query_scalar("SELECT dedup_key FROM deliveries")
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+    let manual = keys.iter().filter(|k| k.starts_with("manual:")).count();
+    assert_eq!((manual, keys.len()), (users, 2 * users), "{keys:?}");
 
     for p in processes {
         let status = tokio::task::spawn_blocking(move || p.stop()).await.unwrap();

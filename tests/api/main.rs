@@ -15,3 +15,4 @@ mod resend;
 mod resend_stub;
 mod resilience;
 mod startup;
+mod triggers;
