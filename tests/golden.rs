@@ -4,15 +4,19 @@
 
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use herald::{
-    domain::Kind,
+    kinds::{
+        self, Kind, Recipient,
+        overdue_summary::OverdueSummary,
+        task_reminders::TaskReminders,
+        weekly_report::{Week, WeeklyReport},
+    },
+    payload::Payload,
     render::{Rendered, Templates},
-    schedule::compose::{UserData, compose, sample},
     store::{FocusRow, TaskRow, UserRow},
 };
-use serde_json::Value;
 
 fn at(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -58,13 +62,22 @@ struct Case {
 }
 
 /// The payload a kind composes for a case.
-fn payload(kind: Kind, c: &Case) -> Value {
-    let data = UserData {
-        open: c.open.iter().collect(),
-        completed: c.completed.iter().collect(),
-        focus: c.focus.iter().collect(),
-    };
-    compose(kind, &c.user, c.tz, c.at, &data).expect("the case has something to say")
+fn payload(kind: &str, c: &Case) -> Payload {
+    let to = Recipient::new(c.user.id, &c.user.display_name, &c.user.email, c.tz);
+    match kind {
+        "task_reminders" => kinds::payload(&TaskReminders, &to, c.at, &c.open),
+        "overdue_summary" => kinds::payload(&OverdueSummary, &to, c.at, &c.open),
+        "weekly_report" => {
+            let week = Week {
+                overdue: c.open.clone(),
+                completed: c.completed.clone(),
+                focus: c.focus.clone(),
+            };
+            kinds::payload(&WeeklyReport, &to, c.at, &week)
+        }
+        other => panic!("no golden cases for {other}"),
+    }
+    .expect("the case has something to say")
 }
 
 /// The fixed cases of each kind, besides its start-up sample.
@@ -150,8 +163,11 @@ fn cases(kind: &str) -> Vec<Case> {
 }
 
 fn templates() -> Templates {
-    Templates::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"))
-        .expect("the repository's templates load")
+    Templates::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"),
+        &kinds::samples(),
+    )
+    .expect("the repository's templates load")
 }
 
 /// Compares one rendered email with its stored files, or writes them when blessing.
@@ -190,16 +206,15 @@ fn check(kind: &str, case: &str, r: &Rendered, failures: &mut Vec<String>) {
 fn the_built_in_kinds_render_byte_for_byte_as_stored() {
     let templates = templates();
     let mut failures = Vec::new();
-    for kind in [
-        Kind::TaskReminders,
-        Kind::OverdueSummary,
-        Kind::WeeklyReport,
-    ] {
-        let rendered = templates.render(kind, &sample(kind)).unwrap();
-        check(kind.name(), "sample", &rendered, &mut failures);
-        for case in cases(kind.name()) {
-            let rendered = templates.render(kind, &payload(kind, &case)).unwrap();
-            check(kind.name(), case.name, &rendered, &mut failures);
+    for kind in ["task_reminders", "overdue_summary", "weekly_report"] {
+        let sample = Kind::find(kind).expect("a built-in kind").sample().payload;
+        let rendered = templates.render(kind, sample.as_value()).unwrap();
+        check(kind, "sample", &rendered, &mut failures);
+        for case in cases(kind) {
+            let rendered = templates
+                .render(kind, payload(kind, &case).as_value())
+                .unwrap();
+            check(kind, case.name, &rendered, &mut failures);
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));

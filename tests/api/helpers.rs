@@ -233,19 +233,9 @@ impl Env {
             ("HERALD__QUEUE__NAME", queue.clone()),
             ("HERALD__TEMPLATES__DIR", templates.display().to_string()),
             ("HERALD__DATABASE__MAX_CONNECTIONS", "8".to_owned()),
-            // The cron ticks stay off: tests plan through the trigger endpoint, at chosen instants.
-            (
-                "HERALD__SCHEDULES__TASK_REMINDERS__ENABLED",
-                "false".to_owned(),
-            ),
-            (
-                "HERALD__SCHEDULES__OVERDUE_SUMMARY__ENABLED",
-                "false".to_owned(),
-            ),
-            (
-                "HERALD__SCHEDULES__WEEKLY_REPORT__ENABLED",
-                "false".to_owned(),
-            ),
+            // The cron ticks stay off: tests plan through the trigger endpoint, at chosen
+            // instants, or switch one schedule back on.
+            ("HERALD__SCHEDULES__ENABLED", "false".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
