@@ -17,6 +17,7 @@ use crate::{
     store::{Store, TaskRow},
 };
 
+pub mod focus_streak;
 pub mod overdue_summary;
 pub mod task_reminders;
 pub mod weekly_report;
@@ -26,6 +27,7 @@ pub static KINDS: &[&dyn AnyKind] = &[
     &task_reminders::TaskReminders,
     &overdue_summary::OverdueSummary,
     &weekly_report::WeeklyReport,
+    &focus_streak::FocusStreak,
 ];
 
 /// One kind of email. Implement it on a unit struct in a file of this folder, list it in
