@@ -71,12 +71,7 @@ async fn run(n: usize, batch_size: usize, rate: &str) -> anyhow::Result<()> {
             "HERALD__TEMPLATES__DIR",
             concat!(env!("CARGO_MANIFEST_DIR"), "/templates").into(),
         ),
-        ("HERALD__SCHEDULES__TASK_REMINDERS__ENABLED", "false".into()),
-        (
-            "HERALD__SCHEDULES__OVERDUE_SUMMARY__ENABLED",
-            "false".into(),
-        ),
-        ("HERALD__SCHEDULES__WEEKLY_REPORT__ENABLED", "false".into()),
+        ("HERALD__SCHEDULES__ENABLED", "false".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

@@ -178,16 +178,7 @@ async fn main() -> anyhow::Result<()> {
             "HERALD__TEMPLATES__DIR",
             concat!(env!("CARGO_MANIFEST_DIR"), "/templates").into(),
         ),
-        ("HERALD__SCHEDULES__TASK_REMINDERS__ENABLED", "false".into()),
-        (
-            "HERALD__SCHEDULES__OVERDUE_SUMMARY__ENABLED",
-            "false".into(),
-        ),
-        ("HERALD__SCHEDULES__WEEKLY_REPORT__ENABLED", "false".into()),
-        // The plan_fires phase plans a whole past day at once: let it all count as on time.
-        ("HERALD__SCHEDULES__TASK_REMINDERS__CATCH_UP", "8d".into()),
-        ("HERALD__SCHEDULES__OVERDUE_SUMMARY__CATCH_UP", "8d".into()),
-        ("HERALD__SCHEDULES__WEEKLY_REPORT__CATCH_UP", "8d".into()),
+        ("HERALD__SCHEDULES__ENABLED", "false".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -209,11 +200,8 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let planning = env("PLANNING", "1") == "1";
-    for name in ["task_reminders", "overdue_summary", "weekly_report"]
-        .into_iter()
-        .filter(|_| planning)
-    {
-        let schedule = settings.schedule(name).expect("built-in schedule");
+    for schedule in settings.schedules.iter().filter(|_| planning) {
+        let name = &schedule.name;
         for dry_run in [true, false] {
             let started = Instant::now();
             let report = plan(
@@ -239,28 +227,26 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
-    // A whole day of recipient-local fires: every user's 09:00 (07:00, Sunday 17:00) in their
-    // own zone, as the planner would plan them over 24 hours (a week for the weekly report).
-    for name in ["task_reminders", "overdue_summary", "weekly_report"]
-        .into_iter()
-        .filter(|_| planning)
-    {
+    // One period of recipient-local fires: every user's 09:00 (07:00, Sunday 17:00, …) in their
+    // own zone, as the planner would plan them over the 24 hours (the week, for a weekly
+    // schedule) between two fires of the cron.
+    for schedule in settings.schedules.iter().filter(|_| planning) {
+        let name = &schedule.name;
         sqlx::query("DELETE FROM deliveries")
             .execute(&store.pool)
             .await?;
-        let schedule = settings.schedule(name).expect("built-in schedule");
-        let span = if name == "weekly_report" {
-            chrono::Duration::days(7)
-        } else {
-            chrono::Duration::days(1)
-        };
+        let fires = herald::schedule::occurrences::next(&schedule.cron, chrono_tz::UTC, now, 2);
+        let span = fires[1].at - fires[0].at;
+        // Planned at once, every fire of the period counts as on time.
+        let mut schedule = schedule.clone();
+        schedule.catch_up = (span + chrono::Duration::days(1)).to_std()?;
         sqlx::query("INSERT INTO schedule_watermarks (schedule, planned_up_to) VALUES ($1, $2) ON CONFLICT (schedule) DO UPDATE SET planned_up_to = $2")
             .bind(name)
             .bind(now - span)
             .execute(&store.pool)
             .await?;
         let started = Instant::now();
-        let report = herald::schedule::plan_due(&store, schedule, now)
+        let report = herald::schedule::plan_due(&store, &schedule, now)
             .await?
             .expect("no other planner");
         let secs = started.elapsed().as_secs_f64();

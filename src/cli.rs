@@ -52,7 +52,7 @@ pub enum Command {
     /// Send a schedule's emails now, as a test: keyed apart from the schedule's own, so the real
     /// email of that day still goes out, and once per user per local day.
     Trigger {
-        /// task_reminders, overdue_summary or weekly_report.
+        /// The schedule: one per kind of email, named after it (`herald schedules` lists them).
         name: String,
         /// Plan for this user only.
         #[arg(long = "user")]
@@ -179,7 +179,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let schedule = settings.schedule(&name).with_context(|| {
                 format!(
                     "no schedule named {name:?}; the schedules are {}",
-                    crate::domain::Kind::names()
+                    crate::kinds::Kind::names()
                 )
             })?;
             let store = connect(&settings).await?;
@@ -428,7 +428,7 @@ async fn check() -> anyhow::Result<ExitCode> {
     };
     report(
         "templates",
-        Templates::load(&settings.templates_dir)
+        Templates::load(&settings.templates_dir, &crate::kinds::samples())
             .map(|_| ())
             .map_err(Into::into),
     );

@@ -4,61 +4,6 @@ use std::{fmt, str::FromStr};
 
 use chrono::{DateTime, Days, LocalResult, NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
-use serde::{Deserialize, Serialize};
-
-/// The kinds of email Herald sends; each built-in schedule sends one kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    /// Tasks due tomorrow, in the user's zone.
-    TaskReminders,
-    /// Tasks past their due time and not completed.
-    OverdueSummary,
-    /// Tasks completed, focus minutes and what is still overdue over the last 7 local days.
-    WeeklyReport,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 3] = [
-        Kind::TaskReminders,
-        Kind::OverdueSummary,
-        Kind::WeeklyReport,
-    ];
-
-    /// "task_reminders, overdue_summary, weekly_report", for error messages.
-    pub fn names() -> String {
-        Kind::ALL.map(Kind::name).join(", ")
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::TaskReminders => "task_reminders",
-            Kind::OverdueSummary => "overdue_summary",
-            Kind::WeeklyReport => "weekly_report",
-        }
-    }
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Kind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Kind::ALL
-            .into_iter()
-            .find(|k| k.name() == s)
-            .ok_or_else(|| {
-                format!(
-                    "{s:?} is not a schedule; the schedules are {}",
-                    Kind::names()
-                )
-            })
-    }
-}
 
 /// An email address with an optional display name, checked for the obvious mistakes.
 ///

@@ -261,7 +261,7 @@ async fn trigger(
     let schedule = state.settings.schedule(&name).ok_or_else(|| {
         ApiError::NotFound(format!(
             "no schedule named {name:?}; the schedules are {}",
-            crate::domain::Kind::names()
+            crate::kinds::Kind::names()
         ))
     })?;
     let body: TriggerBody = if body.iter().all(u8::is_ascii_whitespace) {

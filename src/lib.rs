@@ -3,12 +3,14 @@
 //! # Layout
 //!
 //! The code leans one way: `cli` → `startup` → `http`, `schedule`, `queue`, `worker` →
-//! `store`, `render`, `mail`, `gate` → `domain`.
+//! `config`, `kinds` → `store`, `render`, `mail`, `gate` → `payload`, `domain`.
 //!
 //! - [`config`]: the layered settings (built-in defaults, `HERALD_CONFIG`, environment) and
 //!   their validation.
 //! - [`domain`]: plain validated types and the calendar arithmetic; no I/O.
 //! - [`store`]: every SQL statement, against PostgreSQL.
+//! - [`kinds`]: the kinds of email, one file each: default schedule, data, payload, sample.
+//! - [`payload`]: what an email says as its templates see it, shared by kinds and `render`.
 //! - [`schedule`]: cron ticks and the planner that turns a tick into deliveries.
 //! - [`queue`]: the apalis-redis queue, the dispatcher that feeds it from PostgreSQL, and its
 //!   housekeeping.
@@ -40,7 +42,9 @@ pub mod domain;
 pub mod gate;
 pub mod health;
 pub mod http;
+pub mod kinds;
 pub mod mail;
+pub mod payload;
 pub mod queue;
 pub mod render;
 pub mod retention;

@@ -2,14 +2,15 @@
 //!
 //! Layout of the templates folder: `layout.html` and `layout.txt` are shared; each kind has
 //! `<kind>/subject.txt`, `<kind>/body.html` and `<kind>/body.txt`. Files ending in `.html` are
-//! autoescaped, and an undefined variable is an error rather than an empty string.
+//! autoescaped, and an undefined variable is an error rather than an empty string. Which kinds
+//! exist is not known here: the caller passes one sample payload per kind to check.
 
 use std::path::{Path, PathBuf};
 
 use minijinja::{Environment, UndefinedBehavior};
 use serde_json::Value;
 
-use crate::{domain::Kind, schedule::compose::sample};
+use crate::payload::Payload;
 
 /// The three parts of one email.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,9 +47,10 @@ pub struct Templates {
 }
 
 impl Templates {
-    /// Loads every template under `dir` and renders each kind with sample data, so a syntax
-    /// error, a missing file or an undefined variable stops start-up instead of an email.
-    pub fn load(dir: &Path) -> Result<Templates, TemplateError> {
+    /// Loads every template under `dir` and renders each sample (one per kind, from
+    /// `kinds::samples`), so a syntax error, a missing file or an undefined variable stops
+    /// start-up instead of an email.
+    pub fn load(dir: &Path, samples: &[Payload]) -> Result<Templates, TemplateError> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_trim_blocks(true);
@@ -71,16 +73,16 @@ impl Templates {
             env,
             dir: dir.to_path_buf(),
         };
-        for kind in Kind::ALL {
-            templates.render(kind, &sample(kind))?;
+        for sample in samples {
+            templates.render(sample.kind(), sample.as_value())?;
         }
         Ok(templates)
     }
 
-    /// Renders one email from its payload.
-    pub fn render(&self, kind: Kind, payload: &Value) -> Result<Rendered, TemplateError> {
+    /// Renders one email of `kind` (the name of its templates folder) from its payload.
+    pub fn render(&self, kind: &str, payload: &Value) -> Result<Rendered, TemplateError> {
         let part = |file: &str| -> Result<String, TemplateError> {
-            let name = format!("{}/{file}", kind.name());
+            let name = format!("{kind}/{file}");
             self.env
                 .get_template(&name)
                 .and_then(|t| t.render(payload))
@@ -123,14 +125,21 @@ mod tests {
     use super::*;
 
     fn repo_templates() -> Templates {
-        Templates::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("templates")).unwrap()
+        Templates::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"),
+            &crate::kinds::samples(),
+        )
+        .unwrap()
     }
 
     #[test]
     fn html_is_escaped_and_text_is_not() {
         let t = repo_templates();
+        let sample = crate::kinds::Kind::find("overdue_summary")
+            .unwrap()
+            .sample();
         let r = t
-            .render(Kind::OverdueSummary, &sample(Kind::OverdueSummary))
+            .render("overdue_summary", sample.payload.as_value())
             .unwrap();
         assert!(r.html.contains("Write the &lt;report&gt;"), "{}", r.html);
         assert!(r.text.contains("Write the <report>"), "{}", r.text);
@@ -145,7 +154,9 @@ mod tests {
             &dir,
         );
         std::fs::write(dir.join(file), content).unwrap();
-        let err = Templates::load(&dir).unwrap_err().to_string();
+        let err = Templates::load(&dir, &crate::kinds::samples())
+            .unwrap_err()
+            .to_string();
         std::fs::remove_dir_all(&dir).unwrap();
         err
     }

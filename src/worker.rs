@@ -47,9 +47,9 @@ use std::{
 use anyhow::Context;
 
 use crate::{
-    domain::Kind,
     gate::{Gate, Permit, Why},
     health::Dependency,
+    kinds::Kind,
     mail::{ErrorClass, Outgoing, Provider, Receipt, SendError, resend::batch_key},
     render::{Rendered, Templates},
     store::{AttemptRecord, Claimed, Next, Store},
@@ -329,7 +329,7 @@ fn render(deps: &WorkerDeps, d: Claimed) -> Job {
         .map_err(anyhow::Error::msg)
         .and_then(|kind| {
             deps.templates
-                .render(kind, &d.payload)
+                .render(kind.name(), &d.payload)
                 .map_err(anyhow::Error::from)
         })
         .map_err(|e| format!("cannot render: {e:#}"));

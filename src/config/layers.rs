@@ -1,4 +1,7 @@
-//! The layers and how they merge: the built-in defaults, a TOML file, environment variables.
+//! The layers and how they merge: each kind's schedule, the built-in defaults, a TOML file,
+//! environment variables.
+
+use crate::kinds::Kind;
 
 /// The defaults, compiled in so the binary runs from any directory.
 pub const DEFAULTS: &str = include_str!("../../config/default.toml");
@@ -15,6 +18,23 @@ pub(super) const ENV_ALIASES: &[(&str, &str)] = &[
     ("HERALD_API_TOKEN", "http.api_token"),
     ("HERALD_HTTP_ADDR", "http.addr"),
 ];
+
+/// The lowest layer: `[schedules.<kind>]` with the cron and zone each kind fires at by default.
+pub(super) fn kind_schedules() -> toml::Table {
+    let mut table = toml::Table::new();
+    for kind in Kind::all() {
+        let default = kind.schedule();
+        for (key, value) in [("cron", default.cron), ("timezone", default.timezone)] {
+            set_path(
+                &mut table,
+                &format!("schedules.{}.{key}", kind.name()),
+                toml::Value::String(value.to_owned()),
+            )
+            .expect("a kind's name is a key");
+        }
+    }
+    table
+}
 
 pub(super) fn merge(base: &mut toml::Table, over: toml::Table) {
     for (k, v) in over {

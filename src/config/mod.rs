@@ -1,4 +1,5 @@
-//! Layered settings: built-in `config/default.toml`, then `HERALD_CONFIG`, then the environment.
+//! Layered settings: each kind's default schedule, built-in `config/default.toml`, then
+//! `HERALD_CONFIG`, then the environment.
 //!
 //! Loading happens in two steps. The layers are merged as TOML and read into [`RawSettings`]
 //! (strings, as a person wrote them). [`RawSettings::validate`] then turns every value into its
@@ -12,13 +13,13 @@ use std::{
 use chrono_tz::Tz;
 use serde::Deserialize;
 
-use crate::domain::{Kind, Mailbox};
+use crate::{domain::Mailbox, kinds::Kind};
 
 mod layers;
 mod mail;
 
 pub use layers::DEFAULTS;
-use layers::{DEFAULTS_NAME, ENV_ALIASES, env_value, merge, set_path};
+use layers::{DEFAULTS_NAME, ENV_ALIASES, env_value, kind_schedules, merge, set_path};
 pub use mail::*;
 
 /// One thing wrong with the configuration: where, what, and how to fix it.
@@ -61,7 +62,47 @@ pub struct RawSettings {
     pub shutdown: RawShutdown,
     pub planner: RawPlanner,
     pub retention: RawRetention,
-    pub schedules: BTreeMap<String, RawSchedule>,
+    pub schedules: RawSchedules,
+}
+
+/// `[schedules]`: one section per kind of email, named after it, and the switch for all.
+#[derive(Debug, Clone)]
+pub struct RawSchedules {
+    /// Whether a schedule runs when its own section does not say: `false` switches every
+    /// schedule off but those set `enabled = true` (tests and benchmarks do so).
+    pub enabled: bool,
+    pub each: BTreeMap<String, RawSchedule>,
+}
+
+// By hand rather than `#[serde(flatten)]`, which loses the path of an error inside a section.
+impl<'de> Deserialize<'de> for RawSchedules {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawSchedules;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("`enabled` and one section per schedule")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawSchedules, A::Error> {
+                let mut schedules = RawSchedules {
+                    enabled: true,
+                    each: BTreeMap::new(),
+                };
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "enabled" {
+                        schedules.enabled = map.next_value()?;
+                    } else {
+                        schedules.each.insert(key, map.next_value()?);
+                    }
+                }
+                Ok(schedules)
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -129,6 +170,8 @@ pub struct RawRetention {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSchedule {
+    /// The kind's own default unless overridden.
+    #[serde(default)]
     pub cron: String,
     /// An IANA zone, or "recipient": each user at the cron's time in their own zone.
     #[serde(default = "recipient")]
@@ -142,8 +185,8 @@ pub struct RawSchedule {
     /// Staggers each user's send inside this window after the fire time; "0s" sends at once.
     #[serde(default = "zero")]
     pub spread: String,
-    #[serde(default = "yes")]
-    pub enabled: bool,
+    /// `None`: as `schedules.enabled` says.
+    pub enabled: Option<bool>,
 }
 
 fn recipient() -> String {
@@ -157,9 +200,6 @@ fn one_hour() -> String {
 }
 fn zero() -> String {
     "0s".to_owned()
-}
-fn yes() -> bool {
-    true
 }
 
 /// Validated settings, ready to use.
@@ -309,9 +349,11 @@ impl RawSettings {
                 message,
             }])
         };
-        let mut merged: toml::Table = DEFAULTS
+        let mut merged = kind_schedules();
+        let defaults: toml::Table = DEFAULTS
             .parse()
             .map_err(|e| problem(DEFAULTS_NAME, format!("{e}")))?;
+        merge(&mut merged, defaults);
         let mut source = DEFAULTS_NAME.to_owned();
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|e| {
@@ -560,7 +602,7 @@ impl RawSettings {
         let retention = retention(&self.retention, &mut p);
 
         let mut schedules = Vec::new();
-        for (name, raw) in &self.schedules {
+        for (name, raw) in &self.schedules.each {
             let place = format!("schedules.{name}");
             let Ok(kind) = Kind::from_str(name) else {
                 p(
@@ -607,7 +649,7 @@ impl RawSettings {
                 fallback_timezone,
                 catch_up: duration(&format!("{place}.catch_up"), &raw.catch_up, &mut p),
                 spread: duration(&format!("{place}.spread"), &raw.spread, &mut p),
-                enabled: raw.enabled,
+                enabled: raw.enabled.unwrap_or(self.schedules.enabled),
             });
         }
         // A fire sent late carries its real dedup key: it must still be on record when it is.
@@ -712,7 +754,14 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         let s = Settings::load_from(None, &[]).unwrap();
-        assert_eq!(s.schedules.len(), 3);
+        // Every kind has a schedule of its name, at the kind's own time.
+        assert_eq!(s.schedules.len(), Kind::all().count());
+        for kind in Kind::all() {
+            let schedule = s.schedule(kind.name()).unwrap();
+            assert_eq!(schedule.cron_expr, kind.schedule().cron);
+            assert_eq!(schedule.zone.to_string(), kind.schedule().timezone);
+            assert!(schedule.enabled);
+        }
         assert_eq!(s.queue.retry_delays, [2, 4, 8].map(Duration::from_secs));
         assert!(matches!(s.mail.providers[..], [ProviderSettings::File(_)]));
         assert!(s.api_token.is_none());
@@ -736,6 +785,38 @@ mod tests {
         };
         assert_eq!((smtp.port, smtp.tls), (587, SmtpTls::StartTls));
         assert_eq!(smtp.credentials, Some(("u".into(), "p".into())));
+    }
+
+    #[test]
+    fn one_setting_switches_every_schedule_off_and_a_schedule_can_stay_on() {
+        let s = Settings::load_from(
+            None,
+            &env(&[
+                ("HERALD__SCHEDULES__ENABLED", "false"),
+                ("HERALD__SCHEDULES__TASK_REMINDERS__ENABLED", "true"),
+                ("HERALD__SCHEDULES__WEEKLY_REPORT__CRON", "0 0 18 * * Sun"),
+            ]),
+        )
+        .unwrap();
+        let on: Vec<_> = s.schedules.iter().filter(|s| s.enabled).collect();
+        assert_eq!(on.len(), 1);
+        assert_eq!(on[0].name, "task_reminders");
+        let weekly = s.schedule("weekly_report").unwrap();
+        assert_eq!(weekly.cron_expr, "0 0 18 * * Sun");
+        assert_eq!(weekly.zone, ZoneMode::Recipient);
+
+        let err = Settings::load_from(
+            None,
+            &env(&[("HERALD__SCHEDULES__MONTHLY__CRON", "0 0 9 1 * *")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(
+                "schedules.monthly: is not a known schedule; the schedules are task_reminders"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

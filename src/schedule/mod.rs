@@ -19,7 +19,6 @@
 //! process that dies mid-plan drops its connection and with it the lock: the next tick of any
 //! process plans again, with no lease time to tune and no fencing token to check.
 
-pub mod compose;
 pub mod occurrences;
 
 use std::{collections::HashMap, sync::Arc};
@@ -35,12 +34,12 @@ use tokio::sync::Notify;
 use crate::{
     clock::Clock,
     config::{RetentionSettings, ScheduleSettings, ZoneMode},
-    domain::{self, Kind},
+    domain,
     health::{Dependency, Health, is_postgres},
+    kinds::Recipient,
     shutdown::Shutdown,
     store::{NewDelivery, Store, UserRow},
 };
-use compose::{UserData, compose, open_window};
 
 /// Users read and planned per round trip to PostgreSQL.
 const USERS_PER_BATCH: i64 = 1000;
@@ -399,8 +398,7 @@ fn user_zone(schedule: &ScheduleSettings, user: &UserRow, report: &mut PlanRepor
     })
 }
 
-/// Loads the batch's tasks and focus sessions (one query per table, over the union of every
-/// user's window) and composes each user's email; each user's exact window is applied in Rust.
+/// Asks the schedule's kind to load the batch's data and compose each user's email.
 async fn compose_batch(
     store: &Store,
     b: &Batch<'_>,
@@ -409,68 +407,22 @@ async fn compose_batch(
     report: &mut PlanReport,
 ) -> anyhow::Result<Vec<NewDelivery>> {
     let kind = b.schedule.kind;
-    let wanted: Vec<i64> = users
+    let wanted: Vec<Recipient> = users
         .iter()
-        .filter(|u| !u.opted_out)
-        .map(|u| u.id)
+        .zip(zones)
+        .filter(|(u, _)| !u.opted_out)
+        .map(|(u, tz)| Recipient::new(u.id, &u.display_name, &u.email, *tz))
         .collect();
     report.opted_out += users.len() - wanted.len();
-    let windows: Vec<_> = zones
-        .iter()
-        .map(|tz| open_window(kind, *tz, b.at))
-        .collect();
-    let lo = windows.iter().map(|w| w.0).min().unwrap_or(b.at);
-    let hi = windows.iter().map(|w| w.1).max().unwrap_or(b.at);
-    let open = store
-        .open_tasks_due(&wanted, lo, hi)
+    let mut payloads = kind
+        .compose_all(store, &wanted, b.at)
         .await
-        .context("cannot read tasks")?;
-    let (completed, focus) = if kind == Kind::WeeklyReport {
-        let from = b.at - chrono::Duration::days(8);
-        (
-            store
-                .tasks_completed(&wanted, from, b.at)
-                .await
-                .context("cannot read completed tasks")?,
-            store
-                .focus_sessions(&wanted, from, b.at)
-                .await
-                .context("cannot read focus sessions")?,
-        )
-    } else {
-        (Vec::new(), Vec::new())
-    };
+        .with_context(|| format!("cannot compose the {kind} emails"))?;
 
-    let index: HashMap<i64, usize> = users.iter().enumerate().map(|(i, u)| (u.id, i)).collect();
-    let mut data: HashMap<i64, UserData<'_>> = HashMap::new();
-    for t in &open {
-        let (start, end) = windows[index[&t.owner_id]];
-        if t.due_at.is_some_and(|d| d >= start && d < end) {
-            data.entry(t.owner_id).or_default().open.push(t);
-        }
-    }
-    for t in &completed {
-        let (start, end) = domain::week_before(zones[index[&t.owner_id]], b.at);
-        if t.completed_at.is_some_and(|c| c >= start && c < end) {
-            data.entry(t.owner_id).or_default().completed.push(t);
-        }
-    }
-    for f in &focus {
-        let (start, end) = domain::week_before(zones[index[&f.owner_id]], b.at);
-        if f.started_at >= start && f.started_at < end {
-            data.entry(f.owner_id).or_default().focus.push(f);
-        }
-    }
-
-    let empty = UserData::default();
     let mut rows = Vec::new();
     for (user, tz) in users.iter().zip(zones) {
-        if user.opted_out {
-            report.skipped += 1;
-            continue;
-        }
-        let Some(payload) = compose(kind, user, *tz, b.at, data.get(&user.id).unwrap_or(&empty))
-        else {
+        // Users who opted out were not asked; the others may have nothing to say.
+        let Some(payload) = payloads.remove(&user.id) else {
             report.skipped += 1;
             continue;
         };
@@ -486,7 +438,7 @@ async fn compose_batch(
             user_id: user.id,
             dedup_key: b.dedup_key(user.id, date),
             recipient: user.email.clone(),
-            payload,
+            payload: payload.into_value(),
             planned_for: b.at,
             due_at: b.due + occurrences::spread_offset(user.id, b.schedule.spread),
         });

@@ -6,7 +6,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use chrono::Utc;
 use herald::{
-    domain::Kind,
+    kinds::Kind,
     mail::Provider,
     render::Templates,
     store::{AttemptRecord, NewDelivery, Next, Store},
@@ -38,11 +38,11 @@ async fn due_deliveries(store: &Store, emails: &[&str]) -> Vec<i64> {
             .insert_deliveries(&[NewDelivery {
                 status: "queued",
                 note: None,
-                kind: Kind::OverdueSummary.name().to_owned(),
+                kind: overdue().name().to_owned(),
                 user_id,
                 dedup_key: format!("fencing:{user_id}"),
                 recipient: (*email).to_owned(),
-                payload: herald::schedule::compose::sample(Kind::OverdueSummary),
+                payload: overdue().sample().payload.into_value(),
                 planned_for: now,
                 due_at: now - chrono::Duration::minutes(1),
             }])
@@ -60,7 +60,9 @@ async fn worker_deps(env: &Env, store: Store) -> WorkerDeps {
     let redis = herald::queue::connect(REDIS).await.unwrap();
     WorkerDeps {
         store,
-        templates: Arc::new(Templates::load(&settings.templates_dir).unwrap()),
+        templates: Arc::new(
+            Templates::load(&settings.templates_dir, &herald::kinds::samples()).unwrap(),
+        ),
         providers: Provider::build_all(&settings.mail).unwrap(),
         gate: herald::startup::gate(redis, &settings),
         retry_delays: settings.queue.retry_delays.clone(),
@@ -290,4 +292,8 @@ async fn a_batch_slower_than_its_lease_keeps_its_claims() {
     }
     drop(smtp);
     app.finish().await;
+}
+
+fn overdue() -> Kind {
+    Kind::find("overdue_summary").expect("a registered kind")
 }

@@ -238,19 +238,9 @@ impl Env {
             ("HERALD__RETENTION__SENT", "3650d".to_owned()),
             ("HERALD__RETENTION__FAILED", "3650d".to_owned()),
             ("HERALD__RETENTION__SKIPPED", "3650d".to_owned()),
-            // The cron ticks stay off: tests plan through the trigger endpoint, at chosen instants.
-            (
-                "HERALD__SCHEDULES__TASK_REMINDERS__ENABLED",
-                "false".to_owned(),
-            ),
-            (
-                "HERALD__SCHEDULES__OVERDUE_SUMMARY__ENABLED",
-                "false".to_owned(),
-            ),
-            (
-                "HERALD__SCHEDULES__WEEKLY_REPORT__ENABLED",
-                "false".to_owned(),
-            ),
+            // The cron ticks stay off: tests plan through the trigger endpoint, at chosen
+            // instants, or switch one schedule back on.
+            ("HERALD__SCHEDULES__ENABLED", "false".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

@@ -1,0 +1,476 @@
+//! The kinds of email: each is one file here, one line in [`KINDS`] and `templates/<name>/`.
+//!
+//! A kind says when it fires by default, what it loads for a batch of users at an instant,
+//! whether a user has anything to hear about, and what their email says (see [`EmailKind`]).
+//! The planner asks the kind for all of it and knows no kind by name; the configuration gives
+//! every kind a schedule of the same name, at the kind's default time unless it says otherwise.
+
+use std::{collections::HashMap, fmt, future::Future, str::FromStr};
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use futures::future::BoxFuture;
+use serde_json::Value;
+
+use crate::{
+    payload::{Payload, User},
+    store::{Store, TaskRow},
+};
+
+pub mod focus_streak;
+pub mod overdue_summary;
+pub mod task_reminders;
+pub mod weekly_report;
+
+/// Every kind Herald sends. A new kind is one more line here (and its `mod` line above).
+pub static KINDS: &[&dyn AnyKind] = &[
+    &task_reminders::TaskReminders,
+    &overdue_summary::OverdueSummary,
+    &weekly_report::WeeklyReport,
+    &focus_streak::FocusStreak,
+];
+
+/// One kind of email. Implement it on a unit struct in a file of this folder, list it in
+/// [`KINDS`], and put its templates in `templates/<NAME>/` (`subject.txt`, `body.txt`,
+/// `body.html`). The README's "Adding a kind of email" walks through one.
+pub trait EmailKind: Send + Sync + 'static {
+    /// The name of the kind, its schedule, its templates folder, and the `kind` of its
+    /// deliveries and opt-outs: lowercase with underscores, never renamed once sent.
+    const NAME: &'static str;
+    /// What the email tells, in a few words (the README's table, `herald trigger --help`).
+    const ABOUT: &'static str;
+    /// When the kind fires unless `[schedules.<NAME>]` says otherwise.
+    const SCHEDULE: DefaultSchedule;
+
+    /// What the kind knows about one user at one instant. `Default` is "nothing".
+    type Data: Default + Send + Sync;
+
+    /// Loads the data of `users` at `at`, in a few queries for the whole batch (up to 1,000
+    /// users); users with nothing may be left out of the map. Every window of time is the
+    /// kind's own and follows each user's zone (`Recipient::tz`); [`Windows`] helps.
+    fn load(
+        &self,
+        store: &Store,
+        users: &[Recipient],
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = anyhow::Result<HashMap<i64, Self::Data>>> + Send;
+
+    /// Whether there is anything to say: `false` sends this user nothing at this fire.
+    fn has_news(&self, data: &Self::Data) -> bool;
+
+    /// The fields the templates read for one user in `tz` at `at` (a JSON object); `kind` and
+    /// `user` are added to them. Times are written in `tz`.
+    fn compose(&self, tz: Tz, at: DateTime<Utc>, data: &Self::Data) -> Value;
+
+    /// Data for the template check at start-up (and `herald check`): realistic, with something
+    /// to say, so that every field the templates read is there. `at` is the sample's instant,
+    /// [`SAMPLE_AT`], for a user in Europe/London.
+    fn sample(&self, at: DateTime<Utc>) -> Self::Data;
+}
+
+/// When a kind fires unless the configuration says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DefaultSchedule {
+    /// Six fields, seconds first, read as local wall-clock time: `"0 0 9 * * *"`.
+    pub cron: &'static str,
+    /// `"recipient"` (each user at that time in their own zone) or an IANA zone.
+    pub timezone: &'static str,
+}
+
+impl DefaultSchedule {
+    /// At the cron's time in each recipient's own zone.
+    pub const fn recipient(cron: &'static str) -> DefaultSchedule {
+        DefaultSchedule {
+            cron,
+            timezone: "recipient",
+        }
+    }
+}
+
+/// A user the planner composes an email for (users who opted out of the kind are not asked).
+#[derive(Debug, Clone)]
+pub struct Recipient {
+    pub id: i64,
+    /// The zone the user's calendar follows: their own, or the schedule's fallback zone.
+    pub tz: Tz,
+    /// How the templates address them.
+    pub user: User,
+}
+
+impl Recipient {
+    pub fn new(id: i64, name: &str, email: &str, tz: Tz) -> Recipient {
+        Recipient {
+            id,
+            tz,
+            user: User {
+                name: name.to_owned(),
+                email: email.to_owned(),
+                timezone: tz.name().to_owned(),
+            },
+        }
+    }
+}
+
+/// One user's email from a kind's data, or `None` when the kind has nothing to say.
+pub fn payload<K: EmailKind>(
+    kind: &K,
+    to: &Recipient,
+    at: DateTime<Utc>,
+    data: &K::Data,
+) -> Option<Payload> {
+    kind.has_news(data)
+        .then(|| Payload::new(K::NAME, &to.user, kind.compose(to.tz, at, data)))
+}
+
+/// The instant of every kind's sample: Sunday 22 November 2026, 17:00 in London.
+pub const SAMPLE_AT: &str = "2026-11-22T17:00:00Z";
+
+/// The sample's recipient: Ada Lovelace in Europe/London.
+pub fn sample_recipient() -> Recipient {
+    Recipient::new(
+        1,
+        "Ada Lovelace",
+        "ada@example.com",
+        chrono_tz::Europe::London,
+    )
+}
+
+/// An open task for samples: due two days before `at`, with a title that needs escaping in HTML.
+pub fn sample_task(at: DateTime<Utc>) -> TaskRow {
+    TaskRow {
+        id: 1,
+        owner_id: 1,
+        title: "Write the <report>".into(),
+        due_at: Some(at - chrono::Duration::days(2)),
+        completed_at: None,
+    }
+}
+
+/// A kind's sample email and whether the kind would send it.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub payload: Payload,
+    /// `false` is a mistake in the kind: its sample checks the templates against an email that
+    /// is never sent.
+    pub has_news: bool,
+}
+
+/// An [`EmailKind`] with its data type hidden, so that [`KINDS`] can list every kind. Every
+/// `EmailKind` is one already; there is nothing to implement.
+pub trait AnyKind: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn about(&self) -> &'static str;
+    fn schedule(&self) -> DefaultSchedule;
+    /// Loads the data of `users` at `at` and composes the email of every user with something
+    /// to say, by user id.
+    fn compose_all<'a>(
+        &'a self,
+        store: &'a Store,
+        users: &'a [Recipient],
+        at: DateTime<Utc>,
+    ) -> BoxFuture<'a, anyhow::Result<HashMap<i64, Payload>>>;
+    fn sample(&self) -> Sample;
+}
+
+impl<K: EmailKind> AnyKind for K {
+    fn name(&self) -> &'static str {
+        K::NAME
+    }
+
+    fn about(&self) -> &'static str {
+        K::ABOUT
+    }
+
+    fn schedule(&self) -> DefaultSchedule {
+        K::SCHEDULE
+    }
+
+    fn compose_all<'a>(
+        &'a self,
+        store: &'a Store,
+        users: &'a [Recipient],
+        at: DateTime<Utc>,
+    ) -> BoxFuture<'a, anyhow::Result<HashMap<i64, Payload>>> {
+        Box::pin(async move {
+            if users.is_empty() {
+                return Ok(HashMap::new());
+            }
+            let data = self.load(store, users, at).await?;
+            let nothing = K::Data::default();
+            Ok(users
+                .iter()
+                .filter_map(|u| {
+                    let d = data.get(&u.id).unwrap_or(&nothing);
+                    Some((u.id, payload(self, u, at, d)?))
+                })
+                .collect())
+        })
+    }
+
+    fn sample(&self) -> Sample {
+        let at = sample_at();
+        let data = EmailKind::sample(self, at);
+        let to = sample_recipient();
+        Sample {
+            payload: Payload::new(K::NAME, &to.user, self.compose(to.tz, at, &data)),
+            has_news: self.has_news(&data),
+        }
+    }
+}
+
+fn sample_at() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(SAMPLE_AT)
+        .expect("a valid instant")
+        .with_timezone(&Utc)
+}
+
+/// Every kind's sample email, for the template check.
+pub fn samples() -> Vec<Payload> {
+    Kind::all().map(|k| k.sample().payload).collect()
+}
+
+/// A registered kind: a copyable handle on an entry of [`KINDS`], compared by name.
+#[derive(Clone, Copy)]
+pub struct Kind(&'static dyn AnyKind);
+
+impl Kind {
+    /// Every kind, in the order of [`KINDS`].
+    pub fn all() -> impl Iterator<Item = Kind> {
+        KINDS.iter().map(|k| Kind(*k))
+    }
+
+    /// "task_reminders, overdue_summary, …", for error messages.
+    pub fn names() -> String {
+        Kind::all().map(Kind::name).collect::<Vec<_>>().join(", ")
+    }
+
+    pub fn find(name: &str) -> Option<Kind> {
+        Kind::all().find(|k| k.name() == name)
+    }
+
+    pub fn name(self) -> &'static str {
+        self.0.name()
+    }
+
+    pub fn about(self) -> &'static str {
+        self.0.about()
+    }
+
+    pub fn schedule(self) -> DefaultSchedule {
+        self.0.schedule()
+    }
+
+    /// See [`AnyKind::compose_all`].
+    pub fn compose_all<'a>(
+        self,
+        store: &'a Store,
+        users: &'a [Recipient],
+        at: DateTime<Utc>,
+    ) -> BoxFuture<'a, anyhow::Result<HashMap<i64, Payload>>> {
+        self.0.compose_all(store, users, at)
+    }
+
+    pub fn sample(self) -> Sample {
+        self.0.sample()
+    }
+}
+
+impl PartialEq for Kind {
+    fn eq(&self, other: &Kind) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for Kind {}
+
+impl fmt::Debug for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Kind({})", self.name())
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Kind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Kind::find(s).ok_or_else(|| {
+            format!(
+                "{s:?} is not a schedule; the schedules are {}",
+                Kind::names()
+            )
+        })
+    }
+}
+
+/// Each user's `[start, end)` window of time, to read a table for the whole batch in one query
+/// over [`Windows::span`] and keep for each user only the rows inside their own window.
+#[derive(Debug, Clone)]
+pub struct Windows(Vec<(i64, DateTime<Utc>, DateTime<Utc>)>);
+
+impl Windows {
+    /// `window(tz)` for each user, in their own zone.
+    pub fn new(
+        users: &[Recipient],
+        window: impl Fn(Tz) -> (DateTime<Utc>, DateTime<Utc>),
+    ) -> Windows {
+        Windows(
+            users
+                .iter()
+                .map(|u| {
+                    let (start, end) = window(u.tz);
+                    (u.id, start, end)
+                })
+                .collect(),
+        )
+    }
+
+    /// The users, for the query's `owner_id = ANY(…)`.
+    pub fn users(&self) -> Vec<i64> {
+        self.0.iter().map(|w| w.0).collect()
+    }
+
+    /// From the earliest start to the latest end: the query's range. Empty without users.
+    pub fn span(&self) -> (DateTime<Utc>, DateTime<Utc>) {
+        let start = self.0.iter().map(|w| w.1).min();
+        let end = self.0.iter().map(|w| w.2).max();
+        match (start, end) {
+            (Some(s), Some(e)) => (s, e),
+            _ => (DateTime::UNIX_EPOCH, DateTime::UNIX_EPOCH),
+        }
+    }
+
+    /// The rows whose instant is inside their owner's window, by owner, in the query's order.
+    /// `key` gives a row's owner and instant; a row without an instant is left out.
+    pub fn keep<R>(
+        &self,
+        rows: Vec<R>,
+        key: impl Fn(&R) -> (i64, Option<DateTime<Utc>>),
+    ) -> HashMap<i64, Vec<R>> {
+        let windows: HashMap<i64, (DateTime<Utc>, DateTime<Utc>)> =
+            self.0.iter().map(|&(id, s, e)| (id, (s, e))).collect();
+        let mut out: HashMap<i64, Vec<R>> = HashMap::new();
+        for row in rows {
+            let (owner, t) = key(&row);
+            if let (Some(&(start, end)), Some(t)) = (windows.get(&owner), t)
+                && t >= start
+                && t < end
+            {
+                out.entry(owner).or_default().push(row);
+            }
+        }
+        out
+    }
+}
+
+/// Open tasks past their due time at `at` (and not completed), by owner.
+pub async fn overdue_tasks(
+    store: &Store,
+    users: &[Recipient],
+    at: DateTime<Utc>,
+) -> anyhow::Result<HashMap<i64, Vec<TaskRow>>> {
+    use anyhow::Context;
+    let overdue = Windows::new(users, |_| (DateTime::UNIX_EPOCH, at));
+    let (from, to) = overdue.span();
+    let tasks = store
+        .open_tasks_due(&overdue.users(), from, to)
+        .await
+        .context("cannot read overdue tasks")?;
+    Ok(overdue.keep(tasks, |t| (t.owner_id, t.due_at)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::render::Templates;
+
+    /// Fails for a registered kind without templates, with a sample that has nothing to say,
+    /// or with a sample its templates cannot render (a missing field is an error there).
+    #[test]
+    fn every_kind_has_templates_and_a_sample_that_renders() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+        let templates = Templates::load(&dir, &[]).expect("the templates parse");
+        for kind in Kind::all() {
+            for file in ["subject.txt", "body.txt", "body.html"] {
+                let path = dir.join(kind.name()).join(file);
+                assert!(
+                    path.is_file(),
+                    "kind {kind} has no template {}; add it",
+                    path.display()
+                );
+            }
+            let sample = kind.sample();
+            assert!(
+                sample.has_news,
+                "the sample of {kind} has nothing to say; make `sample` return data it would send"
+            );
+            assert_eq!(sample.payload.kind(), kind.name());
+            let r = templates
+                .render(kind.name(), sample.payload.as_value())
+                .unwrap_or_else(|e| panic!("the sample of {kind} does not render: {e}"));
+            assert!(!r.subject.is_empty(), "{kind} renders an empty subject");
+        }
+    }
+
+    #[test]
+    fn kinds_have_distinct_names_and_valid_default_schedules() {
+        let mut names: Vec<_> = Kind::all().map(Kind::name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), KINDS.len(), "two kinds share a name");
+        for kind in Kind::all() {
+            assert!(
+                kind.name()
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{kind}: a name is lowercase with underscores (it is a config key)"
+            );
+            let s = kind.schedule();
+            crate::domain::parse_cron(s.cron).unwrap_or_else(|e| panic!("{kind}: {e}"));
+            if s.timezone != "recipient" {
+                crate::domain::parse_zone(s.timezone).unwrap_or_else(|e| panic!("{kind}: {e}"));
+            }
+        }
+    }
+
+    #[test]
+    fn nothing_to_say_means_no_email() {
+        let to = sample_recipient();
+        let at = sample_at();
+        assert!(payload(&task_reminders::TaskReminders, &to, at, &Vec::new()).is_none());
+        assert!(payload(&overdue_summary::OverdueSummary, &to, at, &Vec::new()).is_none());
+        assert!(
+            payload(
+                &weekly_report::WeeklyReport,
+                &to,
+                at,
+                &weekly_report::Week::default()
+            )
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn a_window_keeps_each_users_own_rows() {
+        let at = sample_at();
+        let users = [
+            Recipient::new(1, "a", "a@x.y", chrono_tz::UTC),
+            Recipient::new(2, "b", "b@x.y", chrono_tz::Asia::Tokyo),
+        ];
+        let today = Windows::new(&users, |tz| {
+            crate::domain::local_day(tz, crate::domain::local_date(tz, at))
+        });
+        let hours = chrono::Duration::hours;
+        let rows = vec![(1, at), (2, at - hours(3)), (1, at - hours(24))];
+        let kept = today.keep(rows, |r| (r.0, Some(r.1)));
+        assert_eq!(kept[&1], [(1, at)]);
+        // 14:00 UTC is 23:00 the day before in Tokyo, where 17:00 UTC is already 02:00.
+        assert!(!kept.contains_key(&2));
+    }
+}
