@@ -549,18 +549,14 @@ async fn herald_survives_sigterm_sigkill_and_redis_and_postgres_restarts_mid_sen
         ("HERALD__QUEUE__CONCURRENCY", size.concurrency.to_string()),
         ("HERALD__QUEUE__BATCH_SIZE", size.batch_size.to_string()),
         ("HERALD__MAIL__POOL_SIZE", size.pool_size.to_string()),
-        // A dead process's claims come back after 10 s; rows Redis lost are pushed again after
-        // 5 s. A lease must outlive a send (mail.timeout + 4 s).
+        // A dead process's claims come back after 10 s (a lease must outlive a send:
+        // mail.timeout + 4 s). `queue.redispatch_after` keeps its default (5 min): what Redis
+        // lost and what a dead worker held must come back through the marker key and the drain
+        // of dead workers, not through that last resort.
         ("HERALD__MAIL__TIMEOUT", "5s".into()),
         ("HERALD__QUEUE__LEASE", "10s".into()),
-        ("HERALD__QUEUE__REDISPATCH_AFTER", "5s".into()),
         // The cron ticks stay off: the test plans each fire through the trigger endpoint.
-        ("HERALD__SCHEDULES__TASK_REMINDERS__ENABLED", "false".into()),
-        (
-            "HERALD__SCHEDULES__OVERDUE_SUMMARY__ENABLED",
-            "false".into(),
-        ),
-        ("HERALD__SCHEDULES__WEEKLY_REPORT__ENABLED", "false".into()),
+        ("HERALD__SCHEDULES__ENABLED", "false".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
