@@ -286,14 +286,20 @@ pub fn parse_smtp_url(text: &str) -> Result<SmtpSettings, String> {
         SmtpTls::None => 25,
         _ => 587,
     });
-    let decode = |s: &str| {
-        url::form_urlencoded::parse(s.as_bytes())
-            .map(|(k, _)| k.into_owned())
-            .collect::<String>()
+    // RFC 3986 percent-decoding, not form decoding: a `+` in a password stays a `+`.
+    let decode = |s: &str, what: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8()
+            .map(|s| s.into_owned())
+            .map_err(|_| {
+                format!(
+                    "has a {what} that is not UTF-8 once percent-decoded; percent-encode the special characters of the user and password (`+` stays `+`, `@` is %40, `/` is %2F, `:` is %3A, `%` is %25)"
+                )
+            })
     };
     let credentials = match (url.username(), url.password()) {
         ("", None) => None,
-        (user, Some(pass)) => Some((decode(user), decode(pass))),
+        (user, Some(pass)) => Some((decode(user, "user")?, decode(pass, "password")?)),
         (_, None) => return Err(format!("has a user but no password; {hint}")),
     };
     Ok(SmtpSettings {
@@ -303,4 +309,66 @@ pub fn parse_smtp_url(text: &str) -> Result<SmtpSettings, String> {
         credentials,
         messages_per_second: 0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn credentials(url: &str) -> (String, String) {
+        parse_smtp_url(url)
+            .unwrap_or_else(|e| panic!("{url}: {e}"))
+            .credentials
+            .expect("credentials")
+    }
+
+    #[test]
+    fn smtp_credentials_are_percent_decoded_not_form_decoded() {
+        // SES-style passwords: `+`, `=` and `&` are themselves, never a space or a split.
+        let (user, pass) = credentials("smtp://AKIAEXAMPLE:BFz+kq3=a&b@email-smtp.example.com");
+        assert_eq!(
+            (user.as_str(), pass.as_str()),
+            ("AKIAEXAMPLE", "BFz+kq3=a&b")
+        );
+        assert_eq!(credentials("smtp://u:a+b@h").1, "a+b");
+        assert_eq!(credentials("smtp://u:==@h").1, "==");
+        assert_eq!(credentials("smtp://u:a&tls=none@h").1, "a&tls=none");
+        // Percent-encoded characters are decoded once.
+        assert_eq!(credentials("smtp://u:a%2Bb@h").1, "a+b");
+        assert_eq!(credentials("smtp://u:a%40b@h").1, "a@b");
+        assert_eq!(credentials("smtp://u:a%2Fb@h").1, "a/b");
+        assert_eq!(credentials("smtp://u:100%25@h").1, "100%");
+        assert_eq!(
+            credentials("smtp://me%40example.com:p@h").0,
+            "me@example.com"
+        );
+        // An unencoded `@` in the password: the last one ends the credentials.
+        assert_eq!(credentials("smtp://u:a@b@h").1, "a@b");
+        // A `&` or `=` in the password does not reach the query.
+        let s = parse_smtp_url("smtp://u:x&tls=none@h:25").unwrap();
+        assert_eq!(s.tls, SmtpTls::StartTls);
+    }
+
+    #[test]
+    fn an_unencoded_slash_or_undecodable_password_is_a_config_error_without_the_password() {
+        let e = parse_smtp_url("smtp://u:s3cr3t%FF@h").unwrap_err();
+        assert!(e.contains("not UTF-8"), "{e}");
+        assert!(e.contains("`+` stays `+`, `@` is %40"), "{e}");
+        assert!(!e.contains("s3cr3t"), "{e}");
+        // A `/` ends the host part: the password must say %2F.
+        let e = parse_smtp_url("smtp://u:s3cr3t/x@h").unwrap_err();
+        assert!(!e.contains("s3cr3t"), "{e}");
+
+        let err = super::super::Settings::load_from(
+            None,
+            &[("SMTP_URL".to_owned(), "smtp://u:s3cr3t%C3@h".to_owned())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("mail.smtp_url (SMTP_URL): has a password that is not UTF-8"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cr3t"), "{err}");
+    }
 }
