@@ -17,7 +17,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use crate::{
-    config::Settings,
+    config::{Secret, Settings},
     gate::Gate,
     mail::Provider,
     queue::{Dispatcher, Queue},
@@ -112,7 +112,7 @@ async fn require_token(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let Some(expected) = state.settings.api_token.as_deref() else {
+    let Some(expected) = state.settings.api_token.as_ref().map(Secret::expose) else {
         return Err(ApiError::Closed);
     };
     let given = headers

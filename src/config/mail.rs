@@ -4,7 +4,7 @@ use std::{fmt, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
-use super::parse_duration;
+use super::{Secret, SecretUrl, parse_duration};
 use crate::domain::Mailbox;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -12,7 +12,7 @@ use crate::domain::Mailbox;
 pub struct RawMail {
     pub from: String,
     pub providers: Vec<String>,
-    pub smtp_url: String,
+    pub smtp_url: SecretUrl,
     pub outbox_dir: String,
     pub timeout: String,
     pub pool_size: u32,
@@ -29,28 +29,14 @@ pub struct RawSmtp {
     pub messages_per_second: u32,
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawResend {
-    pub api_key: String,
+    pub api_key: Secret,
     pub base_url: String,
     pub timeout: String,
     pub batch_size: usize,
     pub requests_per_second: u32,
-}
-
-impl fmt::Debug for RawResend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RawResend")
-            .field("api_key", &redacted(&self.api_key))
-            .field("base_url", &self.base_url)
-            .field("batch_size", &self.batch_size)
-            .finish_non_exhaustive()
-    }
-}
-
-fn redacted(secret: &str) -> &'static str {
-    if secret.is_empty() { "" } else { "***" }
 }
 
 #[derive(Debug, Clone)]
@@ -102,7 +88,7 @@ impl fmt::Debug for ProviderSettings {
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct ResendSettings {
-    pub api_key: String,
+    pub api_key: Secret,
     pub base_url: url::Url,
     pub timeout: Duration,
     /// Emails per `/emails/batch` request; 1 sends each email on its own.
@@ -128,7 +114,8 @@ pub struct SmtpSettings {
     pub host: String,
     pub port: u16,
     pub tls: SmtpTls,
-    pub credentials: Option<(String, String)>,
+    /// The user and password, percent-decoded.
+    pub credentials: Option<(String, Secret)>,
     /// Messages per second across every Herald process; 0 means no limit.
     pub messages_per_second: u32,
 }
@@ -150,7 +137,7 @@ pub enum SmtpTls {
 pub(super) fn providers(m: &RawMail, p: &mut dyn FnMut(&str, String)) -> Vec<ProviderSettings> {
     let names: Vec<String> = if m.providers.is_empty() {
         let mut names = Vec::new();
-        if !m.resend.api_key.trim().is_empty() {
+        if !m.resend.api_key.expose().trim().is_empty() {
             names.push("resend".to_owned());
         }
         if !m.smtp_url.trim().is_empty() {
@@ -206,7 +193,7 @@ pub(super) fn resend_settings(
     p: &mut dyn FnMut(&str, String),
 ) -> Option<ResendSettings> {
     let mut ok = true;
-    if r.api_key.trim().is_empty() {
+    if r.api_key.expose().trim().is_empty() {
         p(
             "mail.resend.api_key (RESEND_API_KEY)",
             "is empty but \"resend\" is in mail.providers; set RESEND_API_KEY to a key from Resend's dashboard (re_…)".into(),
@@ -247,7 +234,7 @@ pub(super) fn resend_settings(
         ok = false;
     }
     Some(ResendSettings {
-        api_key: r.api_key.trim().to_owned(),
+        api_key: Secret::new(r.api_key.expose().trim()),
         base_url: base_url?,
         timeout: timeout?,
         batch_size: r.batch_size,
@@ -299,7 +286,10 @@ pub fn parse_smtp_url(text: &str) -> Result<SmtpSettings, String> {
     };
     let credentials = match (url.username(), url.password()) {
         ("", None) => None,
-        (user, Some(pass)) => Some((decode(user, "user")?, decode(pass, "password")?)),
+        (user, Some(pass)) => Some((
+            decode(user, "user")?,
+            Secret::new(decode(pass, "password")?),
+        )),
         (_, None) => return Err(format!("has a user but no password; {hint}")),
     };
     Ok(SmtpSettings {
@@ -316,10 +306,11 @@ mod tests {
     use super::*;
 
     fn credentials(url: &str) -> (String, String) {
-        parse_smtp_url(url)
+        let (user, pass) = parse_smtp_url(url)
             .unwrap_or_else(|e| panic!("{url}: {e}"))
             .credentials
-            .expect("credentials")
+            .expect("credentials");
+        (user, pass.expose().to_owned())
     }
 
     #[test]

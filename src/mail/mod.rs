@@ -78,13 +78,21 @@ impl Provider {
                 Channel::Resend(resend::Resend::new(r, &mail.from)?),
                 r.batch_size,
                 r.requests_per_second,
-                format!("{}|{}", r.base_url, r.api_key),
+                format!("{}|{}", r.base_url, r.api_key.expose()),
             ),
             ProviderSettings::Smtp(s) => (
                 Channel::Smtp(smtp::build(s, mail.timeout, mail.pool_size)?),
                 1,
                 s.messages_per_second,
-                format!("{}:{}|{:?}|{:?}", s.host, s.port, s.tls, s.credentials),
+                format!(
+                    "{}:{}|{:?}|{:?}",
+                    s.host,
+                    s.port,
+                    s.tls,
+                    s.credentials
+                        .as_ref()
+                        .map(|(user, pass)| (user, pass.expose()))
+                ),
             ),
             ProviderSettings::File(dir) => {
                 std::fs::create_dir_all(dir).map_err(|e| {

@@ -19,7 +19,10 @@ use super::{
     Outgoing, Receipt,
     error::{ErrorClass, SendError, classify_resend, parse_seconds},
 };
-use crate::{config::ResendSettings, domain::Mailbox};
+use crate::{
+    config::{ResendSettings, Secret},
+    domain::Mailbox,
+};
 
 /// A Resend client for one API key and sender.
 #[derive(Clone)]
@@ -28,7 +31,7 @@ pub struct Resend {
     emails_url: String,
     batch_url: String,
     domains_url: String,
-    api_key: String,
+    api_key: Secret,
     from: String,
     timeout: Duration,
 }
@@ -121,7 +124,7 @@ impl Resend {
         let mut request = self
             .http
             .post(url)
-            .bearer_auth(&self.api_key)
+            .bearer_auth(self.api_key.expose())
             .header("Idempotency-Key", idempotency_key);
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -192,7 +195,7 @@ impl Resend {
         let response = self
             .http
             .get(&self.domains_url)
-            .bearer_auth(&self.api_key)
+            .bearer_auth(self.api_key.expose())
             .send()
             .await
             .map_err(|e| anyhow::anyhow!("{}", self.network_error(&e)))?;
