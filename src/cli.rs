@@ -462,6 +462,9 @@ async fn check() -> anyhow::Result<ExitCode> {
             Err(e) => println!("note  mail provider {}: state unknown: {e:#}", p.name()),
         }
     }
+    if let Some(warning) = settings.mail.outbox_warning() {
+        println!("warn  {warning}");
+    }
     if settings.api_token.is_none() {
         println!("note  http.api_token is empty: /api answers 403 until HERALD_API_TOKEN is set");
     }

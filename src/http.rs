@@ -168,7 +168,14 @@ async fn provider_states(state: &AppState) -> (serde_json::Map<String, serde_jso
         let text = match tokio::time::timeout(Duration::from_secs(2), state.gate.state(p)).await {
             Ok(Ok(s)) => {
                 needs_operator |= s.needs_operator();
-                s.describe()
+                match p.outbox() {
+                    // The development provider: say plainly that nothing leaves.
+                    Some(dir) if s == crate::gate::State::Ok => format!(
+                        "writing to {}, not sending",
+                        crate::config::shown_folder(dir)
+                    ),
+                    _ => s.describe(),
+                }
             }
             Ok(Err(e)) => format!("unknown: {e:#}"),
             Err(_) => "unknown: Redis did not answer within 2 s".to_owned(),

@@ -14,6 +14,7 @@ pub(super) const ENV_ALIASES: &[(&str, &str)] = &[
     ("RESEND_API_KEY", "mail.resend.api_key"),
     ("HERALD_API_TOKEN", "http.api_token"),
     ("HERALD_HTTP_ADDR", "http.addr"),
+    ("HERALD_ENV", "environment"),
 ];
 
 pub(super) fn merge(base: &mut toml::Table, over: toml::Table) {

@@ -14,10 +14,12 @@ use serde::Deserialize;
 
 use crate::domain::{Kind, Mailbox};
 
+mod environment;
 mod layers;
 mod mail;
 mod secret;
 
+pub use environment::{Environment, shown_folder};
 pub use layers::DEFAULTS;
 use layers::{DEFAULTS_NAME, ENV_ALIASES, env_value, merge, set_path};
 pub use mail::*;
@@ -54,6 +56,8 @@ impl fmt::Display for ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSettings {
+    /// "development" or "production" (HERALD_ENV).
+    pub environment: String,
     pub database: RawDatabase,
     pub redis: RawRedis,
     pub queue: RawQueue,
@@ -157,6 +161,8 @@ fn yes() -> bool {
 /// Validated settings, ready to use. Secrets print as `***` and URLs without their password.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Production refuses the `file` provider.
+    pub environment: Environment,
     pub database_url: SecretUrl,
     pub database_max_connections: u32,
     pub redis_url: SecretUrl,
@@ -380,6 +386,7 @@ impl RawSettings {
             Mailbox::parse("herald@localhost").expect("a valid fallback")
         });
         let providers = providers(&self.mail, &mut p);
+        let environment = environment::check(&self.environment, &providers, &mut p);
         let mail = MailSettings {
             from,
             providers,
@@ -519,6 +526,7 @@ impl RawSettings {
             return Err(ConfigError(problems));
         }
         Ok(Settings {
+            environment,
             database_url: self.database.url,
             database_max_connections: self.database.max_connections.max(1),
             redis_url: self.redis.url,
