@@ -180,7 +180,8 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 &store,
                 schedule,
                 &PlanOptions {
-                    at: at.unwrap_or_else(Utc::now),
+                    at: crate::schedule::check_at(at.unwrap_or_else(Utc::now))
+                        .map_err(anyhow::Error::msg)?,
                     user_id,
                     dry_run,
                 },

@@ -277,7 +277,8 @@ async fn trigger(
         })?
     };
     let opts = PlanOptions {
-        at: body.at.unwrap_or_else(|| state.clock.now()),
+        at: crate::schedule::check_at(body.at.unwrap_or_else(|| state.clock.now()))
+            .map_err(ApiError::BadRequest)?,
         user_id: body.user_id,
         dry_run: body.dry_run,
     };

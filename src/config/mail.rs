@@ -340,6 +340,48 @@ mod tests {
         assert_eq!(s.tls, SmtpTls::StartTls);
     }
 
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn any_smtp_url_is_read_or_refused(text in ".{0,60}") {
+                let _ = parse_smtp_url(&text);
+            }
+
+            #[test]
+            fn any_smtp_shaped_url_is_read_or_refused(
+                scheme in "smtps?",
+                user in ".{0,12}",
+                pass in ".{0,12}",
+                host in "[a-z0-9.:\\[\\]-]{0,16}",
+                rest in "[/?=&%a-z0-9]{0,16}",
+            ) {
+                let _ = parse_smtp_url(&format!("{scheme}://{user}:{pass}@{host}{rest}"));
+            }
+
+            #[test]
+            fn any_percent_encoded_password_comes_back_as_written(
+                user in "\\PC{1,12}",
+                pass in "\\PC{1,24}",
+            ) {
+                use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+                let url = format!(
+                    "smtp://{}:{}@mail.example.com:587",
+                    utf8_percent_encode(&user, NON_ALPHANUMERIC),
+                    utf8_percent_encode(&pass, NON_ALPHANUMERIC),
+                );
+                let (u, p) = parse_smtp_url(&url).unwrap().credentials.unwrap();
+                prop_assert_eq!(u, user);
+                prop_assert_eq!(p.expose(), pass.as_str());
+            }
+        }
+    }
+
     #[test]
     fn an_unencoded_slash_or_undecodable_password_is_a_config_error_without_the_password() {
         let e = parse_smtp_url("smtp://u:s3cr3t%FF@h").unwrap_err();

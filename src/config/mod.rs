@@ -15,6 +15,8 @@ use serde::Deserialize;
 use crate::domain::{Kind, Mailbox};
 
 mod environment;
+#[cfg(test)]
+mod inputs;
 mod layers;
 mod mail;
 mod secret;
@@ -520,6 +522,18 @@ impl RawSettings {
                 spread: duration(&format!("{place}.spread"), &raw.spread, &mut p),
                 enabled: raw.enabled,
             });
+        }
+
+        for s in &schedules {
+            if s.spread > crate::schedule::occurrences::MAX_SPREAD {
+                p(
+                    &format!("schedules.{}.spread", s.name),
+                    format!(
+                        "is {}; a spread staggers each user's send inside a window after the fire, at most 1 day: use something like \"30m\"",
+                        humantime::format_duration(s.spread)
+                    ),
+                );
+            }
         }
 
         if !problems.is_empty() {

@@ -59,6 +59,26 @@ pub struct PlanOptions {
     pub dry_run: bool,
 }
 
+/// Checks an instant to plan by hand (`at` of `POST …/trigger`, `herald trigger --at`): from
+/// 1970 to the end of 9999, so that the calendar arithmetic around it (a week back, a day ahead,
+/// a spread) stays far inside chrono's range. The message names `at` and the range.
+pub fn check_at(at: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    let first = DateTime::<Utc>::UNIX_EPOCH;
+    let last = NaiveDate::from_ymd_opt(9999, 12, 31)
+        .and_then(|d| d.and_hms_opt(23, 59, 59))
+        .expect("a valid date")
+        .and_utc();
+    if (first..=last).contains(&at) {
+        Ok(at)
+    } else {
+        Err(format!(
+            "`at` is {at}; plan an instant between {} and {}",
+            first.to_rfc3339(),
+            last.to_rfc3339()
+        ))
+    }
+}
+
 /// What a plan did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PlanReport {
@@ -119,6 +139,7 @@ pub async fn plan(
     schedule: &ScheduleSettings,
     opts: &PlanOptions,
 ) -> anyhow::Result<PlanReport> {
+    check_at(opts.at).map_err(anyhow::Error::msg)?;
     let mut report = PlanReport {
         schedule: schedule.name.clone(),
         at: opts.at,
