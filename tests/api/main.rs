@@ -13,4 +13,5 @@ mod resend;
 #[path = "../support/resend_stub.rs"]
 mod resend_stub;
 mod resilience;
+mod secrets;
 mod startup;
