@@ -445,10 +445,10 @@ mod tests {
 
             #[test]
             fn any_batch_answer_maps_or_is_refused(body in json(), n in 0usize..8) {
-                if let Ok(answer) = serde_json::from_value::<BatchAnswer>(body) {
-                    if let Ok(items) = map_batch(answer, n, StatusCode::OK) {
-                        prop_assert_eq!(items.len(), n);
-                    }
+                if let Ok(answer) = serde_json::from_value::<BatchAnswer>(body)
+                    && let Ok(items) = map_batch(answer, n, StatusCode::OK)
+                {
+                    prop_assert_eq!(items.len(), n);
                 }
             }
         }
