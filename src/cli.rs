@@ -188,7 +188,8 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 &store,
                 schedule,
                 &PlanOptions {
-                    at: at.unwrap_or_else(|| clock.now()),
+                    at: crate::schedule::check_at(at.unwrap_or_else(|| clock.now()))
+                        .map_err(anyhow::Error::msg)?,
                     user_id,
                     dry_run,
                     ids,
@@ -472,6 +473,9 @@ async fn check() -> anyhow::Result<ExitCode> {
             Ok(s) => println!("note  mail provider {}: {}", p.name(), s.describe()),
             Err(e) => println!("note  mail provider {}: state unknown: {e:#}", p.name()),
         }
+    }
+    if let Some(warning) = settings.mail.outbox_warning() {
+        println!("warn  {warning}");
     }
     if settings.api_token.is_none() {
         println!("note  http.api_token is empty: /api answers 403 until HERALD_API_TOKEN is set");

@@ -17,7 +17,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use crate::{
-    config::Settings,
+    config::{Secret, Settings},
     gate::Gate,
     mail::Provider,
     queue::{Dispatcher, Queue},
@@ -112,7 +112,7 @@ async fn require_token(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let Some(expected) = state.settings.api_token.as_deref() else {
+    let Some(expected) = state.settings.api_token.as_ref().map(Secret::expose) else {
         return Err(ApiError::Closed);
     };
     let given = headers
@@ -168,7 +168,14 @@ async fn provider_states(state: &AppState) -> (serde_json::Map<String, serde_jso
         let text = match tokio::time::timeout(Duration::from_secs(2), state.gate.state(p)).await {
             Ok(Ok(s)) => {
                 needs_operator |= s.needs_operator();
-                s.describe()
+                match p.outbox() {
+                    // The development provider: say plainly that nothing leaves.
+                    Some(dir) if s == crate::gate::State::Ok => format!(
+                        "writing to {}, not sending",
+                        crate::config::shown_folder(dir)
+                    ),
+                    _ => s.describe(),
+                }
             }
             Ok(Err(e)) => format!("unknown: {e:#}"),
             Err(_) => "unknown: Redis did not answer within 2 s".to_owned(),
@@ -282,7 +289,8 @@ async fn trigger(
         })?),
     };
     let opts = PlanOptions {
-        at: body.at.unwrap_or_else(|| state.clock.now()),
+        at: crate::schedule::check_at(body.at.unwrap_or_else(|| state.clock.now()))
+            .map_err(ApiError::BadRequest)?,
         user_id,
         dry_run: body.dry_run,
         ids: body.ids,

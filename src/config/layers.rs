@@ -17,6 +17,7 @@ pub(super) const ENV_ALIASES: &[(&str, &str)] = &[
     ("RESEND_API_KEY", "mail.resend.api_key"),
     ("HERALD_API_TOKEN", "http.api_token"),
     ("HERALD_HTTP_ADDR", "http.addr"),
+    ("HERALD_ENV", "environment"),
 ];
 
 /// The lowest layer: `[schedules.<kind>]` with the cron and zone each kind fires at by default.

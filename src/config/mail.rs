@@ -4,7 +4,7 @@ use std::{fmt, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
-use super::parse_duration;
+use super::{Secret, SecretUrl, parse_duration};
 use crate::domain::Mailbox;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -12,7 +12,7 @@ use crate::domain::Mailbox;
 pub struct RawMail {
     pub from: String,
     pub providers: Vec<String>,
-    pub smtp_url: String,
+    pub smtp_url: SecretUrl,
     pub outbox_dir: String,
     pub timeout: String,
     pub pool_size: u32,
@@ -29,28 +29,14 @@ pub struct RawSmtp {
     pub messages_per_second: u32,
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawResend {
-    pub api_key: String,
+    pub api_key: Secret,
     pub base_url: String,
     pub timeout: String,
     pub batch_size: usize,
     pub requests_per_second: u32,
-}
-
-impl fmt::Debug for RawResend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RawResend")
-            .field("api_key", &redacted(&self.api_key))
-            .field("base_url", &self.base_url)
-            .field("batch_size", &self.batch_size)
-            .finish_non_exhaustive()
-    }
-}
-
-fn redacted(secret: &str) -> &'static str {
-    if secret.is_empty() { "" } else { "***" }
 }
 
 #[derive(Debug, Clone)]
@@ -102,7 +88,7 @@ impl fmt::Debug for ProviderSettings {
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct ResendSettings {
-    pub api_key: String,
+    pub api_key: Secret,
     pub base_url: url::Url,
     pub timeout: Duration,
     /// Emails per `/emails/batch` request; 1 sends each email on its own.
@@ -128,7 +114,8 @@ pub struct SmtpSettings {
     pub host: String,
     pub port: u16,
     pub tls: SmtpTls,
-    pub credentials: Option<(String, String)>,
+    /// The user and password, percent-decoded.
+    pub credentials: Option<(String, Secret)>,
     /// Messages per second across every Herald process; 0 means no limit.
     pub messages_per_second: u32,
 }
@@ -150,7 +137,7 @@ pub enum SmtpTls {
 pub(super) fn providers(m: &RawMail, p: &mut dyn FnMut(&str, String)) -> Vec<ProviderSettings> {
     let names: Vec<String> = if m.providers.is_empty() {
         let mut names = Vec::new();
-        if !m.resend.api_key.trim().is_empty() {
+        if !m.resend.api_key.expose().trim().is_empty() {
             names.push("resend".to_owned());
         }
         if !m.smtp_url.trim().is_empty() {
@@ -206,7 +193,7 @@ pub(super) fn resend_settings(
     p: &mut dyn FnMut(&str, String),
 ) -> Option<ResendSettings> {
     let mut ok = true;
-    if r.api_key.trim().is_empty() {
+    if r.api_key.expose().trim().is_empty() {
         p(
             "mail.resend.api_key (RESEND_API_KEY)",
             "is empty but \"resend\" is in mail.providers; set RESEND_API_KEY to a key from Resend's dashboard (re_…)".into(),
@@ -247,7 +234,7 @@ pub(super) fn resend_settings(
         ok = false;
     }
     Some(ResendSettings {
-        api_key: r.api_key.trim().to_owned(),
+        api_key: Secret::new(r.api_key.expose().trim()),
         base_url: base_url?,
         timeout: timeout?,
         batch_size: r.batch_size,
@@ -286,14 +273,23 @@ pub fn parse_smtp_url(text: &str) -> Result<SmtpSettings, String> {
         SmtpTls::None => 25,
         _ => 587,
     });
-    let decode = |s: &str| {
-        url::form_urlencoded::parse(s.as_bytes())
-            .map(|(k, _)| k.into_owned())
-            .collect::<String>()
+    // RFC 3986 percent-decoding, not form decoding: a `+` in a password stays a `+`.
+    let decode = |s: &str, what: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8()
+            .map(|s| s.into_owned())
+            .map_err(|_| {
+                format!(
+                    "has a {what} that is not UTF-8 once percent-decoded; percent-encode the special characters of the user and password (`+` stays `+`, `@` is %40, `/` is %2F, `:` is %3A, `%` is %25)"
+                )
+            })
     };
     let credentials = match (url.username(), url.password()) {
         ("", None) => None,
-        (user, Some(pass)) => Some((decode(user), decode(pass))),
+        (user, Some(pass)) => Some((
+            decode(user, "user")?,
+            Secret::new(decode(pass, "password")?),
+        )),
         (_, None) => return Err(format!("has a user but no password; {hint}")),
     };
     Ok(SmtpSettings {
@@ -303,4 +299,109 @@ pub fn parse_smtp_url(text: &str) -> Result<SmtpSettings, String> {
         credentials,
         messages_per_second: 0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn credentials(url: &str) -> (String, String) {
+        let (user, pass) = parse_smtp_url(url)
+            .unwrap_or_else(|e| panic!("{url}: {e}"))
+            .credentials
+            .expect("credentials");
+        (user, pass.expose().to_owned())
+    }
+
+    #[test]
+    fn smtp_credentials_are_percent_decoded_not_form_decoded() {
+        // SES-style passwords: `+`, `=` and `&` are themselves, never a space or a split.
+        let (user, pass) = credentials("smtp://AKIAEXAMPLE:BFz+kq3=a&b@email-smtp.example.com");
+        assert_eq!(
+            (user.as_str(), pass.as_str()),
+            ("AKIAEXAMPLE", "BFz+kq3=a&b")
+        );
+        assert_eq!(credentials("smtp://u:a+b@h").1, "a+b");
+        assert_eq!(credentials("smtp://u:==@h").1, "==");
+        assert_eq!(credentials("smtp://u:a&tls=none@h").1, "a&tls=none");
+        // Percent-encoded characters are decoded once.
+        assert_eq!(credentials("smtp://u:a%2Bb@h").1, "a+b");
+        assert_eq!(credentials("smtp://u:a%40b@h").1, "a@b");
+        assert_eq!(credentials("smtp://u:a%2Fb@h").1, "a/b");
+        assert_eq!(credentials("smtp://u:100%25@h").1, "100%");
+        assert_eq!(
+            credentials("smtp://me%40example.com:p@h").0,
+            "me@example.com"
+        );
+        // An unencoded `@` in the password: the last one ends the credentials.
+        assert_eq!(credentials("smtp://u:a@b@h").1, "a@b");
+        // A `&` or `=` in the password does not reach the query.
+        let s = parse_smtp_url("smtp://u:x&tls=none@h:25").unwrap();
+        assert_eq!(s.tls, SmtpTls::StartTls);
+    }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn any_smtp_url_is_read_or_refused(text in ".{0,60}") {
+                let _ = parse_smtp_url(&text);
+            }
+
+            #[test]
+            fn any_smtp_shaped_url_is_read_or_refused(
+                scheme in "smtps?",
+                user in ".{0,12}",
+                pass in ".{0,12}",
+                host in "[a-z0-9.:\\[\\]-]{0,16}",
+                rest in "[/?=&%a-z0-9]{0,16}",
+            ) {
+                let _ = parse_smtp_url(&format!("{scheme}://{user}:{pass}@{host}{rest}"));
+            }
+
+            #[test]
+            fn any_percent_encoded_password_comes_back_as_written(
+                user in "\\PC{1,12}",
+                pass in "\\PC{1,24}",
+            ) {
+                use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+                let url = format!(
+                    "smtp://{}:{}@mail.example.com:587",
+                    utf8_percent_encode(&user, NON_ALPHANUMERIC),
+                    utf8_percent_encode(&pass, NON_ALPHANUMERIC),
+                );
+                let (u, p) = parse_smtp_url(&url).unwrap().credentials.unwrap();
+                prop_assert_eq!(u, user);
+                prop_assert_eq!(p.expose(), pass.as_str());
+            }
+        }
+    }
+
+    #[test]
+    fn an_unencoded_slash_or_undecodable_password_is_a_config_error_without_the_password() {
+        let e = parse_smtp_url("smtp://u:s3cr3t%FF@h").unwrap_err();
+        assert!(e.contains("not UTF-8"), "{e}");
+        assert!(e.contains("`+` stays `+`, `@` is %40"), "{e}");
+        assert!(!e.contains("s3cr3t"), "{e}");
+        // A `/` ends the host part: the password must say %2F.
+        let e = parse_smtp_url("smtp://u:s3cr3t/x@h").unwrap_err();
+        assert!(!e.contains("s3cr3t"), "{e}");
+
+        let err = super::super::Settings::load_from(
+            None,
+            &[("SMTP_URL".to_owned(), "smtp://u:s3cr3t%C3@h".to_owned())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("mail.smtp_url (SMTP_URL): has a password that is not UTF-8"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cr3t"), "{err}");
+    }
 }

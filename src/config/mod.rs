@@ -15,12 +15,18 @@ use serde::Deserialize;
 
 use crate::{domain::Mailbox, kinds::Kind};
 
+mod environment;
+#[cfg(test)]
+mod inputs;
 mod layers;
 mod mail;
+mod secret;
 
+pub use environment::{Environment, shown_folder};
 pub use layers::DEFAULTS;
 use layers::{DEFAULTS_NAME, ENV_ALIASES, env_value, kind_schedules, merge, set_path};
 pub use mail::*;
+pub use secret::{Secret, SecretUrl};
 
 /// One thing wrong with the configuration: where, what, and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +59,8 @@ impl fmt::Display for ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSettings {
+    /// "development" or "production" (HERALD_ENV).
+    pub environment: String,
     pub database: RawDatabase,
     pub redis: RawRedis,
     pub queue: RawQueue,
@@ -108,14 +116,14 @@ impl<'de> Deserialize<'de> for RawSchedules {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDatabase {
-    pub url: String,
+    pub url: SecretUrl,
     pub max_connections: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRedis {
-    pub url: String,
+    pub url: SecretUrl,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -143,7 +151,7 @@ pub struct RawTemplates {
 #[serde(deny_unknown_fields)]
 pub struct RawHttp {
     pub addr: String,
-    pub api_token: String,
+    pub api_token: Secret,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -202,18 +210,20 @@ fn zero() -> String {
     "0s".to_owned()
 }
 
-/// Validated settings, ready to use.
+/// Validated settings, ready to use. Secrets print as `***` and URLs without their password.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub database_url: String,
+    /// Production refuses the `file` provider.
+    pub environment: Environment,
+    pub database_url: SecretUrl,
     pub database_max_connections: u32,
-    pub redis_url: String,
+    pub redis_url: SecretUrl,
     pub queue: QueueSettings,
     pub mail: MailSettings,
     pub templates_dir: PathBuf,
     pub http_addr: SocketAddr,
     /// `None` means `/api` is closed (403).
-    pub api_token: Option<String>,
+    pub api_token: Option<Secret>,
     pub shutdown_grace: Duration,
     /// When the planner wakes up to look for due fires.
     pub planner_tick: cron::Schedule,
@@ -369,14 +379,18 @@ impl RawSettings {
             source = format!("{DEFAULTS_NAME} + {path}");
         }
         for (name, value) in env {
-            let key = if let Some((_, key)) = ENV_ALIASES.iter().find(|(n, _)| n == name) {
-                key.to_string()
+            // The well-known names all hold strings: a token of digits stays a string.
+            let (key, value) = if let Some((_, key)) = ENV_ALIASES.iter().find(|(n, _)| n == name) {
+                (key.to_string(), toml::Value::String(value.clone()))
             } else if let Some(rest) = name.strip_prefix("HERALD__") {
-                rest.to_ascii_lowercase().replace("__", ".")
+                (
+                    rest.to_ascii_lowercase().replace("__", "."),
+                    env_value(value),
+                )
             } else {
                 continue;
             };
-            set_path(&mut merged, &key, env_value(value)).map_err(|m| problem(name, m))?;
+            set_path(&mut merged, &key, value).map_err(|m| problem(name, m))?;
             source.push_str(" + env");
         }
         let de = toml::Value::Table(merged);
@@ -506,6 +520,7 @@ impl RawSettings {
             Mailbox::parse("herald@localhost").expect("a valid fallback")
         });
         let providers = providers(&self.mail, &mut p);
+        let environment = environment::check(&self.environment, &providers, &mut p);
         let mail = MailSettings {
             from,
             providers,
@@ -556,13 +571,13 @@ impl RawSettings {
         });
         let api_token = Some(self.http.api_token.clone()).filter(|t| !t.is_empty());
         if let Some(t) = &api_token
-            && t.len() < 16
+            && t.expose().len() < 16
         {
             p(
                 "http.api_token (HERALD_API_TOKEN)",
                 format!(
                     "is {} characters long; use at least 16 random characters",
-                    t.len()
+                    t.expose().len()
                 ),
             );
         }
@@ -579,7 +594,7 @@ impl RawSettings {
                 &["redis", "rediss"][..],
             ),
         ] {
-            match url::Url::parse(url) {
+            match url::Url::parse(url.expose()) {
                 Ok(u) if schemes.contains(&u.scheme()) => {}
                 Ok(u) => p(
                     place,
@@ -676,10 +691,23 @@ impl RawSettings {
             );
         }
 
+        for s in &schedules {
+            if s.spread > crate::schedule::occurrences::MAX_SPREAD {
+                p(
+                    &format!("schedules.{}.spread", s.name),
+                    format!(
+                        "is {}; a spread staggers each user's send inside a window after the fire, at most 1 day: use something like \"30m\"",
+                        humantime::format_duration(s.spread)
+                    ),
+                );
+            }
+        }
+
         if !problems.is_empty() {
             return Err(ConfigError(problems));
         }
         Ok(Settings {
+            environment,
             database_url: self.database.url,
             database_max_connections: self.database.max_connections.max(1),
             redis_url: self.redis.url,
@@ -784,7 +812,7 @@ mod tests {
             panic!()
         };
         assert_eq!((smtp.port, smtp.tls), (587, SmtpTls::StartTls));
-        assert_eq!(smtp.credentials, Some(("u".into(), "p".into())));
+        assert_eq!(smtp.credentials, Some(("u".into(), Secret::new("p"))));
     }
 
     #[test]
@@ -1043,7 +1071,7 @@ mod tests {
         assert_eq!((s.port, s.tls), (1025, SmtpTls::None));
         let s = parse_smtp_url("smtps://a:b%40c@h").unwrap();
         assert_eq!((s.port, s.tls), (465, SmtpTls::Implicit));
-        assert_eq!(s.credentials.unwrap().1, "b@c");
+        assert_eq!(s.credentials.unwrap().1.expose(), "b@c");
         assert!(parse_smtp_url("http://h").unwrap_err().contains("smtp://"));
         assert!(
             parse_smtp_url("smtp://h?tls=maybe")

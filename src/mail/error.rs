@@ -170,10 +170,19 @@ pub fn quota_reset(name: &str, now: DateTime<Utc>) -> Duration {
         .unwrap_or(Duration::from_secs(3600))
 }
 
-/// Reads a header holding seconds (`retry-after: 3`, `ratelimit-reset: 0.5`).
+/// The longest wait a provider can ask for: a monthly quota resets within 31 days. A longer
+/// `retry-after` is read as this, so an absurd header cannot stop a provider for good or overflow
+/// the arithmetic of due dates.
+pub const MAX_WAIT: Duration = Duration::from_secs(31 * 24 * 3600);
+
+/// Reads a header holding seconds (`retry-after: 3`, `ratelimit-reset: 0.5`), at most
+/// [`MAX_WAIT`].
 pub fn parse_seconds(value: &str) -> Option<Duration> {
     let secs: f64 = value.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    if !(secs.is_finite() && secs >= 0.0) {
+        return None;
+    }
+    Some(Duration::try_from_secs_f64(secs).map_or(MAX_WAIT, |d| d.min(MAX_WAIT)))
 }
 
 /// Sorts an SMTP reply code and its text.
@@ -371,5 +380,61 @@ mod tests {
         assert_eq!(parse_seconds(" 0.5 "), Some(Duration::from_millis(500)));
         assert_eq!(parse_seconds("soon"), None);
         assert_eq!(parse_seconds("-1"), None);
+        assert_eq!(parse_seconds("NaN"), None);
+        assert_eq!(parse_seconds("inf"), None);
+        // Above what a Duration holds (about 1.8e19 s), and merely absurd: the longest wait.
+        assert_eq!(parse_seconds("1e20"), Some(MAX_WAIT));
+        assert_eq!(parse_seconds("18446744073709551616"), Some(MAX_WAIT));
+        assert_eq!(parse_seconds("99999999"), Some(MAX_WAIT));
+    }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn any_seconds_header_is_read_without_panicking(text in ".{0,40}") {
+                if let Some(d) = parse_seconds(&text) {
+                    prop_assert!(d <= MAX_WAIT);
+                }
+            }
+
+            #[test]
+            fn any_number_of_seconds_is_at_most_the_longest_wait(secs in any::<f64>()) {
+                for text in [secs.to_string(), format!("{secs:e}"), format!("{}", secs as u64)] {
+                    if let Some(d) = parse_seconds(&text) {
+                        prop_assert!(d <= MAX_WAIT);
+                    }
+                }
+            }
+
+            #[test]
+            fn any_resend_answer_is_classified(
+                status in any::<u16>(),
+                name in ".{0,30}",
+                message in ".{0,60}",
+                retry in proptest::option::of(0u64..u64::MAX),
+                reset in proptest::option::of(0u64..u64::MAX),
+            ) {
+                let e = classify_resend(
+                    status,
+                    &name,
+                    &message,
+                    retry.map(|s| Duration::from_secs(s).min(MAX_WAIT)),
+                    reset.map(|s| Duration::from_secs(s).min(MAX_WAIT)),
+                    now(),
+                );
+                prop_assert_eq!(e.code, Some(status));
+            }
+
+            #[test]
+            fn any_smtp_reply_is_classified(code in any::<u16>(), text in ".{0,80}") {
+                let _ = classify_smtp_reply(code, &text);
+            }
+        }
     }
 }

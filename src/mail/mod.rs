@@ -10,7 +10,10 @@ pub mod error;
 pub mod resend;
 pub mod smtp;
 
-use std::time::Duration;
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use lettre::{AsyncFileTransport, AsyncTransport, Tokio1Executor};
 use sha2::{Digest, Sha256};
@@ -63,6 +66,8 @@ pub struct Provider {
     /// Identifies the credentials, so that a configuration pause set by a process with a wrong
     /// key does not stop a process started with the right one.
     pub fingerprint: String,
+    /// The `file` provider's folder.
+    outbox: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Provider {
@@ -78,13 +83,21 @@ impl Provider {
                 Channel::Resend(resend::Resend::new(r, &mail.from)?),
                 r.batch_size,
                 r.requests_per_second,
-                format!("{}|{}", r.base_url, r.api_key),
+                format!("{}|{}", r.base_url, r.api_key.expose()),
             ),
             ProviderSettings::Smtp(s) => (
                 Channel::Smtp(smtp::build(s, mail.timeout, mail.pool_size)?),
                 1,
                 s.messages_per_second,
-                format!("{}:{}|{:?}|{:?}", s.host, s.port, s.tls, s.credentials),
+                format!(
+                    "{}:{}|{:?}|{:?}",
+                    s.host,
+                    s.port,
+                    s.tls,
+                    s.credentials
+                        .as_ref()
+                        .map(|(user, pass)| (user, pass.expose()))
+                ),
             ),
             ProviderSettings::File(dir) => {
                 std::fs::create_dir_all(dir).map_err(|e| {
@@ -109,6 +122,10 @@ impl Provider {
             batch_size,
             per_second,
             fingerprint,
+            outbox: match p {
+                ProviderSettings::File(dir) => Some(dir.clone()),
+                _ => None,
+            },
         })
     }
 
@@ -127,6 +144,11 @@ impl Provider {
             Channel::Smtp(_) => "smtp",
             Channel::File(_) => "file",
         }
+    }
+
+    /// The folder the `file` provider writes to; `None` for a provider that sends.
+    pub fn outbox(&self) -> Option<&Path> {
+        self.outbox.as_deref()
     }
 
     /// Checks that the provider answers (used by `herald check`).

@@ -19,7 +19,10 @@ use super::{
     Outgoing, Receipt,
     error::{ErrorClass, SendError, classify_resend, parse_seconds},
 };
-use crate::{config::ResendSettings, domain::Mailbox};
+use crate::{
+    config::{ResendSettings, Secret},
+    domain::Mailbox,
+};
 
 /// A Resend client for one API key and sender.
 #[derive(Clone)]
@@ -28,7 +31,7 @@ pub struct Resend {
     emails_url: String,
     batch_url: String,
     domains_url: String,
-    api_key: String,
+    api_key: Secret,
     from: String,
     timeout: Duration,
 }
@@ -121,7 +124,7 @@ impl Resend {
         let mut request = self
             .http
             .post(url)
-            .bearer_auth(&self.api_key)
+            .bearer_auth(self.api_key.expose())
             .header("Idempotency-Key", idempotency_key);
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -192,7 +195,7 @@ impl Resend {
         let response = self
             .http
             .get(&self.domains_url)
-            .bearer_auth(&self.api_key)
+            .bearer_auth(self.api_key.expose())
             .send()
             .await
             .map_err(|e| anyhow::anyhow!("{}", self.network_error(&e)))?;
@@ -284,25 +287,36 @@ fn map_batch(
 async fn error_answer(response: reqwest::Response) -> SendError {
     let status = response.status().as_u16();
     let headers: HeaderMap = response.headers().clone();
-    let seconds = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_seconds)
-    };
-    let (retry_after, reset) = (seconds("retry-after"), seconds("ratelimit-reset"));
-    let text = response.text().await.unwrap_or_default();
-    let body: ErrorBody = serde_json::from_str(&text).unwrap_or_else(|_| ErrorBody {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let body = response.bytes().await.unwrap_or_default();
+    read_error(
+        status,
+        header("retry-after"),
+        header("ratelimit-reset"),
+        &body,
+        Utc::now(),
+    )
+}
+
+/// Sorts an error answer from its parts: any header text and any body, JSON or not.
+fn read_error(
+    status: u16,
+    retry_after: Option<&str>,
+    ratelimit_reset: Option<&str>,
+    body: &[u8],
+    now: chrono::DateTime<Utc>,
+) -> SendError {
+    let body: ErrorBody = serde_json::from_slice(body).unwrap_or_else(|_| ErrorBody {
         name: String::new(),
-        message: text.chars().take(300).collect(),
+        message: String::from_utf8_lossy(body).chars().take(300).collect(),
     });
     classify_resend(
         status,
         &body.name,
         &body.message,
-        retry_after,
-        reset,
-        Utc::now(),
+        retry_after.and_then(parse_seconds),
+        ratelimit_reset.and_then(parse_seconds),
+        now,
     )
 }
 
@@ -351,5 +365,92 @@ mod tests {
             map_batch(short, 2, StatusCode::OK).unwrap_err().class,
             ErrorClass::Transient
         );
+    }
+
+    #[test]
+    fn error_answers_are_read_from_json_or_text() {
+        let now = Utc::now();
+        let e = read_error(
+            429,
+            Some("1e30"),
+            None,
+            br#"{"statusCode": 429, "name": "rate_limit_exceeded", "message": "slow"}"#,
+            now,
+        );
+        assert_eq!(e.class, ErrorClass::RateLimited);
+        assert_eq!(e.wait, Some(crate::mail::error::MAX_WAIT));
+        let e = read_error(502, None, None, b"<html>Bad gateway</html>", now);
+        assert_eq!(e.class, ErrorClass::Transient);
+        assert!(e.message.contains("Bad gateway"), "{}", e.message);
+    }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// A JSON value of a few levels, with the keys Resend's answers use.
+        fn json() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<u64>().prop_map(serde_json::Value::from),
+                any::<f64>().prop_map(serde_json::Value::from),
+                ".{0,20}".prop_map(serde_json::Value::from),
+            ];
+            leaf.prop_recursive(3, 24, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                    prop::collection::btree_map(
+                        prop_oneof![
+                            Just("name".to_owned()),
+                            Just("message".to_owned()),
+                            Just("statusCode".to_owned()),
+                            Just("data".to_owned()),
+                            Just("errors".to_owned()),
+                            Just("index".to_owned()),
+                            Just("id".to_owned()),
+                            ".{0,8}",
+                        ],
+                        inner,
+                        0..6,
+                    )
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn any_error_body_and_headers_are_read(
+                status in any::<u16>(),
+                retry_after in proptest::option::of(".{0,30}"),
+                reset in proptest::option::of("[0-9eE.+-]{0,30}"),
+                body in prop::collection::vec(any::<u8>(), 0..400),
+            ) {
+                let e = read_error(status, retry_after.as_deref(), reset.as_deref(), &body, Utc::now());
+                prop_assert_eq!(e.code, Some(status));
+                prop_assert!(e.wait.is_none_or(|w| w <= crate::mail::error::MAX_WAIT));
+            }
+
+            #[test]
+            fn any_json_error_body_is_read(status in 400u16..600, body in json()) {
+                let bytes = serde_json::to_vec(&body).unwrap();
+                let e = read_error(status, None, None, &bytes, Utc::now());
+                prop_assert_eq!(e.code, Some(status));
+            }
+
+            #[test]
+            fn any_batch_answer_maps_or_is_refused(body in json(), n in 0usize..8) {
+                if let Ok(answer) = serde_json::from_value::<BatchAnswer>(body)
+                    && let Ok(items) = map_batch(answer, n, StatusCode::OK)
+                {
+                    prop_assert_eq!(items.len(), n);
+                }
+            }
+        }
     }
 }

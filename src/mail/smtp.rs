@@ -40,7 +40,7 @@ pub fn build(s: &SmtpSettings, timeout: Duration, pool_size: u32) -> anyhow::Res
             .idle_timeout(Duration::from_secs(60)),
     );
     if let Some((user, pass)) = &s.credentials {
-        builder = builder.credentials(Credentials::new(user.clone(), pass.clone()));
+        builder = builder.credentials(Credentials::new(user.clone(), pass.expose().to_owned()));
     }
     Ok(builder.build())
 }

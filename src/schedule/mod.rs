@@ -78,6 +78,26 @@ pub enum PlanError {
     Failed(#[from] anyhow::Error),
 }
 
+/// Checks an instant to plan by hand (`at` of `POST …/trigger`, `herald trigger --at`): from
+/// 1970 to the end of 9999, so that the calendar arithmetic around it (a week back, a day ahead,
+/// a spread) stays far inside chrono's range. The message names `at` and the range.
+pub fn check_at(at: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    let first = DateTime::<Utc>::UNIX_EPOCH;
+    let last = NaiveDate::from_ymd_opt(9999, 12, 31)
+        .and_then(|d| d.and_hms_opt(23, 59, 59))
+        .expect("a valid date")
+        .and_utc();
+    if (first..=last).contains(&at) {
+        Ok(at)
+    } else {
+        Err(format!(
+            "`at` is {at}; plan an instant between {} and {}",
+            first.to_rfc3339(),
+            last.to_rfc3339()
+        ))
+    }
+}
+
 /// What a plan did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PlanReport {
@@ -201,6 +221,7 @@ pub async fn plan(
     retention: &RetentionSettings,
 ) -> Result<PlanReport, PlanError> {
     let now = clock.now();
+    check_at(opts.at).map_err(PlanError::Refused)?;
     check_manual(opts, now, retention)?;
     if let Some(id) = opts.user_id
         && store

@@ -203,13 +203,43 @@ impl Store {
     }
 }
 
-/// A URL with its password replaced, fit for logs and error messages.
+/// A URL with its password replaced, fit for logs and error messages: the password of its
+/// authority and a `password` query parameter (sqlx reads one). A text that is not a URL keeps
+/// only what follows its last `@`, since what comes before may be credentials.
 pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_owned(),
+    let hide_userinfo = |text: &str| match text.rsplit_once('@') {
+        Some((before, after)) => match before.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://***@{after}"),
+            None => format!("***@{after}"),
+        },
+        None => text.to_owned(),
+    };
+    let Ok(mut u) = url::Url::parse(url) else {
+        return hide_userinfo(url);
+    };
+    if !u.has_authority() {
+        return hide_userinfo(url);
     }
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
+    }
+    let secret_key = |k: &str| {
+        let k = k.to_ascii_lowercase();
+        k.contains("password") || k == "pass" || k.contains("token") || k.contains("secret")
+    };
+    if u.query_pairs().any(|(k, _)| secret_key(&k)) {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if secret_key(&k) {
+                    "***".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
 }

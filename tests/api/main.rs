@@ -14,5 +14,6 @@ mod resend;
 #[path = "../support/resend_stub.rs"]
 mod resend_stub;
 mod resilience;
+mod secrets;
 mod startup;
 mod triggers;

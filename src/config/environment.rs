@@ -1,0 +1,156 @@
+//! `environment` (`HERALD_ENV`): development allows the `.eml` outbox, production refuses it.
+
+use std::{fmt, path::Path};
+
+use super::{MailSettings, ProviderSettings};
+
+/// Where Herald runs: what it accepts as a mail provider depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Environment {
+    /// The default: the `file` provider (a folder of `.eml` files) is allowed, with a warning.
+    #[default]
+    Development,
+    /// Starting without a real provider (SMTP or Resend) is a configuration error.
+    Production,
+}
+
+impl fmt::Display for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Environment::Development => "development",
+            Environment::Production => "production",
+        })
+    }
+}
+
+/// Reads `environment` and, in production, refuses the `file` provider.
+pub(super) fn check(
+    text: &str,
+    providers: &[ProviderSettings],
+    p: &mut dyn FnMut(&str, String),
+) -> Environment {
+    let environment = match text.trim() {
+        "development" => Environment::Development,
+        "production" => Environment::Production,
+        other => {
+            p(
+                "environment (HERALD_ENV)",
+                format!("{other:?} is not an environment; use \"development\" or \"production\""),
+            );
+            return Environment::Development;
+        }
+    };
+    if environment == Environment::Production
+        && let Some(ProviderSettings::File(dir)) = providers
+            .iter()
+            .find(|s| matches!(s, ProviderSettings::File(_)))
+    {
+        p(
+            "mail.providers",
+            format!(
+                "has the \"file\" provider, which writes .eml files to {} and sends nothing, but HERALD_ENV is production; set SMTP_URL or RESEND_API_KEY (and leave \"file\" out of mail.providers), or set HERALD_ENV=development",
+                shown_folder(dir)
+            ),
+        );
+    }
+    environment
+}
+
+/// A folder as an operator would type it: `./outbox` for a relative one.
+pub fn shown_folder(dir: &Path) -> String {
+    if dir.is_relative() && !dir.starts_with(".") && !dir.starts_with("..") {
+        format!("./{}", dir.display())
+    } else {
+        dir.display().to_string()
+    }
+}
+
+impl MailSettings {
+    /// The folder of the `file` provider, when it is one of the providers.
+    pub fn outbox(&self) -> Option<&Path> {
+        self.providers.iter().find_map(|p| match p {
+            ProviderSettings::File(dir) => Some(dir.as_path()),
+            _ => None,
+        })
+    }
+
+    /// What to tell an operator when emails go to the `file` provider's folder instead of out.
+    pub fn outbox_warning(&self) -> Option<String> {
+        self.outbox().map(|dir| {
+            format!(
+                "emails are written as .eml files to {} and not sent: the \"file\" provider is for development; set SMTP_URL or RESEND_API_KEY to send them (HERALD_ENV=production refuses to start without one)",
+                shown_folder(dir)
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Settings;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Settings, String> {
+        let vars: Vec<_> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::load_from(None, &vars).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn development_is_the_default_and_warns_about_the_outbox() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.environment, super::Environment::Development);
+        let warning = s.mail.outbox_warning().unwrap();
+        assert!(warning.contains("to ./outbox and not sent"), "{warning}");
+        assert!(warning.contains("SMTP_URL or RESEND_API_KEY"), "{warning}");
+        let s = load(&[("SMTP_URL", "smtp://127.0.0.1:25?tls=none")]).unwrap();
+        assert_eq!(s.mail.outbox_warning(), None);
+    }
+
+    #[test]
+    fn production_refuses_to_start_without_a_real_provider() {
+        let err = load(&[("HERALD_ENV", "production")]).unwrap_err();
+        assert!(
+            err.contains("mail.providers: has the \"file\" provider"),
+            "{err}"
+        );
+        assert!(err.contains("set SMTP_URL or RESEND_API_KEY"), "{err}");
+        assert!(err.contains("./outbox"), "{err}");
+
+        // Listed explicitly, even after a real provider.
+        let err = load(&[
+            ("HERALD_ENV", "production"),
+            ("SMTP_URL", "smtp://127.0.0.1:25?tls=none"),
+            ("HERALD__MAIL__PROVIDERS", "[\"smtp\", \"file\"]"),
+            ("HERALD__MAIL__OUTBOX_DIR", "/var/herald/outbox"),
+        ])
+        .unwrap_err();
+        assert!(
+            err.contains("writes .eml files to /var/herald/outbox"),
+            "{err}"
+        );
+
+        for real in [
+            ("SMTP_URL", "smtp://127.0.0.1:25?tls=none"),
+            ("RESEND_API_KEY", "re_0123456789"),
+        ] {
+            let s = load(&[("HERALD_ENV", "production"), real]).unwrap();
+            assert_eq!(s.environment, super::Environment::Production);
+            assert_eq!(s.mail.outbox(), None);
+        }
+    }
+
+    #[test]
+    fn an_unknown_environment_names_the_key() {
+        let err = load(&[("HERALD_ENV", "prod")]).unwrap_err();
+        assert!(
+            err.contains(
+                "environment (HERALD_ENV): \"prod\" is not an environment; use \"development\" or \"production\""
+            ),
+            "{err}"
+        );
+        let err = load(&[("HERALD__ENVIRONMENT", "staging")]).unwrap_err();
+        assert!(err.contains("\"staging\" is not an environment"), "{err}");
+    }
+}
