@@ -8,11 +8,12 @@ pub enum LogFormat {
     Json,
 }
 
-/// The default filter. The apalis crates are silenced: each lost Redis connection makes them log
-/// several lines per worker restart, and Herald reports the same events itself, once per outage
-/// (`health`). `RUST_LOG=info,apalis_core=debug` shows theirs again.
-const DEFAULT_FILTER: &str =
-    "info,sqlx=warn,apalis=off,apalis_core=off,apalis_redis=off,apalis_cron=off";
+/// The default filter. The apalis crates are silenced: during a Redis outage they log several
+/// lines per worker restart, and Herald reports the same events itself, once per outage
+/// (`health`). `RUST_LOG=info,apalis_core=debug` shows theirs again. (sqlx logs through `log`,
+/// which these target filters do not reach; its slow-acquire warnings are lowered in the pool's
+/// options instead, see `store::Store::connect`.)
+const DEFAULT_FILTER: &str = "info,apalis=off,apalis_core=off,apalis_redis=off,apalis_cron=off";
 
 /// Installs the global subscriber. `RUST_LOG` overrides the default filter.
 pub fn init(format: LogFormat) {

@@ -309,7 +309,8 @@ async fn record_retrying(
             Err(e) => match RECORD_BACKOFF.get(failures) {
                 Some(&pause) => {
                     failures += 1;
-                    tracing::warn!(delivery_id = d.id, error = %e, retry_in = ?pause, "cannot record the attempt; retrying");
+                    // Usually PostgreSQL going away: the outage is logged once, by `health`.
+                    tracing::debug!(delivery_id = d.id, error = %e, retry_in = ?pause, "cannot record the attempt; retrying");
                     tokio::time::sleep(pause).await;
                 }
                 None => {

@@ -103,6 +103,9 @@ impl Herald {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(vars.iter().map(|(k, v)| (k, v)))
             .env("HERALD_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            // Herald's default filter, unless the run is being debugged: the WARN/ERROR counts
+            // are only meaningful with the default.
+            .envs(std::env::var("HERALD_LIFECYCLE_RUST_LOG").map(|f| ("RUST_LOG", f)))
             .args(["--log-format", "json", "run"])
             .stdin(Stdio::null())
             .stdout(out)
@@ -389,7 +392,7 @@ async fn trigger(http: &reqwest::Client, address: &str, at: DateTime<Utc>) -> Ve
     let r = http
         .post(format!("{address}/api/schedules/overdue_summary/trigger"))
         .bearer_auth(TOKEN)
-        .json(&json!({ "at": at }))
+        .json(&json!({ "at": at, "ids": true }))
         .send()
         .await
         .expect("the trigger request");
@@ -413,24 +416,36 @@ async fn dedup_keys(store: &Store, ids: &[i64]) -> Vec<String> {
         .unwrap()
 }
 
-/// Waits until `n` of `keys` arrived at least once.
-async fn wait_arrived(sink: &SmtpSink, keys: &[String], n: usize, within: Duration) {
+/// Waits until `n` of `keys` arrived at least once. On timeout the panic lists the deliveries
+/// that did not arrive, as PostgreSQL sees them.
+async fn wait_arrived(sink: &SmtpSink, store: &Store, keys: &[String], n: usize, within: Duration) {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let got = sink.arrived(keys);
         if got >= n {
             return;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {got} of {n} emails arrived ({} expected in all)",
-            keys.len()
-        );
+        if tokio::time::Instant::now() >= deadline {
+            let counts = sink.counts();
+            let missing: Vec<&String> = keys.iter().filter(|k| counts.delivery(k) == 0).collect();
+            let rows: Vec<(i64, String, i32, Option<String>, Option<String>, Option<String>, String)> = sqlx::query_as(
+                "SELECT id, status, attempts, last_error, dispatched_at::text, lease_until::text, updated_at::text
+                 FROM deliveries WHERE dedup_key = ANY($1) LIMIT 20",
+            )
+            .bind(missing.iter().map(|k| k.as_str()).collect::<Vec<_>>())
+            .fetch_all(&store.pool)
+            .await
+            .unwrap_or_default();
+            panic!(
+                "only {got} of {n} emails arrived ({} expected in all); missing (id, status, attempts, last error, dispatched at, lease until, updated at): {rows:?}; now {}",
+                keys.len(),
+                chrono::Utc::now()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-/// Waits until every one of `ids` is recorded as sent.
 async fn wait_recorded(store: &Store, ids: &[i64], within: Duration) {
     let deadline = tokio::time::Instant::now() + within;
     loop {
@@ -633,7 +648,7 @@ async fn herald_survives_sigterm_sigkill_and_redis_and_postgres_restarts_mid_sen
             "{k} planned twice"
         );
     }
-    wait_arrived(&sink, &keys, event_at, size.fire_deadline()).await;
+    wait_arrived(&sink, &store, &keys, event_at, size.fire_deadline()).await;
     let arrived_at_event = sink.arrived(&keys);
     let term = Instant::now();
     herald.signal("-TERM");
@@ -665,7 +680,7 @@ async fn herald_survives_sigterm_sigkill_and_redis_and_postgres_restarts_mid_sen
         before,
         ..Default::default()
     });
-    wait_arrived(&sink, &keys, n, size.fire_deadline()).await;
+    wait_arrived(&sink, &store, &keys, n, size.fire_deadline()).await;
     let recover = restarted.elapsed();
     wait_recorded(&store, &ids, Duration::from_secs(60)).await;
     let after = settle(&redis.url(), &queue, &baseline).await;
@@ -688,7 +703,7 @@ async fn herald_survives_sigterm_sigkill_and_redis_and_postgres_restarts_mid_sen
             "{k} planned twice"
         );
     }
-    wait_arrived(&sink, &keys, event_at, size.fire_deadline()).await;
+    wait_arrived(&sink, &store, &keys, event_at, size.fire_deadline()).await;
     let arrived_at_event = sink.arrived(&keys);
     herald.child.kill().unwrap();
     herald.child.wait().unwrap();
@@ -710,7 +725,7 @@ async fn herald_survives_sigterm_sigkill_and_redis_and_postgres_restarts_mid_sen
         copy_bound: (size.concurrency + size.batch_size) as u64,
         ..Default::default()
     });
-    wait_arrived(&sink, &keys, n, size.fire_deadline()).await;
+    wait_arrived(&sink, &store, &keys, n, size.fire_deadline()).await;
     let recover = restarted.elapsed();
     wait_recorded(&store, &ids, Duration::from_secs(60)).await;
     let after = settle(&redis.url(), &queue, &baseline).await;
@@ -731,7 +746,7 @@ async fn herald_survives_sigterm_sigkill_and_redis_and_postgres_restarts_mid_sen
             "{k} planned twice"
         );
     }
-    wait_arrived(&sink, &keys, event_at, size.fire_deadline()).await;
+    wait_arrived(&sink, &store, &keys, event_at, size.fire_deadline()).await;
     let arrived_at_event = sink.arrived(&keys);
     summary.fires.push(FireRow {
         name: "3".into(),
@@ -783,7 +798,7 @@ async fn herald_survives_sigterm_sigkill_and_redis_and_postgres_restarts_mid_sen
         warn_error_lines: warn_error_lines(&herald.log, mark, herald.log_len()),
     });
 
-    wait_arrived(&sink, &keys, n, size.fire_deadline()).await;
+    wait_arrived(&sink, &store, &keys, n, size.fire_deadline()).await;
     let recover = back.elapsed();
     wait_recorded(&store, &ids, Duration::from_secs(60)).await;
     let after = settle(&redis.url(), &queue, &baseline).await;

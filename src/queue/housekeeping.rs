@@ -40,7 +40,7 @@ pub async fn janitor(queue: Queue, store: Store, health: Health, shutdown: Shutd
         {
             tracing::debug!(jobs = n, "removed finished jobs' data");
         }
-        if let Err(e) = drain_dead_workers(&queue, &store).await {
+        if let Err(e) = drain_dead_workers(&queue, &store, When::Running).await {
             tracing::debug!(
                 error = format!("{e:#}"),
                 "cannot drain dead workers this round"
@@ -83,10 +83,22 @@ async fn remove_jobs(queue: &Queue, ids: &[String]) -> redis::RedisResult<()> {
     pipe.query_async(&mut queue.conn()).await
 }
 
+/// When the dead are looked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// Before this process registers its workers: a worker of this host whose process is gone
+    /// is known dead at once (see [`gone_from_this_host`]), without waiting for its heartbeat
+    /// to age.
+    Starting,
+    /// Any other time: only the age of the heartbeat counts.
+    Running,
+}
+
 /// Drains and deregisters every worker that is dead: its heartbeat is older than
-/// [`ORPHAN_AFTER`], or it has an inflight set but no registration. Also deletes the metadata
-/// of workers that are gone. Returns how many jobs were given back.
-pub async fn drain_dead_workers(queue: &Queue, store: &Store) -> anyhow::Result<usize> {
+/// [`ORPHAN_AFTER`], it has an inflight set but no registration, or (when `Starting`) its process
+/// on this host is gone. Also deletes the metadata of workers that are gone. Returns how many
+/// jobs were given back.
+pub async fn drain_dead_workers(queue: &Queue, store: &Store, when: When) -> anyhow::Result<usize> {
     let c = queue.config();
     let mut conn = queue.conn();
     let before = chrono::Utc::now().timestamp() - ORPHAN_AFTER.as_secs() as i64;
@@ -97,6 +109,23 @@ pub async fn drain_dead_workers(queue: &Queue, store: &Store) -> anyhow::Result<
         .query_async(&mut conn)
         .await
         .context("cannot list the queue's workers")?;
+    if when == When::Starting {
+        let all: Vec<String> = redis::cmd("ZRANGE")
+            .arg(c.workers_set())
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .context("cannot list the queue's workers")?;
+        let (host, process) = (super::workers::host(), super::workers::process_id());
+        for worker in all {
+            if !dead.contains(&worker)
+                && gone_from_this_host(&worker, &host, std::process::id(), process)
+            {
+                dead.push(worker);
+            }
+        }
+    }
     let inflight_prefix = format!("{}:", c.inflight_jobs_set());
     let metadata_prefix = format!("{}:workers:metadata:", c.queue);
     for (prefix, delete) in [(&inflight_prefix, false), (&metadata_prefix, true)] {
@@ -132,6 +161,32 @@ pub async fn drain_dead_workers(queue: &Queue, store: &Store) -> anyhow::Result<
         );
     }
     Ok(total)
+}
+
+/// Whether `worker` (a name made by [`super::workers::worker_name`]:
+/// `herald-<host>-<pid>-<process>.<run>-<restarts>`) ran on this host in a process that is gone:
+/// it has this process's pid but another process id (a container restarted after a SIGKILL,
+/// where the pid is 1 again), or a pid that `/proc` does not list. Where there is no `/proc`,
+/// only the first rule applies.
+pub fn gone_from_this_host(worker: &str, host: &str, pid: u32, process: &str) -> bool {
+    let mut parts = worker.rsplitn(4, '-');
+    let (Some(_restarts), Some(run), Some(their_pid), Some(prefix)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let (Ok(their_pid), Some((their_process, _))) = (their_pid.parse::<u32>(), run.split_once('.'))
+    else {
+        return false;
+    };
+    if prefix != format!("herald-{host}") {
+        return false;
+    }
+    if their_pid == pid {
+        return their_process != process;
+    }
+    std::path::Path::new("/proc/self").exists()
+        && !std::path::Path::new(&format!("/proc/{their_pid}")).exists()
 }
 
 /// Drains `worker`'s inflight set, then removes its name and metadata. Returns how many jobs it
@@ -191,5 +246,34 @@ async fn drain(queue: &Queue, store: &Store, worker: &str) -> anyhow::Result<usi
             .await?;
         remove_jobs(queue, &ids).await?;
         total += ids.len();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_of_a_process_that_is_gone_from_this_host_is_dead() {
+        let me = std::process::id();
+        let ours = format!("herald-box-a-{me}-1a2b3c4d.0-0");
+        // Another host, or a name Herald did not make: never judged here.
+        let elsewhere = format!("herald-other-{me}-99999999.0-0");
+        assert!(!gone_from_this_host(&elsewhere, "box-a", me, "1a2b3c4d"));
+        assert!(!gone_from_this_host(
+            "someone-else",
+            "box-a",
+            me,
+            "1a2b3c4d"
+        ));
+        // This pid: ours (another app in this process) is alive; a previous process's is gone.
+        assert!(!gone_from_this_host(&ours, "box-a", me, "1a2b3c4d"));
+        assert!(gone_from_this_host(&ours, "box-a", me, "5e6f7a8b"));
+        // Another pid that is running (this test's own, seen from elsewhere) is alive.
+        assert!(!gone_from_this_host(&ours, "box-a", me + 1, "5e6f7a8b"));
+        if std::path::Path::new("/proc/self").exists() {
+            let gone = format!("herald-box-a-{}-1a2b3c4d.2-3", u32::MAX - 7);
+            assert!(gone_from_this_host(&gone, "box-a", me, "1a2b3c4d"));
+        }
     }
 }

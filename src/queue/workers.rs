@@ -93,15 +93,31 @@ async fn ack(queue: &Queue, worker: &str, task_id: &str, done: bool) -> redis::R
     pipe.query_async::<()>(&mut queue.conn()).await
 }
 
-/// A worker name unique to this process start, as apalis-redis requires.
-pub fn worker_name() -> String {
-    let host = hostname::get()
+/// This machine's name, as worker names carry it.
+pub fn host() -> String {
+    hostname::get()
         .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| "host".into());
+        .unwrap_or_else(|_| "host".into())
+}
+
+/// A random id for this process, the same for every worker it runs.
+pub fn process_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..8].to_owned())
+}
+
+/// A worker name unique to this process start and run, as apalis-redis requires:
+/// `herald-<host>-<pid>-<process id>.<run>`, and the monitor adds `-<restarts>`. The host, pid
+/// and process id let a restarted process recognise its dead predecessor's workers at once
+/// ([`housekeeping::gone_from_this_host`]).
+pub fn worker_name() -> String {
+    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!(
-        "herald-{host}-{}-{}",
+        "herald-{}-{}-{}.{run}",
+        host(),
         std::process::id(),
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
+        process_id()
     )
 }
 
@@ -136,7 +152,7 @@ pub async fn run_workers(
     health: Health,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    housekeeping::drain_dead_workers(&queue, &store)
+    housekeeping::drain_dead_workers(&queue, &store, housekeeping::When::Starting)
         .await
         .map_err(|e| anyhow::anyhow!("cannot recover dead workers' jobs before starting: {e:#}"))?;
     let name = worker_name();

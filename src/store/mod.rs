@@ -184,6 +184,10 @@ impl Store {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
+            // sqlx warns on every acquire slower than 2 s: during a PostgreSQL restart that is one
+            // line per waiting worker. Herald logs the outage once instead (`health`). sqlx logs
+            // through `log`, whose records tracing's target filters do not reach.
+            .acquire_slow_level(log::LevelFilter::Debug)
             .connect_with(options)
             .await
             .with_context(|| format!("cannot connect to PostgreSQL at {}; is it running and does the database exist? (`herald migrate` creates it)", redact(url)))?;
