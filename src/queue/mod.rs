@@ -150,6 +150,11 @@ impl Queue {
         format!("{}:{worker}", self.config.inflight_jobs_set())
     }
 
+    /// `{q}:dead-letter`: the bytes of jobs that could not be decoded, newest first.
+    pub fn dead_letter_key(&self) -> String {
+        format!("{}:dead-letter", self.config.queue)
+    }
+
     /// `{q}:meta:<task id>`.
     pub(crate) fn meta_key(&self, task_id: &str) -> String {
         format!("{}:{task_id}", self.config.job_meta_hash())

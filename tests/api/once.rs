@@ -321,3 +321,123 @@ async fn a_clock_ahead_of_real_time_claims_and_sends_what_it_says_is_due() {
     drop(smtp);
     app.finish().await;
 }
+
+/// A task id as apalis-redis writes them (a ULID).
+fn ulid() -> String {
+    let hex = uuid::Uuid::new_v4().simple().to_string().to_uppercase();
+    format!("01{}", &hex[..24])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_job_goes_to_the_dead_letter_list_and_the_worker_carries_on() {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_app(&smtp).await;
+    let q = app.env.settings().queue.name;
+    let garbage: &[u8] = b"\xff\xfe not a delivery id {";
+    let task = ulid();
+    let mut conn = herald::queue::connect(REDIS).await.unwrap();
+    // The keys apalis-redis writes for a pushed job: data, metadata, then the active list.
+    redis::pipe()
+        .atomic()
+        .hset(format!("{q}:data"), &task, garbage)
+        .hset_multiple(
+            format!("{q}:meta:{task}"),
+            &[
+                ("attempts", "0"),
+                ("max_attempts", "25"),
+                ("status", "Pending"),
+            ],
+        )
+        .rpush(format!("{q}:active"), &task)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let dead = format!("{q}:dead-letter");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let letters: Vec<Vec<u8>> = loop {
+        let letters: Vec<Vec<u8>> = redis::cmd("LRANGE")
+            .arg(&dead)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if !letters.is_empty() {
+            break letters;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the job was not dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(letters, [garbage.to_vec()]);
+
+    // The worker is alive: the next email goes out.
+    app.add_late_user("after@example.com").await;
+    app.trigger_overdue().await;
+    let mail = smtp.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(mail.len(), 1);
+    app.wait_for_status("sent", 1, Duration::from_secs(10))
+        .await;
+    // The garbage job left nothing behind but its dead letter.
+    let data: bool = redis::cmd("HEXISTS")
+        .arg(format!("{q}:data"))
+        .arg(&task)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!data);
+    assert!(herald::queue::workers::dead_letters() >= 1);
+    drop(smtp);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_or_title_with_line_breaks_adds_no_header_and_no_recipient() {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_app(&smtp).await;
+    let id = app
+        .store
+        .insert_users(&[herald::store::NewUser {
+            email: "eve@example.com".into(),
+            display_name: "Eve\r\nBcc: evil@example.com\r\nX-Injected: name".into(),
+            timezone: "UTC".into(),
+        }])
+        .await
+        .unwrap()[0];
+    app.store
+        .insert_tasks(&[herald::store::NewTask {
+            owner_id: id,
+            title: "Late\r\nBcc: evil@example.com\nX-Injected: title\r\n\r\nbody".into(),
+            due_at: Some(at(LATE)),
+            completed_at: None,
+        }])
+        .await
+        .unwrap();
+    app.trigger_overdue().await;
+    app.wait_for_status("sent", 1, Duration::from_secs(30))
+        .await;
+    let mail = smtp.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(mail.len(), 1, "one message");
+    assert_eq!(mail[0].rcpt_tos, ["eve@example.com"], "one recipient");
+    let head = mail[0].raw.split("\r\n\r\n").next().unwrap();
+    for line in head.split("\r\n") {
+        let lower = line.to_ascii_lowercase();
+        assert!(
+            !lower.starts_with("bcc:") && !lower.starts_with("x-injected:"),
+            "an injected header: {line:?}\n{head}"
+        );
+    }
+    let to: Vec<&str> = head
+        .split("\r\n")
+        .filter(|l| l.to_ascii_lowercase().starts_with("to:"))
+        .collect();
+    assert_eq!(to.len(), 1, "{head}");
+    assert!(
+        !head.contains("evil@example.com") || !to[0].contains("evil"),
+        "{head}"
+    );
+    drop(smtp);
+    app.finish().await;
+}
