@@ -418,7 +418,7 @@ mod tests {
         use super::*;
 
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(256))]
+            #![proptest_config(ProptestConfig::with_cases(crate::proptest_cases(256)))]
 
             #[test]
             fn any_seconds_header_is_read_without_panicking(text in ".{0,40}") {

@@ -420,7 +420,7 @@ mod tests {
         }
 
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(256))]
+            #![proptest_config(ProptestConfig::with_cases(crate::proptest_cases(256)))]
 
             #[test]
             fn any_error_body_and_headers_are_read(
