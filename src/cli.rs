@@ -289,7 +289,10 @@ async fn failed(settings: &Settings, command: FailedCommand) -> anyhow::Result<(
         }
         FailedCommand::Retry { ids, all } => {
             let retried = store
-                .retry_failed(if all { None } else { Some(&ids) })
+                .retry_failed(
+                    if all { None } else { Some(&ids) },
+                    crate::clock::Clock::System.now(),
+                )
                 .await?;
             let missing: Vec<_> = ids.iter().filter(|i| !retried.contains(i)).collect();
             println!("queued {} deliveries again: {:?}", retried.len(), retried);

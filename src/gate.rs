@@ -299,7 +299,7 @@ impl Gate {
                 }
                 Some(self.pauses.probe_interval)
             }
-            ErrorClass::Transient | ErrorClass::Permanent => {
+            ErrorClass::Transient | ErrorClass::Permanent | ErrorClass::Unknown => {
                 self.answered(p, probe).await?;
                 None
             }

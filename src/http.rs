@@ -361,7 +361,10 @@ async fn failed_retry(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let retried = state.store.retry_failed(Some(&[id])).await?;
+    let retried = state
+        .store
+        .retry_failed(Some(&[id]), state.clock.now())
+        .await?;
     if retried.is_empty() {
         return Err(match state.store.delivery(id).await? {
             None => ApiError::NotFound(format!("no delivery {id}")),

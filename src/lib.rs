@@ -56,3 +56,13 @@ pub mod store;
 pub mod supervisor;
 pub mod telemetry;
 pub mod worker;
+
+/// The number of cases each property test runs: `PROPTEST_CASES` when set (the long run in the
+/// README), else `default`.
+#[cfg(test)]
+pub(crate) fn proptest_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

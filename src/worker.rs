@@ -11,9 +11,24 @@
 //! the job's delivery and up to `batch_size - 1` other queued, due deliveries in one statement,
 //! one claim at a time (an advisory lock), so a burst is cut into full batches: 250 emails of one
 //! tick become requests of 100, 100 and 50. The other deliveries' own jobs then find nothing to
-//! claim. This needs no second queue and keeps the claim the only way into `sending`. A batch
-//! that fails as a whole remembers its key on its deliveries, and their retry claims them
-//! together again, so the retried batch carries the same idempotency key.
+//! claim. This needs no second queue and keeps the claim the only way into `sending`.
+//!
+//! A batch is the same batch on every retry. Before its request goes out, a new batch's key (its
+//! `Idempotency-Key`) and members are written to PostgreSQL ([`Store::start_batch`]). Until the
+//! batch is done, a claim of any member claims every member still queued, and the request reuses
+//! the stored key with the members in the same order, so Resend recognises it: after a failure as
+//! a whole, a timeout, or a crash between the request and the record, Resend replays its first
+//! answer instead of sending again. Members leave the batch when they are sent or failed. A batch
+//! that lost members (some were sent by another provider after a failover) is sent under a new
+//! key, unless its outcome was unknown, when only the same key is safe.
+//!
+//! # Unknown outcomes
+//!
+//! A try whose outcome Herald cannot tell ([`ErrorClass::Unknown`]: a timeout, a lost connection
+//! after the request left) never fails over: the provider may have the email. The delivery is
+//! held by that provider (`deliveries.held_by`) and retried there only, with the same idempotency
+//! key or Message-ID, using an attempt each time. When the retries are used up it fails, and its
+//! `last_error` says a copy may have been delivered.
 //!
 //! # Waiting for a provider
 //!
@@ -37,7 +52,7 @@
 //! trying every one: they stay `sending` until their lease runs out and then go out again.
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeMap, HashSet},
     convert::Infallible,
     str::FromStr,
     sync::{Arc, Mutex},
@@ -50,7 +65,7 @@ use crate::{
     gate::{Gate, Permit, Why},
     health::Dependency,
     kinds::Kind,
-    mail::{ErrorClass, Outgoing, Provider, Receipt, SendError, resend::batch_key},
+    mail::{ErrorClass, Outgoing, Provider, Receipt, SendError, resend::new_batch_key},
     render::{Rendered, Templates},
     store::{AttemptRecord, Claimed, Next, Store},
 };
@@ -110,8 +125,6 @@ struct Job {
     waits: Vec<Duration>,
     /// A provider asked this email to wait for it (a rate limit): no other provider is tried.
     stopped: bool,
-    /// Set when a whole batch failed: the retry keeps the batch together.
-    batch_key: Option<String>,
 }
 
 struct Try {
@@ -145,6 +158,11 @@ impl Job {
         }
     }
 
+    /// Whether this provider may send it: any, unless a provider holds it.
+    fn fits(&self, p: &Provider) -> bool {
+        self.d.held_by.as_deref().is_none_or(|h| h == p.name())
+    }
+
     fn outgoing(&self) -> Option<Outgoing<'_>> {
         let content = self.content.as_ref().ok()?;
         Some(Outgoing {
@@ -171,6 +189,7 @@ pub async fn process_one(deps: &WorkerDeps, delivery_id: i64) -> anyhow::Result<
             extra as i64,
             deps.lease,
             &deps.message_id_domain,
+            deps.clock.now(),
         )
         .await
         .with_context(|| format!("cannot claim delivery {delivery_id}"))?;
@@ -325,7 +344,18 @@ async fn record_retrying(
     }
 }
 
-fn render(deps: &WorkerDeps, d: Claimed) -> Job {
+fn render(deps: &WorkerDeps, mut d: Claimed) -> Job {
+    if let Some(held) = d.held_by.as_deref()
+        && !deps.providers.iter().any(|p| p.name() == held)
+    {
+        tracing::warn!(
+            delivery_id = d.id,
+            provider = held,
+            "the delivery is held by a provider that is not configured any more (mail.providers); \
+             it goes to the configured ones, and a copy may be delivered"
+        );
+        d.held_by = None;
+    }
     let content = Kind::from_str(&d.kind)
         .map_err(anyhow::Error::msg)
         .and_then(|kind| {
@@ -340,12 +370,12 @@ fn render(deps: &WorkerDeps, d: Claimed) -> Job {
         tries: Vec::new(),
         waits: Vec::new(),
         stopped: false,
-        batch_key: None,
     }
 }
 
-/// Tries each provider in order with the emails that are still open. An email whose claim was
-/// taken over meanwhile is left to its new owner.
+/// Tries each provider in order with the emails that are still open and that it may send. An
+/// email whose claim was taken over meanwhile is left to its new owner. At a provider with
+/// batches, the members of a stored batch go together under its key; the others in new batches.
 async fn deliver(deps: &WorkerDeps, jobs: &mut [Job], claims: &Mutex<Claims>) {
     let ours = |job: &Job| {
         !claims
@@ -356,20 +386,35 @@ async fn deliver(deps: &WorkerDeps, jobs: &mut [Job], claims: &Mutex<Claims>) {
     };
     for provider in &deps.providers {
         let open: Vec<usize> = (0..jobs.len())
-            .filter(|&i| jobs[i].open() && ours(&jobs[i]))
+            .filter(|&i| jobs[i].open() && jobs[i].fits(provider) && ours(&jobs[i]))
             .collect();
         if open.is_empty() {
-            break;
+            continue;
         }
-        for chunk in open.chunks(provider.batch_size.max(1)) {
+        if provider.batch_size <= 1 {
+            for i in open {
+                if ours(&jobs[i]) {
+                    send_one(deps, provider, &mut jobs[i]).await;
+                }
+            }
+            continue;
+        }
+        let mut stored: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        let mut fresh = Vec::new();
+        for i in open {
+            match &jobs[i].d.batch_key {
+                Some(key) => stored.entry(key.clone()).or_default().push(i),
+                None => fresh.push(i),
+            }
+        }
+        for members in stored.values() {
+            send_batch(deps, provider, jobs, members).await;
+        }
+        for chunk in fresh.chunks(provider.batch_size) {
             if chunk.len() > 1 {
                 send_batch(deps, provider, jobs, chunk).await;
-            } else {
-                for &i in chunk {
-                    if ours(&jobs[i]) {
-                        send_one(deps, provider, &mut jobs[i]).await;
-                    }
-                }
+            } else if ours(&jobs[chunk[0]]) {
+                send_one(deps, provider, &mut jobs[chunk[0]]).await;
             }
         }
     }
@@ -433,18 +478,62 @@ async fn send_one(deps: &WorkerDeps, p: &Provider, job: &mut Job) {
     });
 }
 
+/// Sends `chunk` as one batch request. Its members are in id order, so a retried batch is the
+/// same request byte for byte. A chunk that is a stored batch (all its members, or some of a
+/// batch whose outcome was unknown) reuses the stored key; any other is written as a new batch
+/// first ([`Store::start_batch`]) and not sent when that fails.
 async fn send_batch(deps: &WorkerDeps, p: &Provider, jobs: &mut [Job], chunk: &[usize]) {
+    let mut chunk = chunk.to_vec();
+    chunk.sort_by_key(|&i| jobs[i].d.id);
     let probe = match permit(deps, p).await {
         Permit::Go { probe } => probe,
         Permit::Wait { wait, why } => {
-            for &i in chunk {
+            for &i in &chunk {
                 jobs[i].hold(wait, &why);
             }
             return;
         }
     };
-    let ids: Vec<i64> = chunk.iter().map(|&i| jobs[i].d.id).collect();
-    let key = batch_key(&ids);
+    let first = &jobs[chunk[0]].d;
+    let same = chunk
+        .iter()
+        .all(|&i| jobs[i].d.batch_key == first.batch_key);
+    let whole = first.batch_size == Some(chunk.len() as i32);
+    let held = first.held_by.as_deref() == Some(p.name());
+    let key = match &first.batch_key {
+        Some(key) if same && (whole || held) => key.clone(),
+        _ => {
+            let key = new_batch_key();
+            let members: Vec<(i64, uuid::Uuid)> = chunk
+                .iter()
+                .map(|&i| (jobs[i].d.id, jobs[i].d.claim_token))
+                .collect();
+            let started = deps.store.start_batch(&key, p.name(), &members).await;
+            if !matches!(started, Ok(true)) {
+                match started {
+                    Err(e) => {
+                        tracing::warn!(provider = p.name(), emails = chunk.len(), error = %e, "cannot write the batch before sending it; it waits")
+                    }
+                    _ => tracing::warn!(
+                        provider = p.name(),
+                        emails = chunk.len(),
+                        "a claim of the batch was taken over before its request; it waits"
+                    ),
+                }
+                for &i in &chunk {
+                    jobs[i].waits.push(Duration::from_secs(1));
+                    jobs[i].stopped = true;
+                }
+                return;
+            }
+            let size = chunk.len() as i32;
+            for &i in &chunk {
+                jobs[i].d.batch_key = Some(key.clone());
+                jobs[i].d.batch_size = Some(size);
+            }
+            key
+        }
+    };
     let emails: Vec<Outgoing<'_>> = chunk.iter().filter_map(|&i| jobs[i].outgoing()).collect();
     let result = p.send_batch(&emails, &key).await;
     drop(emails);
@@ -461,9 +550,8 @@ async fn send_batch(deps: &WorkerDeps, p: &Provider, jobs: &mut [Job], chunk: &[
         }
         Err(e) => {
             let pause = feedback(deps, p, Some(&e), probe).await;
-            tracing::info!(provider = p.name(), emails = chunk.len(), error = %e, "a batch failed as a whole");
-            for &i in chunk {
-                jobs[i].batch_key = Some(key.clone());
+            tracing::info!(provider = p.name(), emails = chunk.len(), batch = %key, error = %e, "a batch failed as a whole");
+            for &i in &chunk {
                 jobs[i].tries.push(Try {
                     provider: p.name(),
                     result: Err(e.clone()),
@@ -491,24 +579,6 @@ async fn finish(deps: &WorkerDeps, job: &Job) -> anyhow::Result<Outcome> {
         }
         return Ok(Outcome::Failed);
     }
-    let records: Vec<AttemptRecord<'_>> = job
-        .tries
-        .iter()
-        .map(|t| match &t.result {
-            Ok(r) => AttemptRecord {
-                provider: t.provider,
-                outcome: "sent",
-                code: r.code,
-                error: None,
-            },
-            Err(e) => AttemptRecord {
-                provider: t.provider,
-                outcome: e.class.as_str(),
-                code: e.code,
-                error: Some(&e.message),
-            },
-        })
-        .collect();
     let views: Vec<TryView> = job
         .tries
         .iter()
@@ -526,6 +596,39 @@ async fn finish(deps: &WorkerDeps, job: &Job) -> anyhow::Result<Outcome> {
         .collect();
     let decision = decide(&views, &job.waits, job.d.round_attempts, &deps.retry_delays);
     let last_error = job.tries.last().and_then(|t| t.result.as_ref().err());
+    // The provider that may have the email, if a try's outcome was unknown.
+    let unknown_at = job
+        .tries
+        .iter()
+        .find(|t| matches!(&t.result, Err(e) if e.class == ErrorClass::Unknown))
+        .map(|t| t.provider);
+    let exhausted = match (decision, unknown_at, last_error) {
+        (Decision::Failed, Some(provider), Some(e)) => Some(unknown_exhausted(&job.d, provider, e)),
+        _ => None,
+    };
+    let last = job.tries.len().saturating_sub(1);
+    let records: Vec<AttemptRecord<'_>> = job
+        .tries
+        .iter()
+        .enumerate()
+        .map(|(n, t)| match &t.result {
+            Ok(r) => AttemptRecord {
+                provider: t.provider,
+                outcome: "sent",
+                code: r.code,
+                error: None,
+            },
+            Err(e) => AttemptRecord {
+                provider: t.provider,
+                outcome: e.class.as_str(),
+                code: e.code,
+                error: Some(match &exhausted {
+                    Some(note) if n == last => note,
+                    _ => &e.message,
+                }),
+            },
+        })
+        .collect();
     let (next, outcome) = match decision {
         Decision::Sent => {
             let last = job.tries.last().expect("a sent job has a try");
@@ -544,7 +647,7 @@ async fn finish(deps: &WorkerDeps, job: &Job) -> anyhow::Result<Outcome> {
             )
         }
         Decision::Failed => {
-            tracing::warn!(delivery_id = id, attempt = job.d.attempts, error = ?last_error.map(|e| &e.message), "delivery failed");
+            tracing::warn!(delivery_id = id, attempt = job.d.attempts, error = ?exhausted.as_deref().or(last_error.map(|e| e.message.as_str())), "delivery failed");
             (Next::Failed, Outcome::Failed)
         }
         Decision::Retry { after, counts } => {
@@ -552,9 +655,12 @@ async fn finish(deps: &WorkerDeps, job: &Job) -> anyhow::Result<Outcome> {
             let next = Next::Retry {
                 due_at,
                 counts,
-                batch_key: job.batch_key.as_deref(),
+                held_by: unknown_at,
             };
-            if counts {
+            if let Some(provider) = unknown_at {
+                tracing::warn!(delivery_id = id, provider, attempt = job.d.attempts, error = ?last_error.map(|e| &e.message), retry_in = ?after, "outcome unknown; will retry on the same provider only");
+                (next, Outcome::RetryScheduled(after))
+            } else if counts {
                 tracing::info!(delivery_id = id, attempt = job.d.attempts, error = ?last_error.map(|e| &e.message), retry_in = ?after, "transient failure; will retry");
                 (next, Outcome::RetryScheduled(after))
             } else {
@@ -567,6 +673,22 @@ async fn finish(deps: &WorkerDeps, job: &Job) -> anyhow::Result<Outcome> {
         return Ok(Outcome::NotQueued);
     }
     Ok(outcome)
+}
+
+/// The `last_error` of a delivery whose retries after an unknown outcome are used up: what the
+/// provider said last, and that a copy may have been delivered, with what marks it.
+fn unknown_exhausted(d: &Claimed, provider: &str, e: &SendError) -> String {
+    let key = match &d.batch_key {
+        Some(batch) => format!("Resend idempotency key {batch}, "),
+        None if provider == "resend" => format!("Resend idempotency key {}, ", d.dedup_key),
+        None => String::new(),
+    };
+    format!(
+        "{}. The outcome at {provider} stayed unknown after {} attempts: a copy may have been \
+         delivered ({key}Message-ID {}, X-Herald-Delivery {}). Check with the provider before \
+         `herald failed retry`, which sends it to {provider} again.",
+        e.message, d.attempts, d.message_id, d.dedup_key
+    )
 }
 
 /// One try as [`decide`] sees it.
@@ -601,7 +723,8 @@ pub enum Decision {
 
 /// Decides from the tries at each provider and the waits of providers not tried:
 /// sent by the last one; a permanent failure fails it; a transient failure (the email's, not an
-/// unreachable provider's) uses an attempt and backs off; anything else (rate limit, quota,
+/// unreachable provider's) or an unknown outcome uses an attempt and backs off (failed once the
+/// retries are used up); anything else (rate limit, quota,
 /// configuration, circuit) waits for the first provider to be free again, without using one.
 pub fn decide(
     tries: &[TryView],
@@ -615,10 +738,10 @@ pub fn decide(
     if tries.iter().any(|t| t.class == Some(ErrorClass::Permanent)) {
         return Decision::Failed;
     }
-    if tries
-        .iter()
-        .any(|t| t.class == Some(ErrorClass::Transient) && !t.unreachable)
-    {
+    if tries.iter().any(|t| {
+        t.class == Some(ErrorClass::Unknown)
+            || (t.class == Some(ErrorClass::Transient) && !t.unreachable)
+    }) {
         return match retry_delay(delays, round_attempts) {
             Some(after) => Decision::Retry {
                 after,
@@ -697,6 +820,9 @@ mod tests {
         // A transient one backs off and uses the attempt; the last one fails.
         assert_eq!(decide(&[failed(Transient, None)], &[], 1), retry(2, true));
         assert_eq!(decide(&[failed(Transient, None)], &[], 4), Decision::Failed);
+        // An unknown outcome too: it never fails over, so it is the last try.
+        assert_eq!(decide(&[failed(Unknown, None)], &[], 1), retry(2, true));
+        assert_eq!(decide(&[failed(Unknown, None)], &[], 4), Decision::Failed);
         // Waiting for a provider does not use an attempt, even the last one.
         assert_eq!(
             decide(&[failed(RateLimited, Some(3))], &[], 4),

@@ -49,7 +49,7 @@ fn env_var() -> impl Strategy<Value = (String, String)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(crate::proptest_cases(256)))]
 
     #[test]
     fn any_environment_is_loaded_or_refused(vars in prop::collection::vec(env_var(), 1..5)) {

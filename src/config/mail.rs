@@ -346,7 +346,7 @@ mod tests {
         use super::*;
 
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(256))]
+            #![proptest_config(ProptestConfig::with_cases(crate::proptest_cases(256)))]
 
             #[test]
             fn any_smtp_url_is_read_or_refused(text in ".{0,60}") {

@@ -11,9 +11,17 @@ pub enum ErrorClass {
     /// Will not work as it is (SMTP 5xx, Resend 400/422, an invalid address): failed at once,
     /// and never tried on another provider.
     Permanent,
-    /// Might work later (connection refused or reset, timeout, SMTP 4xx, Resend 5xx or 409
-    /// `concurrent_idempotent_requests`): retried after 2 s, 4 s, 8 s, or on the next provider.
+    /// Might work later, and the provider did not take the email (connection refused, SMTP 4xx,
+    /// Resend 5xx): retried after 2 s, 4 s, 8 s, or on the next provider.
     Transient,
+    /// Herald cannot tell whether the provider took the email (a Resend request without an
+    /// answer: timeout, connection lost after sending; a 2xx answer Herald cannot read; Resend
+    /// 409 `concurrent_idempotent_requests` or `invalid_idempotent_request`; an SMTP timeout
+    /// without a reply code). Never tried on another provider: retried on the same one after
+    /// 2 s, 4 s, 8 s with the same idempotency key (Resend replays its first answer) or the same
+    /// Message-ID (SMTP), using an attempt each time. When the retries are used up the delivery
+    /// fails with a `last_error` saying that a copy may have been delivered.
+    Unknown,
     /// The provider asks Herald to slow down (Resend 429 `rate_limit_exceeded`, SMTP
     /// 421/450/451 with a throttling text): the provider is paused for `retry-after`, and the
     /// wait does not use up an attempt.
@@ -35,6 +43,7 @@ impl ErrorClass {
             ErrorClass::RateLimited => "rate_limited",
             ErrorClass::Quota => "quota",
             ErrorClass::Configuration => "configuration",
+            ErrorClass::Unknown => "unknown",
         }
     }
 
@@ -45,13 +54,15 @@ impl ErrorClass {
             ErrorClass::RateLimited,
             ErrorClass::Quota,
             ErrorClass::Configuration,
+            ErrorClass::Unknown,
         ]
         .into_iter()
         .find(|c| c.as_str() == text)
     }
 
     /// Whether the email moves on to the next provider. A permanent failure belongs to the
-    /// recipient, and a rate limit only asks to wait: neither fails over.
+    /// recipient, a rate limit only asks to wait, and an unknown outcome may already be a sent
+    /// email: none of them fails over.
     pub fn fails_over(self) -> bool {
         matches!(
             self,
@@ -143,7 +154,22 @@ pub fn classify_resend(
             "; verify the sender's domain in Resend, or change MAIL_FROM (mail.from)",
             None,
         ),
-        (409, "concurrent_idempotent_requests") => (ErrorClass::Transient, "", None),
+        // Another request with this key is still being processed: its outcome is not known yet.
+        (409, "concurrent_idempotent_requests") => (
+            ErrorClass::Unknown,
+            "; another request with this idempotency key is in flight: retried with the same key",
+            None,
+        ),
+        // The key was used within 24 hours with another body: Resend took a first request under
+        // this key, so the email was probably sent. Not the recipient's fault (not permanent);
+        // retried with the same key, it fails with a clear message once the retries are used up.
+        (409, "invalid_idempotent_request") => (
+            ErrorClass::Unknown,
+            "; Resend already took a request with this idempotency key and another body (the \
+             templates or mail.from changed, or a batch lost a member): it was probably sent, \
+             so Herald does not send it under another key",
+            None,
+        ),
         (500..=599, _) => (ErrorClass::Transient, "", None),
         _ => (ErrorClass::Permanent, "", None),
     };
@@ -262,18 +288,8 @@ mod tests {
             (429, "rate_limit_exceeded", "Too many requests", RateLimited),
             (429, "daily_quota_exceeded", "Daily quota", Quota),
             (429, "monthly_quota_exceeded", "Monthly quota", Quota),
-            (
-                409,
-                "concurrent_idempotent_requests",
-                "in flight",
-                Transient,
-            ),
-            (
-                409,
-                "invalid_idempotent_request",
-                "other payload",
-                Permanent,
-            ),
+            (409, "concurrent_idempotent_requests", "in flight", Unknown),
+            (409, "invalid_idempotent_request", "other payload", Unknown),
             (500, "internal_server_error", "oops", Transient),
             (503, "service_unavailable", "down", Transient),
         ];
@@ -366,12 +382,20 @@ mod tests {
     #[test]
     fn only_transient_quota_and_configuration_fail_over() {
         use ErrorClass::*;
-        let over: Vec<_> = [Permanent, Transient, RateLimited, Quota, Configuration]
-            .into_iter()
-            .filter(|c| c.fails_over())
-            .collect();
+        let over: Vec<_> = [
+            Permanent,
+            Transient,
+            RateLimited,
+            Quota,
+            Configuration,
+            Unknown,
+        ]
+        .into_iter()
+        .filter(|c| c.fails_over())
+        .collect();
         assert_eq!(over, [Transient, Quota, Configuration]);
         assert_eq!(ErrorClass::parse("rate_limited"), Some(RateLimited));
+        assert_eq!(ErrorClass::parse("unknown"), Some(Unknown));
     }
 
     #[test]
@@ -394,7 +418,7 @@ mod tests {
         use super::*;
 
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(256))]
+            #![proptest_config(ProptestConfig::with_cases(crate::proptest_cases(256)))]
 
             #[test]
             fn any_seconds_header_is_read_without_panicking(text in ".{0,40}") {

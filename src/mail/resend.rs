@@ -13,7 +13,6 @@ use anyhow::Context;
 use chrono::Utc;
 use reqwest::{StatusCode, header::HeaderMap};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::{
     Outgoing, Receipt,
@@ -138,9 +137,11 @@ impl Resend {
         if !status.is_success() {
             return Err(error_answer(response).await);
         }
+        // A 2xx answer means Resend took the request: an unreadable one is an unknown outcome,
+        // retried with the same key (Resend then replays its answer).
         let answer = response.json().await.map_err(|e| {
             SendError::new(
-                ErrorClass::Transient,
+                ErrorClass::Unknown,
                 Some(status.as_u16()),
                 format!("Resend answered {status} to {what} with a body Herald cannot read: {e}"),
             )
@@ -230,17 +231,23 @@ impl Resend {
             message.push_str(&s.to_string());
             source = s.source();
         }
-        if e.is_timeout() {
-            message.push_str(&format!(
-                " (no answer within {:?}: mail.resend.timeout)",
-                self.timeout
-            ));
-            SendError::new(ErrorClass::Transient, None, message)
-        } else if e.is_connect() {
+        if e.is_connect() {
+            // No connection: the request never left Herald, so another provider may take it.
             message.push_str(" (is mail.resend.base_url right?)");
             SendError::new(ErrorClass::Transient, None, message).unreachable()
+        } else if e.is_timeout() {
+            message.push_str(&format!(
+                " (no answer within {:?}: mail.resend.timeout; Resend may have taken it, so it is \
+                 retried on Resend with the same idempotency key, never on another provider)",
+                self.timeout
+            ));
+            SendError::new(ErrorClass::Unknown, None, message)
         } else {
-            SendError::new(ErrorClass::Transient, None, message)
+            // The request may have reached Resend before the connection failed.
+            message.push_str(
+                " (the request may have reached Resend: retried there with the same idempotency key)",
+            );
+            SendError::new(ErrorClass::Unknown, None, message)
         }
     }
 }
@@ -258,10 +265,10 @@ fn map_batch(
     }
     if answer.data.len() + failed.len() != n || failed.keys().any(|&i| i >= n) {
         return Err(SendError::new(
-            ErrorClass::Transient,
+            ErrorClass::Unknown,
             Some(status.as_u16()),
             format!(
-                "Resend answered a batch of {n} with {} ids and {} errors; Herald cannot tell which email is which",
+                "Resend answered a batch of {n} with {} ids and {} errors; Herald cannot tell which email is which (retried with the same idempotency key)",
                 answer.data.len(),
                 failed.len()
             ),
@@ -320,19 +327,11 @@ fn read_error(
     )
 }
 
-/// The idempotency key of a batch: derived from its delivery ids only, so a batch retried with
-/// the same deliveries is the same batch to Resend.
-pub fn batch_key(delivery_ids: &[i64]) -> String {
-    let mut ids = delivery_ids.to_vec();
-    ids.sort_unstable();
-    let mut hash = Sha256::new();
-    for id in ids {
-        hash.update(id.to_string().as_bytes());
-        hash.update(b",");
-    }
-    let digest = hash.finalize();
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("herald-batch-{}", &hex[..32])
+/// A new batch's idempotency key. It is random, not derived from the members: it is written
+/// with the batch's members before the request (`Store::start_batch`), and every retry of the
+/// batch reads it back, so two different batches never share a key.
+pub fn new_batch_key() -> String {
+    format!("herald-batch-{}", uuid::Uuid::new_v4().simple())
 }
 
 #[cfg(test)]
@@ -340,11 +339,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_batch_key_depends_only_on_the_set_of_ids() {
-        assert_eq!(batch_key(&[3, 1, 2]), batch_key(&[1, 2, 3]));
-        assert_ne!(batch_key(&[1, 2, 3]), batch_key(&[1, 2, 4]));
-        assert_ne!(batch_key(&[1, 23]), batch_key(&[12, 3]));
-        assert!(batch_key(&[1]).len() <= 256);
+    fn batch_keys_are_new_each_time_and_fit_resend() {
+        let (a, b) = (new_batch_key(), new_batch_key());
+        assert_ne!(a, b);
+        assert!(a.len() <= 256 && a.is_ascii());
     }
 
     #[test]
@@ -363,7 +361,7 @@ mod tests {
         let short: BatchAnswer = serde_json::from_str(r#"{"data": [{"id": "a"}]}"#).unwrap();
         assert_eq!(
             map_batch(short, 2, StatusCode::OK).unwrap_err().class,
-            ErrorClass::Transient
+            ErrorClass::Unknown
         );
     }
 
@@ -422,7 +420,7 @@ mod tests {
         }
 
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(256))]
+            #![proptest_config(ProptestConfig::with_cases(crate::proptest_cases(256)))]
 
             #[test]
             fn any_error_body_and_headers_are_read(

@@ -87,7 +87,7 @@ fn lettre_mailbox(m: &Mailbox) -> Result<lettre::message::Mailbox, String> {
 
 /// Sorts a lettre SMTP error into the taxonomy. A reply code decides when there is one (see
 /// [`classify_smtp_reply`]); a TLS failure is configuration (retrying will not fix a wrong `tls=`
-/// or certificate); a timeout is transient; a connection that could not be opened is transient
+/// or certificate); a timeout without a reply code is unknown; a connection that could not be opened is transient
 /// and marks the server unreachable, which opens its circuit.
 pub fn classify(e: &lettre::transport::smtp::Error) -> SendError {
     let code = e.status().map(u16::from);
@@ -122,9 +122,12 @@ pub fn classify(e: &lettre::transport::smtp::Error) -> SendError {
             false,
         )
     } else if e.is_timeout() {
+        // lettre does not say which command timed out: after DATA the server may have taken the
+        // message. Retried on this server only, with the same Message-ID.
         (
-            ErrorClass::Transient,
-            " (the SMTP server did not answer in time: mail.timeout)",
+            ErrorClass::Unknown,
+            " (the SMTP server did not answer in time: mail.timeout; it may have taken the \
+             message, so a retry on this server may deliver a copy with the same Message-ID)",
             false,
         )
     } else if e.is_client() && (lower.contains("authentication") || lower.contains("mechanism")) {

@@ -64,7 +64,7 @@ impl Dispatcher {
                 last_recovery = tokio::time::Instant::now();
                 match health.check(
                     Dependency::Postgres,
-                    store.recover(q.redispatch_after).await,
+                    store.recover(q.redispatch_after, clock.now()).await,
                 ) {
                     Ok((0, 0)) | Err(_) => {}
                     Ok((leases, stale)) => tracing::warn!(

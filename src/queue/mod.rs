@@ -16,6 +16,7 @@
 //! | `lock_tasks` (the default) costs four Redis calls and an O(n) `LREM` per job | off: the claim on the PostgreSQL row is the lease that matters | [`apalis_config`] |
 //! | an idle worker looks for jobs only on its heartbeat | each local push wakes the worker; the heartbeat (1 s) bounds the pickup delay of other processes' pushes | [`workers`] |
 //! | a worker restarting under the same name within the heartbeat threshold cannot register | each process start and each restart gets a unique name | [`workers::worker_name`] |
+//! | a job that cannot be decoded fails the worker's fetch; restarted, it meets the same job | the workers read raw bytes (a pass-through codec) and the handler decodes; an undecodable job goes to `{q}:dead-letter` | [`workers`] |
 //! | Redis may come back from a restart empty | a marker key tells; its absence makes the dispatcher push every waiting row again at once | [`dispatch`] |
 
 pub mod dispatch;
@@ -148,6 +149,11 @@ impl Queue {
     /// `{q}:inflight:<worker>`.
     pub(crate) fn inflight_key(&self, worker: &str) -> String {
         format!("{}:{worker}", self.config.inflight_jobs_set())
+    }
+
+    /// `{q}:dead-letter`: the bytes of jobs that could not be decoded, newest first.
+    pub fn dead_letter_key(&self) -> String {
+        format!("{}:dead-letter", self.config.queue)
     }
 
     /// `{q}:meta:<task id>`.

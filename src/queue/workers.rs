@@ -10,13 +10,27 @@
 //! that fails. So the handler acks itself, in one round trip after the outcome is in PostgreSQL:
 //! `SREM {q}:inflight:<worker> id`, `HDEL {q}:data id`, `DEL {q}:meta:id`. Redis is back at its
 //! baseline after every email, and a worker's inflight set only ever holds what it is working on.
+//!
+//! # Jobs that cannot be read
+//!
+//! apalis decodes a job before the handler runs, and a decoding error ends the worker; restarted,
+//! it meets the same job again. So the workers take each job's bytes as they are in Redis
+//! ([`RawJobs`], a pass-through codec) and the handler decodes them: a job it cannot read is moved
+//! to `{q}:dead-letter` with its bytes (the last [`DEAD_LETTER_KEEP`]), logged at warn, counted
+//! ([`dead_letters`]) and acked, and the worker goes on.
 
 use std::{
-    sync::{Arc, Mutex},
+    convert::Infallible,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
     time::Duration,
 };
 
 use apalis::prelude::*;
+use apalis_core::backend::{BackendConfig, WireFormatBackend};
 
 use super::{DeliveryJob, Queue, housekeeping};
 use crate::{
@@ -38,14 +52,108 @@ struct Ctx {
     health: Health,
 }
 
-/// The apalis handler: one job, one call to [`process_one`], then the ack.
+/// How many undecodable jobs `{q}:dead-letter` keeps (the newest).
+pub const DEAD_LETTER_KEEP: isize = 1_000;
+
+static DEAD_LETTERS: AtomicU64 = AtomicU64::new(0);
+
+/// Jobs this process moved to the dead-letter list since it started.
+pub fn dead_letters() -> u64 {
+    DEAD_LETTERS.load(Ordering::Relaxed)
+}
+
+/// The codec the workers read jobs with: the bytes as they are, decoded by the handler.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawBytes;
+
+impl Codec<Vec<u8>> for RawBytes {
+    type Error = Infallible;
+    type Compact = Vec<u8>;
+    fn encode(&self, bytes: &Vec<u8>) -> Result<Vec<u8>, Infallible> {
+        Ok(bytes.clone())
+    }
+    fn decode(&self, bytes: &Vec<u8>) -> Result<Vec<u8>, Infallible> {
+        Ok(bytes.clone())
+    }
+}
+
+/// A backend whose jobs are their bytes ([`RawBytes`]); everything else is `B`'s.
+#[derive(Debug, Clone)]
+pub struct RawJobs<B>(pub B);
+
+impl<B: Backend> Backend for RawJobs<B> {
+    type Task = B::Task;
+    type Error = B::Error;
+    fn poll_ready(
+        &mut self,
+        cx: &mut Context<'_>,
+        w: &WorkerContext,
+    ) -> Poll<Result<(), B::Error>> {
+        self.0.poll_ready(cx, w)
+    }
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        w: &WorkerContext,
+    ) -> Poll<Option<Result<B::Task, B::Error>>> {
+        self.0.poll_next(cx, w)
+    }
+    fn poll_close(
+        &mut self,
+        cx: &mut Context<'_>,
+        w: &WorkerContext,
+    ) -> Poll<Result<(), B::Error>> {
+        self.0.poll_close(cx, w)
+    }
+}
+
+impl<B: BackendConfig> BackendConfig for RawJobs<B> {
+    type Args = Vec<u8>;
+    type Id = B::Id;
+    type Kind = B::Kind;
+    type Config = B::Config;
+    type Layer = B::Layer;
+    fn config(&self) -> &B::Config {
+        self.0.config()
+    }
+    fn middleware(&mut self, worker: &mut WorkerContext) -> B::Layer {
+        self.0.middleware(worker)
+    }
+}
+
+impl<B> WireFormatBackend for RawJobs<B> {
+    type Codec = RawBytes;
+    type Compact = Vec<u8>;
+    fn codec(&self) -> &RawBytes {
+        &RawBytes
+    }
+}
+
+/// The apalis handler: decodes the job, one call to [`process_one`], then the ack. A job that
+/// cannot be decoded goes to the dead-letter list.
 async fn handle(
-    job: DeliveryJob,
+    bytes: Vec<u8>,
     task_id: TaskId,
     worker: WorkerContext,
     ctx: Data<Ctx>,
 ) -> Result<(), BoxDynError> {
     let id = task_id.to_string();
+    let job: DeliveryJob = match serde_json::from_slice(&bytes) {
+        Ok(job) => job,
+        Err(e) => {
+            DEAD_LETTERS.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                task_id = %id,
+                error = %e,
+                bytes = %String::from_utf8_lossy(&bytes[..bytes.len().min(200)]),
+                dead_letter = %ctx.queue.dead_letter_key(),
+                "cannot decode a job (not a delivery id); moved to the dead-letter list"
+            );
+            let moved = dead_letter(&ctx.queue, worker.name(), &id, &bytes).await;
+            let _ = ctx.health.check(Dependency::Redis, moved);
+            return Ok(());
+        }
+    };
     let result = process_one(&ctx.deps, job.delivery_id).await;
     let done = result.is_ok();
     match result {
@@ -91,6 +199,31 @@ async fn ack(queue: &Queue, worker: &str, task_id: &str, done: bool) -> redis::R
         pipe.zadd(c.scheduled_jobs_set(), task_id, at).ignore();
     }
     pipe.query_async::<()>(&mut queue.conn()).await
+}
+
+/// Moves an undecodable job's bytes to `{q}:dead-letter` (keeping the newest
+/// [`DEAD_LETTER_KEEP`]) and removes the job, in one round trip.
+async fn dead_letter(
+    queue: &Queue,
+    worker: &str,
+    task_id: &str,
+    bytes: &[u8],
+) -> redis::RedisResult<()> {
+    let c = queue.config();
+    redis::pipe()
+        .atomic()
+        .lpush(queue.dead_letter_key(), bytes)
+        .ignore()
+        .ltrim(queue.dead_letter_key(), 0, DEAD_LETTER_KEEP - 1)
+        .ignore()
+        .srem(queue.inflight_key(worker), task_id)
+        .ignore()
+        .hdel(c.job_data_hash(), task_id)
+        .ignore()
+        .del(queue.meta_key(task_id))
+        .ignore()
+        .query_async::<()>(&mut queue.conn())
+        .await
 }
 
 /// This machine's name, as worker names carry it.
@@ -177,11 +310,11 @@ pub async fn run_workers(
                 // Pushed jobs land in `{q}:scheduled`; an idle worker only promotes them when it
                 // polls. Waking it on each local push (a stream, not apalis's interval polling,
                 // which was seen to stall) cuts the pickup delay from a heartbeat to a few ms.
-                .backend(
+                .backend(RawJobs(
                     workers_queue
                         .storage()
                         .poll_with_stream(workers_queue.pushes()),
-                )
+                ))
                 .data(ctx.clone())
                 .concurrency(q.concurrency)
                 .build(handle)

@@ -100,6 +100,14 @@ pub struct Claimed {
     pub attempts: i32,
     pub round_attempts: i32,
     pub message_id: String,
+    /// The batch this delivery was last sent in and must be sent in again, if any: its
+    /// idempotency key.
+    pub batch_key: Option<String>,
+    /// How many deliveries that batch's request carried.
+    pub batch_size: Option<i32>,
+    /// The provider that may already hold this email (after an `unknown` outcome): the only one
+    /// it is sent to.
+    pub held_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -137,7 +145,7 @@ pub struct AttemptRow {
 pub struct AttemptRecord<'a> {
     pub provider: &'a str,
     /// `sent` or an error class (`transient`, `permanent`, `rate_limited`, `quota`,
-    /// `configuration`).
+    /// `configuration`, `unknown`).
     pub outcome: &'a str,
     pub code: Option<u16>,
     /// The provider's message.
@@ -151,13 +159,16 @@ pub enum Next<'a> {
         provider: &'a str,
         provider_id: Option<&'a str>,
     },
+    /// Failed; a delivery held by a provider stays held by it.
     Failed,
-    /// Back to `queued`, due at `due_at`. `counts` is false when the wait was the provider's
-    /// doing (a pause, a rate limit, a circuit): the attempt is then given back.
+    /// Back to `queued`, due at `due_at`, in the same batch if it was in one. `counts` is false
+    /// when the wait was the provider's doing (a pause, a rate limit, a circuit): the attempt is
+    /// then given back. `held_by` is the provider whose outcome was unknown, from now on the only
+    /// one the delivery is sent to.
     Retry {
         due_at: DateTime<Utc>,
         counts: bool,
-        batch_key: Option<&'a str>,
+        held_by: Option<&'a str>,
     },
 }
 

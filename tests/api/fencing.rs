@@ -101,7 +101,10 @@ async fn a_claim_taken_over_after_its_lease_ran_out_cannot_record() {
     let id = due_deliveries(&store, &["stale@example.com"]).await[0];
     let lease = Duration::from_secs(60);
 
-    let old = store.claim(id, 0, lease, "example.com").await.unwrap();
+    let old = store
+        .claim(id, 0, lease, "example.com", chrono::Utc::now())
+        .await
+        .unwrap();
     let old = &old[0];
     // The first worker stalls past its lease; recovery takes the row back.
     sqlx::query("UPDATE deliveries SET lease_until = now() - interval '1 second' WHERE id = $1")
@@ -110,7 +113,10 @@ async fn a_claim_taken_over_after_its_lease_ran_out_cannot_record() {
         .await
         .unwrap();
     assert_eq!(
-        store.recover(Duration::from_secs(300)).await.unwrap(),
+        store
+            .recover(Duration::from_secs(300), chrono::Utc::now())
+            .await
+            .unwrap(),
         (1, 0)
     );
     assert!(
@@ -121,7 +127,10 @@ async fn a_claim_taken_over_after_its_lease_ran_out_cannot_record() {
             .is_empty(),
         "a recovered claim is not renewed"
     );
-    let new = store.claim(id, 0, lease, "example.com").await.unwrap();
+    let new = store
+        .claim(id, 0, lease, "example.com", chrono::Utc::now())
+        .await
+        .unwrap();
     let new = &new[0];
     assert_ne!(new.claim_token, old.claim_token);
     assert_eq!(new.message_id, old.message_id);

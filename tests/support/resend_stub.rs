@@ -1,7 +1,9 @@
 //! A local stand-in for Resend's email API, for tests and benchmarks: `POST /emails`,
-//! `POST /emails/batch` (permissive validation) and `GET /domains`, as described in
-//! `../shared/notes/resend-api.md`. Replies are scripted per recipient, every request is recorded
-//! with its headers, body and arrival time, and idempotency keys replay the first success.
+//! `POST /emails/batch` (permissive validation) and `GET /domains`. Replies are scripted per
+//! recipient, every request is recorded with its headers, body and arrival time, and idempotency
+//! keys behave as Resend's: the same key with the same body replays the first success, with
+//! another body gets 409 `invalid_idempotent_request`, and while its first request is still being
+//! processed gets 409 `concurrent_idempotent_requests`.
 
 #![allow(dead_code)]
 
@@ -30,6 +32,12 @@ pub enum Reply {
     RateLimited(u64),
     /// 429 `daily_quota_exceeded`.
     DailyQuota,
+    /// Accepts the email (a whole batch when one of its emails is scripted so), then holds the
+    /// answer this long: longer than Herald's timeout, it is an email Resend took while Herald
+    /// saw a timeout. While held, the key is in flight; a dropped connection ends the hold.
+    Hang(Duration),
+    /// Holds the request this long without taking the email, then answers 504 (single sends).
+    Silent(Duration),
 }
 
 /// One request as the stand-in received it.
@@ -64,10 +72,14 @@ struct Inner {
     api_key: Option<String>,
     script: HashMap<String, VecDeque<Reply>>,
     requests: Vec<Recorded>,
-    /// Idempotency key → the first successful answer.
-    answers: HashMap<String, Value>,
+    /// Idempotency key → the body and the answer of its first successful request.
+    answers: HashMap<String, (Value, Value)>,
+    /// Keys whose first request is being held.
+    in_flight: std::collections::HashSet<String>,
     /// Every email "sent", in order.
     delivered: Vec<Value>,
+    /// Every email "sent", with the idempotency key of its request.
+    accepted: Vec<(Option<String>, Value)>,
 }
 
 /// The running stand-in; stops when dropped.
@@ -123,6 +135,16 @@ impl ResendStub {
         self.inner.lock().unwrap().delivered.clone()
     }
 
+    /// Every email "sent" with the idempotency key of the request that sent it.
+    pub fn accepted(&self) -> Vec<(Option<String>, Value)> {
+        self.inner.lock().unwrap().accepted.clone()
+    }
+
+    /// The number of requests that were being held when asked.
+    pub fn held(&self) -> usize {
+        self.inner.lock().unwrap().in_flight.len()
+    }
+
     /// Waits until at least `n` emails were accepted (the bound only stops a hung test).
     pub async fn wait_for(&self, n: usize, within: Duration) -> Vec<Value> {
         let deadline = tokio::time::Instant::now() + within;
@@ -160,7 +182,9 @@ fn error(status: u16, name: &str, message: &str) -> Response {
 
 fn reply_response(reply: &Reply) -> Response {
     match reply {
-        Reply::Accept => unreachable!("accepts are answered by the caller"),
+        Reply::Accept | Reply::Hang(_) | Reply::Silent(_) => {
+            unreachable!("accepts and holds are answered by the caller")
+        }
         Reply::Status(status, name) => error(*status, name, &format!("scripted {status} {name}")),
         Reply::RateLimited(secs) => {
             let mut r = error(
@@ -187,7 +211,9 @@ fn reply_response(reply: &Reply) -> Response {
     }
 }
 
-/// Records the request; returns an early answer for a wrong key or a replayed idempotency key.
+/// Records the request; returns an early answer for a wrong key or an idempotency key seen
+/// before: its first answer for the same body, a 409 for another body or while the first request
+/// is still held.
 fn admit(inner: &mut Inner, path: &str, headers: &HeaderMap, body: &Value) -> Option<Response> {
     let headers: HashMap<String, String> = headers
         .iter()
@@ -197,10 +223,7 @@ fn admit(inner: &mut Inner, path: &str, headers: &HeaderMap, body: &Value) -> Op
         None => true,
         Some(k) => headers.get("authorization") == Some(&format!("Bearer {k}")),
     };
-    let replay = headers
-        .get("idempotency-key")
-        .and_then(|k| inner.answers.get(k))
-        .cloned();
+    let key = headers.get("idempotency-key").cloned();
     inner.requests.push(Recorded {
         path: path.to_owned(),
         at: Instant::now(),
@@ -211,7 +234,41 @@ fn admit(inner: &mut Inner, path: &str, headers: &HeaderMap, body: &Value) -> Op
     if !key_ok {
         return Some(error(401, "invalid_api_key", "API key is invalid"));
     }
-    replay.map(|answer| (StatusCode::OK, Json(answer)).into_response())
+    let key = key?;
+    if inner.in_flight.contains(&key) {
+        return Some(error(
+            409,
+            "concurrent_idempotent_requests",
+            "Same idempotency key used while original request is still in progress.",
+        ));
+    }
+    let (first, answer) = inner.answers.get(&key)?;
+    if first != body {
+        return Some(error(
+            409,
+            "invalid_idempotent_request",
+            "Same idempotency key used with a different request payload.",
+        ));
+    }
+    Some((StatusCode::OK, Json(answer.clone())).into_response())
+}
+
+/// Holds the answer of a request scripted with [`Reply::Hang`], its key in flight meanwhile.
+async fn hang(state: &Shared, key: Option<String>, wait: Duration) {
+    /// Ends the hold also when the client goes away and the handler is dropped.
+    struct InFlight(Shared, Option<String>);
+    impl Drop for InFlight {
+        fn drop(&mut self) {
+            if let Some(k) = &self.1 {
+                self.0.lock().unwrap().in_flight.remove(k);
+            }
+        }
+    }
+    if let Some(k) = &key {
+        state.lock().unwrap().in_flight.insert(k.clone());
+    }
+    let _held = InFlight(state.clone(), key);
+    tokio::time::sleep(wait).await;
 }
 
 fn next_reply(inner: &mut Inner, rcpt: &str) -> Reply {
@@ -244,23 +301,44 @@ fn finish(inner: &mut Inner, r: Response) -> Response {
 }
 
 async fn one(State(state): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
-    let mut inner = state.lock().unwrap();
-    if let Some(r) = admit(&mut inner, "/emails", &headers, &body) {
-        return finish(&mut inner, r);
-    }
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let rcpt = body["to"][0].as_str().unwrap_or("").to_owned();
-    let r = match next_reply(&mut inner, &rcpt) {
-        Reply::Accept => {
+    let reply = {
+        let mut inner = state.lock().unwrap();
+        if let Some(r) = admit(&mut inner, "/emails", &headers, &body) {
+            return finish(&mut inner, r);
+        }
+        next_reply(&mut inner, &rcpt)
+    };
+    if let Reply::Silent(wait) = reply {
+        tokio::time::sleep(wait).await;
+        return finish(
+            &mut state.lock().unwrap(),
+            error(504, "gateway_timeout", "held without taking the email"),
+        );
+    }
+    let r = match &reply {
+        Reply::Accept | Reply::Hang(_) => {
             let answer = json!({ "id": uuid::Uuid::new_v4().to_string() });
-            if let Some(k) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
-                inner.answers.insert(k.to_owned(), answer.clone());
+            let mut inner = state.lock().unwrap();
+            if let Some(k) = &key {
+                inner
+                    .answers
+                    .insert(k.clone(), (body.clone(), answer.clone()));
             }
+            inner.accepted.push((key.clone(), body.clone()));
             inner.delivered.push(body);
             (StatusCode::OK, Json(answer)).into_response()
         }
-        other => reply_response(&other),
+        other => reply_response(other),
     };
-    finish(&mut inner, r)
+    if let Reply::Hang(wait) = reply {
+        hang(&state, key, wait).await;
+    }
+    finish(&mut state.lock().unwrap(), r)
 }
 
 async fn batch(
@@ -268,56 +346,80 @@ async fn batch(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    let mut inner = state.lock().unwrap();
-    if let Some(r) = admit(&mut inner, "/emails/batch", &headers, &body) {
-        return finish(&mut inner, r);
-    }
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let items = body.as_array().cloned().unwrap_or_default();
-    if items.is_empty() || items.len() > 100 {
-        let r = error(422, "validation_error", "a batch holds 1 to 100 emails");
-        return finish(&mut inner, r);
-    }
     let rcpt = |e: &Value| e["to"][0].as_str().unwrap_or("").to_owned();
-    // A scripted answer that concerns the whole request (429, 5xx, 401) fails the whole batch.
-    for e in &items {
-        let who = rcpt(e);
-        match peek_reply(&inner, &who) {
-            Reply::Accept | Reply::Status(422, _) => {}
-            _ => {
-                let reply = next_reply(&mut inner, &who);
-                let r = reply_response(&reply);
-                return finish(&mut inner, r);
+    let mut hold = None;
+    {
+        let mut inner = state.lock().unwrap();
+        if let Some(r) = admit(&mut inner, "/emails/batch", &headers, &body) {
+            return finish(&mut inner, r);
+        }
+        if items.is_empty() || items.len() > 100 {
+            let r = error(422, "validation_error", "a batch holds 1 to 100 emails");
+            return finish(&mut inner, r);
+        }
+        // A scripted answer that concerns the whole request (429, 5xx, 401, a hang) is for the
+        // whole batch.
+        for e in &items {
+            let who = rcpt(e);
+            match peek_reply(&inner, &who) {
+                Reply::Accept | Reply::Status(422, _) => {}
+                Reply::Hang(wait) => {
+                    next_reply(&mut inner, &who);
+                    hold = Some(wait);
+                    break;
+                }
+                _ => {
+                    let reply = next_reply(&mut inner, &who);
+                    let r = reply_response(&reply);
+                    return finish(&mut inner, r);
+                }
             }
         }
     }
-    let permissive = headers
-        .get("x-batch-validation")
-        .is_some_and(|v| v == "permissive");
-    let mut data = Vec::new();
-    let mut errors = Vec::new();
-    let mut accepted = Vec::new();
-    for (index, e) in items.iter().enumerate() {
-        match next_reply(&mut inner, &rcpt(e)) {
-            Reply::Accept => {
-                data.push(json!({ "id": uuid::Uuid::new_v4().to_string() }));
-                accepted.push(e.clone());
+    let r = {
+        let mut inner = state.lock().unwrap();
+        let permissive = headers
+            .get("x-batch-validation")
+            .is_some_and(|v| v == "permissive");
+        let mut data = Vec::new();
+        let mut errors = Vec::new();
+        let mut accepted = Vec::new();
+        for (index, e) in items.iter().enumerate() {
+            match next_reply(&mut inner, &rcpt(e)) {
+                Reply::Accept | Reply::Hang(_) => {
+                    data.push(json!({ "id": uuid::Uuid::new_v4().to_string() }));
+                    accepted.push(e.clone());
+                }
+                _ => errors.push(
+                    json!({ "index": index, "message": format!("Invalid `to` field: {}", rcpt(e)) }),
+                ),
             }
-            _ => errors.push(
-                json!({ "index": index, "message": format!("Invalid `to` field: {}", rcpt(e)) }),
-            ),
         }
+        if !errors.is_empty() && !permissive {
+            let r = error(422, "validation_error", "Invalid `to` field");
+            return finish(&mut inner, r);
+        }
+        let answer = json!({ "data": data, "errors": errors });
+        if let Some(k) = &key {
+            inner
+                .answers
+                .insert(k.clone(), (body.clone(), answer.clone()));
+        }
+        for e in &accepted {
+            inner.accepted.push((key.clone(), e.clone()));
+        }
+        inner.delivered.extend(accepted);
+        (StatusCode::OK, Json(answer)).into_response()
+    };
+    if let Some(wait) = hold {
+        hang(&state, key, wait).await;
     }
-    if !errors.is_empty() && !permissive {
-        let r = error(422, "validation_error", "Invalid `to` field");
-        return finish(&mut inner, r);
-    }
-    let answer = json!({ "data": data, "errors": errors });
-    if let Some(k) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
-        inner.answers.insert(k.to_owned(), answer.clone());
-    }
-    inner.delivered.extend(accepted);
-    let r = (StatusCode::OK, Json(answer)).into_response();
-    finish(&mut inner, r)
+    finish(&mut state.lock().unwrap(), r)
 }
 
 async fn domains(State(state): State<Shared>, headers: HeaderMap) -> Response {
