@@ -83,6 +83,8 @@ pub struct WorkerDeps {
     pub clock: crate::clock::Clock,
     /// Where a Redis failure is reported (logged once per outage, not once per email).
     pub health: crate::health::Health,
+    /// What `/metrics` counts: outcomes once recorded, render and send times.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// What happened to the job's own delivery.
@@ -117,6 +119,8 @@ struct Job {
 struct Try {
     provider: &'static str,
     result: Result<Receipt, SendError>,
+    /// How long the request took (the whole batch's, for a batch).
+    took: Duration,
     /// How long the provider is paused for everyone after this error, if it is.
     pause: Option<Duration>,
 }
@@ -212,6 +216,7 @@ async fn keep_leases(deps: &WorkerDeps, claims: &Mutex<Claims>) -> Infallible {
         }
         match deps.store.renew(&asked, deps.lease).await {
             Ok(kept) => {
+                deps.health.up(Dependency::Postgres);
                 let kept: HashSet<i64> = kept.into_iter().collect();
                 let mut c = claims.lock().expect("not poisoned");
                 // A row recorded meanwhile has left `held`: its missing token is no takeover.
@@ -224,11 +229,15 @@ async fn keep_leases(deps: &WorkerDeps, claims: &Mutex<Claims>) -> Infallible {
                 c.held.retain(|h| !gone.contains(&h.0));
                 c.lost.extend(gone);
             }
-            Err(e) => tracing::warn!(
-                deliveries = asked.len(),
-                error = %e,
-                "cannot renew the lease of claimed deliveries; trying again"
-            ),
+            // An outage is logged once, by `health`, not by every worker at every renewal.
+            Err(e) => {
+                tracing::debug!(
+                    deliveries = asked.len(),
+                    error = %e,
+                    "cannot renew the lease of claimed deliveries; trying again"
+                );
+                deps.health.down(Dependency::Postgres, &e);
+            }
         }
     }
 }
@@ -309,7 +318,8 @@ async fn record_retrying(
             Err(e) => match RECORD_BACKOFF.get(failures) {
                 Some(&pause) => {
                     failures += 1;
-                    tracing::warn!(delivery_id = d.id, error = %e, retry_in = ?pause, "cannot record the attempt; retrying");
+                    tracing::debug!(delivery_id = d.id, error = %e, retry_in = %humantime::format_duration(pause), "cannot record the attempt; retrying");
+                    deps.health.down(Dependency::Postgres, &e);
                     tokio::time::sleep(pause).await;
                 }
                 None => {
@@ -325,6 +335,7 @@ async fn record_retrying(
 }
 
 fn render(deps: &WorkerDeps, d: Claimed) -> Job {
+    let started = std::time::Instant::now();
     let content = Kind::from_str(&d.kind)
         .map_err(anyhow::Error::msg)
         .and_then(|kind| {
@@ -333,6 +344,7 @@ fn render(deps: &WorkerDeps, d: Claimed) -> Job {
                 .map_err(anyhow::Error::from)
         })
         .map_err(|e| format!("cannot render: {e:#}"));
+    deps.metrics.rendered(&d.kind, started.elapsed());
     Job {
         d,
         content,
@@ -423,11 +435,15 @@ async fn send_one(deps: &WorkerDeps, p: &Provider, job: &mut Job) {
         Permit::Wait { wait, why } => return job.hold(wait, &why),
     };
     let Some(email) = job.outgoing() else { return };
+    let started = std::time::Instant::now();
     let result = p.send(&email).await;
+    let took = started.elapsed();
+    deps.metrics.requested(p.name(), took);
     let pause = feedback(deps, p, result.as_ref().err(), probe).await;
     job.tries.push(Try {
         provider: p.name(),
         result,
+        took,
         pause,
     });
 }
@@ -445,7 +461,10 @@ async fn send_batch(deps: &WorkerDeps, p: &Provider, jobs: &mut [Job], chunk: &[
     let ids: Vec<i64> = chunk.iter().map(|&i| jobs[i].d.id).collect();
     let key = batch_key(&ids);
     let emails: Vec<Outgoing<'_>> = chunk.iter().filter_map(|&i| jobs[i].outgoing()).collect();
+    let started = std::time::Instant::now();
     let result = p.send_batch(&emails, &key).await;
+    let took = started.elapsed();
+    deps.metrics.requested(p.name(), took);
     drop(emails);
     match result {
         Ok(items) => {
@@ -454,6 +473,7 @@ async fn send_batch(deps: &WorkerDeps, p: &Provider, jobs: &mut [Job], chunk: &[
                 jobs[i].tries.push(Try {
                     provider: p.name(),
                     result: item,
+                    took,
                     pause: None,
                 });
             }
@@ -466,6 +486,7 @@ async fn send_batch(deps: &WorkerDeps, p: &Provider, jobs: &mut [Job], chunk: &[
                 jobs[i].tries.push(Try {
                     provider: p.name(),
                     result: Err(e.clone()),
+                    took,
                     pause,
                 });
             }
@@ -485,9 +506,11 @@ async fn finish(deps: &WorkerDeps, job: &Job) -> anyhow::Result<Outcome> {
             code: None,
             error: Some(error),
         };
-        if !record_retrying(deps, &job.d, &[record], &Next::Failed).await? {
+        let records = [record];
+        if !record_retrying(deps, &job.d, &records, &Next::Failed).await? {
             return Ok(Outcome::NotQueued);
         }
+        deps.metrics.recorded(&job.d, &records, &Next::Failed);
         return Ok(Outcome::Failed);
     }
     let records: Vec<AttemptRecord<'_>> = job
@@ -533,7 +556,6 @@ async fn finish(deps: &WorkerDeps, job: &Job) -> anyhow::Result<Outcome> {
                 .as_ref()
                 .ok()
                 .and_then(|r| r.provider_id.as_deref());
-            tracing::debug!(delivery_id = id, provider = last.provider, "sent");
             (
                 Next::Sent {
                     provider: last.provider,
@@ -543,7 +565,8 @@ async fn finish(deps: &WorkerDeps, job: &Job) -> anyhow::Result<Outcome> {
             )
         }
         Decision::Failed => {
-            tracing::warn!(delivery_id = id, attempt = job.d.attempts, error = ?last_error.map(|e| &e.message), "delivery failed");
+            let error = last_error.map_or("", |e| e.message.as_str());
+            tracing::warn!(delivery_id = id, kind = %job.d.kind, attempt = job.d.attempts, error, "delivery failed");
             (Next::Failed, Outcome::Failed)
         }
         Decision::Retry { after, counts } => {
@@ -554,16 +577,23 @@ async fn finish(deps: &WorkerDeps, job: &Job) -> anyhow::Result<Outcome> {
                 batch_key: job.batch_key.as_deref(),
             };
             if counts {
-                tracing::info!(delivery_id = id, attempt = job.d.attempts, error = ?last_error.map(|e| &e.message), retry_in = ?after, "transient failure; will retry");
+                let error = last_error.map_or("", |e| e.message.as_str());
+                let retry_in = humantime::format_duration(after);
+                tracing::info!(delivery_id = id, kind = %job.d.kind, attempt = job.d.attempts, error, retry_in = %retry_in, "transient failure; will retry");
                 (next, Outcome::RetryScheduled(after))
             } else {
-                tracing::debug!(delivery_id = id, wait = ?after, "providers asked to wait; the attempt is given back");
+                tracing::debug!(delivery_id = id, wait = %humantime::format_duration(after), "providers asked to wait; the attempt is given back");
                 (next, Outcome::Deferred(after))
             }
         }
     };
     if !record_retrying(deps, &job.d, &records, &next).await? {
         return Ok(Outcome::NotQueued);
+    }
+    deps.metrics.recorded(&job.d, &records, &next);
+    if let (Next::Sent { provider, .. }, Some(last)) = (&next, job.tries.last()) {
+        let ms = last.took.as_millis() as u64;
+        tracing::info!(delivery_id = id, kind = %job.d.kind, provider, ms, "sent");
     }
     Ok(outcome)
 }

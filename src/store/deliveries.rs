@@ -122,7 +122,7 @@ impl Store {
                  updated_at = now()
              WHERE id IN (SELECT id FROM own UNION ALL SELECT id FROM others)
              RETURNING id, claim_token, kind, dedup_key, recipient, payload, attempts, round_attempts,
-                       message_id",
+                       message_id, due_at",
         )
         .bind(id)
         .bind(format!("{} milliseconds", lease.as_millis()))

@@ -17,10 +17,12 @@ use sqlx::{
 };
 
 mod deliveries;
+mod gauges;
 mod retention;
 mod schedules;
 mod users;
 
+pub use gauges::DeliveryGauges;
 pub use retention::{Cutoffs, Deleted};
 
 /// The embedded migrations in `migrations/`.
@@ -100,6 +102,8 @@ pub struct Claimed {
     pub attempts: i32,
     pub round_attempts: i32,
     pub message_id: String,
+    /// When this attempt was due (the lag to its sending is a metric).
+    pub due_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
