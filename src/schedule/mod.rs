@@ -299,7 +299,7 @@ pub async fn plan_due(
     if now <= since {
         return Ok(Some(report));
     }
-    for (tz, names) in zones(store, schedule, &mut report).await? {
+    for (tz, names) in zones(store, schedule).await? {
         for fire in occurrences::between(&schedule.cron, tz, since, now) {
             let late = now - fire.at;
             let missed = (late > ON_TIME.max(chrono::Duration::from_std(schedule.catch_up).unwrap_or(ON_TIME))).then(|| {
@@ -337,6 +337,9 @@ pub async fn plan_due(
     if report.fires > 0 {
         log_report(&report);
     }
+    if report.invalid_timezones > 0 {
+        tracing::warn!(schedule = %schedule.name, users = report.invalid_timezones, fallback = %schedule.fallback_timezone.name(), "users have an invalid time zone; they got the fallback zone");
+    }
     Ok(Some(report))
 }
 
@@ -345,7 +348,6 @@ pub async fn plan_due(
 async fn zones(
     store: &Store,
     schedule: &ScheduleSettings,
-    report: &mut PlanReport,
 ) -> anyhow::Result<Vec<(Tz, Option<Vec<String>>)>> {
     match schedule.zone {
         ZoneMode::Fixed(tz) => Ok(vec![(tz, None)]),
@@ -356,11 +358,9 @@ async fn zones(
                 .await
                 .context("cannot read the users' time zones")?
             {
-                let tz = domain::parse_zone(&name).unwrap_or_else(|_| {
-                    report.invalid_timezones += 1;
-                    tracing::warn!(schedule = %schedule.name, timezone = %name, fallback = %schedule.fallback_timezone.name(), "users have an invalid time zone; using the fallback");
-                    schedule.fallback_timezone
-                });
+                // Counted per user, and logged once per fire, when the users are planned (this
+                // runs on every tick).
+                let tz = domain::parse_zone(&name).unwrap_or(schedule.fallback_timezone);
                 groups.entry(tz).or_default().push(name);
             }
             Ok(groups
