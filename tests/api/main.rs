@@ -9,6 +9,7 @@ mod helpers;
 mod idempotency;
 mod load;
 mod local_time;
+mod metrics;
 mod outage;
 mod resend;
 #[path = "../support/resend_stub.rs"]
