@@ -88,7 +88,7 @@ impl IntoResponse for ApiError {
             ApiError::Closed => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Internal(e) => {
-                tracing::error!(error = format!("{e:#}"), "request failed");
+                tracing::error!(error = crate::telemetry::chain(e), "request failed");
                 return (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     Json(json!({"error": "internal error; see Herald's log"})),
@@ -221,7 +221,7 @@ async fn provider_states(state: &AppState) -> (serde_json::Map<String, serde_jso
                     _ => s.describe(),
                 }
             }
-            Ok(Err(e)) => format!("unknown: {e:#}"),
+            Ok(Err(e)) => format!("unknown: {}", crate::telemetry::chain(&e)),
             Err(_) => "unknown: Redis did not answer within 2 s".to_owned(),
         };
         providers.insert(p.name().to_owned(), text.into());

@@ -254,6 +254,12 @@ impl Metrics {
             let _ = inner
                 .deferred
                 .get_or_create_owned(&KindLabels { kind: kind.clone() });
+            let _ = inner
+                .render
+                .get_or_create_owned(&KindLabels { kind: kind.clone() });
+            let _ = inner
+                .lag
+                .get_or_create_owned(&KindLabels { kind: kind.clone() });
             for &provider in providers {
                 let provider = provider.to_owned();
                 let _ = inner.sent.get_or_create_owned(&SentLabels {
@@ -278,10 +284,16 @@ impl Metrics {
                 }
             }
         }
+        for &provider in providers {
+            let _ = inner.send.get_or_create_owned(&ProviderLabels {
+                provider: provider.to_owned(),
+            });
+        }
         for &schedule in schedules {
             let s = ScheduleLabels {
                 schedule: schedule.to_owned(),
             };
+            let _ = inner.plan.get_or_create_owned(&s);
             let _ = inner.fires.get_or_create_owned(&s);
             let _ = inner.invalid_timezones.get_or_create_owned(&s);
             let _ = inner.planned.get_or_create_owned(&PlannedLabels {
@@ -423,7 +435,10 @@ async fn within<T>(read: impl Future<Output = anyhow::Result<T>>) -> Option<T> {
     match tokio::time::timeout(SCRAPE_TIMEOUT, read).await {
         Ok(Ok(r)) => Some(r),
         Ok(Err(e)) => {
-            tracing::debug!(error = format!("{e:#}"), "a scrape left gauges out");
+            tracing::debug!(
+                error = crate::telemetry::chain(&e),
+                "a scrape left gauges out"
+            );
             None
         }
         Err(_) => {

@@ -194,7 +194,7 @@ impl Application {
             );
             async move {
                 if let Err(e) = run.await {
-                    tracing::error!(error = format!("{e:#}"), "the workers stopped");
+                    tracing::error!(error = crate::telemetry::chain(&e), "the workers stopped");
                 }
             }
         });
@@ -207,7 +207,7 @@ impl Application {
         tracing::info!(addr = %settings.http_addr, "Herald is running");
 
         stop.await;
-        tracing::info!(grace = ?settings.shutdown_grace, "stopping: no new work, waiting for in-flight sends");
+        tracing::info!(grace = %humantime::format_duration(settings.shutdown_grace), "stopping: no new work, waiting for in-flight sends");
         trigger.trigger();
         parts.join().await;
         server

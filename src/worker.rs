@@ -277,7 +277,7 @@ async fn record_all(
     let ids: Vec<String> = unrecorded.iter().map(|(id, _)| id.to_string()).collect();
     let errors: Vec<String> = unrecorded
         .iter()
-        .map(|(id, e)| format!("delivery {id}: {e:#}"))
+        .map(|(id, e)| format!("delivery {id}: {}", crate::telemetry::chain(e)))
         .collect();
     Err(anyhow::anyhow!(
         "cannot record the outcome of {} of the {} deliveries claimed together (ids {}); the others were recorded. \
@@ -343,7 +343,7 @@ fn render(deps: &WorkerDeps, d: Claimed) -> Job {
                 .render(kind.name(), &d.payload)
                 .map_err(anyhow::Error::from)
         })
-        .map_err(|e| format!("cannot render: {e:#}"));
+        .map_err(|e| format!("cannot render: {}", crate::telemetry::chain(&e)));
     deps.metrics.rendered(&d.kind, started.elapsed());
     Job {
         d,
@@ -389,9 +389,10 @@ async fn deliver(deps: &WorkerDeps, jobs: &mut [Job], claims: &Mutex<Claims>) {
 /// Asks the gate; a Redis failure counts as a short wait (nothing is sent uncoordinated).
 async fn permit(deps: &WorkerDeps, p: &Provider) -> Permit {
     let acquired = deps.gate.acquire(p, WAIT_BUDGET).await;
-    let acquired = deps
-        .health
-        .check(Dependency::Redis, acquired.map_err(|e| format!("{e:#}")));
+    let acquired = deps.health.check(
+        Dependency::Redis,
+        acquired.map_err(|e| crate::telemetry::chain(&e)),
+    );
     acquired.unwrap_or_else(|e| {
         tracing::debug!(
             provider = p.name(),
@@ -416,9 +417,10 @@ async fn feedback(
         None => deps.gate.answered(p, probe).await.map(|()| None),
         Some(e) => deps.gate.failed(p, e, probe).await,
     };
-    let result = deps
-        .health
-        .check(Dependency::Redis, result.map_err(|e| format!("{e:#}")));
+    let result = deps.health.check(
+        Dependency::Redis,
+        result.map_err(|e| crate::telemetry::chain(&e)),
+    );
     result.unwrap_or_else(|e| {
         tracing::debug!(
             provider = p.name(),

@@ -232,8 +232,8 @@ impl Resend {
         }
         if e.is_timeout() {
             message.push_str(&format!(
-                " (no answer within {:?}: mail.resend.timeout)",
-                self.timeout
+                " (no answer within {}: mail.resend.timeout)",
+                humantime::format_duration(self.timeout)
             ));
             SendError::new(ErrorClass::Transient, None, message)
         } else if e.is_connect() {

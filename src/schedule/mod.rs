@@ -539,11 +539,11 @@ impl Planner {
                         }
                     }
                     Err(e) if is_postgres(&e) => {
-                        tracing::debug!(schedule = %schedule.name, error = format!("{e:#}"), "planning failed; will retry on the next tick");
-                        health.down(Dependency::Postgres, format!("{e:#}"));
+                        tracing::debug!(schedule = %schedule.name, error = crate::telemetry::chain(&e), "planning failed; will retry on the next tick");
+                        health.down(Dependency::Postgres, crate::telemetry::chain(&e));
                     }
                     Err(e) => {
-                        tracing::error!(schedule = %schedule.name, error = format!("{e:#}"), "planning failed; will retry on the next tick")
+                        tracing::error!(schedule = %schedule.name, error = crate::telemetry::chain(&e), "planning failed; will retry on the next tick")
                     }
                 }
             }
