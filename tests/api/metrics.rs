@@ -281,3 +281,19 @@ async fn the_counters_match_the_deliveries_of_a_fire_with_mixed_outcomes() {
     drop(smtp);
     app.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_the_scrape_is_open_and_the_api_closed() {
+    let smtp = SmtpServer::start().await;
+    let mut env = Env::new(&smtp);
+    env.vars.retain(|(k, _)| k != "HERALD_API_TOKEN");
+    let app = spawn_with(env).await;
+    let get = |path: &str| app.http.get(format!("{}{path}", app.address)).send();
+    let r = get("/metrics").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("herald_up{dependency=\"redis\"} 1"), "{text}");
+    assert_eq!(get("/api/stats").await.unwrap().status(), 403);
+    drop(smtp);
+    app.finish().await;
+}
