@@ -136,7 +136,7 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", crate::telemetry::chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -295,9 +295,19 @@ async fn failed(settings: &Settings, command: FailedCommand) -> anyhow::Result<(
                 )
                 .await?;
             let missing: Vec<_> = ids.iter().filter(|i| !retried.contains(i)).collect();
-            println!("queued {} deliveries again: {:?}", retried.len(), retried);
+            let list = |ids: &mut dyn Iterator<Item = &i64>| {
+                ids.map(i64::to_string).collect::<Vec<_>>().join(", ")
+            };
+            println!(
+                "queued {} deliveries again: {}",
+                retried.len(),
+                list(&mut retried.iter())
+            );
             if !missing.is_empty() {
-                println!("not failed (or not found), left alone: {missing:?}");
+                println!(
+                    "not failed (or not found), left alone: {}",
+                    list(&mut missing.into_iter())
+                );
             }
         }
         FailedCommand::Purge { older_than } => {
@@ -417,7 +427,7 @@ async fn check() -> anyhow::Result<ExitCode> {
         Ok(()) => println!("ok    {name}"),
         Err(e) => {
             ok = false;
-            println!("FAIL  {name}: {e:#}");
+            println!("FAIL  {name}: {}", crate::telemetry::chain(&e));
         }
     };
     let settings = match Settings::load() {
@@ -452,12 +462,12 @@ async fn check() -> anyhow::Result<ExitCode> {
         let p = match Provider::build(s, &settings.mail) {
             Ok(p) => p,
             Err(e) => {
-                report(&format!("mail provider {} ({s:?})", s.name()), Err(e));
+                report(&format!("mail provider {} ({s})", s.name()), Err(e));
                 continue;
             }
         };
         report(
-            &format!("mail provider {} ({s:?})", p.name()),
+            &format!("mail provider {} ({s})", p.name()),
             timeout(p.test_connection()).await,
         );
         // What the workers found out: a pause for a configuration problem names the fix.
@@ -474,7 +484,11 @@ async fn check() -> anyhow::Result<ExitCode> {
                 );
             }
             Ok(s) => println!("note  mail provider {}: {}", p.name(), s.describe()),
-            Err(e) => println!("note  mail provider {}: state unknown: {e:#}", p.name()),
+            Err(e) => println!(
+                "note  mail provider {}: state unknown: {}",
+                p.name(),
+                crate::telemetry::chain(&e)
+            ),
         }
     }
     if let Some(warning) = settings.mail.outbox_warning() {

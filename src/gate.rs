@@ -67,12 +67,16 @@ end
 return {0, 0, probe}
 ";
 
-/// Sets a pause unless a longer one is already there.
+/// Sets a pause unless a longer one is already there. Returns 2 when there was no pause (one
+/// starts: worth a log line), 1 when one was extended, 0 when a longer one was left.
 const PAUSE: &str = r"
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < tonumber(ARGV[2]) then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  if ttl < 0 then return 2 end
+  return 1
 end
-return 1
+return 0
 ";
 
 /// Whether a worker may send now.
@@ -288,14 +292,19 @@ impl Gate {
             ErrorClass::Quota => Some(e.wait.unwrap_or(Duration::from_secs(3600))),
             ErrorClass::Configuration => Some(self.pauses.configuration),
             ErrorClass::Transient if e.unreachable => {
-                redis::pipe()
+                let (was_open,): (bool,) = redis::pipe()
+                    .atomic()
+                    .exists(self.key(p, "circuit"))
                     .set_ex(self.key(p, "circuit"), 1, 3600)
+                    .ignore()
                     .del(self.key(p, "probe"))
-                    .query_async::<()>(&mut conn)
+                    .ignore()
+                    .query_async(&mut conn)
                     .await
                     .context("cannot open the circuit in Redis")?;
-                if !probe {
-                    tracing::warn!(provider = p.name(), error = %e, "the provider cannot be reached; sending stops and one worker probes it every {:?}", self.pauses.probe_interval);
+                // Once per opening across every process, not once per email that met it.
+                if !was_open && !probe {
+                    tracing::warn!(provider = p.name(), error = %e, "the provider cannot be reached; sending stops and one worker probes it every {}", humantime::format_duration(self.pauses.probe_interval));
                 }
                 Some(self.pauses.probe_interval)
             }
@@ -318,15 +327,26 @@ impl Gate {
             e.class.as_str()
         };
         let value = format!("{fingerprint}|{class}|{}", e.message);
-        self.pause
+        let set = self
+            .pause
             .key(self.key(p, "pause"))
             .arg(value)
             .arg(pause.as_millis().max(1) as u64)
             .invoke_async::<i64>(&mut conn)
             .await
             .with_context(|| format!("cannot pause {} in Redis", p.name()))?;
-        if e.class == ErrorClass::Configuration {
-            self.log_configuration(p, e, pause).await;
+        // A pause is logged when it starts, not for every email that meets it.
+        let started = set == 2;
+        let lasts = humantime::format_duration(Duration::from_secs(pause.as_secs().max(1)));
+        match e.class {
+            ErrorClass::Configuration => self.log_configuration(p, e, pause).await,
+            ErrorClass::Quota if started => {
+                tracing::warn!(provider = p.name(), error = %e, pause = %lasts, "the provider's quota is used up; it is paused until the reset, and its emails wait or go to the next provider");
+            }
+            ErrorClass::RateLimited if started => {
+                tracing::info!(provider = p.name(), pause = %lasts, "the provider asks Herald to slow down; paused for every worker");
+            }
+            _ => {}
         }
         Ok(Some(pause))
     }
@@ -344,7 +364,8 @@ impl Gate {
             .await
             .unwrap_or(None);
         if first.is_some() {
-            tracing::error!(provider = p.name(), error = %e, pause = ?pause, "the provider refuses Herald's configuration; sending through it is paused and no email is failed: fix it (see /readyz or `herald check`)");
+            let pause = humantime::format_duration(Duration::from_secs(pause.as_secs().max(1)));
+            tracing::error!(provider = p.name(), error = %e, pause = %pause, "the provider refuses Herald's configuration; sending through it is paused and no email is failed: fix it (see /readyz or `herald check`)");
         }
     }
 

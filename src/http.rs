@@ -41,6 +41,8 @@ pub struct AppState {
     pub health: crate::health::Health,
     /// A test-only way to make a background part panic.
     pub faults: crate::supervisor::Faults,
+    /// What `GET /metrics` shows.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// The whole router; tests drive it with `oneshot` or through a real socket.
@@ -55,6 +57,10 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route(
+            "/metrics",
+            get(metrics).route_layer(middleware::from_fn_with_state(state.clone(), metrics_token)),
+        )
         .nest("/api", api)
         .with_state(state)
 }
@@ -82,7 +88,7 @@ impl IntoResponse for ApiError {
             ApiError::Closed => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Internal(e) => {
-                tracing::error!(error = format!("{e:#}"), "request failed");
+                tracing::error!(error = crate::telemetry::chain(e), "request failed");
                 return (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     Json(json!({"error": "internal error; see Herald's log"})),
@@ -115,17 +121,55 @@ async fn require_token(
     let Some(expected) = state.settings.api_token.as_ref().map(Secret::expose) else {
         return Err(ApiError::Closed);
     };
+    if bearer_matches(&headers, expected) {
+        Ok(next.run(request).await)
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+/// Whether the request carries `Authorization: Bearer <expected>`.
+fn bearer_matches(headers: &HeaderMap, expected: &str) -> bool {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     // Constant time, so the comparison does not leak how much of a guess was right.
-    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
-        Ok(next.run(request).await)
-    } else {
-        Err(ApiError::Unauthorized)
+    bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
+}
+
+/// `/metrics` asks for the API's bearer token when one is set, and is open otherwise (like
+/// `/readyz`: counts and states, no addresses, no content, no secrets).
+async fn metrics_token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    match state.settings.api_token.as_ref().map(Secret::expose) {
+        Some(expected) if !bearer_matches(&headers, expected) => Err(ApiError::Unauthorized),
+        _ => Ok(next.run(request).await),
     }
+}
+
+/// The Prometheus scrape: counters, histograms, and gauges read now from PostgreSQL and Redis
+/// (left out, with `herald_up{dependency=…} 0`, when one does not answer within 2 s).
+async fn metrics(State(state): State<AppState>) -> Response {
+    let live = crate::metrics::Live::read(
+        &state.store,
+        &state.queue,
+        &state.gate,
+        &state.providers,
+        &state.health,
+        state.clock.now(),
+    )
+    .await;
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        state.metrics.encode(&live),
+    )
+        .into_response()
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
@@ -177,7 +221,7 @@ async fn provider_states(state: &AppState) -> (serde_json::Map<String, serde_jso
                     _ => s.describe(),
                 }
             }
-            Ok(Err(e)) => format!("unknown: {e:#}"),
+            Ok(Err(e)) => format!("unknown: {}", crate::telemetry::chain(&e)),
             Err(_) => "unknown: Redis did not answer within 2 s".to_owned(),
         };
         providers.insert(p.name().to_owned(), text.into());
@@ -295,6 +339,7 @@ async fn trigger(
         dry_run: body.dry_run,
         ids: body.ids,
     };
+    let started = std::time::Instant::now();
     let report = plan(
         &state.store,
         schedule,
@@ -303,6 +348,7 @@ async fn trigger(
         &state.settings.retention,
     )
     .await
+    .inspect(|r| state.metrics.planned("manual", r, started.elapsed()))
     .map_err(|e| match e {
         PlanError::Refused(m) => ApiError::BadRequest(m),
         e @ PlanError::UnknownUser(_) => ApiError::NotFound(e.to_string()),

@@ -23,7 +23,8 @@
 //! - [`health`]: what is up and down, logged once per change; [`supervisor`]: restarts a
 //!   background part that ends or panics.
 //! - [`startup`]: `Application::build` / `run_until_stopped`, used by `herald run` and tests.
-//! - [`cli`]: the `herald` command line; [`seed`]: demo data; [`telemetry`]: logs.
+//! - [`cli`]: the `herald` command line; [`seed`]: demo data; [`telemetry`]: logs;
+//!   [`metrics`]: what `GET /metrics` shows.
 //!
 //! # How an email travels
 //!
@@ -44,6 +45,7 @@ pub mod health;
 pub mod http;
 pub mod kinds;
 pub mod mail;
+pub mod metrics;
 pub mod payload;
 pub mod queue;
 pub mod render;

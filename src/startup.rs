@@ -12,6 +12,7 @@ use crate::{
     health::Health,
     http::{AppState, app},
     mail::{self, Provider},
+    metrics::Metrics,
     queue::{self, Dispatcher, Queue},
     render::Templates,
     schedule::Planner,
@@ -61,6 +62,14 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {} (http.addr / HERALD_HTTP_ADDR); is another process using it?", settings.http_addr))?;
         let health = Health::default();
+        let metrics = Metrics::new(
+            &providers.iter().map(Provider::name).collect::<Vec<_>>(),
+            &settings
+                .schedules
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>(),
+        );
         let deps = Arc::new(WorkerDeps {
             store: store.clone(),
             templates,
@@ -71,11 +80,12 @@ impl Application {
             message_id_domain: settings.mail.from.domain().to_owned(),
             clock: clock.clone(),
             health: health.clone(),
+            metrics: metrics.clone(),
         });
         let state = AppState {
             settings: Arc::new(settings),
             clock,
-            planner: Planner::default(),
+            planner: Planner::new(metrics.clone()),
             store,
             queue,
             dispatcher: Dispatcher::new(),
@@ -83,6 +93,7 @@ impl Application {
             gate,
             health,
             faults: Faults::default(),
+            metrics,
         };
         Ok(Application {
             listener,
@@ -183,7 +194,7 @@ impl Application {
             );
             async move {
                 if let Err(e) = run.await {
-                    tracing::error!(error = format!("{e:#}"), "the workers stopped");
+                    tracing::error!(error = crate::telemetry::chain(&e), "the workers stopped");
                 }
             }
         });
@@ -196,7 +207,7 @@ impl Application {
         tracing::info!(addr = %settings.http_addr, "Herald is running");
 
         stop.await;
-        tracing::info!(grace = ?settings.shutdown_grace, "stopping: no new work, waiting for in-flight sends");
+        tracing::info!(grace = %humantime::format_duration(settings.shutdown_grace), "stopping: no new work, waiting for in-flight sends");
         trigger.trigger();
         parts.join().await;
         server

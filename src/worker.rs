@@ -98,6 +98,8 @@ pub struct WorkerDeps {
     pub clock: crate::clock::Clock,
     /// Where a Redis failure is reported (logged once per outage, not once per email).
     pub health: crate::health::Health,
+    /// What `/metrics` counts: outcomes once recorded, render and send times.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// What happened to the job's own delivery.
@@ -130,6 +132,8 @@ struct Job {
 struct Try {
     provider: &'static str,
     result: Result<Receipt, SendError>,
+    /// How long the request took (the whole batch's, for a batch).
+    took: Duration,
     /// How long the provider is paused for everyone after this error, if it is.
     pause: Option<Duration>,
 }
@@ -231,6 +235,7 @@ async fn keep_leases(deps: &WorkerDeps, claims: &Mutex<Claims>) -> Infallible {
         }
         match deps.store.renew(&asked, deps.lease).await {
             Ok(kept) => {
+                deps.health.up(Dependency::Postgres);
                 let kept: HashSet<i64> = kept.into_iter().collect();
                 let mut c = claims.lock().expect("not poisoned");
                 // A row recorded meanwhile has left `held`: its missing token is no takeover.
@@ -243,11 +248,15 @@ async fn keep_leases(deps: &WorkerDeps, claims: &Mutex<Claims>) -> Infallible {
                 c.held.retain(|h| !gone.contains(&h.0));
                 c.lost.extend(gone);
             }
-            Err(e) => tracing::warn!(
-                deliveries = asked.len(),
-                error = %e,
-                "cannot renew the lease of claimed deliveries; trying again"
-            ),
+            // An outage is logged once, by `health`, not by every worker at every renewal.
+            Err(e) => {
+                tracing::debug!(
+                    deliveries = asked.len(),
+                    error = %e,
+                    "cannot renew the lease of claimed deliveries; trying again"
+                );
+                deps.health.down(Dependency::Postgres, &e);
+            }
         }
     }
 }
@@ -287,7 +296,7 @@ async fn record_all(
     let ids: Vec<String> = unrecorded.iter().map(|(id, _)| id.to_string()).collect();
     let errors: Vec<String> = unrecorded
         .iter()
-        .map(|(id, e)| format!("delivery {id}: {e:#}"))
+        .map(|(id, e)| format!("delivery {id}: {}", crate::telemetry::chain(e)))
         .collect();
     Err(anyhow::anyhow!(
         "cannot record the outcome of {} of the {} deliveries claimed together (ids {}); the others were recorded. \
@@ -329,7 +338,8 @@ async fn record_retrying(
                 Some(&pause) => {
                     failures += 1;
                     // Usually PostgreSQL going away: the outage is logged once, by `health`.
-                    tracing::debug!(delivery_id = d.id, error = %e, retry_in = ?pause, "cannot record the attempt; retrying");
+                    tracing::debug!(delivery_id = d.id, error = %e, retry_in = %humantime::format_duration(pause), "cannot record the attempt; retrying");
+                    deps.health.down(Dependency::Postgres, &e);
                     tokio::time::sleep(pause).await;
                 }
                 None => {
@@ -345,6 +355,7 @@ async fn record_retrying(
 }
 
 fn render(deps: &WorkerDeps, mut d: Claimed) -> Job {
+    let started = std::time::Instant::now();
     if let Some(held) = d.held_by.as_deref()
         && !deps.providers.iter().any(|p| p.name() == held)
     {
@@ -363,7 +374,8 @@ fn render(deps: &WorkerDeps, mut d: Claimed) -> Job {
                 .render(kind.name(), &d.payload)
                 .map_err(anyhow::Error::from)
         })
-        .map_err(|e| format!("cannot render: {e:#}"));
+        .map_err(|e| format!("cannot render: {}", crate::telemetry::chain(&e)));
+    deps.metrics.rendered(&d.kind, started.elapsed());
     Job {
         d,
         content,
@@ -423,9 +435,10 @@ async fn deliver(deps: &WorkerDeps, jobs: &mut [Job], claims: &Mutex<Claims>) {
 /// Asks the gate; a Redis failure counts as a short wait (nothing is sent uncoordinated).
 async fn permit(deps: &WorkerDeps, p: &Provider) -> Permit {
     let acquired = deps.gate.acquire(p, WAIT_BUDGET).await;
-    let acquired = deps
-        .health
-        .check(Dependency::Redis, acquired.map_err(|e| format!("{e:#}")));
+    let acquired = deps.health.check(
+        Dependency::Redis,
+        acquired.map_err(|e| crate::telemetry::chain(&e)),
+    );
     acquired.unwrap_or_else(|e| {
         tracing::debug!(
             provider = p.name(),
@@ -450,9 +463,10 @@ async fn feedback(
         None => deps.gate.answered(p, probe).await.map(|()| None),
         Some(e) => deps.gate.failed(p, e, probe).await,
     };
-    let result = deps
-        .health
-        .check(Dependency::Redis, result.map_err(|e| format!("{e:#}")));
+    let result = deps.health.check(
+        Dependency::Redis,
+        result.map_err(|e| crate::telemetry::chain(&e)),
+    );
     result.unwrap_or_else(|e| {
         tracing::debug!(
             provider = p.name(),
@@ -469,11 +483,15 @@ async fn send_one(deps: &WorkerDeps, p: &Provider, job: &mut Job) {
         Permit::Wait { wait, why } => return job.hold(wait, &why),
     };
     let Some(email) = job.outgoing() else { return };
+    let started = std::time::Instant::now();
     let result = p.send(&email).await;
+    let took = started.elapsed();
+    deps.metrics.requested(p.name(), took);
     let pause = feedback(deps, p, result.as_ref().err(), probe).await;
     job.tries.push(Try {
         provider: p.name(),
         result,
+        took,
         pause,
     });
 }
@@ -535,7 +553,10 @@ async fn send_batch(deps: &WorkerDeps, p: &Provider, jobs: &mut [Job], chunk: &[
         }
     };
     let emails: Vec<Outgoing<'_>> = chunk.iter().filter_map(|&i| jobs[i].outgoing()).collect();
+    let started = std::time::Instant::now();
     let result = p.send_batch(&emails, &key).await;
+    let took = started.elapsed();
+    deps.metrics.requested(p.name(), took);
     drop(emails);
     match result {
         Ok(items) => {
@@ -544,6 +565,7 @@ async fn send_batch(deps: &WorkerDeps, p: &Provider, jobs: &mut [Job], chunk: &[
                 jobs[i].tries.push(Try {
                     provider: p.name(),
                     result: item,
+                    took,
                     pause: None,
                 });
             }
@@ -555,6 +577,7 @@ async fn send_batch(deps: &WorkerDeps, p: &Provider, jobs: &mut [Job], chunk: &[
                 jobs[i].tries.push(Try {
                     provider: p.name(),
                     result: Err(e.clone()),
+                    took,
                     pause,
                 });
             }
@@ -574,9 +597,11 @@ async fn finish(deps: &WorkerDeps, job: &Job) -> anyhow::Result<Outcome> {
             code: None,
             error: Some(error),
         };
-        if !record_retrying(deps, &job.d, &[record], &Next::Failed).await? {
+        let records = [record];
+        if !record_retrying(deps, &job.d, &records, &Next::Failed).await? {
             return Ok(Outcome::NotQueued);
         }
+        deps.metrics.recorded(&job.d, &records, &Next::Failed);
         return Ok(Outcome::Failed);
     }
     let views: Vec<TryView> = job
@@ -637,7 +662,6 @@ async fn finish(deps: &WorkerDeps, job: &Job) -> anyhow::Result<Outcome> {
                 .as_ref()
                 .ok()
                 .and_then(|r| r.provider_id.as_deref());
-            tracing::debug!(delivery_id = id, provider = last.provider, "sent");
             (
                 Next::Sent {
                     provider: last.provider,
@@ -647,7 +671,11 @@ async fn finish(deps: &WorkerDeps, job: &Job) -> anyhow::Result<Outcome> {
             )
         }
         Decision::Failed => {
-            tracing::warn!(delivery_id = id, attempt = job.d.attempts, error = ?exhausted.as_deref().or(last_error.map(|e| e.message.as_str())), "delivery failed");
+            let error = exhausted
+                .as_deref()
+                .or(last_error.map(|e| e.message.as_str()))
+                .unwrap_or("");
+            tracing::warn!(delivery_id = id, kind = %job.d.kind, attempt = job.d.attempts, error, "delivery failed");
             (Next::Failed, Outcome::Failed)
         }
         Decision::Retry { after, counts } => {
@@ -657,20 +685,27 @@ async fn finish(deps: &WorkerDeps, job: &Job) -> anyhow::Result<Outcome> {
                 counts,
                 held_by: unknown_at,
             };
+            let error = last_error.map_or("", |e| e.message.as_str());
+            let retry_in = humantime::format_duration(after);
             if let Some(provider) = unknown_at {
-                tracing::warn!(delivery_id = id, provider, attempt = job.d.attempts, error = ?last_error.map(|e| &e.message), retry_in = ?after, "outcome unknown; will retry on the same provider only");
+                tracing::warn!(delivery_id = id, kind = %job.d.kind, provider, attempt = job.d.attempts, error, retry_in = %retry_in, "outcome unknown; will retry on the same provider only");
                 (next, Outcome::RetryScheduled(after))
             } else if counts {
-                tracing::info!(delivery_id = id, attempt = job.d.attempts, error = ?last_error.map(|e| &e.message), retry_in = ?after, "transient failure; will retry");
+                tracing::info!(delivery_id = id, kind = %job.d.kind, attempt = job.d.attempts, error, retry_in = %retry_in, "transient failure; will retry");
                 (next, Outcome::RetryScheduled(after))
             } else {
-                tracing::debug!(delivery_id = id, wait = ?after, "providers asked to wait; the attempt is given back");
+                tracing::debug!(delivery_id = id, wait = %humantime::format_duration(after), "providers asked to wait; the attempt is given back");
                 (next, Outcome::Deferred(after))
             }
         }
     };
     if !record_retrying(deps, &job.d, &records, &next).await? {
         return Ok(Outcome::NotQueued);
+    }
+    deps.metrics.recorded(&job.d, &records, &next);
+    if let (Next::Sent { provider, .. }, Some(last)) = (&next, job.tries.last()) {
+        let ms = last.took.as_millis() as u64;
+        tracing::info!(delivery_id = id, kind = %job.d.kind, provider, ms, "sent");
     }
     Ok(outcome)
 }

@@ -76,6 +76,29 @@ impl ProviderSettings {
     }
 }
 
+/// Where a provider sends, as `herald check` says it: `smtp.example.com:587, STARTTLS`.
+impl fmt::Display for ProviderSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Resend(r) => write!(f, "{}", r.base_url),
+            Self::Smtp(s) => {
+                let tls = match s.tls {
+                    SmtpTls::StartTls => "STARTTLS",
+                    SmtpTls::Opportunistic => "STARTTLS when offered",
+                    SmtpTls::Implicit => "TLS",
+                    SmtpTls::None => "no TLS",
+                };
+                write!(f, "{}:{}, {tls}", s.host, s.port)
+            }
+            Self::File(dir) => write!(
+                f,
+                "writing to {}, not sending",
+                super::environment::shown_folder(dir)
+            ),
+        }
+    }
+}
+
 impl fmt::Debug for ProviderSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

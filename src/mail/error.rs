@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 
-/// How a failed send should be handled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a failed send should be handled. `ErrorClass::iter()` (strum) lists every class: the
+/// metrics show each one, also a class added later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumIter)]
 pub enum ErrorClass {
     /// Will not work as it is (SMTP 5xx, Resend 400/422, an invalid address): failed at once,
     /// and never tried on another provider.

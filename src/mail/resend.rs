@@ -237,9 +237,9 @@ impl Resend {
             SendError::new(ErrorClass::Transient, None, message).unreachable()
         } else if e.is_timeout() {
             message.push_str(&format!(
-                " (no answer within {:?}: mail.resend.timeout; Resend may have taken it, so it is \
+                " (no answer within {}: mail.resend.timeout; Resend may have taken it, so it is \
                  retried on Resend with the same idempotency key, never on another provider)",
-                self.timeout
+                humantime::format_duration(self.timeout)
             ));
             SendError::new(ErrorClass::Unknown, None, message)
         } else {

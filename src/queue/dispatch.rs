@@ -81,7 +81,7 @@ impl Dispatcher {
                     more
                 }
                 Err(RoundError(dep, e)) => {
-                    health.down(dep, format!("{e:#}"));
+                    health.down(dep, crate::telemetry::chain(&e));
                     false
                 }
             };

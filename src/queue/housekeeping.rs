@@ -42,7 +42,7 @@ pub async fn janitor(queue: Queue, store: Store, health: Health, shutdown: Shutd
         }
         if let Err(e) = drain_dead_workers(&queue, &store, When::Running).await {
             tracing::debug!(
-                error = format!("{e:#}"),
+                error = crate::telemetry::chain(&e),
                 "cannot drain dead workers this round"
             );
         }

@@ -163,14 +163,15 @@ async fn handle(
         Err(e) if is_postgres(&e) => {
             tracing::debug!(
                 delivery_id = job.delivery_id,
-                error = format!("{e:#}"),
+                error = crate::telemetry::chain(&e),
                 "cannot process delivery; it comes back in 5 s"
             );
-            ctx.health.down(Dependency::Postgres, format!("{e:#}"));
+            ctx.health
+                .down(Dependency::Postgres, crate::telemetry::chain(&e));
         }
         Err(e) => tracing::error!(
             delivery_id = job.delivery_id,
-            error = format!("{e:#}"),
+            error = crate::telemetry::chain(&e),
             "cannot process delivery; it comes back in 5 s"
         ),
     }
@@ -287,7 +288,12 @@ pub async fn run_workers(
 ) -> anyhow::Result<()> {
     housekeeping::drain_dead_workers(&queue, &store, housekeeping::When::Starting)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot recover dead workers' jobs before starting: {e:#}"))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot recover dead workers' jobs before starting: {}",
+                crate::telemetry::chain(&e)
+            )
+        })?;
     let name = worker_name();
     tracing::info!(worker = %name, queue = %q.name, concurrency = q.concurrency, "workers started");
     let ctx = Ctx {
@@ -346,7 +352,7 @@ pub async fn run_workers(
     let names = std::mem::take(&mut *names.lock().unwrap_or_else(|p| p.into_inner()));
     for worker in names {
         if let Err(e) = housekeeping::deregister(&queue, &store, &worker).await {
-            tracing::warn!(worker = %worker, error = format!("{e:#}"), "cannot deregister the worker; the janitor of another process will");
+            tracing::warn!(worker = %worker, error = crate::telemetry::chain(&e), "cannot deregister the worker; the janitor of another process will");
         }
     }
     stopped

@@ -115,6 +115,13 @@ pub struct PlanReport {
     pub missed: usize,
     /// Users whose stored time zone is not a zone; they got the schedule's fallback zone.
     pub invalid_timezones: usize,
+    /// Fires planned by the schedule (one per instant and zone); 0 for a manual plan. For the
+    /// metrics, not the API.
+    #[serde(skip)]
+    pub fires: usize,
+    /// The latest of those fires.
+    #[serde(skip)]
+    pub last_fire: Option<DateTime<Utc>>,
     /// The new deliveries' ids, when asked for or for one user; `None` otherwise (a tick for
     /// 25,000 users answers with counts, not 25,000 ids).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -292,7 +299,7 @@ pub async fn plan_due(
     if now <= since {
         return Ok(Some(report));
     }
-    for (tz, names) in zones(store, schedule, &mut report).await? {
+    for (tz, names) in zones(store, schedule).await? {
         for fire in occurrences::between(&schedule.cron, tz, since, now) {
             let late = now - fire.at;
             let missed = (late > ON_TIME.max(chrono::Duration::from_std(schedule.catch_up).unwrap_or(ON_TIME))).then(|| {
@@ -319,14 +326,19 @@ pub async fn plan_due(
                 manual: false,
             };
             plan_users(store, &batch, &mut report).await?;
+            report.fires += 1;
+            report.last_fire = report.last_fire.max(Some(fire.at));
         }
     }
     store
         .advance_watermark(lock, &schedule.name, now)
         .await
         .context("cannot move the watermark")?;
-    if report.planned + report.already_planned + report.missed > 0 {
+    if report.fires > 0 {
         log_report(&report);
+    }
+    if report.invalid_timezones > 0 {
+        tracing::warn!(schedule = %schedule.name, users = report.invalid_timezones, fallback = %schedule.fallback_timezone.name(), "users have an invalid time zone; they got the fallback zone");
     }
     Ok(Some(report))
 }
@@ -336,7 +348,6 @@ pub async fn plan_due(
 async fn zones(
     store: &Store,
     schedule: &ScheduleSettings,
-    report: &mut PlanReport,
 ) -> anyhow::Result<Vec<(Tz, Option<Vec<String>>)>> {
     match schedule.zone {
         ZoneMode::Fixed(tz) => Ok(vec![(tz, None)]),
@@ -347,11 +358,9 @@ async fn zones(
                 .await
                 .context("cannot read the users' time zones")?
             {
-                let tz = domain::parse_zone(&name).unwrap_or_else(|_| {
-                    report.invalid_timezones += 1;
-                    tracing::warn!(schedule = %schedule.name, timezone = %name, fallback = %schedule.fallback_timezone.name(), "users have an invalid time zone; using the fallback");
-                    schedule.fallback_timezone
-                });
+                // Counted per user, and logged once per fire, when the users are planned (this
+                // runs on every tick).
+                let tz = domain::parse_zone(&name).unwrap_or(schedule.fallback_timezone);
                 groups.entry(tz).or_default().push(name);
             }
             Ok(groups
@@ -467,11 +476,15 @@ async fn compose_batch(
     Ok(rows)
 }
 
+/// One line per plan: a manual one, or a planner round with fires in it (even if every user was
+/// skipped).
 fn log_report(r: &PlanReport) {
+    let fire = r.last_fire.map(|t| t.to_rfc3339()).unwrap_or_default();
     tracing::info!(
-        schedule = %r.schedule, at = %r.at, dry_run = r.dry_run, planned = r.planned,
-        already_planned = r.already_planned, skipped = r.skipped, missed = r.missed,
-        invalid_timezones = r.invalid_timezones, "planned"
+        schedule = %r.schedule, at = %r.at, fires = r.fires, last_fire = %fire, dry_run = r.dry_run,
+        planned = r.planned, already_planned = r.already_planned, skipped = r.skipped,
+        opted_out = r.opted_out, missed = r.missed, invalid_timezones = r.invalid_timezones,
+        "planned"
     );
 }
 
@@ -479,9 +492,18 @@ fn log_report(r: &PlanReport) {
 #[derive(Debug, Clone, Default)]
 pub struct Planner {
     wake: Arc<Notify>,
+    metrics: crate::metrics::Metrics,
 }
 
 impl Planner {
+    /// A planner that counts its fires in `metrics`.
+    pub fn new(metrics: crate::metrics::Metrics) -> Planner {
+        Planner {
+            wake: Arc::default(),
+            metrics,
+        }
+    }
+
     pub fn nudge(&self) {
         self.wake.notify_one();
     }
@@ -505,19 +527,23 @@ impl Planner {
         let mut behind = false;
         loop {
             for schedule in schedules.iter().filter(|s| s.enabled) {
+                let started = std::time::Instant::now();
                 match plan_due(&store, schedule, clock.now()).await {
                     Ok(r) => {
                         health.up(Dependency::Postgres);
+                        if let Some(r) = &r {
+                            self.metrics.planned("schedule", r, started.elapsed());
+                        }
                         if r.is_some_and(|r| r.planned > 0) {
                             planned();
                         }
                     }
                     Err(e) if is_postgres(&e) => {
-                        tracing::debug!(schedule = %schedule.name, error = format!("{e:#}"), "planning failed; will retry on the next tick");
-                        health.down(Dependency::Postgres, format!("{e:#}"));
+                        tracing::debug!(schedule = %schedule.name, error = crate::telemetry::chain(&e), "planning failed; will retry on the next tick");
+                        health.down(Dependency::Postgres, crate::telemetry::chain(&e));
                     }
                     Err(e) => {
-                        tracing::error!(schedule = %schedule.name, error = format!("{e:#}"), "planning failed; will retry on the next tick")
+                        tracing::error!(schedule = %schedule.name, error = crate::telemetry::chain(&e), "planning failed; will retry on the next tick")
                     }
                 }
             }

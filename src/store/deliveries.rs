@@ -167,7 +167,7 @@ impl Store {
                  updated_at = now()
              WHERE id = ANY($1)
              RETURNING id, claim_token, kind, dedup_key, recipient, payload, attempts, round_attempts,
-                       message_id, batch_key, held_by,
+                       message_id, batch_key, held_by, due_at,
                        (SELECT b.size FROM batches b WHERE b.key = deliveries.batch_key) AS batch_size",
         )
         .bind(&ids)

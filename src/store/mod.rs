@@ -17,10 +17,12 @@ use sqlx::{
 };
 
 mod deliveries;
+mod gauges;
 mod retention;
 mod schedules;
 mod users;
 
+pub use gauges::DeliveryGauges;
 pub use retention::{Cutoffs, Deleted};
 
 /// The embedded migrations in `migrations/`.
@@ -108,6 +110,8 @@ pub struct Claimed {
     /// The provider that may already hold this email (after an `unknown` outcome): the only one
     /// it is sent to.
     pub held_by: Option<String>,
+    /// When this attempt was due (the lag to its sending is a metric).
+    pub due_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]

@@ -70,6 +70,7 @@ async fn worker_deps(env: &Env, store: Store) -> WorkerDeps {
         message_id_domain: settings.mail.from.domain().to_owned(),
         clock: herald::clock::Clock::System,
         health: Default::default(),
+        metrics: Default::default(),
     }
 }
 

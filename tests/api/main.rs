@@ -9,6 +9,7 @@ mod helpers;
 mod idempotency;
 mod load;
 mod local_time;
+mod metrics;
 mod once;
 mod outage;
 mod resend;
