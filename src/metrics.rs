@@ -533,6 +533,13 @@ impl Live {
             "Whether this scrape could read the dependency (1) or not (0, and its gauges are absent)",
             up,
         );
+        r.register(
+            "jobs_dead_lettered",
+            "Jobs this process moved to the queue's dead-letter list because their payload could not be decoded",
+            prometheus_client::metrics::counter::ConstCounter::new(
+                crate::queue::workers::dead_letters(),
+            ),
+        );
         let gauge = |r: &mut Registry, name: &str, help: &str, v: i64| {
             let g = Gauge::<i64>::default();
             g.set(v);
