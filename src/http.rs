@@ -56,6 +56,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .nest("/api", api)
+        .nest("/ui", crate::ui::router(state.clone()))
         .with_state(state)
 }
 

@@ -19,6 +19,7 @@ use sqlx::{
 mod deliveries;
 mod retention;
 mod schedules;
+pub mod ui;
 mod users;
 
 pub use retention::{Cutoffs, Deleted};
