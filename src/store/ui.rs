@@ -278,7 +278,11 @@ impl Store {
 
     /// Deletes failed deliveries (and their attempts): those in `ids` (when given) that also
     /// match `f`. Returns how many.
-    pub async fn ui_purge_failed(&self, f: &FailedFilter, ids: Option<&[i64]>) -> sqlx::Result<i64> {
+    pub async fn ui_purge_failed(
+        &self,
+        f: &FailedFilter,
+        ids: Option<&[i64]>,
+    ) -> sqlx::Result<i64> {
         let (n,): (i64,) = bind_filter(
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "WITH picked AS (

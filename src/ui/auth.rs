@@ -169,7 +169,10 @@ pub fn form_value(body: &[u8], name: &str) -> Option<String> {
 /// `GET /ui/login`.
 pub async fn login_form(State(ui): State<Ui>) -> Result<Response, UiError> {
     token(&ui)?;
-    page("login.html", minijinja::context! { error => None::<String> })
+    page(
+        "login.html",
+        minijinja::context! { error => None::<String> },
+    )
 }
 
 /// `POST /ui/login`: the token in the `token` field. Sets the session cookie and goes to the
@@ -191,7 +194,7 @@ pub async fn login(
         return Ok(response);
     }
     let value = new_session(key, chrono::Utc::now().timestamp());
-    let mut response = Redirect::to("/ui/").into_response();
+    let mut response = Redirect::to("/ui").into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
         set_cookie(&headers, &value, SESSION_LIFETIME.as_secs())

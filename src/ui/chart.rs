@@ -75,7 +75,12 @@ pub fn throughput(counts: &[MinuteCount]) -> String {
         }
         svg.push_str("</g>");
     }
-    for (minutes, anchor) in [(60, "start"), (45, "middle"), (30, "middle"), (15, "middle")] {
+    for (minutes, anchor) in [
+        (60, "start"),
+        (45, "middle"),
+        (30, "middle"),
+        (15, "middle"),
+    ] {
         let x = LEFT + (MINUTES - minutes) * BAR;
         let _ = write!(
             svg,
@@ -103,7 +108,12 @@ mod tests {
             status: s.into(),
             n,
         };
-        let svg = throughput(&[c(0, "sent", 10), c(0, "failed", 5), c(3, "sent", 1), c(60, "sent", 99)]);
+        let svg = throughput(&[
+            c(0, "sent", 10),
+            c(0, "failed", 5),
+            c(3, "sent", 1),
+            c(60, "sent", 99),
+        ]);
         assert!(svg.contains("15/min"), "{svg}");
         assert!(svg.contains("this minute: 10 sent, 5 failed"), "{svg}");
         assert!(svg.contains("3 min ago: 1 sent, 0 failed"), "{svg}");

@@ -191,7 +191,11 @@ pub async fn act(State(ui): State<Ui>, body: Bytes) -> Result<Response, UiError>
             *horizon = (*horizon).max(next);
         }
         ui.app.dispatcher.nudge();
-        tracing::info!(retried = n, per_second, "failed deliveries retried from the dashboard");
+        tracing::info!(
+            retried = n,
+            per_second,
+            "failed deliveries retried from the dashboard"
+        );
         match last {
             Some(last) if n > 0 => format!(
                 "queued {n} again, at most {per_second} per second: the last is due at {}",

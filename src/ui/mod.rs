@@ -63,8 +63,17 @@ pub fn router<S>(app: AppState) -> Router<S> {
     Router::new()
         .route("/login", get(auth::login_form).post(auth::login))
         .merge(guarded)
+        .fallback(not_found)
         .layer(middleware::map_response(secure_headers))
         .with_state(ui)
+}
+
+/// `/ui/` is the overview's other spelling; anything else under `/ui` is not a page.
+async fn not_found(axum::extract::OriginalUri(uri): axum::extract::OriginalUri) -> Response {
+    if uri.path() == "/ui/" {
+        return Redirect::to("/ui").into_response();
+    }
+    UiError::NotFound(format!("the dashboard has no page {}", uri.path())).into_response()
 }
 
 /// No script, no framing of the dashboard, forms only to itself; an email's own styles and
@@ -137,7 +146,9 @@ pub fn page(name: &str, ctx: minijinja::Value) -> Result<Response, UiError> {
 /// Why a dashboard request was not answered with its page.
 #[derive(Debug, thiserror::Error)]
 pub enum UiError {
-    #[error("the dashboard is closed because no token is configured; set HERALD_API_TOKEN to open it")]
+    #[error(
+        "the dashboard is closed because no token is configured; set HERALD_API_TOKEN to open it"
+    )]
     Closed,
     /// A GET without a session: to the login form.
     #[error("log in first")]

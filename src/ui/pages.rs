@@ -192,7 +192,9 @@ pub async fn delivery(
     Path(id): Path<String>,
 ) -> Result<Response, UiError> {
     let id: i64 = id.parse().map_err(|_| {
-        UiError::BadRequest(format!("{id:?} is not a delivery id; ids are whole numbers"))
+        UiError::BadRequest(format!(
+            "{id:?} is not a delivery id; ids are whole numbers"
+        ))
     })?;
     let d = ui
         .app
@@ -231,6 +233,9 @@ pub fn render(
             ),
             Err(e) => (None, Some(e.to_string())),
         },
-        Err(e) => (None, Some(format!("the templates could not be loaded: {e}"))),
+        Err(e) => (
+            None,
+            Some(format!("the templates could not be loaded: {e}")),
+        ),
     }
 }
