@@ -25,7 +25,7 @@ use tokio::process::{Child, Command};
 fn browser() -> Result<(PathBuf, PathBuf), String> {
     let find = |var: &str, names: &[&str]| -> Option<PathBuf> {
         if let Ok(p) = std::env::var(var) {
-            return Some(PathBuf::from(p));
+            return Some(PathBuf::from(p)).filter(|p| p.is_file());
         }
         let path = std::env::var("PATH").unwrap_or_default();
         names.iter().find_map(|n| {
@@ -53,8 +53,14 @@ fn browser_or_skip() -> Option<(PathBuf, PathBuf)> {
         Err(why) => {
             let required = std::env::var("HERALD_REQUIRE_BROWSER").is_ok_and(|v| v == "1");
             let banner = "#".repeat(78);
-            eprintln!(
-                "\n{banner}\n# SKIPPED: the dashboard's browser test needs Chromium ({why}).\n# Install it: apt-get install -y chromium chromium-driver\n{banner}\n"
+            // Straight to the process's stderr: the test harness captures eprintln! of a
+            // passing test, and this must be seen.
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!(
+                    "\n{banner}\n# SKIPPED: the dashboard's browser test needs Chromium ({why}).\n# Install it: apt-get install -y chromium chromium-driver\n{banner}\n"
+                )
+                .as_bytes(),
             );
             assert!(!required, "HERALD_REQUIRE_BROWSER=1 and no browser: {why}");
             None
@@ -453,6 +459,96 @@ async fn a_bulk_retry_spreads_the_failures_at_the_configured_rate() {
     .await
     .unwrap();
     assert_eq!(offsets, vec![0.0, 0.0, 1.0, 1.0, 2.0, 2.0]);
+    drop(smtp);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trigger_button_keeps_the_apis_rules_and_a_purge_wants_confirming() {
+    let smtp = SmtpServer::start().await;
+    smtp.script(&[("gone@example.com", &["550 5.1.1 No such user here"])]);
+    let app = spawn_with(Env::new(&smtp)).await;
+    app.add_late_user("gone@example.com").await;
+    let c = login(&app.address).await;
+    let post = |path: &str, body: String| {
+        c.http
+            .post(format!("{}{path}", app.address))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", &c.cookie)
+            .body(body)
+            .send()
+    };
+    let count = |sql: &'static str| {
+        let pool = app.store.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let csrf = &c.csrf;
+    let trigger = "/ui/schedules/overdue_summary/trigger";
+
+    // A future instant is refused unless it is a dry run; nothing is queued either way.
+    let r = post(trigger, format!("csrf={csrf}&at=2099-01-01T00%3A00"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("is in the future"));
+    let r = post(
+        "/ui/schedules/overdue_summary/dry-run",
+        format!("csrf={csrf}&at=2099-01-01T00%3A00"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("gone@example.com"));
+    assert_eq!(count("SELECT count(*) FROM deliveries").await, 0);
+    // Without the CSRF token, nothing either.
+    let r = post(trigger, "at=2026-11-23T07%3A00".into()).await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(count("SELECT count(*) FROM deliveries").await, 0);
+    let r = post("/ui/schedules/nope/trigger", format!("csrf={csrf}"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // A trigger in the past is a test send, keyed manual:, and twice is once.
+    for _ in 0..2 {
+        let r = post(trigger, format!("csrf={csrf}&at=2026-11-23T07%3A00"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(
+        count("SELECT count(*) FROM deliveries WHERE dedup_key LIKE 'manual:overdue_summary:%'")
+            .await,
+        1
+    );
+    app.wait_for_status("failed", 1, Duration::from_secs(60))
+        .await;
+
+    // A purge needs its confirmation tick.
+    let r = post("/ui/failed", format!("csrf={csrf}&action=purge_all"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(app.count_status("failed").await, 1);
+    let r = post(
+        "/ui/failed",
+        format!("csrf={csrf}&action=purge_all&confirm=yes&class=permanent"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(
+        r.headers()["location"]
+            .to_str()
+            .unwrap()
+            .contains("purged+1")
+    );
+    assert_eq!(count("SELECT count(*) FROM deliveries").await, 0);
     drop(smtp);
     app.finish().await;
 }
