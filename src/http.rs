@@ -62,6 +62,7 @@ pub fn app(state: AppState) -> Router {
             get(metrics).route_layer(middleware::from_fn_with_state(state.clone(), metrics_token)),
         )
         .nest("/api", api)
+        .nest("/ui", crate::ui::router(state.clone()))
         .with_state(state)
 }
 

@@ -19,7 +19,8 @@
 //! - [`mail`]: the providers (Resend, SMTP, file outbox) and one taxonomy for their errors.
 //! - [`gate`]: what providers say, shared through Redis: rate limit, pauses, circuit.
 //! - [`retention`]: deletes finished deliveries once they are older than `retention.*`.
-//! - [`http`]: the axum routes, bearer auth and API errors.
+//! - [`http`]: the axum routes, bearer auth and API errors; [`ui`]: the operator's dashboard at
+//!   `/ui`, behind the same token.
 //! - [`health`]: what is up and down, logged once per change; [`supervisor`]: restarts a
 //!   background part that ends or panics.
 //! - [`startup`]: `Application::build` / `run_until_stopped`, used by `herald run` and tests.
@@ -57,6 +58,7 @@ pub mod startup;
 pub mod store;
 pub mod supervisor;
 pub mod telemetry;
+pub mod ui;
 pub mod worker;
 
 /// The number of cases each property test runs: `PROPTEST_CASES` when set (the long run in the

@@ -70,6 +70,7 @@ pub struct RawSettings {
     pub shutdown: RawShutdown,
     pub planner: RawPlanner,
     pub retention: RawRetention,
+    pub ui: RawUi,
     pub schedules: RawSchedules,
 }
 
@@ -175,6 +176,13 @@ pub struct RawRetention {
     pub skipped: String,
 }
 
+/// `[ui]`: the dashboard.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUi {
+    pub retry_per_second: u32,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSchedule {
@@ -228,6 +236,8 @@ pub struct Settings {
     /// When the planner wakes up to look for due fires.
     pub planner_tick: cron::Schedule,
     pub retention: RetentionSettings,
+    /// How many failed deliveries a dashboard retry queues per second (at least 1).
+    pub ui_retry_per_second: u32,
     pub schedules: Vec<ScheduleSettings>,
 }
 
@@ -615,6 +625,12 @@ impl RawSettings {
         });
 
         let retention = retention(&self.retention, &mut p);
+        if self.ui.retry_per_second == 0 {
+            p(
+                "ui.retry_per_second",
+                "is 0; a retry would never be released. Use something like 50 (a bulk retry queues that many per second)".into(),
+            );
+        }
 
         let mut schedules = Vec::new();
         for (name, raw) in &self.schedules.each {
@@ -719,6 +735,7 @@ impl RawSettings {
             shutdown_grace,
             planner_tick,
             retention,
+            ui_retry_per_second: self.ui.retry_per_second,
             schedules,
         })
     }

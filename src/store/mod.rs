@@ -20,6 +20,7 @@ mod deliveries;
 mod gauges;
 mod retention;
 mod schedules;
+pub mod ui;
 mod users;
 
 pub use gauges::DeliveryGauges;

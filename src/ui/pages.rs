@@ -1,0 +1,241 @@
+//! The overview and the delivery pages: search by user id, address or dedup key, and one
+//! delivery with every attempt and the email rendered again from its payload.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use axum::{
+    Extension,
+    extract::{Path, Query, State},
+    response::Response,
+};
+use minijinja::context;
+use serde::{Deserialize, Serialize};
+
+use super::{Ui, UiError, auth::Session, chart, page, schedules};
+use crate::gate::State as GateState;
+
+/// What a provider is doing, as the overview shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderView {
+    pub name: String,
+    /// `sending`, `rate-limited`, `paused`, `circuit open` or `unknown`.
+    pub state: &'static str,
+    pub detail: String,
+}
+
+/// Each provider's shared state from Redis; a provider whose state cannot be read is `unknown`.
+pub async fn providers(ui: &Ui) -> Vec<ProviderView> {
+    let mut out = Vec::new();
+    for p in ui.app.providers.iter() {
+        let read = tokio::time::timeout(Duration::from_secs(2), ui.app.gate.state(p)).await;
+        let (state, detail) = match read {
+            Ok(Ok(GateState::Ok)) => (
+                "sending",
+                match p.outbox() {
+                    Some(dir) => format!(
+                        "writing to {}, not sending (development)",
+                        crate::config::shown_folder(dir)
+                    ),
+                    None if p.per_second > 0 => {
+                        format!("at most {} requests per second", p.per_second)
+                    }
+                    None => String::new(),
+                },
+            ),
+            Ok(Ok(GateState::Paused {
+                class,
+                message,
+                remaining,
+            })) => (
+                if class == "rate_limited" {
+                    "rate-limited"
+                } else {
+                    "paused"
+                },
+                format!(
+                    "{class} for {}s more: {message}",
+                    remaining.as_secs().max(1)
+                ),
+            ),
+            Ok(Ok(GateState::Circuit)) => (
+                "circuit open",
+                "unreachable: one worker probes it every mail.probe_interval".to_owned(),
+            ),
+            Ok(Err(e)) => ("unknown", format!("{e:#}")),
+            Err(_) => ("unknown", "Redis did not answer within 2 s".to_owned()),
+        };
+        out.push(ProviderView {
+            name: p.name().to_owned(),
+            state,
+            detail,
+        });
+    }
+    out
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Outcomes {
+    sent_hour: i64,
+    sent_day: i64,
+    failed_hour: i64,
+    failed_day: i64,
+}
+
+/// `GET /ui/`: the overview.
+pub async fn overview(
+    State(ui): State<Ui>,
+    Extension(session): Extension<Session>,
+) -> Result<Response, UiError> {
+    let store = &ui.app.store;
+    let now = ui.app.clock.now();
+    let (outcomes, active, minutes) = tokio::try_join!(
+        store.ui_outcomes(now),
+        store.ui_active(now),
+        store.ui_throughput(now)
+    )?;
+    let mut totals = Outcomes::default();
+    let mut by: BTreeMap<(String, String), Outcomes> = BTreeMap::new();
+    for o in &outcomes {
+        let row = by.entry((o.kind.clone(), o.provider.clone())).or_default();
+        let (hour, day) = if o.status == "sent" {
+            (&mut row.sent_hour, &mut row.sent_day)
+        } else {
+            (&mut row.failed_hour, &mut row.failed_day)
+        };
+        *hour += o.last_hour;
+        *day += o.last_day;
+        if o.status == "sent" {
+            totals.sent_hour += o.last_hour;
+            totals.sent_day += o.last_day;
+        } else {
+            totals.failed_hour += o.last_hour;
+            totals.failed_day += o.last_day;
+        }
+    }
+    let by: Vec<_> = by
+        .into_iter()
+        .map(|((kind, provider), o)| context! { kind, provider, o })
+        .collect();
+    let q = &ui.app.queue;
+    let within = Duration::from_secs(2);
+    let depth = match tokio::time::timeout(within, q.depth()).await {
+        Ok(Ok(d)) => d.to_string(),
+        Ok(Err(e)) => format!("unknown ({e})"),
+        Err(_) => "unknown (Redis did not answer within 2 s)".to_owned(),
+    };
+    let workers = match tokio::time::timeout(within, q.live_workers(Duration::from_secs(10))).await
+    {
+        Ok(Ok(n)) => n.to_string(),
+        _ => "unknown".to_owned(),
+    };
+    let mut scheds = Vec::new();
+    let zones = schedules::zones(store).await?;
+    for s in &ui.app.settings.schedules {
+        let last = store.ui_last_fire(s.kind.name()).await?;
+        let next = schedules::next_fires(s, &zones, now, 1).into_iter().next();
+        scheds.push(context! {
+            name => s.name,
+            enabled => s.enabled,
+            last => last,
+            next => next.map(|(at, tz)| context! { at, zone => tz.name() }),
+        });
+    }
+    page(
+        "overview.html",
+        context! {
+            logged_in => true,
+            csrf => session.csrf,
+            now,
+            totals,
+            by,
+            active,
+            chart => minijinja::Value::from_safe_string(chart::throughput(&minutes)),
+            depth,
+            high_water => ui.app.settings.queue.high_water,
+            workers,
+            providers => providers(&ui).await,
+            schedules => scheds,
+            parts => ui.app.health.parts(),
+        },
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SearchQuery {
+    #[serde(default)]
+    q: String,
+}
+
+/// `GET /ui/deliveries?q=`: deliveries by user id, recipient address or dedup key.
+pub async fn search(
+    State(ui): State<Ui>,
+    Extension(session): Extension<Session>,
+    Query(query): Query<SearchQuery>,
+) -> Result<Response, UiError> {
+    let q = query.q.trim().to_owned();
+    let rows = if q.is_empty() {
+        Vec::new()
+    } else {
+        ui.app.store.ui_search(&q, 200).await?
+    };
+    page(
+        "search.html",
+        context! { logged_in => true, csrf => session.csrf, q, rows },
+    )
+}
+
+/// `GET /ui/deliveries/{id}`: one delivery, its attempts, and the email rendered again from the
+/// payload it was planned with.
+pub async fn delivery(
+    State(ui): State<Ui>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<String>,
+) -> Result<Response, UiError> {
+    let id: i64 = id.parse().map_err(|_| {
+        UiError::BadRequest(format!(
+            "{id:?} is not a delivery id; ids are whole numbers"
+        ))
+    })?;
+    let d = ui
+        .app
+        .store
+        .ui_delivery(id)
+        .await?
+        .ok_or_else(|| UiError::NotFound(format!("no delivery {id}")))?;
+    let attempts = ui.app.store.attempts(id).await?;
+    let (email, render_error) = render(&ui, &d.row.kind, &d.payload);
+    let payload = serde_json::to_string_pretty(&d.payload).unwrap_or_default();
+    page(
+        "delivery.html",
+        context! {
+            logged_in => true,
+            csrf => session.csrf,
+            d => d.row,
+            attempts,
+            email,
+            render_error,
+            payload,
+        },
+    )
+}
+
+/// The email of `kind` for `payload`, as the workers would render it: (the parts, or why not).
+pub fn render(
+    ui: &Ui,
+    kind: &str,
+    payload: &serde_json::Value,
+) -> (Option<minijinja::Value>, Option<String>) {
+    match ui.emails.as_ref() {
+        Ok(t) => match t.render(kind, payload) {
+            Ok(r) => (
+                Some(context! { subject => r.subject, text => r.text, html => r.html }),
+                None,
+            ),
+            Err(e) => (None, Some(e.to_string())),
+        },
+        Err(e) => (
+            None,
+            Some(format!("the templates could not be loaded: {e}")),
+        ),
+    }
+}

@@ -1,0 +1,597 @@
+//! The dashboard in a real browser: Debian's headless Chromium, driven through chromedriver
+//! (WebDriver, with fantoccini), against a running Herald with real deliveries and a real SMTP
+//! server. It logs in, filters the failed set to one error class, retries one delivery and sees
+//! it sent; requests without the cookie or without the CSRF token are refused. Each page's
+//! screenshot goes to `target/screenshots/`.
+//!
+//! Without `chromium` and `chromedriver` (`apt-get install -y chromium chromium-driver`) the
+//! browser test prints a loud message and passes, unless `HERALD_REQUIRE_BROWSER=1` (CI sets it).
+
+#[path = "api/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use helpers::{Env, SmtpServer, TOKEN, spawn_with};
+use tokio::process::{Child, Command};
+
+/// Where the browser's binaries are, or why the test cannot run.
+fn browser() -> Result<(PathBuf, PathBuf), String> {
+    let find = |var: &str, names: &[&str]| -> Option<PathBuf> {
+        if let Ok(p) = std::env::var(var) {
+            return Some(PathBuf::from(p)).filter(|p| p.is_file());
+        }
+        let path = std::env::var("PATH").unwrap_or_default();
+        names.iter().find_map(|n| {
+            std::env::split_paths(&path)
+                .map(|d| d.join(n))
+                .find(|p| p.is_file())
+        })
+    };
+    let chromium = find("CHROMIUM", &["chromium", "chromium-browser"]);
+    let driver = find("CHROMEDRIVER", &["chromedriver"]);
+    match (chromium, driver) {
+        (Some(c), Some(d)) => Ok((c, d)),
+        (c, d) => Err(format!(
+            "chromium: {}, chromedriver: {}",
+            c.map_or("missing".into(), |p| p.display().to_string()),
+            d.map_or("missing".into(), |p| p.display().to_string())
+        )),
+    }
+}
+
+/// `None` (after a loud message) when the browser is missing and not required.
+fn browser_or_skip() -> Option<(PathBuf, PathBuf)> {
+    match browser() {
+        Ok(found) => Some(found),
+        Err(why) => {
+            let required = std::env::var("HERALD_REQUIRE_BROWSER").is_ok_and(|v| v == "1");
+            let banner = "#".repeat(78);
+            // Straight to the process's stderr: the test harness captures eprintln! of a
+            // passing test, and this must be seen.
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!(
+                    "\n{banner}\n# SKIPPED: the dashboard's browser test needs Chromium ({why}).\n# Install it: apt-get install -y chromium chromium-driver\n{banner}\n"
+                )
+                .as_bytes(),
+            );
+            assert!(!required, "HERALD_REQUIRE_BROWSER=1 and no browser: {why}");
+            None
+        }
+    }
+}
+
+/// chromedriver on a free port, killed when dropped.
+struct Driver {
+    url: String,
+    _child: Child,
+}
+
+async fn start_driver(driver: &Path) -> Driver {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(driver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("cannot start chromedriver");
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = http.get(format!("{url}/status")).send().await
+            && r.status().is_success()
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "chromedriver did not answer on {url}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Driver { url, _child: child }
+}
+
+async fn open_browser(chromium: &Path, driver: &Driver) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1280,1400", "--no-first-run", "--disable-extensions"],
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("cannot open a Chromium session through chromedriver")
+}
+
+fn screenshots() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn shot(c: &Client, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    std::fs::write(screenshots().join(format!("{name}.png")), png).unwrap();
+}
+
+async fn text(c: &Client, css: &str) -> String {
+    match c.wait().for_element(Locator::Css(css)).await {
+        Ok(e) => e.text().await.unwrap(),
+        Err(e) => panic!("no {css} on {:?}: {e}", c.current_url().await),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_filters_the_failed_set_retries_one_and_sees_it_sent() {
+    let Some((chromium, driver)) = browser_or_skip() else {
+        return;
+    };
+    let smtp = SmtpServer::start().await;
+    // gone@ refuses once (550: permanent), flaky@ answers 451 to every try (transient, failed
+    // after its retries), ok@ accepts.
+    smtp.script(&[
+        ("gone@example.com", &["550 5.1.1 No such user here"]),
+        ("flaky@example.com", &["451 a", "451 b", "451 c", "451 d"]),
+    ]);
+    let mut env = Env::new(&smtp);
+    env.set(
+        "HERALD__QUEUE__RETRY_DELAYS",
+        r#"["100ms", "100ms", "100ms"]"#,
+    );
+    let app = spawn_with(env).await;
+    for email in ["gone@example.com", "flaky@example.com", "ok@example.com"] {
+        app.add_late_user(email).await;
+    }
+    app.trigger_overdue().await;
+    app.wait_for_status("failed", 2, Duration::from_secs(60))
+        .await;
+    smtp.wait_for(1, Duration::from_secs(30)).await;
+    let gone: i64 =
+        sqlx::query_scalar("SELECT id FROM deliveries WHERE recipient = 'gone@example.com'")
+            .fetch_one(&app.store.pool)
+            .await
+            .unwrap();
+    let flaky: i64 =
+        sqlx::query_scalar("SELECT id FROM deliveries WHERE recipient = 'flaky@example.com'")
+            .fetch_one(&app.store.pool)
+            .await
+            .unwrap();
+
+    let driver = start_driver(&driver).await;
+    let c = open_browser(&chromium, &driver).await;
+    let base = &app.address;
+
+    // Not logged in: the overview sends the browser to the login form.
+    c.goto(&format!("{base}/ui")).await.unwrap();
+    c.wait().for_element(Locator::Css("#token")).await.unwrap();
+    assert!(c.current_url().await.unwrap().path().ends_with("/ui/login"));
+    shot(&c, "login").await;
+    c.find(Locator::Css("#token"))
+        .await
+        .unwrap()
+        .send_keys("not the token")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#login"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(
+        text(&c, "#login-error")
+            .await
+            .contains("not HERALD_API_TOKEN")
+    );
+    c.find(Locator::Css("#token"))
+        .await
+        .unwrap()
+        .send_keys(TOKEN)
+        .await
+        .unwrap();
+    c.find(Locator::Css("#login"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+
+    // The overview: one sent, two failed in the last hour, and the SMTP provider sending.
+    assert_eq!(text(&c, "#sent-hour").await, "1");
+    assert_eq!(text(&c, "#failed-hour").await, "2");
+    let providers = text(&c, "#providers").await;
+    assert!(
+        providers.contains("smtp") && providers.contains("sending"),
+        "{providers}"
+    );
+    assert!(text(&c, "#schedules").await.contains("overdue_summary"));
+    shot(&c, "overview").await;
+
+    // The failed set, filtered to one error class.
+    c.goto(&format!("{base}/ui/failed")).await.unwrap();
+    assert!(text(&c, "#count").await.starts_with("2 failed"));
+    c.find(Locator::Css("#f-class"))
+        .await
+        .unwrap()
+        .select_by_value("permanent")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#apply"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !c
+        .current_url()
+        .await
+        .unwrap()
+        .query()
+        .is_some_and(|q| q.contains("class=permanent"))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the filter did not apply"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(text(&c, "#count").await.starts_with("1 failed"));
+    let table = text(&c, "#failed").await;
+    assert!(
+        table.contains("gone@example.com") && !table.contains("flaky@example.com"),
+        "{table}"
+    );
+    shot(&c, "failed").await;
+
+    // Retry it; the SMTP server accepts this time.
+    c.find(Locator::Css(&format!("#retry-{gone}")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let done = text(&c, "#done").await;
+    assert!(done.contains("queued 1 again"), "{done}");
+    let received = smtp.wait_for(2, Duration::from_secs(30)).await;
+    assert!(received.iter().any(|m| m.to() == "gone@example.com"));
+
+    // The delivery page says sent, with both attempts and the rendered email.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        c.goto(&format!("{base}/ui/deliveries/{gone}"))
+            .await
+            .unwrap();
+        if text(&c, "#status").await == "sent" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "delivery {gone} is not sent"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let attempts = text(&c, "#attempts").await;
+    assert!(
+        attempts.contains("permanent") && attempts.contains("550") && attempts.contains("sent"),
+        "{attempts}"
+    );
+    assert!(!text(&c, "#subject").await.is_empty());
+    c.find(Locator::Css("iframe.email")).await.unwrap();
+    shot(&c, "delivery").await;
+
+    // Search, schedules and a dry run (nothing is queued by it).
+    c.goto(&format!("{base}/ui/deliveries?q=gone%40example.com"))
+        .await
+        .unwrap();
+    assert!(text(&c, "#results").await.contains(&gone.to_string()));
+    shot(&c, "search").await;
+    c.goto(&format!("{base}/ui/schedules")).await.unwrap();
+    c.wait()
+        .for_element(Locator::Css("#dry-run-overdue_summary"))
+        .await
+        .unwrap();
+    shot(&c, "schedules").await;
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries")
+        .fetch_one(&app.store.pool)
+        .await
+        .unwrap();
+    c.find(Locator::Css("#dry-run-overdue_summary"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let report = text(&c, "#plan-report").await;
+    assert!(report.contains("3 would be sent"), "{report}");
+    assert!(text(&c, "#recipients").await.contains("ok@example.com"));
+    shot(&c, "dry-run").await;
+    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries")
+        .fetch_one(&app.store.pool)
+        .await
+        .unwrap();
+    assert_eq!(before, after, "a dry run queues nothing");
+
+    // Without the cookie, or with it but without the CSRF token, a POST is refused.
+    let session = c
+        .get_named_cookie("herald_session")
+        .await
+        .unwrap()
+        .value()
+        .to_owned();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let form = format!("action=retry%3A{flaky}");
+    let r = http
+        .post(format!("{base}/ui/failed"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("{form}&csrf=whatever"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "no cookie");
+    for body in [form.clone(), format!("{form}&csrf=0123abcd")] {
+        let r = http
+            .post(format!("{base}/ui/failed"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", format!("herald_session={session}"))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{body}");
+        assert!(r.text().await.unwrap().contains("CSRF"));
+    }
+    let r = http.get(format!("{base}/ui/failed")).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        303,
+        "a GET without the cookie goes to the login form"
+    );
+    assert_eq!(r.headers()["location"], "/ui/login");
+    let status: String = sqlx::query_scalar("SELECT status FROM deliveries WHERE id = $1")
+        .bind(flaky)
+        .fetch_one(&app.store.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "failed", "the refused retries changed nothing");
+
+    // Logging out ends the session in the browser.
+    c.goto(&format!("{base}/ui")).await.unwrap();
+    c.find(Locator::Css("header form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Css("#token")).await.unwrap();
+
+    c.close().await.unwrap();
+    drop(driver);
+    drop(smtp);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_is_closed_without_a_token() {
+    let smtp = SmtpServer::start().await;
+    let mut env = Env::new(&smtp);
+    env.set("HERALD_API_TOKEN", "");
+    let app = spawn_with(env).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for path in ["/ui", "/ui/login", "/ui/failed"] {
+        let r = http
+            .get(format!("{}{path}", app.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+        assert!(r.text().await.unwrap().contains("set HERALD_API_TOKEN"));
+    }
+    let r = http
+        .post(format!("{}/ui/login", app.address))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("token=")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    drop(smtp);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_retry_spreads_the_failures_at_the_configured_rate() {
+    let smtp = SmtpServer::start().await;
+    smtp.script(&[("*", &["550 5.1.1 No such user here"; 12])]);
+    let mut env = Env::new(&smtp);
+    env.set("HERALD__UI__RETRY_PER_SECOND", "2");
+    let app = spawn_with(env).await;
+    for i in 0..6 {
+        app.add_late_user(&format!("u{i}@example.com")).await;
+    }
+    app.trigger_overdue().await;
+    app.wait_for_status("failed", 6, Duration::from_secs(60))
+        .await;
+    // What the retry wrote, not what was sent since: the workers fail them again meanwhile.
+    let c = login(&app.address).await;
+    let r = c
+        .http
+        .post(format!("{}/ui/failed", app.address))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", &c.cookie)
+        .body(format!("action=retry_all&csrf={}", c.csrf))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.contains("queued+6+again"), "{location}");
+    // Two per second: due at +0, +0, +1, +1, +2, +2 seconds from the first.
+    let offsets: Vec<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM due_at - min(due_at) OVER ())::float8 FROM deliveries ORDER BY due_at, id",
+    )
+    .fetch_all(&app.store.pool)
+    .await
+    .unwrap();
+    assert_eq!(offsets, vec![0.0, 0.0, 1.0, 1.0, 2.0, 2.0]);
+    drop(smtp);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trigger_button_keeps_the_apis_rules_and_a_purge_wants_confirming() {
+    let smtp = SmtpServer::start().await;
+    smtp.script(&[("gone@example.com", &["550 5.1.1 No such user here"])]);
+    let app = spawn_with(Env::new(&smtp)).await;
+    app.add_late_user("gone@example.com").await;
+    let c = login(&app.address).await;
+    let post = |path: &str, body: String| {
+        c.http
+            .post(format!("{}{path}", app.address))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", &c.cookie)
+            .body(body)
+            .send()
+    };
+    let count = |sql: &'static str| {
+        let pool = app.store.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let csrf = &c.csrf;
+    let trigger = "/ui/schedules/overdue_summary/trigger";
+
+    // A future instant is refused unless it is a dry run; nothing is queued either way.
+    let r = post(trigger, format!("csrf={csrf}&at=2099-01-01T00%3A00"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("is in the future"));
+    let r = post(
+        "/ui/schedules/overdue_summary/dry-run",
+        format!("csrf={csrf}&at=2099-01-01T00%3A00"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("gone@example.com"));
+    assert_eq!(count("SELECT count(*) FROM deliveries").await, 0);
+    // Without the CSRF token, nothing either.
+    let r = post(trigger, "at=2026-11-23T07%3A00".into()).await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(count("SELECT count(*) FROM deliveries").await, 0);
+    let r = post("/ui/schedules/nope/trigger", format!("csrf={csrf}"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // A trigger in the past is a test send, keyed manual:, and twice is once.
+    for _ in 0..2 {
+        let r = post(trigger, format!("csrf={csrf}&at=2026-11-23T07%3A00"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(
+        count("SELECT count(*) FROM deliveries WHERE dedup_key LIKE 'manual:overdue_summary:%'")
+            .await,
+        1
+    );
+    app.wait_for_status("failed", 1, Duration::from_secs(60))
+        .await;
+
+    // A purge needs its confirmation tick.
+    let r = post("/ui/failed", format!("csrf={csrf}&action=purge_all"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(app.count_status("failed").await, 1);
+    let r = post(
+        "/ui/failed",
+        format!("csrf={csrf}&action=purge_all&confirm=yes&class=permanent"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(
+        r.headers()["location"]
+            .to_str()
+            .unwrap()
+            .contains("purged+1")
+    );
+    assert_eq!(count("SELECT count(*) FROM deliveries").await, 0);
+    drop(smtp);
+    app.finish().await;
+}
+
+/// A logged-in HTTP client: its cookie header and CSRF token.
+struct LoggedIn {
+    http: reqwest::Client,
+    cookie: String,
+    csrf: String,
+}
+
+async fn login(base: &str) -> LoggedIn {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = http
+        .post(format!("{base}/ui/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/ui"] {
+        assert!(set.contains(attr), "{set}");
+    }
+    let cookie = set.split(';').next().unwrap().to_owned();
+    let page = http
+        .get(format!("{base}/ui/failed"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("a CSRF field")
+        .to_owned();
+    LoggedIn { http, cookie, csrf }
+}
