@@ -195,8 +195,17 @@ impl Store {
             tracing::info!(url = %redact(url), "created the database");
         }
         let options: PgConnectOptions = url
-            .parse()
-            .with_context(|| format!("DATABASE_URL {} is not a PostgreSQL URL", redact(url)))?;
+            .parse::<PgConnectOptions>()
+            .with_context(|| format!("DATABASE_URL {} is not a PostgreSQL URL", redact(url)))?
+            // A daemon must not wait forever on a row lock: a transaction left open by a
+            // connection that stopped being used (a worker cancelled mid-transaction during an
+            // outage) would otherwise block lease recovery, and with it the dispatcher, for good.
+            // The server ends such a transaction after a minute; a lock wait fails after 10 s and
+            // is tried again on the next round.
+            .options([
+                ("lock_timeout", "10s"),
+                ("idle_in_transaction_session_timeout", "60s"),
+            ]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))

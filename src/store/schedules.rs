@@ -14,6 +14,12 @@ impl Store {
         schedule: &str,
     ) -> sqlx::Result<Option<sqlx::Transaction<'static, Postgres>>> {
         let mut tx = self.pool.begin().await?;
+        // This transaction stays open while the planner works on other connections: exempt it
+        // from the server's idle-in-transaction limit (see `Store::connect`), for this
+        // transaction only.
+        sqlx::query("SET LOCAL idle_in_transaction_session_timeout = 0")
+            .execute(&mut *tx)
+            .await?;
         let locked: bool = sqlx::query_scalar(
             "SELECT pg_try_advisory_xact_lock(hashtextextended('herald.schedule.' || $1, 0))",
         )
