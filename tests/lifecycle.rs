@@ -428,8 +428,10 @@ async fn wait_arrived(sink: &SmtpSink, store: &Store, keys: &[String], n: usize,
         if tokio::time::Instant::now() >= deadline {
             let counts = sink.counts();
             let missing: Vec<&String> = keys.iter().filter(|k| counts.delivery(k) == 0).collect();
-            let rows: Vec<(i64, String, i32, Option<String>, Option<String>, Option<String>, String)> = sqlx::query_as(
-                "SELECT id, status, attempts, last_error, dispatched_at::text, lease_until::text, updated_at::text
+            let rows: Vec<String> = sqlx::query_scalar(
+                "SELECT json_build_object('id', id, 'status', status, 'attempts', attempts,
+                        'last_error', last_error, 'dispatched_at', dispatched_at,
+                        'lease_until', lease_until, 'updated_at', updated_at)::text
                  FROM deliveries WHERE dedup_key = ANY($1) LIMIT 20",
             )
             .bind(missing.iter().map(|k| k.as_str()).collect::<Vec<_>>())
@@ -437,7 +439,7 @@ async fn wait_arrived(sink: &SmtpSink, store: &Store, keys: &[String], n: usize,
             .await
             .unwrap_or_default();
             panic!(
-                "only {got} of {n} emails arrived ({} expected in all); missing (id, status, attempts, last error, dispatched at, lease until, updated at): {rows:?}; now {}",
+                "only {got} of {n} emails arrived ({} expected in all); missing, as PostgreSQL sees them: {rows:?}; now {}",
                 keys.len(),
                 chrono::Utc::now()
             );
