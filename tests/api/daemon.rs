@@ -8,28 +8,6 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-/// Adds `n` users with an overdue task each, in two statements.
-async fn add_late_users(app: &TestApp, n: usize) {
-    let users: Vec<_> = (0..n)
-        .map(|i| herald::store::NewUser {
-            email: format!("late{i}@example.com"),
-            display_name: format!("Late {i}"),
-            timezone: "UTC".into(),
-        })
-        .collect();
-    let ids = app.store.insert_users(&users).await.unwrap();
-    let tasks: Vec<_> = ids
-        .iter()
-        .map(|&owner_id| herald::store::NewTask {
-            owner_id,
-            title: "Late".into(),
-            due_at: Some(at(LATE)),
-            completed_at: None,
-        })
-        .collect();
-    app.store.insert_tasks(&tasks).await.unwrap();
-}
-
 /// The queue's keys whose size is not zero, with their sizes, without the marker.
 async fn redis_state(app: &TestApp) -> Vec<(String, usize)> {
     app.queue.keys().await.unwrap()
@@ -73,7 +51,7 @@ async fn after_a_fire_redis_holds_no_job_of_it() {
     let smtp = SmtpServer::start().await;
     let app = spawn_app(&smtp).await;
     let n = 400;
-    add_late_users(&app, n).await;
+    app.add_late_users("late", n).await;
     let (status, report) = app
         .trigger("overdue_summary", json!({ "at": at(TICK) }))
         .await;
@@ -104,7 +82,7 @@ async fn a_dead_workers_inflight_set_above_the_unpack_limit_is_drained_and_sent_
     // Plan with the app, then stop it: the deliveries wait in PostgreSQL.
     let mut app = spawn_with(env.clone()).await;
     let n = 8_500;
-    add_late_users(&app, n).await;
+    app.add_late_users("late", n).await;
     let store = app.store.clone();
     app.stop().await.unwrap();
     app.owns_env = false;

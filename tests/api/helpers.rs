@@ -380,6 +380,30 @@ impl TestApp {
             .await
     }
 
+    /// Adds `n` users `<prefix><i>@example.com`, each with one task overdue since before the
+    /// standard tick, in two statements; returns their ids.
+    pub async fn add_late_users(&self, prefix: &str, n: usize) -> Vec<i64> {
+        let users: Vec<_> = (0..n)
+            .map(|i| herald::store::NewUser {
+                email: format!("{prefix}{i}@example.com"),
+                display_name: format!("User {i}"),
+                timezone: "UTC".into(),
+            })
+            .collect();
+        let ids = self.store.insert_users(&users).await.unwrap();
+        let tasks: Vec<_> = ids
+            .iter()
+            .map(|&owner_id| herald::store::NewTask {
+                owner_id,
+                title: "Late".into(),
+                due_at: Some(at(LATE)),
+                completed_at: None,
+            })
+            .collect();
+        self.store.insert_tasks(&tasks).await.unwrap();
+        ids
+    }
+
     /// Plans the overdue summary at the standard tick; returns the new deliveries' ids.
     pub async fn trigger_overdue(&self) -> Vec<i64> {
         let (status, report) = self

@@ -14,25 +14,7 @@ async fn a_tick_for_20000_users_is_delivered_in_full_with_every_worker_alive() {
     env.set("HERALD__MAIL__POOL_SIZE", "20");
     let app = spawn_with(env).await;
     let users = 20_000;
-    let late = at("2026-11-20T10:00:00Z");
-    let new_users: Vec<_> = (0..users)
-        .map(|i| herald::store::NewUser {
-            email: format!("bulk{i}@example.com"),
-            display_name: format!("Bulk {i}"),
-            timezone: "UTC".into(),
-        })
-        .collect();
-    let ids = app.store.insert_users(&new_users).await.unwrap();
-    let tasks: Vec<_> = ids
-        .iter()
-        .map(|&id| herald::store::NewTask {
-            owner_id: id,
-            title: "Late".into(),
-            due_at: Some(late),
-            completed_at: None,
-        })
-        .collect();
-    app.store.insert_tasks(&tasks).await.unwrap();
+    app.add_late_users("bulk", users).await;
 
     let (status, report) = app
         .trigger(

@@ -283,24 +283,7 @@ async fn a_tick_of_250_goes_out_as_3_batches_and_a_bad_address_fails_alone() {
     let mut env = Env::new(&smtp).with_resend(&stub.url);
     env.set("HERALD__MAIL__PROVIDERS", r#"["resend"]"#);
     let app = spawn_with(env).await;
-    let users: Vec<_> = (0..250)
-        .map(|i| herald::store::NewUser {
-            email: format!("bad{i}@example.com"),
-            display_name: format!("User {i}"),
-            timezone: "UTC".into(),
-        })
-        .collect();
-    let ids = app.store.insert_users(&users).await.unwrap();
-    let tasks: Vec<_> = ids
-        .iter()
-        .map(|&owner_id| herald::store::NewTask {
-            owner_id,
-            title: "Late".into(),
-            due_at: Some(at(LATE)),
-            completed_at: None,
-        })
-        .collect();
-    app.store.insert_tasks(&tasks).await.unwrap();
+    app.add_late_users("bad", 250).await;
     assert_eq!(app.trigger_overdue().await.len(), 250);
 
     app.wait_for_status("sent", 249, Duration::from_secs(60))
