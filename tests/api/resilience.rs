@@ -77,6 +77,13 @@ async fn when_redis_dies_readiness_fails_and_no_email_is_lost() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["postgres"], "ok");
     assert!(body["redis"].as_str().unwrap() != "ok", "{body}");
+    // The operator's overview answers with what PostgreSQL knows and says what is unreachable.
+    let (status, stats) = app.get("/api/stats").await;
+    assert_eq!(status, 200, "{stats}");
+    assert!(stats["deliveries"].is_object(), "{stats}");
+    assert!(stats["queue"]["depth"].is_null(), "{stats}");
+    assert!(stats["unreachable"]["redis"].is_string(), "{stats}");
+    assert!(stats["unreachable"].get("postgres").is_none(), "{stats}");
 
     // Planning goes on without Redis: PostgreSQL is the record.
     for i in 0..20 {
