@@ -204,16 +204,42 @@ pub async fn process_one(deps: &WorkerDeps, delivery_id: i64) -> anyhow::Result<
     let claims = Mutex::new(Claims {
         held: claimed.iter().map(|d| (d.id, d.claim_token)).collect(),
         lost: HashSet::new(),
+        phase: "sending through the providers",
     });
     let mut jobs: Vec<Job> = claimed.into_iter().map(|d| render(deps, d)).collect();
     let work = async {
         deliver(deps, &mut jobs, &claims).await;
+        claims.lock().expect("not poisoned").phase = "recording the outcome";
         record_all(deps, &jobs, &claims, delivery_id).await
     };
+    let max_hold = max_hold(deps.lease);
     tokio::select! {
         result = work => result,
         never = keep_leases(deps, &claims) => match never {},
+        () = tokio::time::sleep(max_hold) => {
+            let phase = claims.lock().expect("not poisoned").phase;
+            tracing::error!(
+                delivery_id,
+                held_for = %humantime::format_duration(max_hold),
+                phase,
+                "a delivery is taking far longer than its lease; giving its claim up so that it is sent again when the lease runs out"
+            );
+            Err(anyhow::anyhow!(
+                "delivery {delivery_id} was still {phase} after {}; its claim is given up",
+                humantime::format_duration(max_hold)
+            ))
+        }
     }
+}
+
+/// How long one claim may be held, renewals included, before the worker gives it up: five
+/// leases. Renewal keeps a slow batch's claims (a Resend batch failing over to SMTP one email at
+/// a time), but a send stuck on something that never answers must not hold its row for ever:
+/// once the worker stops renewing, the lease runs out and the row is sent again. A lifecycle run
+/// saw one such row, claimed in the second between a Redis restart and a PostgreSQL restart,
+/// renewed for minutes while its send never finished; what it waited on is not known yet.
+pub fn max_hold(lease: Duration) -> Duration {
+    lease * 5
 }
 
 /// The rows of one claim: those whose lease is still renewed, and those found taken over.
@@ -221,6 +247,8 @@ struct Claims {
     /// (id, claim token) of the rows not recorded yet.
     held: Vec<(i64, uuid::Uuid)>,
     lost: HashSet<i64>,
+    /// What the worker is doing, for the log line when a claim is held too long.
+    phase: &'static str,
 }
 
 /// Renews the lease of every row still held every `lease / 3`, until dropped. A row the renewal
