@@ -432,3 +432,43 @@ fn parse_id(text: &str) -> Result<i64, ApiError> {
         ))
     })
 }
+
+/// The bodies and query strings the API parses never make it panic, whatever they hold.
+#[cfg(test)]
+mod props {
+    use axum::http::Uri;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(crate::proptest_cases(256)))]
+
+        #[test]
+        fn any_trigger_body_parses_or_is_refused(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = serde_json::from_slice::<TriggerBody>(&bytes);
+        }
+
+        #[test]
+        fn any_json_trigger_body_parses_or_is_refused(
+            user_id in prop_oneof![Just("null".to_owned()), any::<i64>().prop_map(|n| n.to_string()), any::<f64>().prop_map(|n| n.to_string()), "\\PC*".prop_map(|s| format!("{s:?}"))],
+            at in "\\PC{0,40}",
+            extra in proptest::option::of("[a-z_]{1,10}"),
+        ) {
+            let extra = extra.map(|k| format!(", {k:?}: 1")).unwrap_or_default();
+            let body = format!("{{\"user_id\": {user_id}, \"at\": {at:?}, \"dry_run\": true{extra}}}");
+            if let Ok(b) = serde_json::from_slice::<TriggerBody>(body.as_bytes())
+                && let Some(at) = b.at
+            {
+                let _ = crate::schedule::check_at(at);
+            }
+        }
+
+        #[test]
+        fn any_failed_list_query_parses_or_is_refused(query in "[a-z=&%0-9:+.TZ_-]{0,80}") {
+            if let Ok(uri) = format!("/api/failed?{query}").parse::<Uri>() {
+                let _ = Query::<FailedQuery>::try_from_uri(&uri);
+            }
+        }
+    }
+}

@@ -187,3 +187,64 @@ mod tests {
         }
     }
 }
+
+/// Hostile task data never makes rendering panic: every string of each kind's sample (names,
+/// titles) replaced by arbitrary text, with CR/LF, NUL, right-to-left marks, header lines and
+/// very long titles among the cases.
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+
+    fn templates() -> &'static Templates {
+        static T: std::sync::OnceLock<Templates> = std::sync::OnceLock::new();
+        T.get_or_init(|| {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+            Templates::load(&dir, &crate::kinds::samples()).expect("the templates load")
+        })
+    }
+
+    /// Every string leaf of `v` replaced by `text`.
+    fn replace_strings(v: &Value, text: &str) -> Value {
+        match v {
+            Value::String(_) => Value::String(text.to_owned()),
+            Value::Array(items) => items.iter().map(|i| replace_strings(i, text)).collect(),
+            Value::Object(map) => map
+                .iter()
+                .map(|(k, v)| (k.clone(), replace_strings(v, text)))
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+            other => other.clone(),
+        }
+    }
+
+    fn hostile() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[\\PC\r\n\u{0}\u{202e}\u{200f}]{0,64}",
+            Just("Ada\r\nBcc: evil@example.com\r\n".to_owned()),
+            Just("x".repeat(1 << 20)),
+            Just("{{ 7 * 7 }}{% raw %}".to_owned()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(crate::proptest_cases(64)))]
+
+        #[test]
+        fn any_text_in_names_and_titles_renders_or_errs(text in hostile()) {
+            for kind in crate::kinds::Kind::all() {
+                let sample = kind.sample().payload;
+                let payload = replace_strings(sample.as_value(), &text);
+                // Kind names must stay what they are; the rest is the user's data.
+                let mut payload = payload;
+                if let Some(k) = payload.get_mut("kind") {
+                    *k = Value::String(kind.name().to_owned());
+                }
+                let _ = templates().render(kind.name(), &payload);
+            }
+        }
+    }
+}
