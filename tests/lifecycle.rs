@@ -494,6 +494,11 @@ async fn settle(redis_url: &str, queue: &str, baseline: &Figures) -> Figures {
 
 /// Every line of every log that says a worker crashed.
 fn crash_lines(logs: &Path) -> Vec<String> {
+    lines_with(logs, &CRASH_MARKERS)
+}
+
+/// Every line of every log that contains one of `markers`, with its file's name.
+fn lines_with(logs: &Path, markers: &[&str]) -> Vec<String> {
     let mut found = Vec::new();
     let mut files: Vec<_> = std::fs::read_dir(logs)
         .unwrap()
@@ -503,7 +508,7 @@ fn crash_lines(logs: &Path) -> Vec<String> {
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap_or_default();
         for line in text.lines() {
-            if CRASH_MARKERS.iter().any(|m| line.contains(m)) {
+            if markers.iter().any(|m| line.contains(m)) {
                 found.push(format!(
                     "{}: {}",
                     f.file_name().unwrap().to_string_lossy(),
@@ -871,6 +876,17 @@ async fn herald_survives_sigterm_sigkill_and_redis_and_postgres_restarts_mid_sen
             ));
         }
     }
+    // Not a failure: the worker's safety net for a send that never finishes (see
+    // `worker::max_hold`). Counted so that a run says whether it was needed.
+    let given_up = lines_with(&logs.0, &["taking far longer than its lease"]);
+    summary.notes.push(format!(
+        "claims given up by the worker's five-lease limit: {}{}",
+        given_up.len(),
+        given_up
+            .first()
+            .map(|l| format!(" (the first: {l})"))
+            .unwrap_or_default()
+    ));
     let crashes = crash_lines(&logs.0);
     if !crashes.is_empty() {
         summary.failures.push(format!(
