@@ -207,9 +207,10 @@ pub async fn process_one(deps: &WorkerDeps, delivery_id: i64) -> anyhow::Result<
         phase: "sending through the providers",
     });
     let mut jobs: Vec<Job> = claimed.into_iter().map(|d| render(deps, d)).collect();
+    let claims_ref = &claims;
     let work = async {
-        deliver(deps, &mut jobs, &claims).await;
-        claims.lock().expect("not poisoned").phase = "recording the outcome";
+        deliver(deps, &mut jobs, claims_ref).await;
+        set_phase(claims_ref, "recording the outcome in PostgreSQL");
         record_all(deps, &jobs, &claims, delivery_id).await
     };
     let max_hold = max_hold(deps.lease);
@@ -230,6 +231,11 @@ pub async fn process_one(deps: &WorkerDeps, delivery_id: i64) -> anyhow::Result<
             ))
         }
     }
+}
+
+/// Notes what the worker is doing now, for the log line of [`max_hold`].
+fn set_phase(claims: &Mutex<Claims>, phase: &'static str) {
+    claims.lock().expect("not poisoned").phase = phase;
 }
 
 /// How long one claim may be held, renewals included, before the worker gives it up: five
@@ -434,7 +440,7 @@ async fn deliver(deps: &WorkerDeps, jobs: &mut [Job], claims: &Mutex<Claims>) {
         if provider.batch_size <= 1 {
             for i in open {
                 if ours(&jobs[i]) {
-                    send_one(deps, provider, &mut jobs[i]).await;
+                    send_one(deps, provider, &mut jobs[i], claims).await;
                 }
             }
             continue;
@@ -448,13 +454,13 @@ async fn deliver(deps: &WorkerDeps, jobs: &mut [Job], claims: &Mutex<Claims>) {
             }
         }
         for members in stored.values() {
-            send_batch(deps, provider, jobs, members).await;
+            send_batch(deps, provider, jobs, members, claims).await;
         }
         for chunk in fresh.chunks(provider.batch_size) {
             if chunk.len() > 1 {
-                send_batch(deps, provider, jobs, chunk).await;
+                send_batch(deps, provider, jobs, chunk, claims).await;
             } else if ours(&jobs[chunk[0]]) {
-                send_one(deps, provider, &mut jobs[chunk[0]]).await;
+                send_one(deps, provider, &mut jobs[chunk[0]], claims).await;
             }
         }
     }
@@ -505,16 +511,19 @@ async fn feedback(
     })
 }
 
-async fn send_one(deps: &WorkerDeps, p: &Provider, job: &mut Job) {
+async fn send_one(deps: &WorkerDeps, p: &Provider, job: &mut Job, claims: &Mutex<Claims>) {
+    set_phase(claims, "asking the gate in Redis whether to send");
     let probe = match permit(deps, p).await {
         Permit::Go { probe } => probe,
         Permit::Wait { wait, why } => return job.hold(wait, &why),
     };
     let Some(email) = job.outgoing() else { return };
     let started = std::time::Instant::now();
+    set_phase(claims, "waiting for the provider's answer to one email");
     let result = p.send(&email).await;
     let took = started.elapsed();
     deps.metrics.requested(p.name(), took);
+    set_phase(claims, "telling the gate in Redis how the request went");
     let pause = feedback(deps, p, result.as_ref().err(), probe).await;
     job.tries.push(Try {
         provider: p.name(),
@@ -528,9 +537,16 @@ async fn send_one(deps: &WorkerDeps, p: &Provider, job: &mut Job) {
 /// same request byte for byte. A chunk that is a stored batch (all its members, or some of a
 /// batch whose outcome was unknown) reuses the stored key; any other is written as a new batch
 /// first ([`Store::start_batch`]) and not sent when that fails.
-async fn send_batch(deps: &WorkerDeps, p: &Provider, jobs: &mut [Job], chunk: &[usize]) {
+async fn send_batch(
+    deps: &WorkerDeps,
+    p: &Provider,
+    jobs: &mut [Job],
+    chunk: &[usize],
+    claims: &Mutex<Claims>,
+) {
     let mut chunk = chunk.to_vec();
     chunk.sort_by_key(|&i| jobs[i].d.id);
+    set_phase(claims, "asking the gate in Redis whether to send a batch");
     let probe = match permit(deps, p).await {
         Permit::Go { probe } => probe,
         Permit::Wait { wait, why } => {
@@ -554,6 +570,7 @@ async fn send_batch(deps: &WorkerDeps, p: &Provider, jobs: &mut [Job], chunk: &[
                 .iter()
                 .map(|&i| (jobs[i].d.id, jobs[i].d.claim_token))
                 .collect();
+            set_phase(claims, "writing the batch to PostgreSQL");
             let started = deps.store.start_batch(&key, p.name(), &members).await;
             if !matches!(started, Ok(true)) {
                 match started {
@@ -581,6 +598,7 @@ async fn send_batch(deps: &WorkerDeps, p: &Provider, jobs: &mut [Job], chunk: &[
         }
     };
     let emails: Vec<Outgoing<'_>> = chunk.iter().filter_map(|&i| jobs[i].outgoing()).collect();
+    set_phase(claims, "waiting for the provider's answer to a batch");
     let started = std::time::Instant::now();
     let result = p.send_batch(&emails, &key).await;
     let took = started.elapsed();
