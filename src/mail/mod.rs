@@ -68,6 +68,9 @@ pub struct Provider {
     pub fingerprint: String,
     /// The `file` provider's folder.
     outbox: Option<PathBuf>,
+    /// SMTP: how long one send may take, from taking a pooled connection to the server's answer
+    /// to the message (`mail.timeout`).
+    smtp_timeout: Duration,
 }
 
 impl std::fmt::Debug for Provider {
@@ -126,6 +129,7 @@ impl Provider {
                 ProviderSettings::File(dir) => Some(dir.clone()),
                 _ => None,
             },
+            smtp_timeout: mail.timeout,
         })
     }
 
@@ -169,7 +173,7 @@ impl Provider {
     pub async fn send(&self, email: &Outgoing<'_>) -> Result<Receipt, SendError> {
         match &self.channel {
             Channel::Resend(r) => r.send(email).await,
-            Channel::Smtp(t) => smtp::send(t, &self.from, email).await,
+            Channel::Smtp(t) => smtp::send(t, &self.from, email, self.smtp_timeout).await,
             Channel::File(t) => {
                 let message = smtp::build_message(&self.from, email)?;
                 match t.send(message).await {

@@ -45,14 +45,46 @@ pub fn build(s: &SmtpSettings, timeout: Duration, pool_size: u32) -> anyhow::Res
     Ok(builder.build())
 }
 
-pub async fn send(t: &Smtp, from: &Mailbox, email: &Outgoing<'_>) -> Result<Receipt, SendError> {
+/// Sends one message, waiting at most `timeout` for the server's answer.
+///
+/// The SMTP transaction runs in a task of its own, so that it always runs to its end even when
+/// the worker that asked for it is cancelled (apalis drops a worker's tasks when it restarts the
+/// worker after a Redis outage). lettre puts a connection back in its pool when the send that
+/// held it is dropped, even in the middle of `DATA`; the next send on that connection then waits
+/// for ever for an answer the server will not give, since lettre's async client bounds only the
+/// connect with `timeout`. A lifecycle test caught exactly that. When the answer is late, the
+/// worker stops waiting and the outcome is `unknown` (the server may have taken the message),
+/// while the transaction itself finishes, or fails, on its own.
+pub async fn send(
+    t: &Smtp,
+    from: &Mailbox,
+    email: &Outgoing<'_>,
+    timeout: Duration,
+) -> Result<Receipt, SendError> {
     let message = build_message(from, email)?;
-    match t.send(message).await {
-        Ok(response) => Ok(Receipt {
+    let transport = t.clone();
+    let transaction = tokio::spawn(async move { transport.send(message).await });
+    match tokio::time::timeout(timeout, transaction).await {
+        Ok(Ok(Ok(response))) => Ok(Receipt {
             code: Some(u16::from(response.code())),
             provider_id: None,
         }),
-        Err(e) => Err(classify(&e)),
+        Ok(Ok(Err(e))) => Err(classify(&e)),
+        Ok(Err(e)) => Err(SendError::new(
+            ErrorClass::Unknown,
+            None,
+            format!(
+                "the SMTP client stopped in the middle of a send ({e}); the message may have been delivered"
+            ),
+        )),
+        Err(_) => Err(SendError::new(
+            ErrorClass::Unknown,
+            None,
+            format!(
+                "no answer from the SMTP server within {} (mail.timeout); the message may have been delivered, so it is retried on SMTP only",
+                humantime::format_duration(timeout)
+            ),
+        )),
     }
 }
 
