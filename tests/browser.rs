@@ -133,6 +133,26 @@ async fn shot(c: &Client, name: &str) {
     std::fs::write(screenshots().join(format!("{name}.png")), png).unwrap();
 }
 
+/// Clicks the element `css` names.
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Types `keys` into the field `css` names.
+async fn fill(c: &Client, css: &str, keys: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .send_keys(keys)
+        .await
+        .unwrap();
+}
+
 async fn text(c: &Client, css: &str) -> String {
     match c.wait().for_element(Locator::Css(css)).await {
         Ok(e) => e.text().await.unwrap(),
@@ -185,35 +205,15 @@ async fn an_operator_filters_the_failed_set_retries_one_and_sees_it_sent() {
     c.wait().for_element(Locator::Css("#token")).await.unwrap();
     assert!(c.current_url().await.unwrap().path().ends_with("/ui/login"));
     shot(&c, "login").await;
-    c.find(Locator::Css("#token"))
-        .await
-        .unwrap()
-        .send_keys("not the token")
-        .await
-        .unwrap();
-    c.find(Locator::Css("#login"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    fill(&c, "#token", "not the token").await;
+    click(&c, "#login").await;
     assert!(
         text(&c, "#login-error")
             .await
             .contains("not HERALD_API_TOKEN")
     );
-    c.find(Locator::Css("#token"))
-        .await
-        .unwrap()
-        .send_keys(TOKEN)
-        .await
-        .unwrap();
-    c.find(Locator::Css("#login"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    fill(&c, "#token", TOKEN).await;
+    click(&c, "#login").await;
 
     // The overview: one sent, two failed in the last hour, and the SMTP provider sending.
     assert_eq!(text(&c, "#sent-hour").await, "1");
@@ -235,12 +235,7 @@ async fn an_operator_filters_the_failed_set_retries_one_and_sees_it_sent() {
         .select_by_value("permanent")
         .await
         .unwrap();
-    c.find(Locator::Css("#apply"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#apply").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !c
         .current_url()
@@ -264,12 +259,7 @@ async fn an_operator_filters_the_failed_set_retries_one_and_sees_it_sent() {
     shot(&c, "failed").await;
 
     // Retry it; the SMTP server accepts this time.
-    c.find(Locator::Css(&format!("#retry-{gone}")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, &format!("#retry-{gone}")).await;
     let done = text(&c, "#done").await;
     assert!(done.contains("queued 1 again"), "{done}");
     let received = smtp.wait_for(2, Duration::from_secs(30)).await;
@@ -315,12 +305,7 @@ async fn an_operator_filters_the_failed_set_retries_one_and_sees_it_sent() {
         .fetch_one(&app.store.pool)
         .await
         .unwrap();
-    c.find(Locator::Css("#dry-run-overdue_summary"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#dry-run-overdue_summary").await;
     let report = text(&c, "#plan-report").await;
     assert!(report.contains("3 would be sent"), "{report}");
     assert!(text(&c, "#recipients").await.contains("ok@example.com"));
@@ -379,12 +364,7 @@ async fn an_operator_filters_the_failed_set_retries_one_and_sees_it_sent() {
 
     // Logging out ends the session in the browser.
     c.goto(&format!("{base}/ui")).await.unwrap();
-    c.find(Locator::Css("header form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "header form button").await;
     c.wait().for_element(Locator::Css("#token")).await.unwrap();
 
     c.close().await.unwrap();
