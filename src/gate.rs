@@ -32,11 +32,12 @@ pub const GUARD: Duration = Duration::from_millis(150);
 
 const ACQUIRE: &str = r"
 -- KEYS: 1 pause, 2 circuit, 3 probe, 4 window
--- ARGV: 1 limit per window (0: none), 2 window ms, 3 probe lease ms, 4 unique member,
---       5 this process's fingerprint
--- Returns {0, 0, '1' when probing} to go, or {1, wait ms, why} to wait.
+-- ARGV: 1 limit per window (0: none), 2 window ms, 3 probe lease ms, 4 unique member prefix,
+--       5 this process's fingerprint, 6 how many requests are wanted
+-- Returns {0, how many may go, '1' when probing} to go, or {1, wait ms, why} to wait.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local wanted = tonumber(ARGV[6])
 local paused = redis.call('GET', KEYS[1])
 if paused then
   local fp, class = string.match(paused, '^([^|]*)|([^|]*)|')
@@ -48,6 +49,7 @@ local probe = '0'
 if redis.call('EXISTS', KEYS[2]) == 1 then
   if redis.call('SET', KEYS[3], ARGV[4], 'NX', 'PX', ARGV[3]) then
     probe = '1'
+    wanted = 1
   else
     return {1, math.max(redis.call('PTTL', KEYS[3]), 1), '|circuit|another worker is probing'}
   end
@@ -56,15 +58,22 @@ local limit = tonumber(ARGV[1])
 if limit > 0 then
   local window = tonumber(ARGV[2])
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - window)
-  if redis.call('ZCARD', KEYS[4]) >= limit then
+  local used = redis.call('ZCARD', KEYS[4])
+  if used >= limit then
     local oldest = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
     if probe == '1' then redis.call('DEL', KEYS[3]) end
     return {1, math.max(tonumber(oldest[2]) + window - now, 1), '|rate|'}
   end
-  redis.call('ZADD', KEYS[4], now, ARGV[4])
+  wanted = math.min(wanted, limit - used)
+  local members = {}
+  for i = 1, wanted do
+    members[#members + 1] = now
+    members[#members + 1] = ARGV[4] .. ':' .. i
+  end
+  redis.call('ZADD', KEYS[4], unpack(members))
   redis.call('PEXPIRE', KEYS[4], window)
 end
-return {0, 0, probe}
+return {0, wanted, probe}
 ";
 
 /// Sets a pause unless a longer one is already there. Returns 2 when there was no pause (one
@@ -82,9 +91,11 @@ return 0
 /// Whether a worker may send now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Permit {
-    /// Send; `probe` when this send tests a provider whose circuit is open.
+    /// Send `count` requests (at least one, at most as many as asked for); `probe` when this
+    /// send tests a provider whose circuit is open (then `count` is 1).
     Go {
         probe: bool,
+        count: usize,
     },
     Wait {
         wait: Duration,
@@ -195,8 +206,9 @@ impl Gate {
         format!("{}:provider:{}:{what}", self.prefix, p.name())
     }
 
-    /// Asks once whether `p` may take a request now.
-    pub async fn try_acquire(&self, p: &Provider) -> anyhow::Result<Permit> {
+    /// Asks once whether `p` may take `wanted` requests now (one round trip, whatever the
+    /// number: a worker asks once for all the emails of its job).
+    pub async fn try_acquire(&self, p: &Provider, wanted: usize) -> anyhow::Result<Permit> {
         let mut conn = self.conn.clone();
         let member = uuid::Uuid::new_v4().simple().to_string();
         let window = Duration::from_secs(1) + GUARD;
@@ -211,11 +223,15 @@ impl Gate {
             .arg(self.pauses.probe_lease.as_millis() as u64)
             .arg(member)
             .arg(&p.fingerprint)
+            .arg(wanted.max(1))
             .invoke_async(&mut conn)
             .await
             .with_context(|| format!("cannot ask Redis whether {} may send", p.name()))?;
         if go == 0 {
-            return Ok(Permit::Go { probe: why == "1" });
+            return Ok(Permit::Go {
+                probe: why == "1",
+                count: usize::try_from(wait_ms).unwrap_or(1).max(1),
+            });
         }
         let wait = Duration::from_millis(wait_ms.max(1) as u64);
         let mut parts = why.splitn(3, '|');
@@ -243,12 +259,18 @@ impl Gate {
         })
     }
 
-    /// Asks until `p` may send, sleeping through waits that fit in `budget` and that are worth
-    /// waiting for (a full window, a short rate-limit pause); returns the wait otherwise.
-    pub async fn acquire(&self, p: &Provider, budget: Duration) -> anyhow::Result<Permit> {
+    /// Asks until `p` may send some of `wanted` requests, sleeping through waits that fit in
+    /// `budget` and that are worth waiting for (a full window, a short rate-limit pause); returns
+    /// the wait otherwise.
+    pub async fn acquire(
+        &self,
+        p: &Provider,
+        wanted: usize,
+        budget: Duration,
+    ) -> anyhow::Result<Permit> {
         let deadline = tokio::time::Instant::now() + budget;
         loop {
-            let permit = self.try_acquire(p).await?;
+            let permit = self.try_acquire(p, wanted).await?;
             match &permit {
                 Permit::Wait { wait, why }
                     if !why.fails_over() && tokio::time::Instant::now() + *wait <= deadline =>

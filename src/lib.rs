@@ -49,6 +49,7 @@ pub mod mail;
 pub mod metrics;
 pub mod payload;
 pub mod queue;
+pub mod recorder;
 pub mod render;
 pub mod retention;
 pub mod schedule;

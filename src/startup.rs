@@ -14,6 +14,7 @@ use crate::{
     mail::{self, Provider},
     metrics::Metrics,
     queue::{self, Dispatcher, Queue},
+    recorder::Recorder,
     render::Templates,
     schedule::Planner,
     shutdown,
@@ -70,8 +71,10 @@ impl Application {
                 .map(|s| s.name.as_str())
                 .collect::<Vec<_>>(),
         );
+        let job_size = queue::job_size(&providers);
         let deps = Arc::new(WorkerDeps {
             store: store.clone(),
+            recorder: Recorder::start(store.clone()),
             templates,
             providers: providers.clone(),
             gate: gate.clone(),
@@ -88,7 +91,7 @@ impl Application {
             planner: Planner::new(metrics.clone()),
             store,
             queue,
-            dispatcher: Dispatcher::new(),
+            dispatcher: Dispatcher::new(job_size),
             providers: Arc::new(providers),
             gate,
             health,

@@ -66,8 +66,9 @@ use crate::{
     health::Dependency,
     kinds::Kind,
     mail::{ErrorClass, Outgoing, Provider, Receipt, SendError, resend::new_batch_key},
+    recorder::Recorder,
     render::{Rendered, Templates},
-    store::{AttemptRecord, Claimed, Next, Store},
+    store::{AttemptRecord, Claimed, Next, Recording, Store},
 };
 
 /// The longest a worker waits in-process for a provider before giving its claim back.
@@ -85,6 +86,8 @@ pub const RECORD_BACKOFF: [Duration; 2] = [Duration::from_millis(100), Duration:
 #[derive(Debug)]
 pub struct WorkerDeps {
     pub store: Store,
+    /// Writes the outcomes of every worker of the process together (group commit).
+    pub recorder: Recorder,
     pub templates: Arc<Templates>,
     /// In the order to try them.
     pub providers: Vec<Provider>,
@@ -127,6 +130,8 @@ struct Job {
     waits: Vec<Duration>,
     /// A provider asked this email to wait for it (a rate limit): no other provider is tried.
     stopped: bool,
+    /// Its outcome was recorded (or left to the worker that took its claim over).
+    settled: bool,
 }
 
 struct Try {
@@ -178,28 +183,30 @@ impl Job {
     }
 }
 
-/// Processes one delivery (and the batch claimed with it). An `Err` means Herald could not
-/// record what happened to some of them (PostgreSQL is down, say), after recording all the
-/// others; those claims' leases then expire and the deliveries become due again.
+/// Processes one delivery: [`process_job`] for a job of one id, with that delivery's outcome
+/// (`NotQueued` when it was not claimed).
 pub async fn process_one(deps: &WorkerDeps, delivery_id: i64) -> anyhow::Result<Outcome> {
-    let extra = deps
-        .providers
-        .first()
-        .map_or(0, |p| p.batch_size.saturating_sub(1));
+    let outcomes = process_job(deps, &[delivery_id]).await?;
+    Ok(outcomes
+        .into_iter()
+        .find(|(id, _)| *id == delivery_id)
+        .map_or(Outcome::NotQueued, |(_, o)| o))
+}
+
+/// Processes the deliveries of one job (and the members of their batches): one claim for all of
+/// them, the sends, and each outcome recorded as soon as it is known. Returns the outcome of
+/// each delivery that was claimed. An `Err` means Herald could not record what happened to some
+/// of them (PostgreSQL is down, say), after recording all the others; those claims' leases then
+/// expire and the deliveries become due again.
+pub async fn process_job(deps: &WorkerDeps, ids: &[i64]) -> anyhow::Result<Vec<(i64, Outcome)>> {
     let claimed = deps
         .store
-        .claim(
-            delivery_id,
-            extra as i64,
-            deps.lease,
-            &deps.message_id_domain,
-            deps.clock.now(),
-        )
+        .claim_many(ids, deps.lease, &deps.message_id_domain, deps.clock.now())
         .await
-        .with_context(|| format!("cannot claim delivery {delivery_id}"))?;
+        .with_context(|| format!("cannot claim deliveries {}", list(ids)))?;
     if claimed.is_empty() {
-        tracing::debug!(delivery_id, "delivery is not queued; nothing to do");
-        return Ok(Outcome::NotQueued);
+        tracing::debug!(deliveries = %list(ids), "no delivery of the job is queued; nothing to do");
+        return Ok(Vec::new());
     }
     let claims = Mutex::new(Claims {
         held: claimed.iter().map(|d| (d.id, d.claim_token)).collect(),
@@ -209,28 +216,75 @@ pub async fn process_one(deps: &WorkerDeps, delivery_id: i64) -> anyhow::Result<
     let mut jobs: Vec<Job> = claimed.into_iter().map(|d| render(deps, d)).collect();
     let claims_ref = &claims;
     let work = async {
-        deliver(deps, &mut jobs, claims_ref).await;
+        let mut settled = deliver(deps, &mut jobs, claims_ref).await;
         set_phase(claims_ref, "recording the outcome in PostgreSQL");
-        record_all(deps, &jobs, &claims, delivery_id).await
+        let rest = jobs
+            .iter_mut()
+            .filter(|j| !j.settled)
+            .map(|j| settle(deps, j, claims_ref));
+        settled.extend(futures::future::join_all(rest).await);
+        summarise(settled, jobs.len())
     };
     let max_hold = max_hold(deps.lease);
+    let first = ids.first().copied().unwrap_or_default();
     tokio::select! {
         result = work => result,
         never = keep_leases(deps, &claims) => match never {},
         () = tokio::time::sleep(max_hold) => {
             let phase = claims.lock().expect("not poisoned").phase;
             tracing::error!(
-                delivery_id,
+                delivery_id = first,
+                deliveries = ids.len(),
                 held_for = %humantime::format_duration(max_hold),
                 phase,
                 "a delivery is taking far longer than its lease; giving its claim up so that it is sent again when the lease runs out"
             );
             Err(anyhow::anyhow!(
-                "delivery {delivery_id} was still {phase} after {}; its claim is given up",
+                "deliveries {} were still {phase} after {}; their claims are given up",
+                list(ids),
                 humantime::format_duration(max_hold)
             ))
         }
     }
+}
+
+/// Ids for a log line or an error: all of them up to ten, then how many more.
+fn list(ids: &[i64]) -> String {
+    let mut text: Vec<String> = ids.iter().take(10).map(i64::to_string).collect();
+    if ids.len() > 10 {
+        text.push(format!("and {} more", ids.len() - 10));
+    }
+    text.join(", ")
+}
+
+/// The outcomes of a job, or an error naming the deliveries that could not be recorded.
+fn summarise(
+    settled: Vec<(i64, anyhow::Result<Outcome>)>,
+    claimed: usize,
+) -> anyhow::Result<Vec<(i64, Outcome)>> {
+    let mut outcomes = Vec::with_capacity(settled.len());
+    let mut unrecorded: Vec<(i64, anyhow::Error)> = Vec::new();
+    for (id, result) in settled {
+        match result {
+            Ok(outcome) => outcomes.push((id, outcome)),
+            Err(e) => unrecorded.push((id, e)),
+        }
+    }
+    if unrecorded.is_empty() {
+        return Ok(outcomes);
+    }
+    let ids: Vec<i64> = unrecorded.iter().map(|(id, _)| *id).collect();
+    let errors: Vec<String> = unrecorded
+        .iter()
+        .map(|(id, e)| format!("delivery {id}: {}", crate::telemetry::chain(e)))
+        .collect();
+    Err(anyhow::anyhow!(
+        "cannot record the outcome of {} of the {claimed} deliveries claimed together (ids {}); the others were recorded. \
+         These stay `sending` until their lease (queue.lease) runs out, then go out again. {}",
+        ids.len(),
+        list(&ids),
+        errors.join("; ")
+    ))
 }
 
 /// Notes what the worker is doing now, for the log line of [`max_hold`].
@@ -295,51 +349,27 @@ async fn keep_leases(deps: &WorkerDeps, claims: &Mutex<Claims>) -> Infallible {
     }
 }
 
-/// Records every job, each on its own; fails after trying them all if any could not be recorded.
-async fn record_all(
+/// Records one job's outcome (unless its claim was taken over: then its new owner does), once.
+async fn settle(
     deps: &WorkerDeps,
-    jobs: &[Job],
+    job: &mut Job,
     claims: &Mutex<Claims>,
-    delivery_id: i64,
-) -> anyhow::Result<Outcome> {
-    let mut own = Outcome::NotQueued;
-    let mut unrecorded: Vec<(i64, anyhow::Error)> = Vec::new();
-    for job in jobs {
-        let id = job.d.id;
-        let taken_over = {
-            let mut c = claims.lock().expect("not poisoned");
-            c.held.retain(|h| h.0 != id);
-            c.lost.contains(&id)
-        };
-        if taken_over {
-            tracing::warn!(
-                delivery_id = id,
-                "claim was taken over; another worker owns it now (this worker records nothing for it)"
-            );
-            continue;
-        }
-        match finish(deps, job).await {
-            Ok(outcome) if id == delivery_id => own = outcome,
-            Ok(_) => {}
-            Err(e) => unrecorded.push((id, e)),
-        }
+) -> (i64, anyhow::Result<Outcome>) {
+    job.settled = true;
+    let id = job.d.id;
+    let taken_over = {
+        let mut c = claims.lock().expect("not poisoned");
+        c.held.retain(|h| h.0 != id);
+        c.lost.contains(&id)
+    };
+    if taken_over {
+        tracing::warn!(
+            delivery_id = id,
+            "claim was taken over; another worker owns it now (this worker records nothing for it)"
+        );
+        return (id, Ok(Outcome::NotQueued));
     }
-    if unrecorded.is_empty() {
-        return Ok(own);
-    }
-    let ids: Vec<String> = unrecorded.iter().map(|(id, _)| id.to_string()).collect();
-    let errors: Vec<String> = unrecorded
-        .iter()
-        .map(|(id, e)| format!("delivery {id}: {}", crate::telemetry::chain(e)))
-        .collect();
-    Err(anyhow::anyhow!(
-        "cannot record the outcome of {} of the {} deliveries claimed together (ids {}); the others were recorded. \
-         These stay `sending` until their lease (queue.lease) runs out, then go out again. {}",
-        ids.len(),
-        jobs.len(),
-        ids.join(", "),
-        errors.join("; ")
-    ))
+    (id, finish(deps, job).await)
 }
 
 /// Records one delivery, retrying a failed write after each of [`RECORD_BACKOFF`]. Returns
@@ -351,8 +381,9 @@ async fn record_retrying(
     next: &Next<'_>,
 ) -> anyhow::Result<bool> {
     let mut failures = 0;
+    let recording = Recording::new(d, tries, next);
     loop {
-        match deps.store.record(d, tries, next).await {
+        match deps.recorder.record(recording.clone()).await {
             Ok(true) => return Ok(true),
             Ok(false) if failures > 0 => {
                 tracing::warn!(
@@ -416,13 +447,20 @@ fn render(deps: &WorkerDeps, mut d: Claimed) -> Job {
         tries: Vec::new(),
         waits: Vec::new(),
         stopped: false,
+        settled: false,
     }
 }
 
-/// Tries each provider in order with the emails that are still open and that it may send. An
-/// email whose claim was taken over meanwhile is left to its new owner. At a provider with
-/// batches, the members of a stored batch go together under its key; the others in new batches.
-async fn deliver(deps: &WorkerDeps, jobs: &mut [Job], claims: &Mutex<Claims>) {
+/// Tries each provider in order with the emails that are still open and that it may send, and
+/// records each email as soon as no later provider will take it. An email whose claim was taken
+/// over meanwhile is left to its new owner. At a provider with batches, the members of a stored
+/// batch go together under its key; the others in new batches. At one without, the emails go
+/// out side by side, as many at once as the gate allows. Returns the emails recorded.
+async fn deliver(
+    deps: &WorkerDeps,
+    jobs: &mut [Job],
+    claims: &Mutex<Claims>,
+) -> Vec<(i64, anyhow::Result<Outcome>)> {
     let ours = |job: &Job| {
         !claims
             .lock()
@@ -430,21 +468,22 @@ async fn deliver(deps: &WorkerDeps, jobs: &mut [Job], claims: &Mutex<Claims>) {
             .lost
             .contains(&job.d.id)
     };
-    for provider in &deps.providers {
-        let open: Vec<usize> = (0..jobs.len())
-            .filter(|&i| jobs[i].open() && jobs[i].fits(provider) && ours(&jobs[i]))
-            .collect();
-        if open.is_empty() {
-            continue;
-        }
+    let mut settled = Vec::new();
+    for (n, provider) in deps.providers.iter().enumerate() {
+        let later = &deps.providers[n + 1..];
         if provider.batch_size <= 1 {
-            for i in open {
-                if ours(&jobs[i]) {
-                    send_one(deps, provider, &mut jobs[i], claims).await;
-                }
-            }
+            let open: Vec<&mut Job> = jobs
+                .iter_mut()
+                .filter(|j| !j.settled && j.open() && j.fits(provider) && ours(j))
+                .collect();
+            settled.extend(send_each(deps, provider, open, later, claims).await);
             continue;
         }
+        let open: Vec<usize> = (0..jobs.len())
+            .filter(|&i| {
+                !jobs[i].settled && jobs[i].open() && jobs[i].fits(provider) && ours(&jobs[i])
+            })
+            .collect();
         let mut stored: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         let mut fresh = Vec::new();
         for i in open {
@@ -459,16 +498,66 @@ async fn deliver(deps: &WorkerDeps, jobs: &mut [Job], claims: &Mutex<Claims>) {
         for chunk in fresh.chunks(provider.batch_size) {
             if chunk.len() > 1 {
                 send_batch(deps, provider, jobs, chunk, claims).await;
-            } else if ours(&jobs[chunk[0]]) {
-                send_one(deps, provider, &mut jobs[chunk[0]], claims).await;
+            } else {
+                let one = vec![&mut jobs[chunk[0]]];
+                settled.extend(send_each(deps, provider, one, later, claims).await);
+            }
+        }
+        let done = jobs
+            .iter_mut()
+            .filter(|j| !j.settled && is_final(j, later))
+            .map(|j| settle(deps, j, claims));
+        settled.extend(futures::future::join_all(done).await);
+    }
+    settled
+}
+
+/// Whether no later provider will take this email: its outcome can be recorded now.
+fn is_final(job: &Job, later: &[Provider]) -> bool {
+    !job.open() || !later.iter().any(|p| job.fits(p))
+}
+
+/// Sends each email on its own through `p`, side by side, asking the gate once for all of them
+/// (one Redis round trip per group, not per email); those it cannot take now wait. Records each
+/// email that is final as soon as its answer is in.
+async fn send_each(
+    deps: &WorkerDeps,
+    p: &Provider,
+    jobs: Vec<&mut Job>,
+    later: &[Provider],
+    claims: &Mutex<Claims>,
+) -> Vec<(i64, anyhow::Result<Outcome>)> {
+    let mut settled = Vec::new();
+    let mut waiting: std::collections::VecDeque<&mut Job> = jobs.into();
+    while !waiting.is_empty() {
+        set_phase(claims, "asking the gate in Redis whether to send");
+        match permit(deps, p, waiting.len()).await {
+            Permit::Wait { wait, why } => {
+                for job in waiting.drain(..) {
+                    job.hold(wait, &why);
+                }
+            }
+            Permit::Go { probe, count } => {
+                let go: Vec<&mut Job> = waiting.drain(..count.min(waiting.len())).collect();
+                set_phase(claims, "waiting for the provider's answers");
+                let sends = go.into_iter().map(|job| async move {
+                    send_one(deps, p, job, probe, claims).await;
+                    if is_final(job, later) {
+                        Some(settle(deps, job, claims).await)
+                    } else {
+                        None
+                    }
+                });
+                settled.extend(futures::future::join_all(sends).await.into_iter().flatten());
             }
         }
     }
+    settled
 }
 
 /// Asks the gate; a Redis failure counts as a short wait (nothing is sent uncoordinated).
-async fn permit(deps: &WorkerDeps, p: &Provider) -> Permit {
-    let acquired = deps.gate.acquire(p, WAIT_BUDGET).await;
+async fn permit(deps: &WorkerDeps, p: &Provider, wanted: usize) -> Permit {
+    let acquired = deps.gate.acquire(p, wanted, WAIT_BUDGET).await;
     let acquired = deps.health.check(
         Dependency::Redis,
         acquired.map_err(|e| crate::telemetry::chain(&e)),
@@ -511,19 +600,27 @@ async fn feedback(
     })
 }
 
-async fn send_one(deps: &WorkerDeps, p: &Provider, job: &mut Job, claims: &Mutex<Claims>) {
-    set_phase(claims, "asking the gate in Redis whether to send");
-    let probe = match permit(deps, p).await {
-        Permit::Go { probe } => probe,
-        Permit::Wait { wait, why } => return job.hold(wait, &why),
-    };
+/// Sends one email through `p`, under a permit the gate gave, unless its claim was taken over.
+async fn send_one(
+    deps: &WorkerDeps,
+    p: &Provider,
+    job: &mut Job,
+    probe: bool,
+    claims: &Mutex<Claims>,
+) {
+    if claims
+        .lock()
+        .expect("not poisoned")
+        .lost
+        .contains(&job.d.id)
+    {
+        return;
+    }
     let Some(email) = job.outgoing() else { return };
     let started = std::time::Instant::now();
-    set_phase(claims, "waiting for the provider's answer to one email");
     let result = p.send(&email).await;
     let took = started.elapsed();
     deps.metrics.requested(p.name(), took);
-    set_phase(claims, "telling the gate in Redis how the request went");
     let pause = feedback(deps, p, result.as_ref().err(), probe).await;
     job.tries.push(Try {
         provider: p.name(),
@@ -547,8 +644,8 @@ async fn send_batch(
     let mut chunk = chunk.to_vec();
     chunk.sort_by_key(|&i| jobs[i].d.id);
     set_phase(claims, "asking the gate in Redis whether to send a batch");
-    let probe = match permit(deps, p).await {
-        Permit::Go { probe } => probe,
+    let probe = match permit(deps, p, 1).await {
+        Permit::Go { probe, .. } => probe,
         Permit::Wait { wait, why } => {
             for &i in &chunk {
                 jobs[i].hold(wait, &why);

@@ -12,6 +12,7 @@ pub mod smtp;
 
 use std::{
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
@@ -71,6 +72,11 @@ pub struct Provider {
     /// SMTP: how long one send may take, from taking a pooled connection to the server's answer
     /// to the message (`mail.timeout`).
     smtp_timeout: Duration,
+    /// Requests in flight from this process at once: `mail.pool_size`. lettre's pool only caps
+    /// the idle connections it keeps, and opens a new one for every send beyond them; without
+    /// this bound a burst would open a connection per email. A send waits here before its
+    /// `mail.timeout` starts.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Provider {
@@ -130,6 +136,7 @@ impl Provider {
                 _ => None,
             },
             smtp_timeout: mail.timeout,
+            slots: Arc::new(tokio::sync::Semaphore::new(mail.pool_size.max(1) as usize)),
         })
     }
 
@@ -171,6 +178,7 @@ impl Provider {
     }
 
     pub async fn send(&self, email: &Outgoing<'_>) -> Result<Receipt, SendError> {
+        let _slot = self.slots.acquire().await.expect("never closed");
         match &self.channel {
             Channel::Resend(r) => r.send(email).await,
             Channel::Smtp(t) => smtp::send(t, &self.from, email, self.smtp_timeout).await,
@@ -199,7 +207,10 @@ impl Provider {
         idempotency_key: &str,
     ) -> Result<Vec<Result<Receipt, SendError>>, SendError> {
         match &self.channel {
-            Channel::Resend(r) => r.send_batch(emails, idempotency_key).await,
+            Channel::Resend(r) => {
+                let _slot = self.slots.acquire().await.expect("never closed");
+                r.send_batch(emails, idempotency_key).await
+            }
             _ => {
                 let mut out = Vec::with_capacity(emails.len());
                 for e in emails {

@@ -1,5 +1,11 @@
 //! The dispatcher: moves due deliveries from PostgreSQL into Redis in chunks, never past the
 //! queue's high-water mark, and refills Redis at once when it comes back empty.
+//!
+//! It sleeps until the next delivery falls due (read from PostgreSQL after each round), or until
+//! nudged by the planner or an operator's retry, and at most `queue.dispatch_interval`, which
+//! bounds how late it sees a row written by another process. Rounds are at least [`LINGER`]
+//! apart, so a steady trickle of due rows is taken a few at a time rather than one commit per
+//! email.
 
 use std::{sync::Arc, time::Duration};
 
@@ -18,26 +24,27 @@ use crate::{
 /// How often the dispatcher makes due again what a dead process left behind in PostgreSQL.
 const RECOVER_EVERY: Duration = Duration::from_secs(5);
 
+/// The shortest time between two rounds that each found rows due: what a delivery may wait for
+/// the deliveries due right after it, to go out in the same job.
+pub const LINGER: Duration = Duration::from_millis(5);
+
 /// Moves due deliveries from PostgreSQL into Redis, never letting the queue grow past its
 /// high-water mark.
 #[derive(Debug, Clone)]
 pub struct Dispatcher {
     wake: Arc<Notify>,
-}
-
-impl Default for Dispatcher {
-    fn default() -> Self {
-        Self::new()
-    }
+    /// How many deliveries one job carries ([`super::job_size`]).
+    job_size: usize,
 }
 
 /// What stopped a round: which service failed, and how.
 struct RoundError(Dependency, anyhow::Error);
 
 impl Dispatcher {
-    pub fn new() -> Dispatcher {
+    pub fn new(job_size: usize) -> Dispatcher {
         Dispatcher {
             wake: Arc::new(Notify::new()),
+            job_size: job_size.max(1),
         }
     }
 
@@ -46,8 +53,9 @@ impl Dispatcher {
         self.wake.notify_one();
     }
 
-    /// Runs until `shutdown`. It polls every `dispatch_interval` (the clock of retries) and wakes
-    /// early when nudged. Every few seconds it also recovers what a dead process left behind.
+    /// Runs until `shutdown`. It wakes when the next delivery falls due, when nudged, and at
+    /// least every `dispatch_interval`. Every few seconds it also recovers what a dead process
+    /// left behind.
     /// Failures are reported to `health`, which logs an outage once.
     pub async fn run(
         self,
@@ -74,37 +82,57 @@ impl Dispatcher {
                     ),
                 }
             }
-            let more = match round(&store, &queue, &q, clock.now()).await {
-                Ok(more) => {
+            let started = tokio::time::Instant::now();
+            let next = match round(&store, &queue, &q, self.job_size, clock.now()).await {
+                Ok(next) => {
                     health.up(Dependency::Redis);
                     health.up(Dependency::Postgres);
-                    more
+                    next
                 }
                 Err(RoundError(dep, e)) => {
                     health.down(dep, crate::telemetry::chain(&e));
-                    false
+                    Next::Idle
                 }
             };
-            if more {
-                continue;
-            }
+            let sleep = match next {
+                Next::Now => continue,
+                Next::Idle => q.dispatch_interval,
+                Next::At(due) => {
+                    let wait = (due - clock.now()).to_std().unwrap_or_default();
+                    wait.clamp(
+                        LINGER.saturating_sub(started.elapsed()),
+                        q.dispatch_interval,
+                    )
+                }
+            };
             tokio::select! {
                 _ = shutdown.wait() => break,
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(q.dispatch_interval) => {}
+                _ = tokio::time::sleep(sleep) => {}
             }
         }
     }
 }
 
-/// One round: fill Redis up to the high-water mark with a chunk of due deliveries. Returns true
-/// when there may be more to push right away.
+/// When the dispatcher should run its next round.
+enum Next {
+    /// At once: the round was full and there may be more.
+    Now,
+    /// When this delivery falls due (by Herald's clock).
+    At(chrono::DateTime<chrono::Utc>),
+    /// Nothing is waiting, or Redis is full: at the next interval or nudge.
+    Idle,
+}
+
+/// One round: fill Redis up to the high-water mark with a chunk of due deliveries, in jobs of
+/// `job_size`. Says when the next round is due.
 async fn round(
     store: &Store,
     queue: &Queue,
     q: &QueueSettings,
+    job_size: usize,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<bool, RoundError> {
+) -> Result<Next, RoundError> {
     let redis = |e: redis::RedisError, what: &str| {
         RoundError(
             Dependency::Redis,
@@ -124,27 +152,53 @@ async fn round(
     if !marker {
         refill(store, queue).await?;
     }
-    let room = q.high_water.saturating_sub(depth).min(q.dispatch_chunk);
+    // `high_water` counts jobs, as the crate's scripts do; a chunk holds whole jobs.
+    let room = q
+        .high_water
+        .saturating_sub(depth)
+        .saturating_mul(job_size)
+        .min(q.dispatch_chunk.max(job_size));
     if room == 0 {
-        return Ok(false);
+        return Ok(Next::Idle);
     }
     let ids = store
         .take_due(room as i64, now)
         .await
         .map_err(|e| pg(e, "cannot take due deliveries"))?;
-    if ids.is_empty() {
-        return Ok(false);
+    if ids.len() == room {
+        push(store, queue, &ids, job_size).await?;
+        tracing::debug!(count = ids.len(), depth, "dispatched");
+        return Ok(Next::Now);
     }
-    if let Err(e) = queue.push(&ids).await {
+    if !ids.is_empty() {
+        push(store, queue, &ids, job_size).await?;
+        tracing::debug!(count = ids.len(), depth, "dispatched");
+    }
+    let next = store
+        .next_due()
+        .await
+        .map_err(|e| pg(e, "cannot read when the next delivery is due"))?;
+    Ok(next.map_or(Next::Idle, Next::At))
+}
+
+/// Pushes taken rows to Redis, or gives them back to PostgreSQL when Redis refuses them.
+async fn push(
+    store: &Store,
+    queue: &Queue,
+    ids: &[i64],
+    job_size: usize,
+) -> Result<(), RoundError> {
+    if let Err(e) = queue.push(ids, job_size).await {
         // Give the rows back so the next round (or another process) pushes them.
-        store
-            .untake(&ids)
-            .await
-            .map_err(|e| pg(e, "cannot give back undispatched deliveries"))?;
+        store.untake(ids).await.map_err(|e| {
+            RoundError(
+                Dependency::Postgres,
+                anyhow::Error::new(e).context("cannot give back undispatched deliveries"),
+            )
+        })?;
         return Err(RoundError(Dependency::Redis, e));
     }
-    tracing::debug!(count = ids.len(), depth, "dispatched");
-    Ok(ids.len() == room)
+    Ok(())
 }
 
 /// Redis has no marker: it restarted empty (or was flushed), so every row PostgreSQL says is

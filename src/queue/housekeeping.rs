@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::{DeliveryJob, ORPHAN_AFTER, Queue, scan_keys};
+use super::{AnyJob, ORPHAN_AFTER, Queue, scan_keys};
 use crate::{
     health::{Dependency, Health},
     shutdown::Shutdown,
@@ -232,8 +232,8 @@ async fn drain(queue: &Queue, store: &Store, worker: &str) -> anyhow::Result<usi
         let deliveries: Vec<i64> = data
             .iter()
             .flatten()
-            .filter_map(|bytes| serde_json::from_slice::<DeliveryJob>(bytes).ok())
-            .map(|job| job.delivery_id)
+            .filter_map(|bytes| serde_json::from_slice::<AnyJob>(bytes).ok())
+            .flat_map(AnyJob::ids)
             .collect();
         store
             .untake(&deliveries)

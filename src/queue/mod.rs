@@ -50,10 +50,44 @@ pub const ORPHAN_AFTER: Duration = Duration::from_secs(30);
 /// Herald sets that to twice [`ORPHAN_AFTER`], so its own chunked drain always comes first.
 const CRATE_ORPHAN_AFTER: Duration = Duration::from_secs(60);
 
-/// The job on the wire: only a delivery id; the row in PostgreSQL is the truth.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The job on the wire: the ids of a few deliveries that fell due together; the rows in
+/// PostgreSQL are the truth. One job carries up to [`JOB_SIZE`] ids (the batch size of a
+/// provider that takes batches, if larger), so that the push, the fetch, the ack, the gate and
+/// the claim cost one round trip per job rather than per email.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryJob {
-    pub delivery_id: i64,
+    pub delivery_ids: Vec<i64>,
+}
+
+/// A job as earlier versions of Herald pushed it (one delivery id), still read so that jobs
+/// waiting in Redis across an upgrade are not lost.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum AnyJob {
+    Many(DeliveryJob),
+    One { delivery_id: i64 },
+}
+
+impl AnyJob {
+    pub fn ids(self) -> Vec<i64> {
+        match self {
+            AnyJob::Many(job) => job.delivery_ids,
+            AnyJob::One { delivery_id } => vec![delivery_id],
+        }
+    }
+}
+
+/// The most deliveries one job carries when no provider asks for larger batches. Large enough
+/// that a burst costs Redis and PostgreSQL a few round trips per fifty emails; small enough that
+/// a process holds few claims at once and a dead worker strands few.
+pub const JOB_SIZE: usize = 50;
+
+/// How many deliveries a job carries with these providers: [`JOB_SIZE`], or the first
+/// provider's batch size when it takes larger batches, so that each job is one full batch.
+pub fn job_size(providers: &[crate::mail::Provider]) -> usize {
+    providers
+        .first()
+        .map_or(JOB_SIZE, |p| p.batch_size.max(JOB_SIZE))
 }
 
 /// Connects to Redis with a response timeout of [`REDIS_RESPONSE_TIMEOUT`] (redis-rs's 500 ms
@@ -188,11 +222,16 @@ impl Queue {
         Ok((scheduled + active, marker))
     }
 
-    pub async fn push(&self, ids: &[i64]) -> anyhow::Result<()> {
+    /// Pushes `ids`, in order, as jobs of `job_size` ids (the last one may be smaller), in one
+    /// round trip: a burst of 250 for a provider with batches of 100 makes jobs, and so
+    /// requests, of 100, 100 and 50.
+    pub async fn push(&self, ids: &[i64], job_size: usize) -> anyhow::Result<()> {
         let mut storage = self.storage.clone();
         let jobs: Vec<_> = ids
-            .iter()
-            .map(|&delivery_id| DeliveryJob { delivery_id })
+            .chunks(job_size.max(1))
+            .map(|chunk| DeliveryJob {
+                delivery_ids: chunk.to_vec(),
+            })
             .collect();
         storage
             .push_bulk(jobs)

@@ -32,13 +32,13 @@ use std::{
 use apalis::prelude::*;
 use apalis_core::backend::{BackendConfig, WireFormatBackend};
 
-use super::{DeliveryJob, Queue, housekeeping};
+use super::{AnyJob, Queue, housekeeping};
 use crate::{
     config::QueueSettings,
     health::{Dependency, Health, is_postgres},
     shutdown::Shutdown,
     store::Store,
-    worker::{WorkerDeps, process_one},
+    worker::{WorkerDeps, process_job},
 };
 
 /// A job whose delivery could not be looked at (PostgreSQL is down) comes back this much later.
@@ -129,7 +129,7 @@ impl<B> WireFormatBackend for RawJobs<B> {
     }
 }
 
-/// The apalis handler: decodes the job, one call to [`process_one`], then the ack. A job that
+/// The apalis handler: decodes the job, one call to [`process_job`], then the ack. A job that
 /// cannot be decoded goes to the dead-letter list.
 async fn handle(
     bytes: Vec<u8>,
@@ -138,8 +138,8 @@ async fn handle(
     ctx: Data<Ctx>,
 ) -> Result<(), BoxDynError> {
     let id = task_id.to_string();
-    let job: DeliveryJob = match serde_json::from_slice(&bytes) {
-        Ok(job) => job,
+    let ids = match serde_json::from_slice::<AnyJob>(&bytes) {
+        Ok(job) => job.ids(),
         Err(e) => {
             DEAD_LETTERS.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
@@ -147,14 +147,14 @@ async fn handle(
                 error = %e,
                 bytes = %String::from_utf8_lossy(&bytes[..bytes.len().min(200)]),
                 dead_letter = %ctx.queue.dead_letter_key(),
-                "cannot decode a job (not a delivery id); moved to the dead-letter list"
+                "cannot decode a job (not a list of delivery ids); moved to the dead-letter list"
             );
             let moved = dead_letter(&ctx.queue, worker.name(), &id, &bytes).await;
             let _ = ctx.health.check(Dependency::Redis, moved);
             return Ok(());
         }
     };
-    let result = process_one(&ctx.deps, job.delivery_id).await;
+    let result = process_job(&ctx.deps, &ids).await;
     let done = result.is_ok();
     match result {
         Ok(_) => ctx.health.up(Dependency::Postgres),
@@ -162,17 +162,17 @@ async fn handle(
         // job comes back in a few seconds; the outage is logged once.
         Err(e) if is_postgres(&e) => {
             tracing::debug!(
-                delivery_id = job.delivery_id,
+                deliveries = ?ids,
                 error = crate::telemetry::chain(&e),
-                "cannot process delivery; it comes back in 5 s"
+                "cannot process the job's deliveries; the job comes back in 5 s"
             );
             ctx.health
                 .down(Dependency::Postgres, crate::telemetry::chain(&e));
         }
         Err(e) => tracing::error!(
-            delivery_id = job.delivery_id,
+            deliveries = ?ids,
             error = crate::telemetry::chain(&e),
-            "cannot process delivery; it comes back in 5 s"
+            "cannot process the job's deliveries; the job comes back in 5 s"
         ),
     }
     let acked = ack(&ctx.queue, worker.name(), &id, done).await;

@@ -5,9 +5,6 @@ use super::*;
 const DELIVERY_COLUMNS: &str = "id, kind, user_id, dedup_key, status, recipient, attempts, last_error, \
      provider, message_id, provider_id, planned_for, due_at, sent_at, updated_at";
 
-/// Serialises batch claims (`pg_advisory_xact_lock`), so that a burst is cut into full batches.
-const BATCH_CLAIM_LOCK: i64 = 0x4845_5241_4c44;
-
 impl Store {
     // ----- the dispatcher -----
 
@@ -27,6 +24,16 @@ impl Store {
         .bind(limit)
         .bind(now)
         .fetch_all(&self.pool)
+        .await
+    }
+
+    /// When the next delivery waiting for the dispatcher falls due, if any: when the
+    /// dispatcher wakes up next.
+    pub async fn next_due(&self) -> sqlx::Result<Option<DateTime<Utc>>> {
+        sqlx::query_scalar(
+            "SELECT min(due_at) FROM deliveries WHERE status = 'queued' AND dispatched_at IS NULL",
+        )
+        .fetch_one(&self.pool)
         .await
     }
 
@@ -86,98 +93,57 @@ impl Store {
 
     // ----- the worker -----
 
-    /// Claims a queued delivery due at `now` (Herald's clock) for one attempt, with the others it
-    /// must or may be sent with:
+    /// Claims the deliveries of one job that are queued and due at `now` (Herald's clock), with
+    /// every queued member of an unfinished batch any of them is in (due or not), so a retried
+    /// batch is the same request under the same key. One statement, so one commit, for the whole
+    /// job.
     ///
-    /// - a delivery of an unfinished batch comes with every queued member of that batch, due or
-    ///   not, so the retried request is the same request under the same key;
-    /// - otherwise, when `extra` > 0, up to `extra` other queued, due deliveries that are in no
-    ///   batch and held by no provider, to send in one new batch.
-    ///
-    /// Empty when the delivery is not queued and due any more (already sent, failed, claimed by
-    /// another worker, maybe in another's batch, or waiting for a retry after it was sent in a
-    /// batch while its own job was still in Redis), which makes a duplicate job harmless. The
-    /// delivery itself comes first. Each gets a Message-ID on its first claim, kept after, and a
-    /// new claim token (one for the whole claim) that fences out any earlier holder. The lease
-    /// runs on PostgreSQL's real time.
-    pub async fn claim(
+    /// A delivery that is not queued and due any more (already sent, failed, claimed by another
+    /// worker, waiting for a retry, or locked by a write that is about to change it) is left out,
+    /// which makes a duplicate job harmless: `SKIP LOCKED` never waits, and every write that makes
+    /// a row due again also makes it dispatchable, so nothing skipped here is stranded. Each row
+    /// gets a Message-ID on its first claim, kept after, and the claim's token, which fences out
+    /// any earlier holder. The lease runs on PostgreSQL's real time. Rows come in id order.
+    pub async fn claim_many(
         &self,
-        id: i64,
-        extra: i64,
+        ids: &[i64],
         lease: Duration,
         message_id_domain: &str,
         now: DateTime<Utc>,
     ) -> sqlx::Result<Vec<Claimed>> {
         let token = uuid::Uuid::new_v4();
-        let mut tx = self.pool.begin().await?;
-        if extra > 0 {
-            // One batch claim at a time: racing claims would each take a slice of a burst.
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(BATCH_CLAIM_LOCK)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let own: Option<(Option<String>, Option<String>)> = sqlx::query_as(
-            "SELECT batch_key, held_by FROM deliveries
-             WHERE id = $1 AND status = 'queued' AND due_at <= $2 FOR UPDATE",
-        )
-        .bind(id)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((batch_key, held_by)) = own else {
-            return Ok(Vec::new());
-        };
-        let others: Vec<i64> = match (&batch_key, &held_by) {
-            (Some(key), _) => {
-                sqlx::query_scalar(
-                    "SELECT id FROM deliveries
-                     WHERE batch_key = $1 AND status = 'queued' AND id <> $2
-                     ORDER BY id FOR UPDATE SKIP LOCKED",
-                )
-                .bind(key)
-                .bind(id)
-                .fetch_all(&mut *tx)
-                .await?
-            }
-            (None, None) if extra > 0 => {
-                sqlx::query_scalar(
-                    "SELECT id FROM deliveries
-                     WHERE status = 'queued' AND due_at <= $2 AND id <> $1
-                       AND batch_key IS NULL AND held_by IS NULL
-                     ORDER BY due_at, id
-                     LIMIT $3
-                     FOR UPDATE SKIP LOCKED",
-                )
-                .bind(id)
-                .bind(now)
-                .bind(extra)
-                .fetch_all(&mut *tx)
-                .await?
-            }
-            _ => Vec::new(),
-        };
-        let ids: Vec<i64> = std::iter::once(id).chain(others).collect();
         let mut rows: Vec<Claimed> = sqlx::query_as(
-            "UPDATE deliveries
+            "WITH asked AS (
+                 SELECT id, batch_key FROM deliveries
+                 WHERE id = ANY($1) AND status = 'queued' AND due_at <= $2
+                 FOR UPDATE SKIP LOCKED
+             ), members AS (
+                 SELECT d.id FROM deliveries d
+                 WHERE d.batch_key IN (SELECT batch_key FROM asked WHERE batch_key IS NOT NULL)
+                   AND d.status = 'queued' AND d.id <> ALL($1)
+                 FOR UPDATE SKIP LOCKED
+             ), claimed AS (
+                 SELECT id FROM asked UNION SELECT id FROM members
+             )
+             UPDATE deliveries
              SET status = 'sending', attempts = attempts + 1, round_attempts = round_attempts + 1,
-                 lease_until = now() + $2::interval, dispatched_at = NULL, claim_token = $4,
+                 lease_until = now() + $3::interval, dispatched_at = NULL, claim_token = $5,
                  message_id = COALESCE(message_id,
-                     '<' || id || '.' || replace(gen_random_uuid()::text, '-', '') || '@' || $3 || '>'),
+                     '<' || id || '.' || replace(gen_random_uuid()::text, '-', '') || '@' || $4 || '>'),
                  updated_at = now()
-             WHERE id = ANY($1)
+             WHERE id IN (SELECT id FROM claimed)
              RETURNING id, claim_token, kind, dedup_key, recipient, payload, attempts, round_attempts,
                        message_id, batch_key, held_by, due_at,
                        (SELECT b.size FROM batches b WHERE b.key = deliveries.batch_key) AS batch_size",
         )
-        .bind(&ids)
+        .bind(ids)
+        .bind(now)
         .bind(format!("{} milliseconds", lease.as_millis()))
         .bind(message_id_domain)
         .bind(token)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await?;
-        tx.commit().await?;
-        rows.sort_by_key(|r| (r.id != id, r.id));
+        rows.sort_by_key(|r| r.id);
         Ok(rows)
     }
 
@@ -247,77 +213,104 @@ impl Store {
         .await
     }
 
-    /// Records the tries of one attempt (none when no provider could take the email) and moves
-    /// the delivery on, in one transaction, if the claim is still ours (still `sending` with
-    /// our token). Returns false, having written nothing (no attempt rows either), when the claim
-    /// was taken over: its lease ran out and the row now belongs to [`Store::recover`] or to
-    /// another worker.
+    /// Records the tries of one attempt and moves the delivery on, if the claim is still ours
+    /// (still `sending` with our token). Returns false, having written nothing (no attempt rows
+    /// either), when the claim was taken over: its lease ran out and the row now belongs to
+    /// [`Store::recover`] or to another worker. [`Store::record_many`] for one row.
     pub async fn record(
         &self,
         d: &Claimed,
         tries: &[AttemptRecord<'_>],
         next: &Next<'_>,
     ) -> sqlx::Result<bool> {
+        let recorded = self.record_many(&[Recording::new(d, tries, next)]).await?;
+        Ok(recorded.first().copied().unwrap_or(false))
+    }
+
+    /// Records many deliveries' outcomes in one transaction (group commit): one statement moves
+    /// every row on and inserts every try, each row checking its own claim token. Returns, in
+    /// the order given, whether each was recorded; a row whose claim was taken over is skipped
+    /// (false) and nothing of it is written, while the others are. An error means nothing was
+    /// written: the caller may try the rows one by one, so that one bad row never holds back
+    /// the others.
+    pub async fn record_many(&self, rows: &[Recording]) -> sqlx::Result<Vec<bool>> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tries = TryColumns::default();
+        for r in rows {
+            for t in &r.tries {
+                tries.delivery_id.push(r.id);
+                tries.attempt.push(r.attempt);
+                tries.provider.push(t.provider.clone());
+                tries.outcome.push(t.outcome.clone());
+                tries.code.push(t.code);
+                tries.error.push(t.error.clone());
+            }
+        }
         let mut tx = self.pool.begin().await?;
-        let last = tries.last();
-        let last_error = last.and_then(|a| a.error);
-        let provider = match next {
-            Next::Sent { provider, .. } => Some(*provider),
-            _ => last.map(|a| a.provider),
-        };
-        let (status, due_at, give_back, provider_id, held_by) = match next {
-            Next::Sent { provider_id, .. } => ("sent", None, 0, *provider_id, None),
-            Next::Failed => ("failed", None, 0, None, None),
-            Next::Retry {
-                due_at,
-                counts,
-                held_by,
-            } => ("queued", Some(*due_at), i32::from(!counts), None, *held_by),
-        };
-        // An attempt given back with no try recorded did not happen at all.
-        let untried = i32::from(give_back == 1 && tries.is_empty());
-        // A delivery leaves its batch when it is sent or failed; a retry stays in it. It stays
-        // held by a provider until it is sent.
-        let left: Option<Option<String>> = sqlx::query_scalar(
-            "WITH old AS (SELECT id, batch_key FROM deliveries WHERE id = $1)
-             UPDATE deliveries d
-             SET status = $2, due_at = COALESCE($3, d.due_at), lease_until = NULL, dispatched_at = NULL,
-                 claim_token = NULL,
-                 round_attempts = round_attempts - $4, attempts = attempts - $5,
-                 last_error = CASE WHEN $2 = 'sent' THEN NULL ELSE COALESCE($6, last_error) END,
-                 provider = COALESCE($7, provider), provider_id = COALESCE($8, provider_id),
-                 batch_key = CASE WHEN $2 = 'queued' THEN d.batch_key END,
-                 held_by = CASE WHEN $2 = 'sent' THEN NULL ELSE COALESCE($9, d.held_by) END,
-                 sent_at = CASE WHEN $2 = 'sent' THEN now() ELSE sent_at END,
-                 updated_at = now()
-             FROM old
-             WHERE d.id = old.id AND d.status = 'sending' AND d.claim_token = $10
-             RETURNING CASE WHEN $2 = 'queued' THEN NULL ELSE old.batch_key END",
+        let done: Vec<(i64, Option<String>)> = sqlx::query_as(
+            "WITH r AS (
+                 SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::text[], $4::timestamptz[],
+                                      $5::int[], $6::int[], $7::text[], $8::text[], $9::text[],
+                                      $10::text[])
+                   AS r (id, token, status, due_at, give_back, untried, last_error, provider,
+                         provider_id, held_by)
+             ), old AS (
+                 SELECT d.id, d.batch_key FROM deliveries d JOIN r ON d.id = r.id
+             ), done AS (
+                 UPDATE deliveries d
+                 SET status = r.status, due_at = COALESCE(r.due_at, d.due_at), lease_until = NULL,
+                     dispatched_at = NULL, claim_token = NULL,
+                     round_attempts = d.round_attempts - r.give_back,
+                     attempts = d.attempts - r.untried,
+                     last_error = CASE WHEN r.status = 'sent' THEN NULL
+                                       ELSE COALESCE(r.last_error, d.last_error) END,
+                     provider = COALESCE(r.provider, d.provider),
+                     provider_id = COALESCE(r.provider_id, d.provider_id),
+                     batch_key = CASE WHEN r.status = 'queued' THEN d.batch_key END,
+                     held_by = CASE WHEN r.status = 'sent' THEN NULL
+                                    ELSE COALESCE(r.held_by, d.held_by) END,
+                     sent_at = CASE WHEN r.status = 'sent' THEN now() ELSE d.sent_at END,
+                     updated_at = now()
+                 FROM r JOIN old ON old.id = r.id
+                 WHERE d.id = r.id AND d.status = 'sending' AND d.claim_token = r.token
+                 RETURNING d.id, CASE WHEN r.status = 'queued' THEN NULL ELSE old.batch_key END
+                           AS left_batch
+             ), tried AS (
+                 INSERT INTO delivery_attempts (delivery_id, attempt, provider, outcome, code, error)
+                 SELECT a.delivery_id, a.attempt, a.provider, a.outcome, a.code, a.error
+                 FROM UNNEST($11::bigint[], $12::int[], $13::text[], $14::text[], $15::int[],
+                             $16::text[]) WITH ORDINALITY
+                   AS a (delivery_id, attempt, provider, outcome, code, error, n)
+                 WHERE a.delivery_id IN (SELECT id FROM done)
+                 ORDER BY a.n
+             )
+             SELECT id, left_batch FROM done",
         )
-        .bind(d.id)
-        .bind(status)
-        .bind(due_at)
-        .bind(give_back)
-        .bind(untried)
-        .bind(last_error)
-        .bind(provider)
-        .bind(provider_id)
-        .bind(held_by)
-        .bind(d.claim_token)
-        .fetch_optional(&mut *tx)
+        .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.claim_token).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.status).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.due_at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| i32::from(r.give_back)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| i32::from(r.untried)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.last_error.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.provider.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.provider_id.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.held_by.clone()).collect::<Vec<_>>())
+        .bind(&tries.delivery_id)
+        .bind(&tries.attempt)
+        .bind(&tries.provider)
+        .bind(&tries.outcome)
+        .bind(&tries.code)
+        .bind(&tries.error)
+        .fetch_all(&mut *tx)
         .await?;
-        let Some(left) = left else {
-            // Dropping the transaction rolls it back; nothing was written anyway.
-            return Ok(false);
-        };
-        for a in tries {
-            insert_attempt(&mut tx, d, a).await?;
-        }
-        if let Some(key) = left {
-            delete_empty_batches(&mut tx, &[key]).await?;
-        }
+        let left: Vec<String> = done.iter().filter_map(|(_, b)| b.clone()).collect();
+        delete_empty_batches(&mut tx, &left).await?;
         tx.commit().await?;
-        Ok(true)
+        let done: std::collections::HashSet<i64> = done.into_iter().map(|(id, _)| id).collect();
+        Ok(rows.iter().map(|r| done.contains(&r.id)).collect())
     }
 
     // ----- the failed set and operator reads -----
@@ -399,24 +392,15 @@ impl Store {
     }
 }
 
-async fn insert_attempt(
-    tx: &mut sqlx::PgConnection,
-    d: &Claimed,
-    a: &AttemptRecord<'_>,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO delivery_attempts (delivery_id, attempt, provider, outcome, code, error)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(d.id)
-    .bind(d.attempts)
-    .bind(a.provider)
-    .bind(a.outcome)
-    .bind(a.code.map(i32::from))
-    .bind(a.error)
-    .execute(tx)
-    .await?;
-    Ok(())
+/// The tries of [`Store::record_many`], column by column for `UNNEST`.
+#[derive(Default)]
+struct TryColumns {
+    delivery_id: Vec<i64>,
+    attempt: Vec<i32>,
+    provider: Vec<String>,
+    outcome: Vec<String>,
+    code: Vec<Option<i32>>,
+    error: Vec<Option<String>>,
 }
 
 /// Deletes those of `keys` that no delivery belongs to any more.

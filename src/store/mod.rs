@@ -177,6 +177,80 @@ pub enum Next<'a> {
     },
 }
 
+/// One delivery's outcome as [`Store::record_many`] writes it, owned, so that it can travel to
+/// the task that commits the outcomes of every worker together.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recording {
+    pub id: i64,
+    pub claim_token: uuid::Uuid,
+    /// The attempt number the tries are recorded under.
+    pub attempt: i32,
+    /// `sent`, `failed` or `queued` (a retry).
+    pub status: &'static str,
+    /// When a retry is due.
+    pub due_at: Option<DateTime<Utc>>,
+    /// The attempt is given back (a provider asked to wait).
+    pub give_back: bool,
+    /// Given back with no try at all: the attempt did not happen.
+    pub untried: bool,
+    pub last_error: Option<String>,
+    pub provider: Option<String>,
+    pub provider_id: Option<String>,
+    /// The provider whose outcome was unknown, from now on the only one to send it.
+    pub held_by: Option<String>,
+    pub tries: Vec<TryRecording>,
+}
+
+/// One try of a [`Recording`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TryRecording {
+    pub provider: String,
+    pub outcome: String,
+    pub code: Option<i32>,
+    pub error: Option<String>,
+}
+
+impl Recording {
+    pub fn new(d: &Claimed, tries: &[AttemptRecord<'_>], next: &Next<'_>) -> Recording {
+        let last = tries.last();
+        let provider = match next {
+            Next::Sent { provider, .. } => Some(*provider),
+            _ => last.map(|a| a.provider),
+        };
+        let (status, due_at, give_back, provider_id, held_by) = match next {
+            Next::Sent { provider_id, .. } => ("sent", None, false, *provider_id, None),
+            Next::Failed => ("failed", None, false, None, None),
+            Next::Retry {
+                due_at,
+                counts,
+                held_by,
+            } => ("queued", Some(*due_at), !counts, None, *held_by),
+        };
+        Recording {
+            id: d.id,
+            claim_token: d.claim_token,
+            attempt: d.attempts,
+            status,
+            due_at,
+            give_back,
+            untried: give_back && tries.is_empty(),
+            last_error: last.and_then(|a| a.error).map(str::to_owned),
+            provider: provider.map(str::to_owned),
+            provider_id: provider_id.map(str::to_owned),
+            held_by: held_by.map(str::to_owned),
+            tries: tries
+                .iter()
+                .map(|a| TryRecording {
+                    provider: a.provider.to_owned(),
+                    outcome: a.outcome.to_owned(),
+                    code: a.code.map(i32::from),
+                    error: a.error.map(str::to_owned),
+                })
+                .collect(),
+        }
+    }
+}
+
 impl Store {
     /// Connects, creating the database first when `create` is set and it does not exist.
     pub async fn connect(url: &str, max_connections: u32, create: bool) -> anyhow::Result<Store> {

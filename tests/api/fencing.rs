@@ -10,7 +10,7 @@ use herald::{
     mail::Provider,
     render::Templates,
     store::{AttemptRecord, NewDelivery, Next, Store},
-    worker::{WorkerDeps, process_one},
+    worker::{WorkerDeps, process_job},
 };
 
 use crate::helpers::*;
@@ -59,6 +59,7 @@ async fn worker_deps(env: &Env, store: Store) -> WorkerDeps {
     let settings = env.settings();
     let redis = herald::queue::connect(REDIS).await.unwrap();
     WorkerDeps {
+        recorder: herald::recorder::Recorder::start(store.clone()),
         store,
         templates: Arc::new(
             Templates::load(&settings.templates_dir, &herald::kinds::samples()).unwrap(),
@@ -103,7 +104,7 @@ async fn a_claim_taken_over_after_its_lease_ran_out_cannot_record() {
     let lease = Duration::from_secs(60);
 
     let old = store
-        .claim(id, 0, lease, "example.com", chrono::Utc::now())
+        .claim_many(&[id], lease, "example.com", chrono::Utc::now())
         .await
         .unwrap();
     let old = &old[0];
@@ -129,7 +130,7 @@ async fn a_claim_taken_over_after_its_lease_ran_out_cannot_record() {
         "a recovered claim is not renewed"
     );
     let new = store
-        .claim(id, 0, lease, "example.com", chrono::Utc::now())
+        .claim_many(&[id], lease, "example.com", chrono::Utc::now())
         .await
         .unwrap();
     let new = &new[0];
@@ -221,7 +222,8 @@ async fn a_row_that_cannot_be_recorded_does_not_stop_the_rest_of_its_batch() {
     .unwrap();
 
     let deps = worker_deps(&env, store.clone()).await;
-    let error = process_one(&deps, ids[0])
+    // One job carries the five: the dispatcher pushes deliveries due together as one job.
+    let error = process_job(&deps, &ids)
         .await
         .expect_err("one row could not be recorded");
     let text = format!("{error:#}");
