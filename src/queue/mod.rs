@@ -82,6 +82,14 @@ impl AnyJob {
 /// a process holds few claims at once and a dead worker strands few.
 pub const JOB_SIZE: usize = 50;
 
+/// How many jobs one process works on at once: enough to hold `queue.concurrency` emails, and
+/// at least two, so that one job's claim or record overlaps another's sends. Every email a
+/// process has claimed and not yet recorded is in one of these jobs: this (times the job size)
+/// bounds the copies a killed process can leave behind.
+pub fn jobs_at_once(concurrency: usize, job_size: usize) -> usize {
+    concurrency.div_ceil(job_size.max(1)).max(2)
+}
+
 /// How many deliveries a job carries with these providers: [`JOB_SIZE`], or the first
 /// provider's batch size when it takes larger batches, so that each job is one full batch.
 pub fn job_size(providers: &[crate::mail::Provider]) -> usize {

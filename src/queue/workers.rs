@@ -295,7 +295,9 @@ pub async fn run_workers(
             )
         })?;
     let name = worker_name();
-    tracing::info!(worker = %name, queue = %q.name, concurrency = q.concurrency, "workers started");
+    let job_size = super::job_size(&deps.providers);
+    let jobs = super::jobs_at_once(q.concurrency, job_size);
+    tracing::info!(worker = %name, queue = %q.name, jobs_at_once = jobs, job_size, "workers started");
     let ctx = Ctx {
         deps,
         queue: queue.clone(),
@@ -322,7 +324,7 @@ pub async fn run_workers(
                         .poll_with_stream(workers_queue.pushes()),
                 ))
                 .data(ctx.clone())
-                .concurrency(q.concurrency)
+                .concurrency(jobs)
                 .build(handle)
         })
         .should_restart(move |worker, error| {
