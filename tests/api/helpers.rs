@@ -1,10 +1,9 @@
-//! The harness: a real SMTP server (aiosmtpd), a fresh database and Redis queue per test, and the
-//! real application booted on port 0.
+//! The harness: a real SMTP server in the test process, a fresh database and Redis queue per
+//! test, and the real application booted on port 0.
 
 use std::{
-    collections::HashMap,
+    ops::Deref,
     path::{Path, PathBuf},
-    process::Stdio,
     time::Duration,
 };
 
@@ -16,12 +15,15 @@ use herald::{
     store::{NewTask, NewUser, Store},
 };
 use serde_json::Value;
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, ChildStdin, Command},
-    sync::oneshot,
-    task::JoinHandle,
-};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+#[path = "../support/smtp_sink.rs"]
+mod smtp_sink;
+
+// Not every test crate that includes these helpers names `Received`.
+#[allow(unused_imports)]
+pub use smtp_sink::Received;
+use smtp_sink::SmtpSink;
 
 /// A task as `(title, due_at, completed_at)`.
 pub type TaskSpec<'a> = (&'a str, DateTime<Utc>, Option<DateTime<Utc>>);
@@ -45,45 +47,9 @@ pub fn init_logs() {
         .try_init();
 }
 
-/// A real SMTP server: `tests/support/smtp_server.py` on aiosmtpd, one per test.
-pub struct SmtpServer {
-    pub port: u16,
-    pub dir: PathBuf,
-    child: Child,
-    // Closing stdin tells the server to exit, so it never outlives a crashed test.
-    _stdin: ChildStdin,
-}
-
-/// One message as the SMTP server received it.
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub rcpt_tos: Vec<String>,
-    pub raw: String,
-}
-
-impl Received {
-    pub fn to(&self) -> &str {
-        &self.rcpt_tos[0]
-    }
-
-    pub fn header(&self, name: &str) -> Option<String> {
-        let head = self.raw.split("\r\n\r\n").next()?;
-        let prefix = format!("{}:", name.to_ascii_lowercase());
-        head.split("\r\n")
-            .find(|l| l.to_ascii_lowercase().starts_with(&prefix))
-            .map(|l| l[prefix.len()..].trim().to_owned())
-    }
-
-    /// The decoded body of the part with this content type.
-    pub fn part(&self, content_type: &str) -> Option<String> {
-        let message = mail_parser::MessageParser::default().parse(self.raw.as_bytes())?;
-        match content_type {
-            "text/plain" => message.body_text(0).map(|s| s.into_owned()),
-            "text/html" => message.body_html(0).map(|s| s.into_owned()),
-            _ => None,
-        }
-    }
-}
+/// The tests' SMTP server: an [`SmtpSink`] in the test process that keeps every message it
+/// accepts, one per test. Everything else (script, counts, stop) is [`SmtpSink`]'s.
+pub struct SmtpServer(SmtpSink);
 
 impl SmtpServer {
     pub async fn start() -> SmtpServer {
@@ -92,121 +58,15 @@ impl SmtpServer {
 
     /// Starts the server on this port (0: any free one).
     pub async fn start_on(port: u16) -> SmtpServer {
-        // /dev/shm keeps the file writes of big tests off the disk.
-        let base = if Path::new("/dev/shm").is_dir() {
-            PathBuf::from("/dev/shm")
-        } else {
-            std::env::temp_dir()
-        };
-        let dir = base.join(format!("herald-smtp-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_server.py");
-        let mut child = Command::new("/usr/bin/python3")
-            .arg(script)
-            .arg("--dir")
-            .arg(&dir)
-            .arg("--port")
-            .arg(port.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("cannot start the test SMTP server: is python3-aiosmtpd installed? (.ci/run installs it)");
-        let stdin = child.stdin.take().unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .expect("the SMTP server did not report its port")
-            .unwrap()
-            .expect("the SMTP server exited before reporting its port");
-        let port = line
-            .strip_prefix("PORT ")
-            .and_then(|p| p.trim().parse().ok())
-            .expect("a PORT line");
-        SmtpServer {
-            port,
-            dir,
-            child,
-            _stdin: stdin,
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("smtp://127.0.0.1:{}?tls=none", self.port)
-    }
-
-    /// Replies to give, in order, for mail to `rcpt` ("accept", or e.g. "451 4.7.1 Try later").
-    pub fn script(&self, replies: &[(&str, &[&str])]) {
-        let map: HashMap<_, _> = replies
-            .iter()
-            .map(|(k, v)| (k.to_lowercase(), v.to_vec()))
-            .collect();
-        let tmp = self.dir.join(".script.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(&map).unwrap()).unwrap();
-        std::fs::rename(tmp, self.dir.join("script.json")).unwrap();
-    }
-
-    pub fn count(&self) -> usize {
-        std::fs::read_dir(&self.dir)
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .ends_with(".eml")
-            })
-            .count()
-    }
-
-    pub fn messages(&self) -> Vec<Received> {
-        let mut names: Vec<_> = std::fs::read_dir(&self.dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(".eml") && !n.starts_with('.'))
-            .collect();
-        names.sort();
-        names
-            .into_iter()
-            .map(|n| {
-                let meta: Value = serde_json::from_slice(
-                    &std::fs::read(self.dir.join(n.replace(".eml", ".json"))).unwrap(),
-                )
-                .unwrap();
-                Received {
-                    rcpt_tos: meta["rcpt_tos"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|v| v.as_str().unwrap().to_owned())
-                        .collect(),
-                    raw: String::from_utf8_lossy(&std::fs::read(self.dir.join(&n)).unwrap())
-                        .into_owned(),
-                }
-            })
-            .collect()
-    }
-
-    /// Waits until at least `n` messages arrived (the bound only stops a hung test).
-    pub async fn wait_for(&self, n: usize, within: Duration) -> Vec<Received> {
-        let deadline = tokio::time::Instant::now() + within;
-        while self.count() < n {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "only {} of {n} emails arrived",
-                self.count()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        self.messages()
+        SmtpServer(SmtpSink::recording_on(port).await)
     }
 }
 
-impl Drop for SmtpServer {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
+impl Deref for SmtpServer {
+    type Target = SmtpSink;
+
+    fn deref(&self) -> &SmtpSink {
+        &self.0
     }
 }
 
