@@ -58,11 +58,18 @@ fn browser_or_skip() -> Option<(PathBuf, PathBuf)> {
             let _ = std::io::Write::write_all(
                 &mut std::io::stderr(),
                 format!(
-                    "\n{banner}\n# SKIPPED: the dashboard's browser test needs Chromium ({why}).\n# Install it: apt-get install -y chromium chromium-driver\n{banner}\n"
+                    "\n{banner}\n# SKIPPED: the dashboard's browser test needs Chromium ({why}).\n\
+                     # To run it: apt-get install -y chromium chromium-driver (or set CHROMIUM and\n\
+                     # CHROMEDRIVER to their paths), then HERALD_REQUIRE_BROWSER=1 cargo test --test browser\n{banner}\n"
                 )
                 .as_bytes(),
             );
-            assert!(!required, "HERALD_REQUIRE_BROWSER=1 and no browser: {why}");
+            assert!(
+                !required,
+                "HERALD_REQUIRE_BROWSER=1 but the browser test cannot run ({why}): install them \
+                 with apt-get install -y chromium chromium-driver, or set CHROMIUM and CHROMEDRIVER \
+                 to their paths"
+            );
             None
         }
     }

@@ -115,7 +115,7 @@ async fn a_dead_workers_inflight_set_above_the_unpack_limit_is_drained_and_sent_
     .unwrap();
     let q = &settings.queue.name;
     let dead = "herald-olderhost-1-dead-0";
-    let mut conn = herald::queue::connect(REDIS).await.unwrap();
+    let mut conn = herald::queue::connect(&redis_url()).await.unwrap();
     for chunk in ids.chunks(1000) {
         let mut pipe = redis::pipe();
         for id in chunk {

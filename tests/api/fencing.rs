@@ -57,7 +57,7 @@ async fn due_deliveries(store: &Store, emails: &[&str]) -> Vec<i64> {
 /// The worker's dependencies as `herald run` builds them from these settings.
 async fn worker_deps(env: &Env, store: Store) -> WorkerDeps {
     let settings = env.settings();
-    let redis = herald::queue::connect(REDIS).await.unwrap();
+    let redis = herald::queue::connect(&redis_url()).await.unwrap();
     WorkerDeps {
         recorder: herald::recorder::Recorder::start(store.clone()),
         store,

@@ -1,10 +1,10 @@
-//! The harness: a real SMTP server (aiosmtpd), a fresh database and Redis queue per test, and the
-//! real application booted on port 0.
+//! The harness: a real SMTP server in the test process, a fresh database and Redis queue per
+//! test (on `DATABASE_URL`'s and `REDIS_URL`'s servers when set), and the real application
+//! booted on port 0.
 
 use std::{
-    collections::HashMap,
+    ops::Deref,
     path::{Path, PathBuf},
-    process::Stdio,
     time::Duration,
 };
 
@@ -13,15 +13,18 @@ use herald::{
     config::Settings,
     queue::{self, Queue},
     startup::Application,
-    store::{NewTask, NewUser, Store},
+    store::{NewTask, NewUser, Store, redact},
 };
 use serde_json::Value;
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, ChildStdin, Command},
-    sync::oneshot,
-    task::JoinHandle,
-};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+#[path = "../support/smtp_sink.rs"]
+mod smtp_sink;
+
+// Not every test crate that includes these helpers names `Received`.
+#[allow(unused_imports)]
+pub use smtp_sink::Received;
+use smtp_sink::SmtpSink;
 
 /// A task as `(title, due_at, completed_at)`.
 pub type TaskSpec<'a> = (&'a str, DateTime<Utc>, Option<DateTime<Utc>>);
@@ -34,9 +37,104 @@ pub const TICK: &str = "2026-11-23T07:00:00Z";
 pub const TOKEN: &str = "test-token-0123456789abcdef";
 /// The API key tests give Herald for the Resend stand-in.
 pub const RESEND_KEY: &str = "re_test_0123456789";
-pub const PG: &str = "postgres://postgres@127.0.0.1:5432";
-/// Tests use Redis database 0 with a queue name of their own; 11 to 15 belong to benchmarks.
-pub const REDIS: &str = "redis://127.0.0.1:6379/0";
+/// The PostgreSQL server tests use when `DATABASE_URL` is not set.
+pub const LOCAL_PG: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// The Redis tests use when `REDIS_URL` is not set: database 0, with a queue name per test.
+pub const LOCAL_REDIS: &str = "redis://127.0.0.1:6379/0";
+
+/// The URL of the test database `database`: on `DATABASE_URL`'s server, as its user, with its
+/// options, else on [`LOCAL_PG`]. The database `DATABASE_URL` names is not used: each test has
+/// its own, and the app creates it through the server's `postgres` database, as
+/// [`Env::cleanup_database`] drops it.
+pub fn database_url(database: &str) -> String {
+    database_url_from(env_var("DATABASE_URL").as_deref(), database)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The Redis tests use: `REDIS_URL` (database 0 when it names none), else [`LOCAL_REDIS`].
+/// Databases 11 to 15 are refused: other tools keep their data there.
+pub fn redis_url() -> String {
+    redis_url_from(env_var("REDIS_URL").as_deref()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A variable of the test's environment; empty counts as unset.
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn database_url_from(base: Option<&str>, database: &str) -> Result<String, String> {
+    let base = base.unwrap_or(LOCAL_PG);
+    let mut url = url::Url::parse(base)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "postgres" | "postgresql"))
+        .ok_or_else(|| {
+            format!(
+                "DATABASE_URL {} is not a PostgreSQL URL: the tests need one such as {LOCAL_PG} \
+                 (the server they create their databases on), or leave DATABASE_URL unset",
+                redact(base)
+            )
+        })?;
+    url.set_path(&format!("/{database}"));
+    Ok(url.into())
+}
+
+fn redis_url_from(base: Option<&str>) -> Result<String, String> {
+    let Some(base) = base else {
+        return Ok(LOCAL_REDIS.to_owned());
+    };
+    let not_redis = || {
+        format!(
+            "REDIS_URL {} is not a Redis URL: the tests need one such as {LOCAL_REDIS}, or leave \
+             REDIS_URL unset",
+            redact(base)
+        )
+    };
+    let mut url = url::Url::parse(base).map_err(|_| not_redis())?;
+    // `redis+unix:///path?db=N` names its database in the query, `redis://host/N` in the path.
+    let named = if url.scheme().ends_with("unix") {
+        url.query_pairs()
+            .find(|(k, _)| k == "db")
+            .map(|(_, v)| v.into_owned())
+    } else if url.has_host() {
+        Some(url.path().trim_matches('/').to_owned()).filter(|p| !p.is_empty())
+    } else {
+        return Err(not_redis());
+    };
+    let db: u32 = match named {
+        Some(n) => n.parse().map_err(|_| {
+            format!(
+                "REDIS_URL {} names the database {n:?}, which is not a number: name one such as \
+                 0 ({LOCAL_REDIS})",
+                redact(base)
+            )
+        })?,
+        None if url.scheme().ends_with("unix") => 0,
+        None => {
+            url.set_path("/0");
+            0
+        }
+    };
+    if (11..=15).contains(&db) {
+        return Err(format!(
+            "REDIS_URL {} names database {db}, but the tests never use Redis databases 11 to 15 \
+             (other tools keep their data there): name another, such as 0",
+            redact(base)
+        ));
+    }
+    Ok(url.into())
+}
+
+/// `url` with `password` in it (and `user` when it names none), for tests that check a secret
+/// never shows. The tests' servers take any password: PostgreSQL with trust authentication, a
+/// Redis with no password of its own.
+pub fn with_password(url: &str, user: &str, password: &str) -> String {
+    let mut u = url::Url::parse(url).unwrap();
+    if u.username().is_empty() {
+        u.set_username(user).unwrap();
+    }
+    u.set_password(Some(password)).unwrap();
+    u.into()
+}
 
 pub fn init_logs() {
     let _ = tracing_subscriber::fmt()
@@ -45,45 +143,9 @@ pub fn init_logs() {
         .try_init();
 }
 
-/// A real SMTP server: `tests/support/smtp_server.py` on aiosmtpd, one per test.
-pub struct SmtpServer {
-    pub port: u16,
-    pub dir: PathBuf,
-    child: Child,
-    // Closing stdin tells the server to exit, so it never outlives a crashed test.
-    _stdin: ChildStdin,
-}
-
-/// One message as the SMTP server received it.
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub rcpt_tos: Vec<String>,
-    pub raw: String,
-}
-
-impl Received {
-    pub fn to(&self) -> &str {
-        &self.rcpt_tos[0]
-    }
-
-    pub fn header(&self, name: &str) -> Option<String> {
-        let head = self.raw.split("\r\n\r\n").next()?;
-        let prefix = format!("{}:", name.to_ascii_lowercase());
-        head.split("\r\n")
-            .find(|l| l.to_ascii_lowercase().starts_with(&prefix))
-            .map(|l| l[prefix.len()..].trim().to_owned())
-    }
-
-    /// The decoded body of the part with this content type.
-    pub fn part(&self, content_type: &str) -> Option<String> {
-        let message = mail_parser::MessageParser::default().parse(self.raw.as_bytes())?;
-        match content_type {
-            "text/plain" => message.body_text(0).map(|s| s.into_owned()),
-            "text/html" => message.body_html(0).map(|s| s.into_owned()),
-            _ => None,
-        }
-    }
-}
+/// The tests' SMTP server: an [`SmtpSink`] in the test process that keeps every message it
+/// accepts, one per test. Everything else (script, counts, stop) is [`SmtpSink`]'s.
+pub struct SmtpServer(SmtpSink);
 
 impl SmtpServer {
     pub async fn start() -> SmtpServer {
@@ -92,121 +154,15 @@ impl SmtpServer {
 
     /// Starts the server on this port (0: any free one).
     pub async fn start_on(port: u16) -> SmtpServer {
-        // /dev/shm keeps the file writes of big tests off the disk.
-        let base = if Path::new("/dev/shm").is_dir() {
-            PathBuf::from("/dev/shm")
-        } else {
-            std::env::temp_dir()
-        };
-        let dir = base.join(format!("herald-smtp-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_server.py");
-        let mut child = Command::new("/usr/bin/python3")
-            .arg(script)
-            .arg("--dir")
-            .arg(&dir)
-            .arg("--port")
-            .arg(port.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("cannot start the test SMTP server: is python3-aiosmtpd installed? (.ci/run installs it)");
-        let stdin = child.stdin.take().unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .expect("the SMTP server did not report its port")
-            .unwrap()
-            .expect("the SMTP server exited before reporting its port");
-        let port = line
-            .strip_prefix("PORT ")
-            .and_then(|p| p.trim().parse().ok())
-            .expect("a PORT line");
-        SmtpServer {
-            port,
-            dir,
-            child,
-            _stdin: stdin,
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("smtp://127.0.0.1:{}?tls=none", self.port)
-    }
-
-    /// Replies to give, in order, for mail to `rcpt` ("accept", or e.g. "451 4.7.1 Try later").
-    pub fn script(&self, replies: &[(&str, &[&str])]) {
-        let map: HashMap<_, _> = replies
-            .iter()
-            .map(|(k, v)| (k.to_lowercase(), v.to_vec()))
-            .collect();
-        let tmp = self.dir.join(".script.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(&map).unwrap()).unwrap();
-        std::fs::rename(tmp, self.dir.join("script.json")).unwrap();
-    }
-
-    pub fn count(&self) -> usize {
-        std::fs::read_dir(&self.dir)
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .ends_with(".eml")
-            })
-            .count()
-    }
-
-    pub fn messages(&self) -> Vec<Received> {
-        let mut names: Vec<_> = std::fs::read_dir(&self.dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(".eml") && !n.starts_with('.'))
-            .collect();
-        names.sort();
-        names
-            .into_iter()
-            .map(|n| {
-                let meta: Value = serde_json::from_slice(
-                    &std::fs::read(self.dir.join(n.replace(".eml", ".json"))).unwrap(),
-                )
-                .unwrap();
-                Received {
-                    rcpt_tos: meta["rcpt_tos"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|v| v.as_str().unwrap().to_owned())
-                        .collect(),
-                    raw: String::from_utf8_lossy(&std::fs::read(self.dir.join(&n)).unwrap())
-                        .into_owned(),
-                }
-            })
-            .collect()
-    }
-
-    /// Waits until at least `n` messages arrived (the bound only stops a hung test).
-    pub async fn wait_for(&self, n: usize, within: Duration) -> Vec<Received> {
-        let deadline = tokio::time::Instant::now() + within;
-        while self.count() < n {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "only {} of {n} emails arrived",
-                self.count()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        self.messages()
+        SmtpServer(SmtpSink::recording_on(port).await)
     }
 }
 
-impl Drop for SmtpServer {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
+impl Deref for SmtpServer {
+    type Target = SmtpSink;
+
+    fn deref(&self) -> &SmtpSink {
+        &self.0
     }
 }
 
@@ -224,8 +180,8 @@ impl Env {
         let queue = format!("herald-test-{id}");
         let templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
         let vars = [
-            ("DATABASE_URL", format!("{PG}/{database}")),
-            ("REDIS_URL", REDIS.to_owned()),
+            ("DATABASE_URL", database_url(&database)),
+            ("REDIS_URL", redis_url()),
             ("SMTP_URL", smtp.url()),
             ("MAIL_FROM", "Herald <herald@example.com>".to_owned()),
             ("HERALD_API_TOKEN", TOKEN.to_owned()),
@@ -267,12 +223,15 @@ impl Env {
     /// Drops the database and the queue's Redis keys.
     pub async fn cleanup(&self) {
         self.cleanup_database().await;
-        let queue = Queue::new(queue::connect(REDIS).await.unwrap(), &self.settings().queue);
+        let queue = Queue::new(
+            queue::connect(&redis_url()).await.unwrap(),
+            &self.settings().queue,
+        );
         queue.delete_all_keys().await.unwrap();
     }
 
     pub async fn cleanup_database(&self) {
-        let admin = Store::connect(&format!("{PG}/postgres"), 1, false)
+        let admin = Store::connect(&database_url("postgres"), 1, false)
             .await
             .unwrap();
         sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -637,5 +596,90 @@ impl Drop for EnvGuard {
                 .block_on(env.cleanup())
         })
         .join();
+    }
+}
+
+#[cfg(test)]
+mod urls {
+    use super::*;
+
+    #[test]
+    fn without_database_url_each_test_database_is_on_the_local_server() {
+        assert_eq!(
+            database_url_from(None, "herald_test_1").unwrap(),
+            "postgres://postgres@127.0.0.1:5432/herald_test_1"
+        );
+    }
+
+    #[test]
+    fn database_url_gives_the_server_user_and_options_and_each_test_its_own_database() {
+        let base = "postgresql://ci:pw@db.internal:6543/herald?sslmode=disable";
+        assert_eq!(
+            database_url_from(Some(base), "herald_test_1").unwrap(),
+            "postgresql://ci:pw@db.internal:6543/herald_test_1?sslmode=disable"
+        );
+        assert_eq!(
+            database_url_from(Some("postgres://ci@db.internal"), "postgres").unwrap(),
+            "postgres://ci@db.internal/postgres"
+        );
+    }
+
+    #[test]
+    fn a_database_url_that_is_not_postgresql_is_refused_without_its_password() {
+        for bad in ["mysql://u:hunter2@h/db", "not a url"] {
+            let e = database_url_from(Some(bad), "x").unwrap_err();
+            assert!(
+                e.starts_with("DATABASE_URL ") && e.contains(LOCAL_PG),
+                "{e}"
+            );
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+    }
+
+    #[test]
+    fn redis_url_is_used_with_its_database_or_database_0() {
+        assert_eq!(redis_url_from(None).unwrap(), "redis://127.0.0.1:6379/0");
+        assert_eq!(
+            redis_url_from(Some("redis://:pw@cache:6380/3")).unwrap(),
+            "redis://:pw@cache:6380/3"
+        );
+        assert_eq!(
+            redis_url_from(Some("redis://cache:6380")).unwrap(),
+            "redis://cache:6380/0"
+        );
+        assert_eq!(
+            redis_url_from(Some("redis+unix:///run/redis.sock?db=2")).unwrap(),
+            "redis+unix:///run/redis.sock?db=2"
+        );
+    }
+
+    #[test]
+    fn redis_databases_11_to_15_and_bad_urls_are_refused() {
+        for db in 11..=15 {
+            let e = redis_url_from(Some(&format!("redis://:hunter2@cache/{db}"))).unwrap_err();
+            assert!(
+                e.contains(&format!("database {db}")) && e.contains("11 to 15"),
+                "{e}"
+            );
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+        let e = redis_url_from(Some("unix:///run/redis.sock?db=12")).unwrap_err();
+        assert!(e.contains("database 12"), "{e}");
+        let e = redis_url_from(Some("redis://cache/zero")).unwrap_err();
+        assert!(e.contains("\"zero\", which is not a number"), "{e}");
+        let e = redis_url_from(Some("127.0.0.1:6379")).unwrap_err();
+        assert!(e.contains("is not a Redis URL"), "{e}");
+    }
+
+    #[test]
+    fn with_password_adds_a_password_and_a_user_when_there_is_none() {
+        assert_eq!(
+            with_password("redis://127.0.0.1:6379/0", "default", "s3cr3t"),
+            "redis://default:s3cr3t@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            with_password("postgres://postgres@h:5432/db", "x", "s3cr3t"),
+            "postgres://postgres:s3cr3t@h:5432/db"
+        );
     }
 }

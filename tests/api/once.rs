@@ -335,7 +335,7 @@ async fn an_undecodable_job_goes_to_the_dead_letter_list_and_the_worker_carries_
     let q = app.env.settings().queue.name;
     let garbage: &[u8] = b"\xff\xfe not a delivery id {";
     let task = ulid();
-    let mut conn = herald::queue::connect(REDIS).await.unwrap();
+    let mut conn = herald::queue::connect(&redis_url()).await.unwrap();
     // The keys apalis-redis writes for a pushed job: data, metadata, then the active list.
     redis::pipe()
         .atomic()

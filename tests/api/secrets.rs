@@ -42,13 +42,10 @@ async fn secrets_stay_out_of_debug_readyz_stats_the_failed_set_and_check() {
     env.set("RESEND_API_KEY", &format!("re_{SECRET}"));
     env.set(
         "DATABASE_URL",
-        &format!("{PG}/{}", env.database).replace("postgres@", &format!("postgres:{SECRET}@")),
+        &with_password(&database_url(&env.database), "postgres", SECRET),
     );
     // Redis's default user takes any password when it has none.
-    env.set(
-        "REDIS_URL",
-        &format!("redis://default:{SECRET}@127.0.0.1:6379/0"),
-    );
+    env.set("REDIS_URL", &with_password(&redis_url(), "default", SECRET));
     env.set(
         "SMTP_URL",
         &format!("smtp://herald:{SECRET}@127.0.0.1:{}?tls=none", smtp.port),
