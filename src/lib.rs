@@ -14,7 +14,8 @@
 //! - [`schedule`]: cron ticks and the planner that turns a tick into deliveries.
 //! - [`queue`]: the apalis-redis queue, the dispatcher that feeds it from PostgreSQL, and its
 //!   housekeeping.
-//! - [`worker`]: `process_one`, the step that renders, sends and records one delivery.
+//! - [`worker`]: `process_job`, the step that claims, renders, sends and records one job's deliveries.
+//! - [`recorder`]: group commit of the outcomes of every worker.
 //! - [`render`]: minijinja templates, checked at start.
 //! - [`mail`]: the providers (Resend, SMTP, file outbox) and one taxonomy for their errors.
 //! - [`gate`]: what providers say, shared through Redis: rate limit, pauses, circuit.

@@ -1,17 +1,19 @@
-//! `process_one`: claim a delivery (with other due ones when the first provider takes batches),
-//! render, send through the providers in order, record every try.
+//! `process_job`: claim the deliveries of one job, render, send through the providers in order,
+//! record every try.
 //!
-//! The apalis job only carries a delivery id; everything else is read from PostgreSQL, so a
-//! duplicate job, a job that survived a crash, or a retry from the failed set all go through the
-//! same claim, and a delivery already sent is never sent again.
+//! An apalis job carries the ids of up to [`crate::queue::JOB_SIZE`] deliveries that fell due
+//! together; everything else is read from PostgreSQL, so a duplicate job, a job that survived a
+//! crash, or a retry from the failed set all go through the same claim, and a delivery already
+//! sent is never sent again. Per job, not per email: one claim statement, one question to the
+//! gate, one ack. The emails of a job go out side by side (at most `mail.pool_size` requests at
+//! once per provider), and each outcome goes to the [`Recorder`] as soon as it is known, which
+//! commits the outcomes of every worker together.
 //!
 //! # Batches
 //!
-//! When the first provider takes batches (Resend, `mail.resend.batch_size` > 1), the claim takes
-//! the job's delivery and up to `batch_size - 1` other queued, due deliveries in one statement,
-//! one claim at a time (an advisory lock), so a burst is cut into full batches: 250 emails of one
-//! tick become requests of 100, 100 and 50. The other deliveries' own jobs then find nothing to
-//! claim. This needs no second queue and keeps the claim the only way into `sending`.
+//! When the first provider takes batches (Resend, `mail.resend.batch_size` > 1), a job holds one
+//! batch's worth of deliveries ([`crate::queue::job_size`]): the dispatcher cuts a burst into
+//! full jobs, so 250 emails of one tick become requests of 100, 100 and 50.
 //!
 //! A batch is the same batch on every retry. Before its request goes out, a new batch's key (its
 //! `Idempotency-Key`) and members are written to PostgreSQL ([`Store::start_batch`]). Until the
@@ -47,9 +49,10 @@
 //!
 //! # Recording
 //!
-//! Each row is recorded on its own, with a few quick retries ([`RECORD_BACKOFF`]); a row that
-//! cannot be recorded does not stop the others. `process_one` fails, naming those rows, only after
-//! trying every one: they stay `sending` until their lease runs out and then go out again.
+//! Each row is handed to the [`Recorder`] once no later provider will take it, with a few quick
+//! retries ([`RECORD_BACKOFF`]); a row that cannot be recorded does not stop the others.
+//! `process_job` fails, naming those rows, only after trying every one: they stay `sending`
+//! until their lease runs out and then go out again. The job is acked in Redis only after.
 
 use std::{
     collections::{BTreeMap, HashSet},

@@ -9,7 +9,7 @@ use herald::{
     kinds::Kind,
     mail::Provider,
     render::Templates,
-    store::{AttemptRecord, NewDelivery, Next, Store},
+    store::{AttemptRecord, NewDelivery, Next, Recording, Store},
     worker::{WorkerDeps, process_job},
 };
 
@@ -186,6 +186,85 @@ async fn a_claim_taken_over_after_its_lease_ran_out_cannot_record() {
     assert!(!store.record(old, &[], &Next::Failed).await.unwrap());
     assert_eq!(status(&store, id).await, "sent");
     assert_eq!(store.attempts(id).await.unwrap().len(), 1);
+    store.pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_commit_writes_each_row_only_under_its_own_claim() {
+    let smtp = SmtpServer::start().await;
+    let env = Env::new(&smtp);
+    let (store, _guard) = bare_store(&env).await;
+    let ids = due_deliveries(
+        &store,
+        &["g0@example.com", "g1@example.com", "g2@example.com"],
+    )
+    .await;
+    let lease = Duration::from_secs(60);
+    let claimed = store
+        .claim_many(&ids, lease, "example.com", Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(claimed.iter().map(|c| c.id).collect::<Vec<_>>(), ids);
+    // A second claim of the same job finds nothing: a duplicate job is harmless.
+    assert!(
+        store
+            .claim_many(&ids, lease, "example.com", Utc::now())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The middle row's lease runs out and another worker takes it over.
+    sqlx::query("UPDATE deliveries SET lease_until = now() - interval '1 second' WHERE id = $1")
+        .bind(ids[1])
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    store
+        .recover(Duration::from_secs(300), Utc::now())
+        .await
+        .unwrap();
+    let retaken = store
+        .claim_many(&ids[1..2], lease, "example.com", Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(retaken.len(), 1);
+
+    let sent = [AttemptRecord {
+        provider: "smtp",
+        outcome: "sent",
+        code: Some(250),
+        error: None,
+    }];
+    let next = Next::Sent {
+        provider: "smtp",
+        provider_id: None,
+    };
+    let group: Vec<Recording> = claimed
+        .iter()
+        .map(|d| Recording::new(d, &sent, &next))
+        .collect();
+    // One write for the three: the taken-over row is skipped, with nothing written for it.
+    assert_eq!(
+        store.record_many(&group).await.unwrap(),
+        [true, false, true]
+    );
+    for (id, expected) in [(ids[0], "sent"), (ids[1], "sending"), (ids[2], "sent")] {
+        assert_eq!(status(&store, id).await, expected, "delivery {id}");
+    }
+    assert_eq!(
+        outcomes(&store.attempts(ids[0]).await.unwrap()),
+        [("smtp", "sent", Some(250))]
+    );
+    assert!(store.attempts(ids[1]).await.unwrap().is_empty());
+    // The new owner records its own.
+    assert_eq!(
+        store
+            .record_many(&[Recording::new(&retaken[0], &sent, &next)])
+            .await
+            .unwrap(),
+        [true]
+    );
+    assert_eq!(status(&store, ids[1]).await, "sent");
     store.pool.close().await;
 }
 
