@@ -62,8 +62,8 @@ impl Size {
             .unwrap_or(600);
         Size {
             emails,
-            concurrency: 32,
-            batch_size: 32,
+            concurrency: 100,
+            batch_size: 4,
             pool_size: 16,
         }
     }
@@ -470,6 +470,13 @@ async fn wait_recorded(store: &Store, ids: &[i64], within: Duration) {
 }
 
 /// Copies among `keys`: the messages beyond the first of each.
+/// The most emails one Herald process holds claimed at once with these settings (SMTP only, so
+/// jobs of [`herald::queue::JOB_SIZE`]).
+fn claimed_at_once(size: &Size) -> u64 {
+    let job = herald::queue::JOB_SIZE;
+    (herald::queue::jobs_at_once(size.concurrency, job) * job) as u64
+}
+
 fn copies(sink: &SmtpSink, keys: &[String]) -> u64 {
     let counts = sink.counts();
     keys.iter()
@@ -728,8 +735,9 @@ async fn herald_survives_sigterm_sigkill_and_redis_and_postgres_restarts_mid_sen
         expected: n,
         arrived_at_event,
         before,
-        // At most the emails in flight at the kill: the workers' slots plus one fetched batch.
-        copy_bound: (size.concurrency + size.batch_size) as u64,
+        // At most the emails claimed and not yet recorded at the kill: those of the jobs the
+        // workers held (fetched jobs not yet claimed are claimed once, after the restart).
+        copy_bound: claimed_at_once(&size),
         ..Default::default()
     });
     wait_arrived(&sink, &store, &keys, n, size.fire_deadline()).await;
@@ -762,8 +770,8 @@ async fn herald_survives_sigterm_sigkill_and_redis_and_postgres_restarts_mid_sen
         arrived_at_event,
         before,
         // Emails sent while PostgreSQL went away cannot be recorded and are sent again: at most
-        // the workers' slots.
-        copy_bound: size.concurrency as u64,
+        // those of the jobs the workers held.
+        copy_bound: claimed_at_once(&size),
         ..Default::default()
     });
     let down_for = Duration::from_secs(2);

@@ -9,6 +9,7 @@
 pub mod error;
 pub mod resend;
 pub mod smtp;
+pub mod smtp_pool;
 
 use std::{
     path::{Path, PathBuf},
@@ -166,13 +167,7 @@ impl Provider {
     pub async fn test_connection(&self) -> anyhow::Result<()> {
         match &self.channel {
             Channel::Resend(r) => r.test_connection().await,
-            Channel::Smtp(t) => {
-                anyhow::ensure!(
-                    t.test_connection().await.map_err(|e| smtp::classify(&e))?,
-                    "the SMTP server did not accept a NOOP"
-                );
-                Ok(())
-            }
+            Channel::Smtp(t) => Ok(t.test_connection().await?),
             Channel::File(_) => Ok(()),
         }
     }

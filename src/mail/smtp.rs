@@ -1,58 +1,31 @@
-//! SMTP through lettre's pooled client, the `.eml` folder, the MIME message both send, and the
-//! sorting of lettre's errors into the taxonomy.
+//! SMTP sends through Herald's pool of lettre connections ([`super::smtp_pool`]), the MIME
+//! message (also what the `.eml` folder holds), and the sorting of lettre's errors into the
+//! taxonomy.
 
 use std::time::Duration;
 
-use anyhow::Context;
-use lettre::{
-    AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
-    message::MultiPart,
-    transport::smtp::{PoolConfig, authentication::Credentials},
-};
+use lettre::{Message, message::MultiPart};
 
 use super::{
     Outgoing, Receipt,
     error::{ErrorClass, SendError, classify_smtp_reply},
 };
-use crate::{
-    config::{SmtpSettings, SmtpTls},
-    domain::Mailbox,
-};
+use crate::{config::SmtpSettings, domain::Mailbox};
 
-pub type Smtp = AsyncSmtpTransport<Tokio1Executor>;
+pub use super::smtp_pool::SmtpPool as Smtp;
 
-/// Builds the pooled SMTP client for these settings.
+/// Builds the SMTP client for these settings: connections kept open, at most `pool_size` idle.
 pub fn build(s: &SmtpSettings, timeout: Duration, pool_size: u32) -> anyhow::Result<Smtp> {
-    let builder = match s.tls {
-        SmtpTls::Implicit => Smtp::relay(&s.host),
-        SmtpTls::StartTls => Smtp::starttls_relay(&s.host),
-        SmtpTls::Opportunistic => {
-            let params = lettre::transport::smtp::client::TlsParameters::new(s.host.clone())?;
-            Ok(Smtp::builder_dangerous(&s.host)
-                .tls(lettre::transport::smtp::client::Tls::Opportunistic(params)))
-        }
-        SmtpTls::None => Ok(Smtp::builder_dangerous(&s.host)),
-    }
-    .with_context(|| format!("cannot set up TLS for SMTP host {}", s.host))?;
-    let mut builder = builder.port(s.port).timeout(Some(timeout)).pool_config(
-        PoolConfig::new()
-            .max_size(pool_size)
-            .idle_timeout(Duration::from_secs(60)),
-    );
-    if let Some((user, pass)) = &s.credentials {
-        builder = builder.credentials(Credentials::new(user.clone(), pass.expose().to_owned()));
-    }
-    Ok(builder.build())
+    Smtp::new(s, timeout, pool_size)
 }
 
 /// Sends one message, waiting at most `timeout` for the server's answer.
 ///
 /// The SMTP transaction runs in a task of its own, so that it always runs to its end even when
 /// the worker that asked for it is cancelled (apalis drops a worker's tasks when it restarts the
-/// worker after a Redis outage). lettre puts a connection back in its pool when the send that
-/// held it is dropped, even in the middle of `DATA`; the next send on that connection then waits
-/// for ever for an answer the server will not give, since lettre's async client bounds only the
-/// connect with `timeout`. A lifecycle test caught exactly that. When the answer is late, the
+/// worker after a Redis outage). A connection dropped in the middle of `DATA` and used again
+/// would wait for ever for an answer the server will not give (lettre's client bounds only the
+/// connect); a lifecycle test caught exactly that with lettre's own pool. When the answer is late, the
 /// worker stops waiting and the outcome is `unknown` (the server may have taken the message),
 /// while the transaction itself finishes, or fails, on its own.
 pub async fn send(
@@ -62,14 +35,16 @@ pub async fn send(
     timeout: Duration,
 ) -> Result<Receipt, SendError> {
     let message = build_message(from, email)?;
-    let transport = t.clone();
-    let transaction = tokio::spawn(async move { transport.send(message).await });
+    let envelope = message.envelope().clone();
+    let bytes = message.formatted();
+    let pool = t.clone();
+    let transaction = tokio::spawn(async move { pool.send(&envelope, &bytes).await });
     match tokio::time::timeout(timeout, transaction).await {
         Ok(Ok(Ok(response))) => Ok(Receipt {
             code: Some(u16::from(response.code())),
             provider_id: None,
         }),
-        Ok(Ok(Err(e))) => Err(classify(&e)),
+        Ok(Ok(Err(e))) => Err(e),
         Ok(Err(e)) => Err(SendError::new(
             ErrorClass::Unknown,
             None,
