@@ -10,6 +10,8 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+#[cfg(test)]
+mod deploy;
 mod environment;
 #[cfg(test)]
 mod inputs;
