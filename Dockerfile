@@ -2,6 +2,7 @@
 #
 #   docker build -t herald .
 #   docker run --rm herald --help
+#   docker run --rm -p 8080:8080 -e DATABASE_URL=... -e REDIS_URL=... -e HERALD_API_TOKEN=... herald
 #
 # ---------------------------------------------------------------------------
 # Builder stage
@@ -42,6 +43,7 @@ RUN mkdir src benches \
 COPY src ./src
 COPY migrations ./migrations
 COPY templates ./templates
+# config/default.toml is compiled in (include_str!).
 COPY config ./config
 RUN find src -name '*.rs' -exec touch {} + \
  && cargo build --release --locked --bin herald \
@@ -71,7 +73,12 @@ RUN mkdir -p /app/outbox && chown herald:herald /app/outbox
 
 COPY --from=builder /build/target/release/herald /usr/local/bin/herald
 COPY --from=builder /build/templates /app/templates
-COPY --from=builder /build/config /app/config
+
+# config/default.toml is compiled into the binary. The image's own settings (listen on every
+# interface, the sender) are in config/docker.toml, read through HERALD_CONFIG;
+# docker-compose.yml mounts the same file at the same path. Environment variables win over it.
+COPY config/docker.toml /etc/herald/herald.toml
+ENV HERALD_CONFIG=/etc/herald/herald.toml
 
 # uid/gid 10001 (created above); use --user 10001:10001 where a numeric id is required.
 # hadolint ignore=DL3066

@@ -5,13 +5,15 @@ use std::{sync::Arc, time::Duration};
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{Path, Query, Request, State},
-    http::{HeaderMap, StatusCode, header},
+    extract::{
+        DefaultBodyLimit, OriginalUri, Path, Query, Request, State,
+        rejection::{BytesRejection, PathRejection},
+    },
+    http::{HeaderMap, Method, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
@@ -19,6 +21,7 @@ use subtle::ConstantTimeEq;
 use crate::{
     config::{Secret, Settings},
     gate::Gate,
+    input::{self, FailedFilter, NotRetried, Since},
     mail::Provider,
     queue::{Dispatcher, Queue},
     schedule::{PlanError, PlanOptions, plan},
@@ -45,7 +48,16 @@ pub struct AppState {
     pub metrics: crate::metrics::Metrics,
 }
 
-/// The whole router; tests drive it with `oneshot` or through a real socket.
+/// The largest request body the API reads: a trigger's body is a small JSON object.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// What the server answers, for the 404 of a path it does not know.
+const ROUTES: &str = "GET /healthz, GET /readyz, GET /metrics, POST /api/schedules/{name}/trigger, \
+GET /api/stats, GET /api/failed, GET /api/failed/{id}, POST /api/failed/{id}/retry, and the \
+dashboard under /ui";
+
+/// The whole router; tests drive it with `oneshot` or through a real socket. Every error it
+/// answers outside the dashboard is JSON: `{"error": "…"}`.
 pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .route("/schedules/{name}/trigger", post(trigger))
@@ -53,7 +65,8 @@ pub fn app(state: AppState) -> Router {
         .route("/failed", get(failed_list))
         .route("/failed/{id}", get(failed_show))
         .route("/failed/{id}/retry", post(failed_retry))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -62,8 +75,25 @@ pub fn app(state: AppState) -> Router {
             get(metrics).route_layer(middleware::from_fn_with_state(state.clone(), metrics_token)),
         )
         .nest("/api", api)
+        // Set on the routes above only: the dashboard answers its own errors, as pages.
+        .method_not_allowed_fallback(method_not_allowed)
         .nest("/ui", crate::ui::router(state.clone()))
+        .fallback(not_found)
         .with_state(state)
+}
+
+async fn not_found(OriginalUri(uri): OriginalUri) -> ApiError {
+    ApiError::NotFound(format!(
+        "there is nothing at {}; Herald answers {ROUTES}",
+        uri.path()
+    ))
+}
+
+async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
+    ApiError::MethodNotAllowed(format!(
+        "{method} is not allowed on {}; the Allow header lists what is",
+        uri.path()
+    ))
 }
 
 /// One error type for every route: a clear 4xx for bad input, an opaque 500 with the cause logged.
@@ -77,8 +107,21 @@ pub enum ApiError {
     Closed,
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error(
+        "the body is larger than the API reads ({BODY_LIMIT} bytes); send a small JSON object like {{\"dry_run\": true}}"
+    )]
+    TooLarge,
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    /// A value the operator gave for `name` that [`crate::input`] refused.
+    fn invalid(name: &str, message: String) -> ApiError {
+        ApiError::BadRequest(format!("invalid value for {name:?}: {message}"))
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -88,6 +131,8 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Closed => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(e) => {
                 tracing::error!(error = crate::telemetry::chain(e), "request failed");
                 return (
@@ -113,6 +158,31 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+impl From<BytesRejection> for ApiError {
+    fn from(e: BytesRejection) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge
+        } else {
+            ApiError::BadRequest(format!("cannot read the body: {}", e.body_text()))
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        ApiError::BadRequest(format!("cannot read the path: {}", e.body_text()))
+    }
+}
+
+impl From<NotRetried> for ApiError {
+    fn from(e: NotRetried) -> Self {
+        match e {
+            NotRetried::Unknown(m) => ApiError::NotFound(m),
+            NotRetried::NotFailed(m) => ApiError::BadRequest(m),
+        }
+    }
+}
+
 async fn require_token(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -129,13 +199,15 @@ async fn require_token(
     }
 }
 
-/// Whether the request carries `Authorization: Bearer <expected>`.
+/// Whether the request carries `Authorization: Bearer <expected>`; the scheme's name is
+/// matched in any case, as HTTP asks (RFC 9110, section 11.1).
 fn bearer_matches(headers: &HeaderMap, expected: &str) -> bool {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, token)| token.trim_start_matches(' '));
     // Constant time, so the comparison does not leak how much of a guess was right.
     bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
 }
@@ -299,7 +371,8 @@ struct TriggerBody {
     user_id: Option<serde_json::Value>,
     #[serde(default)]
     dry_run: bool,
-    at: Option<DateTime<Utc>>,
+    /// An instant with its offset, read by [`input::instant`].
+    at: Option<String>,
     /// List the new deliveries' ids (always listed for one user).
     #[serde(default)]
     ids: bool,
@@ -307,15 +380,15 @@ struct TriggerBody {
 
 async fn trigger(
     State(state): State<AppState>,
-    Path(name): Path<String>,
-    body: Bytes,
+    name: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let schedule = state.settings.schedule(&name).ok_or_else(|| {
-        ApiError::NotFound(format!(
-            "no schedule named {name:?}; the schedules are {}",
-            crate::kinds::Kind::names()
-        ))
-    })?;
+    let Path(name) = name?;
+    let body = body?;
+    let schedule = state
+        .settings
+        .schedule(&name)
+        .ok_or_else(|| ApiError::NotFound(input::no_schedule(&name)))?;
     let body: TriggerBody = if body.iter().all(u8::is_ascii_whitespace) {
         TriggerBody::default()
     } else {
@@ -333,9 +406,12 @@ async fn trigger(
             ))
         })?),
     };
+    let at = match body.at {
+        Some(text) => input::instant(&text).map_err(|e| ApiError::invalid("at", e))?,
+        None => state.clock.now(),
+    };
     let opts = PlanOptions {
-        at: crate::schedule::check_at(body.at.unwrap_or_else(|| state.clock.now()))
-            .map_err(ApiError::BadRequest)?,
+        at: crate::schedule::check_at(at).map_err(ApiError::BadRequest)?,
         user_id,
         dry_run: body.dry_run,
         ids: body.ids,
@@ -361,12 +437,45 @@ async fn trigger(
     Ok((StatusCode::ACCEPTED, Json(report)).into_response())
 }
 
+/// `?kind=&since=&limit=`, each read by [`crate::input`] as `herald failed list` reads it.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FailedQuery {
     kind: Option<String>,
-    since: Option<DateTime<Utc>>,
-    limit: Option<i64>,
+    since: Option<String>,
+    limit: Option<String>,
+}
+
+impl FailedQuery {
+    fn filter(self) -> Result<FailedFilter, ApiError> {
+        let since = self.since.as_deref().map(|text| {
+            Since::parse(text).map_err(|e| {
+                // A `+` left bare in a query string arrives as a space.
+                let hint = if text.contains(' ') {
+                    "; in a query string, write the + of an offset as %2B"
+                } else {
+                    ""
+                };
+                ApiError::invalid("since", format!("{e}{hint}"))
+            })
+        });
+        Ok(FailedFilter {
+            kind: self
+                .kind
+                .as_deref()
+                .map(input::kind)
+                .transpose()
+                .map_err(|e| ApiError::invalid("kind", e))?,
+            since: since.transpose()?,
+            limit: self
+                .limit
+                .as_deref()
+                .map(input::limit)
+                .transpose()
+                .map_err(|e| ApiError::invalid("limit", e))?
+                .unwrap_or(input::DEFAULT_LIMIT),
+        })
+    }
 }
 
 async fn failed_list(
@@ -375,51 +484,43 @@ async fn failed_list(
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| {
         ApiError::BadRequest(format!(
-            "{e}; use ?kind=task_reminders&since=2026-11-01T00:00:00Z&limit=100"
+            "{}; use ?kind=task_reminders&since=24h&limit=100",
+            e.body_text()
         ))
     })?;
-    let rows = state
-        .store
-        .failed(
-            q.kind.as_deref(),
-            q.since,
-            q.limit.unwrap_or(100).clamp(1, 10_000),
-        )
-        .await?;
+    let filter = q.filter()?;
+    let rows = filter.fetch(&state.store, state.clock.now()).await?;
     Ok(Json(json!({ "failed": rows })).into_response())
 }
 
 async fn failed_show(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(id) = id?;
     let id = parse_id(&id)?;
     let delivery = state
         .store
         .delivery(id)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no delivery {id}")))?;
+        .ok_or_else(|| ApiError::NotFound(input::no_delivery(id)))?;
     let attempts = state.store.attempts(id).await?;
     Ok(Json(json!({ "delivery": delivery, "attempts": attempts })).into_response())
 }
 
 async fn failed_retry(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(id) = id?;
     let id = parse_id(&id)?;
     let retried = state
         .store
         .retry_failed(Some(&[id]), state.clock.now())
         .await?;
     if retried.is_empty() {
-        return Err(match state.store.delivery(id).await? {
-            None => ApiError::NotFound(format!("no delivery {id}")),
-            Some(d) => ApiError::BadRequest(format!(
-                "delivery {id} is {}, not failed; only failed deliveries can be retried",
-                d.status
-            )),
-        });
+        let found = state.store.delivery(id).await?;
+        return Err(NotRetried::explain(id, found.as_ref()).into());
     }
     state.dispatcher.nudge();
     Ok((StatusCode::ACCEPTED, Json(json!({ "retried": retried }))).into_response())
@@ -459,6 +560,7 @@ mod props {
             let body = format!("{{\"user_id\": {user_id}, \"at\": {at:?}, \"dry_run\": true{extra}}}");
             if let Ok(b) = serde_json::from_slice::<TriggerBody>(body.as_bytes())
                 && let Some(at) = b.at
+                && let Ok(at) = input::instant(&at)
             {
                 let _ = crate::schedule::check_at(at);
             }
@@ -466,8 +568,11 @@ mod props {
 
         #[test]
         fn any_failed_list_query_parses_or_is_refused(query in "[a-z=&%0-9:+.TZ_-]{0,80}") {
-            if let Ok(uri) = format!("/api/failed?{query}").parse::<Uri>() {
-                let _ = Query::<FailedQuery>::try_from_uri(&uri);
+            if let Ok(uri) = format!("/api/failed?{query}").parse::<Uri>()
+                && let Ok(Query(q)) = Query::<FailedQuery>::try_from_uri(&uri)
+                && let Ok(FailedFilter { since: Some(since), .. }) = q.filter()
+            {
+                let _ = since.resolve(chrono::Utc::now());
             }
         }
     }

@@ -21,7 +21,8 @@
 //! - [`gate`]: what providers say, shared through Redis: rate limit, pauses, circuit.
 //! - [`retention`]: deletes finished deliveries once they are older than `retention.*`.
 //! - [`http`]: the axum routes, bearer auth and API errors; [`ui`]: the operator's dashboard at
-//!   `/ui`, behind the same token.
+//!   `/ui`, behind the same token; [`input`]: what the CLI and the API both take from an
+//!   operator (kinds, instants, ages, limits), read one way for both.
 //! - [`health`]: what is up and down, logged once per change; [`supervisor`]: restarts a
 //!   background part that ends or panics.
 //! - [`startup`]: `Application::build` / `run_until_stopped`, used by `herald run` and tests.
@@ -45,6 +46,7 @@ pub mod domain;
 pub mod gate;
 pub mod health;
 pub mod http;
+pub mod input;
 pub mod kinds;
 pub mod mail;
 pub mod metrics;

@@ -1,10 +1,10 @@
-//! `herald seed`: realistic demo users, tasks and focus sessions across many time zones.
+//! `herald seed`: realistic demo users, tasks and focus sessions across many time zones, and `--reset` to remove them.
 
 use anyhow::Context;
 use chrono::{DateTime, Duration, Utc};
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
 
-use crate::store::{NewTask, NewUser, Store};
+use crate::store::{NewTask, NewUser, RemovedUsers, Store};
 
 /// 40 zones, including the unusual ones: :30 and :45 offsets, UTC+14 and UTC−12, both
 /// hemispheres' DST.
@@ -87,6 +87,24 @@ const TASKS: [&str; 12] = [
 /// Users written per round trip.
 const CHUNK: usize = 5000;
 
+/// The addresses seeded users get, as a PostgreSQL regular expression: `user<N>@example.com`
+/// (example.com is reserved for examples, so no real user has one).
+pub const SEEDED_EMAILS: &str = r"^user[0-9]+@example\.com$";
+
+/// The address of the seeded user numbered `index`; [`SEEDED_EMAILS`] matches it.
+fn email(index: i64) -> String {
+    format!("user{index}@example.com")
+}
+
+/// Deletes every seeded user (see [`SEEDED_EMAILS`]) with their tasks, focus sessions,
+/// opt-outs and deliveries, in one transaction; users with other addresses stay.
+pub async fn reset(store: &Store) -> anyhow::Result<RemovedUsers> {
+    store
+        .delete_users_matching(SEEDED_EMAILS)
+        .await
+        .context("cannot delete the seeded users")
+}
+
 #[derive(Debug, Default)]
 pub struct SeedReport {
     pub users: usize,
@@ -117,7 +135,7 @@ pub async fn seed(
                     LAST.choose(&mut rng).expect("non-empty")
                 );
                 NewUser {
-                    email: format!("user{index}@example.com"),
+                    email: email(index),
                     display_name: name,
                     timezone: ZONES[index as usize % ZONES.len()].to_owned(),
                 }

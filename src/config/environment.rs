@@ -23,7 +23,7 @@ impl fmt::Display for Environment {
     }
 }
 
-/// Reads `environment` and, in production, refuses the `file` provider.
+/// Reads `environment` (`HERALD_ENV`) and, in production, refuses the `file` provider.
 pub(super) fn check(
     text: &str,
     providers: &[ProviderSettings],
@@ -34,7 +34,7 @@ pub(super) fn check(
         "production" => Environment::Production,
         other => {
             p(
-                "environment (HERALD_ENV)",
+                "environment",
                 format!("{other:?} is not an environment; use \"development\" or \"production\""),
             );
             return Environment::Development;

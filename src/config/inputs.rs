@@ -142,7 +142,7 @@ fn a_spread_wider_than_a_day_is_refused() {
     )];
     let err = Settings::load_from(None, &vars).unwrap_err().to_string();
     assert!(
-        err.contains("schedules.task_reminders.spread: is 500000000000years"),
+        err.contains("schedules.task_reminders.spread (HERALD__SCHEDULES__TASK_REMINDERS__SPREAD): is 500000000000years"),
         "{err}"
     );
     assert!(err.contains("at most 1 day"), "{err}");

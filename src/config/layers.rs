@@ -1,12 +1,11 @@
 //! The layers and how they merge: each kind's schedule, the built-in defaults, a TOML file,
-//! environment variables.
+//! environment variables; and which input set each value.
 
+use super::problems::{Origins, Problems};
 use crate::kinds::Kind;
 
 /// The defaults, compiled in so the binary runs from any directory.
 pub const DEFAULTS: &str = include_str!("../../config/default.toml");
-
-pub(super) const DEFAULTS_NAME: &str = "config/default.toml";
 
 /// Environment variables with a well-known name, and the key each one sets.
 pub(super) const ENV_ALIASES: &[(&str, &str)] = &[
@@ -20,8 +19,100 @@ pub(super) const ENV_ALIASES: &[(&str, &str)] = &[
     ("HERALD_ENV", "environment"),
 ];
 
+/// Every layer merged, and what each value's input was.
+pub(super) struct Layers {
+    /// The two lowest layers (each kind's schedule, then `config/default.toml`): what a value
+    /// that cannot be read goes back to, so that the rest can still be checked.
+    pub base: toml::Table,
+    /// Every layer, later ones winning.
+    pub merged: toml::Table,
+    pub origins: Origins,
+}
+
+/// Merges the layers. A file that cannot be read or a variable that names no key is reported
+/// and left out; the other layers are still read.
+pub(super) fn read(
+    file: Option<&str>,
+    env: &[(String, String)],
+    problems: &mut Problems,
+) -> Layers {
+    let mut base = kind_schedules();
+    let defaults: toml::Table = DEFAULTS
+        .parse()
+        .expect("config/default.toml is valid TOML (the config tests load it)");
+    merge(&mut base, defaults);
+    let mut merged = base.clone();
+    let mut origins = Origins::default();
+    if let Some(path) = file {
+        match read_file(path) {
+            Ok(table) => {
+                record(&mut origins, "", &table, &format!("in {path}"));
+                merge(&mut merged, table);
+            }
+            Err(message) => problems.input(&format!("HERALD_CONFIG={path}"), message),
+        }
+    }
+    for (name, value) in env {
+        let Some((key, value)) = env_setting(name, value) else {
+            continue;
+        };
+        match set_path(&mut merged, &key, value) {
+            Ok(()) => origins.set(&key, name.as_str()),
+            Err(m) => problems.input(
+                name,
+                format!("sets {key:?}, but {m}; name a key of config/default.toml, as HERALD__SECTION__KEY"),
+            ),
+        }
+    }
+    Layers {
+        base,
+        merged,
+        origins,
+    }
+}
+
+/// The file named by `HERALD_CONFIG`, as TOML. A syntax error names its line, without quoting
+/// it: the line may hold a password.
+fn read_file(path: &str) -> Result<toml::Table, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the file ({e}); fix the path or unset HERALD_CONFIG"))?;
+    text.parse().map_err(|e: toml::de::Error| {
+        let start = e.span().map_or(0, |span| span.start);
+        let line = text[..start.min(text.len())].matches('\n').count() + 1;
+        format!(
+            "is not valid TOML at line {line}: {}; fix the file or unset HERALD_CONFIG",
+            e.message().trim_end()
+        )
+    })
+}
+
+/// Notes `input` as the origin of every value in `table` (a section's keys, not the section).
+fn record(origins: &mut Origins, prefix: &str, table: &toml::Table, input: &str) {
+    for (key, value) in table {
+        let path = format!("{prefix}{key}");
+        match value {
+            toml::Value::Table(inner) => record(origins, &format!("{path}."), inner, input),
+            _ => origins.set(&path, input),
+        }
+    }
+}
+
+/// The key an environment variable sets, and its value; `None` for a variable Herald does not
+/// read.
+fn env_setting(name: &str, value: &str) -> Option<(String, toml::Value)> {
+    // The well-known names all hold strings: a token of digits stays a string.
+    if let Some((_, key)) = ENV_ALIASES.iter().find(|(n, _)| *n == name) {
+        return Some((key.to_string(), toml::Value::String(value.to_owned())));
+    }
+    let rest = name.strip_prefix("HERALD__")?;
+    Some((
+        rest.to_ascii_lowercase().replace("__", "."),
+        env_value(value),
+    ))
+}
+
 /// The lowest layer: `[schedules.<kind>]` with the cron and zone each kind fires at by default.
-pub(super) fn kind_schedules() -> toml::Table {
+fn kind_schedules() -> toml::Table {
     let mut table = toml::Table::new();
     for kind in Kind::all() {
         let default = kind.schedule();
@@ -37,7 +128,7 @@ pub(super) fn kind_schedules() -> toml::Table {
     table
 }
 
-pub(super) fn merge(base: &mut toml::Table, over: toml::Table) {
+fn merge(base: &mut toml::Table, over: toml::Table) {
     for (k, v) in over {
         match (base.get_mut(&k), v) {
             (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
@@ -71,7 +162,7 @@ pub(super) fn set_path(
 }
 
 /// An environment value is TOML when it parses as one (numbers, booleans, arrays), else a string.
-pub(super) fn env_value(raw: &str) -> toml::Value {
+fn env_value(raw: &str) -> toml::Value {
     match format!("v = {raw}").parse::<toml::Table>() {
         Ok(mut t) if !raw.trim().is_empty() => t
             .remove("v")

@@ -187,14 +187,15 @@ mod tests {
             ("RESEND_API_KEY", format!("re_{SECRET}")),
             ("HERALD_API_TOKEN", format!("{SECRET}-0123456789")),
         ]);
-        let raw = super::super::RawSettings::load_from(None, &vars).unwrap();
+        let (raw, problems) = super::super::read(None, &vars);
+        let raw = raw.unwrap();
         let text = format!("{raw:?}");
         assert!(!text.contains(SECRET), "{text}");
         assert!(
             text.contains("postgres://herald:***@db:5432/herald"),
             "{text}"
         );
-        let settings = raw.validate().unwrap();
+        let settings = raw.validate(problems).unwrap();
         let text = format!("{settings:?} {settings:#?}");
         assert!(!text.contains(SECRET), "{text}");
         assert!(text.contains("redis://default:***@redis:6379/0"), "{text}");

@@ -25,6 +25,7 @@ mod users;
 
 pub use gauges::DeliveryGauges;
 pub use retention::{Cutoffs, Deleted};
+pub use users::RemovedUsers;
 
 /// The embedded migrations in `migrations/`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

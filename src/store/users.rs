@@ -168,4 +168,92 @@ impl Store {
             .fetch_one(&self.pool)
             .await
     }
+
+    pub async fn count_users(&self) -> sqlx::Result<i64> {
+        sqlx::query_scalar("SELECT count(*) FROM users")
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// Deletes the users whose email matches the regular expression `pattern`, and all that is
+    /// theirs, in one transaction; returns how many rows of each table went. The users and
+    /// their deliveries are locked first, so nothing new of theirs slips in between a count and
+    /// its delete.
+    pub async fn delete_users_matching(&self, pattern: &str) -> sqlx::Result<RemovedUsers> {
+        let mut tx = self.pool.begin().await?;
+        let users: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM users WHERE email ~ $1 ORDER BY id FOR UPDATE")
+                .bind(pattern)
+                .fetch_all(&mut *tx)
+                .await?;
+        let deliveries: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM deliveries WHERE user_id = ANY($1) ORDER BY id FOR UPDATE",
+        )
+        .bind(&users)
+        .fetch_all(&mut *tx)
+        .await?;
+        let attempts = delete_any(&mut tx, "delivery_attempts", "delivery_id", &deliveries).await?;
+        let batch_keys: Vec<Option<String>> =
+            sqlx::query_scalar("DELETE FROM deliveries WHERE id = ANY($1) RETURNING batch_key")
+                .bind(&deliveries)
+                .fetch_all(&mut *tx)
+                .await?;
+        // A batch record goes with its last member, as when a batch ends.
+        let batches = sqlx::query(
+            "DELETE FROM batches b WHERE b.key = ANY($1)
+             AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.batch_key = b.key)",
+        )
+        .bind(
+            batch_keys
+                .iter()
+                .flatten()
+                .cloned()
+                .collect::<Vec<String>>(),
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let tasks = delete_any(&mut tx, "tasks", "owner_id", &users).await?;
+        let focus_sessions = delete_any(&mut tx, "focus_sessions", "owner_id", &users).await?;
+        let opt_outs = delete_any(&mut tx, "email_opt_outs", "user_id", &users).await?;
+        let removed = RemovedUsers {
+            users: delete_any(&mut tx, "users", "id", &users).await?,
+            tasks,
+            focus_sessions,
+            opt_outs,
+            deliveries: batch_keys.len() as u64,
+            attempts,
+            batches,
+        };
+        tx.commit().await?;
+        Ok(removed)
+    }
+}
+
+/// Deletes the rows of `table` whose `column` is one of `ids`; returns how many.
+async fn delete_any(
+    tx: &mut sqlx::PgConnection,
+    table: &str,
+    column: &str,
+    ids: &[i64],
+) -> sqlx::Result<u64> {
+    Ok(sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM {table} WHERE {column} = ANY($1)"
+    )))
+    .bind(ids)
+    .execute(tx)
+    .await?
+    .rows_affected())
+}
+
+/// What [`Store::delete_users_matching`] deleted, table by table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RemovedUsers {
+    pub users: u64,
+    pub tasks: u64,
+    pub focus_sessions: u64,
+    pub opt_outs: u64,
+    pub deliveries: u64,
+    pub attempts: u64,
+    pub batches: u64,
 }

@@ -1,5 +1,6 @@
 //! Black-box tests: the real app against a real PostgreSQL, Redis and SMTP server.
 
+mod agree;
 mod auth;
 mod daemon;
 mod delivery;
@@ -17,5 +18,6 @@ mod resend;
 mod resend_stub;
 mod resilience;
 mod secrets;
+mod seed;
 mod startup;
 mod triggers;

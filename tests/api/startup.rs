@@ -119,12 +119,12 @@ async fn herald_check_lists_every_problem_with_its_fix() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());
     assert!(
-        stdout.contains("schedules.weekly_report.cron: \"0 17 * * Sun\" has 5 fields; expected 6 (seconds first), e.g. \"0 0 17 * * Sun\""),
+        stdout.contains("schedules.weekly_report.cron (HERALD__SCHEDULES__WEEKLY_REPORT__CRON): \"0 17 * * Sun\" has 5 fields; expected 6 (seconds first), e.g. \"0 0 17 * * Sun\""),
         "{stdout}"
     );
     assert!(
         stdout.contains(
-            "schedules.task_reminders.timezone: \"Europe/Pariss\" is not an IANA time zone"
+            "schedules.task_reminders.timezone (HERALD__SCHEDULES__TASK_REMINDERS__TIMEZONE): \"Europe/Pariss\" is not an IANA time zone"
         ),
         "{stdout}"
     );

@@ -1,0 +1,103 @@
+//! `herald check`: validate the configuration, templates and connections, naming the fix for each problem.
+
+use std::{process::ExitCode, time::Duration};
+
+use crate::{
+    config::Settings,
+    gate::State,
+    mail::Provider,
+    queue::{self, Queue},
+    render::Templates,
+    store::Store,
+};
+
+/// `herald check`: every problem, each with where it is and what to do.
+pub async fn check() -> anyhow::Result<ExitCode> {
+    let mut ok = true;
+    let mut report = |name: &str, result: anyhow::Result<()>| match result {
+        Ok(()) => println!("ok    {name}"),
+        Err(e) => {
+            ok = false;
+            println!("FAIL  {name}: {}", crate::telemetry::chain(&e));
+        }
+    };
+    let settings = match Settings::load() {
+        Ok(s) => {
+            report("configuration", Ok(()));
+            s
+        }
+        Err(e) => {
+            report("configuration", Err(anyhow::anyhow!("{e}")));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    report(
+        "templates",
+        Templates::load(&settings.templates_dir, &crate::kinds::samples())
+            .map(|_| ())
+            .map_err(Into::into),
+    );
+    let pg = async {
+        let store = Store::connect(&settings.database_url, 1, false).await?;
+        store.ping().await
+    };
+    report("postgresql", timeout(pg).await);
+    let redis = async {
+        Queue::new(queue::connect(&settings.redis_url).await?, &settings.queue)
+            .ping()
+            .await
+            .map_err(Into::into)
+    };
+    report("redis", timeout(redis).await);
+    for s in &settings.mail.providers {
+        let p = match Provider::build(s, &settings.mail) {
+            Ok(p) => p,
+            Err(e) => {
+                report(&format!("mail provider {} ({s})", s.name()), Err(e));
+                continue;
+            }
+        };
+        report(
+            &format!("mail provider {} ({s})", p.name()),
+            timeout(p.test_connection()).await,
+        );
+        // What the workers found out: a pause for a configuration problem names the fix.
+        let state = async {
+            let redis = queue::connect(&settings.redis_url).await?;
+            crate::startup::gate(redis, &settings).state(&p).await
+        };
+        match timeout(state).await {
+            Ok(State::Ok) => {}
+            Ok(s) if s.needs_operator() => {
+                report(
+                    &format!("mail provider {} (as the workers found it)", p.name()),
+                    Err(anyhow::anyhow!("{}", s.describe())),
+                );
+            }
+            Ok(s) => println!("note  mail provider {}: {}", p.name(), s.describe()),
+            Err(e) => println!(
+                "note  mail provider {}: state unknown: {}",
+                p.name(),
+                crate::telemetry::chain(&e)
+            ),
+        }
+    }
+    if let Some(warning) = settings.mail.outbox_warning() {
+        println!("warn  {warning}");
+    }
+    if settings.api_token.is_none() {
+        println!("note  http.api_token is empty: /api answers 403 until HERALD_API_TOKEN is set");
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `f`'s answer, or an error if it gives none within 10 s.
+async fn timeout<T>(f: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::time::timeout(Duration::from_secs(10), f)
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within 10 s")))
+}

@@ -1,0 +1,28 @@
+//! Checks `[mail]`: the sender and the timeouts here, the providers in `config/mail.rs`.
+
+use super::{
+    super::{MailSettings, RawMail, mail::providers},
+    Problems, duration,
+};
+use crate::domain::Mailbox;
+
+pub(super) fn check(m: &RawMail, p: &mut Problems) -> MailSettings {
+    let from = Mailbox::parse(&m.from).unwrap_or_else(|e| {
+        p.key(
+            "mail.from",
+            format!("{e}; write it as \"Name <sender@example.com>\" or \"sender@example.com\""),
+        );
+        Mailbox::parse("herald@localhost").expect("a valid fallback")
+    });
+    let providers = providers(m, &mut p.pusher());
+    MailSettings {
+        from,
+        providers,
+        timeout: duration("mail.timeout", &m.timeout, p).unwrap_or_default(),
+        pool_size: m.pool_size.max(1),
+        configuration_pause: duration("mail.configuration_pause", &m.configuration_pause, p)
+            .unwrap_or_default(),
+        probe_interval: duration("mail.probe_interval", &m.probe_interval, p).unwrap_or_default(),
+        throttle_pause: duration("mail.throttle_pause", &m.throttle_pause, p).unwrap_or_default(),
+    }
+}

@@ -1,0 +1,91 @@
+//! The settings as written ([`RawSettings`]) and their checks, one module per section; each
+//! check pushes what it finds into the shared [`Problems`].
+
+use serde::Deserialize;
+
+use super::{
+    RawMail, Settings, environment, parse_duration,
+    problems::{ConfigError, Problems},
+};
+
+pub mod daemon;
+pub mod http;
+pub mod mail;
+pub mod queue;
+pub mod retention;
+pub mod schedules;
+pub mod stores;
+
+use daemon::{RawPlanner, RawShutdown, RawTemplates, RawUi};
+use http::RawHttp;
+use queue::RawQueue;
+use retention::RawRetention;
+use schedules::RawSchedules;
+use stores::{RawDatabase, RawRedis};
+
+/// The settings as written: durations and addresses are still strings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSettings {
+    /// "development" or "production" (HERALD_ENV).
+    pub environment: String,
+    pub database: RawDatabase,
+    pub redis: RawRedis,
+    pub queue: RawQueue,
+    pub mail: RawMail,
+    pub templates: RawTemplates,
+    pub http: RawHttp,
+    pub shutdown: RawShutdown,
+    pub planner: RawPlanner,
+    pub retention: RawRetention,
+    pub ui: RawUi,
+    pub schedules: RawSchedules,
+}
+
+impl RawSettings {
+    /// Checks every section and converts it; with any problem, here or found before (in
+    /// `problems`), the error lists them all.
+    pub(super) fn validate(self, mut problems: Problems) -> Result<Settings, ConfigError> {
+        let p = &mut problems;
+        let (database_url, database_max_connections) = stores::database(&self.database, p);
+        let redis_url = stores::redis(&self.redis, p);
+        let queue = queue::check(&self.queue, p);
+        let mail = mail::check(&self.mail, p);
+        queue::check_lease(
+            parse_duration(&self.queue.lease).ok(),
+            parse_duration(&self.mail.timeout).ok(),
+            p,
+        );
+        let environment = environment::check(&self.environment, &mail.providers, &mut p.pusher());
+        let (http_addr, api_token) = http::check(&self.http, p);
+        let retention = retention::check(&self.retention, p);
+        let schedules = schedules::check(&self.schedules, &retention, p);
+        let shutdown_grace = daemon::shutdown_grace(&self.shutdown, p);
+        let planner_tick = daemon::planner_tick(&self.planner, p);
+        let ui_retry_per_second = daemon::ui_retry_per_second(&self.ui, p);
+        problems.or(Settings {
+            environment,
+            database_url,
+            database_max_connections,
+            redis_url,
+            queue,
+            mail,
+            templates_dir: self.templates.dir.into(),
+            http_addr,
+            api_token,
+            shutdown_grace,
+            planner_tick,
+            retention,
+            ui_retry_per_second,
+            schedules,
+        })
+    }
+}
+
+/// Reads a duration, reporting a bad one under `key`: `None` then, and the checks of its value
+/// are skipped (the settings are not used when there is a problem).
+fn duration(key: &str, text: &str, problems: &mut Problems) -> Option<std::time::Duration> {
+    parse_duration(text)
+        .map_err(|message| problems.key(key, message))
+        .ok()
+}

@@ -1,0 +1,217 @@
+//! `[schedules]`: one section per kind of email, named after it, and the switch for all.
+
+use std::{collections::BTreeMap, fmt, str::FromStr, time::Duration};
+
+use chrono_tz::Tz;
+use serde::Deserialize;
+
+use super::{Problems, duration, retention::RetentionSettings};
+use crate::{domain, kinds::Kind};
+
+/// `[schedules]` as written.
+#[derive(Debug, Clone)]
+pub struct RawSchedules {
+    /// Whether a schedule runs when its own section does not say: `false` switches every
+    /// schedule off but those set `enabled = true` (tests and benchmarks do so).
+    pub enabled: bool,
+    pub each: BTreeMap<String, RawSchedule>,
+}
+
+// By hand rather than `#[serde(flatten)]`, which loses the path of an error inside a section.
+impl<'de> Deserialize<'de> for RawSchedules {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawSchedules;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("`enabled` and one section per schedule")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawSchedules, A::Error> {
+                let mut schedules = RawSchedules {
+                    enabled: true,
+                    each: BTreeMap::new(),
+                };
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "enabled" {
+                        schedules.enabled = map.next_value()?;
+                    } else {
+                        schedules.each.insert(key, map.next_value()?);
+                    }
+                }
+                Ok(schedules)
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSchedule {
+    /// The kind's own default unless overridden.
+    #[serde(default)]
+    pub cron: String,
+    /// An IANA zone, or "recipient": each user at the cron's time in their own zone.
+    #[serde(default = "recipient")]
+    pub timezone: String,
+    /// The zone for users whose stored zone is not a zone.
+    #[serde(default = "utc")]
+    pub fallback_timezone: String,
+    /// How late a missed fire may still be sent after a restart; "0s" sends none late.
+    #[serde(default = "one_hour")]
+    pub catch_up: String,
+    /// Staggers each user's send inside this window after the fire time; "0s" sends at once.
+    #[serde(default = "zero")]
+    pub spread: String,
+    /// `None`: as `schedules.enabled` says.
+    pub enabled: Option<bool>,
+}
+
+fn recipient() -> String {
+    "recipient".to_owned()
+}
+fn utc() -> String {
+    "UTC".to_owned()
+}
+fn one_hour() -> String {
+    "1h".to_owned()
+}
+fn zero() -> String {
+    "0s".to_owned()
+}
+
+/// Whose clock a schedule follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZoneMode {
+    /// The whole schedule fires at the cron's time in this zone.
+    Fixed(Tz),
+    /// Each user gets the email at the cron's time in their own zone.
+    Recipient,
+}
+
+impl fmt::Display for ZoneMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ZoneMode::Fixed(tz) => f.write_str(tz.name()),
+            ZoneMode::Recipient => f.write_str("recipient"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ScheduleSettings {
+    pub name: String,
+    pub kind: Kind,
+    pub cron_expr: String,
+    pub cron: cron::Schedule,
+    pub zone: ZoneMode,
+    pub fallback_timezone: Tz,
+    pub catch_up: Duration,
+    pub spread: Duration,
+    pub enabled: bool,
+}
+
+/// Every schedule, each checked in full: a bad cron does not hide a bad zone.
+pub(super) fn check(
+    raw: &RawSchedules,
+    retention: &RetentionSettings,
+    p: &mut Problems,
+) -> Vec<ScheduleSettings> {
+    raw.each
+        .iter()
+        .filter_map(|(name, schedule)| {
+            let enabled = schedule.enabled.unwrap_or(raw.enabled);
+            one(name, schedule, enabled, retention, p)
+        })
+        .collect()
+}
+
+/// One schedule; `None` when any of its values is wrong (each one reported).
+fn one(
+    name: &str,
+    raw: &RawSchedule,
+    enabled: bool,
+    retention: &RetentionSettings,
+    p: &mut Problems,
+) -> Option<ScheduleSettings> {
+    let place = format!("schedules.{name}");
+    let Ok(kind) = Kind::from_str(name) else {
+        p.key(
+            &place,
+            format!(
+                "is not a known schedule; the schedules are {}",
+                Kind::names()
+            ),
+        );
+        return None;
+    };
+    let cron = domain::parse_cron(&raw.cron).map_err(|m| p.key(&format!("{place}.cron"), m));
+    let zone = zone(&raw.timezone).map_err(|m| p.key(&format!("{place}.timezone"), m));
+    let fallback_timezone = domain::parse_zone(&raw.fallback_timezone)
+        .map_err(|m| p.key(&format!("{place}.fallback_timezone"), m));
+    let catch_up = duration(&format!("{place}.catch_up"), &raw.catch_up, p);
+    if let Some(catch_up) = catch_up {
+        check_catch_up(&place, catch_up, retention, p);
+    }
+    let spread = duration(&format!("{place}.spread"), &raw.spread, p);
+    if let Some(spread) = spread {
+        check_spread(&place, spread, p);
+    }
+    Some(ScheduleSettings {
+        name: name.to_owned(),
+        kind,
+        cron_expr: raw.cron.clone(),
+        cron: cron.ok()?,
+        zone: zone.ok()?,
+        fallback_timezone: fallback_timezone.ok()?,
+        catch_up: catch_up?,
+        spread: spread?,
+        enabled,
+    })
+}
+
+/// "recipient", or an IANA zone.
+fn zone(text: &str) -> Result<ZoneMode, String> {
+    if text.trim() == "recipient" {
+        return Ok(ZoneMode::Recipient);
+    }
+    domain::parse_zone(text)
+        .map(ZoneMode::Fixed)
+        .map_err(|m| format!("{m}, or \"recipient\" for each user's own zone"))
+}
+
+/// A fire sent late carries its real dedup key: it must still be on record when it is.
+fn check_catch_up(
+    place: &str,
+    catch_up: Duration,
+    retention: &RetentionSettings,
+    p: &mut Problems,
+) {
+    let horizon = retention.trigger_horizon();
+    if catch_up >= horizon {
+        p.key(
+            &format!("{place}.catch_up"),
+            format!(
+                "is {}, not shorter than {} ({} less 2 days), after which a delivery and its dedup key may be deleted; keep catch_up to hours",
+                humantime::format_duration(catch_up),
+                humantime::format_duration(horizon),
+                retention.shortest().0
+            ),
+        );
+    }
+}
+
+fn check_spread(place: &str, spread: Duration, p: &mut Problems) {
+    if spread > crate::schedule::occurrences::MAX_SPREAD {
+        p.key(
+            &format!("{place}.spread"),
+            format!(
+                "is {}; a spread staggers each user's send inside a window after the fire, at most 1 day: use something like \"30m\"",
+                humantime::format_duration(spread)
+            ),
+        );
+    }
+}

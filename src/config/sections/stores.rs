@@ -1,0 +1,47 @@
+//! `[database]` and `[redis]`: where PostgreSQL and Redis are.
+
+use serde::Deserialize;
+
+use super::{super::SecretUrl, Problems};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDatabase {
+    pub url: SecretUrl,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    pub url: SecretUrl,
+}
+
+/// The database URL and the pool's size (at least 1).
+pub(super) fn database(d: &RawDatabase, p: &mut Problems) -> (SecretUrl, u32) {
+    check_url("database.url", &d.url, &["postgres", "postgresql"], p);
+    (d.url.clone(), d.max_connections.max(1))
+}
+
+pub(super) fn redis(r: &RawRedis, p: &mut Problems) -> SecretUrl {
+    check_url("redis.url", &r.url, &["redis", "rediss"], p);
+    r.url.clone()
+}
+
+/// A URL with one of `schemes`. The message shows it with its password replaced.
+fn check_url(key: &str, url: &SecretUrl, schemes: &[&str], p: &mut Problems) {
+    match url::Url::parse(url.expose()) {
+        Ok(u) if schemes.contains(&u.scheme()) => {}
+        Ok(u) => p.key(
+            key,
+            format!("has scheme {:?}; expected {}://…", u.scheme(), schemes[0]),
+        ),
+        Err(e) => p.key(
+            key,
+            format!(
+                "{url:?} is not a URL ({e}); expected {}://host:port/…",
+                schemes[0]
+            ),
+        ),
+    }
+}
