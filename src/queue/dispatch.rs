@@ -99,10 +99,9 @@ impl Dispatcher {
                 Next::Idle => q.dispatch_interval,
                 Next::At(due) => {
                     let wait = (due - clock.now()).to_std().unwrap_or_default();
-                    wait.clamp(
-                        LINGER.saturating_sub(started.elapsed()),
-                        q.dispatch_interval,
-                    )
+                    // Not `clamp`, which panics should the interval be shorter than `LINGER`.
+                    wait.max(LINGER.saturating_sub(started.elapsed()))
+                        .min(q.dispatch_interval)
                 }
             };
             tokio::select! {
