@@ -18,6 +18,15 @@
 //! | a worker restarting under the same name within the heartbeat threshold cannot register | each process start and each restart gets a unique name | [`workers::worker_name`] |
 //! | a job that cannot be decoded fails the worker's fetch; restarted, it meets the same job | the workers read raw bytes (a pass-through codec) and the handler decodes; an undecodable job goes to `{q}:dead-letter` | [`workers`] |
 //! | Redis may come back from a restart empty | a marker key tells; its absence makes the dispatcher push every waiting row again at once | [`dispatch`] |
+//!
+//! # Jobs of many deliveries
+//!
+//! A job carries the ids of up to [`JOB_SIZE`] deliveries that fell due together (a Resend
+//! batch's worth when Resend comes first). Everything that costs a round trip is paid per job:
+//! the push, apalis-redis's fetch, the gate's admission script, the claim in PostgreSQL and the
+//! ack, so a burst costs Redis well under one command per email (`bench/compare.sh` prints the
+//! figure) instead of a dozen. `queue.high_water` counts jobs, as the crate's scripts do.
+//! `queue.concurrency` counts emails: a process works on that many at once, in whole jobs.
 
 pub mod dispatch;
 pub mod housekeeping;
