@@ -1,12 +1,14 @@
-//! The providers (Resend's API, SMTP, a folder of `.eml` files) and one error taxonomy for all
-//! of them. A provider sends and classifies; the worker decides and records.
+//! The providers (Resend's API, SMTP, a folder of `.eml` files, the discarding `null`) and one
+//! error taxonomy for all of them. A provider sends and classifies; the worker decides and records.
 //!
 //! - [`error`]: the classes (permanent, transient, rate limited, quota, configuration) and the
 //!   pure mapping of each provider's answers into them.
 //! - [`resend`]: Resend's HTTP API on reqwest, single and batch.
 //! - [`smtp`]: lettre's pooled SMTP client, the MIME message, lettre's errors.
+//! - [`null`]: marks emails sent without sending them, for benchmarks.
 
 pub mod error;
+pub mod null;
 pub mod resend;
 pub mod smtp;
 
@@ -52,6 +54,8 @@ pub enum Channel {
     Resend(resend::Resend),
     Smtp(smtp::Smtp),
     File(AsyncFileTransport<Tokio1Executor>),
+    /// Sends nothing: see [`null`].
+    Null,
 }
 
 /// One configured provider.
@@ -116,6 +120,7 @@ impl Provider {
                     dir.display().to_string(),
                 )
             }
+            ProviderSettings::Null => (Channel::Null, 1, 0, null::NAME.to_owned()),
         };
         let digest = Sha256::digest(secret.as_bytes());
         let fingerprint = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
@@ -147,6 +152,7 @@ impl Provider {
             Channel::Resend(_) => "resend",
             Channel::Smtp(_) => "smtp",
             Channel::File(_) => "file",
+            Channel::Null => null::NAME,
         }
     }
 
@@ -166,7 +172,7 @@ impl Provider {
                 );
                 Ok(())
             }
-            Channel::File(_) => Ok(()),
+            Channel::File(_) | Channel::Null => Ok(()),
         }
     }
 
@@ -188,6 +194,7 @@ impl Provider {
                     )),
                 }
             }
+            Channel::Null => Ok(null::discard(email)),
         }
     }
 
