@@ -5,6 +5,7 @@
 #   USERS=2000 FIRE_USERS=5000 LOAD_EMAILS=1000 LAT_N=1000 bash bench/compare.sh   # a quick run
 #
 # What it does:
+#   0. starts Redis and PostgreSQL on 127.0.0.1 when they do not answer;
 #   1. builds Herald and benches/email.rs in release;
 #   2. builds the peers' Rust SMTP sink (smtp-sink-rs) and installs BullMQ with the peers' setup.sh;
 #   3. runs Herald's phases (benches/email.rs: email, null, latency, fire100k, plan_under_load)
@@ -42,6 +43,21 @@ loud() {
   echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!" >&2
   echo >&2
 }
+
+# --- 0. Services, started as .ci/run starts them when they do not answer ----------------------
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  say "starting Redis on 127.0.0.1:6379 (no persistence)"
+  mkdir -p /var/lib/redis
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no --dir /var/lib/redis
+fi
+if ! pg_isready -h 127.0.0.1 -p 5432 -q; then
+  say "starting PostgreSQL on 127.0.0.1:5432"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start
+fi
+for _ in $(seq 1 30); do
+  redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && pg_isready -h 127.0.0.1 -p 5432 -q && break
+  sleep 1
+done
 
 # --- 1. Herald ----------------------------------------------------------------------------------
 say "building Herald and benches/email.rs (release)"
