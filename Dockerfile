@@ -26,13 +26,14 @@ ENV SQLX_OFFLINE=true \
 #    (Explicit [[test]]/[[bench]]/[[example]] targets or a build.rs added to
 #    Cargo.toml would need their files copied or stubbed here as well.)
 COPY Cargo.toml Cargo.lock ./
-# benches/tick.rs, resend.rs and ui.rs are declared in Cargo.toml, so cargo needs the files to
-# exist; the stubs stay for the real build below, which builds only the herald binary.
+# benches/tick.rs, resend.rs, ui.rs and email.rs are declared in Cargo.toml, so cargo needs the
+# files to exist; the stubs stay for the real build below, which builds only the herald binary.
 RUN mkdir src benches \
  && echo 'fn main() {}' > src/main.rs \
  && echo 'fn main() {}' > benches/tick.rs \
  && echo 'fn main() {}' > benches/resend.rs \
  && echo 'fn main() {}' > benches/ui.rs \
+ && echo 'fn main() {}' > benches/email.rs \
  && touch src/lib.rs \
  && cargo build --release --locked --bin herald \
  && rm -rf src

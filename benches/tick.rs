@@ -1,7 +1,7 @@
 //! A tick for many users, measured: seeding, planning each schedule, delivering one tick through
 //! the real daemon to a counting SMTP sink, and the delay from due to sent at a steady rate.
-//! Prints one `key=value` line per figure, in the style of `../shared/peers`, so the two can be
-//! compared on one machine.
+//! Prints one `key=value` line per figure, in the style of the peers' benchmarks (see
+//! `bench/compare.sh`), so the two can be compared on one machine.
 //!
 //! ```sh
 //! cargo bench --bench tick                      # 100,000 users, every phase
@@ -9,12 +9,17 @@
 //! ```
 //!
 //! Knobs: USERS, CONC (workers), POOL (SMTP connections), PLANNING, DELIVER and LATENCY (0 skips
-//! a phase), LAT_N and LAT_RATE (emails and emails per second of the latency phase).
+//! a phase), LAT_N and LAT_RATE (emails and emails per second of the latency phase), SINK_CMD (an
+//! SMTP sink taking `HOST PORT COUNT_FILE`; default: the in-repo sink inside the bench).
 //!
-//! It uses its own database (`herald_bench`, dropped first) and Redis database 14, which the
-//! peer scripts leave to the Rust runner.
+//! It uses its own database (`herald_bench`, dropped first) and its own queue in Redis
+//! database 0. The email and latency figures count rows marked sent in PostgreSQL
+//! (`sent_at − due_at`), not messages at the SMTP server; `benches/email.rs` counts those.
 
-use std::{process::Stdio, time::Instant};
+#[path = "support/mod.rs"]
+mod support;
+
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use herald::{
@@ -23,29 +28,14 @@ use herald::{
     store::Store,
 };
 
-const PG: &str = "postgres://postgres@127.0.0.1:5432";
+use support::{PG, REDIS, daemon::Daemon, env, rss_mb_of, sink::Sink};
+
 const DB: &str = "herald_bench";
-const REDIS: &str = "redis://127.0.0.1:6379/0";
 /// The bench's own queue: set up and cleaned up by its key prefix, nothing else in the database.
 const QUEUE: &str = "herald-bench";
 
-fn env(key: &str, default: &str) -> String {
-    std::env::var(key).unwrap_or_else(|_| default.to_owned())
-}
-
 fn rss_mb(field: &str) -> f64 {
     rss_mb_of("/proc/self/status", field)
-}
-
-fn rss_mb_of(status_file: &str, field: &str) -> f64 {
-    let status = std::fs::read_to_string(status_file).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
 }
 
 /// Empties `deliveries` and plans one overdue summary per user with something overdue.
@@ -91,14 +81,11 @@ async fn run_daemon(
     store: &Store,
     conn: &mut redis::aio::MultiplexedConnection,
     expected: i64,
+    log: &std::path::Path,
 ) -> anyhow::Result<DaemonRun> {
-    let mut daemon = std::process::Command::new(env!("CARGO_BIN_EXE_herald"));
-    daemon.arg("run").env("RUST_LOG", "warn");
-    for (k, v) in vars {
-        daemon.env(k, v);
-    }
-    let mut daemon = daemon.stdin(Stdio::null()).spawn()?;
-    let status_file = format!("/proc/{}/status", daemon.id());
+    let mut vars = vars.to_vec();
+    vars.push(("RUST_LOG".into(), "warn".into()));
+    let daemon = Daemon::start(&vars, log)?;
     let mut peak_depth = 0;
     loop {
         let done: i64 = sqlx::query_scalar(
@@ -117,14 +104,11 @@ async fn run_daemon(
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    let peak_rss_mb = rss_mb_of(&status_file, "VmHWM:");
+    let peak_rss_mb = daemon.peak_rss_mb();
     let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = 'failed'")
         .fetch_one(&store.pool)
         .await?;
-    std::process::Command::new("kill")
-        .args(["-TERM", &daemon.id().to_string()])
-        .status()?;
-    let exit = daemon.wait()?;
+    let exit = daemon.stop().await?;
     Ok(DaemonRun {
         failed,
         peak_depth,
@@ -147,29 +131,15 @@ async fn main() -> anyhow::Result<()> {
     let mut conn = redis.get_multiplexed_async_connection().await?;
     herald::queue::delete_queue_keys(&mut conn, QUEUE).await?;
 
-    // A counting SMTP sink: the peers' sink when it is there, else the tests' server.
+    // A counting SMTP sink: SINK_CMD, else the tests' sink inside this process.
     let sink_dir = std::env::temp_dir().join(format!("herald-bench-{}", std::process::id()));
     std::fs::create_dir_all(&sink_dir)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let count_file = sink_dir.join("count");
-    let peers_sink =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/peers/smtp_sink.py");
-    let mut sink = tokio::process::Command::new("/usr/bin/python3")
-        .arg(&peers_sink)
-        .arg("127.0.0.1")
-        .arg(port.to_string())
-        .arg(&count_file)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
+    let sink = Sink::start(&sink_dir).await?;
 
     let vars: Vec<(String, String)> = [
         ("DATABASE_URL", format!("{PG}/{DB}")),
         ("REDIS_URL", REDIS.to_owned()),
-        ("SMTP_URL", format!("smtp://127.0.0.1:{port}?tls=none")),
+        ("SMTP_URL", sink.url()),
         ("HERALD_HTTP_ADDR", "127.0.0.1:0".into()),
         ("HERALD__QUEUE__NAME", QUEUE.into()),
         ("HERALD__QUEUE__CONCURRENCY", env("CONC", "50")),
@@ -267,7 +237,14 @@ async fn main() -> anyhow::Result<()> {
             .fetch_one(&store.pool)
             .await?;
         let started = Instant::now();
-        let run = run_daemon(&vars, &store, &mut conn, expected).await?;
+        let run = run_daemon(
+            &vars,
+            &store,
+            &mut conn,
+            expected,
+            &sink_dir.join("email.log"),
+        )
+        .await?;
         let secs = started.elapsed().as_secs_f64();
         println!(
             "peer=herald phase=email transport=smtp-sink n={expected} failed={} seconds={secs:.2} emails_per_s={:.0} peak_queue_depth={} daemon_peak_rss_mb={:.1} daemon_exit={}",
@@ -300,7 +277,14 @@ async fn main() -> anyhow::Result<()> {
         let expected: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries")
             .fetch_one(&store.pool)
             .await?;
-        let run = run_daemon(&vars, &store, &mut conn, expected).await?;
+        let run = run_daemon(
+            &vars,
+            &store,
+            &mut conn,
+            expected,
+            &sink_dir.join("latency.log"),
+        )
+        .await?;
         let (p50, p99, max): (f64, f64, f64) = sqlx::query_as(
             "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY s), percentile_cont(0.99) WITHIN GROUP (ORDER BY s), max(s)
              FROM (SELECT extract(epoch FROM sent_at - due_at)::float8 * 1000 AS s FROM deliveries WHERE status = 'sent') t",
@@ -313,8 +297,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
-    let _ = sink.start_kill();
-    let _ = sink.wait().await;
+    sink.stop();
     let _ = std::fs::remove_dir_all(&sink_dir);
     store.pool.close().await;
     sqlx::query(sqlx::AssertSqlSafe(format!(

@@ -55,7 +55,7 @@ impl Application {
         let redis = queue::connect(&settings.redis_url).await?;
         let queue = Queue::new(redis.clone(), &settings.queue);
         let providers = Provider::build_all(&settings.mail)?;
-        if let Some(warning) = settings.mail.outbox_warning() {
+        if let Some(warning) = settings.mail.not_sending_warning() {
             tracing::warn!("{warning}");
         }
         let gate = gate(redis, &settings);

@@ -82,7 +82,7 @@ pub async fn check() -> anyhow::Result<ExitCode> {
             ),
         }
     }
-    if let Some(warning) = settings.mail.outbox_warning() {
+    if let Some(warning) = settings.mail.not_sending_warning() {
         println!("warn  {warning}");
     }
     if settings.api_token.is_none() {

@@ -1,4 +1,5 @@
-//! `environment` (`HERALD_ENV`): development allows the `.eml` outbox, production refuses it.
+//! `environment` (`HERALD_ENV`): development allows the `.eml` outbox and the `null` provider,
+//! production refuses both.
 
 use std::{fmt, path::Path};
 
@@ -7,7 +8,8 @@ use super::{MailSettings, ProviderSettings};
 /// Where Herald runs: what it accepts as a mail provider depends on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Environment {
-    /// The default: the `file` provider (a folder of `.eml` files) is allowed, with a warning.
+    /// The default: the `file` provider (a folder of `.eml` files) and the `null` provider are
+    /// allowed, with a warning.
     #[default]
     Development,
     /// Starting without a real provider (SMTP or Resend) is a configuration error.
@@ -23,7 +25,7 @@ impl fmt::Display for Environment {
     }
 }
 
-/// Reads `environment` (`HERALD_ENV`) and, in production, refuses the `file` provider.
+/// Reads `environment` (`HERALD_ENV`) and, in production, refuses the `file` and `null` providers.
 pub(super) fn check(
     text: &str,
     providers: &[ProviderSettings],
@@ -53,6 +55,12 @@ pub(super) fn check(
             ),
         );
     }
+    if environment == Environment::Production && providers.contains(&ProviderSettings::Null) {
+        p(
+            "mail.providers",
+            "has the \"null\" provider, which marks every email sent and sends nothing (it is for benchmarks), but HERALD_ENV is production; remove \"null\" from mail.providers and set SMTP_URL or RESEND_API_KEY, or set HERALD_ENV=development".into(),
+        );
+    }
     environment
 }
 
@@ -74,14 +82,22 @@ impl MailSettings {
         })
     }
 
-    /// What to tell an operator when emails go to the `file` provider's folder instead of out.
-    pub fn outbox_warning(&self) -> Option<String> {
-        self.outbox().map(|dir| {
+    /// What to tell an operator when emails are not sent: they go to the `file` provider's folder,
+    /// or the `null` provider discards them.
+    pub fn not_sending_warning(&self) -> Option<String> {
+        let outbox = self.outbox().map(|dir| {
             format!(
                 "emails are written as .eml files to {} and not sent: the \"file\" provider is for development; set SMTP_URL or RESEND_API_KEY to send them (HERALD_ENV=production refuses to start without one)",
                 shown_folder(dir)
             )
-        })
+        });
+        let null = self.providers.contains(&ProviderSettings::Null).then(|| {
+            "emails are discarded and marked sent: the \"null\" provider is for benchmarks; remove it from mail.providers to send them (HERALD_ENV=production refuses to start with it)".to_owned()
+        });
+        match (outbox, null) {
+            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+            (a, b) => a.or(b),
+        }
     }
 }
 
@@ -101,11 +117,11 @@ mod tests {
     fn development_is_the_default_and_warns_about_the_outbox() {
         let s = load(&[]).unwrap();
         assert_eq!(s.environment, super::Environment::Development);
-        let warning = s.mail.outbox_warning().unwrap();
+        let warning = s.mail.not_sending_warning().unwrap();
         assert!(warning.contains("to ./outbox and not sent"), "{warning}");
         assert!(warning.contains("SMTP_URL or RESEND_API_KEY"), "{warning}");
         let s = load(&[("SMTP_URL", "smtp://127.0.0.1:25?tls=none")]).unwrap();
-        assert_eq!(s.mail.outbox_warning(), None);
+        assert_eq!(s.mail.not_sending_warning(), None);
     }
 
     #[test]
@@ -138,6 +154,47 @@ mod tests {
             let s = load(&[("HERALD_ENV", "production"), real]).unwrap();
             assert_eq!(s.environment, super::Environment::Production);
             assert_eq!(s.mail.outbox(), None);
+        }
+    }
+
+    #[test]
+    fn development_accepts_the_null_provider_and_warns_that_emails_are_discarded() {
+        let s = load(&[("HERALD__MAIL__PROVIDERS", "[\"null\"]")]).unwrap();
+        assert_eq!(s.environment, super::Environment::Development);
+        assert_eq!(s.mail.providers, [super::ProviderSettings::Null]);
+        assert_eq!(s.mail.providers[0].name(), "null");
+        assert_eq!(s.mail.outbox(), None);
+        let warning = s.mail.not_sending_warning().unwrap();
+        assert!(
+            warning.contains("emails are discarded and marked sent"),
+            "{warning}"
+        );
+        assert!(warning.contains("for benchmarks"), "{warning}");
+
+        // Both kinds of not sending are named.
+        let s = load(&[("HERALD__MAIL__PROVIDERS", "[\"file\", \"null\"]")]).unwrap();
+        let warning = s.mail.not_sending_warning().unwrap();
+        assert!(warning.contains("./outbox"), "{warning}");
+        assert!(warning.contains("\"null\" provider"), "{warning}");
+    }
+
+    #[test]
+    fn production_refuses_the_null_provider() {
+        for providers in ["[\"null\"]", "[\"smtp\", \"null\"]"] {
+            let err = load(&[
+                ("HERALD_ENV", "production"),
+                ("SMTP_URL", "smtp://127.0.0.1:25?tls=none"),
+                ("HERALD__MAIL__PROVIDERS", providers),
+            ])
+            .unwrap_err();
+            assert!(
+                err.contains("mail.providers (HERALD__MAIL__PROVIDERS): has the \"null\" provider, which marks every email sent and sends nothing"),
+                "{providers}: {err}"
+            );
+            assert!(
+                err.contains("remove \"null\" from mail.providers"),
+                "{providers}: {err}"
+            );
         }
     }
 

@@ -63,6 +63,8 @@ pub enum ProviderSettings {
     Smtp(SmtpSettings),
     /// Write `.eml` files into a folder: the default when no provider is configured.
     File(PathBuf),
+    /// Mark every email sent and send nothing (`"null"`): for benchmarks, refused in production.
+    Null,
 }
 
 impl ProviderSettings {
@@ -72,6 +74,7 @@ impl ProviderSettings {
             Self::Resend(_) => "resend",
             Self::Smtp(_) => "smtp",
             Self::File(_) => "file",
+            Self::Null => "null",
         }
     }
 }
@@ -95,6 +98,7 @@ impl fmt::Display for ProviderSettings {
                 "writing to {}, not sending",
                 super::environment::shown_folder(dir)
             ),
+            Self::Null => f.write_str("discarding every email, not sending"),
         }
     }
 }
@@ -105,6 +109,7 @@ impl fmt::Debug for ProviderSettings {
             Self::Resend(r) => r.fmt(f),
             Self::Smtp(s) => s.fmt(f),
             Self::File(p) => write!(f, "File({})", p.display()),
+            Self::Null => f.write_str("Null"),
         }
     }
 }
@@ -202,9 +207,12 @@ pub(super) fn providers(m: &RawMail, p: &mut dyn FnMut(&str, String)) -> Vec<Pro
                 Err(e) => p("mail.smtp_url (SMTP_URL)", e),
             },
             "file" => out.push(ProviderSettings::File(PathBuf::from(&m.outbox_dir))),
+            "null" => out.push(ProviderSettings::Null),
             other => p(
                 &place,
-                format!("{other:?} is not a provider; use \"resend\", \"smtp\" or \"file\""),
+                format!(
+                    "{other:?} is not a provider; use \"resend\", \"smtp\", \"file\" or \"null\""
+                ),
             ),
         }
     }

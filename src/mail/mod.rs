@@ -1,12 +1,14 @@
-//! The providers (Resend's API, SMTP, a folder of `.eml` files) and one error taxonomy for all
-//! of them. A provider sends and classifies; the worker decides and records.
+//! The providers (Resend's API, SMTP, a folder of `.eml` files, the discarding `null`) and one
+//! error taxonomy for all of them. A provider sends and classifies; the worker decides and records.
 //!
 //! - [`error`]: the classes (permanent, transient, rate limited, quota, configuration) and the
 //!   pure mapping of each provider's answers into them.
 //! - [`resend`]: Resend's HTTP API on reqwest, single and batch.
 //! - [`smtp`]: lettre's pooled SMTP client, the MIME message, lettre's errors.
+//! - [`null`]: marks emails sent without sending them, for benchmarks.
 
 pub mod error;
+pub mod null;
 pub mod resend;
 pub mod smtp;
 pub mod smtp_pool;
@@ -54,6 +56,8 @@ pub enum Channel {
     Resend(resend::Resend),
     Smtp(smtp::Smtp),
     File(AsyncFileTransport<Tokio1Executor>),
+    /// Sends nothing: see [`null`].
+    Null,
 }
 
 /// One configured provider.
@@ -123,6 +127,7 @@ impl Provider {
                     dir.display().to_string(),
                 )
             }
+            ProviderSettings::Null => (Channel::Null, 1, 0, null::NAME.to_owned()),
         };
         let digest = Sha256::digest(secret.as_bytes());
         let fingerprint = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
@@ -155,6 +160,7 @@ impl Provider {
             Channel::Resend(_) => "resend",
             Channel::Smtp(_) => "smtp",
             Channel::File(_) => "file",
+            Channel::Null => null::NAME,
         }
     }
 
@@ -168,7 +174,7 @@ impl Provider {
         match &self.channel {
             Channel::Resend(r) => r.test_connection().await,
             Channel::Smtp(t) => Ok(t.test_connection().await?),
-            Channel::File(_) => Ok(()),
+            Channel::File(_) | Channel::Null => Ok(()),
         }
     }
 
@@ -191,6 +197,7 @@ impl Provider {
                     )),
                 }
             }
+            Channel::Null => Ok(null::discard(email)),
         }
     }
 

@@ -42,6 +42,8 @@ pub struct Counts {
     pub per_delivery: HashMap<String, u32>,
     /// Messages per recipient (lowercased), one per `RCPT TO`.
     pub per_recipient: HashMap<String, u32>,
+    /// When the last message was accepted (a benchmark times up to it).
+    pub last_arrival: Option<SystemTime>,
 }
 
 impl Counts {
@@ -132,9 +134,11 @@ impl Shared {
 
     fn accept(&self, rcpt_tos: Vec<String>, raw: Vec<u8>) {
         let raw = String::from_utf8_lossy(&raw).into_owned();
+        let at = SystemTime::now();
         let mut book = self.book.lock().unwrap();
         let counts = &mut book.counts;
         counts.total += 1;
+        counts.last_arrival = Some(at);
         if let Some(key) = header(&raw, "X-Herald-Delivery") {
             *counts.per_delivery.entry(key).or_default() += 1;
         }
@@ -145,11 +149,7 @@ impl Shared {
                 .or_default() += 1;
         }
         if let Some(kept) = book.kept.as_mut() {
-            kept.push(Received {
-                rcpt_tos,
-                raw,
-                at: SystemTime::now(),
-            });
+            kept.push(Received { rcpt_tos, raw, at });
         }
     }
 }
@@ -619,6 +619,7 @@ mod tests {
         let text = mail[0].part("text/plain").unwrap();
         assert_eq!(text.trim_end(), body);
         assert!(mail[0].at <= mail[1].at);
+        assert_eq!(sink.counts().last_arrival, Some(mail[1].at));
     }
 
     #[tokio::test]

@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# Herald beside BullMQ on this machine, against the same counting SMTP sink, and a table of both.
+#
+#   bash bench/compare.sh                          # full size: 20,000 users, 3 repetitions
+#   USERS=2000 FIRE_USERS=5000 LOAD_EMAILS=1000 LAT_N=1000 bash bench/compare.sh   # a quick run
+#
+# What it does:
+#   0. starts Redis and PostgreSQL on 127.0.0.1 when they do not answer;
+#   1. builds Herald and benches/email.rs in release;
+#   2. builds the peers' Rust SMTP sink (smtp-sink-rs) and installs BullMQ with the peers' setup.sh;
+#   3. runs Herald's phases (benches/email.rs: email, null, latency, fire100k, plan_under_load)
+#      with SINK_CMD set to that sink;
+#   4. runs BullMQ's email phase (the peers' run_bullmq.sh) with as many emails as Herald's email
+#      phase sent, against the same sink;
+#   5. prints a table: each figure's median [min–max] over the repetitions, and Herald ÷ BullMQ
+#      where BullMQ has the same figure.
+#
+# Variables (defaults in brackets):
+#   PEERS_DIR      the peers' benchmark scripts (run_bullmq.sh, setup.sh, smtp-sink-rs/)
+#                  [../shared/peers from the repository's root]. Missing: Herald runs alone, with
+#                  its in-repo sink, and the BullMQ half is skipped.
+#   PEERS_INSTALL  where the peers' setup.sh installs Node modules; the peers' own scripts call this
+#                  folder PEERS_DIR, so it is handed to them under that name [/tmp/peers]
+#   OUT_DIR        logs and raw output [/tmp/herald-compare/<UTC time>]
+#   REPS [3], PHASES [all five], USERS [20000], LAT_N [10000], LAT_RATE [1000],
+#   FIRE_USERS [100000], LOAD_EMAILS [20000], CONC, POOL: handed to benches/email.rs (see its
+#   header). EMAIL_CONC [50]: BullMQ's worker concurrency.
+#   CARGO_BUILD_JOBS: cargo's parallelism, as usual.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/peers}
+PEERS_INSTALL=${PEERS_INSTALL:-/tmp/peers}
+OUT_DIR=${OUT_DIR:-/tmp/herald-compare/$(date -u +%Y%m%dT%H%M%SZ)}
+export REPS=${REPS:-3}
+mkdir -p "$OUT_DIR"
+
+say() { echo "== $*" >&2; }
+loud() {
+  echo >&2
+  echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!" >&2
+  echo "!! $*" >&2
+  echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!" >&2
+  echo >&2
+}
+
+# --- 0. Services, started as .ci/run starts them when they do not answer ----------------------
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  say "starting Redis on 127.0.0.1:6379 (no persistence)"
+  mkdir -p /var/lib/redis
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no --dir /var/lib/redis
+fi
+if ! pg_isready -h 127.0.0.1 -p 5432 -q; then
+  say "starting PostgreSQL on 127.0.0.1:5432"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start
+fi
+for _ in $(seq 1 30); do
+  redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && pg_isready -h 127.0.0.1 -p 5432 -q && break
+  sleep 1
+done
+
+# --- 1. Herald ----------------------------------------------------------------------------------
+say "building Herald and benches/email.rs (release)"
+(cd "$ROOT" && cargo bench --locked --no-run --bench email)
+
+# --- 2. The sink and BullMQ ---------------------------------------------------------------------
+SINK=""
+BULLMQ=1
+if [ ! -f "$PEERS_DIR/run_bullmq.sh" ]; then
+  loud "no peers' scripts at PEERS_DIR=$PEERS_DIR: BullMQ is SKIPPED, Herald runs alone with its in-repo sink. Set PEERS_DIR to the folder holding run_bullmq.sh."
+  BULLMQ=0
+else
+  PEERS_DIR=$(cd "$PEERS_DIR" && pwd)
+  if [ -f "$PEERS_DIR/smtp-sink-rs/Cargo.toml" ]; then
+    say "building the peers' Rust SMTP sink"
+    # The peers' folder may be read-only: the build goes to a folder of its own.
+    CARGO_TARGET_DIR="$PEERS_INSTALL/smtp-sink-target" \
+      cargo build --release --locked --manifest-path "$PEERS_DIR/smtp-sink-rs/Cargo.toml"
+    SINK="$PEERS_INSTALL/smtp-sink-target/release/smtp-sink"
+  else
+    loud "no smtp-sink-rs in $PEERS_DIR: both sides use the peers' default sink (Python), which tops out near 1,500 messages/s"
+  fi
+  command -v node >/dev/null && command -v npm >/dev/null || {
+    echo "Node.js and npm are needed for BullMQ: apt-get install -y nodejs npm" >&2
+    exit 1
+  }
+  say "installing BullMQ with the peers' setup.sh (into $PEERS_INSTALL)"
+  PEERS_DIR="$PEERS_INSTALL" bash "$PEERS_DIR/setup.sh" >"$OUT_DIR/setup.log" 2>&1 || {
+    echo "the peers' setup.sh failed; see $OUT_DIR/setup.log" >&2
+    tail -20 "$OUT_DIR/setup.log" >&2
+    exit 1
+  }
+  grep -E '^(bullmq|ioredis|nodemailer|node) ' "$OUT_DIR/setup.log" | sed 's/^/# /' >&2 || true
+fi
+
+# --- 3. Herald's phases -------------------------------------------------------------------------
+say "Herald: benches/email.rs, REPS=$REPS${SINK:+, SINK_CMD=$SINK}"
+(cd "$ROOT" && SINK_CMD="$SINK" cargo bench --locked --bench email) | tee "$OUT_DIR/herald.txt"
+
+# The email phase's count of emails, for BullMQ's run of the same size.
+EMAIL_N=$(awk '/^peer=herald phase=email /{for (i = 1; i <= NF; i++) if ($i ~ /^n=/) print substr($i, 3)}' \
+  "$OUT_DIR/herald.txt" | tail -1)
+EMAIL_N=${EMAIL_N:-10000}
+
+# --- 4. BullMQ's email phase --------------------------------------------------------------------
+if [ "$BULLMQ" = 1 ]; then
+  say "BullMQ: run_bullmq.sh PHASES=email EMAIL_N=$EMAIL_N REPS=$REPS${SINK:+, SINK_CMD=$SINK}"
+  PEERS_DIR="$PEERS_INSTALL" SINK_CMD="$SINK" PHASES=email EMAIL_N="$EMAIL_N" \
+    bash "$PEERS_DIR/run_bullmq.sh" | tee "$OUT_DIR/bullmq.txt"
+else
+  : >"$OUT_DIR/bullmq.txt"
+fi
+
+# --- 5. The table -------------------------------------------------------------------------------
+# values FILE PEER PHASE KEY: KEY's value on each per-repetition line ("# rep=…") of that phase.
+values() {
+  awk -v peer=" peer=$2 " -v phase=" phase=$3 " -v key="$4=" '
+    /^# rep=/ && index($0, peer) && index($0, phase) {
+      for (i = 1; i <= NF; i++) if (index($i, key) == 1) print substr($i, length(key) + 1)
+    }' "$1"
+}
+# stat3: "median min max" of the numbers on stdin (the median of an even count is the mean of the
+# middle two, as the peers compute it); "-" when there are none.
+stat3() {
+  sort -g | awk '{ a[NR] = $1 } END {
+    if (NR == 0) { print "-"; exit }
+    m = NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
+    print m, a[1], a[NR] }'
+}
+# shown "median min max" DIGITS -> "median [min-max]" (ASCII, so printf pads the columns right)
+shown() {
+  [ "$1" = "-" ] && { echo "-"; return; }
+  awk -v s="$1" -v d="$2" 'BEGIN { split(s, v, " "); printf "%.*f [%.*f-%.*f]", d, v[1], d, v[2], d, v[3] }'
+}
+# row LABEL PHASE KEY DIGITS: Herald's figure, BullMQ's when it has one, and their ratio.
+row() {
+  local h b ratio="-"
+  h=$(values "$OUT_DIR/herald.txt" herald "$2" "$3" | stat3)
+  b=$(values "$OUT_DIR/bullmq.txt" bullmq "$2" "$3" | stat3)
+  if [ "$h" != "-" ] && [ "$b" != "-" ]; then
+    ratio=$(awk -v h="${h%% *}" -v b="${b%% *}" 'BEGIN { if (b + 0 == 0) print "-"; else printf "%.2f", h / b }')
+  fi
+  [ "$h" = "-" ] && [ "$b" = "-" ] && return
+  printf '%-44s %-26s %-26s %s\n' "$1" "$(shown "$h" "$4")" "$(shown "$b" "$4")" "$ratio"
+}
+
+# size PHASE KEY: KEY on the summary line of Herald's PHASE ("?" when the phase did not run).
+size() {
+  awk -v phase="phase=$1" -v key="$2=" '
+    /^peer=herald / && index($0, " " phase " ") {
+      for (i = 1; i <= NF; i++) if (index($i, key) == 1) v = substr($i, length(key) + 1)
+    } END { print v == "" ? "?" : v }' "$OUT_DIR/herald.txt"
+}
+
+sink_label=${SINK:+$(basename "$SINK")}
+echo
+echo "Herald beside BullMQ: median [min-max] of REPS=$REPS, $(date -u +%Y-%m-%dT%H:%MZ), sink ${sink_label:-in-repo (Herald only)}"
+printf '%-44s %-26s %-26s %s\n' "figure" "Herald" "BullMQ" "Herald / BullMQ"
+row "email: emails/s (n=$EMAIL_N)" email emails_per_s 0
+row "email: peak RSS MB" email peak_rss_mb 1
+row "email: Redis commands per email (1)" email redis_cmds_per_email 2
+row "email: PostgreSQL commits per email (2)" email pg_commits_per_email 2
+row "null provider: rows marked sent per s (3)" null emails_per_s 0
+row "null provider: peak RSS MB" null peak_rss_mb 1
+row "latency, due -> at the sink: p50 ms" latency p50_ms 1
+row "latency, due -> at the sink: p99 ms" latency p99_ms 1
+row "fire100k: trigger -> last email, s" fire100k secs 2
+row "fire100k: emails/s" fire100k emails_per_s 0
+row "fire100k: peak RSS MB" fire100k peak_rss_mb 1
+row "plan_under_load: weekly_report plan, s" plan_under_load seconds 2
+row "plan_under_load: emails sent while planning" plan_under_load emails_during_plan 0
+cat <<EOF
+
+Sizes: email and null: $(size email users) users, $(size email n) emails. latency: $(size latency n) emails at $(size latency rate)/s.
+fire100k: $(size fire100k users) users, $(size fire100k n) emails. plan_under_load: weekly_report for
+$(size plan_under_load users) users ($(size plan_under_load planned) planned) while $(size plan_under_load load_emails) emails are sent.
+
+Herald: from POST …/overdue_summary/trigger (planning included, daemon already running) to the
+last message counted at the sink. BullMQ: from the worker's launch (Node's boot included, queue
+filled beforehand) to the last sendMail answered. Both send one message per email over SMTP to
+the same sink; Herald renders its templates and records each email in PostgreSQL, BullMQ sends a
+fixed text.
+(1) Redis's total_commands_processed over the run: other clients of the same server count too.
+(2) xact_commit of Herald's database from the daemon's start to its exit.
+(3) Nothing is sent: rows marked sent by the null provider, up to the last one's sent_at.
+Raw output: $OUT_DIR/herald.txt, $OUT_DIR/bullmq.txt
+EOF
