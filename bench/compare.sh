@@ -157,10 +157,12 @@ echo
 echo "Herald beside BullMQ: median [min-max] of REPS=$REPS, $(date -u +%Y-%m-%dT%H:%MZ), sink ${sink_label:-in-repo (Herald only)}"
 printf '%-44s %-26s %-26s %s\n' "figure" "Herald" "BullMQ" "Herald / BullMQ"
 row "email: emails/s (n=$EMAIL_N)" email emails_per_s 0
+row "email: the same, after planning (4)" email send_emails_per_s 0
 row "email: peak RSS MB" email peak_rss_mb 1
 row "email: Redis commands per email (1)" email redis_cmds_per_email 2
 row "email: PostgreSQL commits per email (2)" email pg_commits_per_email 2
 row "null provider: rows marked sent per s (3)" null emails_per_s 0
+row "null provider: the same, after planning (4)" null send_emails_per_s 0
 row "null provider: peak RSS MB" null peak_rss_mb 1
 row "latency, due -> at the sink: p50 ms" latency p50_ms 1
 row "latency, due -> at the sink: p99 ms" latency p99_ms 1
@@ -183,5 +185,7 @@ fixed text.
 (1) Redis's total_commands_processed over the run: other clients of the same server count too.
 (2) xact_commit of Herald's database from the daemon's start to its exit.
 (3) Nothing is sent: rows marked sent by the null provider, up to the last one's sent_at.
+(4) From the trigger's answer (planning committed) to the last email: the delivery path alone
+    (dispatch, claim, render, send, record, ack), without the planning of the fire.
 Raw output: $OUT_DIR/herald.txt, $OUT_DIR/bullmq.txt
 EOF

@@ -377,6 +377,8 @@ struct Fire {
     peak_rss_mb: f64,
     redis_cmds: u64,
     pg_commits: i64,
+    /// From the trigger's answer (planning done) to the last email: the delivery path alone.
+    send_secs: f64,
     /// Messages the sink counted (`None` for the null provider).
     received: Option<u64>,
     sent: i64,
@@ -403,6 +405,8 @@ async fn fire(
     let redis_before = b.redis_commands().await?;
     let triggered = SystemTime::now();
     let n = trigger(&addr, &b.token, "overdue_summary").await?;
+    // The trigger answers once planning is committed: from here on it is the delivery path.
+    let planned = SystemTime::now();
     let last = match &sink {
         Some(sink) => sink.wait_for(n as u64, STALL).await?,
         None => wait_rows_done(&b.url(), n).await?,
@@ -422,6 +426,7 @@ async fn fire(
     Ok(Fire {
         n,
         secs: last.duration_since(triggered)?.as_secs_f64(),
+        send_secs: last.duration_since(planned)?.as_secs_f64(),
         peak_rss_mb,
         redis_cmds,
         pg_commits,
@@ -455,10 +460,12 @@ async fn fires(
             .map(|r| format!(" sink_received={r}"))
             .unwrap_or_default();
         println!(
-            "# rep={rep} {head} n={} secs={:.2} emails_per_s={:.0}{received} rows_sent={} failed={} peak_rss_mb={:.1} redis_cmds={} redis_cmds_per_email={:.2} pg_commits={} pg_commits_per_email={:.2} herald_exit={}",
+            "# rep={rep} {head} n={} secs={:.2} emails_per_s={:.0} send_secs={:.2} send_emails_per_s={:.0}{received} rows_sent={} failed={} peak_rss_mb={:.1} redis_cmds={} redis_cmds_per_email={:.2} pg_commits={} pg_commits_per_email={:.2} herald_exit={}",
             f.n,
             f.secs,
             f.n as f64 / f.secs,
+            f.send_secs,
+            f.n as f64 / f.send_secs,
             f.sent,
             f.failed,
             f.peak_rss_mb,
@@ -473,9 +480,10 @@ async fn fires(
     let of = |f: fn(&Fire) -> f64| runs.iter().map(f).collect::<Vec<f64>>();
     let (rate, rate_min, rate_max) = stat3(&of(|f| f.n as f64 / f.secs));
     let (secs, secs_min, secs_max) = stat3(&of(|f| f.secs));
+    let (send, send_min, send_max) = stat3(&of(|f| f.n as f64 / f.send_secs));
     let per_email = |f: fn(&Fire) -> f64| stat3(&of(f)).0;
     println!(
-        "{head} n={} reps={} emails_per_s={rate:.0} min={rate_min:.0} max={rate_max:.0} seconds={secs:.2} seconds_min={secs_min:.2} seconds_max={secs_max:.2} peak_rss_mb={:.1} redis_cmds_per_email={:.2} pg_commits_per_email={:.2}",
+        "{head} n={} reps={} emails_per_s={rate:.0} min={rate_min:.0} max={rate_max:.0} seconds={secs:.2} seconds_min={secs_min:.2} seconds_max={secs_max:.2} send_emails_per_s={send:.0} send_min={send_min:.0} send_max={send_max:.0} peak_rss_mb={:.1} redis_cmds_per_email={:.2} pg_commits_per_email={:.2}",
         runs[0].n,
         runs.len(),
         per_email(|f| f.peak_rss_mb),
