@@ -109,7 +109,7 @@ pub enum Why {
     /// The window is full: wait for room.
     Rate,
     /// Paused after an error of this class, with the provider's message.
-    Paused { class: String, message: String },
+    Paused { class: ErrorClass, message: String },
     /// Unreachable: the circuit is open.
     Circuit,
 }
@@ -120,7 +120,7 @@ impl Why {
         match self {
             Why::Rate => false,
             Why::Circuit => true,
-            Why::Paused { class, .. } => ErrorClass::parse(class).is_some_and(|c| c.fails_over()),
+            Why::Paused { class, .. } => class.fails_over(),
         }
     }
 }
@@ -130,7 +130,7 @@ impl Why {
 pub enum State {
     Ok,
     Paused {
-        class: String,
+        class: ErrorClass,
         message: String,
         remaining: Duration,
     },
@@ -141,7 +141,13 @@ pub enum State {
 impl State {
     /// A configuration problem needs an operator: readiness fails while it lasts.
     pub fn needs_operator(&self) -> bool {
-        matches!(self, State::Paused { class, .. } if class == "configuration")
+        matches!(
+            self,
+            State::Paused {
+                class: ErrorClass::Configuration,
+                ..
+            }
+        )
     }
 
     pub fn describe(&self) -> String {
@@ -252,7 +258,7 @@ impl Gate {
             _ => Permit::Wait {
                 wait,
                 why: Why::Paused {
-                    class: class.to_owned(),
+                    class: paused_class(&self.key(p, "pause"), class)?,
                     message: message.to_owned(),
                 },
             },
@@ -404,12 +410,13 @@ impl Gate {
         if let Some(value) = paused {
             let mut parts = value.splitn(3, '|');
             let fp = parts.next().unwrap_or("");
-            let class = parts.next().unwrap_or("").to_owned();
+            let class = parts.next().unwrap_or("");
             let message = parts.next().unwrap_or("").to_owned();
-            let ours = class != "configuration" || fp == p.fingerprint;
             if class == "circuit" {
                 return Ok(State::Circuit);
             }
+            let class = paused_class(&self.key(p, "pause"), class)?;
+            let ours = class != ErrorClass::Configuration || fp == p.fingerprint;
             if ours {
                 return Ok(State::Paused {
                     class,
@@ -422,20 +429,47 @@ impl Gate {
     }
 }
 
+/// The error class of the pause in Redis key `key`, as [`Gate::failed`] wrote it.
+fn paused_class(key: &str, class: &str) -> anyhow::Result<ErrorClass> {
+    ErrorClass::parse(class).with_context(|| {
+        format!(
+            "the pause in Redis key {key} has the error class {class:?}, which this Herald does \
+             not know (was it written by a newer Herald?); it lifts when the key expires, or \
+             delete the key"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn only_pauses_that_belong_to_the_provider_fail_over() {
-        let paused = |class: &str| Why::Paused {
-            class: class.into(),
+        let paused = |class| Why::Paused {
+            class,
             message: String::new(),
         };
         assert!(!Why::Rate.fails_over());
         assert!(Why::Circuit.fails_over());
-        assert!(!paused("rate_limited").fails_over());
-        assert!(paused("quota").fails_over());
-        assert!(paused("configuration").fails_over());
+        assert!(!paused(ErrorClass::RateLimited).fails_over());
+        assert!(paused(ErrorClass::Quota).fails_over());
+        assert!(paused(ErrorClass::Configuration).fails_over());
+    }
+
+    #[test]
+    fn a_pause_of_a_class_this_herald_does_not_know_says_so() {
+        assert_eq!(
+            paused_class("q:provider:smtp:pause", "quota").unwrap(),
+            ErrorClass::Quota
+        );
+        let e = paused_class("q:provider:smtp:pause", "melted").unwrap_err();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("q:provider:smtp:pause")
+                && e.contains("\"melted\"")
+                && e.contains("delete the key"),
+            "{e}"
+        );
     }
 }

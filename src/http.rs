@@ -315,7 +315,7 @@ async fn stats(State(state): State<AppState>) -> Response {
     let deliveries = match state.store.status_counts().await {
         Ok(rows) => json!(
             rows.into_iter()
-                .map(|(status, n)| (status, serde_json::Value::from(n)))
+                .map(|(status, n)| (status.to_string(), serde_json::Value::from(n)))
                 .collect::<serde_json::Map<_, _>>()
         ),
         Err(e) => {

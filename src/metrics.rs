@@ -30,7 +30,7 @@ use crate::{
     mail::{ErrorClass, Provider},
     queue::Queue,
     schedule::PlanReport,
-    store::{AttemptRecord, Claimed, Next, Store},
+    store::{AttemptOutcome, AttemptRecord, Claimed, Next, Store},
 };
 
 /// How long a scrape waits for PostgreSQL, and for Redis, before leaving their gauges out.
@@ -266,11 +266,11 @@ impl Metrics {
                     kind: kind.clone(),
                     provider: provider.clone(),
                 });
-                for outcome in std::iter::once("sent").chain(error_classes()) {
+                for outcome in AttemptOutcome::all() {
                     let _ = inner.attempts.get_or_create_owned(&AttemptLabels {
                         kind: kind.clone(),
                         provider: provider.clone(),
-                        outcome: outcome.to_owned(),
+                        outcome: outcome.as_str().to_owned(),
                     });
                 }
                 for class in error_classes() {
@@ -336,7 +336,7 @@ impl Metrics {
                 .get_or_create(&AttemptLabels {
                     kind: kind(),
                     provider: t.provider.to_owned(),
-                    outcome: t.outcome.to_owned(),
+                    outcome: t.outcome.as_str().to_owned(),
                 })
                 .inc();
         }
@@ -344,7 +344,7 @@ impl Metrics {
         let class_labels = || ClassLabels {
             kind: kind(),
             provider: last.map_or("none", |t| t.provider).to_owned(),
-            class: last.map_or("none", |t| t.outcome).to_owned(),
+            class: last.map_or("none", |t| t.outcome.as_str()).to_owned(),
         };
         match next {
             Next::Sent { provider, .. } => {

@@ -71,7 +71,7 @@ use crate::{
     mail::{ErrorClass, Outgoing, Provider, Receipt, SendError, resend::new_batch_key},
     recorder::Recorder,
     render::{Rendered, Templates},
-    store::{AttemptRecord, Claimed, Next, Recording, Store},
+    store::{AttemptOutcome, AttemptRecord, Claimed, Next, Recording, Store},
 };
 
 /// The longest a worker waits in-process for a provider before giving its claim back.
@@ -158,8 +158,13 @@ impl Job {
     }
 
     fn hold(&mut self, wait: Duration, why: &Why) {
-        let configuration =
-            matches!(why, Why::Paused { class, .. } if class == ErrorClass::Configuration.as_str());
+        let configuration = matches!(
+            why,
+            Why::Paused {
+                class: ErrorClass::Configuration,
+                ..
+            }
+        );
         self.waits.push(if configuration {
             wait.min(CONFIGURATION_RECHECK)
         } else {
@@ -739,7 +744,7 @@ async fn finish(deps: &WorkerDeps, job: &Job) -> anyhow::Result<Outcome> {
         let provider = deps.providers.first().map_or("none", |p| p.name());
         let record = AttemptRecord {
             provider,
-            outcome: ErrorClass::Permanent.as_str(),
+            outcome: AttemptOutcome::Failed(ErrorClass::Permanent),
             code: None,
             error: Some(error),
         };
@@ -785,13 +790,13 @@ async fn finish(deps: &WorkerDeps, job: &Job) -> anyhow::Result<Outcome> {
         .map(|(n, t)| match &t.result {
             Ok(r) => AttemptRecord {
                 provider: t.provider,
-                outcome: "sent",
+                outcome: AttemptOutcome::Sent,
                 code: r.code,
                 error: None,
             },
             Err(e) => AttemptRecord {
                 provider: t.provider,
-                outcome: e.class.as_str(),
+                outcome: AttemptOutcome::Failed(e.class),
                 code: e.code,
                 error: Some(match &exhausted {
                     Some(note) if n == last => note,

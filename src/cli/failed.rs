@@ -9,7 +9,7 @@ use crate::{
     config::Settings,
     input::{self, FailedFilter, NotRetried, Since},
     kinds::Kind,
-    store::Store,
+    store::{DeliveryStatus, Store},
 };
 
 #[derive(Debug, Subcommand)]
@@ -202,7 +202,10 @@ async fn refusals(store: &Store, ids: &[i64]) -> anyhow::Result<Vec<String>> {
     let mut refused = Vec::new();
     for &id in ids {
         let found = store.delivery(id).await?;
-        if found.as_ref().is_none_or(|d| d.status != "failed") {
+        if found
+            .as_ref()
+            .is_none_or(|d| d.status != DeliveryStatus::Failed)
+        {
             refused.push(NotRetried::explain(id, found.as_ref()).to_string());
         }
     }

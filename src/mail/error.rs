@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use strum::IntoEnumIterator;
 
 /// How a failed send should be handled. `ErrorClass::iter()` (strum) lists every class: the
 /// metrics show each one, also a class added later.
@@ -49,16 +50,7 @@ impl ErrorClass {
     }
 
     pub fn parse(text: &str) -> Option<ErrorClass> {
-        [
-            ErrorClass::Permanent,
-            ErrorClass::Transient,
-            ErrorClass::RateLimited,
-            ErrorClass::Quota,
-            ErrorClass::Configuration,
-            ErrorClass::Unknown,
-        ]
-        .into_iter()
-        .find(|c| c.as_str() == text)
+        ErrorClass::iter().find(|c| c.as_str() == text)
     }
 
     /// Whether the email moves on to the next provider. A permanent failure belongs to the
@@ -69,6 +61,12 @@ impl ErrorClass {
             self,
             ErrorClass::Transient | ErrorClass::Quota | ErrorClass::Configuration
         )
+    }
+}
+
+impl std::fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

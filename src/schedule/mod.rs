@@ -38,7 +38,7 @@ use crate::{
     health::{Dependency, Health, is_postgres},
     kinds::Recipient,
     shutdown::Shutdown,
-    store::{NewDelivery, Store, UserRow},
+    store::{DeliveryStatus, NewDelivery, Store, UserRow},
 };
 
 /// Users read and planned per round trip to PostgreSQL.
@@ -459,9 +459,9 @@ async fn compose_batch(
         let date = b.key_date.unwrap_or_else(|| domain::local_date(*tz, b.at));
         rows.push(NewDelivery {
             status: if b.missed.is_some() {
-                "skipped"
+                DeliveryStatus::Skipped
             } else {
-                "queued"
+                DeliveryStatus::Queued
             },
             note: b.missed.clone(),
             kind: kind.name().to_owned(),

@@ -243,7 +243,7 @@ impl Store {
                 tries.delivery_id.push(r.id);
                 tries.attempt.push(r.attempt);
                 tries.provider.push(t.provider.clone());
-                tries.outcome.push(t.outcome.clone());
+                tries.outcome.push(t.outcome);
                 tries.code.push(t.code);
                 tries.error.push(t.error.clone());
             }
@@ -385,7 +385,7 @@ impl Store {
     }
 
     /// How many deliveries are in each status.
-    pub async fn status_counts(&self) -> sqlx::Result<Vec<(String, i64)>> {
+    pub async fn status_counts(&self) -> sqlx::Result<Vec<(DeliveryStatus, i64)>> {
         sqlx::query_as("SELECT status, count(*) FROM deliveries GROUP BY status ORDER BY status")
             .fetch_all(&self.pool)
             .await
@@ -398,7 +398,7 @@ struct TryColumns {
     delivery_id: Vec<i64>,
     attempt: Vec<i32>,
     provider: Vec<String>,
-    outcome: Vec<String>,
+    outcome: Vec<AttemptOutcome>,
     code: Vec<Option<i32>>,
     error: Vec<Option<String>>,
 }

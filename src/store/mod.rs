@@ -3,7 +3,7 @@
 //! One `impl Store` per group of tables: [`users`] (the app's data the planner reads),
 //! [`schedules`] (watermarks and the planner's inserts), [`deliveries`] (dispatch, claims,
 //! outcomes, the failed set), [`retention`] (deleting old finished deliveries). The row types
-//! live here.
+//! live here, and the enums of their TEXT columns in [`enums`].
 
 use std::time::Duration;
 
@@ -17,12 +17,14 @@ use sqlx::{
 };
 
 mod deliveries;
+mod enums;
 mod gauges;
 mod retention;
 mod schedules;
 pub mod ui;
 mod users;
 
+pub use enums::{AttemptOutcome, DeliveryStatus};
 pub use gauges::DeliveryGauges;
 pub use retention::{Cutoffs, Deleted};
 pub use users::RemovedUsers;
@@ -79,8 +81,8 @@ pub struct NewTask {
 /// A delivery the planner wants to exist.
 #[derive(Debug, Clone, Serialize)]
 pub struct NewDelivery {
-    /// `queued`, or `skipped` for a fire that was missed (with the reason in `note`).
-    pub status: &'static str,
+    /// Queued, or skipped for a fire that was missed (with the reason in `note`).
+    pub status: DeliveryStatus,
     pub note: Option<String>,
     pub kind: String,
     pub user_id: i64,
@@ -122,7 +124,7 @@ pub struct DeliveryRow {
     pub kind: String,
     pub user_id: i64,
     pub dedup_key: String,
-    pub status: String,
+    pub status: DeliveryStatus,
     pub recipient: String,
     pub attempts: i32,
     pub last_error: Option<String>,
@@ -141,7 +143,7 @@ pub struct AttemptRow {
     pub attempt: i32,
     pub at: DateTime<Utc>,
     pub provider: String,
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
     pub code: Option<i32>,
     pub error: Option<String>,
 }
@@ -150,9 +152,7 @@ pub struct AttemptRow {
 #[derive(Debug, Clone)]
 pub struct AttemptRecord<'a> {
     pub provider: &'a str,
-    /// `sent` or an error class (`transient`, `permanent`, `rate_limited`, `quota`,
-    /// `configuration`, `unknown`).
-    pub outcome: &'a str,
+    pub outcome: AttemptOutcome,
     pub code: Option<u16>,
     /// The provider's message.
     pub error: Option<&'a str>,
@@ -186,8 +186,8 @@ pub struct Recording {
     pub claim_token: uuid::Uuid,
     /// The attempt number the tries are recorded under.
     pub attempt: i32,
-    /// `sent`, `failed` or `queued` (a retry).
-    pub status: &'static str,
+    /// Sent, failed or queued (a retry).
+    pub status: DeliveryStatus,
     /// When a retry is due.
     pub due_at: Option<DateTime<Utc>>,
     /// The attempt is given back (a provider asked to wait).
@@ -206,7 +206,7 @@ pub struct Recording {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TryRecording {
     pub provider: String,
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
     pub code: Option<i32>,
     pub error: Option<String>,
 }
@@ -219,13 +219,21 @@ impl Recording {
             _ => last.map(|a| a.provider),
         };
         let (status, due_at, give_back, provider_id, held_by) = match next {
-            Next::Sent { provider_id, .. } => ("sent", None, false, *provider_id, None),
-            Next::Failed => ("failed", None, false, None, None),
+            Next::Sent { provider_id, .. } => {
+                (DeliveryStatus::Sent, None, false, *provider_id, None)
+            }
+            Next::Failed => (DeliveryStatus::Failed, None, false, None, None),
             Next::Retry {
                 due_at,
                 counts,
                 held_by,
-            } => ("queued", Some(*due_at), !counts, None, *held_by),
+            } => (
+                DeliveryStatus::Queued,
+                Some(*due_at),
+                !counts,
+                None,
+                *held_by,
+            ),
         };
         Recording {
             id: d.id,
@@ -243,7 +251,7 @@ impl Recording {
                 .iter()
                 .map(|a| TryRecording {
                     provider: a.provider.to_owned(),
-                    outcome: a.outcome.to_owned(),
+                    outcome: a.outcome,
                     code: a.code.map(i32::from),
                     error: a.error.map(str::to_owned),
                 })

@@ -32,20 +32,20 @@ impl Store {
     pub async fn delete_expired(&self, before: &Cutoffs, batch: i64) -> sqlx::Result<Deleted> {
         Ok(Deleted {
             sent: self
-                .delete_all_expired(Final::Sent, before.sent, batch)
+                .delete_all_expired(DeliveryStatus::Sent, before.sent, batch)
                 .await?,
             failed: self
-                .delete_all_expired(Final::Failed, before.failed, batch)
+                .delete_all_expired(DeliveryStatus::Failed, before.failed, batch)
                 .await?,
             skipped: self
-                .delete_all_expired(Final::Skipped, before.skipped, batch)
+                .delete_all_expired(DeliveryStatus::Skipped, before.skipped, batch)
                 .await?,
         })
     }
 
     async fn delete_all_expired(
         &self,
-        status: Final,
+        status: DeliveryStatus,
         before: DateTime<Utc>,
         batch: i64,
     ) -> sqlx::Result<u64> {
@@ -62,7 +62,7 @@ impl Store {
     /// Deletes up to `limit` deliveries in `status` last changed before `before`.
     async fn delete_expired_batch(
         &self,
-        status: Final,
+        status: DeliveryStatus,
         before: DateTime<Utc>,
         limit: i64,
     ) -> sqlx::Result<u64> {
@@ -81,23 +81,5 @@ impl Store {
         .execute(&self.pool)
         .await?
         .rows_affected())
-    }
-}
-
-/// The statuses a delivery never leaves by itself.
-#[derive(Debug, Clone, Copy)]
-enum Final {
-    Sent,
-    Failed,
-    Skipped,
-}
-
-impl Final {
-    fn as_str(self) -> &'static str {
-        match self {
-            Final::Sent => "sent",
-            Final::Failed => "failed",
-            Final::Skipped => "skipped",
-        }
     }
 }

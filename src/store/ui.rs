@@ -1,7 +1,10 @@
 //! The dashboard's reads and bulk actions: the overview's counts, the failed set filtered, spread
 //! retries and purges, delivery search.
 
+use strum::IntoEnumIterator;
+
 use super::*;
+use crate::mail::ErrorClass;
 
 /// Sent or failed deliveries of one kind through one provider, in the last hour and day.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -9,7 +12,8 @@ pub struct OutcomeCount {
     pub kind: String,
     /// Empty when no provider was reached.
     pub provider: String,
-    pub status: String,
+    /// Sent or failed.
+    pub status: DeliveryStatus,
     pub last_hour: i64,
     pub last_day: i64,
 }
@@ -32,7 +36,8 @@ pub struct ActiveCounts {
 pub struct MinuteCount {
     /// Minutes before now: 0 is the current minute, 59 the oldest shown.
     pub minutes_ago: i32,
-    pub status: String,
+    /// Sent or failed.
+    pub status: DeliveryStatus,
     pub n: i64,
 }
 
@@ -51,16 +56,49 @@ pub struct FireCounts {
 
 /// What narrows the failed set. Every field is optional; times bound `updated_at` (when the
 /// delivery failed).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default)]
 pub struct FailedFilter {
     pub kind: Option<String>,
-    /// The outcome of the last try: `permanent`, `transient`, … (`none`: failed with no try).
-    pub class: Option<String>,
+    /// The outcome of the last try.
+    pub class: Option<LastTry>,
     pub provider: Option<String>,
     /// The recipient's domain, case-insensitive.
     pub domain: Option<String>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
+}
+
+/// What the failed set's class filter asks of a delivery's last try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LastTry {
+    /// There was none: the delivery failed before any try was recorded (`none`).
+    NoTry,
+    /// It failed with this class.
+    Failed(ErrorClass),
+}
+
+impl LastTry {
+    /// `none`, or the class's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LastTry::NoTry => "none",
+            LastTry::Failed(class) => class.as_str(),
+        }
+    }
+
+    /// `none` or an error class's name; the message names the value and the choices.
+    pub fn parse(text: &str) -> Result<LastTry, String> {
+        if text == "none" {
+            return Ok(LastTry::NoTry);
+        }
+        ErrorClass::parse(text).map(LastTry::Failed).ok_or_else(|| {
+            let classes: Vec<&str> = ErrorClass::iter().map(ErrorClass::as_str).collect();
+            format!(
+                "{text:?} is not an error class; choose none or one of {}",
+                classes.join(", ")
+            )
+        })
+    }
 }
 
 /// One row of the failed list.
@@ -74,7 +112,7 @@ pub struct FailedRow {
     pub attempts: i32,
     pub last_error: Option<String>,
     /// The outcome of the last try; `None` when none was recorded.
-    pub class: Option<String>,
+    pub class: Option<AttemptOutcome>,
     pub code: Option<i32>,
     pub updated_at: DateTime<Utc>,
 }
@@ -113,7 +151,7 @@ fn bind_filter<'q, O>(
     f: &'q FailedFilter,
 ) -> sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments> {
     q.bind(f.kind.as_deref())
-        .bind(f.class.as_deref())
+        .bind(f.class.map(LastTry::as_str))
         .bind(f.provider.as_deref())
         .bind(f.domain.as_deref())
         .bind(f.since)

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::store::ui::MinuteCount;
+use crate::store::{DeliveryStatus, ui::MinuteCount};
 
 const MINUTES: usize = 60;
 const BAR: usize = 12;
@@ -22,9 +22,9 @@ pub fn throughput(counts: &[MinuteCount]) -> String {
         if i >= MINUTES {
             continue;
         }
-        match c.status.as_str() {
-            "sent" => sent[i] += c.n,
-            "failed" => failed[i] += c.n,
+        match c.status {
+            DeliveryStatus::Sent => sent[i] += c.n,
+            DeliveryStatus::Failed => failed[i] += c.n,
             _ => {}
         }
     }
@@ -103,16 +103,17 @@ mod tests {
 
     #[test]
     fn bars_scale_to_the_busiest_minute_and_old_minutes_are_dropped() {
-        let c = |m, s: &str, n| MinuteCount {
+        use DeliveryStatus::{Failed, Sent};
+        let c = |m, status, n| MinuteCount {
             minutes_ago: m,
-            status: s.into(),
+            status,
             n,
         };
         let svg = throughput(&[
-            c(0, "sent", 10),
-            c(0, "failed", 5),
-            c(3, "sent", 1),
-            c(60, "sent", 99),
+            c(0, Sent, 10),
+            c(0, Failed, 5),
+            c(3, Sent, 1),
+            c(60, Sent, 99),
         ]);
         assert!(svg.contains("15/min"), "{svg}");
         assert!(svg.contains("this minute: 10 sent, 5 failed"), "{svg}");

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use minijinja::context;
 
 use super::{Ui, UiError, auth::Session, page};
-use crate::store::ui::FailedFilter;
+use crate::store::ui::{FailedFilter, LastTry};
 
 /// Rows shown on one page.
 const SHOWN: i64 = 200;
@@ -63,7 +63,10 @@ fn filter(pairs: &[(String, String)], now: DateTime<Utc>) -> Result<FailedFilter
     let text = |name| get(pairs, name).map(str::to_owned);
     Ok(FailedFilter {
         kind: text("kind"),
-        class: text("class"),
+        class: get(pairs, "class")
+            .map(LastTry::parse)
+            .transpose()
+            .map_err(|e| UiError::BadRequest(format!("class: {e}")))?,
         provider: text("provider"),
         domain: text("domain").map(|d| d.trim_start_matches('@').to_owned()),
         since: get(pairs, "since")
@@ -107,14 +110,14 @@ pub async fn list(
     }
     // What the filter asks for stays selectable even when nothing matches it.
     for (list, v) in [
-        (&mut kinds, &f.kind),
-        (&mut classes, &f.class),
-        (&mut providers, &f.provider),
+        (&mut kinds, f.kind.as_deref()),
+        (&mut classes, f.class.map(LastTry::as_str)),
+        (&mut providers, f.provider.as_deref()),
     ] {
         if let Some(v) = v
-            && !list.contains(v)
+            && !list.iter().any(|x| x == v)
         {
-            list.push(v.clone());
+            list.push(v.to_owned());
         }
     }
     let values: std::collections::BTreeMap<&str, &str> = FIELDS
@@ -228,6 +231,7 @@ pub async fn act(State(ui): State<Ui>, body: Bytes) -> Result<Response, UiError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mail::ErrorClass;
 
     #[test]
     fn the_filter_reads_instants_ages_and_blank_fields() {
@@ -240,14 +244,33 @@ mod tests {
         )
         .unwrap();
         assert_eq!(f.kind, None);
-        assert_eq!(f.class.as_deref(), Some("permanent"));
+        assert_eq!(f.class, Some(LastTry::Failed(ErrorClass::Permanent)));
         assert_eq!(f.domain.as_deref(), Some("Example.com"));
         assert_eq!(f.since.unwrap().to_rfc3339(), "2026-11-22T12:00:00+00:00");
         assert_eq!(f.until.unwrap().to_rfc3339(), "2026-11-23T11:00:00+00:00");
         assert!(filter(&pairs(b"since=yesterday"), now).is_err());
+        let f = filter(&pairs(b"class=none"), now).unwrap();
+        assert_eq!(f.class, Some(LastTry::NoTry));
         assert_eq!(
             query_of(&pairs(b"kind=a&csrf=x&id=1&since=1h")),
             "kind=a&since=1h"
         );
+    }
+
+    #[test]
+    fn a_class_is_none_or_an_error_class() {
+        let now = Utc::now();
+        for (query, said) in [
+            (&b"class=melted"[..], "\"melted\" is not an error class"),
+            (b"class=sent", "\"sent\" is not an error class"),
+        ] {
+            match filter(&pairs(query), now) {
+                Err(UiError::BadRequest(message)) => assert!(
+                    message.contains(said) && message.contains("none or one of permanent"),
+                    "{message}"
+                ),
+                other => panic!("{query:?} is not refused: {other:?}"),
+            }
+        }
     }
 }

@@ -12,7 +12,7 @@ use minijinja::context;
 use serde::{Deserialize, Serialize};
 
 use super::{Ui, UiError, auth::Session, chart, page, schedules};
-use crate::gate::State as GateState;
+use crate::{gate::State as GateState, mail::ErrorClass, store::DeliveryStatus};
 
 /// What a provider is doing, as the overview shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -47,7 +47,7 @@ pub async fn providers(ui: &Ui) -> Vec<ProviderView> {
                 message,
                 remaining,
             })) => (
-                if class == "rate_limited" {
+                if class == ErrorClass::RateLimited {
                     "rate-limited"
                 } else {
                     "paused"
@@ -97,14 +97,15 @@ pub async fn overview(
     let mut by: BTreeMap<(String, String), Outcomes> = BTreeMap::new();
     for o in &outcomes {
         let row = by.entry((o.kind.clone(), o.provider.clone())).or_default();
-        let (hour, day) = if o.status == "sent" {
+        let sent = o.status == DeliveryStatus::Sent;
+        let (hour, day) = if sent {
             (&mut row.sent_hour, &mut row.sent_day)
         } else {
             (&mut row.failed_hour, &mut row.failed_day)
         };
         *hour += o.last_hour;
         *day += o.last_day;
-        if o.status == "sent" {
+        if sent {
             totals.sent_hour += o.last_hour;
             totals.sent_day += o.last_day;
         } else {

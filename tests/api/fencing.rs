@@ -9,7 +9,7 @@ use herald::{
     kinds::Kind,
     mail::Provider,
     render::Templates,
-    store::{AttemptRecord, NewDelivery, Next, Recording, Store},
+    store::{AttemptOutcome, AttemptRecord, DeliveryStatus, NewDelivery, Next, Recording, Store},
     worker::{WorkerDeps, process_job},
 };
 
@@ -36,7 +36,7 @@ async fn due_deliveries(store: &Store, emails: &[&str]) -> Vec<i64> {
         let now = Utc::now();
         let inserted = store
             .insert_deliveries(&[NewDelivery {
-                status: "queued",
+                status: DeliveryStatus::Queued,
                 note: None,
                 kind: overdue().name().to_owned(),
                 user_id,
@@ -82,7 +82,7 @@ fn outcomes(attempts: &[herald::store::AttemptRow]) -> Vec<(&str, &str, Option<i
         .collect()
 }
 
-async fn status(store: &Store, id: i64) -> String {
+async fn status(store: &Store, id: i64) -> DeliveryStatus {
     store.delivery(id).await.unwrap().unwrap().status
 }
 
@@ -140,7 +140,7 @@ async fn a_claim_taken_over_after_its_lease_ran_out_cannot_record() {
     // The first worker wakes up and records its send: nothing is written.
     let sent_by_old = AttemptRecord {
         provider: "smtp",
-        outcome: "sent",
+        outcome: AttemptOutcome::Sent,
         code: Some(250),
         error: None,
     };
@@ -149,7 +149,7 @@ async fn a_claim_taken_over_after_its_lease_ran_out_cannot_record() {
         provider_id: None,
     };
     assert!(!store.record(old, &[sent_by_old], &next).await.unwrap());
-    assert_eq!(status(&store, id).await, "sending");
+    assert_eq!(status(&store, id).await, DeliveryStatus::Sending);
     assert!(store.attempts(id).await.unwrap().is_empty());
 
     // The new owner renews its lease and records.
@@ -169,13 +169,13 @@ async fn a_claim_taken_over_after_its_lease_ran_out_cannot_record() {
     assert!(lease_until > Utc::now() + chrono::Duration::minutes(30));
     let sent_by_new = AttemptRecord {
         provider: "smtp",
-        outcome: "sent",
+        outcome: AttemptOutcome::Sent,
         code: Some(250),
         error: None,
     };
     assert!(store.record(new, &[sent_by_new], &next).await.unwrap());
     let delivery = store.delivery(id).await.unwrap().unwrap();
-    assert_eq!(delivery.status, "sent");
+    assert_eq!(delivery.status, DeliveryStatus::Sent);
     assert_eq!(delivery.attempts, 2);
     assert_eq!(
         outcomes(&store.attempts(id).await.unwrap()),
@@ -184,7 +184,7 @@ async fn a_claim_taken_over_after_its_lease_ran_out_cannot_record() {
 
     // A late failure report from the first worker changes nothing either.
     assert!(!store.record(old, &[], &Next::Failed).await.unwrap());
-    assert_eq!(status(&store, id).await, "sent");
+    assert_eq!(status(&store, id).await, DeliveryStatus::Sent);
     assert_eq!(store.attempts(id).await.unwrap().len(), 1);
     store.pool.close().await;
 }
@@ -231,7 +231,7 @@ async fn a_group_commit_writes_each_row_only_under_its_own_claim() {
 
     let sent = [AttemptRecord {
         provider: "smtp",
-        outcome: "sent",
+        outcome: AttemptOutcome::Sent,
         code: Some(250),
         error: None,
     }];
@@ -248,7 +248,11 @@ async fn a_group_commit_writes_each_row_only_under_its_own_claim() {
         store.record_many(&group).await.unwrap(),
         [true, false, true]
     );
-    for (id, expected) in [(ids[0], "sent"), (ids[1], "sending"), (ids[2], "sent")] {
+    for (id, expected) in [
+        (ids[0], DeliveryStatus::Sent),
+        (ids[1], DeliveryStatus::Sending),
+        (ids[2], DeliveryStatus::Sent),
+    ] {
         assert_eq!(status(&store, id).await, expected, "delivery {id}");
     }
     assert_eq!(
@@ -264,7 +268,7 @@ async fn a_group_commit_writes_each_row_only_under_its_own_claim() {
             .unwrap(),
         [true]
     );
-    assert_eq!(status(&store, ids[1]).await, "sent");
+    assert_eq!(status(&store, ids[1]).await, DeliveryStatus::Sent);
     store.pool.close().await;
 }
 
@@ -329,14 +333,18 @@ async fn a_row_that_cannot_be_recorded_does_not_stop_the_rest_of_its_batch() {
 
     // Every other row is recorded sent, with exactly one attempt; the bad one wrote nothing.
     for &id in ids.iter().filter(|&&id| id != bad) {
-        assert_eq!(status(&store, id).await, "sent", "delivery {id}");
+        assert_eq!(
+            status(&store, id).await,
+            DeliveryStatus::Sent,
+            "delivery {id}"
+        );
         assert_eq!(
             outcomes(&store.attempts(id).await.unwrap()),
             [("resend", "sent", Some(200))],
             "delivery {id}"
         );
     }
-    assert_eq!(status(&store, bad).await, "sending");
+    assert_eq!(status(&store, bad).await, DeliveryStatus::Sending);
     assert!(store.attempts(bad).await.unwrap().is_empty());
     store.pool.close().await;
 }
