@@ -28,11 +28,15 @@ pub fn limit(text: &str) -> Result<i64, String> {
     }
 }
 
-/// An instant in RFC 3339, with its offset: `2026-11-30T09:00:00Z` or `…+01:00`. A time with
-/// no offset is refused, because it could be any of 27 hours.
+/// An instant in RFC 3339, with its offset: `2026-11-30T09:00:00Z` or `…+01:00` (the seconds
+/// may be left out: `2026-11-30T09:00Z`). A time with no offset is refused, because it could be
+/// any of 27 hours.
 pub fn instant(text: &str) -> Result<DateTime<Utc>, String> {
     let text = text.trim();
-    if let Ok(t) = text.parse::<DateTime<FixedOffset>>() {
+    if let Ok(t) = text
+        .parse::<DateTime<FixedOffset>>()
+        .or_else(|_| DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M%#z"))
+    {
         return Ok(t.with_timezone(&Utc));
     }
     let no_offset = [
@@ -170,6 +174,8 @@ mod tests {
         assert_eq!(t.to_rfc3339(), "2026-11-30T09:00:00+00:00");
         let t = instant("2026-11-30T10:00:00+01:00").unwrap();
         assert_eq!(t.to_rfc3339(), "2026-11-30T09:00:00+00:00");
+        let t = instant("2026-11-30T10:00+01:00").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-11-30T09:00:00+00:00");
         for naive in [
             "2026-11-30T09:00:00",
             "2026-11-30 09:00:00",
@@ -177,6 +183,11 @@ mod tests {
         ] {
             let e = instant(naive).unwrap_err();
             assert!(e.contains("has no offset") && e.contains("add Z"), "{e}");
+            // The fixes it suggests are taken.
+            for fixed in [format!("{naive}Z"), format!("{naive}+01:00")] {
+                assert!(e.contains(&fixed), "{e}");
+                assert!(instant(&fixed).is_ok(), "{fixed}");
+            }
         }
         let e = instant("yesterday").unwrap_err();
         assert!(e.contains("RFC 3339"), "{e}");

@@ -16,7 +16,10 @@ use chrono::{DateTime, Utc};
 use minijinja::context;
 
 use super::{Ui, UiError, auth::Session, page};
-use crate::store::ui::{FailedFilter, LastTry};
+use crate::{
+    input::Since,
+    store::ui::{FailedFilter, LastTry},
+};
 
 /// Rows shown on one page.
 const SHOWN: i64 = 200;
@@ -39,23 +42,13 @@ fn get<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
-/// An instant (RFC 3339 or a `datetime-local` value in UTC) or an age before `now` (`24h`).
+/// An instant with its offset (`2026-11-23T07:00:00Z`) or an age before `now` (`24h`), read as
+/// `herald failed list --since` and `GET /api/failed?since=` read it: a time without an offset
+/// is refused, with the fix.
 fn instant(name: &str, text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, UiError> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M") {
-        return Ok(t.and_utc());
-    }
-    crate::config::parse_duration(text)
-        .ok()
-        .and_then(|d| chrono::Duration::from_std(d).ok())
-        .and_then(|d| now.checked_sub_signed(d))
-        .ok_or_else(|| {
-            UiError::BadRequest(format!(
-                "{name} {text:?} is neither an instant (2026-11-23T07:00, UTC) nor an age (1h, 24h, 7d)"
-            ))
-        })
+    Since::parse(text)
+        .map(|s| s.resolve(now))
+        .map_err(|e| UiError::BadRequest(format!("{name}: {e}")))
 }
 
 /// The filter in `pairs`.
@@ -233,14 +226,24 @@ mod tests {
     use super::*;
     use crate::mail::ErrorClass;
 
+    fn now() -> DateTime<Utc> {
+        crate::input::instant("2026-11-23T12:00:00Z").unwrap()
+    }
+
+    fn refused(query: &[u8]) -> String {
+        match filter(&pairs(query), now()) {
+            Err(UiError::BadRequest(message)) => message,
+            other => panic!("{query:?} is not refused as a bad request: {other:?}"),
+        }
+    }
+
     #[test]
     fn the_filter_reads_instants_ages_and_blank_fields() {
-        let now = DateTime::parse_from_rfc3339("2026-11-23T12:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
         let f = filter(
-            &pairs(b"kind=&class=permanent&domain=%40Example.com&since=24h&until=2026-11-23T11:00"),
-            now,
+            &pairs(
+                b"kind=&class=permanent&domain=%40Example.com&since=24h&until=2026-11-23T12:00:00%2B01:00",
+            ),
+            now(),
         )
         .unwrap();
         assert_eq!(f.kind, None);
@@ -248,9 +251,10 @@ mod tests {
         assert_eq!(f.domain.as_deref(), Some("Example.com"));
         assert_eq!(f.since.unwrap().to_rfc3339(), "2026-11-22T12:00:00+00:00");
         assert_eq!(f.until.unwrap().to_rfc3339(), "2026-11-23T11:00:00+00:00");
-        assert!(filter(&pairs(b"since=yesterday"), now).is_err());
-        let f = filter(&pairs(b"class=none"), now).unwrap();
+        // The placeholder's form: minutes, and Z.
+        let f = filter(&pairs(b"class=none&since=2026-11-23T07:00Z"), now()).unwrap();
         assert_eq!(f.class, Some(LastTry::NoTry));
+        assert_eq!(f.since.unwrap().to_rfc3339(), "2026-11-23T07:00:00+00:00");
         assert_eq!(
             query_of(&pairs(b"kind=a&csrf=x&id=1&since=1h")),
             "kind=a&since=1h"
@@ -258,19 +262,33 @@ mod tests {
     }
 
     #[test]
-    fn a_class_is_none_or_an_error_class() {
-        let now = Utc::now();
-        for (query, said) in [
-            (&b"class=melted"[..], "\"melted\" is not an error class"),
-            (b"class=sent", "\"sent\" is not an error class"),
+    fn a_time_without_an_offset_is_refused_as_the_cli_and_the_api_refuse_it() {
+        for (field, text) in [
+            ("since", "2026-11-23T07:00"),
+            ("until", "2026-11-23T09:00:00"),
         ] {
-            match filter(&pairs(query), now) {
-                Err(UiError::BadRequest(message)) => assert!(
-                    message.contains(said) && message.contains("none or one of permanent"),
-                    "{message}"
-                ),
-                other => panic!("{query:?} is not refused: {other:?}"),
-            }
+            let message = refused(format!("{field}={text}").as_bytes());
+            let said = Since::parse(text).unwrap_err();
+            assert!(
+                said.contains("has no offset") && said.contains("add Z"),
+                "{said}"
+            );
+            assert_eq!(message, format!("{field}: {said}"));
         }
+        let message = refused(b"since=yesterday");
+        assert!(
+            message.starts_with("since: ") && message.contains("neither an instant"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_class_is_none_or_an_error_class() {
+        let message = refused(b"class=melted");
+        assert!(
+            message.contains("\"melted\"") && message.contains("none or one of permanent"),
+            "{message}"
+        );
+        assert!(refused(b"class=sent").contains("\"sent\" is not an error class"));
     }
 }
