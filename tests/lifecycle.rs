@@ -62,7 +62,7 @@ impl Size {
             .unwrap_or(600);
         Size {
             emails,
-            concurrency: 100,
+            concurrency: 200,
             batch_size: 4,
             pool_size: 16,
         }

@@ -87,9 +87,10 @@ impl AnyJob {
 }
 
 /// The most deliveries one job carries when no provider asks for larger batches. Large enough
-/// that a burst costs Redis and PostgreSQL a few round trips per fifty emails; small enough that
-/// a process holds few claims at once and a dead worker strands few.
-pub const JOB_SIZE: usize = 50;
+/// that a burst costs Redis and PostgreSQL a few round trips per hundred emails (with the null
+/// provider, four jobs of 100 at once went 10–40 % faster than four jobs of 50); small enough
+/// that a process holds few claims at once and a dead worker strands few.
+pub const JOB_SIZE: usize = 100;
 
 /// How many jobs one process works on at once: enough to hold `queue.concurrency` emails, and
 /// at least two, so that one job's claim or record overlaps another's sends. Every email a
