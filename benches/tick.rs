@@ -9,8 +9,14 @@
 //! ```
 //!
 //! Knobs: USERS, CONC (workers), POOL (SMTP connections), PLANNING, DELIVER and LATENCY (0 skips
-//! a phase), LAT_N and LAT_RATE (emails and emails per second of the latency phase), SINK_CMD (an
-//! SMTP sink taking `HOST PORT COUNT_FILE`; default: the in-repo sink inside the bench).
+//! a phase), ONLY (plan this schedule only), LAT_N and LAT_RATE (emails and emails per second of
+//! the latency phase), SINK_CMD (an SMTP sink taking `HOST PORT COUNT_FILE`; default: the in-repo
+//! sink inside the bench).
+//!
+//! A plan line also gives the CPU seconds the bench (`cpu_s`: reading, composing) and
+//! PostgreSQL (`pg_cpu_s`) spent on it, steadier than wall time on a machine shared with other
+//! work. The bench plans on the reserved connections, as the daemon does. Planning while emails
+//! are being sent is `benches/email.rs`'s `plan_under_load`.
 //!
 //! It uses its own database (`herald_bench`, dropped first) and its own queue in Redis
 //! database 0. The email and latency figures count rows marked sent in PostgreSQL
@@ -36,6 +42,36 @@ const QUEUE: &str = "herald-bench";
 
 fn rss_mb(field: &str) -> f64 {
     rss_mb_of("/proc/self/status", field)
+}
+
+/// CPU seconds used so far by this process and by the PostgreSQL backends of the bench's
+/// database: steadier than wall time on a machine shared with other work. Linux only.
+async fn cpu_seconds(store: &Store) -> anyhow::Result<(f64, f64)> {
+    let pids: Vec<i32> =
+        sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+            .fetch_all(&store.pool)
+            .await?;
+    let pg = pids
+        .iter()
+        .map(|p| proc_cpu(&format!("/proc/{p}/stat")))
+        .sum();
+    Ok((proc_cpu("/proc/self/stat"), pg))
+}
+
+/// utime + stime of a `/proc/<pid>/stat`, in seconds (0 when it cannot be read).
+fn proc_cpu(stat_file: &str) -> f64 {
+    let stat = std::fs::read_to_string(stat_file).unwrap_or_default();
+    // The command name, in parentheses, may hold spaces; utime and stime are the 12th and 13th
+    // fields after it, in clock ticks of 1/100 s.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    ticks(11)
+        .zip(ticks(12))
+        .map_or(0.0, |(u, s)| (u + s) / 100.0)
 }
 
 /// Empties `deliveries` and plans one overdue summary per user with something overdue.
@@ -169,13 +205,20 @@ async fn main() -> anyhow::Result<()> {
         seeded.users as f64 / secs
     );
 
+    // The daemon plans on the connections it keeps from its workers: so does the bench.
+    let planner = store.reserved();
     let planning = env("PLANNING", "1") == "1";
-    for schedule in settings.schedules.iter().filter(|_| planning) {
+    let only = std::env::var("ONLY").ok();
+    let planned = |s: &&herald::config::ScheduleSettings| {
+        planning && only.as_ref().is_none_or(|o| *o == s.name)
+    };
+    for schedule in settings.schedules.iter().filter(planned) {
         let name = &schedule.name;
         for dry_run in [true, false] {
+            let (cpu_before, pg_before) = cpu_seconds(&store).await?;
             let started = Instant::now();
             let report = plan(
-                &store,
+                &planner,
                 schedule,
                 &PlanOptions {
                     at: now,
@@ -188,11 +231,14 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
             let secs = started.elapsed().as_secs_f64();
+            let (cpu_after, pg_after) = cpu_seconds(&store).await?;
             println!(
-                "peer=herald phase=plan schedule={name} dry_run={dry_run} n_users={users} zones=40 planned={} skipped={} seconds={secs:.2} users_per_s={:.0}",
+                "peer=herald phase=plan schedule={name} dry_run={dry_run} n_users={users} zones=40 planned={} skipped={} seconds={secs:.2} users_per_s={:.0} cpu_s={:.2} pg_cpu_s={:.2}",
                 report.planned,
                 report.skipped,
-                users as f64 / secs
+                users as f64 / secs,
+                cpu_after - cpu_before,
+                pg_after - pg_before
             );
         }
     }
@@ -200,7 +246,7 @@ async fn main() -> anyhow::Result<()> {
     // One period of recipient-local fires: every user's 09:00 (07:00, Sunday 17:00, …) in their
     // own zone, as the planner would plan them over the 24 hours (the week, for a weekly
     // schedule) between two fires of the cron.
-    for schedule in settings.schedules.iter().filter(|_| planning) {
+    for schedule in settings.schedules.iter().filter(planned) {
         let name = &schedule.name;
         sqlx::query("DELETE FROM deliveries")
             .execute(&store.pool)
@@ -216,7 +262,7 @@ async fn main() -> anyhow::Result<()> {
             .execute(&store.pool)
             .await?;
         let started = Instant::now();
-        let report = herald::schedule::plan_due(&store, &schedule, now)
+        let report = herald::schedule::plan_due(&planner, &schedule, now)
             .await?
             .expect("no other planner");
         let secs = started.elapsed().as_secs_f64();

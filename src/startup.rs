@@ -73,6 +73,8 @@ impl Application {
         );
         let job_size = queue::job_size(&providers);
         let deps = Arc::new(WorkerDeps {
+            // The workers alone on the main pool; every other part below on the reserved one,
+            // so that busy workers never hold up planning, dispatch or the API.
             store: store.clone(),
             recorder: Recorder::start(store.clone()),
             templates,
@@ -89,7 +91,7 @@ impl Application {
             settings: Arc::new(settings),
             clock,
             planner: Planner::new(metrics.clone()),
-            store,
+            store: store.reserved(),
             queue,
             dispatcher: Dispatcher::new(job_size),
             providers: Arc::new(providers),

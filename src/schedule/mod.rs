@@ -27,7 +27,7 @@ use anyhow::Context;
 use apalis_cron::CronScheduler;
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use tokio::sync::Notify;
 
@@ -43,6 +43,14 @@ use crate::{
 
 /// Users read and planned per round trip to PostgreSQL.
 const USERS_PER_BATCH: i64 = 1000;
+
+/// Pages of users planned at the same time, each on one connection at a time: while some pages'
+/// deliveries are inserted, the next pages' data is read and composed, on both sides of the
+/// connection and on every core. Four rather than two because, on a machine busy sending, more
+/// statements in flight keep the planner's share of PostgreSQL (100,000 weekly reports planned
+/// while 20,000 emails were sent: about 6.5 s with four, 8.5 s with two; idle, alike). The
+/// reserved pool (`store::RESERVED_CONNECTIONS`) counts on this number.
+pub const PAGES_IN_FLIGHT: usize = 4;
 
 /// How late a fire may be planned and still count as on time: the planner's own lag.
 const ON_TIME: chrono::Duration = chrono::Duration::minutes(1);
@@ -129,6 +137,22 @@ pub struct PlanReport {
     /// In a dry run: what would be sent.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub preview: Vec<Preview>,
+}
+
+impl PlanReport {
+    /// Counts in one page of users (see [`plan_page`]); its ids when this report lists them.
+    fn add_page(&mut self, page: PlanReport) {
+        self.planned += page.planned;
+        self.already_planned += page.already_planned;
+        self.skipped += page.skipped;
+        self.opted_out += page.opted_out;
+        self.missed += page.missed;
+        self.invalid_timezones += page.invalid_timezones;
+        if let (Some(list), Some(ids)) = (&mut self.delivery_ids, page.delivery_ids) {
+            list.extend(ids);
+        }
+        self.preview.extend(page.preview);
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -371,51 +395,77 @@ async fn zones(
     }
 }
 
-/// Reads users in batches, composes each user's email, and inserts (or previews) the deliveries.
+/// Reads users page by page, composes each user's email, and inserts (or previews) the
+/// deliveries, [`PAGES_IN_FLIGHT`] pages at a time. Pages are counted into `report` in order.
 async fn plan_users(store: &Store, b: &Batch<'_>, report: &mut PlanReport) -> anyhow::Result<()> {
     let kind = b.schedule.kind;
-    let mut after = 0;
-    loop {
+    let pages = futures::stream::try_unfold(Some(0), |after| async move {
+        let Some(after) = after else {
+            return Ok(None);
+        };
         let users = store
             .users_page(kind.name(), after, USERS_PER_BATCH, b.only_user, b.zones)
             .await
             .context("cannot read users")?;
-        let Some(last) = users.last() else { break };
-        after = last.id;
-        let zones: Vec<Tz> = users
-            .iter()
-            .map(|u| user_zone(b.schedule, u, report))
-            .collect();
-        let rows = compose_batch(store, b, &users, &zones, report).await?;
-        if b.dry_run {
-            report.planned += rows.len();
-            report.preview.extend(rows.into_iter().map(|r| Preview {
+        // A short page is the last one: no round trip to learn that the next is empty.
+        let next = users
+            .last()
+            .map(|u| u.id)
+            .filter(|_| users.len() as i64 == USERS_PER_BATCH && b.only_user.is_none());
+        anyhow::Ok((!users.is_empty()).then_some((users, next)))
+    });
+    // Boxed, so that the compiler checks `Send` here, where the lifetimes are known.
+    let mut planned = pages
+        .map_ok(|users| plan_page(store, b, users))
+        .try_buffered(PAGES_IN_FLIGHT)
+        .boxed();
+    while let Some(page) = planned.try_next().await? {
+        report.add_page(page);
+    }
+    Ok(())
+}
+
+/// Composes one page of users' emails and inserts (or previews) them; counts them in a report
+/// of their own, with the new deliveries' ids.
+async fn plan_page(
+    store: &Store,
+    b: &Batch<'_>,
+    users: Vec<UserRow>,
+) -> anyhow::Result<PlanReport> {
+    let mut page = PlanReport::default();
+    let zones: Vec<Tz> = users
+        .iter()
+        .map(|u| user_zone(b.schedule, u, &mut page))
+        .collect();
+    let rows = compose_batch(store, b, &users, &zones, &mut page).await?;
+    if b.dry_run {
+        page.planned += rows.len();
+        page.preview = rows
+            .into_iter()
+            .map(|r| Preview {
                 user_id: r.user_id,
                 recipient: r.recipient,
                 dedup_key: r.dedup_key,
                 due_at: r.due_at,
                 payload: r.payload,
-            }));
+            })
+            .collect();
+    } else {
+        let ids = store
+            .insert_deliveries(&rows)
+            .await
+            .context("cannot insert deliveries")?;
+        if b.missed.is_some() {
+            page.missed += ids.len();
         } else {
-            let ids = store
-                .insert_deliveries(&rows)
-                .await
-                .context("cannot insert deliveries")?;
-            if b.missed.is_some() {
-                report.missed += ids.len();
-            } else {
-                report.planned += ids.len();
-                if let Some(list) = &mut report.delivery_ids {
-                    list.extend(&ids);
-                }
-            }
-            report.already_planned += rows.len() - ids.len();
+            page.planned += ids.len();
         }
-        if b.only_user.is_some() {
-            break;
+        page.already_planned += rows.len() - ids.len();
+        if b.missed.is_none() {
+            page.delivery_ids = Some(ids);
         }
     }
-    Ok(())
+    Ok(page)
 }
 
 /// A user's zone: their own, or the schedule's fallback when theirs is not a zone.

@@ -32,10 +32,27 @@ pub use users::RemovedUsers;
 /// The embedded migrations in `migrations/`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// Connections kept apart from the workers' pool ([`Store::reserved`]), for everything but the
+/// workers. What that needs grows with neither the load nor the settings, so it is no setting:
+/// the planner's schedule lock and its pages in flight (`schedule::PAGES_IN_FLIGHT`), the
+/// dispatcher's one loop, and one for the API, the janitor and retention.
+pub const RESERVED_CONNECTIONS: u32 = 1 + crate::schedule::PAGES_IN_FLIGHT as u32 + 2;
+
 /// A handle to the database; cheap to clone.
+///
+/// Two pools, because the workers can take every connection: while they claim and record as
+/// fast as the providers take emails, each statement of the planner (about five for each 1,000
+/// users), of the dispatcher and of the API waited in line behind theirs. The workers (and their
+/// recorder) run on the main pool (`database.max_connections`); everything else runs on
+/// [`RESERVED_CONNECTIONS`] more, which the workers never see. Those are opened when first used
+/// and closed after a minute unused, so a command that does not plan holds none, and a process
+/// that is not planning holds about two.
 #[derive(Clone, Debug)]
 pub struct Store {
+    /// The pool this handle's statements run on: the main pool, or the reserved one for a
+    /// handle from [`Store::reserved`].
     pub pool: PgPool,
+    reserved: PgPool,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -289,17 +306,23 @@ impl Store {
                 ("lock_timeout", "10s"),
                 ("idle_in_transaction_session_timeout", "60s"),
             ]);
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            // sqlx warns on every acquire slower than 2 s: during a PostgreSQL restart that is one
-            // line per waiting worker. Herald logs the outage once instead (`health`). sqlx logs
-            // through `log`, whose records tracing's target filters do not reach.
-            .acquire_slow_level(log::LevelFilter::Debug)
-            .connect_with(options)
+        let pool = pool_options(max_connections)
+            .connect_with(options.clone())
             .await
             .with_context(|| format!("cannot connect to PostgreSQL at {}; is it running and does the database exist? (`herald migrate` creates it)", redact(url)))?;
-        Ok(Store { pool })
+        let reserved = pool_options(RESERVED_CONNECTIONS)
+            .idle_timeout(Duration::from_secs(60))
+            .connect_lazy_with(options);
+        Ok(Store { pool, reserved })
+    }
+
+    /// This store on the reserved connections, which the workers never take: for the planner,
+    /// the dispatcher, the API and the other background parts (see [`Store`]).
+    pub fn reserved(&self) -> Store {
+        Store {
+            pool: self.reserved.clone(),
+            reserved: self.reserved.clone(),
+        }
     }
 
     pub async fn migrate(&self) -> anyhow::Result<()> {
@@ -313,6 +336,16 @@ impl Store {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+}
+
+fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        // sqlx warns on every acquire slower than 2 s: during a PostgreSQL restart that is one
+        // line per waiting worker. Herald logs the outage once instead (`health`). sqlx logs
+        // through `log`, whose records tracing's target filters do not reach.
+        .acquire_slow_level(log::LevelFilter::Debug)
 }
 
 /// A URL with its password replaced, fit for logs and error messages: the password of its

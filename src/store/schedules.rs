@@ -61,7 +61,12 @@ impl Store {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let col = |f: fn(&NewDelivery) -> String| rows.iter().map(f).collect::<Vec<_>>();
+        let text = |f: fn(&NewDelivery) -> &str| rows.iter().map(f).collect::<Vec<_>>();
+        // Into a buffer directly: `to_string` would go through `Display`, a call per token.
+        let payloads: Vec<String> = rows
+            .iter()
+            .map(|r| serde_json::to_string(&r.payload).expect("a JSON value serializes"))
+            .collect();
         sqlx::query_scalar(
             "INSERT INTO deliveries (kind, user_id, dedup_key, recipient, payload, planned_for, due_at, status, last_error)
              SELECT kind, user_id, dedup_key, recipient, payload::jsonb, planned_for, due_at, status, note
@@ -70,15 +75,15 @@ impl Store {
              ON CONFLICT (dedup_key) DO NOTHING
              RETURNING id",
         )
-        .bind(col(|r| r.kind.clone()))
+        .bind(text(|r| &r.kind))
         .bind(rows.iter().map(|r| r.user_id).collect::<Vec<_>>())
-        .bind(col(|r| r.dedup_key.clone()))
-        .bind(col(|r| r.recipient.clone()))
-        .bind(col(|r| r.payload.to_string()))
+        .bind(text(|r| &r.dedup_key))
+        .bind(text(|r| &r.recipient))
+        .bind(payloads)
         .bind(rows.iter().map(|r| r.planned_for).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.due_at).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.status).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.note.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.note.as_deref()).collect::<Vec<_>>())
         .fetch_all(&self.pool)
         .await
     }

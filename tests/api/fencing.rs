@@ -16,18 +16,6 @@ use herald::{
 use crate::helpers::*;
 use crate::resend_stub::{Reply, ResendStub};
 
-/// A migrated database of its own for `env`, with no Herald running on it: the test drives the
-/// store and the worker step itself. Dropping the guard removes the database and Redis keys.
-async fn bare_store(env: &Env) -> (Store, EnvGuard) {
-    init_logs();
-    let guard = EnvGuard(env.clone());
-    let store = Store::connect(&env.settings().database_url, 8, true)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    (store, guard)
-}
-
 /// One due overdue summary per address; returns the deliveries' ids, in the order given.
 async fn due_deliveries(store: &Store, emails: &[&str]) -> Vec<i64> {
     let mut ids = Vec::new();

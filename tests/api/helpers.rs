@@ -482,6 +482,19 @@ impl Drop for TestApp {
     }
 }
 
+/// A migrated database of its own for `env`, with no Herald running on it: the test drives the
+/// store, the planner or the worker step itself. Dropping the guard removes the database and
+/// Redis keys.
+pub async fn bare_store(env: &Env) -> (Store, EnvGuard) {
+    init_logs();
+    let guard = EnvGuard(env.clone());
+    let store = Store::connect(&env.settings().database_url, 8, true)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    (store, guard)
+}
+
 pub async fn add_user(store: &Store, email: &str, tz: &str, tasks: &[TaskSpec<'_>]) -> i64 {
     let id = store
         .insert_users(&[NewUser {

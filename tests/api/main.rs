@@ -13,6 +13,7 @@ mod local_time;
 mod metrics;
 mod once;
 mod outage;
+mod planning;
 mod resend;
 #[path = "../support/resend_stub.rs"]
 mod resend_stub;

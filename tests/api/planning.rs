@@ -1,0 +1,138 @@
+//! The planner over many pages of users: every user counted once, the ids in user order, a plan
+//! run twice inserting nothing, and planning never waiting for the connections the workers hold.
+
+use herald::{
+    clock::Clock,
+    config::Settings,
+    schedule::{PlanOptions, PlanReport, plan},
+    store::{NewTask, NewUser, RESERVED_CONNECTIONS, Store},
+};
+
+use crate::helpers::*;
+
+/// Adds users `<prefix><i>@example.com` for `i` in `range`: each has one task overdue at
+/// [`TICK`], except every 7th, who has nothing to hear about; every 10th opted out of the
+/// overdue summary.
+async fn add_users(store: &Store, prefix: &str, range: std::ops::Range<usize>) {
+    let users: Vec<_> = range
+        .clone()
+        .map(|i| NewUser {
+            email: format!("{prefix}{i}@example.com"),
+            display_name: format!("User {i}"),
+            timezone: "UTC".into(),
+        })
+        .collect();
+    let ids = store.insert_users(&users).await.unwrap();
+    let tasks: Vec<_> = range
+        .clone()
+        .zip(&ids)
+        .filter(|(i, _)| i % 7 != 0)
+        .map(|(_, &owner_id)| NewTask {
+            owner_id,
+            title: "Late".into(),
+            due_at: Some(at(LATE)),
+            completed_at: None,
+        })
+        .collect();
+    store.insert_tasks(&tasks).await.unwrap();
+    for (_, &id) in range.zip(&ids).filter(|(i, _)| i % 10 == 0) {
+        store.opt_out(id, "overdue_summary").await.unwrap();
+    }
+}
+
+/// Plans the overdue summary by hand at `at`, listing the new deliveries' ids.
+async fn plan_overdue(store: &Store, settings: &Settings, at_: &str) -> PlanReport {
+    let schedule = settings.schedule("overdue_summary").unwrap();
+    let opts = PlanOptions {
+        at: at(at_),
+        user_id: None,
+        dry_run: false,
+        ids: true,
+    };
+    plan(
+        store,
+        schedule,
+        &opts,
+        &Clock::manual(at(at_)),
+        &settings.retention,
+    )
+    .await
+    .unwrap()
+}
+
+/// The ids of the deliveries planned for the local date `date`, by user.
+async fn ids_on(store: &Store, date: &str) -> Vec<i64> {
+    sqlx::query_scalar(
+        "SELECT id FROM deliveries WHERE dedup_key LIKE 'manual:overdue_summary:%:' || $1 ORDER BY user_id",
+    )
+    .bind(date)
+    .fetch_all(&store.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn pages_planned_at_once_count_every_user_once_and_list_the_ids_in_user_order() {
+    let smtp = SmtpServer::start().await;
+    let env = Env::new(&smtp);
+    let (store, _guard) = bare_store(&env).await;
+    let settings = env.settings();
+    let store = store.reserved();
+    // Two full pages of 1,000: the planner learns that there is no third from an empty read.
+    add_users(&store, "a", 0..2000).await;
+    let wanted = |n: usize| (0..n).filter(|i| i % 7 != 0 && i % 10 != 0).count();
+
+    let r = plan_overdue(&store, &settings, "2026-11-23T07:00:00Z").await;
+    assert_eq!(r.planned, wanted(2000), "{r:?}");
+    assert_eq!(r.opted_out, 200, "{r:?}");
+    assert_eq!(r.skipped, 2000 - wanted(2000), "{r:?}");
+    assert_eq!(r.already_planned, 0, "{r:?}");
+    let ids = r.delivery_ids.unwrap();
+    assert_eq!(ids, ids_on(&store, "2026-11-23").await);
+
+    // The same instant again: every key exists, nothing new.
+    let r = plan_overdue(&store, &settings, "2026-11-23T07:00:00Z").await;
+    assert_eq!((r.planned, r.already_planned), (0, wanted(2000)), "{r:?}");
+    assert_eq!(r.delivery_ids.unwrap(), Vec::<i64>::new());
+
+    // 2,345 users: the last page is short, and is the last read.
+    add_users(&store, "b", 2000..2345).await;
+    let r = plan_overdue(&store, &settings, "2026-11-24T07:00:00Z").await;
+    assert_eq!(r.planned, wanted(2345), "{r:?}");
+    assert_eq!(r.opted_out, 235, "{r:?}");
+    assert_eq!(r.skipped, 2345 - wanted(2345), "{r:?}");
+    assert_eq!(r.delivery_ids.unwrap(), ids_on(&store, "2026-11-24").await);
+}
+
+#[tokio::test]
+async fn planning_never_waits_for_the_connections_the_workers_hold() {
+    let smtp = SmtpServer::start().await;
+    let env = Env::new(&smtp);
+    let (store, _guard) = bare_store(&env).await;
+    let settings = env.settings();
+    add_users(&store, "w", 0..30).await;
+    // Every connection of the workers' pool taken, as by workers busy sending. Planning on the
+    // main pool would fail here after the acquire timeout.
+    let mut held = Vec::new();
+    for _ in 0..store.pool.options().get_max_connections() {
+        held.push(store.pool.acquire().await.unwrap());
+    }
+    let r = plan_overdue(&store.reserved(), &settings, "2026-11-23T07:00:00Z").await;
+    assert_eq!(
+        r.planned,
+        (0..30).filter(|i| i % 7 != 0 && i % 10 != 0).count()
+    );
+    drop(held);
+}
+
+#[tokio::test]
+async fn the_daemons_own_parts_run_on_the_reserved_connections() {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_app(&smtp).await;
+    // The state the planner, the dispatcher and the API use; the workers have their own.
+    assert_eq!(
+        app.state.store.pool.options().get_max_connections(),
+        RESERVED_CONNECTIONS
+    );
+    app.finish().await;
+}
