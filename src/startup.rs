@@ -20,7 +20,7 @@ use crate::{
     shutdown,
     store::Store,
     supervisor::{Faults, Supervisor},
-    worker::WorkerDeps,
+    worker::{InHand, WorkerDeps},
 };
 
 /// A built Herald: connected, migrated, templates checked, HTTP port bound.
@@ -77,6 +77,7 @@ impl Application {
             // so that busy workers never hold up planning, dispatch or the API.
             store: store.clone(),
             recorder: Recorder::start(store.clone()),
+            in_hand: InHand::new(settings.queue.concurrency),
             templates,
             providers: providers.clone(),
             gate: gate.clone(),

@@ -91,6 +91,11 @@ pub struct WorkerDeps {
     pub store: Store,
     /// Writes the outcomes of every worker of the process together (group commit).
     pub recorder: Recorder,
+    /// The emails this process may hold at once (claimed, being sent or being recorded):
+    /// `queue.concurrency` permits, one per delivery of a job, taken before the claim. What a
+    /// killed process leaves sent but unrecorded is at most this many (plus the rest of a stored
+    /// Resend batch a claim brings along).
+    pub in_hand: InHand,
     pub templates: Arc<Templates>,
     /// In the order to try them.
     pub providers: Vec<Provider>,
@@ -106,6 +111,29 @@ pub struct WorkerDeps {
     pub health: crate::health::Health,
     /// What `/metrics` counts: outcomes once recorded, render and send times.
     pub metrics: crate::metrics::Metrics,
+}
+
+/// The emails a process may hold at once, shared by all its jobs.
+#[derive(Debug, Clone)]
+pub struct InHand {
+    permits: Arc<tokio::sync::Semaphore>,
+    limit: usize,
+}
+
+impl InHand {
+    pub fn new(limit: usize) -> InHand {
+        let limit = limit.max(1);
+        InHand {
+            permits: Arc::new(tokio::sync::Semaphore::new(limit)),
+            limit,
+        }
+    }
+
+    /// Waits until `emails` more may be held (a job larger than the limit takes all of it).
+    async fn take(&self, emails: usize) -> tokio::sync::SemaphorePermit<'_> {
+        let n = u32::try_from(emails.clamp(1, self.limit)).unwrap_or(u32::MAX);
+        self.permits.acquire_many(n).await.expect("never closed")
+    }
 }
 
 /// What happened to the job's own delivery.
@@ -207,6 +235,7 @@ pub async fn process_one(deps: &WorkerDeps, delivery_id: i64) -> anyhow::Result<
 /// of them (PostgreSQL is down, say), after recording all the others; those claims' leases then
 /// expire and the deliveries become due again.
 pub async fn process_job(deps: &WorkerDeps, ids: &[i64]) -> anyhow::Result<Vec<(i64, Outcome)>> {
+    let _in_hand = deps.in_hand.take(ids.len()).await;
     let claimed = deps
         .store
         .claim_many(ids, deps.lease, &deps.message_id_domain, deps.clock.now())

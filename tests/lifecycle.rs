@@ -473,8 +473,7 @@ async fn wait_recorded(store: &Store, ids: &[i64], within: Duration) {
 /// The most emails one Herald process holds claimed at once with these settings (SMTP only, so
 /// jobs of [`herald::queue::JOB_SIZE`]).
 fn claimed_at_once(size: &Size) -> u64 {
-    let job = herald::queue::JOB_SIZE;
-    (herald::queue::jobs_at_once(size.concurrency, job) * job) as u64
+    size.concurrency as u64
 }
 
 fn copies(sink: &SmtpSink, keys: &[String]) -> u64 {

@@ -26,7 +26,8 @@
 //! the push, apalis-redis's fetch, the gate's admission script, the claim in PostgreSQL and the
 //! ack, so a burst costs Redis well under one command per email (`bench/compare.sh` prints the
 //! figure) instead of a dozen. `queue.high_water` counts jobs, as the crate's scripts do.
-//! `queue.concurrency` counts emails: a process works on that many at once, in whole jobs.
+//! `queue.concurrency` counts emails: a process holds at most that many at once, whatever the
+//! size of its jobs (up to [`JOBS_AT_ONCE`] jobs run side by side, each taking its share first).
 
 pub mod dispatch;
 pub mod housekeeping;
@@ -92,13 +93,11 @@ impl AnyJob {
 /// that a process holds few claims at once and a dead worker strands few.
 pub const JOB_SIZE: usize = 100;
 
-/// How many jobs one process works on at once: enough to hold `queue.concurrency` emails, and
-/// at least two, so that one job's claim or record overlaps another's sends. Every email a
-/// process has claimed and not yet recorded is in one of these jobs: this (times the job size)
-/// bounds the copies a killed process can leave behind.
-pub fn jobs_at_once(concurrency: usize, job_size: usize) -> usize {
-    concurrency.div_ceil(job_size.max(1)).max(2)
-}
+/// How many jobs one process works on at once. Jobs are as small as what fell due together, one
+/// email each in a trickle, so many run side by side; what bounds the emails a process holds is
+/// [`crate::worker::WorkerDeps::in_hand`] (`queue.concurrency` emails), which each job takes its
+/// share of before it claims anything.
+pub const JOBS_AT_ONCE: usize = 64;
 
 /// How many deliveries a job carries with these providers: [`JOB_SIZE`], or the first
 /// provider's batch size when it takes larger batches, so that each job is one full batch.

@@ -296,8 +296,8 @@ pub async fn run_workers(
         })?;
     let name = worker_name();
     let job_size = super::job_size(&deps.providers);
-    let jobs = super::jobs_at_once(q.concurrency, job_size);
-    tracing::info!(worker = %name, queue = %q.name, jobs_at_once = jobs, job_size, "workers started");
+    let jobs = super::JOBS_AT_ONCE;
+    tracing::info!(worker = %name, queue = %q.name, emails_at_once = q.concurrency, job_size, "workers started");
     let ctx = Ctx {
         deps,
         queue: queue.clone(),

@@ -48,6 +48,7 @@ async fn worker_deps(env: &Env, store: Store) -> WorkerDeps {
     let redis = herald::queue::connect(&redis_url()).await.unwrap();
     WorkerDeps {
         recorder: herald::recorder::Recorder::start(store.clone()),
+        in_hand: herald::worker::InHand::new(settings.queue.concurrency),
         store,
         templates: Arc::new(
             Templates::load(&settings.templates_dir, &herald::kinds::samples()).unwrap(),
