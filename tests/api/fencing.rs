@@ -42,6 +42,21 @@ async fn due_deliveries(store: &Store, emails: &[&str]) -> Vec<i64> {
     ids
 }
 
+/// One try that SMTP accepted, and the delivery moving on to `sent`: what a worker records.
+fn sent_over_smtp() -> (AttemptRecord<'static>, Next<'static>) {
+    let sent = AttemptRecord {
+        provider: "smtp",
+        outcome: AttemptOutcome::Sent,
+        code: Some(250),
+        error: None,
+    };
+    let next = Next::Sent {
+        provider: "smtp",
+        provider_id: None,
+    };
+    (sent, next)
+}
+
 /// The worker's dependencies as `herald run` builds them from these settings.
 async fn worker_deps(env: &Env, store: Store) -> WorkerDeps {
     let settings = env.settings();
@@ -127,16 +142,7 @@ async fn a_claim_taken_over_after_its_lease_ran_out_cannot_record() {
     assert_eq!(new.message_id, old.message_id);
 
     // The first worker wakes up and records its send: nothing is written.
-    let sent_by_old = AttemptRecord {
-        provider: "smtp",
-        outcome: AttemptOutcome::Sent,
-        code: Some(250),
-        error: None,
-    };
-    let next = Next::Sent {
-        provider: "smtp",
-        provider_id: None,
-    };
+    let (sent_by_old, next) = sent_over_smtp();
     assert!(!store.record(old, &[sent_by_old], &next).await.unwrap());
     assert_eq!(status(&store, id).await, DeliveryStatus::Sending);
     assert!(store.attempts(id).await.unwrap().is_empty());
@@ -156,12 +162,7 @@ async fn a_claim_taken_over_after_its_lease_ran_out_cannot_record() {
             .await
             .unwrap();
     assert!(lease_until > Utc::now() + chrono::Duration::minutes(30));
-    let sent_by_new = AttemptRecord {
-        provider: "smtp",
-        outcome: AttemptOutcome::Sent,
-        code: Some(250),
-        error: None,
-    };
+    let (sent_by_new, _) = sent_over_smtp();
     assert!(store.record(new, &[sent_by_new], &next).await.unwrap());
     let delivery = store.delivery(id).await.unwrap().unwrap();
     assert_eq!(delivery.status, DeliveryStatus::Sent);
@@ -218,16 +219,8 @@ async fn a_group_commit_writes_each_row_only_under_its_own_claim() {
         .unwrap();
     assert_eq!(retaken.len(), 1);
 
-    let sent = [AttemptRecord {
-        provider: "smtp",
-        outcome: AttemptOutcome::Sent,
-        code: Some(250),
-        error: None,
-    }];
-    let next = Next::Sent {
-        provider: "smtp",
-        provider_id: None,
-    };
+    let (sent, next) = sent_over_smtp();
+    let sent = [sent];
     let group: Vec<Recording> = claimed
         .iter()
         .map(|d| Recording::new(d, &sent, &next))
