@@ -218,7 +218,8 @@ impl Gate {
         let mut conn = self.conn.clone();
         let member = uuid::Uuid::new_v4().simple().to_string();
         let window = Duration::from_secs(1) + GUARD;
-        let (go, wait_ms, why): (i64, i64, String) = self
+        // `amount` is how many may go, or how many milliseconds to wait.
+        let (go, amount, why): (i64, i64, String) = self
             .acquire
             .key(self.key(p, "pause"))
             .key(self.key(p, "circuit"))
@@ -236,10 +237,10 @@ impl Gate {
         if go == 0 {
             return Ok(Permit::Go {
                 probe: why == "1",
-                count: usize::try_from(wait_ms).unwrap_or(1).max(1),
+                count: usize::try_from(amount).unwrap_or(1).max(1),
             });
         }
-        let wait = Duration::from_millis(wait_ms.max(1) as u64);
+        let wait = Duration::from_millis(amount.max(1) as u64);
         let mut parts = why.splitn(3, '|');
         let (_, class, message) = (
             parts.next().unwrap_or(""),

@@ -88,11 +88,7 @@ async fn write(store: &Store, group: Vec<(Recording, Reply)>) {
         Err(e) => {
             tracing::debug!(rows = rows.len(), error = %e, "cannot record a group of outcomes; recording them one by one");
             for (row, reply) in rows.into_iter().zip(replies) {
-                let one = store
-                    .record_many(std::slice::from_ref(&row))
-                    .await
-                    .map(|r| r.first().copied().unwrap_or(false));
-                let _ = reply.send(one);
+                let _ = reply.send(store.record(&row).await);
             }
         }
     }

@@ -498,29 +498,17 @@ async fn deliver(
     jobs: &mut [Job],
     claims: &Mutex<Claims>,
 ) -> Vec<(i64, anyhow::Result<Outcome>)> {
-    let ours = |job: &Job| {
-        !claims
-            .lock()
-            .expect("not poisoned")
-            .lost
-            .contains(&job.d.id)
-    };
     let mut settled = Vec::new();
     for (n, provider) in deps.providers.iter().enumerate() {
         let later = &deps.providers[n + 1..];
+        let takes =
+            |j: &Job| !j.settled && j.open() && j.fits(provider) && !taken_over(claims, j.d.id);
         if provider.batch_size <= 1 {
-            let open: Vec<&mut Job> = jobs
-                .iter_mut()
-                .filter(|j| !j.settled && j.open() && j.fits(provider) && ours(j))
-                .collect();
+            let open: Vec<&mut Job> = jobs.iter_mut().filter(|j| takes(j)).collect();
             settled.extend(send_each(deps, provider, open, later, claims).await);
             continue;
         }
-        let open: Vec<usize> = (0..jobs.len())
-            .filter(|&i| {
-                !jobs[i].settled && jobs[i].open() && jobs[i].fits(provider) && ours(&jobs[i])
-            })
-            .collect();
+        let open: Vec<usize> = (0..jobs.len()).filter(|&i| takes(&jobs[i])).collect();
         let mut stored: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         let mut fresh = Vec::new();
         for i in open {
@@ -547,6 +535,11 @@ async fn deliver(
         settled.extend(futures::future::join_all(done).await);
     }
     settled
+}
+
+/// Whether the lease renewal found this row taken over by another worker.
+fn taken_over(claims: &Mutex<Claims>, id: i64) -> bool {
+    claims.lock().expect("not poisoned").lost.contains(&id)
 }
 
 /// Whether no later provider will take this email: its outcome can be recorded now.
@@ -645,12 +638,7 @@ async fn send_one(
     probe: bool,
     claims: &Mutex<Claims>,
 ) {
-    if claims
-        .lock()
-        .expect("not poisoned")
-        .lost
-        .contains(&job.d.id)
-    {
+    if taken_over(claims, job.d.id) {
         return;
     }
     let Some(email) = job.outgoing() else { return };

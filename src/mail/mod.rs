@@ -4,7 +4,8 @@
 //! - [`error`]: the classes (permanent, transient, rate limited, quota, configuration) and the
 //!   pure mapping of each provider's answers into them.
 //! - [`resend`]: Resend's HTTP API on reqwest, single and batch.
-//! - [`smtp`]: lettre's pooled SMTP client, the MIME message, lettre's errors.
+//! - [`smtp`]: one SMTP send, the MIME message, lettre's errors.
+//! - [`smtp_pool`]: SMTP connections kept open between sends, with Nagle off.
 //! - [`null`]: marks emails sent without sending them, for benchmarks.
 
 pub mod error;
@@ -54,7 +55,7 @@ pub struct Receipt {
 #[derive(Clone)]
 pub enum Channel {
     Resend(resend::Resend),
-    Smtp(smtp::Smtp),
+    Smtp(smtp_pool::SmtpPool),
     File(AsyncFileTransport<Tokio1Executor>),
     /// Sends nothing: see [`null`].
     Null,
@@ -77,7 +78,7 @@ pub struct Provider {
     /// SMTP: how long one send may take, from taking a pooled connection to the server's answer
     /// to the message (`mail.timeout`).
     smtp_timeout: Duration,
-    /// Requests in flight from this process at once: `mail.pool_size`. lettre's pool only caps
+    /// Requests in flight from this process at once: `mail.pool_size`. The SMTP pool only caps
     /// the idle connections it keeps, and opens a new one for every send beyond them; without
     /// this bound a burst would open a connection per email. A send waits here before its
     /// `mail.timeout` starts.
@@ -100,7 +101,7 @@ impl Provider {
                 format!("{}|{}", r.base_url, r.api_key.expose()),
             ),
             ProviderSettings::Smtp(s) => (
-                Channel::Smtp(smtp::build(s, mail.timeout, mail.pool_size)?),
+                Channel::Smtp(smtp_pool::SmtpPool::new(s, mail.timeout, mail.pool_size)?),
                 1,
                 s.messages_per_second,
                 format!(

@@ -6,18 +6,12 @@ use std::time::Duration;
 
 use lettre::{Message, message::MultiPart};
 
+use super::smtp_pool::SmtpPool;
 use super::{
     Outgoing, Receipt,
     error::{ErrorClass, SendError, classify_smtp_reply},
 };
-use crate::{config::SmtpSettings, domain::Mailbox};
-
-pub use super::smtp_pool::SmtpPool as Smtp;
-
-/// Builds the SMTP client for these settings: connections kept open, at most `pool_size` idle.
-pub fn build(s: &SmtpSettings, timeout: Duration, pool_size: u32) -> anyhow::Result<Smtp> {
-    Smtp::new(s, timeout, pool_size)
-}
+use crate::domain::Mailbox;
 
 /// Sends one message, waiting at most `timeout` for the server's answer.
 ///
@@ -29,7 +23,7 @@ pub fn build(s: &SmtpSettings, timeout: Duration, pool_size: u32) -> anyhow::Res
 /// worker stops waiting and the outcome is `unknown` (the server may have taken the message),
 /// while the transaction itself finishes, or fails, on its own.
 pub async fn send(
-    t: &Smtp,
+    t: &SmtpPool,
     from: &Mailbox,
     email: &Outgoing<'_>,
     timeout: Duration,

@@ -40,6 +40,22 @@ pub struct Dispatcher {
 /// What stopped a round: which service failed, and how.
 struct RoundError(Dependency, anyhow::Error);
 
+impl RoundError {
+    fn redis(e: redis::RedisError, what: &str) -> RoundError {
+        RoundError(
+            Dependency::Redis,
+            anyhow::Error::new(e).context(what.to_owned()),
+        )
+    }
+
+    fn pg(e: sqlx::Error, what: &str) -> RoundError {
+        RoundError(
+            Dependency::Postgres,
+            anyhow::Error::new(e).context(what.to_owned()),
+        )
+    }
+}
+
 impl Dispatcher {
     pub fn new(job_size: usize) -> Dispatcher {
         Dispatcher {
@@ -132,22 +148,10 @@ async fn round(
     job_size: usize,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Next, RoundError> {
-    let redis = |e: redis::RedisError, what: &str| {
-        RoundError(
-            Dependency::Redis,
-            anyhow::Error::new(e).context(what.to_owned()),
-        )
-    };
-    let pg = |e: sqlx::Error, what: &str| {
-        RoundError(
-            Dependency::Postgres,
-            anyhow::Error::new(e).context(what.to_owned()),
-        )
-    };
     let (depth, marker) = queue
         .depth_and_marker()
         .await
-        .map_err(|e| redis(e, "cannot read the queue depth"))?;
+        .map_err(|e| RoundError::redis(e, "cannot read the queue depth"))?;
     if !marker {
         refill(store, queue).await?;
     }
@@ -163,20 +167,18 @@ async fn round(
     let ids = store
         .take_due(room as i64, now)
         .await
-        .map_err(|e| pg(e, "cannot take due deliveries"))?;
-    if ids.len() == room {
-        push(store, queue, &ids, job_size).await?;
-        tracing::debug!(count = ids.len(), depth, "dispatched");
-        return Ok(Next::Now);
-    }
+        .map_err(|e| RoundError::pg(e, "cannot take due deliveries"))?;
     if !ids.is_empty() {
         push(store, queue, &ids, job_size).await?;
         tracing::debug!(count = ids.len(), depth, "dispatched");
     }
+    if ids.len() == room {
+        return Ok(Next::Now);
+    }
     let next = store
         .next_due()
         .await
-        .map_err(|e| pg(e, "cannot read when the next delivery is due"))?;
+        .map_err(|e| RoundError::pg(e, "cannot read when the next delivery is due"))?;
     Ok(next.map_or(Next::Idle, Next::At))
 }
 
@@ -189,12 +191,10 @@ async fn push(
 ) -> Result<(), RoundError> {
     if let Err(e) = queue.push(ids, job_size).await {
         // Give the rows back so the next round (or another process) pushes them.
-        store.untake(ids).await.map_err(|e| {
-            RoundError(
-                Dependency::Postgres,
-                anyhow::Error::new(e).context("cannot give back undispatched deliveries"),
-            )
-        })?;
+        store
+            .untake(ids)
+            .await
+            .map_err(|e| RoundError::pg(e, "cannot give back undispatched deliveries"))?;
         return Err(RoundError(Dependency::Redis, e));
     }
     Ok(())

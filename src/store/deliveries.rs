@@ -217,13 +217,8 @@ impl Store {
     /// (still `sending` with our token). Returns false, having written nothing (no attempt rows
     /// either), when the claim was taken over: its lease ran out and the row now belongs to
     /// [`Store::recover`] or to another worker. [`Store::record_many`] for one row.
-    pub async fn record(
-        &self,
-        d: &Claimed,
-        tries: &[AttemptRecord<'_>],
-        next: &Next<'_>,
-    ) -> sqlx::Result<bool> {
-        let recorded = self.record_many(&[Recording::new(d, tries, next)]).await?;
+    pub async fn record(&self, r: &Recording) -> sqlx::Result<bool> {
+        let recorded = self.record_many(std::slice::from_ref(r)).await?;
         Ok(recorded.first().copied().unwrap_or(false))
     }
 

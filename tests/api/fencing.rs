@@ -143,7 +143,12 @@ async fn a_claim_taken_over_after_its_lease_ran_out_cannot_record() {
 
     // The first worker wakes up and records its send: nothing is written.
     let (sent_by_old, next) = sent_over_smtp();
-    assert!(!store.record(old, &[sent_by_old], &next).await.unwrap());
+    assert!(
+        !store
+            .record(&Recording::new(old, &[sent_by_old], &next))
+            .await
+            .unwrap()
+    );
     assert_eq!(status(&store, id).await, DeliveryStatus::Sending);
     assert!(store.attempts(id).await.unwrap().is_empty());
 
@@ -163,7 +168,12 @@ async fn a_claim_taken_over_after_its_lease_ran_out_cannot_record() {
             .unwrap();
     assert!(lease_until > Utc::now() + chrono::Duration::minutes(30));
     let (sent_by_new, _) = sent_over_smtp();
-    assert!(store.record(new, &[sent_by_new], &next).await.unwrap());
+    assert!(
+        store
+            .record(&Recording::new(new, &[sent_by_new], &next))
+            .await
+            .unwrap()
+    );
     let delivery = store.delivery(id).await.unwrap().unwrap();
     assert_eq!(delivery.status, DeliveryStatus::Sent);
     assert_eq!(delivery.attempts, 2);
@@ -173,7 +183,12 @@ async fn a_claim_taken_over_after_its_lease_ran_out_cannot_record() {
     );
 
     // A late failure report from the first worker changes nothing either.
-    assert!(!store.record(old, &[], &Next::Failed).await.unwrap());
+    assert!(
+        !store
+            .record(&Recording::new(old, &[], &Next::Failed))
+            .await
+            .unwrap()
+    );
     assert_eq!(status(&store, id).await, DeliveryStatus::Sent);
     assert_eq!(store.attempts(id).await.unwrap().len(), 1);
     store.pool.close().await;
