@@ -14,6 +14,8 @@ mod metrics;
 mod once;
 mod outage;
 mod planning;
+#[path = "../support/ports.rs"]
+mod ports;
 mod resend;
 #[path = "../support/resend_stub.rs"]
 mod resend_stub;

@@ -3,19 +3,17 @@
 
 use std::time::Duration;
 
-use crate::helpers::*;
+use crate::{helpers::*, ports::HeldPort};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_smtp_server_refusing_connections_for_30_s_loses_and_fails_nothing() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Nothing listens there, and no other test's server can take the port while it is held.
+    let held = HeldPort::any();
+    let port = held.port();
     let placeholder = SmtpServer::start().await;
     let mut env = Env::new(&placeholder);
     drop(placeholder);
-    // Nothing listens there yet: every connection is refused.
+    // Every connection is refused.
     env.set("SMTP_URL", &format!("smtp://127.0.0.1:{port}?tls=none"));
     let app = spawn_with(env).await;
     for i in 0..10 {
@@ -38,7 +36,7 @@ async fn an_smtp_server_refusing_connections_for_30_s_loses_and_fails_nothing() 
         "{ready}"
     );
 
-    let smtp = SmtpServer::start_on(port).await;
+    let smtp = SmtpServer::start_on(held.release()).await;
     smtp.wait_for(10, Duration::from_secs(30)).await;
     app.wait_for_status("sent", 10, Duration::from_secs(10))
         .await;
