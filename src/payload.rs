@@ -34,8 +34,9 @@ impl Payload {
         &self.0
     }
 
-    pub fn into_value(self) -> Value {
-        self.0
+    /// The payload as JSON text, as the planner stores it.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&self.0).expect("a JSON value serializes")
     }
 }
 

@@ -447,7 +447,8 @@ async fn plan_page(
                 recipient: r.recipient,
                 dedup_key: r.dedup_key,
                 due_at: r.due_at,
-                payload: r.payload,
+                payload: serde_json::from_str(&r.payload)
+                    .expect("the planner serialized this payload itself"),
             })
             .collect();
     } else {
@@ -518,7 +519,7 @@ async fn compose_batch(
             user_id: user.id,
             dedup_key: b.dedup_key(user.id, date),
             recipient: user.email.clone(),
-            payload: payload.into_value(),
+            payload: payload.to_json(),
             planned_for: b.at,
             due_at: b.due + occurrences::spread_offset(user.id, b.schedule.spread),
         });

@@ -105,7 +105,9 @@ pub struct NewDelivery {
     pub user_id: i64,
     pub dedup_key: String,
     pub recipient: String,
-    pub payload: serde_json::Value,
+    /// The template fields as JSON text, serialized once when composed: a page of planned
+    /// deliveries holds one string each rather than a tree of small allocations.
+    pub payload: String,
     pub planned_for: DateTime<Utc>,
     pub due_at: DateTime<Utc>,
 }
@@ -346,6 +348,14 @@ fn pool_options(max_connections: u32) -> PgPoolOptions {
         // line per waiting worker. Herald logs the outage once instead (`health`). sqlx logs
         // through `log`, whose records tracing's target filters do not reach.
         .acquire_slow_level(log::LevelFilter::Debug)
+        // A connection's buffers grow to its largest message (a planner INSERT, a page of
+        // users) and would keep that size while idle in the pool; back to 8 KB when released.
+        .after_release(|conn, _| {
+            Box::pin(async move {
+                sqlx::Connection::shrink_buffers(conn);
+                Ok(true)
+            })
+        })
 }
 
 /// A URL with its password replaced, fit for logs and error messages: the password of its

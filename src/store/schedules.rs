@@ -62,11 +62,6 @@ impl Store {
             return Ok(Vec::new());
         }
         let text = |f: fn(&NewDelivery) -> &str| rows.iter().map(f).collect::<Vec<_>>();
-        // Into a buffer directly: `to_string` would go through `Display`, a call per token.
-        let payloads: Vec<String> = rows
-            .iter()
-            .map(|r| serde_json::to_string(&r.payload).expect("a JSON value serializes"))
-            .collect();
         sqlx::query_scalar(
             "INSERT INTO deliveries (kind, user_id, dedup_key, recipient, payload, planned_for, due_at, status, last_error)
              SELECT kind, user_id, dedup_key, recipient, payload::jsonb, planned_for, due_at, status, note
@@ -79,7 +74,7 @@ impl Store {
         .bind(rows.iter().map(|r| r.user_id).collect::<Vec<_>>())
         .bind(text(|r| &r.dedup_key))
         .bind(text(|r| &r.recipient))
-        .bind(payloads)
+        .bind(text(|r| &r.payload))
         .bind(rows.iter().map(|r| r.planned_for).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.due_at).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.status).collect::<Vec<_>>())

@@ -30,7 +30,7 @@ async fn due_deliveries(store: &Store, emails: &[&str]) -> Vec<i64> {
                 user_id,
                 dedup_key: format!("fencing:{user_id}"),
                 recipient: (*email).to_owned(),
-                payload: overdue().sample().payload.into_value(),
+                payload: overdue().sample().payload.to_json(),
                 planned_for: now,
                 due_at: now - chrono::Duration::minutes(1),
             }])
