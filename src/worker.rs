@@ -74,6 +74,10 @@ use crate::{
     store::{AttemptOutcome, AttemptRecord, Claimed, Next, Recording, Store},
 };
 
+/// How soon the part of a held batch holding its smallest id is claimed again, and the other
+/// parts ([`apart_from_its_batch`]).
+const REUNITE_FIRST: Duration = Duration::from_millis(250);
+const REUNITE_THEN: Duration = Duration::from_secs(1);
 /// The longest a worker waits in-process for a provider before giving its claim back.
 pub const WAIT_BUDGET: Duration = Duration::from_secs(2);
 
@@ -656,9 +660,10 @@ async fn send_one(
 }
 
 /// Sends `chunk` as one batch request. Its members are in id order, so a retried batch is the
-/// same request byte for byte. A chunk that is a stored batch (all its members, or some of a
-/// batch whose outcome was unknown) reuses the stored key; any other is written as a new batch
-/// first ([`Store::start_batch`]) and not sent when that fails.
+/// same request byte for byte. A chunk that is a stored batch (all its members, or all that is
+/// left of a batch whose outcome was unknown) reuses the stored key; a part of such a batch whose
+/// other members are on their way waits for them ([`apart_from_its_batch`]); any other chunk is
+/// written as a new batch first ([`Store::start_batch`]) and not sent when that fails.
 async fn send_batch(
     deps: &WorkerDeps,
     p: &Provider,
@@ -668,6 +673,13 @@ async fn send_batch(
 ) {
     let mut chunk = chunk.to_vec();
     chunk.sort_by_key(|&i| jobs[i].d.id);
+    if let Some(wait) = apart_from_its_batch(deps, p, jobs, &chunk, claims).await {
+        for &i in &chunk {
+            jobs[i].waits.push(wait);
+            jobs[i].stopped = true;
+        }
+        return;
+    }
     set_phase(claims, "asking the gate in Redis whether to send a batch");
     let probe = match permit(deps, p, 1).await {
         Permit::Go { probe, .. } => probe,
@@ -749,6 +761,47 @@ async fn send_batch(
                     pause,
                 });
             }
+        }
+    }
+}
+
+/// Whether `chunk` is part of a batch held at `p` (its outcome there unknown) whose other
+/// members are on their way elsewhere: claimed by another job at the same moment, or queued.
+/// Resend answers a key it knows with its first answer only for the same body, so the part must
+/// not go alone: it waits to be claimed with the rest ([`Store::claim_many`] brings a batch's
+/// queued members along). The part holding the batch's smallest id comes back first
+/// ([`REUNITE_FIRST`]) and brings the others, which wait a little longer ([`REUNITE_THEN`]).
+/// `None` sends it: the chunk is the whole batch, or all of it that is left.
+async fn apart_from_its_batch(
+    deps: &WorkerDeps,
+    p: &Provider,
+    jobs: &[Job],
+    chunk: &[usize],
+    claims: &Mutex<Claims>,
+) -> Option<Duration> {
+    let first = &jobs[chunk[0]].d;
+    let key = first.batch_key.as_deref()?;
+    let held = first.held_by.as_deref() == Some(p.name());
+    if !held || first.batch_size == Some(chunk.len() as i32) {
+        return None;
+    }
+    set_phase(claims, "looking for the rest of the batch in PostgreSQL");
+    match deps.store.batch_live_members(key).await {
+        Ok((live, smallest)) if live > chunk.len() as i64 => {
+            let leads = smallest == Some(first.id);
+            tracing::debug!(
+                provider = p.name(),
+                batch = key,
+                emails = chunk.len(),
+                live,
+                "part of a batch was claimed apart from the rest; it waits to go with them"
+            );
+            Some(if leads { REUNITE_FIRST } else { REUNITE_THEN })
+        }
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(provider = p.name(), batch = key, error = %e, "cannot look for the rest of the batch; it waits");
+            Some(REUNITE_THEN)
         }
     }
 }

@@ -147,6 +147,18 @@ impl Store {
         Ok(rows)
     }
 
+    /// The members of batch `key` still on their way (queued, or being sent by some worker),
+    /// and the smallest of their ids.
+    pub async fn batch_live_members(&self, key: &str) -> sqlx::Result<(i64, Option<i64>)> {
+        sqlx::query_as(
+            "SELECT count(*), min(id) FROM deliveries
+             WHERE batch_key = $1 AND status IN ('queued', 'sending')",
+        )
+        .bind(key)
+        .fetch_one(&self.pool)
+        .await
+    }
+
     /// Writes a new batch and makes each member (id and claim token) part of it, in one
     /// transaction, before its request goes out: a retry after a failure, a timeout or a crash
     /// then sends the same deliveries under the same key. Members leave the batches they were in

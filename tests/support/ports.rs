@@ -56,6 +56,10 @@ mod tests {
         // tokio's listener sets SO_REUSEADDR, as most servers do.
         assert!(tokio::net::TcpListener::bind(addr).await.is_err());
         let port = held.release();
-        assert!(tokio::net::TcpListener::bind(("127.0.0.1", port)).await.is_ok());
+        assert!(
+            tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .is_ok()
+        );
     }
 }
