@@ -1,6 +1,6 @@
 //! Fenced claims: a worker whose lease ran out cannot overwrite the next owner's record, a slow
-//! batch renews its leases instead of being taken over, and one row that cannot be recorded does
-//! not stop the rest of its batch.
+//! batch renews its leases instead of being taken over, one row that cannot be recorded does
+//! not stop the rest of its batch, and a batch whose outcome is unknown goes again only whole.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -388,6 +388,96 @@ async fn a_batch_slower_than_its_lease_keeps_its_claims() {
     }
     drop(smtp);
     app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_of_a_batch_of_unknown_outcome_waits_for_the_rest_and_they_go_whole() {
+    let smtp = SmtpServer::start().await;
+    let stub = ResendStub::start().await;
+    // Resend takes the batch but answers after Herald's timeout: the outcome is unknown.
+    stub.script(&[("b0@example.com", &[Reply::Hang(Duration::from_secs(2))])]);
+    let mut env = Env::new(&smtp).with_resend(&stub.url);
+    env.set("HERALD__MAIL__PROVIDERS", r#"["resend"]"#);
+    env.set("HERALD__MAIL__RESEND__TIMEOUT", "1s");
+    let (store, _guard) = bare_store(&env).await;
+    let emails = ["b0@example.com", "b1@example.com", "b2@example.com"];
+    let ids = due_deliveries(&store, &emails).await;
+    let deps = worker_deps(&env, store.clone()).await;
+    process_job(&deps, &ids).await.unwrap();
+    let first = store.delivery(ids[0]).await.unwrap().unwrap();
+    assert_eq!(first.status, DeliveryStatus::Queued);
+    let due_now = || async {
+        sqlx::query("UPDATE deliveries SET due_at = now() - interval '1 second'")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+    };
+    due_now().await;
+
+    // Another job claimed the third at the same moment as this one claimed the first two.
+    sqlx::query(
+        "UPDATE deliveries SET status = 'sending', claim_token = gen_random_uuid() WHERE id = $1",
+    )
+    .bind(ids[2])
+    .execute(&store.pool)
+    .await
+    .unwrap();
+    let attempts_before = store.delivery(ids[0]).await.unwrap().unwrap().attempts;
+    process_job(&deps, &ids[..2]).await.unwrap();
+    assert_eq!(stub.requests().len(), 1, "the part went alone");
+    for &id in &ids[..2] {
+        let d = store.delivery(id).await.unwrap().unwrap();
+        assert_eq!(d.status, DeliveryStatus::Queued, "delivery {id}");
+        assert!(
+            d.due_at > Utc::now() - chrono::Duration::seconds(1),
+            "delivery {id} waits"
+        );
+        assert_eq!(
+            store.attempts(id).await.unwrap().len(),
+            1,
+            "waiting for the rest is no attempt"
+        );
+    }
+    assert_eq!(
+        store.delivery(ids[0]).await.unwrap().unwrap().attempts,
+        attempts_before,
+        "the claim is given back with the rows"
+    );
+
+    // The other job gave its part back too; the first part, when due, brings it along.
+    sqlx::query("UPDATE deliveries SET status = 'queued', claim_token = NULL WHERE id = $1")
+        .bind(ids[2])
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    // Past the 2 s Resend takes to answer the first request (until then it answers 409).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    due_now().await;
+    process_job(&deps, &ids[..1]).await.unwrap();
+    for &id in &ids {
+        assert_eq!(
+            status(&store, id).await,
+            DeliveryStatus::Sent,
+            "delivery {id}"
+        );
+    }
+    // Every request under the batch's key carried the same three emails, and each was
+    // delivered once.
+    let requests = stub.requests();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert_eq!(
+        requests[0].header("idempotency-key"),
+        requests[1].header("idempotency-key")
+    );
+    assert_eq!(requests[0].recipients(), requests[1].recipients());
+    let delivered = tally(
+        stub.delivered()
+            .iter()
+            .map(|e| e["to"][0].as_str().unwrap().to_owned()),
+    );
+    assert_eq!(delivered.len(), emails.len(), "{delivered:?}");
+    assert!(delivered.values().all(|&n| n == 1), "{delivered:?}");
+    store.pool.close().await;
 }
 
 fn overdue() -> Kind {
