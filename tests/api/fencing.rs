@@ -86,6 +86,17 @@ fn outcomes(attempts: &[herald::store::AttemptRow]) -> Vec<(&str, &str, Option<i
         .collect()
 }
 
+/// The stand-in delivered one email to each of `emails`, and no copy.
+fn assert_delivered_once(stub: &ResendStub, emails: &[&str]) {
+    let delivered = tally(
+        stub.delivered()
+            .iter()
+            .map(|e| e["to"][0].as_str().unwrap().to_owned()),
+    );
+    assert_eq!(delivered.len(), emails.len(), "{delivered:?}");
+    assert!(delivered.values().all(|&n| n == 1), "{delivered:?}");
+}
+
 async fn status(store: &Store, id: i64) -> DeliveryStatus {
     store.delivery(id).await.unwrap().unwrap().status
 }
@@ -320,13 +331,7 @@ async fn a_row_that_cannot_be_recorded_does_not_stop_the_rest_of_its_batch() {
     let requests = stub.requests();
     assert_eq!(requests.len(), 1, "{requests:?}");
     assert_eq!(requests[0].path, "/emails/batch");
-    let delivered = tally(
-        stub.delivered()
-            .iter()
-            .map(|e| e["to"][0].as_str().unwrap().to_owned()),
-    );
-    assert_eq!(delivered.len(), emails.len(), "{delivered:?}");
-    assert!(delivered.values().all(|&n| n == 1), "{delivered:?}");
+    assert_delivered_once(&stub, &emails);
 
     // Every other row is recorded sent, with exactly one attempt; the bad one wrote nothing.
     for &id in ids.iter().filter(|&&id| id != bad) {
@@ -470,13 +475,7 @@ async fn a_part_of_a_batch_of_unknown_outcome_waits_for_the_rest_and_they_go_who
         requests[1].header("idempotency-key")
     );
     assert_eq!(requests[0].recipients(), requests[1].recipients());
-    let delivered = tally(
-        stub.delivered()
-            .iter()
-            .map(|e| e["to"][0].as_str().unwrap().to_owned()),
-    );
-    assert_eq!(delivered.len(), emails.len(), "{delivered:?}");
-    assert!(delivered.values().all(|&n| n == 1), "{delivered:?}");
+    assert_delivered_once(&stub, &emails);
     store.pool.close().await;
 }
 
