@@ -15,6 +15,8 @@
 //! `HERALD_LIFECYCLE_EMAILS=12000 cargo test --release --test lifecycle -- --nocapture`
 //! (see RELIABILITY.md).
 
+#[path = "support/ports.rs"]
+mod ports;
 #[path = "support/servers.rs"]
 mod servers;
 #[path = "support/smtp_sink.rs"]

@@ -56,11 +56,8 @@ impl Drop for PrivateRedis {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_redis_dies_readiness_fails_and_no_email_is_lost() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Redis comes back on this port: no other test's server may take it meanwhile.
+    let port = crate::ports::restartable_port();
     let mut redis = PrivateRedis::start(port);
     redis.wait_ready().await;
     let smtp = SmtpServer::start().await;

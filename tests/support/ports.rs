@@ -1,5 +1,6 @@
-//! Ports a test holds for a server that is down, so that connections to them are refused and no
-//! other test's server, started meanwhile on "any free port", takes them.
+//! Ports for servers a test takes down: held while down, so that connections are refused and no
+//! other test's server, started meanwhile on "any free port", takes them; or picked where no such
+//! server is ever put.
 
 #![allow(dead_code)]
 
@@ -43,6 +44,26 @@ impl HeldPort {
     }
 }
 
+/// A free port on 127.0.0.1 outside the kernel's ephemeral range, for a server a test stops and
+/// starts again on the same port. Tests bind port 0 for all their other servers and clients, and
+/// the kernel picks those from the ephemeral range only (`ip_local_port_range`), so none of them
+/// can be given this port while its server is down. A server that was killed may leave
+/// connections in TIME_WAIT on its port, so [`HeldPort`] cannot hold it across a restart; this
+/// can. Two tests could still pick the same port: each checks it is free, at random.
+pub fn restartable_port() -> u16 {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_001));
+    let span = u128::from(high - low);
+    let start = uuid::Uuid::new_v4().as_u128() % span;
+    (0..span)
+        .map(|i| low + ((start + i) % span) as u16)
+        .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .expect("a free port below the ephemeral range")
+}
+
 #[cfg(test)]
 mod tests {
     use super::HeldPort;
@@ -61,5 +82,15 @@ mod tests {
                 .await
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn a_restartable_port_is_free_and_below_the_ephemeral_range() {
+        let port = super::restartable_port();
+        assert!(port >= 10_000);
+        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+        let low: u16 = range.split_whitespace().next().unwrap().parse().unwrap();
+        assert!(port < low, "{port} is in the ephemeral range {range}");
+        std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
     }
 }

@@ -1,6 +1,8 @@
 //! Private servers a test can stop and start again: a `redis-server` and a PostgreSQL cluster,
-//! each on a free port with its files in a temporary folder. Both are killed and their folders
-//! removed when dropped, also when the test panics.
+//! each with its files in a temporary folder, on a free port that no other test's server can be
+//! given while it is down (`ports::restartable_port`: include `support/ports.rs` as `mod ports`
+//! beside this file). Both are killed and their folders removed when dropped, also when the test
+//! panics.
 
 #![allow(dead_code)]
 
@@ -44,7 +46,7 @@ pub struct PrivateRedis {
 impl PrivateRedis {
     pub fn start() -> PrivateRedis {
         let mut redis = PrivateRedis {
-            port: free_port(),
+            port: crate::ports::restartable_port(),
             dir: temp_dir("herald-redis"),
             child: None,
         };
@@ -127,7 +129,7 @@ impl PrivatePostgres {
         let bin = postgres_bin();
         let dir = temp_dir("herald-pg");
         let pg = PrivatePostgres {
-            port: free_port(),
+            port: crate::ports::restartable_port(),
             bin,
             dir,
             running: false,
