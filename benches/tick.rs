@@ -111,11 +111,9 @@ async fn main() -> anyhow::Result<()> {
 
     // The daemon plans on the connections it keeps from its workers: so does the bench.
     let planner = store.reserved();
-    let planning = env("PLANNING", "1") == "1";
     let only = std::env::var("ONLY").ok();
-    let planned = |s: &&herald::config::ScheduleSettings| {
-        planning && only.as_ref().is_none_or(|o| *o == s.name)
-    };
+    let planned =
+        |s: &&herald::config::ScheduleSettings| only.as_ref().is_none_or(|o| *o == s.name);
     for schedule in settings.schedules.iter().filter(planned) {
         let name = &schedule.name;
         for dry_run in [true, false] {
@@ -186,7 +184,7 @@ async fn main() -> anyhow::Result<()> {
     .execute(&admin.pool)
     .await?;
     println!(
-        "# peak RSS of the bench process itself (seeding and planning, not the daemon): {:.1} MB",
+        "# peak RSS of the bench process itself (seeding and planning): {:.1} MB",
         rss_mb("VmHWM:")
     );
     Ok(())
