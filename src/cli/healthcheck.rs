@@ -5,7 +5,7 @@ use std::{process::ExitCode, time::Duration};
 /// A minimal HTTP/1.0 GET, so the container image needs no curl.
 pub async fn healthcheck(addr: String) -> anyhow::Result<ExitCode> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = addr.replace("0.0.0.0", "127.0.0.1");
+    let addr = reachable(&addr);
     let probe = async {
         let mut stream = tokio::net::TcpStream::connect(&addr).await?;
         stream
@@ -31,5 +31,34 @@ pub async fn healthcheck(addr: String) -> anyhow::Result<ExitCode> {
             eprintln!("{addr} did not answer within 3 s");
             Ok(ExitCode::FAILURE)
         }
+    }
+}
+
+/// Where to reach a daemon listening on `addr`: an unspecified address (every interface,
+/// `0.0.0.0` or `[::]`) is reached on the loopback address of its family; any other address or
+/// host name as it is.
+fn reachable(addr: &str) -> String {
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(mut a) if a.ip().is_unspecified() => {
+            a.set_ip(match a.ip() {
+                std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+            a.to_string()
+        }
+        _ => addr.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reachable;
+
+    #[test]
+    fn every_interface_is_reached_on_the_loopback_of_its_family() {
+        assert_eq!(reachable("0.0.0.0:8080"), "127.0.0.1:8080");
+        assert_eq!(reachable("[::]:8080"), "[::1]:8080");
+        assert_eq!(reachable("10.0.0.5:8080"), "10.0.0.5:8080");
+        assert_eq!(reachable("localhost:8080"), "localhost:8080");
     }
 }
