@@ -276,6 +276,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// What `/readyz` and the dashboard say of the `null` provider while it works.
+pub const NULL_PROVIDER: &str =
+    "discarding every email, not sending (the null provider: benchmarks and tests only)";
+
 /// Each provider's shared state ("ok", paused and why, circuit open), and whether one of them
 /// needs an operator.
 async fn provider_states(state: &AppState) -> (serde_json::Map<String, serde_json::Value>, bool) {
@@ -291,6 +295,7 @@ async fn provider_states(state: &AppState) -> (serde_json::Map<String, serde_jso
                         "writing to {}, not sending",
                         crate::config::shown_folder(dir)
                     ),
+                    None if p.discards() && s == crate::gate::State::Ok => NULL_PROVIDER.to_owned(),
                     _ => s.describe(),
                 }
             }

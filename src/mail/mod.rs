@@ -170,6 +170,11 @@ impl Provider {
         self.outbox.as_deref()
     }
 
+    /// Whether this is the `null` provider, which sends nothing (benchmarks and tests only).
+    pub fn discards(&self) -> bool {
+        matches!(self.channel, Channel::Null)
+    }
+
     /// Checks that the provider answers (used by `herald check`).
     pub async fn test_connection(&self) -> anyhow::Result<()> {
         match &self.channel {

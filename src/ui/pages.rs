@@ -36,6 +36,7 @@ pub async fn providers(ui: &Ui) -> Vec<ProviderView> {
                         "writing to {}, not sending (development)",
                         crate::config::shown_folder(dir)
                     ),
+                    None if p.discards() => crate::http::NULL_PROVIDER.to_owned(),
                     None if p.per_second > 0 => {
                         format!("at most {} requests per second", p.per_second)
                     }

@@ -162,6 +162,28 @@ async fn the_file_provider_says_it_writes_to_a_folder_and_production_refuses_it(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_says_the_null_provider_discards_every_email() {
+    let smtp = SmtpServer::start().await;
+    let mut env = Env::new(&smtp);
+    env.set("HERALD__MAIL__PROVIDERS", r#"["null"]"#);
+    let app = spawn_with(env).await;
+    let (status, body) = app.get("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["providers"]["null"],
+        herald::http::NULL_PROVIDER,
+        "{body}"
+    );
+    assert!(
+        herald::http::NULL_PROVIDER.contains("discarding every email, not sending"),
+        "{}",
+        herald::http::NULL_PROVIDER
+    );
+    drop(smtp);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instant_to_plan_outside_the_calendar_is_a_400_naming_at() {
     let smtp = SmtpServer::start().await;
     let app = spawn_app(&smtp).await;
