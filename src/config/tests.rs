@@ -206,6 +206,27 @@ fn a_lease_too_short_for_a_send_is_refused_in_the_words_of_the_readme() {
             "queue.lease: is 2m; a send could outlive its claim and go out twice. A lease must be {LEASE_RULE}. With mail.timeout at 2m, use at least 2m 4s"
         )]
     );
+    // And mail.resend.timeout, when Resend is a provider and its timeout is the longer one.
+    let resend = [
+        ("RESEND_API_KEY", "re_123"),
+        ("HERALD__MAIL__RESEND__TIMEOUT", "3m"),
+    ];
+    assert_eq!(
+        problems(&resend),
+        [format!(
+            "queue.lease: is 2m; a send could outlive its claim and go out twice. A lease must be {LEASE_RULE}. With mail.resend.timeout at 3m, use at least 3m 4s"
+        )]
+    );
+    let smtp_only = [
+        ("HERALD__MAIL__PROVIDERS", r#"["smtp"]"#),
+        ("SMTP_URL", "smtp://127.0.0.1:2525?tls=none"),
+        ("HERALD__MAIL__RESEND__TIMEOUT", "3m"),
+    ];
+    assert!(
+        problems(&smtp_only).is_empty(),
+        "{:?}",
+        problems(&smtp_only)
+    );
 }
 
 #[test]

@@ -361,6 +361,7 @@ async fn a_batch_slower_than_its_lease_keeps_its_claims() {
     let mut env = Env::new(&smtp).with_resend(&stub.url);
     env.set("HERALD__MAIL__SMTP__MESSAGES_PER_SECOND", "1");
     env.set("HERALD__MAIL__TIMEOUT", "2s");
+    env.set("HERALD__MAIL__RESEND__TIMEOUT", "2s");
     env.set("HERALD__QUEUE__LEASE", "6s");
     let app = spawn_with(env).await;
     let n = 14;

@@ -219,7 +219,8 @@ async fn a_process_killed_while_resend_holds_its_batch_does_not_send_it_again() 
     // Resend takes the batch and holds the answer past the kill.
     stub.script(&[("k0@example.com", &[Reply::Hang(Duration::from_secs(600))])]);
     let mut env = resend_env(&smtp, &stub);
-    env.set("HERALD__MAIL__RESEND__TIMEOUT", "30s");
+    // The kill lands while the request is still in flight, well within its timeout.
+    env.set("HERALD__MAIL__RESEND__TIMEOUT", "1s");
     env.set("HERALD__MAIL__TIMEOUT", "1s");
     env.set("HERALD__QUEUE__LEASE", "5s");
     let _guard = EnvGuard(env.clone());

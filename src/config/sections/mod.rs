@@ -1,10 +1,12 @@
 //! The settings as written ([`RawSettings`]) and their checks, one module per section; each
 //! check pushes what it finds into the shared [`Problems`].
 
+use std::time::Duration;
+
 use serde::Deserialize;
 
 use super::{
-    RawMail, Settings, environment, parse_duration,
+    MailSettings, ProviderSettings, RawMail, Settings, environment, parse_duration,
     problems::{ConfigError, Problems},
 };
 
@@ -43,6 +45,24 @@ pub struct RawSettings {
 }
 
 impl RawSettings {
+    /// The longest a send may take, and the key that says so: `mail.timeout` (SMTP), or
+    /// `mail.resend.timeout` when Resend is a provider and its timeout is longer. `None` when
+    /// one of them does not parse (that is reported on its own).
+    fn longest_send_timeout(&self, mail: &MailSettings) -> Option<(&'static str, Duration)> {
+        let mut longest = ("mail.timeout", parse_duration(&self.mail.timeout).ok()?);
+        let resend = mail
+            .providers
+            .iter()
+            .any(|p| matches!(p, ProviderSettings::Resend(_)));
+        if resend {
+            let timeout = parse_duration(&self.mail.resend.timeout).ok()?;
+            if timeout > longest.1 {
+                longest = ("mail.resend.timeout", timeout);
+            }
+        }
+        Some(longest)
+    }
+
     /// Checks every section and converts it; with any problem, here or found before (in
     /// `problems`), the error lists them all.
     pub(super) fn validate(self, mut problems: Problems) -> Result<Settings, ConfigError> {
@@ -53,7 +73,7 @@ impl RawSettings {
         let mail = mail::check(&self.mail, p);
         queue::check_lease(
             parse_duration(&self.queue.lease).ok(),
-            parse_duration(&self.mail.timeout).ok(),
+            self.longest_send_timeout(&mail),
             p,
         );
         let environment = environment::check(&self.environment, &mail.providers, &mut p.pusher());

@@ -41,11 +41,11 @@ pub const MAX_DISPATCH_INTERVAL: Duration = Duration::from_secs(60);
 /// The shortest `queue.redispatch_after`: jobs waiting their turn in Redis must not be pushed again.
 pub const MIN_REDISPATCH_AFTER: Duration = Duration::from_secs(10);
 
-/// How much longer than `mail.timeout` a lease must be.
+/// How much longer than the longest send timeout a lease must be.
 pub const LEASE_MARGIN: Duration = Duration::from_secs(4);
 
 /// The rule for `queue.lease`, in the words the README uses too (a test compares them).
-pub const LEASE_RULE: &str = "at least mail.timeout + 4 s, so that a claim outlives its send: the send itself, up to 2 s waiting for a provider and 2 s to spare";
+pub const LEASE_RULE: &str = "at least the longest send timeout (mail.timeout, and mail.resend.timeout when Resend is a provider) + 4 s, so that a claim outlives its send: the send itself, up to 2 s waiting for a provider and 2 s to spare";
 
 /// Checks `[queue]` but its lease, which depends on `[mail]` ([`check_lease`]).
 pub(super) fn check(q: &RawQueue, p: &mut Problems) -> QueueSettings {
@@ -150,12 +150,13 @@ fn check_redispatch_after(after: Option<Duration>, p: &mut Problems) {
 /// A claim must outlive its send: a lease that expires mid-send makes the row due again and
 /// another worker sends a second copy. (Workers renew their leases every lease / 3, but one
 /// send, which no renewal can interrupt, must fit in one lease.) Skipped unless both parse.
+/// `send_timeout` is the longest send timeout and the key that sets it.
 pub(super) fn check_lease(
     lease: Option<Duration>,
-    mail_timeout: Option<Duration>,
+    send_timeout: Option<(&str, Duration)>,
     p: &mut Problems,
 ) {
-    let (Some(lease), Some(timeout)) = (lease, mail_timeout) else {
+    let (Some(lease), Some((key, timeout))) = (lease, send_timeout) else {
         return;
     };
     let floor = timeout + LEASE_MARGIN;
@@ -169,7 +170,7 @@ pub(super) fn check_lease(
     p.key(
         "queue.lease",
         format!(
-            "is {}; {what_then}. A lease must be {LEASE_RULE}. With mail.timeout at {}, use at least {}",
+            "is {}; {what_then}. A lease must be {LEASE_RULE}. With {key} at {}, use at least {}",
             humantime::format_duration(lease),
             humantime::format_duration(timeout),
             humantime::format_duration(floor),
