@@ -6,7 +6,7 @@ use std::{collections::HashMap, process::Stdio, time::Duration};
 use chrono::Utc;
 use serde_json::json;
 
-use crate::helpers::*;
+use crate::{helpers::*, servers::free_port};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_tick_triggered_twice_sends_one_email_per_user() {
@@ -51,14 +51,6 @@ async fn the_same_tick_triggered_twice_sends_one_email_per_user() {
     assert_eq!(smtp.count(), 5);
     drop(smtp);
     app.finish().await;
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

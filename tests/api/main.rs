@@ -22,5 +22,7 @@ mod resend_stub;
 mod resilience;
 mod secrets;
 mod seed;
+#[path = "../support/servers.rs"]
+mod servers;
 mod startup;
 mod triggers;

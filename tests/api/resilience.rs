@@ -5,71 +5,25 @@ use std::{process::Stdio, time::Duration};
 
 use serde_json::json;
 
-use crate::helpers::*;
-
-/// A private, throwaway Redis server on a free port, so the test can kill it.
-struct PrivateRedis {
-    port: u16,
-    child: std::process::Child,
-}
-
-impl PrivateRedis {
-    fn start(port: u16) -> PrivateRedis {
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed");
-        PrivateRedis { port, child }
-    }
-
-    async fn wait_ready(&self) {
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("redis-server on port {} did not start", self.port);
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+use crate::{
+    helpers::*,
+    servers::{PrivateRedis, free_port},
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_redis_dies_readiness_fails_and_no_email_is_lost() {
-    // Redis comes back on this port: no other test's server may take it meanwhile.
-    let port = crate::ports::restartable_port();
-    let mut redis = PrivateRedis::start(port);
-    redis.wait_ready().await;
+    // Killed and started again on the same port, which no other test's server can take.
+    let mut redis = tokio::task::block_in_place(PrivateRedis::start);
     let smtp = SmtpServer::start().await;
     let mut env = Env::new(&smtp);
-    env.set("REDIS_URL", &format!("redis://127.0.0.1:{port}/0"));
+    env.set("REDIS_URL", &redis.url());
     // Rows pushed to a Redis that then lost them are pushed again after this long.
     env.set("HERALD__QUEUE__REDISPATCH_AFTER", "10s");
     let app = spawn_with(env).await;
     let (status, _) = app.get("/readyz").await;
     assert_eq!(status, 200);
 
-    redis.kill();
+    redis.stop();
     let (status, body) = app.get("/readyz").await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["postgres"], "ok");
@@ -106,7 +60,7 @@ async fn when_redis_dies_readiness_fails_and_no_email_is_lost() {
     assert_eq!(smtp.count(), 0);
 
     // Redis comes back empty; every email still arrives, once.
-    let _redis = PrivateRedis::start(port);
+    tokio::task::block_in_place(|| redis.resume());
     smtp.wait_for(20, Duration::from_secs(120)).await;
     app.wait_for_status("sent", 20, Duration::from_secs(30))
         .await;
@@ -154,11 +108,7 @@ async fn when_a_herald_process_is_killed_mid_tick_another_delivers_everything() 
     }
 
     let spawn = |env: &Env| {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let mut cmd = herald_cmd(env);
         cmd.env("HERALD_HTTP_ADDR", format!("127.0.0.1:{port}"))
             .env("RUST_LOG", "error")
