@@ -78,6 +78,7 @@ use crate::{
 /// parts ([`apart_from_its_batch`]).
 const REUNITE_FIRST: Duration = Duration::from_millis(250);
 const REUNITE_THEN: Duration = Duration::from_secs(1);
+
 /// The longest a worker waits in-process for a provider before giving its claim back.
 pub const WAIT_BUDGET: Duration = Duration::from_secs(2);
 
@@ -205,6 +206,13 @@ impl Job {
         if !why.fails_over() {
             self.stopped = true;
         }
+    }
+
+    /// Gives the email back to be claimed again after `wait`, untried and with no later
+    /// provider trying it meanwhile (no attempt is used).
+    fn wait_untried(&mut self, wait: Duration) {
+        self.waits.push(wait);
+        self.stopped = true;
     }
 
     /// Whether this provider may send it: any, unless a provider holds it.
@@ -675,8 +683,7 @@ async fn send_batch(
     chunk.sort_by_key(|&i| jobs[i].d.id);
     if let Some(wait) = apart_from_its_batch(deps, p, jobs, &chunk, claims).await {
         for &i in &chunk {
-            jobs[i].waits.push(wait);
-            jobs[i].stopped = true;
+            jobs[i].wait_untried(wait);
         }
         return;
     }
@@ -718,8 +725,7 @@ async fn send_batch(
                     ),
                 }
                 for &i in &chunk {
-                    jobs[i].waits.push(Duration::from_secs(1));
-                    jobs[i].stopped = true;
+                    jobs[i].wait_untried(Duration::from_secs(1));
                 }
                 return;
             }

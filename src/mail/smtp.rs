@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use lettre::{Message, message::MultiPart};
 
-use super::smtp_pool::SmtpPool;
 use super::{
     Outgoing, Receipt,
     error::{ErrorClass, SendError, classify_smtp_reply},
+    smtp_pool::SmtpPool,
 };
 use crate::domain::Mailbox;
 
