@@ -405,11 +405,7 @@ async fn trigger(
     };
     let user_id = match body.user_id {
         None | Some(serde_json::Value::Null) => None,
-        Some(v) => Some(v.as_i64().ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "no user with id {v}; user_id is a user's id, a whole number"
-            ))
-        })?),
+        Some(v) => Some(crate::input::user_id(&v).map_err(|e| ApiError::invalid("user_id", e))?),
     };
     let at = match body.at {
         Some(text) => input::instant(&text).map_err(|e| ApiError::invalid("at", e))?,

@@ -134,6 +134,32 @@ impl NotRetried {
     }
 }
 
+/// A user's id as the app gives it: a string (UUID, cuid, digits) or a whole number, which
+/// becomes its digits. 1 to 255 characters, no control characters.
+pub fn user_id(value: &serde_json::Value) -> Result<String, String> {
+    let id = match value {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
+        other => {
+            return Err(format!(
+                "{other} is not a user id; give the app's id of the user as a string (\"42\", a UUID) or a whole number"
+            ));
+        }
+    };
+    text_id(&id)
+}
+
+/// A user's id typed as text (a path segment, a command-line argument): 1 to 255 characters,
+/// no control characters.
+pub fn text_id(id: &str) -> Result<String, String> {
+    if id.is_empty() || id.len() > 255 || id.chars().any(char::is_control) {
+        return Err(format!(
+            "{id:?} is not a user id; a user id is 1 to 255 characters without control characters, as the app's herald_users view gives it"
+        ));
+    }
+    Ok(id.to_owned())
+}
+
 /// The message for a name that is no schedule's.
 pub fn no_schedule(name: &str) -> String {
     format!(

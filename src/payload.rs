@@ -47,6 +47,9 @@ pub struct User {
     pub name: String,
     pub email: String,
     pub timezone: String,
+    /// The user's BCP 47 locale from the app, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
 }
 
 /// A task as templates see it, its times written in the recipient's zone.
@@ -59,17 +62,32 @@ pub struct Task {
     pub due_time: Option<String>,
     /// Whole days between the due time and the email's instant; 0 when not yet due.
     pub days_overdue: Option<i64>,
+    /// The task's path in the app (`/tasks/42`), when the app gives one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 impl Task {
     /// A task due at `due_at`, for an email in `tz` at the instant `at`.
     pub fn new(title: &str, due_at: Option<DateTime<Utc>>, tz: Tz, at: DateTime<Utc>) -> Task {
+        Task::at_path(title, due_at, None, tz, at)
+    }
+
+    /// As [`Task::new`], with the task's path in the app.
+    pub fn at_path(
+        title: &str,
+        due_at: Option<DateTime<Utc>>,
+        path: Option<&str>,
+        tz: Tz,
+        at: DateTime<Utc>,
+    ) -> Task {
         let local = |t: DateTime<Utc>| t.with_timezone(&tz);
         Task {
             title: title.to_owned(),
             due: due_at.map(|d| local(d).format("%a %-d %b, %H:%M").to_string()),
             due_time: due_at.map(|d| local(d).format("%H:%M").to_string()),
             days_overdue: due_at.map(|d| (at - d).num_days().max(0)),
+            path: path.map(str::to_owned),
         }
     }
 }
@@ -84,6 +102,7 @@ mod tests {
             name: "Ada".into(),
             email: "ada@example.com".into(),
             timezone: "UTC".into(),
+            locale: None,
         };
         let p = Payload::new("weekly_report", &user, serde_json::json!({ "n": 1 }));
         assert_eq!(p.kind(), "weekly_report");

@@ -1,10 +1,15 @@
-//! `herald seed`: realistic demo users, tasks and focus sessions across many time zones, and `--reset` to remove them.
+//! `herald seed`: realistic demo users, tasks and focus sessions across many time zones, in the
+//! demo app's tables ([`crate::source::demo`]), read by Herald through the same views a real app
+//! writes; and `--reset` to remove them with what Herald keeps about them.
 
 use anyhow::Context;
 use chrono::{DateTime, Duration, Utc};
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
 
-use crate::store::{NewTask, NewUser, RemovedUsers, Store};
+use crate::{
+    source::demo::{Demo, NewTask, NewUser},
+    store::{Forgotten, Store},
+};
 
 /// 40 zones, including the unusual ones: :30 and :45 offsets, UTC+14 and UTC−12, both
 /// hemispheres' DST.
@@ -96,13 +101,35 @@ fn email(index: i64) -> String {
     format!("user{index}@example.com")
 }
 
-/// Deletes every seeded user (see [`SEEDED_EMAILS`]) with their tasks, focus sessions,
-/// opt-outs and deliveries, in one transaction; users with other addresses stay.
-pub async fn reset(store: &Store) -> anyhow::Result<RemovedUsers> {
-    store
+/// Languages seeded users have, with some users who have none.
+const LOCALES: [Option<&str>; 5] = [None, Some("en-GB"), Some("fr-FR"), Some("fr-CA"), Some("en")];
+
+/// What [`reset`] removed: from the demo app, and from Herald's state.
+#[derive(Debug, Default)]
+pub struct Removed {
+    pub users: usize,
+    pub tasks: u64,
+    pub focus_sessions: u64,
+    pub state: Forgotten,
+}
+
+/// Deletes every seeded user (see [`SEEDED_EMAILS`]) with their tasks and focus sessions, then
+/// what Herald keeps about them (opt-outs, deliveries); users with other addresses stay.
+pub async fn reset(demo: &Demo, store: &Store) -> anyhow::Result<Removed> {
+    let app = demo
         .delete_users_matching(SEEDED_EMAILS)
         .await
-        .context("cannot delete the seeded users")
+        .context("cannot delete the seeded users")?;
+    let state = store
+        .forget_users(&app.ids)
+        .await
+        .context("cannot delete Herald's records of the seeded users")?;
+    Ok(Removed {
+        users: app.ids.len(),
+        tasks: app.tasks,
+        focus_sessions: app.focus_sessions,
+        state,
+    })
 }
 
 #[derive(Debug, Default)]
@@ -115,13 +142,14 @@ pub struct SeedReport {
 /// Creates `count` users with tasks due in the coming days, overdue tasks, tasks completed in the
 /// last week and focus sessions, spread over [`ZONES`]. The same `seed` gives the same data.
 pub async fn seed(
-    store: &Store,
+    demo: &Demo,
     count: usize,
     seed: u64,
     now: DateTime<Utc>,
 ) -> anyhow::Result<SeedReport> {
+    demo.install().await?;
     let mut rng = StdRng::seed_from_u64(seed);
-    let first_index = store.max_user_id().await? + 1;
+    let first_index = demo.max_seeded_index().await? + 1;
     let mut report = SeedReport::default();
     let mut made = 0;
     while made < count {
@@ -138,22 +166,23 @@ pub async fn seed(
                     email: email(index),
                     display_name: name,
                     timezone: ZONES[index as usize % ZONES.len()].to_owned(),
+                    locale: LOCALES[index as usize % LOCALES.len()].map(str::to_owned),
                 }
             })
             .collect();
-        let ids = store
+        let ids = demo
             .insert_users(&users)
             .await
             .context("cannot insert users")?;
         let mut tasks = Vec::new();
         let mut focus = Vec::new();
-        for &id in &ids {
+        for id in &ids {
             for _ in 0..rng.random_range(0..=6) {
                 let due = now + Duration::minutes(rng.random_range(-10 * 24 * 60..5 * 24 * 60));
                 let completed = (rng.random_bool(0.3))
                     .then(|| now - Duration::minutes(rng.random_range(1..8 * 24 * 60)));
                 tasks.push(NewTask {
-                    owner_id: id,
+                    owner_id: id.clone(),
                     title: TASKS.choose(&mut rng).expect("non-empty").to_string(),
                     due_at: Some(due),
                     completed_at: completed,
@@ -161,17 +190,18 @@ pub async fn seed(
             }
             for _ in 0..rng.random_range(0..=5) {
                 focus.push((
-                    id,
+                    id.clone(),
                     now - Duration::minutes(rng.random_range(1..7 * 24 * 60)),
                     rng.random_range(15..=90),
                 ));
             }
         }
-        report.tasks += store
+        report.tasks += demo
             .insert_tasks(&tasks)
             .await
-            .context("cannot insert tasks")?;
-        report.focus_sessions += store
+            .context("cannot insert tasks")?
+            .len() as u64;
+        report.focus_sessions += demo
             .insert_focus_sessions(&focus)
             .await
             .context("cannot insert focus sessions")?;

@@ -151,6 +151,8 @@ pub enum Outcome {
     /// attempt given back.
     Deferred(Duration),
     Failed,
+    /// Not sent: the app no longer has the user (see [`crate::recipients`]).
+    Skipped,
     /// The delivery was not queued (already sent, failed, or being sent): nothing was done. Also
     /// when this worker's claim was taken over mid-send: another worker owns the row and records
     /// it; this one recorded nothing.
@@ -257,6 +259,23 @@ pub async fn process_job(deps: &WorkerDeps, ids: &[i64]) -> anyhow::Result<Vec<(
         tracing::debug!(deliveries = %list(ids), "no delivery of the job is queued; nothing to do");
         return Ok(Vec::new());
     }
+    let (claimed, gone) = crate::recipients::split_gone(&deps.store.source, claimed).await;
+    let mut skipped = Vec::with_capacity(gone.len());
+    for d in &gone {
+        let reason = crate::recipients::gone_reason(&d.user_id);
+        let done = deps
+            .store
+            .skip_claimed(d.id, d.claim_token, &reason)
+            .await
+            .with_context(|| format!("cannot record delivery {} as skipped", d.id))?;
+        if done {
+            tracing::info!(delivery_id = d.id, user_id = %d.user_id, "{reason}");
+            skipped.push((d.id, Outcome::Skipped));
+        }
+    }
+    if claimed.is_empty() {
+        return Ok(skipped);
+    }
     let claims = Mutex::new(Claims {
         held: claimed.iter().map(|d| (d.id, d.claim_token)).collect(),
         lost: HashSet::new(),
@@ -277,7 +296,10 @@ pub async fn process_job(deps: &WorkerDeps, ids: &[i64]) -> anyhow::Result<Vec<(
     let max_hold = max_hold(deps.lease);
     let first = ids.first().copied().unwrap_or_default();
     tokio::select! {
-        result = work => result,
+        result = work => result.map(|mut outcomes| {
+            outcomes.extend(skipped);
+            outcomes
+        }),
         never = keep_leases(deps, &claims) => match never {},
         () = tokio::time::sleep(max_hold) => {
             let phase = claims.lock().expect("not poisoned").phase;

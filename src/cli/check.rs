@@ -8,6 +8,7 @@ use crate::{
     mail::Provider,
     queue::{self, Queue},
     render::Templates,
+    source::Source,
     store::Store,
 };
 
@@ -42,6 +43,27 @@ pub async fn check() -> anyhow::Result<ExitCode> {
         store.ping().await
     };
     report("postgresql", timeout(pg).await);
+    let source_name = settings
+        .source_url
+        .as_ref()
+        .map_or("Herald's own database".to_owned(), ToString::to_string);
+    let source = async {
+        let url = settings.source_url.as_ref().unwrap_or(&settings.database_url);
+        let source = Source::connect(url.expose(), 1).await?;
+        crate::source::check::check(&source).await
+    };
+    match timeout(source).await {
+        Ok(problems) if problems.is_empty() => report(
+            &format!("source ({source_name}): herald_users, herald_tasks, herald_focus_sessions"),
+            Ok(()),
+        ),
+        Ok(problems) => {
+            for p in problems {
+                report(&format!("source {}", p.at), Err(anyhow::anyhow!("{}", p.message)));
+            }
+        }
+        Err(e) => report(&format!("source ({source_name})"), Err(e)),
+    }
     let redis = async {
         Queue::new(queue::connect(&settings.redis_url).await?, &settings.queue)
             .ping()

@@ -50,7 +50,7 @@ pub enum Command {
     Schedules {
         /// Show the next emails of this user (by id), in their time zone and in UTC.
         #[arg(long = "user")]
-        user_id: Option<i64>,
+        user_id: Option<String>,
     },
     /// List, inspect, retry and purge deliveries that failed.
     Failed {
@@ -117,7 +117,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
 async fn connect(settings: &Settings) -> anyhow::Result<Store> {
     let store = Store::connect(&settings.database_url, 4, true).await?;
     store.migrate().await?;
-    Ok(store)
+    crate::source::check::prepare(store, settings.source_url.as_ref()).await
 }
 
 #[cfg(test)]

@@ -8,19 +8,18 @@ use crate::{
     schedule::occurrences,
 };
 
-pub async fn schedules(settings: &Settings, user_id: Option<i64>) -> anyhow::Result<()> {
+pub async fn schedules(settings: &Settings, user_id: Option<String>) -> anyhow::Result<()> {
     let store = super::connect(settings).await?;
     let now = Utc::now();
     if let Some(id) = user_id {
         let user = store
-            .user(id)
+            .source
+            .user(&id)
             .await?
-            .with_context(|| format!("no user with id {id}"))?;
-        let own = crate::domain::parse_zone(&user.timezone);
-        println!(
-            "user {} <{}>, time zone {}",
-            user.id, user.email, user.timezone
-        );
+            .with_context(|| format!("no active user with id {id} in herald_users"))?;
+        let zone = user.time_zone.clone().unwrap_or_default();
+        let own = crate::domain::parse_zone(&zone);
+        println!("user {} <{}>, time zone {zone}", user.id, user.email);
         if own.is_err() {
             println!("  (not a valid zone: recipient schedules use their fallback zone)");
         }
@@ -32,7 +31,7 @@ pub async fn schedules(settings: &Settings, user_id: Option<i64>) -> anyhow::Res
             let state = if s.enabled { "" } else { "  (disabled)" };
             println!("{}{state}", s.name);
             for fire in occurrences::next(&s.cron, tz, now, 3) {
-                let at = fire.at + occurrences::spread_offset(user.id, s.spread);
+                let at = fire.at + occurrences::spread_offset(&user.id, s.spread);
                 println!(
                     "  {}  =  {}",
                     at.with_timezone(&tz).format("%a %Y-%m-%d %H:%M %Z (%:z)"),
@@ -43,7 +42,8 @@ pub async fn schedules(settings: &Settings, user_id: Option<i64>) -> anyhow::Res
         return Ok(());
     }
     let zones: Vec<_> = store
-        .user_timezones()
+        .source
+        .time_zones()
         .await?
         .iter()
         .filter_map(|z| crate::domain::parse_zone(z).ok())

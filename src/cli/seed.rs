@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use crate::config::Settings;
+use crate::{config::Settings, source::demo::Demo};
 
 #[derive(Debug, Args)]
 pub struct SeedArgs {
@@ -20,16 +20,23 @@ pub struct SeedArgs {
 
 pub async fn seed(settings: &Settings, args: SeedArgs) -> anyhow::Result<()> {
     let store = super::connect(settings).await?;
+    // The demo app lives where the source is: Herald's own database unless source.url says.
+    let url = settings
+        .source_url
+        .as_ref()
+        .map_or(store.url(), |u| u.expose());
+    let demo = Demo::connect(url).await?;
     if args.reset {
-        let r = crate::seed::reset(&store).await?;
+        let r = crate::seed::reset(&demo, &store).await?;
+        let s = r.state;
         println!(
             "removed {} seeded users (user<N>@example.com) and their {} tasks, {} focus sessions, \
              {} opt-outs, {} deliveries with {} attempts, and {} batch records left empty",
-            r.users, r.tasks, r.focus_sessions, r.opt_outs, r.deliveries, r.attempts, r.batches
+            r.users, r.tasks, r.focus_sessions, s.opt_outs, s.deliveries, s.attempts, s.batches
         );
     }
     let started = std::time::Instant::now();
-    let r = crate::seed::seed(&store, args.users, args.seed, chrono::Utc::now()).await?;
+    let r = crate::seed::seed(&demo, args.users, args.seed, chrono::Utc::now()).await?;
     println!(
         "seeded {} users, {} tasks, {} focus sessions in {:.1?}",
         r.users,
@@ -37,6 +44,9 @@ pub async fn seed(settings: &Settings, args: SeedArgs) -> anyhow::Result<()> {
         r.focus_sessions,
         started.elapsed()
     );
-    println!("{} users now exist", store.count_users().await?);
+    println!(
+        "{} demo users now exist (herald_demo.users, read through the herald_users view)",
+        demo.count_users().await?
+    );
     Ok(())
 }

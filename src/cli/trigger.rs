@@ -16,7 +16,7 @@ pub struct TriggerArgs {
     name: String,
     /// Plan for this user only.
     #[arg(long = "user")]
-    user_id: Option<i64>,
+    user_id: Option<String>,
     /// Show what would be sent; enqueue nothing.
     #[arg(long)]
     dry_run: bool,

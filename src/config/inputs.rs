@@ -57,7 +57,7 @@ proptest! {
             Ok(s) => {
                 // What validation lets through is usable without panicking.
                 for schedule in &s.schedules {
-                    let _ = occurrences::spread_offset(i64::MAX, schedule.spread);
+                    let _ = occurrences::spread_offset(&i64::MAX.to_string(), schedule.spread);
                 }
             }
             Err(e) => prop_assert!(!e.0.is_empty()),
@@ -98,7 +98,7 @@ proptest! {
         secs in any::<u64>(),
         nanos in 0u32..1_000_000_000,
     ) {
-        let offset = occurrences::spread_offset(user_id, Duration::new(secs, nanos));
+        let offset = occurrences::spread_offset(&user_id.to_string(), Duration::new(secs, nanos));
         prop_assert!(offset >= chrono::Duration::zero());
         prop_assert!(offset.to_std().unwrap() < occurrences::MAX_SPREAD.max(Duration::from_secs(1)));
     }
@@ -117,7 +117,7 @@ proptest! {
                     let _ = domain::tomorrow(tz, at);
                 }
                 let _ = at - chrono::Duration::days(8);
-                let _ = at + occurrences::spread_offset(user_id, occurrences::MAX_SPREAD);
+                let _ = at + occurrences::spread_offset(&user_id.to_string(), occurrences::MAX_SPREAD);
             }
             Err(e) => prop_assert!(e.contains("`at`"), "{}", e),
         }

@@ -11,6 +11,7 @@ pub const DEFAULTS: &str = include_str!("../../config/default.toml");
 pub(super) const ENV_ALIASES: &[(&str, &str)] = &[
     ("DATABASE_URL", "database.url"),
     ("REDIS_URL", "redis.url"),
+    ("SOURCE_URL", "source.url"),
     ("SMTP_URL", "mail.smtp_url"),
     ("MAIL_FROM", "mail.from"),
     ("RESEND_API_KEY", "mail.resend.api_key"),

@@ -36,7 +36,7 @@ pub use sections::{
     queue::{LEASE_RULE, MAX_DISPATCH_INTERVAL, MIN_REDISPATCH_AFTER, QueueSettings, RawQueue},
     retention::{RawRetention, RetentionSettings},
     schedules::{RawSchedule, RawSchedules, ScheduleSettings, ZoneMode},
-    stores::{RawDatabase, RawRedis},
+    stores::{RawDatabase, RawRedis, RawSource},
 };
 
 /// Validated settings, ready to use. Secrets print as `***` and URLs without their password.
@@ -46,6 +46,8 @@ pub struct Settings {
     pub environment: Environment,
     pub database_url: SecretUrl,
     pub database_max_connections: u32,
+    /// `source.url`: the app's database; `None` reads the views from Herald's own.
+    pub source_url: Option<SecretUrl>,
     pub redis_url: SecretUrl,
     pub queue: QueueSettings,
     pub mail: MailSettings,

@@ -9,7 +9,7 @@ use chrono_tz::Tz;
 use serde_json::{Value, json};
 
 use super::{DefaultSchedule, EmailKind, Recipient, Windows};
-use crate::{domain, store::Store};
+use crate::{domain, source::Source};
 
 pub struct FocusStreak;
 
@@ -34,10 +34,10 @@ impl EmailKind for FocusStreak {
 
     async fn load(
         &self,
-        store: &Store,
+        source: &Source,
         users: &[Recipient],
         at: DateTime<Utc>,
-    ) -> anyhow::Result<HashMap<i64, Day>> {
+    ) -> anyhow::Result<HashMap<String, Day>> {
         // The local day so far, in each user's zone.
         let today = Windows::new(users, |tz| {
             (
@@ -46,15 +46,15 @@ impl EmailKind for FocusStreak {
             )
         });
         let (from, to) = today.span();
-        let sessions = store
+        let sessions = source
             .focus_sessions(&today.users(), from, to)
             .await
             .context("cannot read today's focus sessions")?;
-        let mut days: HashMap<i64, Day> = today
-            .keep(sessions, |f| (f.owner_id, Some(f.started_at)))
+        let mut days: HashMap<String, Day> = today
+            .keep(sessions, |f| (f.user_id.clone(), Some(f.started_at)))
             .into_iter()
             .map(|(id, s)| {
-                let minutes = s.iter().map(|f| i64::from(f.minutes)).sum();
+                let minutes = s.iter().map(|f| f.minutes).sum();
                 let day = Day {
                     minutes,
                     sessions: s.len(),
@@ -80,11 +80,11 @@ impl EmailKind for FocusStreak {
                 )
             });
             let (from, to) = earlier.span();
-            let sessions = store
+            let sessions = source
                 .focus_sessions(&earlier.users(), from, to)
                 .await
                 .context("cannot read earlier focus sessions")?;
-            let mut by_user = earlier.keep(sessions, |f| (f.owner_id, Some(f.started_at)));
+            let mut by_user = earlier.keep(sessions, |f| (f.user_id.clone(), Some(f.started_at)));
             going.retain(|u| {
                 let today = domain::local_date(u.tz, at);
                 let focused: HashSet<NaiveDate> = by_user

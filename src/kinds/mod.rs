@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::{
     payload::{Payload, User},
-    store::{Store, TaskRow},
+    source::{Source, TaskRow},
 };
 
 pub mod focus_streak;
@@ -50,10 +50,10 @@ pub trait EmailKind: Send + Sync + 'static {
     /// kind's own and follows each user's zone (`Recipient::tz`); [`Windows`] helps.
     fn load(
         &self,
-        store: &Store,
+        source: &Source,
         users: &[Recipient],
         at: DateTime<Utc>,
-    ) -> impl Future<Output = anyhow::Result<HashMap<i64, Self::Data>>> + Send;
+    ) -> impl Future<Output = anyhow::Result<HashMap<String, Self::Data>>> + Send;
 
     /// Whether there is anything to say: `false` sends this user nothing at this fire.
     fn has_news(&self, data: &Self::Data) -> bool;
@@ -90,7 +90,7 @@ impl DefaultSchedule {
 /// A user the planner composes an email for (users who opted out of the kind are not asked).
 #[derive(Debug, Clone)]
 pub struct Recipient {
-    pub id: i64,
+    pub id: String,
     /// The zone the user's calendar follows: their own, or the schedule's fallback zone.
     pub tz: Tz,
     /// How the templates address them.
@@ -98,14 +98,15 @@ pub struct Recipient {
 }
 
 impl Recipient {
-    pub fn new(id: i64, name: &str, email: &str, tz: Tz) -> Recipient {
+    pub fn new(id: &str, name: &str, email: &str, tz: Tz) -> Recipient {
         Recipient {
-            id,
+            id: id.to_owned(),
             tz,
             user: User {
                 name: name.to_owned(),
                 email: email.to_owned(),
                 timezone: tz.name().to_owned(),
+                locale: None,
             },
         }
     }
@@ -128,7 +129,7 @@ pub const SAMPLE_AT: &str = "2026-11-22T17:00:00Z";
 /// The sample's recipient: Ada Lovelace in Europe/London.
 pub fn sample_recipient() -> Recipient {
     Recipient::new(
-        1,
+        "1",
         "Ada Lovelace",
         "ada@example.com",
         chrono_tz::Europe::London,
@@ -138,11 +139,12 @@ pub fn sample_recipient() -> Recipient {
 /// An open task for samples: due two days before `at`, with a title that needs escaping in HTML.
 pub fn sample_task(at: DateTime<Utc>) -> TaskRow {
     TaskRow {
-        id: 1,
-        owner_id: 1,
+        id: "1".into(),
+        user_id: "1".into(),
         title: "Write the <report>".into(),
         due_at: Some(at - chrono::Duration::days(2)),
         completed_at: None,
+        link_path: None,
     }
 }
 
@@ -165,10 +167,10 @@ pub trait AnyKind: Send + Sync {
     /// to say, by user id.
     fn compose_all<'a>(
         &'a self,
-        store: &'a Store,
+        source: &'a Source,
         users: &'a [Recipient],
         at: DateTime<Utc>,
-    ) -> BoxFuture<'a, anyhow::Result<HashMap<i64, Payload>>>;
+    ) -> BoxFuture<'a, anyhow::Result<HashMap<String, Payload>>>;
     fn sample(&self) -> Sample;
 }
 
@@ -187,21 +189,21 @@ impl<K: EmailKind> AnyKind for K {
 
     fn compose_all<'a>(
         &'a self,
-        store: &'a Store,
+        source: &'a Source,
         users: &'a [Recipient],
         at: DateTime<Utc>,
-    ) -> BoxFuture<'a, anyhow::Result<HashMap<i64, Payload>>> {
+    ) -> BoxFuture<'a, anyhow::Result<HashMap<String, Payload>>> {
         Box::pin(async move {
             if users.is_empty() {
                 return Ok(HashMap::new());
             }
-            let data = self.load(store, users, at).await?;
+            let data = self.load(source, users, at).await?;
             let nothing = K::Data::default();
             Ok(users
                 .iter()
                 .filter_map(|u| {
                     let d = data.get(&u.id).unwrap_or(&nothing);
-                    Some((u.id, payload(self, u, at, d)?))
+                    Some((u.id.clone(), payload(self, u, at, d)?))
                 })
                 .collect())
         })
@@ -263,11 +265,11 @@ impl Kind {
     /// See [`AnyKind::compose_all`].
     pub fn compose_all<'a>(
         self,
-        store: &'a Store,
+        source: &'a Source,
         users: &'a [Recipient],
         at: DateTime<Utc>,
-    ) -> BoxFuture<'a, anyhow::Result<HashMap<i64, Payload>>> {
-        self.0.compose_all(store, users, at)
+    ) -> BoxFuture<'a, anyhow::Result<HashMap<String, Payload>>> {
+        self.0.compose_all(source, users, at)
     }
 
     pub fn sample(self) -> Sample {
@@ -310,7 +312,7 @@ impl FromStr for Kind {
 /// Each user's `[start, end)` window of time, to read a table for the whole batch in one query
 /// over [`Windows::span`] and keep for each user only the rows inside their own window.
 #[derive(Debug, Clone)]
-pub struct Windows(Vec<(i64, DateTime<Utc>, DateTime<Utc>)>);
+pub struct Windows(Vec<(String, DateTime<Utc>, DateTime<Utc>)>);
 
 impl Windows {
     /// `window(tz)` for each user, in their own zone.
@@ -323,15 +325,15 @@ impl Windows {
                 .iter()
                 .map(|u| {
                     let (start, end) = window(u.tz);
-                    (u.id, start, end)
+                    (u.id.clone(), start, end)
                 })
                 .collect(),
         )
     }
 
-    /// The users, for the query's `owner_id = ANY(…)`.
-    pub fn users(&self) -> Vec<i64> {
-        self.0.iter().map(|w| w.0).collect()
+    /// The users, for the query's `user_id IN (…)`.
+    pub fn users(&self) -> Vec<String> {
+        self.0.iter().map(|w| w.0.clone()).collect()
     }
 
     /// From the earliest start to the latest end: the query's range. Empty without users.
@@ -349,14 +351,14 @@ impl Windows {
     pub fn keep<R>(
         &self,
         rows: Vec<R>,
-        key: impl Fn(&R) -> (i64, Option<DateTime<Utc>>),
-    ) -> HashMap<i64, Vec<R>> {
-        let windows: HashMap<i64, (DateTime<Utc>, DateTime<Utc>)> =
-            self.0.iter().map(|&(id, s, e)| (id, (s, e))).collect();
-        let mut out: HashMap<i64, Vec<R>> = HashMap::new();
+        key: impl Fn(&R) -> (String, Option<DateTime<Utc>>),
+    ) -> HashMap<String, Vec<R>> {
+        let windows: HashMap<&str, (DateTime<Utc>, DateTime<Utc>)> =
+            self.0.iter().map(|(id, s, e)| (id.as_str(), (*s, *e))).collect();
+        let mut out: HashMap<String, Vec<R>> = HashMap::new();
         for row in rows {
             let (owner, t) = key(&row);
-            if let (Some(&(start, end)), Some(t)) = (windows.get(&owner), t)
+            if let (Some(&(start, end)), Some(t)) = (windows.get(owner.as_str()), t)
                 && t >= start
                 && t < end
             {
@@ -369,18 +371,18 @@ impl Windows {
 
 /// Open tasks past their due time at `at` (and not completed), by owner.
 pub async fn overdue_tasks(
-    store: &Store,
+    source: &Source,
     users: &[Recipient],
     at: DateTime<Utc>,
-) -> anyhow::Result<HashMap<i64, Vec<TaskRow>>> {
+) -> anyhow::Result<HashMap<String, Vec<TaskRow>>> {
     use anyhow::Context;
     let overdue = Windows::new(users, |_| (DateTime::UNIX_EPOCH, at));
     let (from, to) = overdue.span();
-    let tasks = store
+    let tasks = source
         .open_tasks_due(&overdue.users(), from, to)
         .await
         .context("cannot read overdue tasks")?;
-    Ok(overdue.keep(tasks, |t| (t.owner_id, t.due_at)))
+    Ok(overdue.keep(tasks, |t| (t.user_id.clone(), t.due_at)))
 }
 
 #[cfg(test)]

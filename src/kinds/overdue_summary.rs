@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::{DefaultSchedule, EmailKind, Recipient, overdue_tasks, sample_task};
 use crate::{
     payload::Task,
-    store::{Store, TaskRow},
+    source::{Source, TaskRow},
 };
 
 pub struct OverdueSummary;
@@ -24,11 +24,11 @@ impl EmailKind for OverdueSummary {
 
     async fn load(
         &self,
-        store: &Store,
+        source: &Source,
         users: &[Recipient],
         at: DateTime<Utc>,
-    ) -> anyhow::Result<HashMap<i64, Vec<TaskRow>>> {
-        overdue_tasks(store, users, at).await
+    ) -> anyhow::Result<HashMap<String, Vec<TaskRow>>> {
+        overdue_tasks(source, users, at).await
     }
 
     fn has_news(&self, tasks: &Vec<TaskRow>) -> bool {
@@ -38,7 +38,7 @@ impl EmailKind for OverdueSummary {
     fn compose(&self, tz: Tz, at: DateTime<Utc>, tasks: &Vec<TaskRow>) -> Value {
         json!({
             "date": at.with_timezone(&tz).format("%A %-d %B %Y").to_string(),
-            "tasks": tasks.iter().map(|t| Task::new(&t.title, t.due_at, tz, at)).collect::<Vec<_>>(),
+            "tasks": tasks.iter().map(|t| Task::at_path(&t.title, t.due_at, t.link_path.as_deref(), tz, at)).collect::<Vec<_>>(),
         })
     }
 

@@ -11,7 +11,7 @@ use super::{DefaultSchedule, EmailKind, Recipient, Windows, sample_task};
 use crate::{
     domain,
     payload::Task,
-    store::{Store, TaskRow},
+    source::{Source, TaskRow},
 };
 
 pub struct TaskReminders;
@@ -26,20 +26,20 @@ impl EmailKind for TaskReminders {
 
     async fn load(
         &self,
-        store: &Store,
+        source: &Source,
         users: &[Recipient],
         at: DateTime<Utc>,
-    ) -> anyhow::Result<HashMap<i64, Vec<TaskRow>>> {
+    ) -> anyhow::Result<HashMap<String, Vec<TaskRow>>> {
         let tomorrow = Windows::new(users, |tz| {
             let (_, start, end) = domain::tomorrow(tz, at);
             (start, end)
         });
         let (from, to) = tomorrow.span();
-        let tasks = store
+        let tasks = source
             .open_tasks_due(&tomorrow.users(), from, to)
             .await
             .context("cannot read the tasks due tomorrow")?;
-        Ok(tomorrow.keep(tasks, |t| (t.owner_id, t.due_at)))
+        Ok(tomorrow.keep(tasks, |t| (t.user_id.clone(), t.due_at)))
     }
 
     fn has_news(&self, tasks: &Vec<TaskRow>) -> bool {
@@ -50,7 +50,7 @@ impl EmailKind for TaskReminders {
         let (date, _, _) = domain::tomorrow(tz, at);
         json!({
             "date": date.format("%A %-d %B %Y").to_string(),
-            "tasks": tasks.iter().map(|t| Task::new(&t.title, t.due_at, tz, at)).collect::<Vec<_>>(),
+            "tasks": tasks.iter().map(|t| Task::at_path(&t.title, t.due_at, t.link_path.as_deref(), tz, at)).collect::<Vec<_>>(),
         })
     }
 

@@ -12,7 +12,7 @@ use super::{DefaultSchedule, EmailKind, Recipient, Windows, overdue_tasks, sampl
 use crate::{
     domain,
     payload::Task,
-    store::{FocusRow, Store, TaskRow},
+    source::{FocusRow, Source, TaskRow},
 };
 
 pub struct WeeklyReport;
@@ -34,28 +34,28 @@ impl EmailKind for WeeklyReport {
 
     async fn load(
         &self,
-        store: &Store,
+        source: &Source,
         users: &[Recipient],
         at: DateTime<Utc>,
-    ) -> anyhow::Result<HashMap<i64, Week>> {
+    ) -> anyhow::Result<HashMap<String, Week>> {
         let week = Windows::new(users, |tz| domain::week_before(tz, at));
         let (from, to) = week.span();
-        let completed = store
+        let completed = source
             .tasks_completed(&week.users(), from, to)
             .await
             .context("cannot read the tasks completed in the week")?;
-        let focus = store
+        let focus = source
             .focus_sessions(&week.users(), from, to)
             .await
             .context("cannot read the week's focus sessions")?;
-        let mut weeks: HashMap<i64, Week> = HashMap::new();
-        for (id, tasks) in overdue_tasks(store, users, at).await? {
+        let mut weeks: HashMap<String, Week> = HashMap::new();
+        for (id, tasks) in overdue_tasks(source, users, at).await? {
             weeks.entry(id).or_default().overdue = tasks;
         }
-        for (id, tasks) in week.keep(completed, |t| (t.owner_id, t.completed_at)) {
+        for (id, tasks) in week.keep(completed, |t| (t.user_id.clone(), t.completed_at)) {
             weeks.entry(id).or_default().completed = tasks;
         }
-        for (id, sessions) in week.keep(focus, |f| (f.owner_id, Some(f.started_at))) {
+        for (id, sessions) in week.keep(focus, |f| (f.user_id.clone(), Some(f.started_at))) {
             weeks.entry(id).or_default().focus = sessions;
         }
         Ok(weeks)
@@ -68,7 +68,7 @@ impl EmailKind for WeeklyReport {
     fn compose(&self, tz: Tz, at: DateTime<Utc>, w: &Week) -> Value {
         let day = |t: DateTime<Utc>| t.with_timezone(&tz).format("%a %-d %b").to_string();
         let (from, to) = domain::week_before(tz, at);
-        let minutes: i64 = w.focus.iter().map(|f| i64::from(f.minutes)).sum();
+        let minutes: i64 = w.focus.iter().map(|f| f.minutes).sum();
         json!({
             "week_start": day(from),
             "week_end": day(to),
@@ -78,7 +78,7 @@ impl EmailKind for WeeklyReport {
             })).collect::<Vec<_>>(),
             "focus_minutes": minutes,
             "focus_sessions": w.focus.len(),
-            "overdue": w.overdue.iter().map(|t| Task::new(&t.title, t.due_at, tz, at)).collect::<Vec<_>>(),
+            "overdue": w.overdue.iter().map(|t| Task::at_path(&t.title, t.due_at, t.link_path.as_deref(), tz, at)).collect::<Vec<_>>(),
         })
     }
 
@@ -90,7 +90,7 @@ impl EmailKind for WeeklyReport {
             overdue: vec![open],
             completed: vec![done],
             focus: vec![FocusRow {
-                owner_id: 1,
+                user_id: "1".into(),
                 started_at: at,
                 minutes: 25,
             }],

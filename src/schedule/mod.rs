@@ -38,11 +38,9 @@ use crate::{
     health::{Dependency, Health, is_postgres},
     kinds::Recipient,
     shutdown::Shutdown,
-    store::{DeliveryStatus, NewDelivery, Store, UserRow},
+    source::{UserFilter, UserRow},
+    store::{DeliveryStatus, NewDelivery, Store},
 };
-
-/// Users read and planned per round trip to PostgreSQL.
-const USERS_PER_BATCH: i64 = 1000;
 
 /// Pages of users planned at the same time, each on one connection at a time: while some pages'
 /// deliveries are inserted, the next pages' data is read and composed, on both sides of the
@@ -65,8 +63,8 @@ pub struct PlanOptions {
     /// Plan as if now were this instant: "tomorrow" and the dedup key's date follow from it.
     /// Not in the future (unless `dry_run`), nor further back than the retention allows.
     pub at: DateTime<Utc>,
-    /// Plan for one user only.
-    pub user_id: Option<i64>,
+    /// Plan for one user only (the app's id).
+    pub user_id: Option<String>,
     /// Compute the emails and insert nothing.
     pub dry_run: bool,
     /// List the new deliveries' ids in the report (always listed when `user_id` is given).
@@ -81,7 +79,7 @@ pub enum PlanError {
     Refused(String),
     /// `user_id` names no user.
     #[error("no user with id {0}; check the id")]
-    UnknownUser(i64),
+    UnknownUser(String),
     #[error(transparent)]
     Failed(#[from] anyhow::Error),
 }
@@ -157,7 +155,7 @@ impl PlanReport {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Preview {
-    pub user_id: i64,
+    pub user_id: String,
     pub recipient: String,
     pub dedup_key: String,
     pub due_at: DateTime<Utc>,
@@ -165,13 +163,13 @@ pub struct Preview {
 }
 
 /// The key that makes planning idempotent: schedule, user, and the local date the email is for.
-pub fn dedup_key(schedule: &str, user_id: i64, date: NaiveDate) -> String {
+pub fn dedup_key(schedule: &str, user_id: &str, date: NaiveDate) -> String {
     format!("{schedule}:{user_id}:{date}")
 }
 
 /// The key of a manual trigger's email: a namespace of its own, so a test send never takes the
 /// place of the schedule's real email, and one per user per local day.
-pub fn manual_dedup_key(schedule: &str, user_id: i64, date: NaiveDate) -> String {
+pub fn manual_dedup_key(schedule: &str, user_id: &str, date: NaiveDate) -> String {
     format!("manual:{}", dedup_key(schedule, user_id, date))
 }
 
@@ -220,7 +218,7 @@ struct Batch<'a> {
     due: DateTime<Utc>,
     /// The dedup key's date: fixed for a fire, or each user's local date at `at` when `None`.
     key_date: Option<NaiveDate>,
-    only_user: Option<i64>,
+    only_user: Option<&'a str>,
     /// Only users whose stored zone string is one of these.
     zones: Option<&'a [String]>,
     dry_run: bool,
@@ -232,7 +230,7 @@ struct Batch<'a> {
 
 impl Batch<'_> {
     /// The dedup key of this batch's email to `user_id` for the local `date`.
-    fn dedup_key(&self, user_id: i64, date: NaiveDate) -> String {
+    fn dedup_key(&self, user_id: &str, date: NaiveDate) -> String {
         if self.manual {
             manual_dedup_key(&self.schedule.name, user_id, date)
         } else {
@@ -254,14 +252,15 @@ pub async fn plan(
     let now = clock.now();
     check_at(opts.at).map_err(PlanError::Refused)?;
     check_manual(opts, now, retention)?;
-    if let Some(id) = opts.user_id
+    if let Some(id) = &opts.user_id
         && store
+            .source
             .user(id)
             .await
-            .context("cannot look the user up")?
+            .context("cannot look the user up in herald_users")?
             .is_none()
     {
-        return Err(PlanError::UnknownUser(id));
+        return Err(PlanError::UnknownUser(id.clone()));
     }
     let mut report = PlanReport {
         schedule: schedule.name.clone(),
@@ -280,7 +279,7 @@ pub async fn plan(
         // Planned by hand: due now (a dry run may preview a future `at`).
         due: opts.at.min(now),
         key_date,
-        only_user: opts.user_id,
+        only_user: opts.user_id.as_deref(),
         zones: None,
         dry_run: opts.dry_run,
         missed: None,
@@ -323,7 +322,7 @@ pub async fn plan_due(
     if now <= since {
         return Ok(Some(report));
     }
-    for (tz, names) in zones(store, schedule).await? {
+    for (tz, names) in zones(store, schedule, since, now).await? {
         for fire in occurrences::between(&schedule.cron, tz, since, now) {
             let late = now - fire.at;
             let missed = (late > ON_TIME.max(chrono::Duration::from_std(schedule.catch_up).unwrap_or(ON_TIME))).then(|| {
@@ -367,20 +366,32 @@ pub async fn plan_due(
     Ok(Some(report))
 }
 
-/// The zones a schedule fires in, each with the stored zone strings of its users (`None`: all).
-/// Users with an invalid zone string are grouped under the schedule's fallback zone.
+/// The zones a schedule fires in between `since` and `now`, each with the stored zone strings of
+/// its users (`None`: all). Users with an invalid zone string are grouped under the schedule's
+/// fallback zone. The users' zones are read from the source only when some zone of the tz
+/// database has a fire in the window: most ticks have none, and the app's users table has no
+/// index on its zone column.
 async fn zones(
     store: &Store,
     schedule: &ScheduleSettings,
+    since: DateTime<Utc>,
+    now: DateTime<Utc>,
 ) -> anyhow::Result<Vec<(Tz, Option<Vec<String>>)>> {
     match schedule.zone {
         ZoneMode::Fixed(tz) => Ok(vec![(tz, None)]),
         ZoneMode::Recipient => {
+            let any_fire = chrono_tz::TZ_VARIANTS
+                .iter()
+                .any(|tz| !occurrences::between(&schedule.cron, *tz, since, now).is_empty());
+            if !any_fire {
+                return Ok(Vec::new());
+            }
             let mut groups: HashMap<Tz, Vec<String>> = HashMap::new();
             for name in store
-                .user_timezones()
+                .source
+                .time_zones()
                 .await
-                .context("cannot read the users' time zones")?
+                .context("cannot read the users' time zones from herald_users")?
             {
                 // Counted per user, and logged once per fire, when the users are planned (this
                 // runs on every tick).
@@ -398,21 +409,12 @@ async fn zones(
 /// Reads users page by page, composes each user's email, and inserts (or previews) the
 /// deliveries, [`PAGES_IN_FLIGHT`] pages at a time. Pages are counted into `report` in order.
 async fn plan_users(store: &Store, b: &Batch<'_>, report: &mut PlanReport) -> anyhow::Result<()> {
-    let kind = b.schedule.kind;
-    let pages = futures::stream::try_unfold(Some(0), |after| async move {
-        let Some(after) = after else {
-            return Ok(None);
-        };
-        let users = store
-            .users_page(kind.name(), after, USERS_PER_BATCH, b.only_user, b.zones)
-            .await
-            .context("cannot read users")?;
-        // A short page is the last one: no round trip to learn that the next is empty.
-        let next = users
-            .last()
-            .map(|u| u.id)
-            .filter(|_| users.len() as i64 == USERS_PER_BATCH && b.only_user.is_none());
-        anyhow::Ok((!users.is_empty()).then_some((users, next)))
+    let filter = UserFilter {
+        only: b.only_user.map(str::to_owned),
+        zones: b.zones.map(<[String]>::to_vec),
+    };
+    let pages = futures::stream::unfold(store.source.user_pages(filter), |mut rx| async move {
+        rx.recv().await.map(|page| (page, rx))
     });
     // Boxed, so that the compiler checks `Send` here, where the lifetimes are known.
     let mut planned = pages
@@ -433,11 +435,16 @@ async fn plan_page(
     users: Vec<UserRow>,
 ) -> anyhow::Result<PlanReport> {
     let mut page = PlanReport::default();
+    let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
+    let opted_out = store
+        .opted_out_among(b.schedule.kind.name(), &ids)
+        .await
+        .context("cannot read the opt-outs")?;
     let zones: Vec<Tz> = users
         .iter()
         .map(|u| user_zone(b.schedule, u, &mut page))
         .collect();
-    let rows = compose_batch(store, b, &users, &zones, &mut page).await?;
+    let rows = compose_batch(store, b, &users, &zones, &opted_out, &mut page).await?;
     if b.dry_run {
         page.planned += rows.len();
         page.preview = rows
@@ -469,9 +476,14 @@ async fn plan_page(
     Ok(page)
 }
 
-/// A user's zone: their own, or the schedule's fallback when theirs is not a zone.
+/// A user's zone: their own, or the schedule's fallback when they have none or theirs is not a
+/// zone (only the latter is counted).
 fn user_zone(schedule: &ScheduleSettings, user: &UserRow, report: &mut PlanReport) -> Tz {
-    domain::parse_zone(&user.timezone).unwrap_or_else(|_| {
+    let name = user.time_zone.as_deref().unwrap_or_default();
+    if name.is_empty() {
+        return schedule.fallback_timezone;
+    }
+    domain::parse_zone(name).unwrap_or_else(|_| {
         if schedule.zone == ZoneMode::Recipient {
             report.invalid_timezones += 1;
         }
@@ -485,18 +497,23 @@ async fn compose_batch(
     b: &Batch<'_>,
     users: &[UserRow],
     zones: &[Tz],
+    opted_out: &std::collections::HashSet<String>,
     report: &mut PlanReport,
 ) -> anyhow::Result<Vec<NewDelivery>> {
     let kind = b.schedule.kind;
     let wanted: Vec<Recipient> = users
         .iter()
         .zip(zones)
-        .filter(|(u, _)| !u.opted_out)
-        .map(|(u, tz)| Recipient::new(u.id, &u.display_name, &u.email, *tz))
+        .filter(|(u, _)| !opted_out.contains(&u.id))
+        .map(|(u, tz)| {
+            let mut r = Recipient::new(&u.id, &u.display_name, &u.email, *tz);
+            r.user.locale.clone_from(&u.locale);
+            r
+        })
         .collect();
     report.opted_out += users.len() - wanted.len();
     let mut payloads = kind
-        .compose_all(store, &wanted, b.at)
+        .compose_all(&store.source, &wanted, b.at)
         .await
         .with_context(|| format!("cannot compose the {kind} emails"))?;
 
@@ -516,12 +533,12 @@ async fn compose_batch(
             },
             note: b.missed.clone(),
             kind: kind.name().to_owned(),
-            user_id: user.id,
-            dedup_key: b.dedup_key(user.id, date),
+            user_id: user.id.clone(),
+            dedup_key: b.dedup_key(&user.id, date),
             recipient: user.email.clone(),
             payload: payload.to_json(),
             planned_for: b.at,
-            due_at: b.due + occurrences::spread_offset(user.id, b.schedule.spread),
+            due_at: b.due + occurrences::spread_offset(&user.id, b.schedule.spread),
         });
     }
     Ok(rows)
@@ -649,11 +666,11 @@ mod tests {
     fn manual_keys_live_apart_from_the_schedules_own() {
         let date = NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
         assert_eq!(
-            dedup_key("task_reminders", 7, date),
+            dedup_key("task_reminders", "7", date),
             "task_reminders:7:2026-11-23"
         );
         assert_eq!(
-            manual_dedup_key("task_reminders", 7, date),
+            manual_dedup_key("task_reminders", "7", date),
             "manual:task_reminders:7:2026-11-23"
         );
     }

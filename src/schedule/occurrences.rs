@@ -95,13 +95,17 @@ pub const MAX_SPREAD: std::time::Duration = std::time::Duration::from_secs(24 * 
 
 /// A user's deterministic offset inside a schedule's spread window, so a burst is smoothed the
 /// same way every day (and on every Herald process).
-pub fn spread_offset(user_id: i64, spread: std::time::Duration) -> Duration {
+pub fn spread_offset(user_id: &str, spread: std::time::Duration) -> Duration {
     let window = spread.min(MAX_SPREAD).as_secs();
     if window == 0 {
         return Duration::zero();
     }
-    // SplitMix64: a fixed, well-mixed hash, stable across Rust versions (unlike DefaultHasher).
-    let mut z = (user_id as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    // FNV-1a over the id's bytes, then SplitMix64's finalizer: a fixed, well-mixed hash, stable
+    // across Rust versions (unlike DefaultHasher) and for any id (numeric, UUID, cuid).
+    let fnv = user_id.bytes().fold(0xCBF2_9CE4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3)
+    });
+    let mut z = fnv.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;
@@ -236,17 +240,17 @@ mod tests {
     fn spread_is_deterministic_and_inside_the_window() {
         let w = std::time::Duration::from_secs(600);
         for id in 0..1000 {
-            let o = spread_offset(id, w);
-            assert_eq!(o, spread_offset(id, w));
+            let o = spread_offset(&id.to_string(), w);
+            assert_eq!(o, spread_offset(&id.to_string(), w));
             assert!(o >= Duration::zero() && o < Duration::seconds(600));
         }
         assert_eq!(
-            spread_offset(7, std::time::Duration::ZERO),
+            spread_offset("7", std::time::Duration::ZERO),
             Duration::zero()
         );
         // It spreads: 1000 users land in many different minutes.
         let minutes: std::collections::HashSet<_> = (0..1000)
-            .map(|id| spread_offset(id, w).num_minutes())
+            .map(|id| spread_offset(&id.to_string(), w).num_minutes())
             .collect();
         assert_eq!(minutes.len(), 10);
     }

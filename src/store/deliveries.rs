@@ -132,7 +132,7 @@ impl Store {
                      '<' || id || '.' || replace(gen_random_uuid()::text, '-', '') || '@' || $4 || '>'),
                  updated_at = now()
              WHERE id IN (SELECT id FROM claimed)
-             RETURNING id, claim_token, kind, dedup_key, recipient, payload, attempts, round_attempts,
+             RETURNING id, claim_token, kind, user_id, dedup_key, recipient, payload, attempts, round_attempts,
                        message_id, batch_key, held_by, due_at,
                        (SELECT b.size FROM batches b WHERE b.key = deliveries.batch_key) AS batch_size",
         )
@@ -223,6 +223,36 @@ impl Store {
         .bind(format!("{} milliseconds", lease.as_millis()))
         .fetch_all(&self.pool)
         .await
+    }
+
+    /// Moves a claimed delivery to `skipped` with `reason`, giving its attempt back (it was never
+    /// tried) and taking it out of its batch, if the claim is still ours. Returns whether it was.
+    pub async fn skip_claimed(
+        &self,
+        id: i64,
+        token: uuid::Uuid,
+        reason: &str,
+    ) -> sqlx::Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let left: Option<Option<String>> = sqlx::query_scalar(
+            "WITH old AS (SELECT batch_key FROM deliveries WHERE id = $1)
+             UPDATE deliveries
+             SET status = 'skipped', last_error = $3, attempts = attempts - 1,
+                 round_attempts = round_attempts - 1, lease_until = NULL, claim_token = NULL,
+                 dispatched_at = NULL, batch_key = NULL, updated_at = now()
+             WHERE id = $1 AND status = 'sending' AND claim_token = $2
+             RETURNING (SELECT batch_key FROM old)",
+        )
+        .bind(id)
+        .bind(token)
+        .bind(reason)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(Some(key)) = &left {
+            delete_empty_batches(&mut tx, std::slice::from_ref(key)).await?;
+        }
+        tx.commit().await?;
+        Ok(left.is_some())
     }
 
     /// Records the tries of one attempt and moves the delivery on, if the claim is still ours

@@ -1,6 +1,9 @@
-//! Every SQL statement Herald runs, against PostgreSQL. Dates are computed in Rust and passed in.
+//! Every SQL statement Herald runs against its own state, in PostgreSQL. Dates are computed in Rust
+//! and passed in.
 //!
-//! One `impl Store` per group of tables: [`users`] (the app's data the planner reads),
+//! The state lives in the schema [`STATE_SCHEMA`] (every connection of the pool has it as its
+//! `search_path`), apart from the app's data, which Herald reads through [`crate::source`] and
+//! never writes. One `impl Store` per group of tables: [`preferences`] (opt-outs per kind),
 //! [`schedules`] (watermarks and the planner's inserts), [`deliveries`] (dispatch, claims,
 //! outcomes, the failed set), [`retention`] (deleting old finished deliveries). The row types
 //! live here, and the enums of their TEXT columns in [`enums`].
@@ -10,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use crate::source::Source;
 use sqlx::{
     PgPool, Postgres,
     migrate::MigrateDatabase,
@@ -22,12 +26,27 @@ mod gauges;
 mod retention;
 mod schedules;
 pub mod ui;
-mod users;
+mod preferences;
 
 pub use enums::{AttemptOutcome, DeliveryStatus};
 pub use gauges::DeliveryGauges;
 pub use retention::{Cutoffs, Deleted};
-pub use users::RemovedUsers;
+pub use preferences::{Forgotten, Preferences};
+
+/// The PostgreSQL schema that holds Herald's state (deliveries, attempts, watermarks, batches,
+/// opt-outs), so that it never collides with the app's own tables in the same database.
+pub const STATE_SCHEMA: &str = "herald";
+
+/// Herald's own tables, which versions before the state schema kept in `public`; moved into
+/// [`STATE_SCHEMA`] once, before the migrations run.
+const LEGACY_STATE_TABLES: &[&str] = &[
+    "_sqlx_migrations",
+    "deliveries",
+    "delivery_attempts",
+    "schedule_watermarks",
+    "batches",
+    "email_opt_outs",
+];
 
 /// The embedded migrations in `migrations/`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -37,6 +56,10 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// the planner's schedule lock and its pages in flight (`schedule::PAGES_IN_FLIGHT`), the
 /// dispatcher's one loop, and one for the API, the janitor and retention.
 pub const RESERVED_CONNECTIONS: u32 = 1 + crate::schedule::PAGES_IN_FLIGHT as u32 + 2;
+
+/// Connections to the app's database: the planner's pages in flight, each reading its tasks while
+/// the next page of users streams in, and one for the claim's and the API's look-ups.
+pub const SOURCE_CONNECTIONS: u32 = crate::schedule::PAGES_IN_FLIGHT as u32 + 2;
 
 /// A handle to the database; cheap to clone.
 ///
@@ -53,46 +76,11 @@ pub struct Store {
     /// handle from [`Store::reserved`].
     pub pool: PgPool,
     reserved: PgPool,
-}
-
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct UserRow {
-    pub id: i64,
-    pub email: String,
-    pub display_name: String,
-    pub timezone: String,
-    pub opted_out: bool,
-}
-
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct TaskRow {
-    pub id: i64,
-    pub owner_id: i64,
-    pub title: String,
-    pub due_at: Option<DateTime<Utc>>,
-    pub completed_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct FocusRow {
-    pub owner_id: i64,
-    pub started_at: DateTime<Utc>,
-    pub minutes: i32,
-}
-
-#[derive(Debug, Clone)]
-pub struct NewUser {
-    pub email: String,
-    pub display_name: String,
-    pub timezone: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct NewTask {
-    pub owner_id: i64,
-    pub title: String,
-    pub due_at: Option<DateTime<Utc>>,
-    pub completed_at: Option<DateTime<Utc>>,
+    /// The app's data ([`Source`]), carried here so that the planner and the claim reach both:
+    /// by default Herald's own database, read through its default `search_path`.
+    pub source: Source,
+    /// The URL this store connected to (with its password): the demo app's default home.
+    url: std::sync::Arc<str>,
 }
 
 /// A delivery the planner wants to exist.
@@ -102,7 +90,7 @@ pub struct NewDelivery {
     pub status: DeliveryStatus,
     pub note: Option<String>,
     pub kind: String,
-    pub user_id: i64,
+    pub user_id: String,
     pub dedup_key: String,
     pub recipient: String,
     /// The template fields as JSON text, serialized once when composed: a page of planned
@@ -119,6 +107,8 @@ pub struct Claimed {
     /// Written by the claim; the worker records and renews only while the row still carries it.
     pub claim_token: uuid::Uuid,
     pub kind: String,
+    /// The app's id of the recipient: checked against the source at claim.
+    pub user_id: String,
     pub dedup_key: String,
     pub recipient: String,
     pub payload: serde_json::Value,
@@ -141,7 +131,7 @@ pub struct Claimed {
 pub struct DeliveryRow {
     pub id: i64,
     pub kind: String,
-    pub user_id: i64,
+    pub user_id: String,
     pub dedup_key: String,
     pub status: DeliveryStatus,
     pub recipient: String,
@@ -307,6 +297,7 @@ impl Store {
             .options([
                 ("lock_timeout", "10s"),
                 ("idle_in_transaction_session_timeout", "60s"),
+                ("search_path", STATE_SCHEMA),
             ]);
         let pool = pool_options(max_connections)
             .connect_with(options.clone())
@@ -315,7 +306,24 @@ impl Store {
         let reserved = pool_options(RESERVED_CONNECTIONS)
             .idle_timeout(Duration::from_secs(60))
             .connect_lazy_with(options);
-        Ok(Store { pool, reserved })
+        let source = Source::connect(url, SOURCE_CONNECTIONS).await?;
+        Ok(Store {
+            pool,
+            reserved,
+            source,
+            url: url.into(),
+        })
+    }
+
+    /// The URL of Herald's database, password included: not for logs.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// This store reading the app's data from `source` (`source.url`).
+    pub fn with_source(mut self, source: Source) -> Store {
+        self.source = source;
+        self
     }
 
     /// This store on the reserved connections, which the workers never take: for the planner,
@@ -324,10 +332,44 @@ impl Store {
         Store {
             pool: self.reserved.clone(),
             reserved: self.reserved.clone(),
+            source: self.source.clone(),
+            url: self.url.clone(),
         }
     }
 
+    /// Creates the state schema, moves the state of an install from before it out of `public`,
+    /// and applies the migrations.
     pub async fn migrate(&self) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        // Several processes may start together: one at a time past this point.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('herald:state-schema'))")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE SCHEMA IF NOT EXISTS {STATE_SCHEMA}"
+        )))
+        .execute(&mut *tx)
+        .await
+        .with_context(|| format!("cannot create the schema {STATE_SCHEMA} for Herald's state; grant the database user CREATE on the database"))?;
+        let legacy: bool = sqlx::query_scalar(
+            "SELECT to_regclass('public.deliveries') IS NOT NULL
+                AND to_regclass('public._sqlx_migrations') IS NOT NULL
+                AND to_regclass($1 || '.deliveries') IS NULL",
+        )
+        .bind(STATE_SCHEMA)
+        .fetch_one(&mut *tx)
+        .await?;
+        if legacy {
+            for table in LEGACY_STATE_TABLES {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "ALTER TABLE IF EXISTS public.{table} SET SCHEMA {STATE_SCHEMA}"
+                )))
+                .execute(&mut *tx)
+                .await?;
+            }
+            tracing::info!(schema = STATE_SCHEMA, "moved Herald's state out of the public schema; the old users, tasks and focus_sessions tables stay where they are (Herald now reads the herald_users, herald_tasks and herald_focus_sessions views: see `herald check`)");
+        }
+        tx.commit().await?;
         MIGRATOR
             .run(&self.pool)
             .await

@@ -65,13 +65,13 @@ impl Store {
         sqlx::query_scalar(
             "INSERT INTO deliveries (kind, user_id, dedup_key, recipient, payload, planned_for, due_at, status, last_error)
              SELECT kind, user_id, dedup_key, recipient, payload::jsonb, planned_for, due_at, status, note
-             FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[])
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[])
                   AS t (kind, user_id, dedup_key, recipient, payload, planned_for, due_at, status, note)
              ON CONFLICT (dedup_key) DO NOTHING
              RETURNING id",
         )
         .bind(text(|r| &r.kind))
-        .bind(rows.iter().map(|r| r.user_id).collect::<Vec<_>>())
+        .bind(text(|r| &r.user_id))
         .bind(text(|r| &r.dedup_key))
         .bind(text(|r| &r.recipient))
         .bind(text(|r| &r.payload))

@@ -106,7 +106,7 @@ impl LastTry {
 pub struct FailedRow {
     pub id: i64,
     pub kind: String,
-    pub user_id: i64,
+    pub user_id: String,
     pub recipient: String,
     pub provider: Option<String>,
     pub attempts: i32,
@@ -342,14 +342,12 @@ impl Store {
 
     /// Deliveries by user id, recipient address or dedup key, newest first.
     pub async fn ui_search(&self, q: &str, limit: i64) -> sqlx::Result<Vec<DeliveryRow>> {
-        let user_id: Option<i64> = q.parse().ok();
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {} FROM deliveries
-             WHERE user_id = $1 OR lower(recipient) = lower($2) OR dedup_key = $2
-             ORDER BY planned_for DESC, id DESC LIMIT $3",
+             WHERE user_id = $1 OR lower(recipient) = lower($1) OR dedup_key = $1
+             ORDER BY planned_for DESC, id DESC LIMIT $2",
             COLUMNS
         )))
-        .bind(user_id)
         .bind(q)
         .bind(limit)
         .fetch_all(&self.pool)

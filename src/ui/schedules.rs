@@ -26,7 +26,8 @@ const LISTED: usize = 100;
 /// The valid zones users live in.
 pub async fn zones(store: &Store) -> Result<Vec<Tz>, UiError> {
     Ok(store
-        .user_timezones()
+        .source
+        .time_zones()
         .await?
         .iter()
         .filter_map(|z| crate::domain::parse_zone(z).ok())
@@ -157,11 +158,7 @@ async fn run(
     })?;
     let user_id = match form_value(&body, "user_id").as_deref().map(str::trim) {
         None | Some("") => None,
-        Some(v) => Some(v.parse::<i64>().map_err(|_| {
-            UiError::BadRequest(format!(
-                "no user with id {v:?}; user_id is a user's id, a whole number"
-            ))
-        })?),
+        Some(v) => Some(crate::input::text_id(v.trim()).map_err(UiError::BadRequest)?),
     };
     let at = parse_at(&form_value(&body, "at").unwrap_or_default())?
         .unwrap_or_else(|| ui.app.clock.now());

@@ -23,7 +23,7 @@ use http::RawHttp;
 use queue::RawQueue;
 use retention::RawRetention;
 use schedules::RawSchedules;
-use stores::{RawDatabase, RawRedis};
+use stores::{RawDatabase, RawRedis, RawSource};
 
 /// The settings as written: durations and addresses are still strings.
 #[derive(Debug, Clone, Deserialize)]
@@ -32,6 +32,7 @@ pub struct RawSettings {
     /// "development" or "production" (HERALD_ENV).
     pub environment: String,
     pub database: RawDatabase,
+    pub source: RawSource,
     pub redis: RawRedis,
     pub queue: RawQueue,
     pub mail: RawMail,
@@ -68,6 +69,7 @@ impl RawSettings {
     pub(super) fn validate(self, mut problems: Problems) -> Result<Settings, ConfigError> {
         let p = &mut problems;
         let (database_url, database_max_connections) = stores::database(&self.database, p);
+        let source_url = stores::source(&self.source, p);
         let redis_url = stores::redis(&self.redis, p);
         let queue = queue::check(&self.queue, p);
         let mail = mail::check(&self.mail, p);
@@ -87,6 +89,7 @@ impl RawSettings {
             environment,
             database_url,
             database_max_connections,
+            source_url,
             redis_url,
             queue,
             mail,

@@ -13,6 +13,12 @@ pub struct RawDatabase {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RawSource {
+    pub url: SecretUrl,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawRedis {
     pub url: SecretUrl,
 }
@@ -21,6 +27,20 @@ pub struct RawRedis {
 pub(super) fn database(d: &RawDatabase, p: &mut Problems) -> (SecretUrl, u32) {
     check_url("database.url", &d.url, &["postgres", "postgresql"], p);
     (d.url.clone(), d.max_connections.max(1))
+}
+
+/// The app's database, `None` for Herald's own.
+pub(super) fn source(s: &RawSource, p: &mut Problems) -> Option<SecretUrl> {
+    if s.url.is_empty() {
+        return None;
+    }
+    check_url(
+        "source.url",
+        &s.url,
+        &["postgres", "postgresql", "mysql", "mariadb"],
+        p,
+    );
+    Some(s.url.clone())
 }
 
 pub(super) fn redis(r: &RawRedis, p: &mut Problems) -> SecretUrl {
