@@ -178,7 +178,13 @@ impl Bench {
             let store = Store::connect(&support::database(&self.pg, &template), 8, true).await?;
             store.migrate().await?;
             let started = Instant::now();
-            let seeded = herald::seed::seed(&store, users, 1, Utc::now()).await?;
+            let seeded = herald::seed::seed(
+                &herald::source::demo::Demo::connect(store.url()).await?,
+                users,
+                1,
+                Utc::now(),
+            )
+            .await?;
             store.pool.close().await;
             println!(
                 "# seed users={} tasks={} seconds={:.1}",

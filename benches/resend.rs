@@ -20,8 +20,9 @@ use chrono::Utc;
 use herald::{
     config::Settings,
     schedule::{PlanOptions, plan},
+    source::demo::{Demo, NewTask, NewUser},
     startup::Application,
-    store::{NewTask, NewUser, Store},
+    store::Store,
 };
 
 const PG: &str = "postgres://postgres@127.0.0.1:5432";
@@ -83,27 +84,31 @@ async fn run(n: usize, batch_size: usize, rate: &str) -> anyhow::Result<()> {
     store.migrate().await?;
     let now = Utc::now();
     let users: Vec<_> = (0..n)
-        .map(|i| NewUser {
-            email: format!("bench{i}@example.com"),
-            display_name: format!("User {i}"),
-            timezone: "UTC".into(),
+        .map(|i| {
+            NewUser::new(
+                &format!("bench{i}@example.com"),
+                &format!("User {i}"),
+                "UTC",
+            )
         })
         .collect();
+    let demo = Demo::connect(store.url()).await?;
+    demo.install().await?;
     let mut ids = Vec::with_capacity(n);
     for chunk in users.chunks(5000) {
-        ids.extend(store.insert_users(chunk).await?);
+        ids.extend(demo.insert_users(chunk).await?);
     }
     let tasks: Vec<_> = ids
         .iter()
-        .map(|&owner_id| NewTask {
-            owner_id,
+        .map(|owner_id| NewTask {
+            owner_id: owner_id.clone(),
             title: "Late".into(),
             due_at: Some(now - chrono::Duration::days(2)),
             completed_at: None,
         })
         .collect();
     for chunk in tasks.chunks(5000) {
-        store.insert_tasks(chunk).await?;
+        demo.insert_tasks(chunk).await?;
     }
     let schedule = settings
         .schedule("overdue_summary")

@@ -99,7 +99,13 @@ async fn main() -> anyhow::Result<()> {
     store.migrate().await?;
     let now: DateTime<Utc> = Utc::now();
     let started = Instant::now();
-    let seeded = herald::seed::seed(&store, users, 1, now).await?;
+    let seeded = herald::seed::seed(
+        &herald::source::demo::Demo::connect(store.url()).await?,
+        users,
+        1,
+        now,
+    )
+    .await?;
     let secs = started.elapsed().as_secs_f64();
     println!(
         "peer=herald phase=seed n_users={} tasks={} focus_sessions={} seconds={secs:.2} users_per_s={:.0}",

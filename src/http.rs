@@ -1,5 +1,7 @@
 //! The HTTP API (axum): health, readiness, manual triggers and the failed set, behind a bearer token.
 
+mod preferences;
+
 use std::{sync::Arc, time::Duration};
 
 use axum::{
@@ -53,8 +55,8 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 
 /// What the server answers, for the 404 of a path it does not know.
 const ROUTES: &str = "GET /healthz, GET /readyz, GET /metrics, POST /api/schedules/{name}/trigger, \
-GET /api/stats, GET /api/failed, GET /api/failed/{id}, POST /api/failed/{id}/retry, and the \
-dashboard under /ui";
+GET /api/stats, GET /api/failed, GET /api/failed/{id}, POST /api/failed/{id}/retry, \
+GET/PUT/DELETE /api/users/{id}/preferences, and the dashboard under /ui";
 
 /// The whole router; tests drive it with `oneshot` or through a real socket. Every error it
 /// answers outside the dashboard is JSON: `{"error": "…"}`.
@@ -65,6 +67,12 @@ pub fn app(state: AppState) -> Router {
         .route("/failed", get(failed_list))
         .route("/failed/{id}", get(failed_show))
         .route("/failed/{id}/retry", post(failed_retry))
+        .route(
+            "/users/{id}/preferences",
+            get(preferences::show)
+                .put(preferences::update)
+                .delete(preferences::clear),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
     Router::new()

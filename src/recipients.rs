@@ -28,5 +28,7 @@ pub async fn split_gone(source: &Source, claimed: Vec<Claimed>) -> (Vec<Claimed>
             return (claimed, Vec::new());
         }
     };
-    claimed.into_iter().partition(|d| present.contains(&d.user_id))
+    claimed
+        .into_iter()
+        .partition(|d| present.contains(&d.user_id))
 }

@@ -102,7 +102,13 @@ fn email(index: i64) -> String {
 }
 
 /// Languages seeded users have, with some users who have none.
-const LOCALES: [Option<&str>; 5] = [None, Some("en-GB"), Some("fr-FR"), Some("fr-CA"), Some("en")];
+const LOCALES: [Option<&str>; 5] = [
+    None,
+    Some("en-GB"),
+    Some("fr-FR"),
+    Some("fr-CA"),
+    Some("en"),
+];
 
 /// What [`reset`] removed: from the demo app, and from Herald's state.
 #[derive(Debug, Default)]

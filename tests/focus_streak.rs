@@ -66,7 +66,10 @@ async fn at_eight_pm_local_each_user_who_focused_gets_their_day_and_streak_once(
     // Focused today but opted out of this kind.
     let quiet = app.add_user("quiet@example.com", "Europe/Paris", &[]).await;
     sessions.push((quiet, paris(day, 10), 30));
-    app.store.opt_out(quiet, "focus_streak").await.unwrap();
+    app.store
+        .opt_out(&quiet.to_string(), "focus_streak")
+        .await
+        .unwrap();
     app.store.insert_focus_sessions(&sessions).await.unwrap();
 
     // Each zone's 20:00, in the order they come.

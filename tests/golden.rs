@@ -15,7 +15,7 @@ use herald::{
     },
     payload::Payload,
     render::{Rendered, Templates},
-    store::{FocusRow, TaskRow, UserRow},
+    source::{FocusRow, TaskRow, UserRow},
 };
 
 fn at(s: &str) -> DateTime<Utc> {
@@ -24,27 +24,28 @@ fn at(s: &str) -> DateTime<Utc> {
 
 fn user(name: &str, email: &str, tz: Tz) -> UserRow {
     UserRow {
-        id: 42,
+        id: "42".into(),
         email: email.into(),
         display_name: name.into(),
-        timezone: tz.name().into(),
-        opted_out: false,
+        time_zone: Some(tz.name().into()),
+        locale: None,
     }
 }
 
 fn task(id: i64, title: &str, due: DateTime<Utc>, done: Option<DateTime<Utc>>) -> TaskRow {
     TaskRow {
-        id,
-        owner_id: 42,
+        id: id.to_string(),
+        user_id: "42".into(),
         title: title.into(),
         due_at: Some(due),
         completed_at: done,
+        link_path: None,
     }
 }
 
-fn focus(started: DateTime<Utc>, minutes: i32) -> FocusRow {
+fn focus(started: DateTime<Utc>, minutes: i64) -> FocusRow {
     FocusRow {
-        owner_id: 42,
+        user_id: "42".into(),
         started_at: started,
         minutes,
     }
@@ -63,7 +64,7 @@ struct Case {
 
 /// The payload a kind composes for a case.
 fn payload(kind: &str, c: &Case) -> Payload {
-    let to = Recipient::new(c.user.id, &c.user.display_name, &c.user.email, c.tz);
+    let to = Recipient::new(&c.user.id, &c.user.display_name, &c.user.email, c.tz);
     match kind {
         "task_reminders" => kinds::payload(&TaskReminders, &to, c.at, &c.open),
         "overdue_summary" => kinds::payload(&OverdueSummary, &to, c.at, &c.open),

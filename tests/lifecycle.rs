@@ -32,7 +32,10 @@ use std::{
 };
 
 use chrono::{DateTime, Days, NaiveTime, Utc};
-use herald::store::{NewTask, NewUser, Store};
+use herald::{
+    source::demo::{Demo, NewTask, NewUser},
+    store::Store,
+};
 use serde_json::{Value, json};
 
 use servers::{PrivatePostgres, PrivateRedis, free_port};
@@ -606,27 +609,25 @@ async fn herald_survives_sigterm_sigkill_and_redis_and_postgres_restarts_mid_sen
         String::from_utf8_lossy(&migrate.stderr)
     );
     let store = Store::connect(&pg.url("herald"), 4, false).await.unwrap();
+    let demo = Demo::connect(&pg.url("herald")).await.unwrap();
+    demo.install().await.unwrap();
     let late = days_ago(10);
     for chunk in (0..n).collect::<Vec<_>>().chunks(5000) {
         let users: Vec<_> = chunk
             .iter()
-            .map(|i| NewUser {
-                email: format!("life{i}@example.com"),
-                display_name: format!("Life {i}"),
-                timezone: "UTC".into(),
-            })
+            .map(|i| NewUser::new(&format!("life{i}@example.com"), &format!("Life {i}"), "UTC"))
             .collect();
-        let ids = store.insert_users(&users).await.unwrap();
+        let ids = demo.insert_users(&users).await.unwrap();
         let tasks: Vec<_> = ids
             .iter()
-            .map(|&owner_id| NewTask {
-                owner_id,
+            .map(|owner_id| NewTask {
+                owner_id: owner_id.clone(),
                 title: "Late".into(),
                 due_at: Some(late),
                 completed_at: None,
             })
             .collect();
-        store.insert_tasks(&tasks).await.unwrap();
+        demo.insert_tasks(&tasks).await.unwrap();
     }
 
     let http = reqwest::Client::new();

@@ -48,7 +48,10 @@ pub async fn check() -> anyhow::Result<ExitCode> {
         .as_ref()
         .map_or("Herald's own database".to_owned(), ToString::to_string);
     let source = async {
-        let url = settings.source_url.as_ref().unwrap_or(&settings.database_url);
+        let url = settings
+            .source_url
+            .as_ref()
+            .unwrap_or(&settings.database_url);
         let source = Source::connect(url.expose(), 1).await?;
         crate::source::check::check(&source).await
     };
@@ -59,7 +62,10 @@ pub async fn check() -> anyhow::Result<ExitCode> {
         ),
         Ok(problems) => {
             for p in problems {
-                report(&format!("source {}", p.at), Err(anyhow::anyhow!("{}", p.message)));
+                report(
+                    &format!("source {}", p.at),
+                    Err(anyhow::anyhow!("{}", p.message)),
+                );
             }
         }
         Err(e) => report(&format!("source ({source_name})"), Err(e)),

@@ -353,8 +353,11 @@ impl Windows {
         rows: Vec<R>,
         key: impl Fn(&R) -> (String, Option<DateTime<Utc>>),
     ) -> HashMap<String, Vec<R>> {
-        let windows: HashMap<&str, (DateTime<Utc>, DateTime<Utc>)> =
-            self.0.iter().map(|(id, s, e)| (id.as_str(), (*s, *e))).collect();
+        let windows: HashMap<&str, (DateTime<Utc>, DateTime<Utc>)> = self
+            .0
+            .iter()
+            .map(|(id, s, e)| (id.as_str(), (*s, *e)))
+            .collect();
         let mut out: HashMap<String, Vec<R>> = HashMap::new();
         for row in rows {
             let (owner, t) = key(&row);
@@ -462,17 +465,17 @@ mod tests {
     fn a_window_keeps_each_users_own_rows() {
         let at = sample_at();
         let users = [
-            Recipient::new(1, "a", "a@x.y", chrono_tz::UTC),
-            Recipient::new(2, "b", "b@x.y", chrono_tz::Asia::Tokyo),
+            Recipient::new("1", "a", "a@x.y", chrono_tz::UTC),
+            Recipient::new("2", "b", "b@x.y", chrono_tz::Asia::Tokyo),
         ];
         let today = Windows::new(&users, |tz| {
             crate::domain::local_day(tz, crate::domain::local_date(tz, at))
         });
         let hours = chrono::Duration::hours;
         let rows = vec![(1, at), (2, at - hours(3)), (1, at - hours(24))];
-        let kept = today.keep(rows, |r| (r.0, Some(r.1)));
-        assert_eq!(kept[&1], [(1, at)]);
+        let kept = today.keep(rows, |r| (r.0.to_string(), Some(r.1)));
+        assert_eq!(kept["1"], [(1, at)]);
         // 14:00 UTC is 23:00 the day before in Tokyo, where 17:00 UTC is already 02:00.
-        assert!(!kept.contains_key(&2));
+        assert!(!kept.contains_key("2"));
     }
 }

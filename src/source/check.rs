@@ -84,14 +84,17 @@ pub async fn check(source: &Source) -> anyhow::Result<Vec<Problem>> {
 /// A source that cannot be reached is logged and planning retries on every tick.
 pub async fn prepare(store: Store, source_url: Option<&SecretUrl>) -> anyhow::Result<Store> {
     let store = match source_url {
-        Some(url) => store.with_source(Source::connect(url.expose(), crate::store::SOURCE_CONNECTIONS).await?),
+        Some(url) => store
+            .with_source(Source::connect(url.expose(), crate::store::SOURCE_CONNECTIONS).await?),
         None => {
             let demo = Demo::connect(store.url()).await;
             if let Ok(demo) = demo
                 && !demo.has_views().await.unwrap_or(true)
             {
                 demo.install().await?;
-                tracing::info!("created the demo app's empty tables and views in Herald's database (`herald seed` fills them; set source.url to read your app's data instead)");
+                tracing::info!(
+                    "created the demo app's empty tables and views in Herald's database (`herald seed` fills them; set source.url to read your app's data instead)"
+                );
             }
             store
         }
@@ -101,10 +104,17 @@ pub async fn prepare(store: Store, source_url: Option<&SecretUrl>) -> anyhow::Re
         Ok(problems) => anyhow::bail!(
             "the source ({}) does not meet the contract:\n  {}",
             source_url.map_or("Herald's own database".to_owned(), |u| u.to_string()),
-            problems.iter().map(Problem::to_string).collect::<Vec<_>>().join("\n  ")
+            problems
+                .iter()
+                .map(Problem::to_string)
+                .collect::<Vec<_>>()
+                .join("\n  ")
         ),
         Err(e) => {
-            tracing::warn!(error = crate::telemetry::chain(&e), "cannot read the source's relations yet; planning will try again on every tick");
+            tracing::warn!(
+                error = crate::telemetry::chain(&e),
+                "cannot read the source's relations yet; planning will try again on every tick"
+            );
             Ok(store)
         }
     }
@@ -135,19 +145,35 @@ async fn columns_of(source: &Source, relation: &str) -> anyhow::Result<Vec<(Stri
             .await?
         }
     };
-    Ok(rows.into_iter().map(|(n, t)| (n.to_lowercase(), t.to_lowercase())).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(n, t)| (n.to_lowercase(), t.to_lowercase()))
+        .collect())
 }
 
 /// Whether a declared type holds what the contract wants.
 fn fits(source: &Source, want: ColumnType, ty: &str) -> bool {
     let mysql = matches!(source, Source::MySql(_));
     match want {
-        ColumnType::Text => matches!(ty, "text" | "character varying" | "character" | "varchar" | "char" | "tinytext" | "mediumtext" | "longtext"),
+        ColumnType::Text => matches!(
+            ty,
+            "text"
+                | "character varying"
+                | "character"
+                | "varchar"
+                | "char"
+                | "tinytext"
+                | "mediumtext"
+                | "longtext"
+        ),
         ColumnType::Boolean if mysql => matches!(ty, "tinyint" | "int" | "bigint" | "smallint"),
         ColumnType::Boolean => ty == "boolean",
         ColumnType::Time if mysql => matches!(ty, "datetime" | "timestamp"),
         ColumnType::Time => ty == "timestamp with time zone",
-        ColumnType::Integer => matches!(ty, "integer" | "bigint" | "smallint" | "int" | "mediumint" | "tinyint"),
+        ColumnType::Integer => matches!(
+            ty,
+            "integer" | "bigint" | "smallint" | "int" | "mediumint" | "tinyint"
+        ),
     }
 }
 
@@ -180,21 +206,38 @@ fn cast_hint(source: &Source, ty: ColumnType, column: &str) -> String {
     let mysql = matches!(source, Source::MySql(_));
     match ty {
         ColumnType::Text if mysql => format!("cast it in the view: `CAST(… AS CHAR) AS {column}`"),
-        ColumnType::Text => format!("cast it in the view: `….{column}::text AS {column}` (bigint and uuid ids become text)"),
+        ColumnType::Text => format!(
+            "cast it in the view: `….{column}::text AS {column}` (bigint and uuid ids become text)"
+        ),
         ColumnType::Boolean if mysql => format!("write it as a condition: `(…) AS {column}`"),
         ColumnType::Boolean => format!("write it as a condition: `(…) AS {column}`"),
-        ColumnType::Time if mysql => format!("store UTC in a DATETIME or TIMESTAMP column, or convert: `CONVERT_TZ(…, 'app zone', '+00:00') AS {column}`"),
-        ColumnType::Time => format!("convert it: `… AT TIME ZONE 'UTC' AS {column}` for a timestamp without time zone holding UTC"),
+        ColumnType::Time if mysql => format!(
+            "store UTC in a DATETIME or TIMESTAMP column, or convert: `CONVERT_TZ(…, 'app zone', '+00:00') AS {column}`"
+        ),
+        ColumnType::Time => format!(
+            "convert it: `… AT TIME ZONE 'UTC' AS {column}` for a timestamp without time zone holding UTC"
+        ),
         ColumnType::Integer => format!("cast it: `CAST(… AS INTEGER) AS {column}`"),
     }
 }
 
 /// Ids that appear more than once (up to three named).
 async fn duplicate_ids(source: &Source, relation: &Relation) -> anyhow::Result<Option<Problem>> {
-    let sql = format!("SELECT id FROM {} GROUP BY id HAVING count(*) > 1 LIMIT 3", relation.name);
+    let sql = format!(
+        "SELECT id FROM {} GROUP BY id HAVING count(*) > 1 LIMIT 3",
+        relation.name
+    );
     let ids: Vec<String> = match source {
-        Source::Postgres(p) => sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_all(p).await?,
-        Source::MySql(p) => sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_all(p).await?,
+        Source::Postgres(p) => {
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .fetch_all(p)
+                .await?
+        }
+        Source::MySql(p) => {
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .fetch_all(p)
+                .await?
+        }
     };
     Ok((!ids.is_empty()).then(|| Problem {
         at: format!("{}.id", relation.name),

@@ -169,7 +169,10 @@ impl Demo {
     }
 
     /// Inserts focus sessions: (owner, started at, minutes).
-    pub async fn insert_focus_sessions(&self, sessions: &[(String, DateTime<Utc>, i32)]) -> sqlx::Result<u64> {
+    pub async fn insert_focus_sessions(
+        &self,
+        sessions: &[(String, DateTime<Utc>, i32)],
+    ) -> sqlx::Result<u64> {
         Ok(sqlx::query(
             "INSERT INTO herald_demo.focus_sessions (owner_id, started_at, minutes)
              SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::int[])",

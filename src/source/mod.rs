@@ -45,8 +45,14 @@ pub const RELATIONS: &[Relation] = &[
             Column::text("id", "the user's id in the app, as text (unique)"),
             Column::text("email", "the address emails go to"),
             Column::text("display_name", "how emails greet them"),
-            Column::text_or_null("time_zone", "an IANA zone such as Europe/Paris; NULL: the schedule's fallback zone"),
-            Column::text_or_null("locale", "a BCP 47 tag such as fr-CA; NULL: the default language"),
+            Column::text_or_null(
+                "time_zone",
+                "an IANA zone such as Europe/Paris; NULL: the schedule's fallback zone",
+            ),
+            Column::text_or_null(
+                "locale",
+                "a BCP 47 tag such as fr-CA; NULL: the default language",
+            ),
             Column::boolean("active", "false: the account gets no email"),
         ],
     },
@@ -58,7 +64,10 @@ pub const RELATIONS: &[Relation] = &[
             Column::text("user_id", "the owner: an id of herald_users"),
             Column::text("title", "what the email calls the task"),
             Column::time("due_at", "when it is due (UTC); NULL: no due time"),
-            Column::time("completed_at", "when it was completed (UTC); NULL: still open"),
+            Column::time(
+                "completed_at",
+                "when it was completed (UTC); NULL: still open",
+            ),
             Column::text_or_null("link_path", "the task's path in the app, such as /tasks/42"),
         ],
     },
@@ -101,8 +110,18 @@ pub enum ColumnType {
 }
 
 impl Column {
-    const fn new(name: &'static str, ty: ColumnType, nullable: bool, about: &'static str) -> Column {
-        Column { name, ty, nullable, about }
+    const fn new(
+        name: &'static str,
+        ty: ColumnType,
+        nullable: bool,
+        about: &'static str,
+    ) -> Column {
+        Column {
+            name,
+            ty,
+            nullable,
+            about,
+        }
     }
     const fn text(name: &'static str, about: &'static str) -> Column {
         Column::new(name, ColumnType::Text, false, about)
@@ -220,9 +239,9 @@ impl Source {
             }
             "mysql" | "mariadb" => {
                 let url = url.replacen("mariadb://", "mysql://", 1);
-                let options: MySqlConnectOptions = url
-                    .parse()
-                    .with_context(|| format!("source.url {} is not a MySQL/MariaDB URL", redact(&url)))?;
+                let options: MySqlConnectOptions = url.parse().with_context(|| {
+                    format!("source.url {} is not a MySQL/MariaDB URL", redact(&url))
+                })?;
                 let pool = MySqlPoolOptions::new()
                     .max_connections(max_connections)
                     .acquire_timeout(Duration::from_secs(5))
@@ -230,7 +249,11 @@ impl Source {
                     .idle_timeout(Duration::from_secs(60))
                     .after_connect(|conn, _| {
                         Box::pin(async move {
-                            sqlx::Executor::execute(&mut *conn, "SET SESSION TRANSACTION READ ONLY").await?;
+                            sqlx::Executor::execute(
+                                &mut *conn,
+                                "SET SESSION TRANSACTION READ ONLY",
+                            )
+                            .await?;
                             Ok(())
                         })
                     })
@@ -263,13 +286,18 @@ impl Source {
     /// The active users that `filter` selects, in pages of [`PAGE`], streamed from one query:
     /// the next page is read while the planner works on this one, and no further (a channel of
     /// two pages holds the query back).
-    pub fn user_pages(&self, filter: UserFilter) -> tokio::sync::mpsc::Receiver<anyhow::Result<Vec<UserRow>>> {
+    pub fn user_pages(
+        &self,
+        filter: UserFilter,
+    ) -> tokio::sync::mpsc::Receiver<anyhow::Result<Vec<UserRow>>> {
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         let source = self.clone();
         tokio::spawn(async move {
             let send = |page| tx.send(page);
             let result = on_source!(&source, |pool, qb| {
-                qb.push(format!("SELECT {USER_COLUMNS} FROM herald_users WHERE active"));
+                qb.push(format!(
+                    "SELECT {USER_COLUMNS} FROM herald_users WHERE active"
+                ));
                 if let Some(id) = &filter.only {
                     qb.push(" AND id = ").push_bind(id.clone());
                 }
@@ -284,7 +312,9 @@ impl Source {
                         Ok(Some(user)) => {
                             page.push(user);
                             if page.len() == PAGE
-                                && send(Ok(std::mem::replace(&mut page, Vec::with_capacity(PAGE)))).await.is_err()
+                                && send(Ok(std::mem::replace(&mut page, Vec::with_capacity(PAGE))))
+                                    .await
+                                    .is_err()
                             {
                                 break Ok(());
                             }
@@ -301,7 +331,10 @@ impl Source {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    let _ = send(Err(anyhow::Error::new(e).context("cannot read herald_users"))).await;
+                    let _ = send(Err(
+                        anyhow::Error::new(e).context("cannot read herald_users")
+                    ))
+                    .await;
                 }
             }
         });
@@ -314,7 +347,9 @@ impl Source {
             return Ok(Vec::new());
         }
         on_source!(self, |pool, qb| {
-            qb.push(format!("SELECT {USER_COLUMNS} FROM herald_users WHERE active AND id"));
+            qb.push(format!(
+                "SELECT {USER_COLUMNS} FROM herald_users WHERE active AND id"
+            ));
             push_in!(qb, ids);
             qb.build_query_as::<UserRow>().fetch_all(pool).await
         })
@@ -335,12 +370,23 @@ impl Source {
     }
 
     /// Open tasks of these users due in `[from, to)`.
-    pub async fn open_tasks_due(&self, owners: &[String], from: DateTime<Utc>, to: DateTime<Utc>) -> sqlx::Result<Vec<TaskRow>> {
-        self.tasks(owners, "completed_at IS NULL AND ", "due_at", from, to).await
+    pub async fn open_tasks_due(
+        &self,
+        owners: &[String],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> sqlx::Result<Vec<TaskRow>> {
+        self.tasks(owners, "completed_at IS NULL AND ", "due_at", from, to)
+            .await
     }
 
     /// Tasks of these users completed in `[from, to)`.
-    pub async fn tasks_completed(&self, owners: &[String], from: DateTime<Utc>, to: DateTime<Utc>) -> sqlx::Result<Vec<TaskRow>> {
+    pub async fn tasks_completed(
+        &self,
+        owners: &[String],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> sqlx::Result<Vec<TaskRow>> {
         self.tasks(owners, "", "completed_at", from, to).await
     }
 
@@ -358,8 +404,12 @@ impl Source {
             return Ok(Vec::new());
         }
         on_source!(self, |pool, qb| {
-            qb.push(format!("SELECT {TASK_COLUMNS} FROM herald_tasks WHERE {condition}{column} >= "));
-            qb.push_bind(from).push(format!(" AND {column} < ")).push_bind(to);
+            qb.push(format!(
+                "SELECT {TASK_COLUMNS} FROM herald_tasks WHERE {condition}{column} >= "
+            ));
+            qb.push_bind(from)
+                .push(format!(" AND {column} < "))
+                .push_bind(to);
             qb.push(" AND user_id");
             push_in!(qb, owners);
             qb.push(format!(" ORDER BY user_id, {column}, id"));
@@ -368,7 +418,12 @@ impl Source {
     }
 
     /// Focus sessions of these users started in `[from, to)`.
-    pub async fn focus_sessions(&self, owners: &[String], from: DateTime<Utc>, to: DateTime<Utc>) -> sqlx::Result<Vec<FocusRow>> {
+    pub async fn focus_sessions(
+        &self,
+        owners: &[String],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> sqlx::Result<Vec<FocusRow>> {
         if owners.is_empty() {
             return Ok(Vec::new());
         }

@@ -10,10 +10,10 @@
 
 use std::time::Duration;
 
+use crate::source::Source;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use crate::source::Source;
 use sqlx::{
     PgPool, Postgres,
     migrate::MigrateDatabase,
@@ -23,15 +23,15 @@ use sqlx::{
 mod deliveries;
 mod enums;
 mod gauges;
+mod preferences;
 mod retention;
 mod schedules;
 pub mod ui;
-mod preferences;
 
 pub use enums::{AttemptOutcome, DeliveryStatus};
 pub use gauges::DeliveryGauges;
-pub use retention::{Cutoffs, Deleted};
 pub use preferences::{Forgotten, Preferences};
+pub use retention::{Cutoffs, Deleted};
 
 /// The PostgreSQL schema that holds Herald's state (deliveries, attempts, watermarks, batches,
 /// opt-outs), so that it never collides with the app's own tables in the same database.
@@ -367,7 +367,10 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
-            tracing::info!(schema = STATE_SCHEMA, "moved Herald's state out of the public schema; the old users, tasks and focus_sessions tables stay where they are (Herald now reads the herald_users, herald_tasks and herald_focus_sessions views: see `herald check`)");
+            tracing::info!(
+                schema = STATE_SCHEMA,
+                "moved Herald's state out of the public schema; the old users, tasks and focus_sessions tables stay where they are (Herald now reads the herald_users, herald_tasks and herald_focus_sessions views: see `herald check`)"
+            );
         }
         tx.commit().await?;
         MIGRATOR

@@ -15,7 +15,11 @@ pub struct Preferences {
 
 impl Store {
     /// The users among `ids` who opted out of `kind`.
-    pub async fn opted_out_among(&self, kind: &str, ids: &[String]) -> sqlx::Result<HashSet<String>> {
+    pub async fn opted_out_among(
+        &self,
+        kind: &str,
+        ids: &[String],
+    ) -> sqlx::Result<HashSet<String>> {
         if ids.is_empty() {
             return Ok(HashSet::new());
         }
@@ -39,12 +43,17 @@ impl Store {
 
     /// Opts `user_id` out of `kind` (nothing happens if it already is).
     pub async fn opt_out(&self, user_id: &str, kind: &str) -> sqlx::Result<()> {
-        self.set_preferences(user_id, &[(kind.to_owned(), false)]).await
+        self.set_preferences(user_id, &[(kind.to_owned(), false)])
+            .await
     }
 
     /// Sets, for each kind given, whether `user_id` gets it, in one transaction: `false` writes
     /// an opt-out, `true` removes it. Kinds not given keep their setting.
-    pub async fn set_preferences(&self, user_id: &str, kinds: &[(String, bool)]) -> sqlx::Result<()> {
+    pub async fn set_preferences(
+        &self,
+        user_id: &str,
+        kinds: &[(String, bool)],
+    ) -> sqlx::Result<()> {
         let (off, on): (Vec<_>, Vec<_>) = kinds.iter().partition(|(_, wanted)| !wanted);
         let off: Vec<&str> = off.iter().map(|(k, _)| k.as_str()).collect();
         let on: Vec<&str> = on.iter().map(|(k, _)| k.as_str()).collect();

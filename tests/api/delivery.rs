@@ -37,7 +37,10 @@ async fn a_reminder_tick_emails_exactly_the_users_with_tasks_due_tomorrow() {
     let cyd = app
         .add_user("cyd@example.com", "UTC", &[("Hidden", tomorrow, None)])
         .await;
-    app.store.opt_out(cyd, "task_reminders").await.unwrap();
+    app.store
+        .opt_out(&cyd.to_string(), "task_reminders")
+        .await
+        .unwrap();
 
     let (status, report) = app.trigger("task_reminders", json!({ "at": now })).await;
     assert_eq!(status, 202, "{report}");

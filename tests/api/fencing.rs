@@ -17,7 +17,7 @@ use crate::helpers::*;
 use crate::resend_stub::{Reply, ResendStub};
 
 /// One due overdue summary per address; returns the deliveries' ids, in the order given.
-async fn due_deliveries(store: &Store, emails: &[&str]) -> Vec<i64> {
+pub(crate) async fn due_deliveries(store: &Store, emails: &[&str]) -> Vec<i64> {
     let mut ids = Vec::new();
     for email in emails {
         let user_id = add_user(store, email, "UTC", &[("Late", at(LATE), None)]).await;
@@ -27,7 +27,7 @@ async fn due_deliveries(store: &Store, emails: &[&str]) -> Vec<i64> {
                 status: DeliveryStatus::Queued,
                 note: None,
                 kind: overdue().name().to_owned(),
-                user_id,
+                user_id: user_id.to_string(),
                 dedup_key: format!("fencing:{user_id}"),
                 recipient: (*email).to_owned(),
                 payload: overdue().sample().payload.to_json(),
@@ -58,7 +58,7 @@ fn sent_over_smtp() -> (AttemptRecord<'static>, Next<'static>) {
 }
 
 /// The worker's dependencies as `herald run` builds them from these settings.
-async fn worker_deps(env: &Env, store: Store) -> WorkerDeps {
+pub(crate) async fn worker_deps(env: &Env, store: Store) -> WorkerDeps {
     let settings = env.settings();
     let redis = herald::queue::connect(&redis_url()).await.unwrap();
     WorkerDeps {

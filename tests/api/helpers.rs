@@ -12,8 +12,9 @@ use chrono::{DateTime, Utc};
 use herald::{
     config::Settings,
     queue::{self, Queue},
+    source::demo::Demo,
     startup::Application,
-    store::{NewTask, NewUser, Store, redact},
+    store::{Store, redact},
 };
 use serde_json::Value;
 use tokio::{sync::oneshot, task::JoinHandle};
@@ -343,7 +344,7 @@ impl TestApp {
     /// standard tick, in two statements; returns their ids.
     pub async fn add_late_users(&self, prefix: &str, n: usize) -> Vec<i64> {
         let users: Vec<_> = (0..n)
-            .map(|i| herald::store::NewUser {
+            .map(|i| NewUser {
                 email: format!("{prefix}{i}@example.com"),
                 display_name: format!("User {i}"),
                 timezone: "UTC".into(),
@@ -352,7 +353,7 @@ impl TestApp {
         let ids = self.store.insert_users(&users).await.unwrap();
         let tasks: Vec<_> = ids
             .iter()
-            .map(|&owner_id| herald::store::NewTask {
+            .map(|&owner_id| NewTask {
                 owner_id,
                 title: "Late".into(),
                 due_at: Some(at(LATE)),
@@ -492,7 +493,78 @@ pub async fn bare_store(env: &Env) -> (Store, EnvGuard) {
         .await
         .unwrap();
     store.migrate().await.unwrap();
+    let store = herald::source::check::prepare(store, None).await.unwrap();
     (store, guard)
+}
+
+/// A demo user for [`DemoData::insert_users`].
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub email: String,
+    pub display_name: String,
+    pub timezone: String,
+}
+
+/// A demo task for [`DemoData::insert_tasks`].
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub owner_id: i64,
+    pub title: String,
+    pub due_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// The demo app's tables, written through the library's [`Demo`] (whose ids are text from a
+/// sequence: `"1"`, `"2"`, …), with the ids as numbers, as most tests count them. Herald itself
+/// only ever sees the text.
+#[allow(async_fn_in_trait)]
+pub trait DemoData {
+    async fn demo(&self) -> Demo;
+    async fn insert_users(&self, users: &[NewUser]) -> sqlx::Result<Vec<i64>>;
+    async fn insert_tasks(&self, tasks: &[NewTask]) -> sqlx::Result<u64>;
+    #[allow(dead_code)]
+    async fn insert_focus_sessions(&self, s: &[(i64, DateTime<Utc>, i32)]) -> sqlx::Result<u64>;
+}
+
+impl DemoData for Store {
+    async fn demo(&self) -> Demo {
+        let demo = Demo::connect(self.url()).await.unwrap();
+        demo.install().await.unwrap();
+        demo
+    }
+
+    async fn insert_users(&self, users: &[NewUser]) -> sqlx::Result<Vec<i64>> {
+        let users: Vec<_> = users
+            .iter()
+            .map(|u| herald::source::demo::NewUser::new(&u.email, &u.display_name, &u.timezone))
+            .collect();
+        let ids = self.demo().await.insert_users(&users).await?;
+        Ok(ids
+            .iter()
+            .map(|id| id.parse().expect("the demo's ids are digits"))
+            .collect())
+    }
+
+    async fn insert_tasks(&self, tasks: &[NewTask]) -> sqlx::Result<u64> {
+        let tasks: Vec<_> = tasks
+            .iter()
+            .map(|t| herald::source::demo::NewTask {
+                owner_id: t.owner_id.to_string(),
+                title: t.title.clone(),
+                due_at: t.due_at,
+                completed_at: t.completed_at,
+            })
+            .collect();
+        Ok(self.demo().await.insert_tasks(&tasks).await?.len() as u64)
+    }
+
+    async fn insert_focus_sessions(&self, s: &[(i64, DateTime<Utc>, i32)]) -> sqlx::Result<u64> {
+        let s: Vec<_> = s
+            .iter()
+            .map(|(id, at, m)| (id.to_string(), *at, *m))
+            .collect();
+        self.demo().await.insert_focus_sessions(&s).await
+    }
 }
 
 pub async fn add_user(store: &Store, email: &str, tz: &str, tasks: &[TaskSpec<'_>]) -> i64 {

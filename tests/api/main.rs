@@ -10,6 +10,8 @@ mod helpers;
 mod idempotency;
 mod load;
 mod local_time;
+#[path = "../support/mariadb.rs"]
+mod mariadb;
 mod metrics;
 mod once;
 mod outage;
@@ -24,5 +26,6 @@ mod secrets;
 mod seed;
 #[path = "../support/servers.rs"]
 mod servers;
+mod sources;
 mod startup;
 mod triggers;

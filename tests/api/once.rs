@@ -400,7 +400,7 @@ async fn a_name_or_title_with_line_breaks_adds_no_header_and_no_recipient() {
     let app = spawn_app(&smtp).await;
     let id = app
         .store
-        .insert_users(&[herald::store::NewUser {
+        .insert_users(&[crate::helpers::NewUser {
             email: "eve@example.com".into(),
             display_name: "Eve\r\nBcc: evil@example.com\r\nX-Injected: name".into(),
             timezone: "UTC".into(),
@@ -408,7 +408,7 @@ async fn a_name_or_title_with_line_breaks_adds_no_header_and_no_recipient() {
         .await
         .unwrap()[0];
     app.store
-        .insert_tasks(&[herald::store::NewTask {
+        .insert_tasks(&[crate::helpers::NewTask {
             owner_id: id,
             title: "Late\r\nBcc: evil@example.com\nX-Injected: title\r\n\r\nbody".into(),
             due_at: Some(at(LATE)),

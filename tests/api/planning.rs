@@ -5,7 +5,7 @@ use herald::{
     clock::Clock,
     config::Settings,
     schedule::{PlanOptions, PlanReport, plan},
-    store::{NewTask, NewUser, RESERVED_CONNECTIONS, Store},
+    store::{RESERVED_CONNECTIONS, Store},
 };
 
 use crate::helpers::*;
@@ -36,7 +36,10 @@ async fn add_users(store: &Store, prefix: &str, range: std::ops::Range<usize>) {
         .collect();
     store.insert_tasks(&tasks).await.unwrap();
     for (_, &id) in range.zip(&ids).filter(|(i, _)| i % 10 == 0) {
-        store.opt_out(id, "overdue_summary").await.unwrap();
+        store
+            .opt_out(&id.to_string(), "overdue_summary")
+            .await
+            .unwrap();
     }
 }
 

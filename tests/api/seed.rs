@@ -42,7 +42,10 @@ async fn seed_counts_the_users_and_reset_removes_only_the_seeded_ones() {
         .fetch_all(&app.store.pool)
         .await
         .unwrap();
-    app.store.opt_out(seeded[0], "weekly_report").await.unwrap();
+    app.store
+        .opt_out(&seeded[0].to_string(), "weekly_report")
+        .await
+        .unwrap();
     let (status, report) = app.trigger("overdue_summary", json!({ "ids": true })).await;
     assert_eq!(status, 202, "{report}");
     let planned = report["planned"].as_i64().unwrap();
