@@ -98,6 +98,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Migrate => {
             let store = Store::connect(&settings.database_url, 2, true).await?;
             store.migrate().await?;
+            crate::source::check::prepare(store, settings.source_url.as_ref()).await?;
             println!("migrations applied");
         }
         Command::Seed(args) => seed::seed(&settings, args).await?,

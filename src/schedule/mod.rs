@@ -78,7 +78,9 @@ pub enum PlanError {
     #[error("{0}")]
     Refused(String),
     /// `user_id` names no user.
-    #[error("no user with id {0}; check the id")]
+    #[error(
+        "no user with id {0} among the active users of herald_users; check the id (the app's own id of the user)"
+    )]
     UnknownUser(String),
     #[error(transparent)]
     Failed(#[from] anyhow::Error),
@@ -366,11 +368,11 @@ pub async fn plan_due(
     Ok(Some(report))
 }
 
-/// The zones a schedule fires in between `since` and `now`, each with the stored zone strings of
-/// its users (`None`: all). Users with an invalid zone string are grouped under the schedule's
-/// fallback zone. The users' zones are read from the source only when some zone of the tz
-/// database has a fire in the window: most ticks have none, and the app's users table has no
-/// index on its zone column.
+/// The zones a schedule fires in, each with the stored zone strings of its users (`None`: all).
+/// Users with an invalid zone string are grouped under the schedule's fallback zone. The users'
+/// zones are read from the source only when some zone could fire in `(since, now]`
+/// ([`occurrences::any_zone_may_fire`]): most ticks have no fire anywhere, and an app's users
+/// table has no index on its zone column.
 async fn zones(
     store: &Store,
     schedule: &ScheduleSettings,
@@ -379,13 +381,10 @@ async fn zones(
 ) -> anyhow::Result<Vec<(Tz, Option<Vec<String>>)>> {
     match schedule.zone {
         ZoneMode::Fixed(tz) => Ok(vec![(tz, None)]),
+        ZoneMode::Recipient if !occurrences::any_zone_may_fire(&schedule.cron, since, now) => {
+            Ok(Vec::new())
+        }
         ZoneMode::Recipient => {
-            let any_fire = chrono_tz::TZ_VARIANTS
-                .iter()
-                .any(|tz| !occurrences::between(&schedule.cron, *tz, since, now).is_empty());
-            if !any_fire {
-                return Ok(Vec::new());
-            }
             let mut groups: HashMap<Tz, Vec<String>> = HashMap::new();
             for name in store
                 .source
@@ -395,7 +394,10 @@ async fn zones(
             {
                 // Counted per user, and logged once per fire, when the users are planned (this
                 // runs on every tick).
-                let tz = domain::parse_zone(&name).unwrap_or(schedule.fallback_timezone);
+                let tz = match name.as_str() {
+                    "" => schedule.fallback_timezone,
+                    name => domain::parse_zone(name).unwrap_or(schedule.fallback_timezone),
+                };
                 groups.entry(tz).or_default().push(name);
             }
             Ok(groups

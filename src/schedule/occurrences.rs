@@ -89,6 +89,42 @@ pub fn next(cron: &cron::Schedule, tz: Tz, after: DateTime<Utc>, n: usize) -> Ve
     }
 }
 
+/// Whether some zone of the tz database may have a fire of `cron` in `(since, now]`: a cheap
+/// test the planner runs on every tick before it reads the zones users live in. Exact for a
+/// window of up to an hour in which no zone changes its offset: zones are grouped by offset
+/// (about 40 groups) and each group's local window is asked of the cron once. A longer window
+/// (catching up after downtime), or one in which some zone changes its offset (a DST jump, whose
+/// gap rules move fires), answers `true` and leaves the decision to [`between`].
+pub fn any_zone_may_fire(cron: &cron::Schedule, since: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    use chrono::Offset;
+    if now <= since {
+        return false;
+    }
+    if now - since > Duration::hours(1) {
+        return true;
+    }
+    let mut offsets = std::collections::BTreeSet::new();
+    for tz in chrono_tz::TZ_VARIANTS {
+        let at = |t: DateTime<Utc>| {
+            tz.offset_from_utc_datetime(&t.naive_utc())
+                .fix()
+                .local_minus_utc()
+        };
+        let (before, after) = (at(since), at(now));
+        if before != after {
+            return true;
+        }
+        offsets.insert(before);
+    }
+    offsets.into_iter().any(|offset| {
+        let shift = Duration::seconds(i64::from(offset));
+        let (from, to) = (since.naive_utc() + shift, now.naive_utc() + shift);
+        cron.after(&Utc.from_utc_datetime(&from))
+            .next()
+            .is_some_and(|wall| wall.naive_utc() <= to)
+    })
+}
+
 /// The widest spread window: the configuration refuses more, and [`spread_offset`] never
 /// returns more whatever it is given.
 pub const MAX_SPREAD: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
@@ -331,5 +367,53 @@ mod tests {
             }
             assert!(fires.len() >= 104, "{}", tz.name());
         }
+    }
+
+    /// The cheap test never says "no fire" where some zone has one, and does say it on most
+    /// ticks: 5-second windows on both sides of quarter hours (where fires happen) over three
+    /// days around the 2027 spring change in Europe and the US (zones change their offset inside
+    /// some windows), for three crons, against `between` over every zone of the tz database.
+    #[test]
+    fn the_cheap_test_never_misses_a_zones_fire() {
+        let every = |s: &str| cron::Schedule::from_str(s).unwrap();
+        let crons = [
+            every("0 0 9 * * *"),
+            every("0 30 2 * * *"),
+            every("0 */15 * * * *"),
+        ];
+        let start = Utc.with_ymd_and_hms(2027, 3, 13, 0, 0, 0).unwrap();
+        let (mut quiet, mut windows) = (0, 0);
+        // Every 19th quarter hour (a sample: the brute force is slow), 5 s before and after it.
+        for quarter in (0..3 * 24 * 4).step_by(19) {
+            let boundary = start + Duration::minutes(15 * quarter);
+            for since in [boundary - Duration::seconds(5), boundary] {
+                let now = since + Duration::seconds(5);
+                for cron in &crons {
+                    windows += 1;
+                    if any_zone_may_fire(cron, since, now) {
+                        continue;
+                    }
+                    quiet += 1;
+                    for tz in chrono_tz::TZ_VARIANTS {
+                        assert!(
+                            between(cron, tz, since, now).is_empty(),
+                            "{} fires in ({since}, {now}] for {cron}",
+                            tz.name()
+                        );
+                    }
+                }
+            }
+        }
+        // After a quarter hour nothing fires; before one, the daily crons mostly do not either.
+        assert!(
+            quiet * 2 > windows,
+            "only {quiet} of {windows} windows were quiet"
+        );
+        let nine = Utc.with_ymd_and_hms(2027, 3, 13, 9, 0, 0).unwrap();
+        assert!(any_zone_may_fire(
+            &crons[0],
+            nine - Duration::seconds(5),
+            nine
+        ));
     }
 }

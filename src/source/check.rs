@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use super::{ColumnType, RELATIONS, Relation, Source};
+use super::{ColumnType, Db, RELATIONS, Relation, Source};
 use crate::{config::SecretUrl, source::demo::Demo, store::Store};
 
 /// One way the source does not meet the contract.
@@ -122,8 +122,8 @@ pub async fn prepare(store: Store, source_url: Option<&SecretUrl>) -> anyhow::Re
 
 /// The columns of a relation visible to the source's connection, with their declared types.
 async fn columns_of(source: &Source, relation: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let rows: Vec<(String, String)> = match source {
-        Source::Postgres(pool) => {
+    let rows: Vec<(String, String)> = match &source.db {
+        Db::Postgres(pool) => {
             sqlx::query_as(
                 "SELECT column_name::text, data_type::text FROM information_schema.columns
                  WHERE table_name = $1 AND table_schema = (
@@ -135,7 +135,7 @@ async fn columns_of(source: &Source, relation: &str) -> anyhow::Result<Vec<(Stri
             .fetch_all(pool)
             .await?
         }
-        Source::MySql(pool) => {
+        Db::MySql(pool) => {
             sqlx::query_as(
                 "SELECT CAST(column_name AS CHAR), CAST(data_type AS CHAR) FROM information_schema.columns
                  WHERE table_name = ? AND table_schema = DATABASE() ORDER BY ordinal_position",
@@ -153,7 +153,7 @@ async fn columns_of(source: &Source, relation: &str) -> anyhow::Result<Vec<(Stri
 
 /// Whether a declared type holds what the contract wants.
 fn fits(source: &Source, want: ColumnType, ty: &str) -> bool {
-    let mysql = matches!(source, Source::MySql(_));
+    let mysql = source.is_mysql();
     match want {
         ColumnType::Text => matches!(
             ty,
@@ -178,7 +178,7 @@ fn fits(source: &Source, want: ColumnType, ty: &str) -> bool {
 }
 
 fn type_name(source: &Source, ty: ColumnType) -> &'static str {
-    let mysql = matches!(source, Source::MySql(_));
+    let mysql = source.is_mysql();
     match ty {
         ColumnType::Text => "text",
         ColumnType::Boolean if mysql => "boolean (TRUE/FALSE)",
@@ -191,7 +191,7 @@ fn type_name(source: &Source, ty: ColumnType) -> &'static str {
 
 /// A value to stand in for a column the app does not have.
 fn example(source: &Source, ty: ColumnType, nullable: bool) -> &'static str {
-    let mysql = matches!(source, Source::MySql(_));
+    let mysql = source.is_mysql();
     match (ty, nullable) {
         (ColumnType::Text, true) => "NULL",
         (ColumnType::Text, false) => "your_column",
@@ -203,7 +203,7 @@ fn example(source: &Source, ty: ColumnType, nullable: bool) -> &'static str {
 }
 
 fn cast_hint(source: &Source, ty: ColumnType, column: &str) -> String {
-    let mysql = matches!(source, Source::MySql(_));
+    let mysql = source.is_mysql();
     match ty {
         ColumnType::Text if mysql => format!("cast it in the view: `CAST(… AS CHAR) AS {column}`"),
         ColumnType::Text => format!(
@@ -227,13 +227,13 @@ async fn duplicate_ids(source: &Source, relation: &Relation) -> anyhow::Result<O
         "SELECT id FROM {} GROUP BY id HAVING count(*) > 1 LIMIT 3",
         relation.name
     );
-    let ids: Vec<String> = match source {
-        Source::Postgres(p) => {
+    let ids: Vec<String> = match &source.db {
+        Db::Postgres(p) => {
             sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
                 .fetch_all(p)
                 .await?
         }
-        Source::MySql(p) => {
+        Db::MySql(p) => {
             sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
                 .fetch_all(p)
                 .await?

@@ -181,9 +181,15 @@ pub struct UserFilter {
 
 /// A connection pool to the app's database, read-only.
 #[derive(Debug, Clone)]
-pub enum Source {
+pub enum Db {
     Postgres(PgPool),
     MySql(MySqlPool),
+}
+
+/// The app's database, read-only.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub db: Db,
 }
 
 const USER_COLUMNS: &str = "id, email, display_name, time_zone, locale";
@@ -193,12 +199,12 @@ const TASK_COLUMNS: &str = "id, user_id, title, due_at, completed_at, link_path"
 /// source's kind and `$pool` its pool.
 macro_rules! on_source {
     ($source:expr, |$pool:ident, $qb:ident| $body:block) => {
-        match $source {
-            Source::Postgres($pool) => {
+        match &$source.db {
+            Db::Postgres($pool) => {
                 let mut $qb = QueryBuilder::<Postgres>::new("");
                 $body
             }
-            Source::MySql($pool) => {
+            Db::MySql($pool) => {
                 let mut $qb = QueryBuilder::<MySql>::new("");
                 $body
             }
@@ -235,7 +241,7 @@ impl Source {
                     .acquire_slow_level(log::LevelFilter::Debug)
                     .idle_timeout(Duration::from_secs(60))
                     .connect_lazy_with(options);
-                Ok(Source::Postgres(pool))
+                Ok(Source::new(Db::Postgres(pool)))
             }
             "mysql" | "mariadb" => {
                 let url = url.replacen("mariadb://", "mysql://", 1);
@@ -258,7 +264,7 @@ impl Source {
                         })
                     })
                     .connect_lazy_with(options);
-                Ok(Source::MySql(pool))
+                Ok(Source::new(Db::MySql(pool)))
             }
             _ => anyhow::bail!(
                 "source.url {} is neither PostgreSQL (postgres://…) nor MariaDB/MySQL (mysql://…); point it at the database that holds the herald_users, herald_tasks and herald_focus_sessions views",
@@ -267,20 +273,13 @@ impl Source {
         }
     }
 
-    /// `postgresql` or `mysql`, for messages.
-    pub fn dialect(&self) -> &'static str {
-        match self {
-            Source::Postgres(_) => "postgresql",
-            Source::MySql(_) => "mysql",
-        }
+    fn new(db: Db) -> Source {
+        Source { db }
     }
 
-    pub async fn ping(&self) -> anyhow::Result<()> {
-        match self {
-            Source::Postgres(p) => sqlx::query("SELECT 1").execute(p).await.map(drop)?,
-            Source::MySql(p) => sqlx::query("SELECT 1").execute(p).await.map(drop)?,
-        }
-        Ok(())
+    /// Whether the source is MariaDB/MySQL (else PostgreSQL).
+    pub fn is_mysql(&self) -> bool {
+        matches!(self.db, Db::MySql(_))
     }
 
     /// The active users that `filter` selects, in pages of [`PAGE`], streamed from one query:
@@ -294,7 +293,7 @@ impl Source {
         let source = self.clone();
         tokio::spawn(async move {
             let send = |page| tx.send(page);
-            let result = on_source!(&source, |pool, qb| {
+            let result = on_source!(source, |pool, qb| {
                 qb.push(format!(
                     "SELECT {USER_COLUMNS} FROM herald_users WHERE active"
                 ));
@@ -305,6 +304,8 @@ impl Source {
                     qb.push(" AND COALESCE(time_zone, '')");
                     push_in!(qb, zones);
                 }
+                // In id order: the same order every time, which the app's primary key serves.
+                qb.push(" ORDER BY id");
                 let mut rows = qb.build_query_as::<UserRow>().fetch(pool);
                 let mut page = Vec::with_capacity(PAGE);
                 loop {
@@ -363,9 +364,9 @@ impl Source {
     /// Every zone string active users have (`""` for NULL), valid or not.
     pub async fn time_zones(&self) -> sqlx::Result<Vec<String>> {
         let sql = "SELECT DISTINCT COALESCE(time_zone, '') FROM herald_users WHERE active";
-        match self {
-            Source::Postgres(p) => sqlx::query_scalar(sql).fetch_all(p).await,
-            Source::MySql(p) => sqlx::query_scalar(sql).fetch_all(p).await,
+        match &self.db {
+            Db::Postgres(p) => sqlx::query_scalar(sql).fetch_all(p).await,
+            Db::MySql(p) => sqlx::query_scalar(sql).fetch_all(p).await,
         }
     }
 
@@ -427,9 +428,10 @@ impl Source {
         if owners.is_empty() {
             return Ok(Vec::new());
         }
-        let minutes = match self {
-            Source::Postgres(_) => "minutes::bigint",
-            Source::MySql(_) => "CAST(minutes AS SIGNED)",
+        let minutes = if self.is_mysql() {
+            "CAST(minutes AS SIGNED)"
+        } else {
+            "minutes::bigint"
         };
         on_source!(self, |pool, qb| {
             qb.push(format!("SELECT user_id, started_at, {minutes} AS minutes FROM herald_focus_sessions WHERE started_at >= "));

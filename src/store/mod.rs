@@ -79,8 +79,18 @@ pub struct Store {
     /// The app's data ([`Source`]), carried here so that the planner and the claim reach both:
     /// by default Herald's own database, read through its default `search_path`.
     pub source: Source,
-    /// The URL this store connected to (with its password): the demo app's default home.
-    url: std::sync::Arc<str>,
+    /// The URL this store connected to: the demo app's default home.
+    url: PrivateUrl,
+}
+
+/// A URL that keeps its password out of `Debug`.
+#[derive(Clone)]
+struct PrivateUrl(std::sync::Arc<str>);
+
+impl std::fmt::Debug for PrivateUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&redact(&self.0), f)
+    }
 }
 
 /// A delivery the planner wants to exist.
@@ -311,13 +321,13 @@ impl Store {
             pool,
             reserved,
             source,
-            url: url.into(),
+            url: PrivateUrl(url.into()),
         })
     }
 
     /// The URL of Herald's database, password included: not for logs.
     pub fn url(&self) -> &str {
-        &self.url
+        &self.url.0
     }
 
     /// This store reading the app's data from `source` (`source.url`).

@@ -59,7 +59,7 @@ async fn failed_deliveries(app: &TestApp, smtp: &SmtpServer, emails: &[&str]) ->
     let mut ids = Vec::new();
     for user in users {
         let id: i64 = sqlx::query_scalar("SELECT id FROM deliveries WHERE user_id = $1")
-            .bind(user)
+            .bind(user.to_string())
             .fetch_one(&app.store.pool)
             .await
             .unwrap();

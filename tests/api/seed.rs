@@ -10,7 +10,7 @@ use crate::helpers::*;
 /// How many rows of `table` belong to the seeded users (through `user_column`).
 async fn seeded_rows(app: &TestApp, table: &str, user_column: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT count(*) FROM {table} t JOIN users u ON u.id = t.{user_column}
+        "SELECT count(*) FROM {table} t JOIN herald_demo.users u ON u.id = t.{user_column}
          WHERE u.email ~ $1"
     )))
     .bind(herald::seed::SEEDED_EMAILS)
@@ -34,16 +34,17 @@ async fn seed_counts_the_users_and_reset_removes_only_the_seeded_ones() {
 
     let out = herald_ok(&app.env, &["seed", "--users", "8"]);
     assert!(out.contains("seeded 8 users"), "{out}");
-    assert!(out.contains("9 users now exist"), "{out}");
+    assert!(out.contains("9 demo users now exist"), "{out}");
 
     // The seeded users get email too, and one opts out of a kind.
-    let seeded: Vec<i64> = sqlx::query_scalar("SELECT id FROM users WHERE id <> $1 ORDER BY id")
-        .bind(keep)
-        .fetch_all(&app.store.pool)
-        .await
-        .unwrap();
+    let seeded: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM herald_demo.users WHERE id <> $1 ORDER BY id")
+            .bind(keep.to_string())
+            .fetch_all(&app.store.pool)
+            .await
+            .unwrap();
     app.store
-        .opt_out(&seeded[0].to_string(), "weekly_report")
+        .opt_out(&seeded[0], "weekly_report")
         .await
         .unwrap();
     let (status, report) = app.trigger("overdue_summary", json!({ "ids": true })).await;
@@ -52,10 +53,13 @@ async fn seed_counts_the_users_and_reset_removes_only_the_seeded_ones() {
     app.wait_for_status("sent", planned, Duration::from_secs(60))
         .await;
     let expected = [
-        ("tasks", seeded_rows(&app, "tasks", "owner_id").await),
+        (
+            "tasks",
+            seeded_rows(&app, "herald_demo.tasks", "owner_id").await,
+        ),
         (
             "focus sessions",
-            seeded_rows(&app, "focus_sessions", "owner_id").await,
+            seeded_rows(&app, "herald_demo.focus_sessions", "owner_id").await,
         ),
         (
             "opt-outs",
@@ -70,7 +74,7 @@ async fn seed_counts_the_users_and_reset_removes_only_the_seeded_ones() {
         "SELECT count(*) FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id
          WHERE d.user_id <> $1",
     )
-    .bind(keep)
+    .bind(keep.to_string())
     .fetch_one(&app.store.pool)
     .await
     .unwrap();
@@ -86,22 +90,23 @@ async fn seed_counts_the_users_and_reset_removes_only_the_seeded_ones() {
     );
     assert!(out.contains(&said), "{out}\nexpected: {said}");
     assert!(out.contains("seeded 3 users"), "{out}");
-    assert!(out.contains("4 users now exist"), "{out}");
+    assert!(out.contains("4 demo users now exist"), "{out}");
 
     // What was removed is gone; the user who was not seeded keeps everything.
-    assert_eq!(count(&app, "users").await, 4);
-    let kept: Vec<String> = sqlx::query_scalar("SELECT email FROM users WHERE email !~ $1")
-        .bind(herald::seed::SEEDED_EMAILS)
-        .fetch_all(&app.store.pool)
-        .await
-        .unwrap();
+    assert_eq!(count(&app, "herald_demo.users").await, 4);
+    let kept: Vec<String> =
+        sqlx::query_scalar("SELECT email FROM herald_demo.users WHERE email !~ $1")
+            .bind(herald::seed::SEEDED_EMAILS)
+            .fetch_all(&app.store.pool)
+            .await
+            .unwrap();
     assert_eq!(kept, ["keep@example.com"]);
     assert_eq!(count(&app, "email_opt_outs").await, 0);
     let keeps: (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM tasks WHERE owner_id = $1),
+        "SELECT (SELECT count(*) FROM herald_demo.tasks WHERE owner_id = $1),
                 (SELECT count(*) FROM deliveries WHERE user_id = $1)",
     )
-    .bind(keep)
+    .bind(keep.to_string())
     .fetch_one(&app.store.pool)
     .await
     .unwrap();

@@ -254,7 +254,7 @@ async fn a_laravel_app_on_mariadb_gets_its_emails_through_its_own_views() {
 
     // The source is read-only: Herald's session cannot write even if it tried.
     let source = Source::connect(&maria.url, 1).await.unwrap();
-    let Source::MySql(pool) = &source else {
+    let herald::source::Db::MySql(pool) = &source.db else {
         unreachable!()
     };
     let write = sqlx::query("UPDATE users SET name = 'x' WHERE id = 1")

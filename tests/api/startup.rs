@@ -53,7 +53,7 @@ async fn a_dry_run_shows_the_emails_and_enqueues_nothing() {
     // Counts, not ids, unless asked for.
     assert!(report.get("delivery_ids").is_none(), "{report}");
     assert_eq!(report["preview"][0]["recipient"], "dry@example.com");
-    assert_eq!(report["preview"][0]["user_id"], id);
+    assert_eq!(report["preview"][0]["user_id"], id.to_string());
     assert_eq!(report["preview"][0]["payload"]["tasks"][0]["title"], "Late");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries")
