@@ -18,13 +18,12 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use herald::{
-    config::Settings,
     schedule::{PlanOptions, plan},
     store::Store,
 };
 use sqlx::{Connection, PgConnection};
 
-use support::{PG, REDIS, env, rss_mb_of};
+use support::{PG, env, rss_mb_of};
 
 const STATE_DB: &str = "herald_bench_state";
 const APP_DB: &str = "herald_bench_app";
@@ -111,22 +110,7 @@ async fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
 
-    let vars: Vec<(String, String)> = [
-        ("DATABASE_URL", format!("{PG}/{STATE_DB}")),
-        ("SOURCE_URL", app_url.clone()),
-        ("REDIS_URL", REDIS.to_owned()),
-        ("SMTP_URL", "smtp://127.0.0.1:25?tls=none".into()),
-        ("HERALD_HTTP_ADDR", "127.0.0.1:0".into()),
-        (
-            "HERALD__TEMPLATES__DIR",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/templates").into(),
-        ),
-        ("HERALD__SCHEDULES__ENABLED", "false".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let settings = Settings::load_from(None, &vars)?;
+    let settings = support::planning_settings(STATE_DB, &[("SOURCE_URL", app_url.clone())])?;
     let store = Store::connect(&settings.database_url, 8, true).await?;
     store.migrate().await?;
     let store = herald::source::check::prepare(store, settings.source_url.as_ref()).await?;

@@ -25,12 +25,11 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use herald::{
-    config::Settings,
     schedule::{PlanOptions, plan},
     store::Store,
 };
 
-use support::{PG, REDIS, env, rss_mb_of};
+use support::{PG, env, rss_mb_of};
 
 const DB: &str = "herald_bench";
 
@@ -78,22 +77,7 @@ async fn main() -> anyhow::Result<()> {
     .execute(&admin.pool)
     .await?;
 
-    let vars: Vec<(String, String)> = [
-        ("DATABASE_URL", format!("{PG}/{DB}")),
-        ("REDIS_URL", REDIS.to_owned()),
-        // Settings want one; nothing is sent.
-        ("SMTP_URL", "smtp://127.0.0.1:25?tls=none".into()),
-        ("HERALD_HTTP_ADDR", "127.0.0.1:0".into()),
-        (
-            "HERALD__TEMPLATES__DIR",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/templates").into(),
-        ),
-        ("HERALD__SCHEDULES__ENABLED", "false".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let settings = Settings::load_from(None, &vars)?;
+    let settings = support::planning_settings(DB, &[])?;
 
     let store = Store::connect(&settings.database_url, 8, true).await?;
     store.migrate().await?;

@@ -79,6 +79,32 @@ pub fn redis_url() -> anyhow::Result<String> {
     Ok(url.to_string())
 }
 
+/// The settings of a bench that plans in-process and sends nothing: Herald's state in `database`
+/// on [`PG`], every schedule off (the bench plans by hand), plus `extra` variables.
+pub fn planning_settings(
+    database: &str,
+    extra: &[(&str, String)],
+) -> anyhow::Result<herald::config::Settings> {
+    let base = [
+        ("DATABASE_URL", format!("{PG}/{database}")),
+        ("REDIS_URL", REDIS.to_owned()),
+        // Settings want one; nothing is sent.
+        ("SMTP_URL", "smtp://127.0.0.1:25?tls=none".into()),
+        ("HERALD_HTTP_ADDR", "127.0.0.1:0".into()),
+        (
+            "HERALD__TEMPLATES__DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/templates").into(),
+        ),
+        ("HERALD__SCHEDULES__ENABLED", "false".into()),
+    ];
+    let vars: Vec<(String, String)> = base
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    Ok(herald::config::Settings::load_from(None, &vars)?)
+}
+
 /// A knob: the variable's value, else `default`.
 pub fn env(key: &str, default: &str) -> String {
     std::env::var(key).unwrap_or_else(|_| default.to_owned())

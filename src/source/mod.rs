@@ -212,16 +212,27 @@ macro_rules! on_source {
     };
 }
 
-/// Appends ` IN (…)` with one parameter per value.
-macro_rules! push_in {
-    ($qb:ident, $values:expr) => {{
-        $qb.push(" IN (");
-        let mut list = $qb.separated(", ");
-        for v in $values {
+/// "is one of these": PostgreSQL takes the list as one array parameter (`= ANY($1)`: one value
+/// to encode and one plan, whatever the length), MariaDB/MySQL as `IN (?, ?, …)`.
+trait PushIn {
+    fn push_in(&mut self, values: &[String]);
+}
+
+impl PushIn for QueryBuilder<Postgres> {
+    fn push_in(&mut self, values: &[String]) {
+        self.push(" = ANY(").push_bind(values.to_vec()).push(")");
+    }
+}
+
+impl PushIn for QueryBuilder<MySql> {
+    fn push_in(&mut self, values: &[String]) {
+        self.push(" IN (");
+        let mut list = self.separated(", ");
+        for v in values {
             list.push_bind(v.clone());
         }
-        $qb.push(")");
-    }};
+        self.push(")");
+    }
 }
 
 impl Source {
@@ -302,7 +313,7 @@ impl Source {
                 }
                 if let Some(zones) = &filter.zones {
                     qb.push(" AND COALESCE(time_zone, '')");
-                    push_in!(qb, zones);
+                    qb.push_in(zones);
                 }
                 // In id order: the same order every time, which the app's primary key serves.
                 qb.push(" ORDER BY id");
@@ -351,7 +362,7 @@ impl Source {
             qb.push(format!(
                 "SELECT {USER_COLUMNS} FROM herald_users WHERE active AND id"
             ));
-            push_in!(qb, ids);
+            qb.push_in(ids);
             qb.build_query_as::<UserRow>().fetch_all(pool).await
         })
     }
@@ -412,7 +423,7 @@ impl Source {
                 .push(format!(" AND {column} < "))
                 .push_bind(to);
             qb.push(" AND user_id");
-            push_in!(qb, owners);
+            qb.push_in(owners);
             qb.push(format!(" ORDER BY user_id, {column}, id"));
             qb.build_query_as::<TaskRow>().fetch_all(pool).await
         })
@@ -437,7 +448,7 @@ impl Source {
             qb.push(format!("SELECT user_id, started_at, {minutes} AS minutes FROM herald_focus_sessions WHERE started_at >= "));
             qb.push_bind(from).push(" AND started_at < ").push_bind(to);
             qb.push(" AND user_id");
-            push_in!(qb, owners);
+            qb.push_in(owners);
             qb.build_query_as::<FocusRow>().fetch_all(pool).await
         })
     }
