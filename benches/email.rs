@@ -288,13 +288,13 @@ impl Bench {
         let clock = herald::clock::Clock::System;
         plan(&store, schedule, &options, &clock, &settings.retention).await?;
         sqlx::query(
-            "DELETE FROM deliveries WHERE id NOT IN
-               (SELECT id FROM deliveries WHERE status = 'queued' ORDER BY id LIMIT $1)",
+            "DELETE FROM herald.deliveries WHERE id NOT IN
+               (SELECT id FROM herald.deliveries WHERE status = 'queued' ORDER BY id LIMIT $1)",
         )
         .bind(keep)
         .execute(&store.pool)
         .await?;
-        let n = sqlx::query_scalar("SELECT count(*) FROM deliveries")
+        let n = sqlx::query_scalar("SELECT count(*) FROM herald.deliveries")
             .fetch_one(&store.pool)
             .await?;
         Ok((store, n))
@@ -358,7 +358,7 @@ async fn wait_rows_done(url: &str, n: i64) -> anyhow::Result<SystemTime> {
     let mut progress = (-1, Instant::now());
     loop {
         let (done, last): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE status IN ('sent', 'failed')), max(sent_at) FROM deliveries",
+            "SELECT count(*) FILTER (WHERE status IN ('sent', 'failed')), max(sent_at) FROM herald.deliveries",
         )
         .fetch_one(&mut *reads)
         .await?;
@@ -424,7 +424,7 @@ async fn fire(
     let received = sink.map(|s| s.count());
     let mut conn = PgConnection::connect(&b.url()).await?;
     let (sent, failed): (i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE status = 'sent'), count(*) FILTER (WHERE status = 'failed') FROM deliveries",
+        "SELECT count(*) FILTER (WHERE status = 'sent'), count(*) FILTER (WHERE status = 'failed') FROM herald.deliveries",
     )
     .fetch_one(&mut conn)
     .await?;
@@ -507,13 +507,13 @@ async fn latency_run(b: &mut Bench, k: &Knobs, rep: usize) -> anyhow::Result<(f6
     let vars = b.vars(Some(&sink), &addr);
     let (store, n) = b.plan_overdue(k.lat_n).await?;
     // Not due until the daemon is ready.
-    sqlx::query("UPDATE deliveries SET due_at = now() + interval '1 day'")
+    sqlx::query("UPDATE herald.deliveries SET due_at = now() + interval '1 day'")
         .execute(&store.pool)
         .await?;
     let daemon = b.start(&vars, &addr, &format!("latency-{rep}")).await?;
     sqlx::query(
-        "WITH o AS (SELECT id, row_number() OVER (ORDER BY id) - 1 AS k FROM deliveries)
-         UPDATE deliveries d SET due_at = now() + interval '1 second' + o.k * ($1 * interval '1 millisecond')
+        "WITH o AS (SELECT id, row_number() OVER (ORDER BY id) - 1 AS k FROM herald.deliveries)
+         UPDATE herald.deliveries d SET due_at = now() + interval '1 second' + o.k * ($1 * interval '1 millisecond')
          FROM o WHERE d.id = o.id",
     )
     .bind(1000.0 / k.lat_rate)
@@ -522,7 +522,7 @@ async fn latency_run(b: &mut Bench, k: &Knobs, rep: usize) -> anyhow::Result<(f6
     sink.wait_for(n as u64, STALL).await?;
     daemon.stop().await?;
     let due: HashMap<String, DateTime<Utc>> =
-        sqlx::query_as("SELECT dedup_key, due_at FROM deliveries")
+        sqlx::query_as("SELECT dedup_key, due_at FROM herald.deliveries")
             .fetch_all(&store.pool)
             .await?
             .into_iter()
