@@ -259,7 +259,8 @@ pub async fn process_job(deps: &WorkerDeps, ids: &[i64]) -> anyhow::Result<Vec<(
         tracing::debug!(deliveries = %list(ids), "no delivery of the job is queued; nothing to do");
         return Ok(Vec::new());
     }
-    let (claimed, gone) = crate::recipients::split_gone(&deps.store.source, claimed).await;
+    let (claimed, gone) =
+        crate::recipients::split_gone(&deps.store.source, claimed, deps.clock.now()).await;
     let mut skipped = Vec::with_capacity(gone.len());
     for d in &gone {
         let reason = crate::recipients::gone_reason(&d.user_id);

@@ -132,7 +132,7 @@ impl Store {
                      '<' || id || '.' || replace(gen_random_uuid()::text, '-', '') || '@' || $4 || '>'),
                  updated_at = now()
              WHERE id IN (SELECT id FROM claimed)
-             RETURNING id, claim_token, kind, user_id, dedup_key, recipient, payload, attempts, round_attempts,
+             RETURNING id, claim_token, kind, user_id, created_at, dedup_key, recipient, payload, attempts, round_attempts,
                        message_id, batch_key, held_by, due_at,
                        (SELECT b.size FROM batches b WHERE b.key = deliveries.batch_key) AS batch_size",
         )

@@ -119,6 +119,8 @@ pub struct Claimed {
     pub kind: String,
     /// The app's id of the recipient: checked against the source at claim.
     pub user_id: String,
+    /// When it was planned.
+    pub created_at: DateTime<Utc>,
     pub dedup_key: String,
     pub recipient: String,
     pub payload: serde_json::Value,

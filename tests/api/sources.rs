@@ -175,6 +175,17 @@ async fn a_nestjs_app_on_postgresql_gets_its_emails_through_its_own_views() {
         0
     );
 
+    // The source's sessions are read-only: a write through them fails.
+    let source = Source::connect(&app_db.url(), 1).await.unwrap();
+    let herald::source::Db::Postgres(pool) = &source.db else {
+        unreachable!()
+    };
+    let write = sqlx::query(r#"UPDATE "User" SET "name" = 'x'"#)
+        .execute(pool)
+        .await;
+    assert!(write.is_err(), "a write through the source succeeded");
+    pool.close().await;
+
     // Herald wrote nothing into the app's database: its state is in its own.
     assert_eq!(
         app_db
@@ -350,6 +361,11 @@ async fn a_user_deleted_in_the_app_after_planning_is_skipped_at_claim_with_the_r
         .await
         .unwrap();
     store.demo().await.soft_delete_user(&user).await.unwrap();
+    // Planned a while ago (an email claimed within a minute of planning is not looked up).
+    sqlx::query("UPDATE deliveries SET created_at = now() - interval '5 minutes'")
+        .execute(&store.pool)
+        .await
+        .unwrap();
 
     let deps = crate::fencing::worker_deps(&env, store.clone()).await;
     process_job(&deps, &ids).await.unwrap();
