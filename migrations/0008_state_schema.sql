@@ -16,5 +16,5 @@ ALTER TABLE email_opt_outs ALTER COLUMN user_id TYPE TEXT USING user_id::text;
 -- tables were moved into this schema).
 DROP TABLE IF EXISTS focus_sessions, tasks, users;
 
--- The dashboard finds a user's deliveries.
-CREATE INDEX deliveries_user ON deliveries (user_id, planned_for);
+-- No index on user_id: every row version an email writes (planned, dispatched, claimed,
+-- recorded) would pay for it, and only `herald seed --reset` looks rows up by user.
