@@ -112,6 +112,20 @@ async fn planned_reminders(app: &TestApp) -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
+/// Herald reading the app at `source_url`, with the task reminders planned at `now`: two emails.
+async fn remind_two_users(source_url: &str, now: DateTime<Utc>) -> (SmtpServer, TestApp) {
+    let smtp = SmtpServer::start().await;
+    let mut env = Env::new(&smtp);
+    env.set("SOURCE_URL", source_url);
+    let app = spawn_with(env).await;
+    let (status, report) = app
+        .trigger("task_reminders", json!({ "at": now.to_rfc3339() }))
+        .await;
+    assert_eq!(status, 202, "{report}");
+    assert_eq!(report["planned"], 2, "{report}");
+    (smtp, app)
+}
+
 #[tokio::test]
 async fn a_nestjs_app_on_postgresql_gets_its_emails_through_its_own_views() {
     let app_db = AppDatabase::create().await;
@@ -144,15 +158,7 @@ async fn a_nestjs_app_on_postgresql_gets_its_emails_through_its_own_views() {
         ))
         .await;
 
-    let smtp = SmtpServer::start().await;
-    let mut env = Env::new(&smtp);
-    env.set("SOURCE_URL", &app_db.url());
-    let app = spawn_with(env).await;
-    let (status, report) = app
-        .trigger("task_reminders", json!({ "at": now.to_rfc3339() }))
-        .await;
-    assert_eq!(status, 202, "{report}");
-    assert_eq!(report["planned"], 2, "{report}");
+    let (smtp, app) = remind_two_users(&app_db.url(), now).await;
 
     // String ids, as the app has them; the soft-deleted task, the soft-deleted user and the
     // inactive one left out.
@@ -230,15 +236,7 @@ async fn a_laravel_app_on_mariadb_gets_its_emails_through_its_own_views() {
         ))
         .await;
 
-    let smtp = SmtpServer::start().await;
-    let mut env = Env::new(&smtp);
-    env.set("SOURCE_URL", &maria.url);
-    let app = spawn_with(env).await;
-    let (status, report) = app
-        .trigger("task_reminders", json!({ "at": now.to_rfc3339() }))
-        .await;
-    assert_eq!(status, 202, "{report}");
-    assert_eq!(report["planned"], 2, "{report}");
+    let (smtp, app) = remind_two_users(&maria.url, now).await;
     assert_eq!(
         planned_reminders(&app).await,
         vec![
