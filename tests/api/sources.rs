@@ -467,3 +467,70 @@ async fn the_apps_settings_page_reads_and_writes_preferences_that_the_planner_ho
     assert_eq!(body["kinds"]["overdue_summary"], true);
     app.finish().await;
 }
+
+#[tokio::test]
+async fn an_install_from_before_the_state_schema_keeps_its_deliveries_and_opt_outs() {
+    let smtp = SmtpServer::start().await;
+    let env = Env::new(&smtp);
+    let _guard = EnvGuard(env.clone());
+    let url = env.settings().database_url.expose().to_owned();
+    // The layout of c8c3890: migrations 0001 to 0007 in `public`, with users and state side by side.
+    let old = std::env::temp_dir().join(format!("herald-old-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&old).unwrap();
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.as_str() < "0008" {
+            std::fs::copy(&path, old.join(name)).unwrap();
+        }
+    }
+    {
+        use sqlx::migrate::MigrateDatabase;
+        sqlx::Postgres::create_database(&url).await.unwrap();
+        let mut conn = PgConnection::connect(&url).await.unwrap();
+        sqlx::migrate::Migrator::new(old.as_path())
+            .await
+            .unwrap()
+            .run(&mut conn)
+            .await
+            .unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO users (id, email, display_name) VALUES (7, 'old@example.com', 'Old');
+             INSERT INTO email_opt_outs (user_id, kind) VALUES (7, 'weekly_report');
+             INSERT INTO deliveries (kind, user_id, dedup_key, status, payload, recipient, planned_for, due_at)
+             VALUES ('overdue_summary', 7, 'overdue_summary:7:2026-11-23', 'sent', '{}', 'old@example.com', now(), now());",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    std::fs::remove_dir_all(&old).unwrap();
+
+    let store = herald::store::Store::connect(&url, 2, false).await.unwrap();
+    store.migrate().await.unwrap();
+    let moved: (String, String) =
+        sqlx::query_as("SELECT user_id, dedup_key FROM herald.deliveries")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        moved,
+        ("7".to_owned(), "overdue_summary:7:2026-11-23".to_owned())
+    );
+    assert_eq!(store.opt_outs("7").await.unwrap(), ["weekly_report"]);
+    let left: (bool, bool, i64) = sqlx::query_as(
+        "SELECT to_regclass('public.deliveries') IS NULL, to_regclass('public.users') IS NOT NULL,
+                (SELECT count(*) FROM herald._sqlx_migrations)",
+    )
+    .fetch_one(&store.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        left,
+        (true, true, 8),
+        "(public.deliveries gone, public.users kept, migrations)"
+    );
+    // Migrating again changes nothing.
+    store.migrate().await.unwrap();
+    store.pool.close().await;
+}
