@@ -2,7 +2,8 @@
 //! scratch (a NestJS-style schema on PostgreSQL, a Laravel schema on MariaDB), get their emails
 //! through their own views, with string ids, soft deletes and time zones stored their way;
 //! `herald check` names what a view lacks; a user deleted in the app is skipped at claim; the
-//! preferences API reads and writes the opt-outs the planner honours.
+//! preferences API reads and writes the opt-outs the planner honours; an install from before the
+//! state schema keeps its state.
 
 use std::{collections::BTreeSet, time::Duration};
 
