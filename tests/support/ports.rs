@@ -77,10 +77,16 @@ mod tests {
         // tokio's listener sets SO_REUSEADDR, as most servers do.
         assert!(tokio::net::TcpListener::bind(addr).await.is_err());
         let port = held.release();
+        // Released, it binds again, unless another test's server took it the moment it was
+        // free (tests run side by side): then something listens there, which a port still held
+        // by a socket that does not listen never does.
+        let rebound = tokio::net::TcpListener::bind(("127.0.0.1", port)).await;
         assert!(
-            tokio::net::TcpListener::bind(("127.0.0.1", port))
-                .await
-                .is_ok()
+            rebound.is_ok()
+                || tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok(),
+            "port {port} is still held after release"
         );
     }
 
