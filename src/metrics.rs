@@ -86,7 +86,8 @@ struct PlannedLabels {
 struct SkippedLabels {
     schedule: String,
     trigger: String,
-    /// `nothing_to_say`, `opted_out`, `missed` or `already_planned`.
+    /// `nothing_to_say`, `opted_out`, `missed` or `already_planned`; `user_gone` for an email
+    /// skipped at claim (trigger `claim`).
     reason: String,
 }
 
@@ -232,7 +233,7 @@ impl Metrics {
         );
         r.register(
             "plan_skipped",
-            "Users a plan queued nothing for, by schedule, trigger and reason (nothing_to_say, opted_out, missed, already_planned)",
+            "Users a plan queued nothing for, by schedule, trigger and reason (nothing_to_say, opted_out, missed, already_planned; user_gone with trigger claim: an email skipped when claimed because the app no longer has its user)",
             inner.skipped.clone(),
         );
         r.register(
@@ -372,6 +373,18 @@ impl Metrics {
     }
 
     /// A plan that was carried out (not a dry run): `trigger` is `schedule` or `manual`.
+    /// An email of `kind` skipped at claim: the app no longer has its user.
+    pub fn skipped_at_claim(&self, kind: &str) {
+        self.0
+            .skipped
+            .get_or_create(&SkippedLabels {
+                schedule: kind.to_owned(),
+                trigger: "claim".to_owned(),
+                reason: "user_gone".to_owned(),
+            })
+            .inc();
+    }
+
     pub fn planned(&self, trigger: &str, r: &PlanReport, took: Duration) {
         if r.dry_run {
             return;

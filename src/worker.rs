@@ -270,6 +270,7 @@ pub async fn process_job(deps: &WorkerDeps, ids: &[i64]) -> anyhow::Result<Vec<(
             .await
             .with_context(|| format!("cannot record delivery {} as skipped", d.id))?;
         if done {
+            deps.metrics.skipped_at_claim(&d.kind);
             tracing::info!(delivery_id = d.id, user_id = %d.user_id, "{reason}");
             skipped.push((d.id, Outcome::Skipped));
         }

@@ -368,6 +368,17 @@ async fn a_user_deleted_in_the_app_after_planning_is_skipped_at_claim_with_the_r
 
     let deps = crate::fencing::worker_deps(&env, store.clone()).await;
     process_job(&deps, &ids).await.unwrap();
+    let metrics = deps.metrics.encode(&herald::metrics::Live {
+        postgres: None,
+        redis: None,
+        parts: Default::default(),
+    });
+    assert!(
+        metrics.contains(
+            r#"herald_plan_skipped_total{schedule="overdue_summary",trigger="claim",reason="user_gone"} 1"#
+        ),
+        "{metrics}"
+    );
     smtp.wait_for_total(1, Duration::from_secs(10)).await;
     assert_eq!(smtp.counts().recipient("stays@example.com"), 1);
     assert_eq!(smtp.counts().recipient("leaves@example.com"), 0);
