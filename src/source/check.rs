@@ -209,7 +209,6 @@ fn cast_hint(source: &Source, ty: ColumnType, column: &str) -> String {
         ColumnType::Text => format!(
             "cast it in the view: `….{column}::text AS {column}` (bigint and uuid ids become text)"
         ),
-        ColumnType::Boolean if mysql => format!("write it as a condition: `(…) AS {column}`"),
         ColumnType::Boolean => format!("write it as a condition: `(…) AS {column}`"),
         ColumnType::Time if mysql => format!(
             "store UTC in a DATETIME or TIMESTAMP column, or convert: `CONVERT_TZ(…, 'app zone', '+00:00') AS {column}`"

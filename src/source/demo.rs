@@ -194,15 +194,6 @@ impl Demo {
             .map(drop)
     }
 
-    /// Soft-deletes a task.
-    pub async fn soft_delete_task(&self, id: &str) -> sqlx::Result<()> {
-        sqlx::query("UPDATE herald_demo.tasks SET deleted_at = now() WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map(drop)
-    }
-
     /// The highest N of the seeded addresses `user<N>@example.com`, so that a second seed run
     /// picks new ones.
     pub async fn max_seeded_index(&self) -> sqlx::Result<i64> {

@@ -26,12 +26,14 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use sqlx::{
-    MySql, MySqlPool, PgPool, Postgres, QueryBuilder,
-    mysql::{MySqlConnectOptions, MySqlPoolOptions},
-    postgres::{PgConnectOptions, PgPoolOptions},
+    MySql, MySqlPool, PgPool, Postgres, QueryBuilder, mysql::MySqlConnectOptions,
+    postgres::PgConnectOptions,
 };
 
-use crate::store::redact;
+use crate::store::{pool_options, redact};
+
+/// A source connection unused this long is closed: the planner holds them only while planning.
+const IDLE: Duration = Duration::from_secs(60);
 
 /// Users per page of the planner.
 pub const PAGE: usize = 1000;
@@ -246,24 +248,20 @@ impl Source {
                     .parse::<PgConnectOptions>()
                     .with_context(|| format!("source.url {} is not a PostgreSQL URL", redact(url)))?
                     .options([("default_transaction_read_only", "on")]);
-                let pool = PgPoolOptions::new()
-                    .max_connections(max_connections)
-                    .acquire_timeout(Duration::from_secs(5))
-                    .acquire_slow_level(log::LevelFilter::Debug)
-                    .idle_timeout(Duration::from_secs(60))
+                let pool = pool_options::<Postgres>(max_connections)
+                    .idle_timeout(IDLE)
                     .connect_lazy_with(options);
-                Ok(Source::new(Db::Postgres(pool)))
+                Ok(Source {
+                    db: Db::Postgres(pool),
+                })
             }
             "mysql" | "mariadb" => {
                 let url = url.replacen("mariadb://", "mysql://", 1);
                 let options: MySqlConnectOptions = url.parse().with_context(|| {
                     format!("source.url {} is not a MySQL/MariaDB URL", redact(&url))
                 })?;
-                let pool = MySqlPoolOptions::new()
-                    .max_connections(max_connections)
-                    .acquire_timeout(Duration::from_secs(5))
-                    .acquire_slow_level(log::LevelFilter::Debug)
-                    .idle_timeout(Duration::from_secs(60))
+                let pool = pool_options::<MySql>(max_connections)
+                    .idle_timeout(IDLE)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             sqlx::Executor::execute(
@@ -275,17 +273,15 @@ impl Source {
                         })
                     })
                     .connect_lazy_with(options);
-                Ok(Source::new(Db::MySql(pool)))
+                Ok(Source {
+                    db: Db::MySql(pool),
+                })
             }
             _ => anyhow::bail!(
                 "source.url {} is neither PostgreSQL (postgres://…) nor MariaDB/MySQL (mysql://…); point it at the database that holds the herald_users, herald_tasks and herald_focus_sessions views",
                 redact(url)
             ),
         }
-    }
-
-    fn new(db: Db) -> Source {
-        Source { db }
     }
 
     /// Whether the source is MariaDB/MySQL (else PostgreSQL).

@@ -14,11 +14,7 @@ use crate::source::Source;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{
-    PgPool, Postgres,
-    migrate::MigrateDatabase,
-    postgres::{PgConnectOptions, PgPoolOptions},
-};
+use sqlx::{PgPool, Postgres, migrate::MigrateDatabase, postgres::PgConnectOptions};
 
 mod deliveries;
 mod enums;
@@ -311,11 +307,11 @@ impl Store {
                 ("idle_in_transaction_session_timeout", "60s"),
                 ("search_path", STATE_SCHEMA),
             ]);
-        let pool = pool_options(max_connections)
+        let pool = pool_options::<Postgres>(max_connections)
             .connect_with(options.clone())
             .await
             .with_context(|| format!("cannot connect to PostgreSQL at {}; is it running and does the database exist? (`herald migrate` creates it)", redact(url)))?;
-        let reserved = pool_options(RESERVED_CONNECTIONS)
+        let reserved = pool_options::<Postgres>(RESERVED_CONNECTIONS)
             .idle_timeout(Duration::from_secs(60))
             .connect_lazy_with(options);
         let source = Source::connect(url, SOURCE_CONNECTIONS).await?;
@@ -397,8 +393,11 @@ impl Store {
     }
 }
 
-fn pool_options(max_connections: u32) -> PgPoolOptions {
-    PgPoolOptions::new()
+/// The pool settings every pool of Herald's shares: its state's and the source's.
+pub(crate) fn pool_options<DB: sqlx::Database>(
+    max_connections: u32,
+) -> sqlx::pool::PoolOptions<DB> {
+    sqlx::pool::PoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
         // sqlx warns on every acquire slower than 2 s: during a PostgreSQL restart that is one

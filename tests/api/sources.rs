@@ -86,6 +86,27 @@ impl Drop for AppDatabase {
     }
 }
 
+/// The NestJS example's tables and views, in a new PostgreSQL database of its own.
+async fn nestjs_app() -> AppDatabase {
+    let app_db = AppDatabase::create().await;
+    app_db.run(&example("nestjs-postgres/schema.sql")).await;
+    app_db.run(&example("nestjs-postgres/views.sql")).await;
+    app_db
+}
+
+/// The Laravel example's tables and views, in a new MariaDB database of its own; `None` when
+/// MariaDB is not there (the test says it skipped).
+async fn laravel_app() -> Option<TestMariaDb> {
+    let maria = TestMariaDb::create().await?;
+    maria
+        .execute_script(&example("laravel-mariadb/schema.sql"))
+        .await;
+    maria
+        .execute_script(&example("laravel-mariadb/views.sql"))
+        .await;
+    Some(maria)
+}
+
 /// An instant inside "tomorrow" in `tz`, as seen at `now`: 10:00 local.
 fn tomorrow_at_ten(tz: Tz, now: DateTime<Utc>) -> DateTime<Utc> {
     let (date, _, _) = domain::tomorrow(tz, now);
@@ -129,9 +150,7 @@ async fn remind_two_users(source_url: &str, now: DateTime<Utc>) -> (SmtpServer, 
 
 #[tokio::test]
 async fn a_nestjs_app_on_postgresql_gets_its_emails_through_its_own_views() {
-    let app_db = AppDatabase::create().await;
-    app_db.run(&example("nestjs-postgres/schema.sql")).await;
-    app_db.run(&example("nestjs-postgres/views.sql")).await;
+    let app_db = nestjs_app().await;
     let now = Utc::now();
     let paris = chrono_tz::Europe::Paris;
     let tokyo = chrono_tz::Asia::Tokyo;
@@ -205,15 +224,9 @@ async fn a_nestjs_app_on_postgresql_gets_its_emails_through_its_own_views() {
 
 #[tokio::test]
 async fn a_laravel_app_on_mariadb_gets_its_emails_through_its_own_views() {
-    let Some(maria) = TestMariaDb::create().await else {
+    let Some(maria) = laravel_app().await else {
         return;
     };
-    maria
-        .execute_script(&example("laravel-mariadb/schema.sql"))
-        .await;
-    maria
-        .execute_script(&example("laravel-mariadb/views.sql"))
-        .await;
     let now = Utc::now();
     // Laravel stores DATETIME in UTC (the app's timezone).
     let due = |tz: Tz| {
@@ -276,9 +289,7 @@ async fn a_laravel_app_on_mariadb_gets_its_emails_through_its_own_views() {
 
 #[tokio::test]
 async fn herald_check_names_a_missing_column_a_wrong_type_and_duplicate_ids() {
-    let app_db = AppDatabase::create().await;
-    app_db.run(&example("nestjs-postgres/schema.sql")).await;
-    app_db.run(&example("nestjs-postgres/views.sql")).await;
+    let app_db = nestjs_app().await;
     // The app's team forgot link_path, and left the focus sessions' minutes as text.
     app_db
         .run(
@@ -320,15 +331,9 @@ async fn herald_check_names_a_missing_column_a_wrong_type_and_duplicate_ids() {
     env.cleanup().await;
 
     // On MariaDB: a view that gives one user twice (a join gone wrong).
-    let Some(maria) = TestMariaDb::create().await else {
+    let Some(maria) = laravel_app().await else {
         return;
     };
-    maria
-        .execute_script(&example("laravel-mariadb/schema.sql"))
-        .await;
-    maria
-        .execute_script(&example("laravel-mariadb/views.sql"))
-        .await;
     maria
         .execute_script(
             "INSERT INTO users (id, name, email, password) VALUES (1, 'A', 'a@example.com', 'x');
