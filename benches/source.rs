@@ -9,7 +9,12 @@
 //! ```sh
 //! cargo bench --bench source                    # 1,000,000 users, every schedule
 //! USERS=100000 ONLY=task_reminders cargo bench --bench source
+//! KEEP_APP=1 USERS=200000 cargo bench --bench source   # fill once, keep it for the next run
+//! DRY_RUN=1 … cargo bench --bench source              # plan as a dry run: nothing inserted
 //! ```
+//!
+//! Beside the seconds, each plan prints the CPU seconds it took in this process (Herald's
+//! planner) and in PostgreSQL (every `postgres` process, the app's and the state's alike).
 
 #[path = "support/mod.rs"]
 mod support;
@@ -23,7 +28,7 @@ use herald::{
 };
 use sqlx::{Connection, PgConnection};
 
-use support::{PG, env, rss_mb_of};
+use support::{PG, cpu_seconds, env, rss_mb_of};
 
 const STATE_DB: &str = "herald_bench_state";
 const APP_DB: &str = "herald_bench_app";
@@ -85,15 +90,20 @@ async fn drop_database(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let users: i32 = env("USERS", "1000000").parse()?;
-    recreate(APP_DB).await?;
-    recreate(STATE_DB).await?;
-    let app_url = format!("{PG}/{APP_DB}");
+/// The number of users of a filled app database, or `None` when there is none.
+async fn filled(app_url: &str) -> Option<i64> {
+    let mut app = PgConnection::connect(app_url).await.ok()?;
+    sqlx::query_scalar(r#"SELECT count(*) FROM "User""#)
+        .fetch_one(&mut app)
+        .await
+        .ok()
+}
 
+/// A new app database with the example's schema and views and `users` users.
+async fn fill(app_url: &str, users: i32) -> anyhow::Result<()> {
+    recreate(APP_DB).await?;
     let started = Instant::now();
-    let mut app = PgConnection::connect(&app_url).await?;
+    let mut app = PgConnection::connect(app_url).await?;
     sqlx::raw_sql(SCHEMA).execute(&mut app).await?;
     sqlx::raw_sql(VIEWS).execute(&mut app).await?;
     for statement in FILL.split(";\n").filter(|s| !s.trim().is_empty()) {
@@ -110,6 +120,21 @@ async fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
 
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let users: i32 = env("USERS", "1000000").parse()?;
+    let keep = env("KEEP_APP", "0") == "1";
+    recreate(STATE_DB).await?;
+    let app_url = format!("{PG}/{APP_DB}");
+    if keep && filled(&app_url).await == Some(i64::from(users)) {
+        println!("peer=herald phase=source_fill n_users={users} kept=1");
+    } else {
+        fill(&app_url, users).await?;
+    }
+    let mut app = PgConnection::connect(&app_url).await?;
     let settings = support::planning_settings(STATE_DB, &[("SOURCE_URL", app_url.clone())])?;
     let store = Store::connect(&settings.database_url, 8, true).await?;
     store.migrate().await?;
@@ -123,13 +148,14 @@ async fn main() -> anyhow::Result<()> {
         .filter(|s| only.as_ref().is_none_or(|o| *o == s.name))
     {
         let started = Instant::now();
+        let (own_cpu, pg_cpu) = (cpu_seconds(None), cpu_seconds(Some("postgres")));
         let report = plan(
             &planner,
             schedule,
             &PlanOptions {
                 at: now,
                 user_id: None,
-                dry_run: false,
+                dry_run: env("DRY_RUN", "0") == "1",
                 ids: false,
             },
             &herald::clock::Clock::System,
@@ -138,12 +164,14 @@ async fn main() -> anyhow::Result<()> {
         .await?;
         let secs = started.elapsed().as_secs_f64();
         println!(
-            "peer=herald phase=plan_source schedule={} n_users={users} planned={} skipped={} seconds={secs:.2} users_per_s={:.0} peak_rss_mb={:.1}",
+            "peer=herald phase=plan_source schedule={} n_users={users} planned={} skipped={} seconds={secs:.2} users_per_s={:.0} peak_rss_mb={:.1} herald_cpu_s={:.1} postgres_cpu_s={:.1}",
             schedule.name,
             report.planned,
             report.skipped,
             f64::from(users) / secs,
-            rss_mb("VmHWM")
+            rss_mb("VmHWM"),
+            cpu_seconds(None) - own_cpu,
+            cpu_seconds(Some("postgres")) - pg_cpu,
         );
     }
 
@@ -167,6 +195,8 @@ async fn main() -> anyhow::Result<()> {
     store.pool.close().await;
     drop(app);
     drop_database(STATE_DB).await?;
-    drop_database(APP_DB).await?;
+    if !keep {
+        drop_database(APP_DB).await?;
+    }
     Ok(())
 }

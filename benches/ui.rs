@@ -43,7 +43,7 @@ async fn seed(store: &Store, n: i64) -> anyhow::Result<()> {
     sqlx::query(
         "INSERT INTO deliveries (kind, user_id, dedup_key, status, payload, recipient, attempts,
                                  last_error, provider, planned_for, due_at, sent_at, updated_at)
-         SELECT kind, user_id, kind || ':' || user_id || ':' || i, status, '{}'::jsonb,
+         SELECT kind, user_id, kind || ':' || user_id || ':' || i, status, '{}'::json,
                 'user' || user_id || '@example' || (user_id % 50) || '.com',
                 CASE status WHEN 'failed' THEN 4 WHEN 'queued' THEN (i % 4 = 0)::int ELSE 1 END,
                 CASE status WHEN 'failed' THEN '550 5.1.1 no such user' END,

@@ -1,42 +1,82 @@
 //! What an email says, as its templates see it: composed by a kind, stored with the delivery,
 //! rendered by `render`.
+//!
+//! Times are stored as instants (RFC 3339) and days as ISO dates, never as words: the template
+//! filters of `render::time` write them in the recipient's zone when the email is rendered for
+//! sending, so that "in 30 minutes" or "3 days ago" is true when it is read.
 
-use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-/// One email's template data: the kind's own fields, plus `kind` (its name) and `user` (a
-/// [`User`]), which every template may use.
+/// One email's template data as JSON text: the kind's own fields, plus `kind` (its name), `user`
+/// (a [`User`]) and `at` (the instant it was planned for), which every template may use.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Payload(Value);
+pub struct Payload {
+    kind: &'static str,
+    at: DateTime<Utc>,
+    json: String,
+}
 
 impl Payload {
-    /// `fields` (a JSON object, as `json!({…})` builds) with `kind` and `user` added.
-    pub fn new(kind: &str, user: &User, fields: Value) -> Payload {
-        let Value::Object(mut map) = fields else {
-            panic!("the fields of a {kind} email must be a JSON object, not {fields}");
-        };
-        map.insert(
-            "user".into(),
-            serde_json::to_value(user).expect("a user is JSON"),
-        );
-        map.insert("kind".into(), Value::from(kind));
-        Payload(Value::Object(map))
+    /// `fields` (a struct or map that serializes to a JSON object) with `kind`, `user` and `at`
+    /// added. Written straight to text: the planner composes up to a million at a fire.
+    pub fn new(
+        kind: &'static str,
+        user: &User,
+        at: DateTime<Utc>,
+        fields: &impl Serialize,
+    ) -> Payload {
+        let mut json = Vec::with_capacity(512);
+        json.extend_from_slice(b"{\"kind\":");
+        serde_json::to_writer(&mut json, kind).expect("a name is JSON");
+        json.extend_from_slice(b",\"user\":");
+        serde_json::to_writer(&mut json, user).expect("a user is JSON");
+        json.extend_from_slice(b",\"at\":\"");
+        json.extend_from_slice(at.to_rfc3339_opts(SecondsFormat::Secs, true).as_bytes());
+        json.push(b'"');
+        let start = json.len();
+        serde_json::to_writer(&mut json, fields).expect("the fields of an email are JSON");
+        match &json[start..] {
+            [b'{', b'}'] => {
+                json.truncate(start);
+                json.push(b'}');
+            }
+            [b'{', ..] => json[start] = b',',
+            other => panic!(
+                "the fields of a {kind} email must be a JSON object, not {}",
+                String::from_utf8_lossy(other)
+            ),
+        }
+        Payload {
+            kind,
+            at,
+            json: String::from_utf8(json).expect("serde_json writes UTF-8"),
+        }
     }
 
     /// The name of the kind that composed it, which names its templates folder.
-    pub fn kind(&self) -> &str {
-        self.0["kind"].as_str().unwrap_or_default()
+    pub fn kind(&self) -> &'static str {
+        self.kind
     }
 
-    pub fn as_value(&self) -> &Value {
-        &self.0
+    /// The instant it was planned for: samples are rendered as read at that instant.
+    pub fn at(&self) -> DateTime<Utc> {
+        self.at
+    }
+
+    /// The payload as a JSON value, as the workers read it back from PostgreSQL.
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(&self.json).expect("the payload was written as JSON")
     }
 
     /// The payload as JSON text, as the planner stores it.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(&self.0).expect("a JSON value serializes")
+    pub fn to_json(&self) -> &str {
+        &self.json
+    }
+
+    pub fn into_json(self) -> String {
+        self.json
     }
 }
 
@@ -52,42 +92,33 @@ pub struct User {
     pub locale: Option<String>,
 }
 
-/// A task as templates see it, its times written in the recipient's zone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Task {
-    pub title: String,
-    /// "Mon 23 Nov, 09:00".
-    pub due: Option<String>,
-    /// "09:00".
-    pub due_time: Option<String>,
-    /// Whole days between the due time and the email's instant; 0 when not yet due.
-    pub days_overdue: Option<i64>,
-    /// The task's path in the app (`/tasks/42`), when the app gives one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
+/// An instant as a payload stores it: RFC 3339 in UTC, to the second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Instant(pub DateTime<Utc>);
+
+impl Serialize for Instant {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0.format("%Y-%m-%dT%H:%M:%SZ"))
+    }
 }
 
-impl Task {
-    /// A task due at `due_at`, for an email in `tz` at the instant `at`.
-    pub fn new(title: &str, due_at: Option<DateTime<Utc>>, tz: Tz, at: DateTime<Utc>) -> Task {
-        Task::at_path(title, due_at, None, tz, at)
-    }
+/// A task as templates see it: `task.title`, `task.due_at` (an instant, for the time filters)
+/// and `task.path` when the app gives one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Task<'a> {
+    pub title: &'a str,
+    pub due_at: Option<Instant>,
+    /// The task's path in the app (`/tasks/42`), when the app gives one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<&'a str>,
+}
 
-    /// As [`Task::new`], with the task's path in the app.
-    pub fn at_path(
-        title: &str,
-        due_at: Option<DateTime<Utc>>,
-        path: Option<&str>,
-        tz: Tz,
-        at: DateTime<Utc>,
-    ) -> Task {
-        let local = |t: DateTime<Utc>| t.with_timezone(&tz);
+impl<'a> From<&'a crate::source::TaskRow> for Task<'a> {
+    fn from(t: &'a crate::source::TaskRow) -> Task<'a> {
         Task {
-            title: title.to_owned(),
-            due: due_at.map(|d| local(d).format("%a %-d %b, %H:%M").to_string()),
-            due_time: due_at.map(|d| local(d).format("%H:%M").to_string()),
-            days_overdue: due_at.map(|d| (at - d).num_days().max(0)),
-            path: path.map(str::to_owned),
+            title: &t.title,
+            due_at: t.due_at.map(Instant),
+            path: t.link_path.as_deref(),
         }
     }
 }
@@ -104,9 +135,16 @@ mod tests {
             timezone: "UTC".into(),
             locale: None,
         };
-        let p = Payload::new("weekly_report", &user, serde_json::json!({ "n": 1 }));
+        let at = DateTime::parse_from_rfc3339("2026-11-23T09:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let p = Payload::new("weekly_report", &user, at, &serde_json::json!({ "n": 1 }));
         assert_eq!(p.kind(), "weekly_report");
-        assert_eq!(p.as_value()["user"]["name"], "Ada");
-        assert_eq!(p.as_value()["n"], 1);
+        let v = p.to_value();
+        assert_eq!(v["user"]["name"], "Ada");
+        assert_eq!(v["n"], 1);
+        assert_eq!(v["at"], "2026-11-23T09:00:00Z");
+        let empty = Payload::new("x", &user, at, &serde_json::json!({}));
+        assert_eq!(empty.to_value()["kind"], "x");
     }
 }

@@ -132,6 +132,41 @@ pub fn rss_mb_of(status_file: &str, field: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// CPU seconds (user + system) spent so far by the processes whose command name is `comm`
+/// (`"postgres"`: the server and every backend alive now) or, with `None`, by this process.
+/// Clock ticks are read from `/proc/<pid>/stat` at 100 per second, Linux's `USER_HZ`; the
+/// difference of two readings is what was spent between them.
+pub fn cpu_seconds(comm: Option<&str>) -> f64 {
+    let of = |stat: &str| -> Option<(String, f64)> {
+        let open = stat.find('(')?;
+        let close = stat.rfind(')')?;
+        let name = stat[open + 1..close].to_owned();
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        // Fields 14 to 17 of the file (utime, stime, and the same of waited-for children, so
+        // that a backend that exits still counts in the server's figure) follow the name.
+        let ticks = (11..15)
+            .map(|i| fields.get(i)?.parse::<f64>().ok())
+            .sum::<Option<f64>>()?;
+        Some((name, ticks / 100.0))
+    };
+    let Some(comm) = comm else {
+        return std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| of(&s))
+            .map_or(f64::NAN, |(_, secs)| secs);
+    };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return f64::NAN;
+    };
+    dir.filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter_map(|s| of(&s))
+        .filter(|(name, _)| name == comm)
+        .map(|(_, secs)| secs)
+        .sum()
+}
+
 /// A TCP port nothing listens on right now.
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?

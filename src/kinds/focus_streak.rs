@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use anyhow::Context;
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use chrono_tz::Tz;
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use super::{DefaultSchedule, EmailKind, Recipient, Windows};
 use crate::{domain, source::Source};
@@ -110,22 +110,42 @@ impl EmailKind for FocusStreak {
         day.sessions > 0
     }
 
-    fn compose(&self, tz: Tz, at: DateTime<Utc>, day: &Day) -> Value {
-        json!({
-            "date": at.with_timezone(&tz).format("%A %-d %B %Y").to_string(),
-            "focus_minutes": day.minutes,
-            "focus_sessions": day.sessions,
-            "streak_days": day.streak,
-        })
-    }
-
-    fn sample(&self, _at: DateTime<Utc>) -> Day {
-        Day {
-            minutes: 95,
-            sessions: 3,
-            streak: 4,
+    fn compose<'a>(&self, _tz: Tz, _at: DateTime<Utc>, day: &'a Day) -> impl Serialize + Send + 'a {
+        Fields {
+            focus_minutes: day.minutes,
+            focus_sessions: day.sessions,
+            streak_days: day.streak,
         }
     }
+
+    fn samples(&self, _at: DateTime<Utc>) -> Vec<(&'static str, Day)> {
+        vec![
+            (
+                "streak_of_four",
+                Day {
+                    minutes: 95,
+                    sessions: 3,
+                    streak: 4,
+                },
+            ),
+            (
+                "first_day_one_minute",
+                Day {
+                    minutes: 1,
+                    sessions: 1,
+                    streak: 1,
+                },
+            ),
+        ]
+    }
+}
+
+/// What the templates read (the day is the one of `at`).
+#[derive(Serialize)]
+struct Fields {
+    focus_minutes: i64,
+    focus_sessions: usize,
+    streak_days: u64,
 }
 
 /// The date `n` days before `date`.

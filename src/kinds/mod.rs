@@ -7,10 +7,10 @@
 
 use std::{collections::HashMap, fmt, future::Future, str::FromStr};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use futures::future::BoxFuture;
-use serde_json::Value;
+use serde::Serialize;
 
 use crate::{
     payload::{Payload, User},
@@ -58,14 +58,38 @@ pub trait EmailKind: Send + Sync + 'static {
     /// Whether there is anything to say: `false` sends this user nothing at this fire.
     fn has_news(&self, data: &Self::Data) -> bool;
 
-    /// The fields the templates read for one user in `tz` at `at` (a JSON object); `kind` and
-    /// `user` are added to them. Times are written in `tz`.
-    fn compose(&self, tz: Tz, at: DateTime<Utc>, data: &Self::Data) -> Value;
+    /// The fields the templates read for one user in `tz` at `at`: a struct deriving
+    /// `Serialize` (or `json!({…})`) that is a JSON object; `kind`, `user` and `at` are added to
+    /// them. Store times as instants ([`crate::payload::Instant`]) and let the templates' time
+    /// filters write them, in the user's zone, when the email is sent.
+    fn compose<'a>(
+        &self,
+        tz: Tz,
+        at: DateTime<Utc>,
+        data: &'a Self::Data,
+    ) -> impl Serialize + Send + 'a;
 
-    /// Data for the template check at start-up (and `herald check`): realistic, with something
-    /// to say, so that every field the templates read is there. `at` is the sample's instant,
-    /// [`SAMPLE_AT`], for a user in Europe/London.
-    fn sample(&self, at: DateTime<Utc>) -> Self::Data;
+    /// The emails one user gets at this fire, each with the end of its dedup key (what follows
+    /// `<schedule>:<user id>:`). The default is one email, keyed on `date` (the fire's local
+    /// date), when [`EmailKind::has_news`]: at most one email per user per local day. A kind
+    /// that tells about items one by one returns one email per item, keyed on the item.
+    fn emails(
+        &self,
+        to: &Recipient,
+        at: DateTime<Utc>,
+        date: NaiveDate,
+        data: &Self::Data,
+    ) -> Vec<(String, Payload)> {
+        payload(self, to, at, data)
+            .map(|p| vec![(date.to_string(), p)])
+            .unwrap_or_default()
+    }
+
+    /// Named data for the template check at start-up (and `herald check`) and the golden test:
+    /// realistic, each with something to say, and together taking every branch the templates
+    /// have (one item and several, empty lists and full ones). `at` is the samples' instant,
+    /// [`SAMPLE_AT`], for a user in Europe/London; names are lowercase with underscores.
+    fn samples(&self, at: DateTime<Utc>) -> Vec<(&'static str, Self::Data)>;
 }
 
 /// When a kind fires unless the configuration says otherwise.
@@ -113,14 +137,14 @@ impl Recipient {
 }
 
 /// One user's email from a kind's data, or `None` when the kind has nothing to say.
-pub fn payload<K: EmailKind>(
+pub fn payload<K: EmailKind + ?Sized>(
     kind: &K,
     to: &Recipient,
     at: DateTime<Utc>,
     data: &K::Data,
 ) -> Option<Payload> {
     kind.has_news(data)
-        .then(|| Payload::new(K::NAME, &to.user, kind.compose(to.tz, at, data)))
+        .then(|| Payload::new(K::NAME, &to.user, at, &kind.compose(to.tz, at, data)))
 }
 
 /// The instant of every kind's sample: Sunday 22 November 2026, 17:00 in London.
@@ -151,6 +175,8 @@ pub fn sample_task(at: DateTime<Utc>) -> TaskRow {
 /// A kind's sample email and whether the kind would send it.
 #[derive(Debug, Clone)]
 pub struct Sample {
+    /// The sample's name, which names its golden files (`tests/golden/<kind>/<name>/`).
+    pub name: &'static str,
     pub payload: Payload,
     /// `false` is a mistake in the kind: its sample checks the templates against an email that
     /// is never sent.
@@ -163,15 +189,17 @@ pub trait AnyKind: Send + Sync {
     fn name(&self) -> &'static str;
     fn about(&self) -> &'static str;
     fn schedule(&self) -> DefaultSchedule;
-    /// Loads the data of `users` at `at` and composes the email of every user with something
-    /// to say, by user id.
+    /// Loads the data of `users` at `at` and composes the emails of every user with something
+    /// to say: for user `i` of `users`, `(i, end of the dedup key, payload)`, in their order.
+    /// `date(i)` is the fire's local date for user `i`.
     fn compose_all<'a>(
         &'a self,
         source: &'a Source,
         users: &'a [Recipient],
         at: DateTime<Utc>,
-    ) -> BoxFuture<'a, anyhow::Result<HashMap<String, Payload>>>;
-    fn sample(&self) -> Sample;
+        date: &'a (dyn Fn(usize) -> NaiveDate + Send + Sync),
+    ) -> BoxFuture<'a, anyhow::Result<Vec<(usize, String, Payload)>>>;
+    fn samples(&self) -> Vec<Sample>;
 }
 
 impl<K: EmailKind> AnyKind for K {
@@ -192,31 +220,36 @@ impl<K: EmailKind> AnyKind for K {
         source: &'a Source,
         users: &'a [Recipient],
         at: DateTime<Utc>,
-    ) -> BoxFuture<'a, anyhow::Result<HashMap<String, Payload>>> {
+        date: &'a (dyn Fn(usize) -> NaiveDate + Send + Sync),
+    ) -> BoxFuture<'a, anyhow::Result<Vec<(usize, String, Payload)>>> {
         Box::pin(async move {
             if users.is_empty() {
-                return Ok(HashMap::new());
+                return Ok(Vec::new());
             }
             let data = self.load(source, users, at).await?;
             let nothing = K::Data::default();
-            Ok(users
-                .iter()
-                .filter_map(|u| {
-                    let d = data.get(&u.id).unwrap_or(&nothing);
-                    Some((u.id.clone(), payload(self, u, at, d)?))
-                })
-                .collect())
+            let mut emails = Vec::with_capacity(users.len());
+            for (i, u) in users.iter().enumerate() {
+                let d = data.get(&u.id).unwrap_or(&nothing);
+                for (key, payload) in self.emails(u, at, date(i), d) {
+                    emails.push((i, key, payload));
+                }
+            }
+            Ok(emails)
         })
     }
 
-    fn sample(&self) -> Sample {
+    fn samples(&self) -> Vec<Sample> {
         let at = sample_at();
-        let data = EmailKind::sample(self, at);
         let to = sample_recipient();
-        Sample {
-            payload: Payload::new(K::NAME, &to.user, self.compose(to.tz, at, &data)),
-            has_news: self.has_news(&data),
-        }
+        EmailKind::samples(self, at)
+            .into_iter()
+            .map(|(name, data)| Sample {
+                name,
+                payload: Payload::new(K::NAME, &to.user, at, &self.compose(to.tz, at, &data)),
+                has_news: self.has_news(&data),
+            })
+            .collect()
     }
 }
 
@@ -226,9 +259,12 @@ fn sample_at() -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
-/// Every kind's sample email, for the template check.
+/// Every sample email of every kind, for the template check.
 pub fn samples() -> Vec<Payload> {
-    Kind::all().map(|k| k.sample().payload).collect()
+    Kind::all()
+        .flat_map(|k| k.samples())
+        .map(|s| s.payload)
+        .collect()
 }
 
 /// A registered kind: a copyable handle on an entry of [`KINDS`], compared by name.
@@ -268,12 +304,14 @@ impl Kind {
         source: &'a Source,
         users: &'a [Recipient],
         at: DateTime<Utc>,
-    ) -> BoxFuture<'a, anyhow::Result<HashMap<String, Payload>>> {
-        self.0.compose_all(source, users, at)
+        date: &'a (dyn Fn(usize) -> NaiveDate + Send + Sync),
+    ) -> BoxFuture<'a, anyhow::Result<Vec<(usize, String, Payload)>>> {
+        self.0.compose_all(source, users, at, date)
     }
 
-    pub fn sample(self) -> Sample {
-        self.0.sample()
+    /// Every sample of the kind, in its order; the first is its main one.
+    pub fn samples(self) -> Vec<Sample> {
+        self.0.samples()
     }
 }
 
@@ -410,16 +448,52 @@ mod tests {
                     path.display()
                 );
             }
-            let sample = kind.sample();
+            let samples = kind.samples();
+            assert!(!samples.is_empty(), "{kind} has no sample; give it one");
+            for sample in samples {
+                let name = sample.name;
+                assert!(
+                    sample.has_news,
+                    "the sample {name} of {kind} has nothing to say; make `samples` return data it would send"
+                );
+                assert_eq!(sample.payload.kind(), kind.name());
+                let r = templates
+                    .render(kind.name(), &sample.payload.to_value(), sample.payload.at())
+                    .unwrap_or_else(|e| panic!("the sample {name} of {kind} does not render: {e}"));
+                assert!(!r.subject.is_empty(), "{kind} renders an empty subject");
+            }
+        }
+    }
+
+    /// A kind's file or templates folder without its line in [`KINDS`] compiles and is never
+    /// sent: this names it.
+    #[test]
+    fn every_kind_file_and_templates_folder_is_registered() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let registered: Vec<&str> = Kind::all().map(Kind::name).collect();
+        let names = |dir: &str, keep: fn(&Path) -> Option<String>| -> Vec<String> {
+            std::fs::read_dir(root.join(dir))
+                .unwrap()
+                .filter_map(|e| keep(&e.unwrap().path()))
+                .collect()
+        };
+        let files = names("src/kinds", |p| {
+            let stem = p.file_stem()?.to_str()?;
+            (p.extension()? == "rs" && stem != "mod").then(|| stem.to_owned())
+        });
+        let folders = names("templates", |p| {
+            p.is_dir().then(|| p.file_name()?.to_str().map(str::to_owned))?
+        });
+        for (name, place) in files
+            .iter()
+            .map(|f| (f, "src/kinds/{}.rs"))
+            .chain(folders.iter().map(|f| (f, "templates/{}/")))
+        {
             assert!(
-                sample.has_news,
-                "the sample of {kind} has nothing to say; make `sample` return data it would send"
+                registered.contains(&name.as_str()),
+                "{} is not a registered kind: add `&{name}::…` to KINDS in src/kinds/mod.rs",
+                place.replace("{}", name)
             );
-            assert_eq!(sample.payload.kind(), kind.name());
-            let r = templates
-                .render(kind.name(), sample.payload.as_value())
-                .unwrap_or_else(|e| panic!("the sample of {kind} does not render: {e}"));
-            assert!(!r.subject.is_empty(), "{kind} renders an empty subject");
         }
     }
 
@@ -449,6 +523,12 @@ mod tests {
         let to = sample_recipient();
         let at = sample_at();
         assert!(payload(&task_reminders::TaskReminders, &to, at, &Vec::new()).is_none());
+        let date = crate::domain::local_date(to.tz, at);
+        assert!(
+            task_reminders::TaskReminders
+                .emails(&to, at, date, &Vec::new())
+                .is_empty()
+        );
         assert!(payload(&overdue_summary::OverdueSummary, &to, at, &Vec::new()).is_none());
         assert!(
             payload(

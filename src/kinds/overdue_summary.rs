@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use super::{DefaultSchedule, EmailKind, Recipient, overdue_tasks, sample_task};
 use crate::{
@@ -35,14 +35,41 @@ impl EmailKind for OverdueSummary {
         !tasks.is_empty()
     }
 
-    fn compose(&self, tz: Tz, at: DateTime<Utc>, tasks: &Vec<TaskRow>) -> Value {
-        json!({
-            "date": at.with_timezone(&tz).format("%A %-d %B %Y").to_string(),
-            "tasks": tasks.iter().map(|t| Task::at_path(&t.title, t.due_at, t.link_path.as_deref(), tz, at)).collect::<Vec<_>>(),
-        })
+    fn compose<'a>(
+        &self,
+        _tz: Tz,
+        _at: DateTime<Utc>,
+        tasks: &'a Vec<TaskRow>,
+    ) -> impl Serialize + Send + 'a {
+        Fields {
+            tasks: tasks.iter().map(Task::from).collect(),
+        }
     }
 
-    fn sample(&self, at: DateTime<Utc>) -> Vec<TaskRow> {
-        vec![sample_task(at)]
+    fn samples(&self, at: DateTime<Utc>) -> Vec<(&'static str, Vec<TaskRow>)> {
+        let due = |minutes: i64, title: &str| {
+            let mut t = sample_task(at);
+            t.due_at = Some(at - chrono::Duration::minutes(minutes));
+            t.title = title.into();
+            t.link_path = Some(format!("/tasks/{minutes}"));
+            t
+        };
+        vec![
+            ("one_task", vec![sample_task(at)]),
+            (
+                "three_tasks_one_just_due",
+                vec![
+                    due(5 * 24 * 60, "Renew the passport"),
+                    due(26 * 60, "Reply to Ana"),
+                    due(30, "Pay rent"),
+                ],
+            ),
+        ]
     }
+}
+
+/// What the templates read: the overdue `tasks`.
+#[derive(Serialize)]
+struct Fields<'a> {
+    tasks: Vec<Task<'a>>,
 }

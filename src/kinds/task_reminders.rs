@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use super::{DefaultSchedule, EmailKind, Recipient, Windows, sample_task};
 use crate::{
@@ -46,15 +46,39 @@ impl EmailKind for TaskReminders {
         !tasks.is_empty()
     }
 
-    fn compose(&self, tz: Tz, at: DateTime<Utc>, tasks: &Vec<TaskRow>) -> Value {
+    fn compose<'a>(
+        &self,
+        tz: Tz,
+        at: DateTime<Utc>,
+        tasks: &'a Vec<TaskRow>,
+    ) -> impl Serialize + Send + 'a {
         let (date, _, _) = domain::tomorrow(tz, at);
-        json!({
-            "date": date.format("%A %-d %B %Y").to_string(),
-            "tasks": tasks.iter().map(|t| Task::at_path(&t.title, t.due_at, t.link_path.as_deref(), tz, at)).collect::<Vec<_>>(),
-        })
+        Fields {
+            date,
+            tasks: tasks.iter().map(Task::from).collect(),
+        }
     }
 
-    fn sample(&self, at: DateTime<Utc>) -> Vec<TaskRow> {
-        vec![sample_task(at)]
+    fn samples(&self, at: DateTime<Utc>) -> Vec<(&'static str, Vec<TaskRow>)> {
+        let tomorrow = |hours: i64, title: &str| {
+            let mut t = sample_task(at + chrono::Duration::hours(hours));
+            t.due_at = t.due_at.map(|d| d + chrono::Duration::days(2));
+            t.title = title.into();
+            t
+        };
+        vec![
+            ("one_task", vec![tomorrow(16, "Write the <report>")]),
+            (
+                "two_tasks",
+                vec![tomorrow(16, "Call the bank"), tomorrow(18, "Ship <v2> & celebrate")],
+            ),
+        ]
     }
+}
+
+/// What the templates read: `date` (tomorrow, an ISO date) and `tasks`.
+#[derive(Serialize)]
+struct Fields<'a> {
+    date: chrono::NaiveDate,
+    tasks: Vec<Task<'a>>,
 }

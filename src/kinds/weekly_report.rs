@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use serde_json::{Value, json};
+use serde::Serialize;
 
-use super::{DefaultSchedule, EmailKind, Recipient, Windows, overdue_tasks, sample_task};
+use super::{DefaultSchedule, EmailKind, Recipient, Windows, sample_task};
 use crate::{
     domain,
-    payload::Task,
+    payload::{Instant, Task},
     source::{FocusRow, Source, TaskRow},
 };
 
@@ -40,18 +40,26 @@ impl EmailKind for WeeklyReport {
     ) -> anyhow::Result<HashMap<String, Week>> {
         let week = Windows::new(users, |tz| domain::week_before(tz, at));
         let (from, to) = week.span();
-        let completed = source
-            .tasks_completed(&week.users(), from, to)
+        let owners = week.users();
+        let tasks = source
+            .open_due_or_completed(&owners, at, from, to)
             .await
-            .context("cannot read the tasks completed in the week")?;
+            .context("cannot read the week's completed and overdue tasks")?;
         let focus = source
-            .focus_sessions(&week.users(), from, to)
+            .focus_sessions(&owners, from, to)
             .await
             .context("cannot read the week's focus sessions")?;
+        let (open, completed): (Vec<TaskRow>, Vec<TaskRow>) =
+            tasks.into_iter().partition(|t| t.completed_at.is_none());
         let mut weeks: HashMap<String, Week> = HashMap::new();
-        for (id, tasks) in overdue_tasks(source, users, at).await? {
+        for (id, tasks) in open.into_iter().fold(HashMap::<String, Vec<TaskRow>>::new(), |mut m, t| {
+            m.entry(t.user_id.clone()).or_default().push(t);
+            m
+        }) {
             weeks.entry(id).or_default().overdue = tasks;
         }
+        let mut completed = completed;
+        completed.sort_by(|a, b| (&a.user_id, a.completed_at, &a.id).cmp(&(&b.user_id, b.completed_at, &b.id)));
         for (id, tasks) in week.keep(completed, |t| (t.user_id.clone(), t.completed_at)) {
             weeks.entry(id).or_default().completed = tasks;
         }
@@ -65,35 +73,68 @@ impl EmailKind for WeeklyReport {
         !(w.overdue.is_empty() && w.completed.is_empty() && w.focus.is_empty())
     }
 
-    fn compose(&self, tz: Tz, at: DateTime<Utc>, w: &Week) -> Value {
-        let day = |t: DateTime<Utc>| t.with_timezone(&tz).format("%a %-d %b").to_string();
+    fn compose<'a>(&self, tz: Tz, at: DateTime<Utc>, w: &'a Week) -> impl Serialize + Send + 'a {
         let (from, to) = domain::week_before(tz, at);
-        let minutes: i64 = w.focus.iter().map(|f| f.minutes).sum();
-        json!({
-            "week_start": day(from),
-            "week_end": day(to),
-            "completed": w.completed.iter().map(|t| json!({
-                "title": t.title,
-                "completed": t.completed_at.map(day),
-            })).collect::<Vec<_>>(),
-            "focus_minutes": minutes,
-            "focus_sessions": w.focus.len(),
-            "overdue": w.overdue.iter().map(|t| Task::at_path(&t.title, t.due_at, t.link_path.as_deref(), tz, at)).collect::<Vec<_>>(),
-        })
+        Fields {
+            week_start: Instant(from),
+            week_end: Instant(to),
+            completed: w
+                .completed
+                .iter()
+                .map(|t| Completed {
+                    title: &t.title,
+                    completed_at: t.completed_at.map(Instant),
+                })
+                .collect(),
+            focus_minutes: w.focus.iter().map(|f| f.minutes).sum(),
+            focus_sessions: w.focus.len(),
+            overdue: w.overdue.iter().map(Task::from).collect(),
+        }
     }
 
-    fn sample(&self, at: DateTime<Utc>) -> Week {
+    fn samples(&self, at: DateTime<Utc>) -> Vec<(&'static str, Week)> {
         let open = sample_task(at);
         let mut done = open.clone();
         done.completed_at = Some(at - chrono::Duration::days(1));
-        Week {
-            overdue: vec![open],
-            completed: vec![done],
-            focus: vec![FocusRow {
-                user_id: "1".into(),
-                started_at: at,
-                minutes: 25,
-            }],
-        }
+        let session = |days: i64, minutes: i64| FocusRow {
+            user_id: "1".into(),
+            started_at: at - chrono::Duration::days(days),
+            minutes,
+        };
+        vec![
+            (
+                "busy_week",
+                Week {
+                    overdue: vec![open],
+                    completed: vec![done.clone(), done],
+                    focus: vec![session(1, 25), session(3, 50)],
+                },
+            ),
+            (
+                "one_focus_session",
+                Week {
+                    focus: vec![session(2, 1)],
+                    ..Week::default()
+                },
+            ),
+        ]
     }
+}
+
+/// What the templates read: the week is `[week_start, week_end)`, seven local days to the
+/// report's instant, so its ends are written with their time ("Sun 15 Nov, 17:00").
+#[derive(Serialize)]
+struct Fields<'a> {
+    week_start: Instant,
+    week_end: Instant,
+    completed: Vec<Completed<'a>>,
+    focus_minutes: i64,
+    focus_sessions: usize,
+    overdue: Vec<Task<'a>>,
+}
+
+#[derive(Serialize)]
+struct Completed<'a> {
+    title: &'a str,
+    completed_at: Option<Instant>,
 }

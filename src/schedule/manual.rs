@@ -59,8 +59,8 @@ pub fn check_at(at: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
 
 /// The key of a manual trigger's email: a namespace of its own, so a test send never takes the
 /// place of the schedule's real email, and one per user per local day.
-pub fn manual_dedup_key(schedule: &str, user_id: &str, date: NaiveDate) -> String {
-    format!("manual:{}", dedup_key(schedule, user_id, date))
+pub fn manual_dedup_key(schedule: &str, user_id: &str, key: impl std::fmt::Display) -> String {
+    format!("manual:{}", dedup_key(schedule, user_id, key))
 }
 
 /// Refuses a manual plan that could cancel or repeat a real email: a non-dry-run `at` after

@@ -26,7 +26,7 @@ mod planner;
 pub use manual::*;
 pub use planner::Planner;
 
-use std::collections::HashMap;
+use std::{collections::HashMap, fmt};
 
 use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -114,9 +114,10 @@ pub struct Preview {
     pub payload: serde_json::Value,
 }
 
-/// The key that makes planning idempotent: schedule, user, and the local date the email is for.
-pub fn dedup_key(schedule: &str, user_id: &str, date: NaiveDate) -> String {
-    format!("{schedule}:{user_id}:{date}")
+/// The key that makes planning idempotent: schedule, user, and the kind's key for the email
+/// (by default the local date it is for: `weekly_report:42:2026-11-22`).
+pub fn dedup_key(schedule: &str, user_id: &str, key: impl fmt::Display) -> String {
+    format!("{schedule}:{user_id}:{key}")
 }
 
 /// One batch of planning: which users, at which instant, keyed on which date.
@@ -139,12 +140,13 @@ struct Batch<'a> {
 }
 
 impl Batch<'_> {
-    /// The dedup key of this batch's email to `user_id` for the local `date`.
-    fn dedup_key(&self, user_id: &str, date: NaiveDate) -> String {
+    /// The dedup key of this batch's email to `user_id` whose kind keyed it `key` (the local
+    /// date, unless the kind says otherwise).
+    fn dedup_key(&self, user_id: &str, key: &str) -> String {
         if self.manual {
-            manual_dedup_key(&self.schedule.name, user_id, date)
+            manual_dedup_key(&self.schedule.name, user_id, key)
         } else {
-            dedup_key(&self.schedule.name, user_id, date)
+            dedup_key(&self.schedule.name, user_id, key)
         }
     }
 }
@@ -371,19 +373,21 @@ async fn compose_batch(
         })
         .collect();
     report.opted_out += users.len() - wanted.len();
-    let mut payloads = kind
-        .compose_all(&store.source, &wanted, b.at)
+    let date = |i: usize| {
+        b.key_date
+            .unwrap_or_else(|| domain::local_date(wanted[i].tz, b.at))
+    };
+    let emails = kind
+        .compose_all(&store.source, &wanted, b.at, &date)
         .await
         .with_context(|| format!("cannot compose the {kind} emails"))?;
 
-    let mut rows = Vec::new();
-    for (user, tz) in users.iter().zip(zones) {
-        // Users who opted out were not asked; the others may have nothing to say.
-        let Some(payload) = payloads.remove(&user.id) else {
-            report.skipped += 1;
-            continue;
-        };
-        let date = b.key_date.unwrap_or_else(|| domain::local_date(*tz, b.at));
+    // Users who opted out were not asked; the others may have nothing to say.
+    let mut heard = vec![false; wanted.len()];
+    let mut rows = Vec::with_capacity(emails.len());
+    for (i, key, payload) in emails {
+        heard[i] = true;
+        let user = &wanted[i];
         rows.push(NewDelivery {
             status: if b.missed.is_some() {
                 DeliveryStatus::Skipped
@@ -392,14 +396,15 @@ async fn compose_batch(
             },
             note: b.missed.clone(),
             kind: kind.name().to_owned(),
+            dedup_key: b.dedup_key(&user.id, &key),
             user_id: user.id.clone(),
-            dedup_key: b.dedup_key(&user.id, date),
-            recipient: user.email.clone(),
-            payload: payload.to_json(),
+            recipient: user.user.email.clone(),
+            payload: payload.into_json(),
             planned_for: b.at,
             due_at: b.due + occurrences::spread_offset(&user.id, b.schedule.spread),
         });
     }
+    report.skipped += heard.iter().filter(|h| !**h).count();
     Ok(rows)
 }
 

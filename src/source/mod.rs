@@ -398,6 +398,35 @@ impl Source {
         self.tasks(owners, "", "completed_at", from, to).await
     }
 
+    /// In one query, tasks of these users that are open and due before `due_before`, and tasks
+    /// completed in `[from, to)`, ordered by owner, then due time, then id (a week's report
+    /// wants both, and reading each owner's tasks once costs the database half as much).
+    pub async fn open_due_or_completed(
+        &self,
+        owners: &[String],
+        due_before: DateTime<Utc>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> sqlx::Result<Vec<TaskRow>> {
+        if owners.is_empty() {
+            return Ok(Vec::new());
+        }
+        on_source!(self, |pool, qb| {
+            qb.push(format!(
+                "SELECT {TASK_COLUMNS} FROM herald_tasks WHERE ((completed_at IS NULL AND due_at < "
+            ));
+            qb.push_bind(due_before)
+                .push(") OR (completed_at >= ")
+                .push_bind(from)
+                .push(" AND completed_at < ")
+                .push_bind(to)
+                .push(")) AND user_id");
+            qb.push_in(owners);
+            qb.push(" ORDER BY user_id, due_at, id");
+            qb.build_query_as::<TaskRow>().fetch_all(pool).await
+        })
+    }
+
     /// Tasks of `owners` that meet `condition` (empty, or terms ending in `AND `) and whose
     /// `column` is in `[from, to)`, ordered by owner, then `column`, then id.
     async fn tasks(

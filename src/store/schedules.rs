@@ -64,7 +64,7 @@ impl Store {
         let text = |f: fn(&NewDelivery) -> &str| rows.iter().map(f).collect::<Vec<_>>();
         sqlx::query_scalar(
             "INSERT INTO deliveries (kind, user_id, dedup_key, recipient, payload, planned_for, due_at, status, last_error)
-             SELECT kind, user_id, dedup_key, recipient, payload::jsonb, planned_for, due_at, status, note
+             SELECT kind, user_id, dedup_key, recipient, payload::json, planned_for, due_at, status, note
              FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[])
                   AS t (kind, user_id, dedup_key, recipient, payload, planned_for, due_at, status, note)
              ON CONFLICT (dedup_key) DO NOTHING

@@ -221,14 +221,15 @@ pub async fn delivery(
     )
 }
 
-/// The email of `kind` for `payload`, as the workers would render it: (the parts, or why not).
+/// The email of `kind` for `payload`, as the workers would render it now: (the parts, or why
+/// not).
 pub fn render(
     ui: &Ui,
     kind: &str,
     payload: &serde_json::Value,
 ) -> (Option<minijinja::Value>, Option<String>) {
     match ui.emails.as_ref() {
-        Ok(t) => match t.render(kind, payload) {
+        Ok(t) => match t.render(kind, payload, ui.app.clock.now()) {
             Ok(r) => (
                 Some(context! { subject => r.subject, text => r.text, html => r.html }),
                 None,

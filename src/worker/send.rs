@@ -20,7 +20,7 @@ pub(super) fn render(deps: &WorkerDeps, mut d: Claimed) -> Job {
         .map_err(anyhow::Error::msg)
         .and_then(|kind| {
             deps.templates
-                .render(kind.name(), &d.payload)
+                .render(kind.name(), &d.payload, deps.clock.now())
                 .map_err(anyhow::Error::from)
         })
         .map_err(|e| format!("cannot render: {}", crate::telemetry::chain(&e)));

@@ -30,7 +30,7 @@ pub(crate) async fn due_deliveries(store: &Store, emails: &[&str]) -> Vec<i64> {
                 user_id: user_id.to_string(),
                 dedup_key: format!("fencing:{user_id}"),
                 recipient: (*email).to_owned(),
-                payload: overdue().sample().payload.to_json(),
+                payload: overdue().samples().remove(0).payload.into_json(),
                 planned_for: now,
                 due_at: now - chrono::Duration::minutes(1),
             }])

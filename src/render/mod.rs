@@ -1,0 +1,271 @@
+//! minijinja templates: loaded and checked at start, then rendered from a delivery's payload.
+//!
+//! Layout of the templates folder: `layout.html` and `layout.txt` are shared; each kind has
+//! `<kind>/subject.txt`, `<kind>/body.html` and `<kind>/body.txt`. Files ending in `.html` are
+//! autoescaped, and an undefined variable is an error rather than an empty string. Which kinds
+//! exist is not known here: the caller passes the kinds' sample payloads to check.
+//!
+//! Every template sees the payload's fields, `now` (the instant it is rendered at, for the
+//! relative words of [`time`]) and the time filters of [`time`].
+
+pub mod time;
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use minijinja::{Environment, UndefinedBehavior};
+use serde_json::Value;
+
+use crate::payload::Payload;
+
+/// The three parts of one email.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub subject: String,
+    pub html: String,
+    pub text: String,
+}
+
+/// A template problem, with the file, the line and minijinja's reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", describe(.0, .1))]
+pub struct TemplateError(PathBuf, minijinja::Error);
+
+fn describe(dir: &Path, e: &minijinja::Error) -> String {
+    let file = e
+        .name()
+        .map(|n| dir.join(n).display().to_string())
+        .unwrap_or_else(|| dir.display().to_string());
+    let line = e.line().map(|l| format!(":{l}")).unwrap_or_default();
+    let mut reason = format!("{}", e.kind());
+    if let Some(detail) = e.detail() {
+        reason.push_str(": ");
+        reason.push_str(detail);
+    }
+    format!("template {file}{line}: {reason}")
+}
+
+/// All templates, parsed once.
+#[derive(Debug)]
+pub struct Templates {
+    env: Environment<'static>,
+    dir: PathBuf,
+}
+
+impl Templates {
+    /// Loads every template under `dir` and renders each sample (every sample of every kind,
+    /// from `kinds::samples`, at its own instant), so a syntax error, a missing file or an
+    /// undefined variable in any branch a sample takes stops start-up instead of an email.
+    pub fn load(dir: &Path, samples: &[Payload]) -> Result<Templates, TemplateError> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_trim_blocks(true);
+        env.set_keep_trailing_newline(false);
+        time::register(&mut env);
+        let mut files = Vec::new();
+        collect(dir, dir, &mut files).map_err(|e| {
+            TemplateError(
+                dir.to_path_buf(),
+                minijinja::Error::new(
+                    minijinja::ErrorKind::TemplateNotFound,
+                    format!("cannot read the templates folder ({e}); set templates.dir or run from the repository root"),
+                ),
+            )
+        })?;
+        for (name, source) in files {
+            env.add_template_owned(name, source)
+                .map_err(|e| TemplateError(dir.to_path_buf(), e))?;
+        }
+        let templates = Templates {
+            env,
+            dir: dir.to_path_buf(),
+        };
+        for sample in samples {
+            templates.render(sample.kind(), &sample.to_value(), sample.at())?;
+        }
+        Ok(templates)
+    }
+
+    /// Renders one email of `kind` (the name of its templates folder) from its payload, as it
+    /// reads at `now`.
+    pub fn render(
+        &self,
+        kind: &str,
+        payload: &Value,
+        now: DateTime<Utc>,
+    ) -> Result<Rendered, TemplateError> {
+        let ctx = minijinja::context! {
+            now => now.to_rfc3339_opts(SecondsFormat::Secs, true),
+            ..minijinja::Value::from_serialize(payload)
+        };
+        let part = |file: &str| -> Result<String, TemplateError> {
+            let name = format!("{kind}/{file}");
+            self.env
+                .get_template(&name)
+                .and_then(|t| t.render(&ctx))
+                .map_err(|e| TemplateError(self.dir.clone(), e))
+        };
+        Ok(Rendered {
+            // A subject is one line: newlines would break the header.
+            subject: part("subject.txt")?
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+            html: part("body.html")?,
+            text: part("body.txt")?,
+        })
+    }
+}
+
+fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect(root, &path, out)?;
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("html" | "txt")
+        ) {
+            let name = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .replace('\\', "/");
+            out.push((name, std::fs::read_to_string(&path)?));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo_templates() -> Templates {
+        Templates::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"),
+            &crate::kinds::samples(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn html_is_escaped_and_text_is_not() {
+        let t = repo_templates();
+        let sample = &crate::kinds::Kind::find("overdue_summary")
+            .unwrap()
+            .samples()[0];
+        let r = t
+            .render(
+                "overdue_summary",
+                &sample.payload.to_value(),
+                sample.payload.at(),
+            )
+            .unwrap();
+        assert!(r.html.contains("Write the &lt;report&gt;"), "{}", r.html);
+        assert!(r.text.contains("Write the <report>"), "{}", r.text);
+        assert!(!r.subject.contains('\n'));
+    }
+
+    /// Loads a copy of the repository's templates with `file` replaced; returns the error.
+    fn load_error_with(file: &str, content: &str) -> String {
+        let dir = std::env::temp_dir().join(format!("herald-tpl-{}", uuid::Uuid::new_v4()));
+        copy_dir(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"),
+            &dir,
+        );
+        std::fs::write(dir.join(file), content).unwrap();
+        let err = Templates::load(&dir, &crate::kinds::samples())
+            .unwrap_err()
+            .to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        err
+    }
+
+    #[test]
+    fn a_broken_template_names_its_file_and_line() {
+        let err = load_error_with("task_reminders/body.txt", "Hello\n{{ user.name }\n");
+        assert!(err.contains("task_reminders/body.txt:2"), "{err}");
+    }
+
+    #[test]
+    fn an_undefined_variable_is_an_error() {
+        let err = load_error_with("weekly_report/subject.txt", "Week of {{ user.nickname }}");
+        assert!(err.contains("weekly_report/subject.txt:1"), "{err}");
+        assert!(err.contains("undefined"), "{err}");
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let p = e.unwrap().path();
+            let target = to.join(p.file_name().unwrap());
+            if p.is_dir() {
+                copy_dir(&p, &target);
+            } else {
+                std::fs::copy(&p, &target).unwrap();
+            }
+        }
+    }
+}
+
+/// Hostile task data never makes rendering panic: every string of each kind's sample (names,
+/// titles) replaced by arbitrary text, with CR/LF, NUL, right-to-left marks, header lines and
+/// very long titles among the cases.
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+
+    fn templates() -> &'static Templates {
+        static T: std::sync::OnceLock<Templates> = std::sync::OnceLock::new();
+        T.get_or_init(|| {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+            Templates::load(&dir, &crate::kinds::samples()).expect("the templates load")
+        })
+    }
+
+    /// Every string leaf of `v` replaced by `text`.
+    fn replace_strings(v: &Value, text: &str) -> Value {
+        match v {
+            Value::String(_) => Value::String(text.to_owned()),
+            Value::Array(items) => items.iter().map(|i| replace_strings(i, text)).collect(),
+            Value::Object(map) => map
+                .iter()
+                .map(|(k, v)| (k.clone(), replace_strings(v, text)))
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+            other => other.clone(),
+        }
+    }
+
+    fn hostile() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[\\PC\r\n\u{0}\u{202e}\u{200f}]{0,64}",
+            Just("Ada\r\nBcc: evil@example.com\r\n".to_owned()),
+            Just("x".repeat(1 << 20)),
+            Just("{{ 7 * 7 }}{% raw %}".to_owned()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(crate::proptest_cases(64)))]
+
+        #[test]
+        fn any_text_in_names_and_titles_renders_or_errs(text in hostile()) {
+            for kind in crate::kinds::Kind::all() {
+                let sample = kind.samples().remove(0).payload;
+                let payload = replace_strings(&sample.to_value(), &text);
+                // Kind names must stay what they are; the rest is the user's data.
+                let mut payload = payload;
+                if let Some(k) = payload.get_mut("kind") {
+                    *k = Value::String(kind.name().to_owned());
+                }
+                let _ = templates().render(kind.name(), &payload, sample.at());
+            }
+        }
+    }
+}
