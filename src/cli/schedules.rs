@@ -30,7 +30,13 @@ pub async fn schedules(settings: &Settings, user_id: Option<String>) -> anyhow::
             };
             let state = if s.enabled { "" } else { "  (disabled)" };
             println!("{}{state}", s.name);
-            for fire in occurrences::next(&s.cron, tz, now, 3) {
+            if let Some(before) = s.before {
+                println!(
+                    "  {} before each of their tasks is due",
+                    humantime::format_duration(before)
+                );
+            }
+            for fire in s.cron.iter().flat_map(|c| occurrences::next(c, tz, now, 3)) {
                 let at = fire.at + occurrences::spread_offset(&user.id, s.spread);
                 println!(
                     "  {}  =  {}",
@@ -51,9 +57,9 @@ pub async fn schedules(settings: &Settings, user_id: Option<String>) -> anyhow::
     for s in &settings.schedules {
         let watermark = store.watermark(&s.name).await?;
         println!(
-            "{}  cron {:?}  zone {}  catch-up {}  spread {}{}",
+            "{}  {}  zone {}  catch-up {}  spread {}{}",
             s.name,
-            s.cron_expr,
+            s.when(),
             s.zone,
             humantime::format_duration(s.catch_up),
             humantime::format_duration(s.spread),
@@ -66,15 +72,18 @@ pub async fn schedules(settings: &Settings, user_id: Option<String>) -> anyhow::
                 .unwrap_or_else(|| "never (starts at the next run)".into())
         );
         let mut fires: Vec<(chrono::DateTime<Utc>, chrono_tz::Tz)> = match s.zone {
-            ZoneMode::Fixed(tz) => occurrences::next(&s.cron, tz, now, 5)
-                .into_iter()
+            ZoneMode::Fixed(tz) => s
+                .cron
+                .iter()
+                .flat_map(|c| occurrences::next(c, tz, now, 5))
                 .map(|f| (f.at, tz))
                 .collect(),
             ZoneMode::Recipient => zones
                 .iter()
                 .flat_map(|tz| {
-                    occurrences::next(&s.cron, *tz, now, 5)
-                        .into_iter()
+                    s.cron
+                        .iter()
+                        .flat_map(move |c| occurrences::next(c, *tz, now, 5))
                         .map(move |f| (f.at, *tz))
                 })
                 .collect(),

@@ -117,7 +117,10 @@ fn kind_schedules() -> toml::Table {
     let mut table = toml::Table::new();
     for kind in Kind::all() {
         let default = kind.schedule();
-        for (key, value) in [("cron", default.cron), ("timezone", default.timezone)] {
+        for (key, value) in [("cron", default.cron), ("timezone", default.timezone)]
+            .into_iter()
+            .filter(|(_, value)| !value.is_empty())
+        {
             set_path(
                 &mut table,
                 &format!("schedules.{}.{key}", kind.name()),

@@ -17,10 +17,16 @@ use crate::{
     source::{Source, TaskRow},
 };
 
+pub mod due_soon;
 pub mod focus_streak;
+pub mod items;
 pub mod overdue_summary;
 pub mod task_reminders;
 pub mod weekly_report;
+mod windows;
+
+pub use items::{ItemKind, Items};
+pub use windows::{Windows, overdue_tasks};
 
 /// Every kind Herald sends. A new kind is one more line here (and its `mod` line above).
 pub static KINDS: &[&dyn AnyKind] = &[
@@ -28,6 +34,7 @@ pub static KINDS: &[&dyn AnyKind] = &[
     &overdue_summary::OverdueSummary,
     &weekly_report::WeeklyReport,
     &focus_streak::FocusStreak,
+    &Items(due_soon::DueSoon),
 ];
 
 /// One kind of email. Implement it on a unit struct in a file of this folder, list it in
@@ -200,6 +207,29 @@ pub trait AnyKind: Send + Sync {
         date: &'a (dyn Fn(usize) -> NaiveDate + Send + Sync),
     ) -> BoxFuture<'a, anyhow::Result<Vec<(usize, String, Payload)>>>;
     fn samples(&self) -> Vec<Sample>;
+    /// For a kind relative to each task's time ([`ItemKind`]): how long before a task's due
+    /// time its email goes by default. `None` for a kind at a wall-clock time.
+    fn before(&self) -> Option<std::time::Duration> {
+        None
+    }
+    /// For an [`ItemKind`]: the open tasks due in `(from, to]` (of `owner` only, when given),
+    /// by due time. A kind at a wall-clock time has no items.
+    fn items<'a>(
+        &'a self,
+        _source: &'a Source,
+        _from: DateTime<Utc>,
+        _to: DateTime<Utc>,
+        _owner: Option<&'a str>,
+    ) -> BoxFuture<'a, anyhow::Result<Vec<TaskRow>>> {
+        let name = self.name();
+        Box::pin(async move {
+            anyhow::bail!("{name} fires at a wall-clock time, not relative to each task")
+        })
+    }
+    /// For an [`ItemKind`]: the email about one task to `to`, planned for `at`.
+    fn compose_item(&self, _to: &Recipient, _at: DateTime<Utc>, _item: &TaskRow) -> Option<Payload> {
+        None
+    }
 }
 
 impl<K: EmailKind> AnyKind for K {
@@ -313,6 +343,27 @@ impl Kind {
     pub fn samples(self) -> Vec<Sample> {
         self.0.samples()
     }
+
+    /// See [`AnyKind::before`].
+    pub fn before(self) -> Option<std::time::Duration> {
+        self.0.before()
+    }
+
+    /// See [`AnyKind::items`].
+    pub fn items<'a>(
+        self,
+        source: &'a Source,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        owner: Option<&'a str>,
+    ) -> BoxFuture<'a, anyhow::Result<Vec<TaskRow>>> {
+        self.0.items(source, from, to, owner)
+    }
+
+    /// See [`AnyKind::compose_item`].
+    pub fn compose_item(self, to: &Recipient, at: DateTime<Utc>, item: &TaskRow) -> Option<Payload> {
+        self.0.compose_item(to, at, item)
+    }
 }
 
 impl PartialEq for Kind {
@@ -345,85 +396,6 @@ impl FromStr for Kind {
             )
         })
     }
-}
-
-/// Each user's `[start, end)` window of time, to read a table for the whole batch in one query
-/// over [`Windows::span`] and keep for each user only the rows inside their own window.
-#[derive(Debug, Clone)]
-pub struct Windows(Vec<(String, DateTime<Utc>, DateTime<Utc>)>);
-
-impl Windows {
-    /// `window(tz)` for each user, in their own zone.
-    pub fn new(
-        users: &[Recipient],
-        window: impl Fn(Tz) -> (DateTime<Utc>, DateTime<Utc>),
-    ) -> Windows {
-        Windows(
-            users
-                .iter()
-                .map(|u| {
-                    let (start, end) = window(u.tz);
-                    (u.id.clone(), start, end)
-                })
-                .collect(),
-        )
-    }
-
-    /// The users, for the query's `user_id IN (…)`.
-    pub fn users(&self) -> Vec<String> {
-        self.0.iter().map(|w| w.0.clone()).collect()
-    }
-
-    /// From the earliest start to the latest end: the query's range. Empty without users.
-    pub fn span(&self) -> (DateTime<Utc>, DateTime<Utc>) {
-        let start = self.0.iter().map(|w| w.1).min();
-        let end = self.0.iter().map(|w| w.2).max();
-        match (start, end) {
-            (Some(s), Some(e)) => (s, e),
-            _ => (DateTime::UNIX_EPOCH, DateTime::UNIX_EPOCH),
-        }
-    }
-
-    /// The rows whose instant is inside their owner's window, by owner, in the query's order.
-    /// `key` gives a row's owner and instant; a row without an instant is left out.
-    pub fn keep<R>(
-        &self,
-        rows: Vec<R>,
-        key: impl Fn(&R) -> (String, Option<DateTime<Utc>>),
-    ) -> HashMap<String, Vec<R>> {
-        let windows: HashMap<&str, (DateTime<Utc>, DateTime<Utc>)> = self
-            .0
-            .iter()
-            .map(|(id, s, e)| (id.as_str(), (*s, *e)))
-            .collect();
-        let mut out: HashMap<String, Vec<R>> = HashMap::new();
-        for row in rows {
-            let (owner, t) = key(&row);
-            if let (Some(&(start, end)), Some(t)) = (windows.get(owner.as_str()), t)
-                && t >= start
-                && t < end
-            {
-                out.entry(owner).or_default().push(row);
-            }
-        }
-        out
-    }
-}
-
-/// Open tasks past their due time at `at` (and not completed), by owner.
-pub async fn overdue_tasks(
-    source: &Source,
-    users: &[Recipient],
-    at: DateTime<Utc>,
-) -> anyhow::Result<HashMap<String, Vec<TaskRow>>> {
-    use anyhow::Context;
-    let overdue = Windows::new(users, |_| (DateTime::UNIX_EPOCH, at));
-    let (from, to) = overdue.span();
-    let tasks = source
-        .open_tasks_due(&overdue.users(), from, to)
-        .await
-        .context("cannot read overdue tasks")?;
-    Ok(overdue.keep(tasks, |t| (t.user_id.clone(), t.due_at)))
 }
 
 #[cfg(test)]
@@ -477,9 +449,13 @@ mod tests {
                 .filter_map(|e| keep(&e.unwrap().path()))
                 .collect()
         };
+        // A file of this folder that implements a kind.
         let files = names("src/kinds", |p| {
-            let stem = p.file_stem()?.to_str()?;
-            (p.extension()? == "rs" && stem != "mod").then(|| stem.to_owned())
+            let text = std::fs::read_to_string(p).ok()?;
+            let implements = ["impl EmailKind for", "impl ItemKind for"];
+            text.lines()
+                .any(|l| implements.iter().any(|i| l.starts_with(i)))
+                .then(|| p.file_stem()?.to_str().map(str::to_owned))?
         });
         let folders = names("templates", |p| {
             p.is_dir().then(|| p.file_name()?.to_str().map(str::to_owned))?
@@ -510,6 +486,9 @@ mod tests {
                     .all(|c| c.is_ascii_lowercase() || c == '_'),
                 "{kind}: a name is lowercase with underscores (it is a config key)"
             );
+            if kind.before().is_some() {
+                continue;
+            }
             let s = kind.schedule();
             crate::domain::parse_cron(s.cron).unwrap_or_else(|e| panic!("{kind}: {e}"));
             if s.timezone != "recipient" {

@@ -129,6 +129,11 @@ pub async fn plan(
         delivery_ids: (opts.ids || opts.user_id.is_some()).then(Vec::new),
         ..Default::default()
     };
+    if let Some(before) = schedule.before {
+        items::plan_items_by_hand(store, schedule, before, opts, now, &mut report).await?;
+        log_report(&report);
+        return Ok(report);
+    }
     let key_date = match schedule.zone {
         ZoneMode::Fixed(tz) => Some(domain::local_date(tz, opts.at)),
         ZoneMode::Recipient => None,

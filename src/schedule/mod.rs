@@ -19,6 +19,7 @@
 //! process that dies mid-plan drops its connection and with it the lock: the next tick of any
 //! process plans again, with no lease time to tune and no fencing token to check.
 
+mod items;
 mod manual;
 pub mod occurrences;
 mod planner;
@@ -183,36 +184,12 @@ pub async fn plan_due(
     if now <= since {
         return Ok(Some(report));
     }
-    for (tz, names) in zones(store, schedule, since, now).await? {
-        for fire in occurrences::between(&schedule.cron, tz, since, now) {
-            let late = now - fire.at;
-            let missed = (late > ON_TIME.max(chrono::Duration::from_std(schedule.catch_up).unwrap_or(ON_TIME))).then(|| {
-                format!(
-                    "missed: Herald was not planning at {} ({}); {} late is outside the catch-up window of {}",
-                    fire.at.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z"),
-                    tz.name(),
-                    humantime::format_duration(late.to_std().unwrap_or_default()),
-                    humantime::format_duration(schedule.catch_up)
-                )
-            });
-            if let Some(reason) = &missed {
-                tracing::warn!(schedule = %schedule.name, zone = tz.name(), fire = %fire.at, "{reason}");
-            }
-            let batch = Batch {
-                schedule,
-                at: fire.at,
-                due: fire.at,
-                key_date: Some(fire.local_date),
-                only_user: None,
-                zones: names.as_deref(),
-                dry_run: false,
-                missed,
-                manual: false,
-            };
-            plan_users(store, &batch, &mut report).await?;
-            report.fires += 1;
-            report.last_fire = report.last_fire.max(Some(fire.at));
+    match (&schedule.cron, schedule.before) {
+        (Some(cron), _) => plan_fires(store, schedule, cron, since, now, &mut report).await?,
+        (None, Some(before)) => {
+            items::plan_items_due(store, schedule, before, since, now, &mut report).await?
         }
+        (None, None) => anyhow::bail!("schedule {} has neither a cron nor `before`", schedule.name),
     }
     store
         .advance_watermark(lock, &schedule.name, now)
@@ -227,6 +204,61 @@ pub async fn plan_due(
     Ok(Some(report))
 }
 
+/// How late a planned instant is, and the reason it is recorded as missed when that is more
+/// than the catch-up window allows (see [`ScheduleSettings::catch_up`]).
+fn missed(
+    schedule: &ScheduleSettings,
+    at: DateTime<Utc>,
+    tz: Tz,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    let late = now - at;
+    let window = chrono::Duration::from_std(schedule.catch_up).unwrap_or(ON_TIME);
+    (late > ON_TIME.max(window)).then(|| {
+        format!(
+            "missed: Herald was not planning at {} ({}); {} late is outside the catch-up window of {}",
+            at.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z"),
+            tz.name(),
+            humantime::format_duration(late.to_std().unwrap_or_default()),
+            humantime::format_duration(schedule.catch_up)
+        )
+    })
+}
+
+/// Plans every fire of a schedule at a wall-clock time in `(since, now]`, in every zone.
+async fn plan_fires(
+    store: &Store,
+    schedule: &ScheduleSettings,
+    cron: &cron::Schedule,
+    since: DateTime<Utc>,
+    now: DateTime<Utc>,
+    report: &mut PlanReport,
+) -> anyhow::Result<()> {
+    for (tz, names) in zones(store, schedule, cron, since, now).await? {
+        for fire in occurrences::between(cron, tz, since, now) {
+            let missed = missed(schedule, fire.at, tz, now);
+            if let Some(reason) = &missed {
+                tracing::warn!(schedule = %schedule.name, zone = tz.name(), fire = %fire.at, "{reason}");
+            }
+            let batch = Batch {
+                schedule,
+                at: fire.at,
+                due: fire.at,
+                key_date: Some(fire.local_date),
+                only_user: None,
+                zones: names.as_deref(),
+                dry_run: false,
+                missed,
+                manual: false,
+            };
+            plan_users(store, &batch, report).await?;
+            report.fires += 1;
+            report.last_fire = report.last_fire.max(Some(fire.at));
+        }
+    }
+    Ok(())
+}
+
 /// The zones a schedule fires in, each with the stored zone strings of its users (`None`: all).
 /// Users with an invalid zone string are grouped under the schedule's fallback zone. The users'
 /// zones are read from the source only when some zone could fire in `(since, now]`
@@ -235,12 +267,13 @@ pub async fn plan_due(
 async fn zones(
     store: &Store,
     schedule: &ScheduleSettings,
+    cron: &cron::Schedule,
     since: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Vec<(Tz, Option<Vec<String>>)>> {
     match schedule.zone {
         ZoneMode::Fixed(tz) => Ok(vec![(tz, None)]),
-        ZoneMode::Recipient if !occurrences::any_zone_may_fire(&schedule.cron, since, now) => {
+        ZoneMode::Recipient if !occurrences::any_zone_may_fire(cron, since, now) => {
             Ok(Vec::new())
         }
         ZoneMode::Recipient => {
@@ -306,35 +339,44 @@ async fn plan_page(
         .map(|u| user_zone(b.schedule, u, &mut page))
         .collect();
     let rows = compose_batch(store, b, &users, &zones, &opted_out, &mut page).await?;
-    if b.dry_run {
-        page.planned += rows.len();
-        page.preview = rows
-            .into_iter()
-            .map(|r| Preview {
-                user_id: r.user_id,
-                recipient: r.recipient,
-                dedup_key: r.dedup_key,
-                due_at: r.due_at,
-                payload: serde_json::from_str(&r.payload)
-                    .expect("the planner serialized this payload itself"),
-            })
-            .collect();
-    } else {
-        let ids = store
-            .insert_deliveries(&rows)
-            .await
-            .context("cannot insert deliveries")?;
-        if b.missed.is_some() {
-            page.missed += ids.len();
-        } else {
-            page.planned += ids.len();
-        }
-        page.already_planned += rows.len() - ids.len();
-        if b.missed.is_none() {
-            page.delivery_ids = Some(ids);
-        }
-    }
+    settle(store, rows, b.dry_run, b.missed.is_some(), &mut page).await?;
     Ok(page)
+}
+
+/// Inserts planned deliveries (or, in a dry run, previews them) and counts them in `page`:
+/// `missed` rows are recorded as missed, not planned; a row whose key exists is counted as
+/// already planned.
+async fn settle(
+    store: &Store,
+    rows: Vec<NewDelivery>,
+    dry_run: bool,
+    missed: bool,
+    page: &mut PlanReport,
+) -> anyhow::Result<()> {
+    if dry_run {
+        page.planned += rows.len();
+        page.preview.extend(rows.into_iter().map(|r| Preview {
+            user_id: r.user_id,
+            recipient: r.recipient,
+            dedup_key: r.dedup_key,
+            due_at: r.due_at,
+            payload: serde_json::from_str(&r.payload)
+                .expect("the planner serialized this payload itself"),
+        }));
+        return Ok(());
+    }
+    let ids = store
+        .insert_deliveries(&rows)
+        .await
+        .context("cannot insert deliveries")?;
+    page.already_planned += rows.len() - ids.len();
+    if missed {
+        page.missed += ids.len();
+    } else {
+        page.planned += ids.len();
+        page.delivery_ids.get_or_insert_with(Vec::new).extend(ids);
+    }
+    Ok(())
 }
 
 /// A user's zone: their own, or the schedule's fallback when they have none or theirs is not a

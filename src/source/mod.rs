@@ -388,6 +388,28 @@ impl Source {
             .await
     }
 
+    /// Open tasks of every user (or of `owner`) due in `(from, to]`, by due time then id: the
+    /// tasks whose reminder falls due between two planner ticks. The app's tasks table wants
+    /// an index on its due column for this (see the examples).
+    pub async fn open_tasks_due_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        owner: Option<&str>,
+    ) -> sqlx::Result<Vec<TaskRow>> {
+        on_source!(self, |pool, qb| {
+            qb.push(format!(
+                "SELECT {TASK_COLUMNS} FROM herald_tasks WHERE completed_at IS NULL AND due_at > "
+            ));
+            qb.push_bind(from).push(" AND due_at <= ").push_bind(to);
+            if let Some(owner) = owner {
+                qb.push(" AND user_id = ").push_bind(owner.to_owned());
+            }
+            qb.push(" ORDER BY due_at, id");
+            qb.build_query_as::<TaskRow>().fetch_all(pool).await
+        })
+    }
+
     /// Tasks of these users completed in `[from, to)`.
     pub async fn tasks_completed(
         &self,

@@ -50,8 +50,9 @@ pub fn next_fires(
     let mut fires: Vec<_> = wanted
         .iter()
         .flat_map(|tz| {
-            occurrences::next(&s.cron, *tz, now, n)
-                .into_iter()
+            s.cron
+                .iter()
+                .flat_map(move |c| occurrences::next(c, *tz, now, n))
                 .map(move |f| (f.at, *tz))
         })
         .collect();
@@ -85,6 +86,7 @@ pub async fn list(
             name => s.name,
             about => s.kind.about(),
             cron => s.cron_expr,
+            before => s.before.map(|b| humantime::format_duration(b).to_string()),
             zone => s.zone.to_string(),
             fallback => s.fallback_timezone.name(),
             catch_up => humantime::format_duration(s.catch_up).to_string(),

@@ -68,6 +68,9 @@ pub struct RawSchedule {
     pub spread: String,
     /// `None`: as `schedules.enabled` says.
     pub enabled: Option<bool>,
+    /// For a kind relative to each task's due time (`due_soon`): how long before it the email
+    /// goes ("30m", "2h"); the kind's own default unless set.
+    pub before: Option<String>,
 }
 
 fn recipient() -> String {
@@ -105,13 +108,32 @@ impl fmt::Display for ZoneMode {
 pub struct ScheduleSettings {
     pub name: String,
     pub kind: Kind,
+    /// The cron as written; empty for a kind relative to each task's time.
     pub cron_expr: String,
-    pub cron: cron::Schedule,
+    /// When it fires; `None` for a kind relative to each task's time, which the planner looks
+    /// for on every tick (see `before`).
+    pub cron: Option<cron::Schedule>,
+    /// For a kind relative to each task's time: how long before a task's due time its email
+    /// goes. `None` for a kind at a wall-clock time.
+    pub before: Option<Duration>,
     pub zone: ZoneMode,
     pub fallback_timezone: Tz,
     pub catch_up: Duration,
     pub spread: Duration,
     pub enabled: bool,
+}
+
+impl ScheduleSettings {
+    /// When it sends, in a few words: `cron "0 0 9 * * *"`, or `2h before each task is due`.
+    pub fn when(&self) -> String {
+        match self.before {
+            Some(before) => format!(
+                "{} before each task is due",
+                humantime::format_duration(before)
+            ),
+            None => format!("cron {:?}", self.cron_expr),
+        }
+    }
 }
 
 /// Every schedule, each checked in full: a bad cron does not hide a bad zone.
@@ -148,6 +170,15 @@ fn one(
         );
         return None;
     };
+    if kind.before().is_some() {
+        return one_relative(&place, kind, raw, enabled, retention, p);
+    }
+    if raw.before.is_some() {
+        p.key(
+            &format!("{place}.before"),
+            format!("{name} fires at a wall-clock time (its cron); `before` is only for a kind sent relative to each task's due time, such as due_soon"),
+        );
+    }
     let cron = domain::parse_cron(&raw.cron).map_err(|m| p.key(&format!("{place}.cron"), m));
     let zone = zone(&raw.timezone).map_err(|m| p.key(&format!("{place}.timezone"), m));
     let fallback_timezone = domain::parse_zone(&raw.fallback_timezone)
@@ -164,11 +195,76 @@ fn one(
         name: name.to_owned(),
         kind,
         cron_expr: raw.cron.clone(),
-        cron: cron.ok()?,
+        cron: Some(cron.ok()?),
+        before: None,
         zone: zone.ok()?,
         fallback_timezone: fallback_timezone.ok()?,
         catch_up: catch_up?,
         spread: spread?,
+        enabled,
+    })
+}
+
+/// A kind sent relative to each task's due time: `before`, `catch_up`, `fallback_timezone` and
+/// `enabled`; a cron, a fixed zone or a spread would mean nothing and are refused.
+fn one_relative(
+    place: &str,
+    kind: Kind,
+    raw: &RawSchedule,
+    enabled: bool,
+    retention: &RetentionSettings,
+    p: &mut Problems,
+) -> Option<ScheduleSettings> {
+    let what = format!(
+        "{kind} is sent relative to each task's due time, so it has no {{}}; set `before` (how long before the due time, e.g. \"30m\")"
+    );
+    if !raw.cron.trim().is_empty() {
+        p.key(&format!("{place}.cron"), what.replace("{}", "cron"));
+    }
+    if raw.timezone.trim() != "recipient" {
+        p.key(
+            &format!("{place}.timezone"),
+            what.replace("{}", "zone of its own: times are written in each user's zone"),
+        );
+    }
+    let spread = duration(&format!("{place}.spread"), &raw.spread, p);
+    if spread.is_some_and(|s| !s.is_zero()) {
+        p.key(
+            &format!("{place}.spread"),
+            what.replace("{}", "spread: each email goes at its task's own instant"),
+        );
+    }
+    let before = match &raw.before {
+        None => kind.before(),
+        Some(text) => duration(&format!("{place}.before"), text, p),
+    };
+    if let Some(b) = before
+        && (b.is_zero() || b > Duration::from_secs(7 * 24 * 3600))
+    {
+        p.key(
+            &format!("{place}.before"),
+            format!(
+                "is {}; give a time between 1 minute and 7 days before the due time, e.g. \"30m\"",
+                humantime::format_duration(b)
+            ),
+        );
+    }
+    let fallback_timezone = domain::parse_zone(&raw.fallback_timezone)
+        .map_err(|m| p.key(&format!("{place}.fallback_timezone"), m));
+    let catch_up = duration(&format!("{place}.catch_up"), &raw.catch_up, p);
+    if let Some(catch_up) = catch_up {
+        check_catch_up(place, catch_up, retention, p);
+    }
+    Some(ScheduleSettings {
+        name: kind.name().to_owned(),
+        kind,
+        cron_expr: String::new(),
+        cron: None,
+        before: Some(before.filter(|b| !b.is_zero() && b.as_secs() <= 7 * 24 * 3600)?),
+        zone: ZoneMode::Recipient,
+        fallback_timezone: fallback_timezone.ok()?,
+        catch_up: catch_up?,
+        spread: Duration::ZERO,
         enabled,
     })
 }

@@ -1,0 +1,172 @@
+//! Planning a kind relative to each task's time (`kinds::ItemKind`, such as `due_soon`): one
+//! email per task at its own instant, the task's due time less the schedule's `before`.
+//!
+//! On every tick the planner reads the open tasks whose instant is in `(watermark, now]`, so
+//! each instant is planned once, by whichever process holds the schedule's lock, and the
+//! watermark moves in the same transaction as for a schedule at a wall-clock time. Each email's
+//! key is the task and its due time (`due_soon:42:7:2026-11-24T09:00:00Z`): a task whose due time
+//! moves is announced again for its new time, and an instant missed while Herald was down (by
+//! more than the catch-up window) is recorded as missed under its own key, where it blocks
+//! nothing that comes after it. Instants are absolute, so a DST change moves no reminder: only
+//! the words of the email, written in the owner's zone when it is sent, follow the local clock.
+
+use std::collections::{HashMap, HashSet};
+
+use super::*;
+use crate::{kinds::items::item_key, source::TaskRow};
+
+/// Owners looked up per query, as a page of users elsewhere.
+const OWNERS_PER_QUERY: usize = 1000;
+
+/// Plans every email of `schedule` whose instant is in `(since, now]`.
+pub(super) async fn plan_items_due(
+    store: &Store,
+    schedule: &ScheduleSettings,
+    before: std::time::Duration,
+    since: DateTime<Utc>,
+    now: DateTime<Utc>,
+    report: &mut PlanReport,
+) -> anyhow::Result<()> {
+    let before = chrono::Duration::from_std(before).context("`before` is too long")?;
+    let items = schedule
+        .kind
+        .items(&store.source, since + before, now + before, None)
+        .await?;
+    let plan = ItemPlan {
+        schedule,
+        before,
+        now,
+        manual: false,
+        dry_run: false,
+    };
+    plan_items(store, &plan, items, report).await
+}
+
+/// Plans by hand, as of `opts.at`, the emails whose instant has come and whose task is not due
+/// yet: the tasks due in `(at, at + before]`, for every user or one.
+pub(super) async fn plan_items_by_hand(
+    store: &Store,
+    schedule: &ScheduleSettings,
+    before: std::time::Duration,
+    opts: &PlanOptions,
+    now: DateTime<Utc>,
+    report: &mut PlanReport,
+) -> anyhow::Result<()> {
+    let before = chrono::Duration::from_std(before).context("`before` is too long")?;
+    let items = schedule
+        .kind
+        .items(
+            &store.source,
+            opts.at,
+            opts.at + before,
+            opts.user_id.as_deref(),
+        )
+        .await?;
+    let plan = ItemPlan {
+        schedule,
+        before,
+        now,
+        manual: true,
+        dry_run: opts.dry_run,
+    };
+    plan_items(store, &plan, items, report).await
+}
+
+struct ItemPlan<'a> {
+    schedule: &'a ScheduleSettings,
+    before: chrono::Duration,
+    now: DateTime<Utc>,
+    /// Planned by hand: keyed with [`manual_dedup_key`], due now, never missed.
+    manual: bool,
+    dry_run: bool,
+}
+
+/// One email per item whose owner is an active user who has not opted out of the kind.
+async fn plan_items(
+    store: &Store,
+    plan: &ItemPlan<'_>,
+    items: Vec<TaskRow>,
+    report: &mut PlanReport,
+) -> anyhow::Result<()> {
+    let kind = plan.schedule.kind;
+    let mut owners: Vec<String> = items.iter().map(|t| t.user_id.clone()).collect();
+    owners.sort();
+    owners.dedup();
+    let mut users: HashMap<String, UserRow> = HashMap::new();
+    let mut opted_out: HashSet<String> = HashSet::new();
+    for chunk in owners.chunks(OWNERS_PER_QUERY) {
+        for user in store
+            .source
+            .users(chunk)
+            .await
+            .context("cannot read the tasks' owners from herald_users")?
+        {
+            users.insert(user.id.clone(), user);
+        }
+        opted_out.extend(
+            store
+                .opted_out_among(kind.name(), chunk)
+                .await
+                .context("cannot read the opt-outs")?,
+        );
+    }
+
+    let (mut queued, mut missed) = (Vec::new(), Vec::new());
+    for item in &items {
+        let Some(due) = item.due_at else { continue };
+        let Some(user) = users.get(&item.user_id) else {
+            // Not an active user of the app (any more): nobody to tell.
+            report.skipped += 1;
+            continue;
+        };
+        if opted_out.contains(&user.id) {
+            report.opted_out += 1;
+            continue;
+        }
+        let tz = user_zone(plan.schedule, user, report);
+        let instant = due - plan.before;
+        let late = (!plan.manual)
+            .then(|| super::missed(plan.schedule, instant, tz, plan.now))
+            .flatten();
+        let mut to = Recipient::new(&user.id, &user.display_name, &user.email, tz);
+        to.user.locale.clone_from(&user.locale);
+        let Some(payload) = kind.compose_item(&to, instant, item) else {
+            continue;
+        };
+        let key = item_key(item);
+        let row = NewDelivery {
+            status: if late.is_some() {
+                DeliveryStatus::Skipped
+            } else {
+                DeliveryStatus::Queued
+            },
+            note: late.clone(),
+            kind: kind.name().to_owned(),
+            dedup_key: if plan.manual {
+                manual_dedup_key(&plan.schedule.name, &user.id, &key)
+            } else {
+                dedup_key(&plan.schedule.name, &user.id, &key)
+            },
+            user_id: user.id.clone(),
+            recipient: user.email.clone(),
+            payload: payload.into_json(),
+            planned_for: instant,
+            due_at: if plan.manual {
+                plan.now
+            } else {
+                instant.min(plan.now)
+            },
+        };
+        report.fires += 1;
+        report.last_fire = report.last_fire.max(Some(instant));
+        if late.is_some() {
+            tracing::warn!(schedule = %plan.schedule.name, task = %item.id, instant = %instant, "{}", late.unwrap_or_default());
+            missed.push(row);
+        } else {
+            queued.push(row);
+        }
+    }
+    settle(store, queued, plan.dry_run, false, report).await?;
+    settle(store, missed, plan.dry_run, true, report).await?;
+    Ok(())
+}
