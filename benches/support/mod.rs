@@ -159,7 +159,12 @@ pub fn cpu_seconds(comm: Option<&str>) -> f64 {
         return f64::NAN;
     };
     dir.filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
         .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
         .filter_map(|s| of(&s))
         .filter(|(name, _)| name == comm)

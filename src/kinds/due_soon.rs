@@ -17,7 +17,8 @@ pub struct DueSoon;
 
 impl ItemKind for DueSoon {
     const NAME: &'static str = "due_soon";
-    const ABOUT: &'static str = "one email per task, a while before it is due (2 hours unless `before` says)";
+    const ABOUT: &'static str =
+        "one email per task, a while before it is due (2 hours unless `before` says)";
     const BEFORE: Duration = Duration::from_secs(2 * 60 * 60);
 
     async fn items(

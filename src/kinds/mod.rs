@@ -227,7 +227,12 @@ pub trait AnyKind: Send + Sync {
         })
     }
     /// For an [`ItemKind`]: the email about one task to `to`, planned for `at`.
-    fn compose_item(&self, _to: &Recipient, _at: DateTime<Utc>, _item: &TaskRow) -> Option<Payload> {
+    fn compose_item(
+        &self,
+        _to: &Recipient,
+        _at: DateTime<Utc>,
+        _item: &TaskRow,
+    ) -> Option<Payload> {
         None
     }
 }
@@ -361,7 +366,12 @@ impl Kind {
     }
 
     /// See [`AnyKind::compose_item`].
-    pub fn compose_item(self, to: &Recipient, at: DateTime<Utc>, item: &TaskRow) -> Option<Payload> {
+    pub fn compose_item(
+        self,
+        to: &Recipient,
+        at: DateTime<Utc>,
+        item: &TaskRow,
+    ) -> Option<Payload> {
         self.0.compose_item(to, at, item)
     }
 }
@@ -458,7 +468,8 @@ mod tests {
                 .then(|| p.file_stem()?.to_str().map(str::to_owned))?
         });
         let folders = names("templates", |p| {
-            p.is_dir().then(|| p.file_name()?.to_str().map(str::to_owned))?
+            p.is_dir()
+                .then(|| p.file_name()?.to_str().map(str::to_owned))?
         });
         for (name, place) in files
             .iter()

@@ -70,7 +70,10 @@ impl EmailKind for TaskReminders {
             ("one_task", vec![tomorrow(16, "Write the <report>")]),
             (
                 "two_tasks",
-                vec![tomorrow(16, "Call the bank"), tomorrow(18, "Ship <v2> & celebrate")],
+                vec![
+                    tomorrow(16, "Call the bank"),
+                    tomorrow(18, "Ship <v2> & celebrate"),
+                ],
             ),
         ]
     }

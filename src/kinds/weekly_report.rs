@@ -52,14 +52,19 @@ impl EmailKind for WeeklyReport {
         let (open, completed): (Vec<TaskRow>, Vec<TaskRow>) =
             tasks.into_iter().partition(|t| t.completed_at.is_none());
         let mut weeks: HashMap<String, Week> = HashMap::new();
-        for (id, tasks) in open.into_iter().fold(HashMap::<String, Vec<TaskRow>>::new(), |mut m, t| {
-            m.entry(t.user_id.clone()).or_default().push(t);
-            m
-        }) {
+        for (id, tasks) in
+            open.into_iter()
+                .fold(HashMap::<String, Vec<TaskRow>>::new(), |mut m, t| {
+                    m.entry(t.user_id.clone()).or_default().push(t);
+                    m
+                })
+        {
             weeks.entry(id).or_default().overdue = tasks;
         }
         let mut completed = completed;
-        completed.sort_by(|a, b| (&a.user_id, a.completed_at, &a.id).cmp(&(&b.user_id, b.completed_at, &b.id)));
+        completed.sort_by(|a, b| {
+            (&a.user_id, a.completed_at, &a.id).cmp(&(&b.user_id, b.completed_at, &b.id))
+        });
         for (id, tasks) in week.keep(completed, |t| (t.user_id.clone(), t.completed_at)) {
             weeks.entry(id).or_default().completed = tasks;
         }

@@ -183,6 +183,9 @@ mod tests {
         let now = at("2026-11-23T12:00:00Z");
         let t = at("2026-11-23T23:30:00Z");
         assert_eq!(words(t, now, chrono_tz::Asia::Tokyo), "tomorrow at 08:30");
-        assert_eq!(words(t, now, chrono_tz::America::New_York), "today at 18:30");
+        assert_eq!(
+            words(t, now, chrono_tz::America::New_York),
+            "today at 18:30"
+        );
     }
 }

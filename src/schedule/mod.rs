@@ -273,9 +273,7 @@ async fn zones(
 ) -> anyhow::Result<Vec<(Tz, Option<Vec<String>>)>> {
     match schedule.zone {
         ZoneMode::Fixed(tz) => Ok(vec![(tz, None)]),
-        ZoneMode::Recipient if !occurrences::any_zone_may_fire(cron, since, now) => {
-            Ok(Vec::new())
-        }
+        ZoneMode::Recipient if !occurrences::any_zone_may_fire(cron, since, now) => Ok(Vec::new()),
         ZoneMode::Recipient => {
             let mut groups: HashMap<Tz, Vec<String>> = HashMap::new();
             for name in store
@@ -355,13 +353,15 @@ async fn settle(
 ) -> anyhow::Result<()> {
     if dry_run {
         page.planned += rows.len();
-        page.preview.extend(rows.into_iter().map(|r| Preview {
-            user_id: r.user_id,
-            recipient: r.recipient,
-            dedup_key: r.dedup_key,
-            due_at: r.due_at,
-            payload: serde_json::from_str(&r.payload)
-                .expect("the planner serialized this payload itself"),
+        page.preview.extend(rows.into_iter().map(|r| {
+            Preview {
+                user_id: r.user_id,
+                recipient: r.recipient,
+                dedup_key: r.dedup_key,
+                due_at: r.due_at,
+                payload: serde_json::from_str(&r.payload)
+                    .expect("the planner serialized this payload itself"),
+            }
         }));
         return Ok(());
     }

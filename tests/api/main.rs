@@ -4,6 +4,7 @@ mod agree;
 mod auth;
 mod daemon;
 mod delivery;
+mod due_soon;
 mod failures;
 mod fencing;
 mod helpers;

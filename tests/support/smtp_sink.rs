@@ -90,6 +90,14 @@ impl Received {
         header(&self.raw, name)
     }
 
+    /// The decoded subject, or an empty string when there is none.
+    pub fn subject(&self) -> String {
+        mail_parser::MessageParser::default()
+            .parse(self.raw.as_bytes())
+            .and_then(|m| m.subject().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
     /// The decoded body of the part with this content type (`text/plain` or `text/html`).
     pub fn part(&self, content_type: &str) -> Option<String> {
         let message = mail_parser::MessageParser::default().parse(self.raw.as_bytes())?;

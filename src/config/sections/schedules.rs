@@ -224,7 +224,10 @@ fn one_relative(
     if raw.timezone.trim() != "recipient" {
         p.key(
             &format!("{place}.timezone"),
-            what.replace("{}", "zone of its own: times are written in each user's zone"),
+            what.replace(
+                "{}",
+                "zone of its own: times are written in each user's zone",
+            ),
         );
     }
     let spread = duration(&format!("{place}.spread"), &raw.spread, p);

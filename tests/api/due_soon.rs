@@ -1,0 +1,231 @@
+//! `due_soon`, a kind relative to each task's due time: one email per task, 30 minutes before
+//! it is due, walked through a simulated night in three zones (Kathmandu at +05:45, Paris across
+//! its autumn DST change, New York), past local midnight, through an outage of Herald, and with
+//! due times that move. Emails are counted where they arrive, at the SMTP server.
+
+use std::{collections::HashMap, time::Duration};
+
+use chrono::{DateTime, Utc};
+use herald::clock::Clock;
+
+use crate::helpers::*;
+
+fn env(smtp: &SmtpServer) -> Env {
+    let mut env = Env::new(smtp);
+    env.set("HERALD__SCHEDULES__DUE_SOON__ENABLED", "true");
+    env.set("HERALD__SCHEDULES__DUE_SOON__BEFORE", "30m");
+    env.set("HERALD__SCHEDULES__DUE_SOON__CATCH_UP", "30m");
+    env
+}
+
+/// Moves a task's due time in the demo app, as the app would when its user edits the task.
+async fn move_task(app: &TestApp, title: &str, due: DateTime<Utc>) {
+    let moved = sqlx::query("UPDATE herald_demo.tasks SET due_at = $1 WHERE title = $2")
+        .bind(due)
+        .bind(title)
+        .execute(&app.store.pool)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(moved, 1, "no task {title:?} to move");
+}
+
+/// The emails at the SMTP server, by the task title their subject names.
+fn by_title(mail: &[Received]) -> HashMap<String, Vec<&Received>> {
+    let mut out: HashMap<String, Vec<&Received>> = HashMap::new();
+    for m in mail {
+        let subject = m.subject();
+        let title = subject.split_once(": ").map_or(subject.as_str(), |p| p.1);
+        out.entry(title.to_owned()).or_default().push(m);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_email_per_task_at_its_instant_across_midnight_an_outage_and_a_dst_change() {
+    let smtp = SmtpServer::start().await;
+    let start = at("2026-10-24T17:00:00Z");
+    let clock = Clock::manual(start);
+    let env = env(&smtp);
+    let mut app = spawn_with_clock(env.clone(), clock.clone()).await;
+    app.advance(start).await;
+
+    // Kathmandu's midnight is 18:15 UTC; three tasks the same local day, two 5 minutes apart.
+    app.add_user(
+        "ktm@example.com",
+        "Asia/Kathmandu",
+        &[
+            ("Call the bank", at("2026-10-24T18:25:00Z"), None), // 00:10 on the 25th
+            ("Pay rent", at("2026-10-25T04:15:00Z"), None),      // 10:00
+            ("Send the report", at("2026-10-25T04:20:00Z"), None), // 10:05
+            ("Missed in the outage", at("2026-10-25T07:15:00Z"), None),
+            ("Gym", at("2026-10-25T09:15:00Z"), None), // 15:00
+            ("Done already", at("2026-10-25T05:00:00Z"), Some(start)),
+        ],
+    )
+    .await;
+    // Paris falls back at 01:00 UTC: 02:30 comes twice, at 00:30 and at 01:30 UTC.
+    app.add_user(
+        "paris@example.com",
+        "Europe/Paris",
+        &[
+            ("First 02:30", at("2026-10-25T00:30:00Z"), None),
+            ("Second 02:30", at("2026-10-25T01:30:00Z"), None),
+            ("Late after the outage", at("2026-10-25T07:50:00Z"), None),
+        ],
+    )
+    .await;
+    // New York's midnight is 04:00 UTC.
+    app.add_user(
+        "ny@example.com",
+        "America/New_York",
+        &[
+            ("Past midnight", at("2026-10-25T04:15:00Z"), None), // 00:15 on the 25th
+            (
+                "Moved before its reminder",
+                at("2026-10-25T06:00:00Z"),
+                None,
+            ),
+            ("Moved after its reminder", at("2026-10-25T05:00:00Z"), None),
+        ],
+    )
+    .await;
+
+    // The instants each task's email may go at, in order; the outage drops one.
+    let mut expected: Vec<(&str, DateTime<Utc>)> = vec![
+        ("Call the bank", at("2026-10-24T17:55:00Z")),
+        ("First 02:30", at("2026-10-25T00:00:00Z")),
+        ("Second 02:30", at("2026-10-25T01:00:00Z")),
+        ("Pay rent", at("2026-10-25T03:45:00Z")),
+        ("Past midnight", at("2026-10-25T03:45:00Z")),
+        ("Send the report", at("2026-10-25T03:50:00Z")),
+        ("Moved after its reminder", at("2026-10-25T04:30:00Z")),
+        ("Late after the outage", at("2026-10-25T07:40:00Z")), // sent at the restart, 20 min late
+        ("Moved before its reminder", at("2026-10-25T08:30:00Z")),
+        ("Gym", at("2026-10-25T08:45:00Z")),
+        ("Moved after its reminder", at("2026-10-25T09:30:00Z")),
+    ];
+    expected.sort_by_key(|e| e.1);
+
+    let mut t = start;
+    while t <= at("2026-10-25T10:00:00Z") {
+        if t == at("2026-10-25T05:00:00Z") {
+            // Edited after its reminder went: a new reminder for the new time.
+            move_task(&app, "Moved after its reminder", at("2026-10-25T10:00:00Z")).await;
+            // Edited before its reminder: one reminder, for the new time only.
+            move_task(
+                &app,
+                "Moved before its reminder",
+                at("2026-10-25T09:00:00Z"),
+            )
+            .await;
+        }
+        if t == at("2026-10-25T06:30:00Z") {
+            // Herald is down from 06:30 to 07:40: "Missed in the outage" (06:45) is 55
+            // minutes late at the restart, past the catch-up window of 30 minutes; "Late
+            // after the outage" (07:20) is 20 minutes late and goes.
+            app.owns_env = false;
+            app.stop().await.unwrap();
+            app.store.pool.close().await;
+            drop(app);
+            t = at("2026-10-25T07:40:00Z");
+            clock.set(t);
+            app = spawn_with_clock(env.clone(), clock.clone()).await;
+        }
+        app.advance(t).await;
+        let due = expected.iter().filter(|e| e.1 <= t).count();
+        let mail = smtp.wait_for(due, Duration::from_secs(30)).await;
+        assert_eq!(
+            mail.len(),
+            due,
+            "at {t}: {} emails, expected {:?}",
+            mail.len(),
+            expected.iter().filter(|e| e.1 <= t).collect::<Vec<_>>()
+        );
+        t += chrono::Duration::minutes(5);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let mail = smtp.messages();
+    let titles = by_title(&mail);
+    for (title, _) in &expected {
+        let want = expected.iter().filter(|e| e.0 == *title).count();
+        let got = titles.get(*title).map_or(0, Vec::len);
+        assert_eq!(got, want, "{title}: {got} emails, expected {want}");
+    }
+    assert_eq!(mail.len(), expected.len(), "{:?}", titles.keys());
+    assert!(!titles.contains_key("Done already"));
+    assert!(!titles.contains_key("Missed in the outage"));
+
+    // The words are written when the email is sent, in the owner's zone: the one sent 20
+    // minutes late says 10 minutes, not 30.
+    let late = &titles["Late after the outage"][0];
+    assert_eq!(late.subject(), "Due in 10 minutes: Late after the outage");
+    let second = titles["Second 02:30"][0].part("text/plain").unwrap();
+    assert!(
+        second.contains("due in 30 minutes (Sun 25 Oct, 02:30)"),
+        "{second}"
+    );
+    let ktm = titles["Call the bank"][0].part("text/plain").unwrap();
+    assert!(
+        ktm.contains("due in 30 minutes (Sun 25 Oct, 00:10)"),
+        "{ktm}"
+    );
+
+    // What is left in PostgreSQL: one row per email, and the missed instant recorded as such.
+    let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT dedup_key, status, last_error FROM deliveries WHERE kind = 'due_soon' ORDER BY planned_for",
+    )
+    .fetch_all(&app.store.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), expected.len() + 1, "{rows:?}");
+    let missed: Vec<_> = rows.iter().filter(|r| r.1 == "skipped").collect();
+    assert_eq!(missed.len(), 1, "{rows:?}");
+    assert!(
+        missed[0]
+            .2
+            .as_deref()
+            .is_some_and(|n| n.contains("outside the catch-up window of 30m")),
+        "{missed:?}"
+    );
+    assert_eq!(
+        rows.iter().filter(|r| r.1 == "sent").count(),
+        expected.len()
+    );
+    app.owns_env = true;
+    drop(smtp);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_trigger_sends_the_reminders_current_at_its_instant_and_counts_say_what_happened()
+{
+    let smtp = SmtpServer::start().await;
+    let now = at("2026-11-23T09:00:00Z");
+    let app = spawn_with_clock(env(&smtp), Clock::manual(now)).await;
+    app.advance(now).await;
+    let id = app
+        .add_user(
+            "ada@example.com",
+            "Europe/London",
+            &[
+                ("Soon", at("2026-11-23T09:20:00Z"), None),
+                ("Later", at("2026-11-23T11:00:00Z"), None),
+            ],
+        )
+        .await;
+    let body = serde_json::json!({ "user_id": id.to_string() });
+    let (status, report) = app.trigger("due_soon", body.clone()).await;
+    assert_eq!(status, 202, "{report}");
+    assert_eq!(report["planned"], 1, "{report}");
+    assert_eq!(report["already_planned"], 0, "{report}");
+    let mail = smtp.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(mail[0].subject(), "Due in 20 minutes: Soon");
+    // Again: the same reminder was planned before.
+    let (_, again) = app.trigger("due_soon", body).await;
+    assert_eq!(again["planned"], 0, "{again}");
+    assert_eq!(again["already_planned"], 1, "{again}");
+    drop(smtp);
+    app.finish().await;
+}
