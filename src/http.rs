@@ -361,7 +361,7 @@ async fn stats(State(state): State<AppState>) -> Response {
         schedules.push(json!({
             "name": s.name,
             "cron": s.cron_expr,
-            "before": s.before.map(|b| humantime::format_duration(b).to_string()),
+            "relative": s.relative.map(|w| w.describe()),
             "zone": s.zone.to_string(),
             "enabled": s.enabled,
             "planned_up_to": planned_up_to,

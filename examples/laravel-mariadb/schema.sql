@@ -30,6 +30,7 @@ CREATE TABLE tasks (
     deleted_at   TIMESTAMP NULL,
     PRIMARY KEY (id),
     KEY tasks_user_id_due_at_index (user_id, due_at),
+    KEY tasks_due_at_index (due_at),                -- Herald's due_soon reads tasks falling due
     CONSTRAINT tasks_user_id_foreign FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 

@@ -27,6 +27,8 @@ CREATE TABLE "Task" (
 );
 CREATE INDEX "Task_userId_idx" ON "Task"("userId");
 CREATE INDEX "Task_userId_dueDate_idx" ON "Task"("userId", "dueDate");
+-- Herald's due_soon reads the tasks falling due on every tick, across users.
+CREATE INDEX "Task_dueDate_idx" ON "Task"("dueDate");
 
 CREATE TABLE "FocusSession" (
     "id"              TEXT PRIMARY KEY,

@@ -30,11 +30,8 @@ pub async fn schedules(settings: &Settings, user_id: Option<String>) -> anyhow::
             };
             let state = if s.enabled { "" } else { "  (disabled)" };
             println!("{}{state}", s.name);
-            if let Some(before) = s.before {
-                println!(
-                    "  {} before each of their tasks is due",
-                    humantime::format_duration(before)
-                );
+            if let Some(when) = s.relative {
+                println!("  {}", when.describe());
             }
             for fire in s.cron.iter().flat_map(|c| occurrences::next(c, tz, now, 3)) {
                 let at = fire.at + occurrences::spread_offset(&user.id, s.spread);

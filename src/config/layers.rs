@@ -128,6 +128,14 @@ fn kind_schedules() -> toml::Table {
             )
             .expect("a kind's name is a key");
         }
+        if !kind.on_by_default() {
+            set_path(
+                &mut table,
+                &format!("schedules.{}.enabled", kind.name()),
+                toml::Value::Boolean(false),
+            )
+            .expect("a kind's name is a key");
+        }
     }
     table
 }

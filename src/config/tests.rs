@@ -19,11 +19,66 @@ fn defaults_are_valid() {
         let schedule = s.schedule(kind.name()).unwrap();
         assert_eq!(schedule.cron_expr, kind.schedule().cron);
         assert_eq!(schedule.zone.to_string(), kind.schedule().timezone);
-        assert!(schedule.enabled);
+        assert_eq!(schedule.relative, kind.relative());
+        assert_eq!(schedule.enabled, kind.on_by_default(), "{kind}");
     }
+    // A kind that repeats another's news task by task is off until switched on.
+    assert!(!s.schedule("overdue_morning").unwrap().enabled);
+    assert!(s.schedule("due_soon").unwrap().enabled);
     assert_eq!(s.queue.retry_delays, [2, 4, 8].map(Duration::from_secs));
     assert!(matches!(s.mail.providers[..], [ProviderSettings::File(_)]));
     assert!(s.api_token.is_none());
+}
+
+#[test]
+fn a_kind_relative_to_tasks_takes_before_and_refuses_a_cron_a_zone_and_a_spread() {
+    let s = Settings::load_from(
+        None,
+        &env(&[
+            ("HERALD__SCHEDULES__DUE_SOON__BEFORE", "45m"),
+            ("HERALD__SCHEDULES__OVERDUE_MORNING__ENABLED", "true"),
+        ]),
+    )
+    .unwrap();
+    let due_soon = s.schedule("due_soon").unwrap();
+    assert_eq!(
+        due_soon.relative,
+        Some(crate::kinds::When::Before(Duration::from_secs(45 * 60)))
+    );
+    assert_eq!(due_soon.when(), "45m before each task is due");
+    assert!(s.schedule("overdue_morning").unwrap().enabled);
+
+    let err = Settings::load_from(
+        None,
+        &env(&[
+            ("HERALD__SCHEDULES__DUE_SOON__CRON", "0 0 9 * * *"),
+            ("HERALD__SCHEDULES__DUE_SOON__TIMEZONE", "Europe/Paris"),
+            ("HERALD__SCHEDULES__DUE_SOON__SPREAD", "5m"),
+            ("HERALD__SCHEDULES__TASK_REMINDERS__BEFORE", "1h"),
+            ("HERALD__SCHEDULES__OVERDUE_MORNING__BEFORE", "1h"),
+        ]),
+    )
+    .unwrap_err()
+    .to_string();
+    for want in [
+        "schedules.due_soon.cron (HERALD__SCHEDULES__DUE_SOON__CRON): due_soon is sent relative to each task's due time, so it has no cron; set `before`",
+        "schedules.due_soon.timezone (HERALD__SCHEDULES__DUE_SOON__TIMEZONE): due_soon is sent relative",
+        "schedules.due_soon.spread (HERALD__SCHEDULES__DUE_SOON__SPREAD): due_soon is sent relative",
+        "schedules.task_reminders.before (HERALD__SCHEDULES__TASK_REMINDERS__BEFORE): task_reminders fires at a wall-clock time",
+        "schedules.overdue_morning.before (HERALD__SCHEDULES__OVERDUE_MORNING__BEFORE): overdue_morning is sent at 08:00 local after each task falls due; it takes no `before`",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    let err = Settings::load_from(
+        None,
+        &env(&[("HERALD__SCHEDULES__DUE_SOON__BEFORE", "10s")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("give a time between 1 minute and 7 days"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{ItemKind, sample_task};
+use super::{ItemKind, When, sample_task};
 use crate::{
     payload::Task,
     source::{Source, TaskRow},
@@ -19,7 +19,7 @@ impl ItemKind for DueSoon {
     const NAME: &'static str = "due_soon";
     const ABOUT: &'static str =
         "one email per task, a while before it is due (2 hours unless `before` says)";
-    const BEFORE: Duration = Duration::from_secs(2 * 60 * 60);
+    const WHEN: When = When::Before(Duration::from_secs(2 * 60 * 60));
 
     async fn items(
         &self,

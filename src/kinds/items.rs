@@ -1,15 +1,17 @@
 //! Kinds relative to each task's own time rather than to a wall-clock time: "30 minutes before
-//! each task is due". Implement [`ItemKind`] and list the kind in `KINDS` as `&Items(MyKind)`.
+//! each task is due", "the morning after a task became overdue, at 08:00 in the owner's zone".
+//! Implement [`ItemKind`] and list the kind in `KINDS` as `&Items(MyKind)`.
 //!
-//! The planner plans such an email once, at its instant (the task's due time less the kind's
-//! `before`): on every tick it reads the open tasks whose instant falls between the schedule's
-//! watermark and now, keyed on the task and its due time. An instant missed by more than the
-//! catch-up window (Herald was down) is recorded as missed under its own key, which blocks
-//! nothing else; a task whose due time moves gets a new key, and so one email for the new time.
+//! The planner plans such an email once, at its instant ([`When::instant`]): on every tick it
+//! reads the open tasks whose instant falls between the schedule's watermark and now, keyed on
+//! the task and its due time. An instant missed by more than the catch-up window (Herald was
+//! down) is recorded as missed under its own key, which blocks nothing else; a task whose due
+//! time moves gets a new key, and so one email for the new time.
 
 use std::{future::Future, time::Duration};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveTime, TimeZone, Utc};
+use chrono_tz::Tz;
 use futures::future::BoxFuture;
 use serde::Serialize;
 
@@ -19,14 +21,95 @@ use crate::{
     source::{Source, TaskRow},
 };
 
-/// A kind that sends one email per task, a fixed time before the task is due.
+/// When the email about one task goes, from the task's due time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// This long before the due time (`[schedules.<kind>] before` changes it).
+    Before(Duration),
+    /// At this hour (00-23) of the owner's local clock, the first time it comes after the due
+    /// time: "the morning after it became overdue".
+    HourAfter(u32),
+}
+
+impl When {
+    /// The instant of the email about a task due at `due`, for an owner in `tz`. An hour that a
+    /// DST change skips that day is taken at the first instant after the gap.
+    pub fn instant(self, due: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
+        match self {
+            When::Before(before) => due - chrono::Duration::from_std(before).unwrap_or_default(),
+            When::HourAfter(hour) => {
+                let time = NaiveTime::from_hms_opt(hour, 0, 0).unwrap_or(NaiveTime::MIN);
+                let on = |date: chrono::NaiveDate| {
+                    let local = date.and_time(time);
+                    tz.from_local_datetime(&local)
+                        .earliest()
+                        .or_else(|| {
+                            tz.from_local_datetime(&(local + chrono::Duration::hours(1)))
+                                .earliest()
+                        })
+                        .map(|t| t.with_timezone(&Utc))
+                        .unwrap_or(due)
+                };
+                let date = due.with_timezone(&tz).date_naive();
+                let same_day = on(date);
+                if same_day > due {
+                    same_day
+                } else {
+                    on(date.succ_opt().unwrap_or(date))
+                }
+            }
+        }
+    }
+
+    /// The due times to read for the instants in `(from, to]`, in every zone; the planner
+    /// keeps the tasks whose own instant is inside.
+    pub fn due_window(
+        self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> (DateTime<Utc>, DateTime<Utc>) {
+        match self {
+            When::Before(before) => {
+                let before = chrono::Duration::from_std(before).unwrap_or_default();
+                (from + before, to + before)
+            }
+            // A day and the largest DST change before the instant.
+            When::HourAfter(_) => (from - chrono::Duration::hours(26), to),
+        }
+    }
+
+    /// How long an email stays current after its instant, for a trigger by hand: until the
+    /// task is due (`Before`), or for a day.
+    pub fn current_for(self) -> chrono::Duration {
+        match self {
+            When::Before(before) => chrono::Duration::from_std(before).unwrap_or_default(),
+            When::HourAfter(_) => chrono::Duration::days(1),
+        }
+    }
+
+    /// In a few words: `2h before each task is due`, `at 08:00 local after each task falls due`.
+    pub fn describe(self) -> String {
+        match self {
+            When::Before(before) => format!(
+                "{} before each task is due",
+                humantime::format_duration(before)
+            ),
+            When::HourAfter(hour) => format!("at {hour:02}:00 local after each task falls due"),
+        }
+    }
+}
+
+/// A kind that sends one email per task, at an instant given by the task's due time.
 pub trait ItemKind: Send + Sync + 'static {
     /// As [`super::EmailKind::NAME`].
     const NAME: &'static str;
     /// As [`super::EmailKind::ABOUT`].
     const ABOUT: &'static str;
-    /// How long before the due time the email goes, unless `[schedules.<NAME>] before` says.
-    const BEFORE: Duration;
+    /// When each email goes, unless `[schedules.<NAME>] before` says (for [`When::Before`]).
+    const WHEN: When;
+    /// Whether its schedule runs unless the configuration says: `false` for a kind that
+    /// overlaps another (an operator turns it on with `enabled = true`).
+    const ON_BY_DEFAULT: bool = true;
 
     /// The open tasks due in `(from, to]` (of `owner` only, when given), by due time.
     fn items(
@@ -93,8 +176,12 @@ impl<K: ItemKind> AnyKind for Items<K> {
             .collect()
     }
 
-    fn before(&self) -> Option<Duration> {
-        Some(K::BEFORE)
+    fn relative(&self) -> Option<When> {
+        Some(K::WHEN)
+    }
+
+    fn on_by_default(&self) -> bool {
+        K::ON_BY_DEFAULT
     }
 
     fn items<'a>(
@@ -120,4 +207,71 @@ pub fn item_key(item: &TaskRow) -> String {
         .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
         .unwrap_or_default();
     format!("{}:{due}", item.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn the_morning_after_is_the_first_local_hour_strictly_after_the_due_time() {
+        let tokyo = chrono_tz::Asia::Tokyo; // +09:00: 08:00 local is 23:00 UTC the day before
+        let morning = When::HourAfter(8);
+        // Due 07:30 local: the same morning, half an hour later.
+        assert_eq!(
+            morning.instant(at("2026-11-22T22:30:00Z"), tokyo),
+            at("2026-11-22T23:00:00Z")
+        );
+        // Due at 08:00 sharp, or in the evening: the next morning.
+        assert_eq!(
+            morning.instant(at("2026-11-22T23:00:00Z"), tokyo),
+            at("2026-11-23T23:00:00Z")
+        );
+        assert_eq!(
+            morning.instant(at("2026-11-23T09:00:00Z"), tokyo),
+            at("2026-11-23T23:00:00Z")
+        );
+        // New York on the night it falls back: the 08:00 after is EST.
+        let ny = chrono_tz::America::New_York;
+        assert_eq!(
+            morning.instant(at("2026-11-01T03:00:00Z"), ny),
+            at("2026-11-01T13:00:00Z")
+        );
+        // An hour a spring-forward skips is taken right after the gap.
+        assert_eq!(
+            When::HourAfter(2).instant(at("2026-03-29T00:00:00Z"), chrono_tz::Europe::Paris),
+            at("2026-03-29T01:00:00Z")
+        );
+    }
+
+    #[test]
+    fn the_due_window_holds_every_zones_instants() {
+        let (from, to) = (at("2026-11-23T00:00:00Z"), at("2026-11-23T00:05:00Z"));
+        let morning = When::HourAfter(8);
+        let (lo, hi) = morning.due_window(from, to);
+        for zone in ["Pacific/Kiritimati", "Etc/GMT+12", "Asia/Kathmandu", "UTC"] {
+            let tz: Tz = zone.parse().unwrap();
+            // Every due time whose instant is in (from, to] is inside the window read.
+            let mut due = from - chrono::Duration::hours(30);
+            while due <= to {
+                let i = morning.instant(due, tz);
+                if i > from && i <= to {
+                    assert!(due > lo && due <= hi, "{zone}: {due} outside ({lo}, {hi}]");
+                }
+                due += chrono::Duration::minutes(5);
+            }
+        }
+        let soon = When::Before(Duration::from_secs(1800));
+        assert_eq!(
+            soon.due_window(from, to),
+            (
+                from + chrono::Duration::minutes(30),
+                to + chrono::Duration::minutes(30)
+            )
+        );
+    }
 }

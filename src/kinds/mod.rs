@@ -20,12 +20,13 @@ use crate::{
 pub mod due_soon;
 pub mod focus_streak;
 pub mod items;
+pub mod overdue_morning;
 pub mod overdue_summary;
 pub mod task_reminders;
 pub mod weekly_report;
 mod windows;
 
-pub use items::{ItemKind, Items};
+pub use items::{ItemKind, Items, When};
 pub use windows::{Windows, overdue_tasks};
 
 /// Every kind Herald sends. A new kind is one more line here (and its `mod` line above).
@@ -35,6 +36,7 @@ pub static KINDS: &[&dyn AnyKind] = &[
     &weekly_report::WeeklyReport,
     &focus_streak::FocusStreak,
     &Items(due_soon::DueSoon),
+    &Items(overdue_morning::OverdueMorning),
 ];
 
 /// One kind of email. Implement it on a unit struct in a file of this folder, list it in
@@ -207,10 +209,14 @@ pub trait AnyKind: Send + Sync {
         date: &'a (dyn Fn(usize) -> NaiveDate + Send + Sync),
     ) -> BoxFuture<'a, anyhow::Result<Vec<(usize, String, Payload)>>>;
     fn samples(&self) -> Vec<Sample>;
-    /// For a kind relative to each task's time ([`ItemKind`]): how long before a task's due
-    /// time its email goes by default. `None` for a kind at a wall-clock time.
-    fn before(&self) -> Option<std::time::Duration> {
+    /// For a kind relative to each task's time ([`ItemKind`]): when its emails go by default.
+    /// `None` for a kind at a wall-clock time.
+    fn relative(&self) -> Option<When> {
         None
+    }
+    /// Whether its schedule runs unless the configuration says.
+    fn on_by_default(&self) -> bool {
+        true
     }
     /// For an [`ItemKind`]: the open tasks due in `(from, to]` (of `owner` only, when given),
     /// by due time. A kind at a wall-clock time has no items.
@@ -349,9 +355,14 @@ impl Kind {
         self.0.samples()
     }
 
-    /// See [`AnyKind::before`].
-    pub fn before(self) -> Option<std::time::Duration> {
-        self.0.before()
+    /// See [`AnyKind::relative`].
+    pub fn relative(self) -> Option<When> {
+        self.0.relative()
+    }
+
+    /// See [`AnyKind::on_by_default`].
+    pub fn on_by_default(self) -> bool {
+        self.0.on_by_default()
     }
 
     /// See [`AnyKind::items`].
@@ -497,7 +508,7 @@ mod tests {
                     .all(|c| c.is_ascii_lowercase() || c == '_'),
                 "{kind}: a name is lowercase with underscores (it is a config key)"
             );
-            if kind.before().is_some() {
+            if kind.relative().is_some() {
                 continue;
             }
             let s = kind.schedule();

@@ -13,7 +13,10 @@
 use std::collections::{HashMap, HashSet};
 
 use super::*;
-use crate::{kinds::items::item_key, source::TaskRow};
+use crate::{
+    kinds::{When, items::item_key},
+    source::TaskRow,
+};
 
 /// Owners looked up per query, as a page of users elsewhere.
 const OWNERS_PER_QUERY: usize = 1000;
@@ -22,59 +25,55 @@ const OWNERS_PER_QUERY: usize = 1000;
 pub(super) async fn plan_items_due(
     store: &Store,
     schedule: &ScheduleSettings,
-    before: std::time::Duration,
+    when: When,
     since: DateTime<Utc>,
     now: DateTime<Utc>,
     report: &mut PlanReport,
 ) -> anyhow::Result<()> {
-    let before = chrono::Duration::from_std(before).context("`before` is too long")?;
-    let items = schedule
-        .kind
-        .items(&store.source, since + before, now + before, None)
-        .await?;
     let plan = ItemPlan {
         schedule,
-        before,
+        when,
+        instants: (since, now),
         now,
         manual: false,
         dry_run: false,
     };
+    let (from, to) = when.due_window(since, now);
+    let items = schedule.kind.items(&store.source, from, to, None).await?;
     plan_items(store, &plan, items, report).await
 }
 
-/// Plans by hand, as of `opts.at`, the emails whose instant has come and whose task is not due
-/// yet: the tasks due in `(at, at + before]`, for every user or one.
+/// Plans by hand, as of `opts.at`, the emails that are current then: their instant has come,
+/// within [`When::current_for`] (for `due_soon`, the tasks not due yet), for every user or one.
 pub(super) async fn plan_items_by_hand(
     store: &Store,
     schedule: &ScheduleSettings,
-    before: std::time::Duration,
+    when: When,
     opts: &PlanOptions,
     now: DateTime<Utc>,
     report: &mut PlanReport,
 ) -> anyhow::Result<()> {
-    let before = chrono::Duration::from_std(before).context("`before` is too long")?;
-    let items = schedule
-        .kind
-        .items(
-            &store.source,
-            opts.at,
-            opts.at + before,
-            opts.user_id.as_deref(),
-        )
-        .await?;
     let plan = ItemPlan {
         schedule,
-        before,
+        when,
+        instants: (opts.at - when.current_for(), opts.at),
         now,
         manual: true,
         dry_run: opts.dry_run,
     };
+    let (from, to) = when.due_window(plan.instants.0, plan.instants.1);
+    let items = schedule
+        .kind
+        .items(&store.source, from, to, opts.user_id.as_deref())
+        .await?;
     plan_items(store, &plan, items, report).await
 }
 
 struct ItemPlan<'a> {
     schedule: &'a ScheduleSettings,
-    before: chrono::Duration,
+    when: When,
+    /// The instants planned: `(from, to]`.
+    instants: (DateTime<Utc>, DateTime<Utc>),
     now: DateTime<Utc>,
     /// Planned by hand: keyed with [`manual_dedup_key`], due now, never missed.
     manual: bool,
@@ -114,17 +113,25 @@ async fn plan_items(
     let (mut queued, mut missed) = (Vec::new(), Vec::new());
     for item in &items {
         let Some(due) = item.due_at else { continue };
+        let in_window = |instant| instant > plan.instants.0 && instant <= plan.instants.1;
         let Some(user) = users.get(&item.user_id) else {
             // Not an active user of the app (any more): nobody to tell.
-            report.skipped += 1;
+            if in_window(plan.when.instant(due, plan.schedule.fallback_timezone)) {
+                report.skipped += 1;
+            }
             continue;
         };
-        if opted_out.contains(&user.id) {
-            report.opted_out += 1;
+        let tz = user_zone(plan.schedule, user, report);
+        let instant = plan.when.instant(due, tz);
+        if !in_window(instant) {
+            // Read for another zone's window: not this one's yet, or planned before.
             continue;
         }
-        let tz = user_zone(plan.schedule, user, report);
-        let instant = due - plan.before;
+        if opted_out.contains(&user.id) {
+            report.opted_out += 1;
+            report.skipped += 1;
+            continue;
+        }
         let late = (!plan.manual)
             .then(|| super::missed(plan.schedule, instant, tz, plan.now))
             .flatten();

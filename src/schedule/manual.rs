@@ -129,8 +129,8 @@ pub async fn plan(
         delivery_ids: (opts.ids || opts.user_id.is_some()).then(Vec::new),
         ..Default::default()
     };
-    if let Some(before) = schedule.before {
-        items::plan_items_by_hand(store, schedule, before, opts, now, &mut report).await?;
+    if let Some(when) = schedule.relative {
+        items::plan_items_by_hand(store, schedule, when, opts, now, &mut report).await?;
         log_report(&report);
         return Ok(report);
     }

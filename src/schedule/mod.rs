@@ -184,12 +184,15 @@ pub async fn plan_due(
     if now <= since {
         return Ok(Some(report));
     }
-    match (&schedule.cron, schedule.before) {
+    match (&schedule.cron, schedule.relative) {
         (Some(cron), _) => plan_fires(store, schedule, cron, since, now, &mut report).await?,
-        (None, Some(before)) => {
-            items::plan_items_due(store, schedule, before, since, now, &mut report).await?
+        (None, Some(when)) => {
+            items::plan_items_due(store, schedule, when, since, now, &mut report).await?
         }
-        (None, None) => anyhow::bail!("schedule {} has neither a cron nor `before`", schedule.name),
+        (None, None) => anyhow::bail!(
+            "schedule {} has neither a cron nor an item time",
+            schedule.name
+        ),
     }
     store
         .advance_watermark(lock, &schedule.name, now)
@@ -446,7 +449,7 @@ async fn compose_batch(
             due_at: b.due + occurrences::spread_offset(&user.id, b.schedule.spread),
         });
     }
-    report.skipped += heard.iter().filter(|h| !**h).count();
+    report.skipped += users.len() - wanted.len() + heard.iter().filter(|h| !**h).count();
     Ok(rows)
 }
 

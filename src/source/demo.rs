@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS herald_demo.tasks (
     deleted_at   TIMESTAMPTZ
 );
 CREATE INDEX IF NOT EXISTS tasks_owner ON herald_demo.tasks (owner_id, due_at);
+CREATE INDEX IF NOT EXISTS tasks_due ON herald_demo.tasks (due_at);
 CREATE TABLE IF NOT EXISTS herald_demo.focus_sessions (
     id         TEXT PRIMARY KEY DEFAULT nextval('herald_demo.ids')::text,
     owner_id   TEXT NOT NULL REFERENCES herald_demo.users (id) ON DELETE CASCADE,

@@ -86,7 +86,7 @@ pub async fn list(
             name => s.name,
             about => s.kind.about(),
             cron => s.cron_expr,
-            before => s.before.map(|b| humantime::format_duration(b).to_string()),
+            relative => s.relative.map(|w| w.describe()),
             zone => s.zone.to_string(),
             fallback => s.fallback_timezone.name(),
             catch_up => humantime::format_duration(s.catch_up).to_string(),

@@ -4,11 +4,11 @@ mod agree;
 mod auth;
 mod daemon;
 mod delivery;
-mod due_soon;
 mod failures;
 mod fencing;
 mod helpers;
 mod idempotency;
+mod item_kinds;
 mod load;
 mod local_time;
 #[path = "../support/mariadb.rs"]

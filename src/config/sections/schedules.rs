@@ -6,7 +6,10 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 
 use super::{Problems, duration, retention::RetentionSettings};
-use crate::{domain, kinds::Kind};
+use crate::{
+    domain,
+    kinds::{Kind, When},
+};
 
 /// `[schedules]` as written.
 #[derive(Debug, Clone)]
@@ -113,9 +116,9 @@ pub struct ScheduleSettings {
     /// When it fires; `None` for a kind relative to each task's time, which the planner looks
     /// for on every tick (see `before`).
     pub cron: Option<cron::Schedule>,
-    /// For a kind relative to each task's time: how long before a task's due time its email
-    /// goes. `None` for a kind at a wall-clock time.
-    pub before: Option<Duration>,
+    /// For a kind relative to each task's time: when its email about a task goes (with the
+    /// configured `before`). `None` for a kind at a wall-clock time.
+    pub relative: Option<When>,
     pub zone: ZoneMode,
     pub fallback_timezone: Tz,
     pub catch_up: Duration,
@@ -126,11 +129,8 @@ pub struct ScheduleSettings {
 impl ScheduleSettings {
     /// When it sends, in a few words: `cron "0 0 9 * * *"`, or `2h before each task is due`.
     pub fn when(&self) -> String {
-        match self.before {
-            Some(before) => format!(
-                "{} before each task is due",
-                humantime::format_duration(before)
-            ),
+        match self.relative {
+            Some(when) => when.describe(),
             None => format!("cron {:?}", self.cron_expr),
         }
     }
@@ -170,8 +170,8 @@ fn one(
         );
         return None;
     };
-    if kind.before().is_some() {
-        return one_relative(&place, kind, raw, enabled, retention, p);
+    if let Some(when) = kind.relative() {
+        return one_relative(&place, kind, when, raw, enabled, retention, p);
     }
     if raw.before.is_some() {
         p.key(
@@ -196,7 +196,7 @@ fn one(
         kind,
         cron_expr: raw.cron.clone(),
         cron: Some(cron.ok()?),
-        before: None,
+        relative: None,
         zone: zone.ok()?,
         fallback_timezone: fallback_timezone.ok()?,
         catch_up: catch_up?,
@@ -210,6 +210,7 @@ fn one(
 fn one_relative(
     place: &str,
     kind: Kind,
+    when: When,
     raw: &RawSchedule,
     enabled: bool,
     retention: &RetentionSettings,
@@ -237,21 +238,34 @@ fn one_relative(
             what.replace("{}", "spread: each email goes at its task's own instant"),
         );
     }
-    let before = match &raw.before {
-        None => kind.before(),
-        Some(text) => duration(&format!("{place}.before"), text, p),
+    let when = match (when, &raw.before) {
+        (_, None) => Some(when),
+        (When::Before(_), Some(text)) => {
+            let before = duration(&format!("{place}.before"), text, p);
+            match before {
+                Some(b)
+                    if b < Duration::from_secs(60) || b > Duration::from_secs(7 * 24 * 3600) =>
+                {
+                    p.key(
+                        &format!("{place}.before"),
+                        format!(
+                            "is {}; give a time between 1 minute and 7 days before the due time, e.g. \"30m\"",
+                            humantime::format_duration(b)
+                        ),
+                    );
+                    None
+                }
+                b => b.map(When::Before),
+            }
+        }
+        (other, Some(_)) => {
+            p.key(
+                &format!("{place}.before"),
+                format!("{kind} is sent {}; it takes no `before`", other.describe()),
+            );
+            None
+        }
     };
-    if let Some(b) = before
-        && (b.is_zero() || b > Duration::from_secs(7 * 24 * 3600))
-    {
-        p.key(
-            &format!("{place}.before"),
-            format!(
-                "is {}; give a time between 1 minute and 7 days before the due time, e.g. \"30m\"",
-                humantime::format_duration(b)
-            ),
-        );
-    }
     let fallback_timezone = domain::parse_zone(&raw.fallback_timezone)
         .map_err(|m| p.key(&format!("{place}.fallback_timezone"), m));
     let catch_up = duration(&format!("{place}.catch_up"), &raw.catch_up, p);
@@ -263,7 +277,7 @@ fn one_relative(
         kind,
         cron_expr: String::new(),
         cron: None,
-        before: Some(before.filter(|b| !b.is_zero() && b.as_secs() <= 7 * 24 * 3600)?),
+        relative: Some(when?),
         zone: ZoneMode::Recipient,
         fallback_timezone: fallback_timezone.ok()?,
         catch_up: catch_up?,

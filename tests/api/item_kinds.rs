@@ -1,7 +1,8 @@
-//! `due_soon`, a kind relative to each task's due time: one email per task, 30 minutes before
-//! it is due, walked through a simulated night in three zones (Kathmandu at +05:45, Paris across
-//! its autumn DST change, New York), past local midnight, through an outage of Herald, and with
-//! due times that move. Emails are counted where they arrive, at the SMTP server.
+//! Kinds relative to each task's due time. `due_soon`: one email per task, 30 minutes before it
+//! is due, walked through a simulated night in three zones (Kathmandu at +05:45, Paris across its
+//! autumn DST change, New York), past local midnight, through an outage of Herald, and with due
+//! times that move. `overdue_morning`: one email per task still open at 08:00 local the morning
+//! after its due time. Emails are counted where they arrive, at the SMTP server.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -226,6 +227,80 @@ async fn a_manual_trigger_sends_the_reminders_current_at_its_instant_and_counts_
     let (_, again) = app.trigger("due_soon", body).await;
     assert_eq!(again["planned"], 0, "{again}");
     assert_eq!(again["already_planned"], 1, "{again}");
+    drop(smtp);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overdue_morning_tells_each_open_task_once_at_eight_the_morning_after_in_the_owners_zone() {
+    let smtp = SmtpServer::start().await;
+    let start = at("2026-11-22T12:00:00Z");
+    let mut env = Env::new(&smtp);
+    env.set("HERALD__SCHEDULES__OVERDUE_MORNING__ENABLED", "true");
+    let app = spawn_with_clock(env, Clock::manual(start)).await;
+    app.advance(start).await;
+    // Tokyo's 08:00 is 23:00 UTC; Los Angeles' is 16:00 UTC.
+    app.add_user(
+        "tokyo@example.com",
+        "Asia/Tokyo",
+        &[
+            ("Evening task", at("2026-11-22T12:00:00Z"), None), // 21:00 on the 22nd
+            ("Before eight", at("2026-11-23T22:30:00Z"), None), // 07:30 on the 24th
+            ("Done in time", at("2026-11-22T13:00:00Z"), None),
+        ],
+    )
+    .await;
+    app.add_user(
+        "la@example.com",
+        "America/Los_Angeles",
+        &[("Afternoon task", at("2026-11-22T22:00:00Z"), None)], // 14:00 on the 22nd
+    )
+    .await;
+    let expected = [
+        ("Evening task", at("2026-11-22T23:00:00Z")),
+        ("Afternoon task", at("2026-11-23T16:00:00Z")),
+        ("Before eight", at("2026-11-23T23:00:00Z")),
+    ];
+    let mut t = start + chrono::Duration::hours(1);
+    while t <= at("2026-11-24T12:00:00Z") {
+        if t == at("2026-11-22T20:00:00Z") {
+            // Completed before its morning: nothing to tell.
+            sqlx::query(
+                "UPDATE herald_demo.tasks SET completed_at = $1 WHERE title = 'Done in time'",
+            )
+            .bind(t)
+            .execute(&app.store.pool)
+            .await
+            .unwrap();
+        }
+        app.advance(t).await;
+        let due = expected.iter().filter(|e| e.1 <= t).count();
+        let mail = smtp.wait_for(due, Duration::from_secs(30)).await;
+        assert_eq!(mail.len(), due, "at {t}");
+        t += chrono::Duration::hours(1);
+    }
+    let mail = smtp.messages();
+    let titles = by_title(&mail);
+    for (title, _) in expected {
+        assert_eq!(
+            titles.get(title).map_or(0, Vec::len),
+            1,
+            "{title}: {titles:?}"
+        );
+    }
+    assert_eq!(mail.len(), expected.len());
+    let evening = titles["Evening task"][0].part("text/plain").unwrap();
+    assert!(
+        evening.contains("was due yesterday at 21:00 (Sun 22 Nov, 21:00)"),
+        "{evening}"
+    );
+    let planned: Vec<DateTime<Utc>> = sqlx::query_scalar(
+        "SELECT planned_for FROM deliveries WHERE kind = 'overdue_morning' ORDER BY planned_for",
+    )
+    .fetch_all(&app.store.pool)
+    .await
+    .unwrap();
+    assert_eq!(planned, expected.map(|e| e.1));
     drop(smtp);
     app.finish().await;
 }
