@@ -1,6 +1,7 @@
 //! The HTTP API (axum): health, readiness, manual triggers and the failed set, behind a bearer token.
 
 mod preferences;
+mod unsubscribe;
 
 use std::{sync::Arc, time::Duration};
 
@@ -48,6 +49,8 @@ pub struct AppState {
     pub faults: crate::supervisor::Faults,
     /// What `GET /metrics` shows.
     pub metrics: crate::metrics::Metrics,
+    /// Checks the unsubscribe links; `None` without `http.public_url`.
+    pub links: Option<crate::unsubscribe::Links>,
 }
 
 /// The largest request body the API reads: a trigger's body is a small JSON object.
@@ -56,7 +59,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// What the server answers, for the 404 of a path it does not know.
 const ROUTES: &str = "GET /healthz, GET /readyz, GET /metrics, POST /api/schedules/{name}/trigger, \
 GET /api/stats, GET /api/failed, GET /api/failed/{id}, POST /api/failed/{id}/retry, \
-GET/PUT/DELETE /api/users/{id}/preferences, and the dashboard under /ui";
+GET/PUT/DELETE /api/users/{id}/preferences, GET/POST /unsubscribe/{token}, and the dashboard under /ui";
 
 /// The whole router; tests drive it with `oneshot` or through a real socket. Every error it
 /// answers outside the dashboard is JSON: `{"error": "…"}`.
@@ -81,6 +84,12 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/metrics",
             get(metrics).route_layer(middleware::from_fn_with_state(state.clone(), metrics_token)),
+        )
+        .route(
+            "/unsubscribe/{token}",
+            get(unsubscribe::page)
+                .post(unsubscribe::one_click)
+                .layer(DefaultBodyLimit::max(unsubscribe::BODY_LIMIT)),
         )
         .nest("/api", api)
         // Set on the routes above only: the dashboard answers its own errors, as pages.

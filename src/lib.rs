@@ -65,6 +65,7 @@ pub mod store;
 pub mod supervisor;
 pub mod telemetry;
 pub mod ui;
+pub mod unsubscribe;
 pub mod worker;
 
 /// The number of cases each property test runs: `PROPTEST_CASES` when set (the long run in the

@@ -1,7 +1,9 @@
 //! At claim: an email whose user the app no longer has (deleted, soft-deleted, or no longer
 //! active in `herald_users`) is skipped with the reason recorded, never sent and never an error.
 //! No foreign key runs from Herald's state into the app's data, so this is where a deletion in
-//! the app reaches a queued email.
+//! the app reaches a queued email. So is an email whose user opted out of its kind after it was
+//! planned (an unsubscribe link clicked a minute ago): every claim looks for such opt-outs in
+//! Herald's own state, one indexed query per job.
 //!
 //! An email claimed within [`FRESH`] of being planned is not looked up: the planner read its
 //! user from `herald_users` moments before, and a burst right after a fire (thousands of jobs of
@@ -12,7 +14,10 @@ use std::{collections::HashSet, time::Duration};
 
 use chrono::{DateTime, Utc};
 
-use crate::{source::Source, store::Claimed};
+use crate::{
+    source::Source,
+    store::{Claimed, Store},
+};
 
 /// How long after planning an email is sent without looking its user up again.
 pub const FRESH: Duration = Duration::from_secs(60);
@@ -22,6 +27,63 @@ pub fn gone_reason(user_id: &str) -> String {
     format!(
         "skipped: user {user_id} is no longer an active user in herald_users (deleted or deactivated in the app)"
     )
+}
+
+/// Why a claimed email is not sent: its user is gone from the app, or opted out of its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unwanted {
+    UserGone,
+    OptedOut,
+}
+
+impl Unwanted {
+    /// The metrics' `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Unwanted::UserGone => "user_gone",
+            Unwanted::OptedOut => "opted_out",
+        }
+    }
+
+    /// The reason recorded on the delivery.
+    pub fn reason(self, d: &Claimed) -> String {
+        match self {
+            Unwanted::UserGone => gone_reason(&d.user_id),
+            Unwanted::OptedOut => format!(
+                "skipped: user {} opted out of {} after this email was planned",
+                d.user_id, d.kind
+            ),
+        }
+    }
+}
+
+/// Splits claimed emails into those to send and those not to: whose user the source no longer
+/// has ([`split_gone`]) or who opted out of the kind since the email was planned. When the
+/// state cannot be read, the error goes up: the job is tried again.
+pub async fn split_unwanted(
+    store: &Store,
+    claimed: Vec<Claimed>,
+    now: DateTime<Utc>,
+) -> sqlx::Result<(Vec<Claimed>, Vec<(Claimed, Unwanted)>)> {
+    let (claimed, gone) = split_gone(&store.source, claimed, now).await;
+    let mut unwanted: Vec<_> = gone.into_iter().map(|d| (d, Unwanted::UserGone)).collect();
+    let Some(oldest) = claimed.iter().map(|d| d.created_at).min() else {
+        return Ok((claimed, unwanted));
+    };
+    let mut users: Vec<String> = claimed.iter().map(|d| d.user_id.clone()).collect();
+    users.sort_unstable();
+    users.dedup();
+    // An opt-out older than every email of the job was seen by the planner.
+    let since: HashSet<(String, String)> = store
+        .opted_out_since(&users, oldest)
+        .await?
+        .into_iter()
+        .collect();
+    let (send, out): (Vec<_>, Vec<_>) = claimed
+        .into_iter()
+        .partition(|d| !since.contains(&(d.user_id.clone(), d.kind.clone())));
+    unwanted.extend(out.into_iter().map(|d| (d, Unwanted::OptedOut)));
+    Ok((send, unwanted))
 }
 
 /// Splits claimed emails into those to send and those whose user the source no longer has.

@@ -59,6 +59,10 @@ impl Application {
         if let Some(warning) = settings.mail.not_sending_warning() {
             tracing::warn!("{warning}");
         }
+        let links = crate::unsubscribe::Links::from_settings(&settings);
+        if links.is_none() {
+            tracing::warn!("{}", crate::unsubscribe::NO_LINKS);
+        }
         let gate = gate(redis, &settings);
         let listener = TcpListener::bind(settings.http_addr)
             .await
@@ -88,6 +92,7 @@ impl Application {
             clock: clock.clone(),
             health: health.clone(),
             metrics: metrics.clone(),
+            links: links.clone(),
         });
         let state = AppState {
             settings: Arc::new(settings),
@@ -101,6 +106,7 @@ impl Application {
             health,
             faults: Faults::default(),
             metrics,
+            links,
         };
         Ok(Application {
             listener,

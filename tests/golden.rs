@@ -1,7 +1,7 @@
 //! Golden files: every sample of every registered kind, rendered as read at its own instant,
 //! must stay byte-for-byte what is stored under `tests/golden/<kind>/<sample>/`, for the
-//! sample's recipient (Europe/London) and again for one in Asia/Kolkata (`<sample>.kolkata`),
-//! whose times the filters write at +05:30. The kinds come from the registry: a new kind or a new
+//! sample's recipient (Europe/London, with an unsubscribe link) and again for one in Asia/Kolkata
+//! (`<sample>.kolkata`, without a link), whose times the filters write at +05:30. The kinds come from the registry: a new kind or a new
 //! sample without golden files fails here, and so does a folder of golden files for a kind
 //! or sample that is gone. `HERALD_BLESS=1 cargo test --test golden` writes the files for a new
 //! sample; never bless to make a changed email pass.
@@ -15,6 +15,9 @@ use herald::{
     kinds::{self, Kind},
     render::{Rendered, Templates},
 };
+
+/// The unsubscribe link of the golden emails that have one.
+const LINK: &str = "https://herald.example.com/unsubscribe/TOKEN";
 
 fn templates() -> Templates {
     Templates::load(
@@ -82,8 +85,10 @@ fn every_sample_of_every_kind_renders_byte_for_byte_as_stored() {
         let mut expected = BTreeSet::new();
         for sample in kind.samples() {
             let mut payload = sample.payload.to_value();
+            // Rendered with an unsubscribe link, as with `http.public_url` set; the Kolkata one
+            // without, as in development.
             let rendered = templates
-                .render(kind.name(), &payload, sample.payload.at())
+                .render_with(kind.name(), &payload, sample.payload.at(), Some(LINK))
                 .unwrap();
             let dir = golden_dir().join(kind.name());
             check(&dir.join(sample.name), &rendered, &mut failures);

@@ -113,6 +113,9 @@ pub async fn check() -> anyhow::Result<ExitCode> {
     if let Some(warning) = settings.mail.not_sending_warning() {
         println!("warn  {warning}");
     }
+    if settings.unsubscribe.is_none() {
+        println!("warn  {}", crate::unsubscribe::NO_LINKS);
+    }
     if settings.api_token.is_none() {
         println!("note  http.api_token is empty: /api answers 403 until HERALD_API_TOKEN is set");
     }

@@ -151,7 +151,13 @@ mod tests {
             ("SMTP_URL", "smtp://127.0.0.1:25?tls=none"),
             ("RESEND_API_KEY", "re_0123456789"),
         ] {
-            let s = load(&[("HERALD_ENV", "production"), real]).unwrap();
+            let s = load(&[
+                ("HERALD_ENV", "production"),
+                real,
+                ("HERALD_PUBLIC_URL", "https://herald.example.com"),
+                ("HERALD_UNSUBSCRIBE_KEY", "0123456789abcdef0123456789abcdef"),
+            ])
+            .unwrap();
             assert_eq!(s.environment, super::Environment::Production);
             assert_eq!(s.mail.outbox(), None);
         }

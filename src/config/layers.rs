@@ -17,6 +17,8 @@ pub(super) const ENV_ALIASES: &[(&str, &str)] = &[
     ("RESEND_API_KEY", "mail.resend.api_key"),
     ("HERALD_API_TOKEN", "http.api_token"),
     ("HERALD_HTTP_ADDR", "http.addr"),
+    ("HERALD_PUBLIC_URL", "http.public_url"),
+    ("HERALD_UNSUBSCRIBE_KEY", "unsubscribe.key"),
     ("HERALD_ENV", "environment"),
 ];
 

@@ -32,7 +32,7 @@ pub use secret::{Secret, SecretUrl};
 pub use sections::{
     RawSettings,
     daemon::{RawPlanner, RawShutdown, RawTemplates, RawUi},
-    http::RawHttp,
+    http::{RawHttp, RawUnsubscribe, UnsubscribeSettings},
     queue::{LEASE_RULE, MAX_DISPATCH_INTERVAL, MIN_REDISPATCH_AFTER, QueueSettings, RawQueue},
     retention::{RawRetention, RetentionSettings},
     schedules::{RawSchedule, RawSchedules, ScheduleSettings, ZoneMode},
@@ -56,6 +56,8 @@ pub struct Settings {
     pub http_addr: SocketAddr,
     /// `None` means `/api` and `/ui` are closed (403).
     pub api_token: Option<Secret>,
+    /// One-click unsubscribe links; `None` without `http.public_url` (development only).
+    pub unsubscribe: Option<UnsubscribeSettings>,
     pub shutdown_grace: Duration,
     /// When the planner wakes up to look for due fires.
     pub planner_tick: cron::Schedule,

@@ -40,6 +40,9 @@ pub struct Outgoing<'a> {
     /// the same on every attempt.
     pub delivery_key: &'a str,
     pub content: &'a Rendered,
+    /// `List-Unsubscribe`'s value (`<https://…/unsubscribe/…>`), sent with
+    /// `List-Unsubscribe-Post: List-Unsubscribe=One-Click`; `None` without `http.public_url`.
+    pub list_unsubscribe: Option<&'a str>,
 }
 
 /// What a successful send returns.

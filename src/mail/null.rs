@@ -45,6 +45,7 @@ mod tests {
                 message_id: "1.k@example.com",
                 delivery_key: "k:1",
                 content: &content,
+                list_unsubscribe: None,
             })
             .await
             .unwrap();

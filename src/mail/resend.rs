@@ -219,7 +219,14 @@ impl Resend {
             subject: &email.content.subject,
             html: &email.content.html,
             text: &email.content.text,
-            headers: BTreeMap::from([("X-Herald-Delivery", email.delivery_key)]),
+            headers: {
+                let mut headers = BTreeMap::from([("X-Herald-Delivery", email.delivery_key)]);
+                if let Some(value) = email.list_unsubscribe {
+                    headers.insert("List-Unsubscribe", value);
+                    headers.insert("List-Unsubscribe-Post", crate::unsubscribe::ONE_CLICK);
+                }
+                headers
+            },
         })
     }
 

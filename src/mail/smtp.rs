@@ -57,20 +57,27 @@ pub async fn send(
     }
 }
 
-/// The MIME message: From, To, Subject, Date, Message-ID, `X-Herald-Delivery: <dedup key>`, and
-/// a multipart/alternative body with the text part first.
+/// The MIME message: From, To, Subject, Date, Message-ID, `X-Herald-Delivery: <dedup key>`, the
+/// one-click unsubscribe headers when the email has a link, and a multipart/alternative body
+/// with the text part first.
 pub fn build_message(from: &Mailbox, email: &Outgoing<'_>) -> Result<Message, SendError> {
     let from = lettre_mailbox(from).map_err(SendError::permanent)?;
     let to = Mailbox::parse(email.to)
         .and_then(|m| lettre_mailbox(&m))
         .map_err(|e| SendError::permanent(format!("invalid recipient: {e}")))?;
-    Message::builder()
+    let mut builder = Message::builder()
         .from(from)
         .to(to)
         .subject(email.content.subject.clone())
         .date_now()
         .message_id(Some(email.message_id.to_owned()))
-        .header(DeliveryHeader(email.delivery_key.to_owned()))
+        .header(DeliveryHeader(email.delivery_key.to_owned()));
+    if let Some(value) = email.list_unsubscribe {
+        builder = builder
+            .header(ListUnsubscribe(value.to_owned()))
+            .header(ListUnsubscribePost);
+    }
+    builder
         .multipart(MultiPart::alternative_plain_html(
             email.content.text.clone(),
             email.content.html.clone(),
@@ -151,6 +158,41 @@ pub fn classify(e: &lettre::transport::smtp::Error) -> SendError {
         error.unreachable()
     } else {
         error
+    }
+}
+
+/// `List-Unsubscribe: <https://…>[, <mailto:…>]` (RFC 2369).
+#[derive(Debug, Clone)]
+struct ListUnsubscribe(String);
+
+impl lettre::message::header::Header for ListUnsubscribe {
+    fn name() -> lettre::message::header::HeaderName {
+        lettre::message::header::HeaderName::new_from_ascii_str("List-Unsubscribe")
+    }
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(ListUnsubscribe(s.to_owned()))
+    }
+    fn display(&self) -> lettre::message::header::HeaderValue {
+        lettre::message::header::HeaderValue::new(Self::name(), self.0.clone())
+    }
+}
+
+/// `List-Unsubscribe-Post: List-Unsubscribe=One-Click` (RFC 8058).
+#[derive(Debug, Clone)]
+struct ListUnsubscribePost;
+
+impl lettre::message::header::Header for ListUnsubscribePost {
+    fn name() -> lettre::message::header::HeaderName {
+        lettre::message::header::HeaderName::new_from_ascii_str("List-Unsubscribe-Post")
+    }
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(ListUnsubscribePost)
+    }
+    fn display(&self) -> lettre::message::header::HeaderValue {
+        lettre::message::header::HeaderValue::new(
+            Self::name(),
+            crate::unsubscribe::ONE_CLICK.to_owned(),
+        )
     }
 }
 

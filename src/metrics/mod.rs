@@ -237,7 +237,7 @@ impl Metrics {
         );
         r.register(
             "plan_skipped",
-            "Users a plan queued nothing for, by schedule, trigger and reason (nothing_to_say, opted_out, missed, already_planned; user_gone with trigger claim: an email skipped when claimed because the app no longer has its user)",
+            "Users a plan queued nothing for, by schedule, trigger and reason (nothing_to_say, opted_out, missed, already_planned; with trigger claim, an email skipped when claimed: user_gone when the app no longer has its user, opted_out when the user opted out of its kind after it was planned)",
             inner.skipped.clone(),
         );
         r.register(
@@ -378,13 +378,14 @@ impl Metrics {
 
     /// A plan that was carried out (not a dry run): `trigger` is `schedule` or `manual`.
     /// An email of `kind` skipped at claim: the app no longer has its user.
-    pub fn skipped_at_claim(&self, kind: &str) {
+    /// An email skipped when claimed: `reason` is `user_gone` or `opted_out`.
+    pub fn skipped_at_claim(&self, kind: &str, reason: &str) {
         self.0
             .skipped
             .get_or_create(&SkippedLabels {
                 schedule: kind.to_owned(),
                 trigger: "claim".to_owned(),
-                reason: "user_gone".to_owned(),
+                reason: reason.to_owned(),
             })
             .inc();
     }

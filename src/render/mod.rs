@@ -87,15 +87,28 @@ impl Templates {
     }
 
     /// Renders one email of `kind` (the name of its templates folder) from its payload, as it
-    /// reads at `now`.
+    /// reads at `now`, with no unsubscribe link.
     pub fn render(
         &self,
         kind: &str,
         payload: &Value,
         now: DateTime<Utc>,
     ) -> Result<Rendered, TemplateError> {
+        self.render_with(kind, payload, now, None)
+    }
+
+    /// As [`Templates::render`], with the email's unsubscribe page in `unsubscribe_url` (the
+    /// layouts' footer links to it when there is one).
+    pub fn render_with(
+        &self,
+        kind: &str,
+        payload: &Value,
+        now: DateTime<Utc>,
+        unsubscribe_url: Option<&str>,
+    ) -> Result<Rendered, TemplateError> {
         let ctx = minijinja::context! {
             now => now.to_rfc3339_opts(SecondsFormat::Secs, true),
+            unsubscribe_url,
             ..minijinja::Value::from_serialize(payload)
         };
         let part = |file: &str| -> Result<String, TemplateError> {

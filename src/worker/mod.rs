@@ -122,6 +122,8 @@ pub struct WorkerDeps {
     pub health: crate::health::Health,
     /// What `/metrics` counts: outcomes once recorded, render and send times.
     pub metrics: crate::metrics::Metrics,
+    /// Writes each email's unsubscribe link; `None` without `http.public_url`.
+    pub links: Option<crate::unsubscribe::Links>,
 }
 
 /// The emails a process may hold at once, shared by all its jobs.
@@ -169,6 +171,8 @@ pub enum Outcome {
 struct Job {
     d: Claimed,
     content: Result<Rendered, String>,
+    /// `List-Unsubscribe`'s value, when emails carry an unsubscribe link.
+    list_unsubscribe: Option<String>,
     tries: Vec<Try>,
     /// Waits asked by providers that were not tried.
     waits: Vec<Duration>,
@@ -235,6 +239,7 @@ impl Job {
             message_id: &self.d.message_id,
             delivery_key: &self.d.dedup_key,
             content,
+            list_unsubscribe: self.list_unsubscribe.as_deref(),
         })
     }
 }
@@ -265,18 +270,20 @@ pub async fn process_job(deps: &WorkerDeps, ids: &[i64]) -> anyhow::Result<Vec<(
         tracing::debug!(deliveries = %list(ids), "no delivery of the job is queued; nothing to do");
         return Ok(Vec::new());
     }
-    let (claimed, gone) =
-        crate::recipients::split_gone(&deps.store.source, claimed, deps.clock.now()).await;
-    let mut skipped = Vec::with_capacity(gone.len());
-    for d in &gone {
-        let reason = crate::recipients::gone_reason(&d.user_id);
+    let (claimed, unwanted) =
+        crate::recipients::split_unwanted(&deps.store, claimed, deps.clock.now())
+            .await
+            .context("cannot read the opt-outs of the claimed emails")?;
+    let mut skipped = Vec::with_capacity(unwanted.len());
+    for (d, why) in &unwanted {
+        let reason = why.reason(d);
         let done = deps
             .store
             .skip_claimed(d.id, d.claim_token, &reason)
             .await
             .with_context(|| format!("cannot record delivery {} as skipped", d.id))?;
         if done {
-            deps.metrics.skipped_at_claim(&d.kind);
+            deps.metrics.skipped_at_claim(&d.kind, why.label());
             tracing::info!(delivery_id = d.id, user_id = %d.user_id, "{reason}");
             skipped.push((d.id, Outcome::Skipped));
         }

@@ -16,18 +16,22 @@ pub(super) fn render(deps: &WorkerDeps, mut d: Claimed) -> Job {
         );
         d.held_by = None;
     }
+    let now = deps.clock.now();
+    let url = deps.links.as_ref().map(|l| l.url(&d.user_id, &d.kind, now));
     let content = Kind::from_str(&d.kind)
         .map_err(anyhow::Error::msg)
         .and_then(|kind| {
             deps.templates
-                .render(kind.name(), &d.payload, deps.clock.now())
+                .render_with(kind.name(), &d.payload, now, url.as_deref())
                 .map_err(anyhow::Error::from)
         })
         .map_err(|e| format!("cannot render: {}", crate::telemetry::chain(&e)));
     deps.metrics.rendered(&d.kind, started.elapsed());
+    let list_unsubscribe = deps.links.as_ref().zip(url).map(|(l, u)| l.header(&u));
     Job {
         d,
         content,
+        list_unsubscribe,
         tries: Vec::new(),
         waits: Vec::new(),
         stopped: false,

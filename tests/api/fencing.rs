@@ -76,6 +76,7 @@ pub(crate) async fn worker_deps(env: &Env, store: Store) -> WorkerDeps {
         clock: herald::clock::Clock::System,
         health: Default::default(),
         metrics: Default::default(),
+        links: herald::unsubscribe::Links::from_settings(&settings),
     }
 }
 

@@ -30,3 +30,4 @@ mod servers;
 mod sources;
 mod startup;
 mod triggers;
+mod unsubscribe;

@@ -1,4 +1,6 @@
-//! `[http]`: where the API, the dashboard and the probes listen, and the token that opens them.
+//! `[http]`: where the API, the dashboard and the probes listen, the token that opens them, and
+//! the address users reach Herald at (`public_url`, for the unsubscribe links); and
+//! `[unsubscribe]`, the key that signs those links.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
@@ -11,6 +13,101 @@ use super::{super::Secret, Problems};
 pub struct RawHttp {
     pub addr: String,
     pub api_token: Secret,
+    /// The address users' mail clients reach Herald at (`https://herald.example.com`).
+    pub public_url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUnsubscribe {
+    /// Signs the unsubscribe links (HERALD_UNSUBSCRIBE_KEY, 32+ characters).
+    pub key: Secret,
+    /// Keys that signed links before a rotation: their links still work.
+    pub previous_keys: Vec<Secret>,
+    /// An address that also unsubscribes (the `mailto:` of `List-Unsubscribe`); empty: none.
+    pub mailto: String,
+}
+
+/// One-click unsubscribe: where the links point and the keys that sign and check them.
+#[derive(Debug, Clone)]
+pub struct UnsubscribeSettings {
+    /// `http.public_url`, without a trailing slash.
+    pub public_url: String,
+    /// The signing key first, then the previous ones.
+    pub keys: Vec<Secret>,
+    pub mailto: Option<String>,
+}
+
+/// The shortest key that signs or checks unsubscribe links.
+const MIN_KEY: usize = 32;
+
+/// The unsubscribe links' settings, or `None` when `http.public_url` is empty (emails then carry
+/// no link, which production refuses).
+pub(super) fn unsubscribe(
+    h: &RawHttp,
+    u: &RawUnsubscribe,
+    production: bool,
+    p: &mut Problems,
+) -> Option<UnsubscribeSettings> {
+    let public_url = h.public_url.trim().trim_end_matches('/');
+    if public_url.is_empty() {
+        if production {
+            p.key(
+                "http.public_url",
+                "is empty, so emails would carry no unsubscribe link, which Gmail and Yahoo require of bulk senders (RFC 8058); set it to the address users reach Herald at, e.g. \"https://herald.example.com\" (HERALD_PUBLIC_URL)",
+            );
+        }
+        return None;
+    }
+    match url::Url::parse(public_url) {
+        Ok(url) if url.scheme() == "https" || (url.scheme() == "http" && !production) => {}
+        Ok(url) if url.scheme() == "http" => p.key(
+            "http.public_url",
+            format!("is {public_url:?}; in production the links must be https:// (mail clients refuse plain http for one-click unsubscribe)"),
+        ),
+        Ok(url) => p.key(
+            "http.public_url",
+            format!("is {public_url:?}, whose scheme is {:?}; write an https:// address, e.g. \"https://herald.example.com\"", url.scheme()),
+        ),
+        Err(e) => p.key(
+            "http.public_url",
+            format!("{public_url:?} is not a URL ({e}); write it like \"https://herald.example.com\""),
+        ),
+    }
+    let short = |key: &Secret| key.expose().len() < MIN_KEY;
+    if u.key.is_empty() {
+        p.key(
+            "unsubscribe.key",
+            format!("is empty while http.public_url is set; the unsubscribe links need a key of {MIN_KEY}+ random characters, e.g. the output of `openssl rand -hex 32` (HERALD_UNSUBSCRIBE_KEY)"),
+        );
+    } else if short(&u.key) {
+        p.key(
+            "unsubscribe.key",
+            format!("is {} characters long; use at least {MIN_KEY} random characters, e.g. the output of `openssl rand -hex 32`", u.key.expose().len()),
+        );
+    }
+    if u.previous_keys.iter().any(short) {
+        p.key(
+            "unsubscribe.previous_keys",
+            format!("has a key shorter than {MIN_KEY} characters; list the keys that signed links before, each as it was"),
+        );
+    }
+    let mailto = Some(u.mailto.trim().to_owned()).filter(|m| !m.is_empty());
+    if let Some(m) = &mailto
+        && crate::domain::Mailbox::parse(m).is_err()
+    {
+        p.key(
+            "unsubscribe.mailto",
+            format!("{m:?} is not an email address; write it like \"unsubscribe@example.com\", or leave it empty"),
+        );
+    }
+    let mut keys = vec![u.key.clone()];
+    keys.extend(u.previous_keys.iter().cloned());
+    Some(UnsubscribeSettings {
+        public_url: public_url.to_owned(),
+        keys,
+        mailto,
+    })
 }
 
 /// The address to listen on and the API token (`None` when empty: `/api` and `/ui` answer 403).

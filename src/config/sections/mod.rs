@@ -38,6 +38,7 @@ pub struct RawSettings {
     pub mail: RawMail,
     pub templates: RawTemplates,
     pub http: RawHttp,
+    pub unsubscribe: http::RawUnsubscribe,
     pub shutdown: RawShutdown,
     pub planner: RawPlanner,
     pub retention: RawRetention,
@@ -80,6 +81,12 @@ impl RawSettings {
         );
         let environment = environment::check(&self.environment, &mail.providers, &mut p.pusher());
         let (http_addr, api_token) = http::check(&self.http, p);
+        let unsubscribe = http::unsubscribe(
+            &self.http,
+            &self.unsubscribe,
+            environment == super::Environment::Production,
+            p,
+        );
         let retention = retention::check(&self.retention, p);
         let schedules = schedules::check(&self.schedules, &retention, p);
         let shutdown_grace = daemon::shutdown_grace(&self.shutdown, p);
@@ -96,6 +103,7 @@ impl RawSettings {
             templates_dir: self.templates.dir.into(),
             http_addr,
             api_token,
+            unsubscribe,
             shutdown_grace,
             planner_tick,
             retention,
