@@ -218,6 +218,12 @@ impl Bench {
             ),
             // Only the bench's triggers plan.
             ("HERALD__SCHEDULES__ENABLED", "false".to_owned()),
+            // As in production: every email carries its signed unsubscribe link and headers.
+            ("HERALD_PUBLIC_URL", "https://herald.example.com".to_owned()),
+            (
+                "HERALD_UNSUBSCRIBE_KEY",
+                "bench-unsubscribe-key-0123456789abcdef".to_owned(),
+            ),
         ];
         match sink {
             Some(sink) => {

@@ -2,8 +2,8 @@
 //! active in `herald_users`) is skipped with the reason recorded, never sent and never an error.
 //! No foreign key runs from Herald's state into the app's data, so this is where a deletion in
 //! the app reaches a queued email. So is an email whose user opted out of its kind after it was
-//! planned (an unsubscribe link clicked a minute ago): every claim looks for such opt-outs in
-//! Herald's own state, one indexed query per job.
+//! planned (an unsubscribe link clicked a minute ago): the claim itself says so, from Herald's
+//! own opt-outs.
 //!
 //! An email claimed within [`FRESH`] of being planned is not looked up: the planner read its
 //! user from `herald_users` moments before, and a burst right after a fire (thousands of jobs of
@@ -14,10 +14,7 @@ use std::{collections::HashSet, time::Duration};
 
 use chrono::{DateTime, Utc};
 
-use crate::{
-    source::Source,
-    store::{Claimed, Store},
-};
+use crate::{source::Source, store::Claimed};
 
 /// How long after planning an email is sent without looking its user up again.
 pub const FRESH: Duration = Duration::from_secs(60);
@@ -57,33 +54,19 @@ impl Unwanted {
     }
 }
 
-/// Splits claimed emails into those to send and those not to: whose user the source no longer
-/// has ([`split_gone`]) or who opted out of the kind since the email was planned. When the
-/// state cannot be read, the error goes up: the job is tried again.
+/// Splits claimed emails into those to send and those not to: whose user opted out of the
+/// kind since the email was planned (the claim says so), or whose user the source no longer
+/// has ([`split_gone`]).
 pub async fn split_unwanted(
-    store: &Store,
+    source: &Source,
     claimed: Vec<Claimed>,
     now: DateTime<Utc>,
-) -> sqlx::Result<(Vec<Claimed>, Vec<(Claimed, Unwanted)>)> {
-    let (claimed, gone) = split_gone(&store.source, claimed, now).await;
-    let mut unwanted: Vec<_> = gone.into_iter().map(|d| (d, Unwanted::UserGone)).collect();
-    let Some(oldest) = claimed.iter().map(|d| d.created_at).min() else {
-        return Ok((claimed, unwanted));
-    };
-    let mut users: Vec<String> = claimed.iter().map(|d| d.user_id.clone()).collect();
-    users.sort_unstable();
-    users.dedup();
-    // An opt-out older than every email of the job was seen by the planner.
-    let since: HashSet<(String, String)> = store
-        .opted_out_since(&users, oldest)
-        .await?
-        .into_iter()
-        .collect();
-    let (send, out): (Vec<_>, Vec<_>) = claimed
-        .into_iter()
-        .partition(|d| !since.contains(&(d.user_id.clone(), d.kind.clone())));
-    unwanted.extend(out.into_iter().map(|d| (d, Unwanted::OptedOut)));
-    Ok((send, unwanted))
+) -> (Vec<Claimed>, Vec<(Claimed, Unwanted)>) {
+    let (out, claimed): (Vec<_>, Vec<_>) = claimed.into_iter().partition(|d| d.opted_out);
+    let mut unwanted: Vec<_> = out.into_iter().map(|d| (d, Unwanted::OptedOut)).collect();
+    let (send, gone) = split_gone(source, claimed, now).await;
+    unwanted.extend(gone.into_iter().map(|d| (d, Unwanted::UserGone)));
+    (send, unwanted)
 }
 
 /// Splits claimed emails into those to send and those whose user the source no longer has.

@@ -103,7 +103,9 @@ impl Store {
     /// which makes a duplicate job harmless: `SKIP LOCKED` never waits, and every write that makes
     /// a row due again also makes it dispatchable, so nothing skipped here is stranded. Each row
     /// gets a Message-ID on its first claim, kept after, and the claim's token, which fences out
-    /// any earlier holder. The lease runs on PostgreSQL's real time. Rows come in id order.
+    /// any earlier holder. The lease runs on PostgreSQL's real time. Rows come in id order, each
+    /// saying whether its user has opted out of its kind by now (one probe of the opt-outs'
+    /// primary key per row, in the same statement).
     pub async fn claim_many(
         &self,
         ids: &[i64],
@@ -134,7 +136,9 @@ impl Store {
              WHERE id IN (SELECT id FROM claimed)
              RETURNING id, claim_token, kind, user_id, created_at, dedup_key, recipient, payload, attempts, round_attempts,
                        message_id, batch_key, held_by, due_at,
-                       (SELECT b.size FROM batches b WHERE b.key = deliveries.batch_key) AS batch_size",
+                       (SELECT b.size FROM batches b WHERE b.key = deliveries.batch_key) AS batch_size,
+                       EXISTS (SELECT 1 FROM email_opt_outs o
+                               WHERE o.user_id = deliveries.user_id AND o.kind = deliveries.kind) AS opted_out",
         )
         .bind(ids)
         .bind(now)

@@ -133,6 +133,8 @@ pub struct Claimed {
     pub held_by: Option<String>,
     /// When this attempt was due (the lag to its sending is a metric).
     pub due_at: DateTime<Utc>,
+    /// Its user has opted out of its kind (since it was planned): it is skipped, not sent.
+    pub opted_out: bool,
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]

@@ -33,22 +33,6 @@ impl Store {
         Ok(rows.into_iter().collect())
     }
 
-    /// The `(user, kind)` opt-outs among `users` written at or after `since` (by the
-    /// primary key's `user_id` prefix: one probe per user).
-    pub async fn opted_out_since(
-        &self,
-        users: &[String],
-        since: DateTime<Utc>,
-    ) -> sqlx::Result<Vec<(String, String)>> {
-        sqlx::query_as(
-            "SELECT user_id, kind FROM email_opt_outs WHERE user_id = ANY($1) AND created_at >= $2",
-        )
-        .bind(users)
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await
-    }
-
     /// The kinds `user_id` opted out of.
     pub async fn opt_outs(&self, user_id: &str) -> sqlx::Result<Vec<String>> {
         sqlx::query_scalar("SELECT kind FROM email_opt_outs WHERE user_id = $1 ORDER BY kind")

@@ -271,9 +271,7 @@ pub async fn process_job(deps: &WorkerDeps, ids: &[i64]) -> anyhow::Result<Vec<(
         return Ok(Vec::new());
     }
     let (claimed, unwanted) =
-        crate::recipients::split_unwanted(&deps.store, claimed, deps.clock.now())
-            .await
-            .context("cannot read the opt-outs of the claimed emails")?;
+        crate::recipients::split_unwanted(&deps.store.source, claimed, deps.clock.now()).await;
     let mut skipped = Vec::with_capacity(unwanted.len());
     for (d, why) in &unwanted {
         let reason = why.reason(d);

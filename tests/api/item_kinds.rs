@@ -51,14 +51,16 @@ async fn one_email_per_task_at_its_instant_across_midnight_an_outage_and_a_dst_c
     let mut app = spawn_with_clock(env.clone(), clock.clone()).await;
     app.advance(start).await;
 
-    // Kathmandu's midnight is 18:15 UTC; three tasks the same local day, two 5 minutes apart.
+    // Kathmandu's midnight is 18:15 UTC; four tasks the same local day, two of them due at the
+    // same minute and one 5 minutes later.
     app.add_user(
         "ktm@example.com",
         "Asia/Kathmandu",
         &[
             ("Call the bank", at("2026-10-24T18:25:00Z"), None), // 00:10 on the 25th
             ("Pay rent", at("2026-10-25T04:15:00Z"), None),      // 10:00
-            ("Send the report", at("2026-10-25T04:20:00Z"), None), // 10:05
+            ("Water the plants", at("2026-10-25T04:15:00Z"), None), // 10:00 too: one tick, two emails
+            ("Send the report", at("2026-10-25T04:20:00Z"), None),  // 10:05
             ("Missed in the outage", at("2026-10-25T07:15:00Z"), None),
             ("Gym", at("2026-10-25T09:15:00Z"), None), // 15:00
             ("Done already", at("2026-10-25T05:00:00Z"), Some(start)),
@@ -98,6 +100,7 @@ async fn one_email_per_task_at_its_instant_across_midnight_an_outage_and_a_dst_c
         ("First 02:30", at("2026-10-25T00:00:00Z")),
         ("Second 02:30", at("2026-10-25T01:00:00Z")),
         ("Pay rent", at("2026-10-25T03:45:00Z")),
+        ("Water the plants", at("2026-10-25T03:45:00Z")),
         ("Past midnight", at("2026-10-25T03:45:00Z")),
         ("Send the report", at("2026-10-25T03:50:00Z")),
         ("Moved after its reminder", at("2026-10-25T04:30:00Z")),
