@@ -11,6 +11,7 @@ use crate::domain::Mailbox;
 #[serde(deny_unknown_fields)]
 pub struct RawMail {
     pub from: String,
+    pub reply_to: String,
     pub providers: Vec<String>,
     pub smtp_url: SecretUrl,
     pub outbox_dir: String,
@@ -42,6 +43,8 @@ pub struct RawResend {
 #[derive(Debug, Clone)]
 pub struct MailSettings {
     pub from: Mailbox,
+    /// `Reply-To` of every email (`mail.reply_to`); `None`: replies go to `from`.
+    pub reply_to: Option<Mailbox>,
     /// The providers to try, in order: a transient, quota or configuration failure of one moves
     /// the email to the next.
     pub providers: Vec<ProviderSettings>,

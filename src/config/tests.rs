@@ -69,6 +69,13 @@ fn a_kind_relative_to_tasks_takes_before_and_refuses_a_cron_a_zone_and_a_spread(
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
+    let err = Settings::load_from(None, &env(&[("HERALD__MAIL__REPLY_TO", "support@")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("mail.reply_to (HERALD__MAIL__REPLY_TO): "),
+        "{err}"
+    );
     let err = Settings::load_from(
         None,
         &env(&[("HERALD__SCHEDULES__DUE_SOON__BEFORE", "10s")]),

@@ -45,6 +45,13 @@ pub struct Outgoing<'a> {
     pub list_unsubscribe: Option<&'a str>,
 }
 
+/// Who an email is from, and where its replies go.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    pub from: Mailbox,
+    pub reply_to: Option<Mailbox>,
+}
+
 /// What a successful send returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
@@ -68,7 +75,7 @@ pub enum Channel {
 #[derive(Clone)]
 pub struct Provider {
     pub channel: Channel,
-    from: Mailbox,
+    sender: Sender,
     /// Emails per request; 1 for providers without batches.
     pub batch_size: usize,
     /// Requests per second across every Herald process; 0 means no limit.
@@ -96,9 +103,13 @@ impl std::fmt::Debug for Provider {
 
 impl Provider {
     pub fn build(p: &ProviderSettings, mail: &MailSettings) -> anyhow::Result<Provider> {
+        let sender = Sender {
+            from: mail.from.clone(),
+            reply_to: mail.reply_to.clone(),
+        };
         let (channel, batch_size, per_second, secret) = match p {
             ProviderSettings::Resend(r) => (
-                Channel::Resend(resend::Resend::new(r, &mail.from)?),
+                Channel::Resend(resend::Resend::new(r, &sender)?),
                 r.batch_size,
                 r.requests_per_second,
                 format!("{}|{}", r.base_url, r.api_key.expose()),
@@ -137,7 +148,7 @@ impl Provider {
         let fingerprint = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
         Ok(Provider {
             channel,
-            from: mail.from.clone(),
+            sender,
             batch_size,
             per_second,
             fingerprint,
@@ -191,9 +202,9 @@ impl Provider {
         let _slot = self.slots.acquire().await.expect("never closed");
         match &self.channel {
             Channel::Resend(r) => r.send(email).await,
-            Channel::Smtp(t) => smtp::send(t, &self.from, email, self.smtp_timeout).await,
+            Channel::Smtp(t) => smtp::send(t, &self.sender, email, self.smtp_timeout).await,
             Channel::File(t) => {
-                let message = smtp::build_message(&self.from, email)?;
+                let message = smtp::build_message(&self.sender, email)?;
                 match t.send(message).await {
                     Ok(_) => Ok(Receipt {
                         code: None,

@@ -32,6 +32,7 @@ pub struct Resend {
     domains_url: String,
     api_key: Secret,
     from: String,
+    reply_to: Option<String>,
     timeout: Duration,
 }
 
@@ -49,6 +50,8 @@ struct EmailBody<'a> {
     subject: &'a str,
     html: &'a str,
     text: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply_to: Option<&'a str>,
     headers: BTreeMap<&'static str, &'a str>,
 }
 
@@ -80,7 +83,7 @@ struct ErrorBody {
 }
 
 impl Resend {
-    pub fn new(s: &ResendSettings, from: &Mailbox) -> anyhow::Result<Resend> {
+    pub fn new(s: &ResendSettings, sender: &super::Sender) -> anyhow::Result<Resend> {
         let http = reqwest::Client::builder()
             .timeout(s.timeout)
             .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
@@ -93,7 +96,8 @@ impl Resend {
             batch_url: format!("{base}/emails/batch"),
             domains_url: format!("{base}/domains"),
             api_key: s.api_key.clone(),
-            from: from.to_string(),
+            from: sender.from.to_string(),
+            reply_to: sender.reply_to.as_ref().map(ToString::to_string),
             timeout: s.timeout,
         })
     }
@@ -219,8 +223,12 @@ impl Resend {
             subject: &email.content.subject,
             html: &email.content.html,
             text: &email.content.text,
+            reply_to: self.reply_to.as_deref(),
             headers: {
-                let mut headers = BTreeMap::from([("X-Herald-Delivery", email.delivery_key)]);
+                let mut headers = BTreeMap::from([
+                    ("X-Herald-Delivery", email.delivery_key),
+                    ("Auto-Submitted", "auto-generated"),
+                ]);
                 if let Some(value) = email.list_unsubscribe {
                     headers.insert("List-Unsubscribe", value);
                     headers.insert("List-Unsubscribe-Post", crate::unsubscribe::ONE_CLICK);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use lettre::{Message, message::MultiPart};
 
 use super::{
-    Outgoing, Receipt,
+    Outgoing, Receipt, Sender,
     error::{ErrorClass, SendError, classify_smtp_reply},
     smtp_pool::SmtpPool,
 };
@@ -24,11 +24,11 @@ use crate::domain::Mailbox;
 /// while the transaction itself finishes, or fails, on its own.
 pub async fn send(
     t: &SmtpPool,
-    from: &Mailbox,
+    sender: &Sender,
     email: &Outgoing<'_>,
     timeout: Duration,
 ) -> Result<Receipt, SendError> {
-    let message = build_message(from, email)?;
+    let message = build_message(sender, email)?;
     let envelope = message.envelope().clone();
     let bytes = message.formatted();
     let pool = t.clone();
@@ -57,11 +57,12 @@ pub async fn send(
     }
 }
 
-/// The MIME message: From, To, Subject, Date, Message-ID, `X-Herald-Delivery: <dedup key>`, the
-/// one-click unsubscribe headers when the email has a link, and a multipart/alternative body
-/// with the text part first.
-pub fn build_message(from: &Mailbox, email: &Outgoing<'_>) -> Result<Message, SendError> {
-    let from = lettre_mailbox(from).map_err(SendError::permanent)?;
+/// The MIME message: From, To, Reply-To when configured, Subject, Date, Message-ID,
+/// `Auto-Submitted: auto-generated` (RFC 3834: no vacation replies to Herald),
+/// `X-Herald-Delivery: <dedup key>`, the one-click unsubscribe headers when the email has a
+/// link, and a multipart/alternative body with the text part first.
+pub fn build_message(sender: &Sender, email: &Outgoing<'_>) -> Result<Message, SendError> {
+    let from = lettre_mailbox(&sender.from).map_err(SendError::permanent)?;
     let to = Mailbox::parse(email.to)
         .and_then(|m| lettre_mailbox(&m))
         .map_err(|e| SendError::permanent(format!("invalid recipient: {e}")))?;
@@ -71,7 +72,11 @@ pub fn build_message(from: &Mailbox, email: &Outgoing<'_>) -> Result<Message, Se
         .subject(email.content.subject.clone())
         .date_now()
         .message_id(Some(email.message_id.to_owned()))
+        .header(AutoSubmitted)
         .header(DeliveryHeader(email.delivery_key.to_owned()));
+    if let Some(reply_to) = &sender.reply_to {
+        builder = builder.reply_to(lettre_mailbox(reply_to).map_err(SendError::permanent)?);
+    }
     if let Some(value) = email.list_unsubscribe {
         builder = builder
             .header(ListUnsubscribe(value.to_owned()))
@@ -158,6 +163,22 @@ pub fn classify(e: &lettre::transport::smtp::Error) -> SendError {
         error.unreachable()
     } else {
         error
+    }
+}
+
+/// `Auto-Submitted: auto-generated` (RFC 3834).
+#[derive(Debug, Clone)]
+struct AutoSubmitted;
+
+impl lettre::message::header::Header for AutoSubmitted {
+    fn name() -> lettre::message::header::HeaderName {
+        lettre::message::header::HeaderName::new_from_ascii_str("Auto-Submitted")
+    }
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(AutoSubmitted)
+    }
+    fn display(&self) -> lettre::message::header::HeaderValue {
+        lettre::message::header::HeaderValue::new(Self::name(), "auto-generated".to_owned())
     }
 }
 

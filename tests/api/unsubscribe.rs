@@ -19,6 +19,7 @@ fn env(smtp: &SmtpServer) -> Env {
         "test-unsubscribe-key-0123456789abcdef",
     );
     env.set("HERALD__UNSUBSCRIBE__MAILTO", "unsubscribe@example.com");
+    env.set("HERALD__MAIL__REPLY_TO", "Support <support@example.com>");
     env
 }
 
@@ -76,6 +77,15 @@ async fn one_click_opts_out_of_the_kind_and_a_get_never_does() {
     assert_eq!(
         to_ada.header("List-Unsubscribe-Post").as_deref(),
         Some("List-Unsubscribe=One-Click")
+    );
+    // Sender hygiene: no auto-replies to Herald (RFC 3834), replies to the configured address.
+    assert_eq!(
+        to_ada.header("Auto-Submitted").as_deref(),
+        Some("auto-generated")
+    );
+    assert_eq!(
+        to_ada.header("Reply-To").as_deref(),
+        Some("Support <support@example.com>")
     );
     let link = link_of(&header);
     assert!(
@@ -212,6 +222,8 @@ async fn through_resend_the_headers_go_in_its_headers_field() {
         headers["List-Unsubscribe-Post"],
         "List-Unsubscribe=One-Click"
     );
+    assert_eq!(headers["Auto-Submitted"], "auto-generated");
+    assert_eq!(email["reply_to"], "\"Support\" <support@example.com>");
     assert!(email["text"].as_str().unwrap().contains(&link), "{email}");
     drop(smtp);
     app.finish().await;

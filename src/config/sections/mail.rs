@@ -14,9 +14,22 @@ pub(super) fn check(m: &RawMail, p: &mut Problems) -> MailSettings {
         );
         Mailbox::parse("herald@localhost").expect("a valid fallback")
     });
+    let reply_to = Some(m.reply_to.trim())
+        .filter(|r| !r.is_empty())
+        .and_then(|r| {
+            Mailbox::parse(r)
+                .map_err(|e| {
+                    p.key(
+                        "mail.reply_to",
+                        format!("{e}; write it as \"Support <support@example.com>\" or \"support@example.com\", or leave it empty"),
+                    )
+                })
+                .ok()
+        });
     let providers = providers(m, &mut p.pusher());
     MailSettings {
         from,
+        reply_to,
         providers,
         timeout: duration("mail.timeout", &m.timeout, p).unwrap_or_default(),
         pool_size: m.pool_size.max(1),
