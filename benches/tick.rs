@@ -143,7 +143,11 @@ async fn main() -> anyhow::Result<()> {
         sqlx::query("DELETE FROM deliveries")
             .execute(&store.pool)
             .await?;
-        let fires = herald::schedule::occurrences::next(&schedule.cron, chrono_tz::UTC, now, 2);
+        // A kind relative to each task's time has no fires of its own to time here.
+        let Some(cron) = &schedule.cron else {
+            continue;
+        };
+        let fires = herald::schedule::occurrences::next(cron, chrono_tz::UTC, now, 2);
         let span = fires[1].at - fires[0].at;
         // Planned at once, every fire of the period counts as on time.
         let mut schedule = schedule.clone();

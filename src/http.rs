@@ -1,7 +1,9 @@
 //! The HTTP API (axum): health, readiness, manual triggers and the failed set, behind a bearer token.
 
 mod preferences;
+mod suppressions;
 mod unsubscribe;
+mod webhooks;
 
 use std::{sync::Arc, time::Duration};
 
@@ -59,7 +61,8 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// What the server answers, for the 404 of a path it does not know.
 const ROUTES: &str = "GET /healthz, GET /readyz, GET /metrics, POST /api/schedules/{name}/trigger, \
 GET /api/stats, GET /api/failed, GET /api/failed/{id}, POST /api/failed/{id}/retry, \
-GET/PUT/DELETE /api/users/{id}/preferences, GET/POST /unsubscribe/{token}, and the dashboard under /ui";
+GET/PUT/DELETE /api/users/{id}/preferences, GET /api/suppressions, GET/DELETE /api/suppressions/{address}, \
+GET/POST /unsubscribe/{token}, POST /webhooks/resend, and the dashboard under /ui";
 
 /// The whole router; tests drive it with `oneshot` or through a real socket. Every error it
 /// answers outside the dashboard is JSON: `{"error": "…"}`.
@@ -70,6 +73,11 @@ pub fn app(state: AppState) -> Router {
         .route("/failed", get(failed_list))
         .route("/failed/{id}", get(failed_show))
         .route("/failed/{id}/retry", post(failed_retry))
+        .route("/suppressions", get(suppressions::list))
+        .route(
+            "/suppressions/{address}",
+            get(suppressions::show).delete(suppressions::lift),
+        )
         .route(
             "/users/{id}/preferences",
             get(preferences::show)
@@ -90,6 +98,10 @@ pub fn app(state: AppState) -> Router {
             get(unsubscribe::page)
                 .post(unsubscribe::one_click)
                 .layer(DefaultBodyLimit::max(unsubscribe::BODY_LIMIT)),
+        )
+        .route(
+            "/webhooks/resend",
+            post(webhooks::resend).layer(DefaultBodyLimit::max(webhooks::BODY_LIMIT)),
         )
         .nest("/api", api)
         // Set on the routes above only: the dashboard answers its own errors, as pages.
@@ -124,6 +136,9 @@ pub enum ApiError {
     Closed,
     #[error("{0}")]
     NotFound(String),
+    /// A webhook that does not verify.
+    #[error("{0}")]
+    Unverified(String),
     #[error("{0}")]
     MethodNotAllowed(String),
     #[error(
@@ -148,6 +163,7 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Closed => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unverified(_) => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(e) => {
@@ -160,7 +176,7 @@ impl IntoResponse for ApiError {
             }
         };
         let mut response = (status, Json(json!({ "error": self.to_string() }))).into_response();
-        if status == StatusCode::UNAUTHORIZED {
+        if matches!(self, ApiError::Unauthorized) {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));

@@ -66,6 +66,7 @@ pub mod supervisor;
 pub mod telemetry;
 pub mod ui;
 pub mod unsubscribe;
+pub mod webhooks;
 pub mod worker;
 
 /// The number of cases each property test runs: `PROPTEST_CASES` when set (the long run in the

@@ -31,6 +31,7 @@ pub fn gone_reason(user_id: &str) -> String {
 pub enum Unwanted {
     UserGone,
     OptedOut,
+    Suppressed,
 }
 
 impl Unwanted {
@@ -39,6 +40,7 @@ impl Unwanted {
         match self {
             Unwanted::UserGone => "user_gone",
             Unwanted::OptedOut => "opted_out",
+            Unwanted::Suppressed => "suppressed",
         }
     }
 
@@ -50,20 +52,32 @@ impl Unwanted {
                 "skipped: user {} opted out of {} after this email was planned",
                 d.user_id, d.kind
             ),
+            Unwanted::Suppressed => format!(
+                "skipped: {} is on the suppression list (a hard bounce or a complaint); `herald suppressions lift` sends to it again",
+                d.recipient
+            ),
         }
     }
 }
 
-/// Splits claimed emails into those to send and those not to: whose user opted out of the
-/// kind since the email was planned (the claim says so), or whose user the source no longer
-/// has ([`split_gone`]).
+/// Splits claimed emails into those to send and those not to: whose address was suppressed or
+/// whose user opted out of the kind since the email was planned (the claim says so), or whose
+/// user the source no longer has ([`split_gone`]).
 pub async fn split_unwanted(
     source: &Source,
     claimed: Vec<Claimed>,
     now: DateTime<Utc>,
 ) -> (Vec<Claimed>, Vec<(Claimed, Unwanted)>) {
-    let (out, claimed): (Vec<_>, Vec<_>) = claimed.into_iter().partition(|d| d.opted_out);
-    let mut unwanted: Vec<_> = out.into_iter().map(|d| (d, Unwanted::OptedOut)).collect();
+    let mut unwanted = Vec::new();
+    let mut kept = Vec::with_capacity(claimed.len());
+    for d in claimed {
+        match (d.suppressed, d.opted_out) {
+            (true, _) => unwanted.push((d, Unwanted::Suppressed)),
+            (false, true) => unwanted.push((d, Unwanted::OptedOut)),
+            (false, false) => kept.push(d),
+        }
+    }
+    let claimed = kept;
     let (send, gone) = split_gone(source, claimed, now).await;
     unwanted.extend(gone.into_iter().map(|d| (d, Unwanted::UserGone)));
     (send, unwanted)

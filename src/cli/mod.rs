@@ -16,6 +16,7 @@ mod failed;
 mod healthcheck;
 mod schedules;
 mod seed;
+mod suppressions;
 mod trigger;
 
 #[derive(Debug, Parser)]
@@ -56,6 +57,11 @@ pub enum Command {
     Failed {
         #[command(subcommand)]
         command: failed::FailedCommand,
+    },
+    /// List, show and lift suppressed addresses (hard bounces, complaints).
+    Suppressions {
+        #[command(subcommand)]
+        command: suppressions::SuppressionsCommand,
     },
     /// Exit 0 when the local daemon answers /healthz (for container health checks).
     Healthcheck {
@@ -104,6 +110,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Seed(args) => seed::seed(&settings, args).await?,
         Command::Trigger(args) => trigger::trigger(&settings, args).await?,
         Command::Failed { command } => failed::failed(&settings, command).await?,
+        Command::Suppressions { command } => suppressions::suppressions(&settings, command).await?,
         Command::Schedules { user_id } => schedules::schedules(&settings, user_id).await?,
         Command::Healthcheck { addr } => {
             let addr = addr.unwrap_or_else(|| settings.http_addr.to_string());

@@ -15,6 +15,7 @@ pub(super) const ENV_ALIASES: &[(&str, &str)] = &[
     ("SMTP_URL", "mail.smtp_url"),
     ("MAIL_FROM", "mail.from"),
     ("RESEND_API_KEY", "mail.resend.api_key"),
+    ("RESEND_WEBHOOK_SECRET", "mail.resend.webhook_secret"),
     ("HERALD_API_TOKEN", "http.api_token"),
     ("HERALD_HTTP_ADDR", "http.addr"),
     ("HERALD_PUBLIC_URL", "http.public_url"),

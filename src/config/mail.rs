@@ -34,6 +34,8 @@ pub struct RawSmtp {
 #[serde(deny_unknown_fields)]
 pub struct RawResend {
     pub api_key: Secret,
+    /// Signs Resend's webhooks to `/webhooks/resend` (`whsec_…`); empty: no webhooks.
+    pub webhook_secret: Secret,
     pub base_url: String,
     pub timeout: String,
     pub batch_size: usize,
@@ -45,6 +47,9 @@ pub struct MailSettings {
     pub from: Mailbox,
     /// `Reply-To` of every email (`mail.reply_to`); `None`: replies go to `from`.
     pub reply_to: Option<Mailbox>,
+    /// `mail.resend.webhook_secret`, checked to be `whsec_` and base64; `None`: Herald takes
+    /// no webhooks.
+    pub webhook_secret: Option<Secret>,
     /// The providers to try, in order: a transient, quota or configuration failure of one moves
     /// the email to the next.
     pub providers: Vec<ProviderSettings>,

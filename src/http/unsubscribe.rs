@@ -30,7 +30,7 @@ pub const BODY_LIMIT: usize = 4 * 1024;
 pub async fn page(State(state): State<AppState>, Path(token): Path<String>) -> Response {
     let t = match verify(&state, &token) {
         Ok(t) => t,
-        Err(page) => return page,
+        Err(refused) => return refused.page(),
     };
     let what = about(&t.kind);
     let body = format!(
@@ -52,7 +52,7 @@ pub async fn one_click(
 ) -> Response {
     let t = match verify(&state, &token) {
         Ok(t) => t,
-        Err(page) => return page,
+        Err(refused) => return refused.page(),
     };
     let body = String::from_utf8_lossy(&body);
     let all = body.split('&').any(|pair| pair.trim() == "scope=all");
@@ -84,25 +84,38 @@ pub async fn one_click(
     )
 }
 
-/// The token's user and kind, or the page that says why not.
-fn verify(state: &AppState, token: &str) -> Result<Token, Response> {
-    let Some(links) = &state.links else {
-        return Err(respond(
-            StatusCode::NOT_FOUND,
-            "Not set up",
-            "<h1>Not set up</h1><p>This Herald has no unsubscribe links (http.public_url is not set). Change your notification settings in the app.</p>",
-        ));
-    };
-    links.verify(token).map_err(|e| {
-        respond(
-            StatusCode::BAD_REQUEST,
-            "Link not valid",
-            &format!(
-                "<h1>This link does not work</h1><p>{}</p>",
-                escape(&e.to_string())
+/// Why a link was refused.
+enum Refused {
+    /// No `http.public_url`: Herald makes no links.
+    NotSetUp,
+    Invalid(crate::unsubscribe::TokenError),
+}
+
+impl Refused {
+    /// The page that says why, and what to do.
+    fn page(self) -> Response {
+        match self {
+            Refused::NotSetUp => respond(
+                StatusCode::NOT_FOUND,
+                "Not set up",
+                "<h1>Not set up</h1><p>This Herald has no unsubscribe links (http.public_url is not set). Change your notification settings in the app.</p>",
             ),
-        )
-    })
+            Refused::Invalid(e) => respond(
+                StatusCode::BAD_REQUEST,
+                "Link not valid",
+                &format!(
+                    "<h1>This link does not work</h1><p>{}</p>",
+                    escape(&e.to_string())
+                ),
+            ),
+        }
+    }
+}
+
+/// The token's user and kind, or why not.
+fn verify(state: &AppState, token: &str) -> Result<Token, Refused> {
+    let links = state.links.as_ref().ok_or(Refused::NotSetUp)?;
+    links.verify(token).map_err(Refused::Invalid)
 }
 
 /// "emails about the tasks due tomorrow", for a kind Herald knows; the name otherwise.

@@ -85,6 +85,28 @@ pub struct SendError {
     pub unreachable: bool,
 }
 
+/// When a permanent SMTP failure says the mailbox itself does not exist or takes no mail
+/// (550/551/553 with an enhanced status 5.1.x, or 5.2.1 "mailbox disabled"), the answer to record
+/// as the suppression's event (`smtp 550 5.1.1`). A refusal for another reason (policy, content,
+/// a full mailbox) is no reason to stop emailing the address.
+pub fn refuses_mailbox(e: &SendError) -> Option<String> {
+    let code = e.code?;
+    if e.class != ErrorClass::Permanent || !matches!(code, 550 | 551 | 553) {
+        return None;
+    }
+    let enhanced = e
+        .message
+        .split(|c: char| c.is_whitespace() || c == ':' || c == ',')
+        .find(|w| {
+            let parts: Vec<&str> = w.split('.').collect();
+            parts.len() == 3
+                && parts
+                    .iter()
+                    .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        })?;
+    (enhanced.starts_with("5.1.") || enhanced == "5.2.1").then(|| format!("smtp {code} {enhanced}"))
+}
+
 impl SendError {
     pub fn new(class: ErrorClass, code: Option<u16>, message: impl Into<String>) -> SendError {
         SendError {
@@ -250,6 +272,40 @@ fn is_sender_rejected(lower: &str) -> bool {
     ]
     .iter()
     .any(|w| lower.contains(w))
+}
+
+#[cfg(test)]
+mod refusal_tests {
+    use super::*;
+
+    #[test]
+    fn only_a_refused_mailbox_suppresses() {
+        let e = |code, text: &str| SendError::new(ErrorClass::Permanent, Some(code), text);
+        assert_eq!(
+            refuses_mailbox(&e(
+                550,
+                "550 5.1.1 <x@example.com>: Recipient address rejected: User unknown"
+            ))
+            .as_deref(),
+            Some("smtp 550 5.1.1")
+        );
+        assert_eq!(
+            refuses_mailbox(&e(
+                550,
+                "5.2.1 The email account that you tried to reach is disabled"
+            ))
+            .as_deref(),
+            Some("smtp 550 5.2.1")
+        );
+        assert_eq!(
+            refuses_mailbox(&e(550, "5.7.1 Message rejected as spam")),
+            None
+        );
+        assert_eq!(refuses_mailbox(&e(552, "5.2.2 Mailbox full")), None);
+        assert_eq!(refuses_mailbox(&e(550, "Recipient rejected")), None);
+        let transient = SendError::new(ErrorClass::Transient, Some(450), "4.1.1 try later");
+        assert_eq!(refuses_mailbox(&transient), None);
+    }
 }
 
 #[cfg(test)]

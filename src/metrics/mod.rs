@@ -49,6 +49,16 @@ struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TypeLabels {
+    r#type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SentLabels {
     kind: String,
     provider: String,
@@ -139,6 +149,8 @@ struct Inner {
     fires: Family<ScheduleLabels, Counter>,
     invalid_timezones: Family<ScheduleLabels, Counter>,
     last_fire: Family<ScheduleLabels, Gauge>,
+    webhook_events: Family<TypeLabels, Counter>,
+    suppressed: Family<ReasonLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -179,6 +191,8 @@ impl Metrics {
             fires: Family::default(),
             invalid_timezones: Family::default(),
             last_fire: Family::default(),
+            webhook_events: Family::default(),
+            suppressed: Family::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -237,7 +251,7 @@ impl Metrics {
         );
         r.register(
             "plan_skipped",
-            "Users a plan queued nothing for, by schedule, trigger and reason (nothing_to_say, opted_out, missed, already_planned; with trigger claim, an email skipped when claimed: user_gone when the app no longer has its user, opted_out when the user opted out of its kind after it was planned)",
+            "Users a plan queued nothing for, by schedule, trigger and reason (nothing_to_say, opted_out, suppressed, missed, already_planned; with trigger claim, an email skipped when claimed: user_gone when the app no longer has its user, opted_out when the user opted out of its kind after it was planned, suppressed when its address was suppressed since)",
             inner.skipped.clone(),
         );
         r.register(
@@ -255,6 +269,21 @@ impl Metrics {
             "The instant of the last fire this process planned, by schedule (absent until its first fire)",
             inner.last_fire.clone(),
         );
+        r.register(
+            "webhook_events",
+            "Provider events received and verified (a replay counts once), by type (email.delivered, email.bounced, …)",
+            inner.webhook_events.clone(),
+        );
+        r.register(
+            "suppressions",
+            "Addresses put on the suppression list, by reason (bounced, complained)",
+            inner.suppressed.clone(),
+        );
+        for reason in ["bounced", "complained"] {
+            let _ = inner.suppressed.get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            });
+        }
         for kind in crate::kinds::Kind::all().map(|k| k.name().to_owned()) {
             let _ = inner
                 .deferred
@@ -378,7 +407,27 @@ impl Metrics {
 
     /// A plan that was carried out (not a dry run): `trigger` is `schedule` or `manual`.
     /// An email of `kind` skipped at claim: the app no longer has its user.
-    /// An email skipped when claimed: `reason` is `user_gone` or `opted_out`.
+    /// A verified provider event of `kind` (`email.bounced`, …).
+    pub fn webhook_event(&self, kind: &str) {
+        self.0
+            .webhook_events
+            .get_or_create(&TypeLabels {
+                r#type: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    /// An address newly suppressed, for `reason` (`bounced`, `complained`).
+    pub fn suppressed(&self, reason: &str) {
+        self.0
+            .suppressed
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// An email skipped when claimed: `reason` is `user_gone`, `opted_out` or `suppressed`.
     pub fn skipped_at_claim(&self, kind: &str, reason: &str) {
         self.0
             .skipped
@@ -413,8 +462,13 @@ impl Metrics {
             })
             .inc_by(r.planned as u64);
         for (reason, n) in [
-            ("nothing_to_say", r.skipped),
+            // `skipped` counts the users left out for every reason.
+            (
+                "nothing_to_say",
+                r.skipped.saturating_sub(r.opted_out + r.suppressed),
+            ),
             ("opted_out", r.opted_out),
+            ("suppressed", r.suppressed),
             ("missed", r.missed),
             ("already_planned", r.already_planned),
         ] {

@@ -93,6 +93,7 @@ async fn plan_items(
     owners.dedup();
     let mut users: HashMap<String, UserRow> = HashMap::new();
     let mut opted_out: HashSet<String> = HashSet::new();
+    let mut suppressed: HashSet<String> = HashSet::new();
     for chunk in owners.chunks(OWNERS_PER_QUERY) {
         for user in store
             .source
@@ -107,6 +108,15 @@ async fn plan_items(
                 .opted_out_among(kind.name(), chunk)
                 .await
                 .context("cannot read the opt-outs")?,
+        );
+    }
+    let emails: Vec<String> = users.values().map(|u| u.email.clone()).collect();
+    for chunk in emails.chunks(OWNERS_PER_QUERY) {
+        suppressed.extend(
+            store
+                .suppressed_among(chunk)
+                .await
+                .context("cannot read the suppression list")?,
         );
     }
 
@@ -129,6 +139,11 @@ async fn plan_items(
         }
         if opted_out.contains(&user.id) {
             report.opted_out += 1;
+            report.skipped += 1;
+            continue;
+        }
+        if suppressed.contains(&user.email.to_lowercase()) {
+            report.suppressed += 1;
             report.skipped += 1;
             continue;
         }

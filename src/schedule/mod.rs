@@ -70,6 +70,9 @@ pub struct PlanReport {
     /// Users with nothing to say or who opted out of this kind.
     pub skipped: usize,
     pub opted_out: usize,
+    /// Users whose address is on the suppression list (a hard bounce, a complaint); counted in
+    /// `skipped` too.
+    pub suppressed: usize,
     /// Fires missed by more than the catch-up window: recorded as skipped deliveries, not sent.
     pub missed: usize,
     /// Users whose stored time zone is not a zone; they got the schedule's fallback zone.
@@ -97,6 +100,7 @@ impl PlanReport {
         self.already_planned += page.already_planned;
         self.skipped += page.skipped;
         self.opted_out += page.opted_out;
+        self.suppressed += page.suppressed;
         self.missed += page.missed;
         self.invalid_timezones += page.invalid_timezones;
         if let (Some(list), Some(ids)) = (&mut self.delivery_ids, page.delivery_ids) {
@@ -335,11 +339,20 @@ async fn plan_page(
         .opted_out_among(b.schedule.kind.name(), &ids)
         .await
         .context("cannot read the opt-outs")?;
+    let emails: Vec<String> = users.iter().map(|u| u.email.clone()).collect();
+    let suppressed = store
+        .suppressed_among(&emails)
+        .await
+        .context("cannot read the suppression list")?;
+    let left_out = Left {
+        opted_out: &opted_out,
+        suppressed: &suppressed,
+    };
     let zones: Vec<Tz> = users
         .iter()
         .map(|u| user_zone(b.schedule, u, &mut page))
         .collect();
-    let rows = compose_batch(store, b, &users, &zones, &opted_out, &mut page).await?;
+    let rows = compose_batch(store, b, &users, &zones, &left_out, &mut page).await?;
     settle(store, rows, b.dry_run, b.missed.is_some(), &mut page).await?;
     Ok(page)
 }
@@ -397,27 +410,49 @@ fn user_zone(schedule: &ScheduleSettings, user: &UserRow, report: &mut PlanRepor
     })
 }
 
+/// The users of a page who get nothing whatever the kind says.
+struct Left<'a> {
+    /// Opted out of the kind, by user id.
+    opted_out: &'a std::collections::HashSet<String>,
+    /// Suppressed addresses, lowercased.
+    suppressed: &'a std::collections::HashSet<String>,
+}
+
+impl Left<'_> {
+    /// Why `user` gets nothing, if they do not: counted in `report`.
+    fn count(&self, user: &UserRow, report: &mut PlanReport) -> bool {
+        if self.opted_out.contains(&user.id) {
+            report.opted_out += 1;
+            true
+        } else if !self.suppressed.is_empty()
+            && self.suppressed.contains(&user.email.to_lowercase())
+        {
+            report.suppressed += 1;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// Asks the schedule's kind to load the batch's data and compose each user's email.
 async fn compose_batch(
     store: &Store,
     b: &Batch<'_>,
     users: &[UserRow],
     zones: &[Tz],
-    opted_out: &std::collections::HashSet<String>,
+    left: &Left<'_>,
     report: &mut PlanReport,
 ) -> anyhow::Result<Vec<NewDelivery>> {
     let kind = b.schedule.kind;
-    let wanted: Vec<Recipient> = users
-        .iter()
-        .zip(zones)
-        .filter(|(u, _)| !opted_out.contains(&u.id))
-        .map(|(u, tz)| {
+    let mut wanted: Vec<Recipient> = Vec::with_capacity(users.len());
+    for (u, tz) in users.iter().zip(zones) {
+        if !left.count(u, report) {
             let mut r = Recipient::new(&u.id, &u.display_name, &u.email, *tz);
             r.user.locale.clone_from(&u.locale);
-            r
-        })
-        .collect();
-    report.opted_out += users.len() - wanted.len();
+            wanted.push(r);
+        }
+    }
     let date = |i: usize| {
         b.key_date
             .unwrap_or_else(|| domain::local_date(wanted[i].tz, b.at))
@@ -460,7 +495,7 @@ fn log_report(r: &PlanReport) {
     tracing::info!(
         schedule = %r.schedule, at = %r.at, fires = r.fires, last_fire = %fire, dry_run = r.dry_run,
         planned = r.planned, already_planned = r.already_planned, skipped = r.skipped,
-        opted_out = r.opted_out, missed = r.missed, invalid_timezones = r.invalid_timezones,
+        opted_out = r.opted_out, suppressed = r.suppressed, missed = r.missed, invalid_timezones = r.invalid_timezones,
         "planned"
     );
 }

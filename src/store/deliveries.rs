@@ -104,8 +104,8 @@ impl Store {
     /// a row due again also makes it dispatchable, so nothing skipped here is stranded. Each row
     /// gets a Message-ID on its first claim, kept after, and the claim's token, which fences out
     /// any earlier holder. The lease runs on PostgreSQL's real time. Rows come in id order, each
-    /// saying whether its user has opted out of its kind by now (one probe of the opt-outs'
-    /// primary key per row, in the same statement).
+    /// saying whether its user has opted out of its kind by now and whether its address is
+    /// suppressed (one primary-key probe each per row, in the same statement).
     pub async fn claim_many(
         &self,
         ids: &[i64],
@@ -138,7 +138,9 @@ impl Store {
                        message_id, batch_key, held_by, due_at,
                        (SELECT b.size FROM batches b WHERE b.key = deliveries.batch_key) AS batch_size,
                        EXISTS (SELECT 1 FROM email_opt_outs o
-                               WHERE o.user_id = deliveries.user_id AND o.kind = deliveries.kind) AS opted_out",
+                               WHERE o.user_id = deliveries.user_id AND o.kind = deliveries.kind) AS opted_out,
+                       EXISTS (SELECT 1 FROM suppressions s
+                               WHERE s.address = lower(deliveries.recipient)) AS suppressed",
         )
         .bind(ids)
         .bind(now)

@@ -22,12 +22,14 @@ mod gauges;
 mod preferences;
 mod retention;
 mod schedules;
+mod suppressions;
 pub mod ui;
 
 pub use enums::{AttemptOutcome, DeliveryStatus};
 pub use gauges::DeliveryGauges;
 pub use preferences::{Forgotten, Preferences};
 pub use retention::{Cutoffs, Deleted};
+pub use suppressions::{EventRow, NewEvent, Suppression};
 
 /// The PostgreSQL schema that holds Herald's state (deliveries, attempts, watermarks, batches,
 /// opt-outs), so that it never collides with the app's own tables in the same database.
@@ -135,6 +137,8 @@ pub struct Claimed {
     pub due_at: DateTime<Utc>,
     /// Its user has opted out of its kind (since it was planned): it is skipped, not sent.
     pub opted_out: bool,
+    /// Its address is on the suppression list (a bounce, a complaint): skipped, not sent.
+    pub suppressed: bool,
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]

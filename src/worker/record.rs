@@ -192,6 +192,30 @@ pub(super) async fn finish(deps: &WorkerDeps, job: &Job) -> anyhow::Result<Outco
         return Ok(Outcome::NotQueued);
     }
     deps.metrics.recorded(&job.d, &records, &next);
+    if let (Next::Failed, Some(Err(e))) = (&next, job.tries.last().map(|t| &t.result))
+        && let Some(answer) = crate::mail::error::refuses_mailbox(e)
+    {
+        match deps
+            .store
+            .suppress(
+                &job.d.recipient,
+                "bounced",
+                &answer,
+                Some(&e.message),
+                Some(id),
+            )
+            .await
+        {
+            Ok(true) => {
+                deps.metrics.suppressed("bounced");
+                tracing::info!(delivery_id = id, address = %job.d.recipient, answer, "address suppressed: the server refused the mailbox");
+            }
+            Ok(false) => {}
+            Err(err) => {
+                tracing::warn!(delivery_id = id, error = %err, "cannot suppress an address the server refused; the next email to it will try again")
+            }
+        }
+    }
     if let (Next::Sent { provider, .. }, Some(last)) = (&next, job.tries.last()) {
         let ms = last.took.as_millis() as u64;
         tracing::info!(delivery_id = id, kind = %job.d.kind, provider, ms, "sent");

@@ -31,3 +31,4 @@ mod sources;
 mod startup;
 mod triggers;
 mod unsubscribe;
+mod webhooks;

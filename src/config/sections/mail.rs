@@ -26,10 +26,17 @@ pub(super) fn check(m: &RawMail, p: &mut Problems) -> MailSettings {
                 })
                 .ok()
         });
+    let webhook_secret = Some(m.resend.webhook_secret.clone()).filter(|s| !s.is_empty());
+    if let Some(secret) = &webhook_secret
+        && let Err(e) = crate::webhooks::Verifier::new(secret.expose())
+    {
+        p.key("mail.resend.webhook_secret", e);
+    }
     let providers = providers(m, &mut p.pusher());
     MailSettings {
         from,
         reply_to,
+        webhook_secret,
         providers,
         timeout: duration("mail.timeout", &m.timeout, p).unwrap_or_default(),
         pool_size: m.pool_size.max(1),

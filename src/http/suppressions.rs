@@ -1,0 +1,67 @@
+//! `/api/suppressions`: the addresses Herald does not email (a hard bounce, a complaint), for
+//! the operator: list them, look one up, lift one.
+
+use axum::{
+    Json,
+    extract::{Path, Query, State},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState};
+use crate::store::Suppression;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    limit: Option<String>,
+}
+
+/// `GET /api/suppressions?limit=`: newest first, 100 by default, at most 10,000.
+pub async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<Suppression>>, ApiError> {
+    let limit = match q.limit.as_deref() {
+        None => 100,
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!("limit {text:?} is not a number from 1 to 10000"))
+            })?,
+    };
+    Ok(Json(state.store.suppressions(limit).await?))
+}
+
+/// `GET /api/suppressions/{address}`.
+pub async fn show(
+    State(state): State<AppState>,
+    Path(address): Path<String>,
+) -> Result<Json<Suppression>, ApiError> {
+    state
+        .store
+        .suppression(&address)
+        .await?
+        .map(Json)
+        .ok_or_else(|| not_suppressed(&address))
+}
+
+/// `DELETE /api/suppressions/{address}`: the address gets email again.
+pub async fn lift(
+    State(state): State<AppState>,
+    Path(address): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    if !state.store.lift_suppression(&address).await? {
+        return Err(not_suppressed(&address));
+    }
+    tracing::info!(address = %address, "suppression lifted");
+    Ok(Json(json!({ "lifted": address.to_lowercase() })))
+}
+
+fn not_suppressed(address: &str) -> ApiError {
+    ApiError::NotFound(format!(
+        "{address:?} is not suppressed; GET /api/suppressions lists the addresses that are"
+    ))
+}
