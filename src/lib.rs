@@ -16,7 +16,10 @@
 //!   housekeeping.
 //! - [`worker`]: `process_job`, the step that claims, renders, sends and records one job's deliveries.
 //! - [`recorder`]: group commit of the outcomes of every worker.
-//! - [`render`]: minijinja templates, checked at start.
+//! - [`render`]: minijinja templates, checked at start, and the filters that write times when an
+//!   email is sent.
+//! - [`unsubscribe`]: the signed one-click unsubscribe links; [`webhooks`]: Resend's signed
+//!   events (Standard Webhooks).
 //! - [`mail`]: the providers (Resend, SMTP, file outbox) and one taxonomy for their errors.
 //! - [`gate`]: what providers say, shared through Redis: rate limit, pauses, circuit.
 //! - [`retention`]: deletes finished deliveries once they are older than `retention.*`.

@@ -53,7 +53,8 @@ pub async fn run(store: Store, settings: RetentionSettings, clock: Clock, shutdo
                 sent = d.sent,
                 failed = d.failed,
                 skipped = d.skipped,
-                "retention: deleted old deliveries and their attempts"
+                events = d.events,
+                "retention: deleted old deliveries and their attempts, and old provider events"
             ),
             Ok(_) => {}
             Err(e) => {

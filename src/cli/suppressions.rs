@@ -19,13 +19,17 @@ pub enum SuppressionsCommand {
     },
     /// Show why one address is suppressed.
     Show {
+        /// The email address, in any case.
         address: String,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Lift a suppression: the address gets email again.
-    Lift { address: String },
+    Lift {
+        /// The email address, in any case.
+        address: String,
+    },
 }
 
 pub async fn suppressions(settings: &Settings, command: SuppressionsCommand) -> anyhow::Result<()> {

@@ -1,4 +1,5 @@
-//! Retention: deleting finished deliveries (and, by cascade, their attempts) once they are old.
+//! Retention: deleting finished deliveries (and, by cascade, their attempts) once they are old,
+//! and the provider's events kept as long as sent deliveries.
 
 use super::*;
 
@@ -16,11 +17,13 @@ pub struct Deleted {
     pub sent: u64,
     pub failed: u64,
     pub skipped: u64,
+    /// Provider events (webhooks) received before the cut-off of sent deliveries.
+    pub events: u64,
 }
 
 impl Deleted {
     pub fn total(&self) -> u64 {
-        self.sent + self.failed + self.skipped
+        self.sent + self.failed + self.skipped + self.events
     }
 }
 
@@ -40,7 +43,29 @@ impl Store {
             skipped: self
                 .delete_all_expired(DeliveryStatus::Skipped, before.skipped, batch)
                 .await?,
+            events: self.delete_old_events(before.sent, batch).await?,
         })
+    }
+
+    /// Deletes the webhook events received before `before`, `batch` per statement.
+    async fn delete_old_events(&self, before: DateTime<Utc>, batch: i64) -> sqlx::Result<u64> {
+        let mut total = 0;
+        loop {
+            let n = sqlx::query(
+                "DELETE FROM webhook_events WHERE svix_id IN (
+                     SELECT svix_id FROM webhook_events WHERE received_at < $1 LIMIT $2
+                     FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(before)
+            .bind(batch.max(1))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            total += n;
+            if n < batch.max(1) as u64 {
+                return Ok(total);
+            }
+        }
     }
 
     async fn delete_all_expired(

@@ -63,7 +63,9 @@ async fn smtp_4xx_twice_then_accepted_gives_three_attempts_and_one_email() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtp_5xx_fails_at_once_and_herald_failed_retry_sends_it() {
     let smtp = SmtpServer::start().await;
-    smtp.script(&[("gone@example.com", &["550 5.1.1 No such user here"])]);
+    // A refusal for policy, not of the mailbox: the address is not suppressed (a 5.1.1 is, see
+    // webhooks.rs), so the operator can retry once the cause is fixed.
+    smtp.script(&[("gone@example.com", &["550 5.7.1 No such user here"])]);
     let app = spawn_app(&smtp).await;
     app.add_late_user("gone@example.com").await;
     let id = app.trigger_overdue().await[0];
