@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::{ItemKind, When, sample_task};
 use crate::{
     payload::Task,
-    source::{Source, TaskRow},
+    source::{Source, TaskPage, TaskRow},
 };
 
 pub struct DueSoon;
@@ -21,15 +21,9 @@ impl ItemKind for DueSoon {
         "one email per task, a while before it is due (2 hours unless `before` says)";
     const WHEN: When = When::Before(Duration::from_secs(2 * 60 * 60));
 
-    async fn items(
-        &self,
-        source: &Source,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        owner: Option<&str>,
-    ) -> anyhow::Result<Vec<TaskRow>> {
+    async fn items(&self, source: &Source, page: &TaskPage<'_>) -> anyhow::Result<Vec<TaskRow>> {
         source
-            .open_tasks_due_between(from, to, owner)
+            .open_tasks_due_between(page)
             .await
             .context("cannot read the tasks falling due")
     }

@@ -18,7 +18,7 @@ use serde::Serialize;
 use super::{AnyKind, DefaultSchedule, Recipient, Sample, sample_at, sample_recipient};
 use crate::{
     payload::Payload,
-    source::{Source, TaskRow},
+    source::{Source, TaskPage, TaskRow},
 };
 
 /// When the email about one task goes, from the task's due time.
@@ -111,13 +111,12 @@ pub trait ItemKind: Send + Sync + 'static {
     /// overlaps another (an operator turns it on with `enabled = true`).
     const ON_BY_DEFAULT: bool = true;
 
-    /// The open tasks due in `(from, to]` (of `owner` only, when given), by due time.
+    /// A page of the open tasks due in `(page.from, page.to]` (of `page.owner` only, when
+    /// given), by due time then id, after `page.after`, at most `page.limit`.
     fn items(
         &self,
         source: &Source,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        owner: Option<&str>,
+        page: &TaskPage<'_>,
     ) -> impl Future<Output = anyhow::Result<Vec<TaskRow>>> + Send;
 
     /// The fields the templates read about one task (see [`super::EmailKind::compose`]); times
@@ -187,11 +186,9 @@ impl<K: ItemKind> AnyKind for Items<K> {
     fn items<'a>(
         &'a self,
         source: &'a Source,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        owner: Option<&'a str>,
+        page: &'a TaskPage<'a>,
     ) -> BoxFuture<'a, anyhow::Result<Vec<TaskRow>>> {
-        Box::pin(self.0.items(source, from, to, owner))
+        Box::pin(self.0.items(source, page))
     }
 
     fn compose_item(&self, to: &Recipient, at: DateTime<Utc>, item: &TaskRow) -> Option<Payload> {

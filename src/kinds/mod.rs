@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::{
     payload::{Payload, User},
-    source::{Source, TaskRow},
+    source::{Source, TaskPage, TaskRow},
 };
 
 pub mod due_soon;
@@ -218,14 +218,12 @@ pub trait AnyKind: Send + Sync {
     fn on_by_default(&self) -> bool {
         true
     }
-    /// For an [`ItemKind`]: the open tasks due in `(from, to]` (of `owner` only, when given),
-    /// by due time. A kind at a wall-clock time has no items.
+    /// For an [`ItemKind`]: a page of the open tasks it may tell about (see
+    /// [`ItemKind::items`]). A kind at a wall-clock time has no items.
     fn items<'a>(
         &'a self,
         _source: &'a Source,
-        _from: DateTime<Utc>,
-        _to: DateTime<Utc>,
-        _owner: Option<&'a str>,
+        _page: &'a TaskPage<'a>,
     ) -> BoxFuture<'a, anyhow::Result<Vec<TaskRow>>> {
         let name = self.name();
         Box::pin(async move {
@@ -369,11 +367,9 @@ impl Kind {
     pub fn items<'a>(
         self,
         source: &'a Source,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        owner: Option<&'a str>,
+        page: &'a TaskPage<'a>,
     ) -> BoxFuture<'a, anyhow::Result<Vec<TaskRow>>> {
-        self.0.items(source, from, to, owner)
+        self.0.items(source, page)
     }
 
     /// See [`AnyKind::compose_item`].

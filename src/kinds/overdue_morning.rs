@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::{ItemKind, When, sample_task};
 use crate::{
     payload::Task,
-    source::{Source, TaskRow},
+    source::{Source, TaskPage, TaskRow},
 };
 
 pub struct OverdueMorning;
@@ -22,15 +22,9 @@ impl ItemKind for OverdueMorning {
     const WHEN: When = When::HourAfter(8);
     const ON_BY_DEFAULT: bool = false;
 
-    async fn items(
-        &self,
-        source: &Source,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        owner: Option<&str>,
-    ) -> anyhow::Result<Vec<TaskRow>> {
+    async fn items(&self, source: &Source, page: &TaskPage<'_>) -> anyhow::Result<Vec<TaskRow>> {
         source
-            .open_tasks_due_between(from, to, owner)
+            .open_tasks_due_between(page)
             .await
             .context("cannot read the tasks that fell due")
     }

@@ -15,11 +15,14 @@ use std::collections::{HashMap, HashSet};
 use super::*;
 use crate::{
     kinds::{When, items::item_key},
-    source::TaskRow,
+    source::{TaskPage, TaskRow},
 };
 
 /// Owners looked up per query, as a page of users elsewhere.
 const OWNERS_PER_QUERY: usize = 1000;
+
+/// Tasks read per query.
+const ITEMS_PER_PAGE: usize = 1000;
 
 /// Plans every email of `schedule` whose instant is in `(since, now]`.
 pub(super) async fn plan_items_due(
@@ -38,9 +41,7 @@ pub(super) async fn plan_items_due(
         manual: false,
         dry_run: false,
     };
-    let (from, to) = when.due_window(since, now);
-    let items = schedule.kind.items(&store.source, from, to, None).await?;
-    plan_items(store, &plan, items, report).await
+    plan_pages(store, &plan, None, report).await
 }
 
 /// Plans by hand, as of `opts.at`, the emails that are current then: their instant has come,
@@ -61,12 +62,35 @@ pub(super) async fn plan_items_by_hand(
         manual: true,
         dry_run: opts.dry_run,
     };
-    let (from, to) = when.due_window(plan.instants.0, plan.instants.1);
-    let items = schedule
-        .kind
-        .items(&store.source, from, to, opts.user_id.as_deref())
-        .await?;
-    plan_items(store, &plan, items, report).await
+    plan_pages(store, &plan, opts.user_id.as_deref(), report).await
+}
+
+/// Reads the tasks of the plan's window a page at a time (by due time, then id) and plans each
+/// page: however many tasks fall due, the planner holds one page.
+async fn plan_pages(
+    store: &Store,
+    plan: &ItemPlan<'_>,
+    owner: Option<&str>,
+    report: &mut PlanReport,
+) -> anyhow::Result<()> {
+    let (from, to) = plan.when.due_window(plan.instants.0, plan.instants.1);
+    let mut page = TaskPage {
+        from,
+        to,
+        owner,
+        after: None,
+        limit: ITEMS_PER_PAGE,
+    };
+    loop {
+        let items = plan.schedule.kind.items(&store.source, &page).await?;
+        let last = items.last().and_then(|t| Some((t.due_at?, t.id.clone())));
+        let full = items.len() == ITEMS_PER_PAGE;
+        plan_items(store, plan, items, report).await?;
+        match last {
+            Some(after) if full => page.after = Some(after),
+            _ => return Ok(()),
+        }
+    }
 }
 
 struct ItemPlan<'a> {

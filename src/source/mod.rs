@@ -153,6 +153,17 @@ pub struct UserRow {
     pub locale: Option<String>,
 }
 
+/// Which open tasks to read, a page at a time: due in `(from, to]`, of `owner` when given,
+/// after the `(due_at, id)` of the previous page's last task.
+#[derive(Debug, Clone)]
+pub struct TaskPage<'a> {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub owner: Option<&'a str>,
+    pub after: Option<(DateTime<Utc>, String)>,
+    pub limit: usize,
+}
+
 /// A task, as `herald_tasks` gives it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TaskRow {
@@ -388,24 +399,30 @@ impl Source {
             .await
     }
 
-    /// Open tasks of every user (or of `owner`) due in `(from, to]`, by due time then id: the
-    /// tasks whose reminder falls due between two planner ticks. The app's tasks table wants
-    /// an index on its due column for this (see the examples).
-    pub async fn open_tasks_due_between(
-        &self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        owner: Option<&str>,
-    ) -> sqlx::Result<Vec<TaskRow>> {
+    /// One page of the open tasks of every user (or of `page.owner`) due in `(from, to]`, by due
+    /// time then id, after `page.after`: the tasks whose reminder falls due between two planner
+    /// ticks. The app's tasks table wants an index on its due column for this (see the
+    /// examples).
+    pub async fn open_tasks_due_between(&self, page: &TaskPage<'_>) -> sqlx::Result<Vec<TaskRow>> {
         on_source!(self, |pool, qb| {
             qb.push(format!(
                 "SELECT {TASK_COLUMNS} FROM herald_tasks WHERE completed_at IS NULL AND due_at > "
             ));
-            qb.push_bind(from).push(" AND due_at <= ").push_bind(to);
-            if let Some(owner) = owner {
+            qb.push_bind(page.from)
+                .push(" AND due_at <= ")
+                .push_bind(page.to);
+            if let Some((due, id)) = &page.after {
+                qb.push(" AND (due_at, id) > (")
+                    .push_bind(*due)
+                    .push(", ")
+                    .push_bind(id.clone())
+                    .push(")");
+            }
+            if let Some(owner) = page.owner {
                 qb.push(" AND user_id = ").push_bind(owner.to_owned());
             }
-            qb.push(" ORDER BY due_at, id");
+            qb.push(" ORDER BY due_at, id LIMIT ")
+                .push_bind(page.limit as i64);
             qb.build_query_as::<TaskRow>().fetch_all(pool).await
         })
     }

@@ -307,3 +307,55 @@ async fn overdue_morning_tells_each_open_task_once_at_eight_the_morning_after_in
     drop(smtp);
     app.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_tasks_falling_due_in_one_tick_are_read_in_pages_and_each_told_once() {
+    let smtp = SmtpServer::start().await;
+    let start = at("2026-11-23T09:00:00Z");
+    let app = spawn_with_clock(env(&smtp), Clock::manual(start)).await;
+    app.advance(start).await;
+    let owners = app
+        .store
+        .insert_users(
+            &(0..3)
+                .map(|i| NewUser {
+                    email: format!("many{i}@example.com"),
+                    display_name: format!("Many {i}"),
+                    timezone: "UTC".into(),
+                })
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    // 1,500 tasks due at one instant (ties across the pages of 1,000) and 1,000 a second apart.
+    let same = at("2026-11-23T09:40:00Z");
+    let tasks: Vec<NewTask> = (0..2_500)
+        .map(|i| NewTask {
+            owner_id: owners[i % 3],
+            title: format!("Task {i}"),
+            due_at: Some(if i < 1_500 {
+                same
+            } else {
+                same + chrono::Duration::seconds(i as i64 - 1_499)
+            }),
+            completed_at: None,
+        })
+        .collect();
+    app.store.insert_tasks(&tasks).await.unwrap();
+
+    // Every instant (due less 30 minutes) falls in this one tick.
+    app.advance(at("2026-11-23T09:30:00Z")).await;
+    let mail = smtp.wait_for(2_500, Duration::from_secs(60)).await;
+    assert_eq!(mail.len(), 2_500);
+    let (rows, keys): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT dedup_key) FROM deliveries WHERE kind = 'due_soon'",
+    )
+    .fetch_one(&app.store.pool)
+    .await
+    .unwrap();
+    assert_eq!((rows, keys), (2_500, 2_500));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(smtp.count(), 2_500, "an email went twice");
+    drop(smtp);
+    app.finish().await;
+}
