@@ -173,10 +173,11 @@ async fn an_operator_filters_the_failed_set_retries_one_and_sees_it_sent() {
         return;
     };
     let smtp = SmtpServer::start().await;
-    // gone@ refuses once (550: permanent), flaky@ answers 451 to every try (transient, failed
-    // after its retries), ok@ accepts.
+    // gone@ refuses once (550 for policy: permanent, and not a refusal of the mailbox, which
+    // would suppress the address), flaky@ answers 451 to every try (transient, failed after its
+    // retries), ok@ accepts.
     smtp.script(&[
-        ("gone@example.com", &["550 5.1.1 No such user here"]),
+        ("gone@example.com", &["550 5.7.1 No such user here"]),
         ("flaky@example.com", &["451 a", "451 b", "451 c", "451 d"]),
     ]);
     let mut env = Env::new(&smtp);
@@ -581,4 +582,51 @@ async fn login(base: &str) -> LoggedIn {
         .expect("a CSRF field")
         .to_owned();
     LoggedIn { http, cookie, csrf }
+}
+
+/// The page an email's unsubscribe link opens, in a real browser: it shows the buttons and
+/// changes nothing until one is pressed; the first opts the user out of that kind only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unsubscribe_page_opts_out_of_one_kind_when_its_button_is_pressed() {
+    let Some((chromium, driver)) = browser_or_skip() else {
+        return;
+    };
+    let smtp = SmtpServer::start().await;
+    let mut env = Env::new(&smtp);
+    env.set("HERALD_PUBLIC_URL", "https://herald.example.com");
+    env.set(
+        "HERALD_UNSUBSCRIBE_KEY",
+        "browser-unsubscribe-key-0123456789abcdef",
+    );
+    let app = spawn_with(env).await;
+    let ada = app.add_late_user("ada@example.com").await.to_string();
+    let links = herald::unsubscribe::Links::from_settings(&app.env.settings()).unwrap();
+    let link = links.url(&ada, "weekly_report", chrono::Utc::now());
+    let path = link.strip_prefix("https://herald.example.com").unwrap();
+
+    let driver = start_driver(&driver).await;
+    let c = open_browser(&chromium, &driver).await;
+    c.goto(&format!("{}{path}", app.address)).await.unwrap();
+    let page = text(&c, "body").await;
+    assert!(
+        page.contains("Stop getting emails about tasks completed"),
+        "{page}"
+    );
+    shot(&c, "unsubscribe").await;
+    assert!(
+        app.store.opt_outs(&ada).await.unwrap().is_empty(),
+        "a GET opted out"
+    );
+
+    click(&c, "#this-kind").await;
+    c.wait()
+        .for_element(Locator::XPath("//h1[text()='Unsubscribed']"))
+        .await
+        .expect("the page after the button says Unsubscribed");
+    assert_eq!(app.store.opt_outs(&ada).await.unwrap(), ["weekly_report"]);
+
+    c.close().await.unwrap();
+    drop(driver);
+    drop(smtp);
+    app.finish().await;
 }

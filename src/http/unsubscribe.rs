@@ -36,8 +36,8 @@ pub async fn page(State(state): State<AppState>, Path(token): Path<String>) -> R
     let body = format!(
         r#"<h1>Unsubscribe</h1>
 <p>Stop getting <strong>{what}</strong> by email?</p>
-<form method="post"><input type="hidden" name="List-Unsubscribe" value="One-Click"><button type="submit">Unsubscribe from these emails</button></form>
-<form method="post"><input type="hidden" name="List-Unsubscribe" value="One-Click"><input type="hidden" name="scope" value="all"><button type="submit">Unsubscribe from every email</button></form>
+<form method="post"><input type="hidden" name="List-Unsubscribe" value="One-Click"><button id="this-kind" type="submit">Unsubscribe from these emails</button></form>
+<form method="post"><input type="hidden" name="List-Unsubscribe" value="One-Click"><input type="hidden" name="scope" value="all"><button id="every-kind" type="submit">Unsubscribe from every email</button></form>
 <p>You can turn them back on in the app's notification settings.</p>"#
     );
     respond(StatusCode::OK, "Unsubscribe", &body)

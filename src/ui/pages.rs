@@ -205,6 +205,7 @@ pub async fn delivery(
         .await?
         .ok_or_else(|| UiError::NotFound(format!("no delivery {id}")))?;
     let attempts = ui.app.store.attempts(id).await?;
+    let events = ui.app.store.events(id).await?;
     let (email, render_error) = render(&ui, &d.row.kind, &d.payload);
     let payload = serde_json::to_string_pretty(&d.payload).unwrap_or_default();
     page(
@@ -214,6 +215,7 @@ pub async fn delivery(
             csrf => session.csrf,
             d => d.row,
             attempts,
+            events,
             email,
             render_error,
             payload,

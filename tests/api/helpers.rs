@@ -406,6 +406,19 @@ impl TestApp {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// `GET /metrics` as text.
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.address))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Adds a user with tasks `(title, due_at, completed_at)`; returns the user id.
     pub async fn add_user(&self, email: &str, tz: &str, tasks: &[TaskSpec<'_>]) -> i64 {
         add_user(&self.store, email, tz, tasks).await

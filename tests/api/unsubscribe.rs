@@ -181,16 +181,7 @@ async fn an_email_queued_before_the_user_opts_out_of_everything_is_skipped_at_cl
         note,
         format!("skipped: user {ada} opted out of overdue_summary after this email was planned")
     );
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.address))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains(
             r#"herald_plan_skipped_total{schedule="overdue_summary",trigger="claim",reason="opted_out"} 1"#

@@ -161,16 +161,7 @@ async fn a_signed_hard_bounce_suppresses_the_address_and_forged_or_stale_ones_ar
     assert_eq!(report["suppressed"], 0, "{report}");
     assert_eq!(report["planned"], 2, "{report}");
 
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.address))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains(r#"herald_suppressions_total{reason="bounced"} 1"#),
         "{metrics}"
