@@ -630,3 +630,81 @@ async fn the_unsubscribe_page_opts_out_of_one_kind_when_its_button_is_pressed() 
     drop(smtp);
     app.finish().await;
 }
+
+/// The suppression list on the dashboard: listed with its reason and the rates, lifted with
+/// the row's button (a form with the session's CSRF token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_sees_a_suppressed_address_and_lifts_it() {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_with(Env::new(&smtp)).await;
+    app.store
+        .suppress(
+            "Gone@Example.com",
+            "bounced",
+            "smtp 550 5.1.1",
+            Some("550 5.1.1 User unknown"),
+            None,
+        )
+        .await
+        .unwrap();
+    let base = &app.address;
+    let s = login(base).await;
+    let page = s
+        .http
+        .get(format!("{base}/ui/suppressions"))
+        .header("cookie", &s.cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("gone@example.com"), "{page}");
+    assert!(
+        page.contains("smtp 550 5.1.1") && page.contains("24 hours"),
+        "{page}"
+    );
+
+    // Without the CSRF token: refused, nothing lifted.
+    let r = s
+        .http
+        .post(format!("{base}/ui/suppressions"))
+        .header("cookie", &s.cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("address=gone%40example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(
+        app.store
+            .suppression("gone@example.com")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let r = s
+        .http
+        .post(format!("{base}/ui/suppressions"))
+        .header("cookie", &s.cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={}&address=gone%40example.com", s.csrf))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        r.headers()["location"],
+        "/ui/suppressions?lifted=gone%40example.com"
+    );
+    assert!(
+        app.store
+            .suppression("gone@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    drop(smtp);
+    app.finish().await;
+}

@@ -29,7 +29,7 @@ pub use enums::{AttemptOutcome, DeliveryStatus};
 pub use gauges::DeliveryGauges;
 pub use preferences::{Forgotten, Preferences};
 pub use retention::{Cutoffs, Deleted};
-pub use suppressions::{EventRow, NewEvent, Suppression};
+pub use suppressions::{EventRow, NewEvent, Rates, Suppression};
 
 /// The PostgreSQL schema that holds Herald's state (deliveries, attempts, watermarks, batches,
 /// opt-outs), so that it never collides with the app's own tables in the same database.

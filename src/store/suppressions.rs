@@ -19,6 +19,14 @@ pub struct Suppression {
     pub created_at: DateTime<Utc>,
 }
 
+/// Sent emails and new suppressions over a window.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct Rates {
+    pub sent: i64,
+    pub bounced: i64,
+    pub complained: i64,
+}
+
 /// A verified provider event, as received.
 #[derive(Debug, Clone)]
 pub struct NewEvent<'a> {
@@ -121,6 +129,19 @@ impl Store {
             .bind(address)
             .fetch_optional(&self.pool)
             .await
+    }
+
+    /// Emails sent since `since`, and addresses suppressed since then for a bounce and for a
+    /// complaint: the dashboard's rates.
+    pub async fn suppression_rates(&self, since: DateTime<Utc>) -> sqlx::Result<Rates> {
+        sqlx::query_as(
+            "SELECT (SELECT count(*) FROM deliveries WHERE status = 'sent' AND sent_at >= $1) AS sent,
+                    (SELECT count(*) FROM suppressions WHERE reason = 'bounced' AND created_at >= $1) AS bounced,
+                    (SELECT count(*) FROM suppressions WHERE reason = 'complained' AND created_at >= $1) AS complained",
+        )
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await
     }
 
     /// Lifts a suppression: the address gets email again. Returns whether there was one.

@@ -11,6 +11,7 @@ mod chart;
 pub mod failed;
 pub mod pages;
 pub mod schedules;
+pub mod suppressions;
 
 use std::sync::{Arc, LazyLock, Mutex};
 
@@ -54,6 +55,10 @@ pub fn router<S>(app: AppState) -> Router<S> {
         .route("/schedules/{name}/trigger", post(schedules::trigger))
         .route("/failed", get(failed::list).post(failed::act))
         .route("/deliveries", get(pages::search))
+        .route(
+            "/suppressions",
+            get(suppressions::list).post(suppressions::lift),
+        )
         .route("/deliveries/{id}", get(pages::delivery))
         .route("/logout", post(auth::logout))
         .route_layer(middleware::from_fn_with_state(
@@ -115,6 +120,10 @@ static PAGES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("failed.html", include_str!("templates/failed.html")),
         ("search.html", include_str!("templates/search.html")),
         ("delivery.html", include_str!("templates/delivery.html")),
+        (
+            "suppressions.html",
+            include_str!("templates/suppressions.html"),
+        ),
     ] {
         env.add_template(name, source)
             .unwrap_or_else(|e| panic!("the dashboard template {name} does not parse: {e}"));
