@@ -157,3 +157,90 @@ fn resolve(text: &str) -> Result<SocketAddr, String> {
         Err(e) => Err(format!("{host:?} does not resolve ({e}); {HOW}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Settings;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn unsubscribe_links_need_a_public_url_and_a_key_and_production_needs_them() {
+        let s = Settings::load_from(None, &[]).unwrap();
+        assert!(s.unsubscribe.is_none(), "no link without http.public_url");
+
+        let s = Settings::load_from(
+            None,
+            &env(&[
+                ("HERALD_PUBLIC_URL", "https://herald.example.com/"),
+                ("HERALD_UNSUBSCRIBE_KEY", "0123456789abcdef0123456789abcdef"),
+                (
+                    "HERALD__UNSUBSCRIBE__PREVIOUS_KEYS",
+                    "[\"fedcba9876543210fedcba9876543210\"]",
+                ),
+                ("HERALD__UNSUBSCRIBE__MAILTO", "unsubscribe@example.com"),
+            ]),
+        )
+        .unwrap();
+        let u = s.unsubscribe.unwrap();
+        assert_eq!(u.public_url, "https://herald.example.com");
+        assert_eq!(u.keys.len(), 2);
+        assert_eq!(u.mailto.as_deref(), Some("unsubscribe@example.com"));
+
+        let err = Settings::load_from(
+            None,
+            &env(&[
+                ("HERALD_PUBLIC_URL", "ftp://herald.example.com"),
+                ("HERALD__UNSUBSCRIBE__MAILTO", "not an address"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "http.public_url (HERALD_PUBLIC_URL): is \"ftp://herald.example.com\", whose scheme is \"ftp\"",
+            "unsubscribe.key (HERALD_UNSUBSCRIBE_KEY): is empty while http.public_url is set",
+            "unsubscribe.mailto (HERALD__UNSUBSCRIBE__MAILTO): \"not an address\" is not an email address",
+        ] {
+            assert!(err.contains(want), "missing {want:?} in:\n{err}");
+        }
+
+        let err = Settings::load_from(
+            None,
+            &env(&[
+                ("HERALD_ENV", "production"),
+                ("SMTP_URL", "smtp://127.0.0.1:25?tls=none"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("http.public_url (HERALD_PUBLIC_URL): is empty, so emails would carry no unsubscribe link"),
+            "{err}"
+        );
+        let err = Settings::load_from(
+            None,
+            &env(&[
+                ("HERALD_ENV", "production"),
+                ("SMTP_URL", "smtp://127.0.0.1:25?tls=none"),
+                ("HERALD_PUBLIC_URL", "http://herald.example.com"),
+                ("HERALD_UNSUBSCRIBE_KEY", "short"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("in production the links must be https://"),
+            "{err}"
+        );
+        assert!(
+            err.contains("unsubscribe.key (HERALD_UNSUBSCRIBE_KEY): is 5 characters long"),
+            "{err}"
+        );
+        assert!(!err.contains("short"), "a secret is never quoted: {err}");
+    }
+}
