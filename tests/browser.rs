@@ -664,6 +664,21 @@ async fn an_operator_sees_a_suppressed_address_and_lifts_it() {
         page.contains("smtp 550 5.1.1") && page.contains("24 hours"),
         "{page}"
     );
+    // The overview shows the same rates table.
+    let overview = s
+        .http
+        .get(format!("{base}/ui"))
+        .header("cookie", &s.cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        overview.contains("Bounces and complaints") && overview.contains("<td>7 days</td>"),
+        "{overview}"
+    );
 
     // Without the CSRF token: refused, nothing lifted.
     let r = s

@@ -124,6 +124,7 @@ static PAGES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             "suppressions.html",
             include_str!("templates/suppressions.html"),
         ),
+        ("rates.html", include_str!("templates/rates.html")),
     ] {
         env.add_template(name, source)
             .unwrap_or_else(|e| panic!("the dashboard template {name} does not parse: {e}"));

@@ -158,6 +158,7 @@ pub async fn overview(
             providers => providers(&ui).await,
             schedules => scheds,
             parts => ui.app.health.parts(),
+            rates => super::suppressions::rates(store, now).await?,
         },
     )
 }

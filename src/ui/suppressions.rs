@@ -24,9 +24,29 @@ pub async fn list(
     Extension(session): Extension<Session>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Result<Response, UiError> {
-    let store = &ui.app.store;
-    let now = ui.app.clock.now();
-    let rows = store.suppressions(SHOWN).await?;
+    let rows = ui.app.store.suppressions(SHOWN).await?;
+    let rates = rates(&ui.app.store, ui.app.clock.now()).await?;
+    let lifted = query
+        .as_deref()
+        .and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "lifted"))
+        .map(|(_, v)| v.into_owned());
+    page(
+        "suppressions.html",
+        context! {
+            logged_in => true,
+            csrf => session.csrf,
+            rows,
+            rates,
+            lifted,
+        },
+    )
+}
+
+/// The bounce and complaint rates over the last 24 hours and 7 days, for `rates.html`.
+pub async fn rates(
+    store: &crate::store::Store,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<minijinja::Value, UiError> {
     let mut rates = Vec::new();
     for (label, window) in [
         ("24 hours", chrono::Duration::hours(24)),
@@ -50,21 +70,10 @@ pub async fn list(
             over => r.sent > 0 && r.complained as f64 / r.sent as f64 >= COMPLAINT_LIMIT,
         });
     }
-    let lifted = query
-        .as_deref()
-        .and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "lifted"))
-        .map(|(_, v)| v.into_owned());
-    page(
-        "suppressions.html",
-        context! {
-            logged_in => true,
-            csrf => session.csrf,
-            rows,
-            rates,
-            lifted,
-            limit => format!("{:.1} %", COMPLAINT_LIMIT * 100.0),
-        },
-    )
+    Ok(context! {
+        windows => rates,
+        limit => format!("{:.1} %", COMPLAINT_LIMIT * 100.0),
+    })
 }
 
 /// `POST /ui/suppressions` with `address`: lifts it, then back to the list.
