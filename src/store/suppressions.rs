@@ -132,10 +132,11 @@ impl Store {
     }
 
     /// Emails sent since `since`, and addresses suppressed since then for a bounce and for a
-    /// complaint: the dashboard's rates.
+    /// complaint: the dashboard's rates. A sent row's `updated_at` is when it was recorded sent,
+    /// which the sent rows' partial index (0005_retention.sql) covers.
     pub async fn suppression_rates(&self, since: DateTime<Utc>) -> sqlx::Result<Rates> {
         sqlx::query_as(
-            "SELECT (SELECT count(*) FROM deliveries WHERE status = 'sent' AND sent_at >= $1) AS sent,
+            "SELECT (SELECT count(*) FROM deliveries WHERE status = 'sent' AND updated_at >= $1) AS sent,
                     (SELECT count(*) FROM suppressions WHERE reason = 'bounced' AND created_at >= $1) AS bounced,
                     (SELECT count(*) FROM suppressions WHERE reason = 'complained' AND created_at >= $1) AS complained",
         )

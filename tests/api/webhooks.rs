@@ -128,6 +128,13 @@ async fn a_signed_hard_bounce_suppresses_the_address_and_forged_or_stale_ones_ar
     assert_eq!(list[0]["reason"], "bounced");
     assert_eq!(list[0]["event"], "email.bounced");
     assert_eq!(list[0]["delivery_id"], ida_delivery);
+    // The dashboard's rates: two emails sent in the last day, one hard bounce.
+    let r = app
+        .store
+        .suppression_rates(chrono::Utc::now() - chrono::Duration::hours(24))
+        .await
+        .unwrap();
+    assert_eq!((r.sent, r.bounced, r.complained), (2, 1, 0));
 
     // The next fire leaves the address out and says so; Bob still gets his.
     let (_, report) = app
