@@ -71,10 +71,6 @@ impl Payload {
     }
 
     /// The payload as JSON text, as the planner stores it.
-    pub fn to_json(&self) -> &str {
-        &self.json
-    }
-
     pub fn into_json(self) -> String {
         self.json
     }

@@ -548,6 +548,33 @@ struct LoggedIn {
     csrf: String,
 }
 
+impl LoggedIn {
+    /// A dashboard page's HTML, with the session's cookie.
+    async fn page(&self, url: &str) -> String {
+        self.http
+            .get(url)
+            .header("cookie", &self.cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// A form posted with the session's cookie (the body says whether it carries the token).
+    async fn post_form(&self, url: &str, body: String) -> reqwest::Response {
+        self.http
+            .post(url)
+            .header("cookie", &self.cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
 async fn login(base: &str) -> LoggedIn {
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -649,32 +676,14 @@ async fn an_operator_sees_a_suppressed_address_and_lifts_it() {
         .unwrap();
     let base = &app.address;
     let s = login(base).await;
-    let page = s
-        .http
-        .get(format!("{base}/ui/suppressions"))
-        .header("cookie", &s.cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = s.page(&format!("{base}/ui/suppressions")).await;
     assert!(page.contains("gone@example.com"), "{page}");
     assert!(
         page.contains("smtp 550 5.1.1") && page.contains("24 hours"),
         "{page}"
     );
     // The overview shows the same rates table.
-    let overview = s
-        .http
-        .get(format!("{base}/ui"))
-        .header("cookie", &s.cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let overview = s.page(&format!("{base}/ui")).await;
     assert!(
         overview.contains("Bounces and complaints") && overview.contains("<td>7 days</td>"),
         "{overview}"
@@ -682,14 +691,11 @@ async fn an_operator_sees_a_suppressed_address_and_lifts_it() {
 
     // Without the CSRF token: refused, nothing lifted.
     let r = s
-        .http
-        .post(format!("{base}/ui/suppressions"))
-        .header("cookie", &s.cookie)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("address=gone%40example.com")
-        .send()
-        .await
-        .unwrap();
+        .post_form(
+            &format!("{base}/ui/suppressions"),
+            "address=gone%40example.com".into(),
+        )
+        .await;
     assert_eq!(r.status(), 403);
     assert!(
         app.store
@@ -700,14 +706,11 @@ async fn an_operator_sees_a_suppressed_address_and_lifts_it() {
     );
 
     let r = s
-        .http
-        .post(format!("{base}/ui/suppressions"))
-        .header("cookie", &s.cookie)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("csrf={}&address=gone%40example.com", s.csrf))
-        .send()
-        .await
-        .unwrap();
+        .post_form(
+            &format!("{base}/ui/suppressions"),
+            format!("csrf={}&address=gone%40example.com", s.csrf),
+        )
+        .await;
     assert_eq!(r.status(), 303);
     assert_eq!(
         r.headers()["location"],

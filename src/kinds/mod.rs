@@ -131,6 +131,13 @@ pub struct Recipient {
 }
 
 impl Recipient {
+    /// A user of the app's `herald_users`, in `tz`, with their locale.
+    pub fn of(user: &crate::source::UserRow, tz: Tz) -> Recipient {
+        let mut r = Recipient::new(&user.id, &user.display_name, &user.email, tz);
+        r.user.locale.clone_from(&user.locale);
+        r
+    }
+
     pub fn new(id: &str, name: &str, email: &str, tz: Tz) -> Recipient {
         Recipient {
             id: id.to_owned(),

@@ -52,13 +52,8 @@ impl EmailKind for WeeklyReport {
         let (open, completed): (Vec<TaskRow>, Vec<TaskRow>) =
             tasks.into_iter().partition(|t| t.completed_at.is_none());
         let mut weeks: HashMap<String, Week> = HashMap::new();
-        for (id, tasks) in
-            open.into_iter()
-                .fold(HashMap::<String, Vec<TaskRow>>::new(), |mut m, t| {
-                    m.entry(t.user_id.clone()).or_default().push(t);
-                    m
-                })
-        {
+        let overdue = Windows::new(users, |_| (DateTime::UNIX_EPOCH, at));
+        for (id, tasks) in overdue.keep(open, |t| (t.user_id.clone(), t.due_at)) {
             weeks.entry(id).or_default().overdue = tasks;
         }
         let mut completed = completed;

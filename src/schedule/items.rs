@@ -144,6 +144,10 @@ async fn plan_items(
         );
     }
 
+    let left = Left {
+        opted_out: &opted_out,
+        suppressed: &suppressed,
+    };
     let (mut queued, mut missed) = (Vec::new(), Vec::new());
     for item in &items {
         let Some(due) = item.due_at else { continue };
@@ -161,21 +165,14 @@ async fn plan_items(
             // Read for another zone's window: not this one's yet, or planned before.
             continue;
         }
-        if opted_out.contains(&user.id) {
-            report.opted_out += 1;
-            report.skipped += 1;
-            continue;
-        }
-        if suppressed.contains(&user.email.to_lowercase()) {
-            report.suppressed += 1;
+        if left.count(user, report) {
             report.skipped += 1;
             continue;
         }
         let late = (!plan.manual)
             .then(|| super::missed(plan.schedule, instant, tz, plan.now))
             .flatten();
-        let mut to = Recipient::new(&user.id, &user.display_name, &user.email, tz);
-        to.user.locale.clone_from(&user.locale);
+        let to = Recipient::of(user, tz);
         let Some(payload) = kind.compose_item(&to, instant, item) else {
             continue;
         };
@@ -188,11 +185,7 @@ async fn plan_items(
             },
             note: late.clone(),
             kind: kind.name().to_owned(),
-            dedup_key: if plan.manual {
-                manual_dedup_key(&plan.schedule.name, &user.id, &key)
-            } else {
-                dedup_key(&plan.schedule.name, &user.id, &key)
-            },
+            dedup_key: planned_key(plan.manual, &plan.schedule.name, &user.id, &key),
             user_id: user.id.clone(),
             recipient: user.email.clone(),
             payload: payload.into_json(),

@@ -148,11 +148,16 @@ impl Batch<'_> {
     /// The dedup key of this batch's email to `user_id` whose kind keyed it `key` (the local
     /// date, unless the kind says otherwise).
     fn dedup_key(&self, user_id: &str, key: &str) -> String {
-        if self.manual {
-            manual_dedup_key(&self.schedule.name, user_id, key)
-        } else {
-            dedup_key(&self.schedule.name, user_id, key)
-        }
+        planned_key(self.manual, &self.schedule.name, user_id, key)
+    }
+}
+
+/// The dedup key of an email planned by the schedule, or by hand ([`manual_dedup_key`]).
+fn planned_key(manual: bool, schedule: &str, user_id: &str, key: &str) -> String {
+    if manual {
+        manual_dedup_key(schedule, user_id, key)
+    } else {
+        dedup_key(schedule, user_id, key)
     }
 }
 
@@ -411,16 +416,16 @@ fn user_zone(schedule: &ScheduleSettings, user: &UserRow, report: &mut PlanRepor
 }
 
 /// The users of a page who get nothing whatever the kind says.
-struct Left<'a> {
+pub(super) struct Left<'a> {
     /// Opted out of the kind, by user id.
-    opted_out: &'a std::collections::HashSet<String>,
+    pub opted_out: &'a std::collections::HashSet<String>,
     /// Suppressed addresses, lowercased.
-    suppressed: &'a std::collections::HashSet<String>,
+    pub suppressed: &'a std::collections::HashSet<String>,
 }
 
 impl Left<'_> {
     /// Why `user` gets nothing, if they do not: counted in `report`.
-    fn count(&self, user: &UserRow, report: &mut PlanReport) -> bool {
+    pub(super) fn count(&self, user: &UserRow, report: &mut PlanReport) -> bool {
         if self.opted_out.contains(&user.id) {
             report.opted_out += 1;
             true
@@ -448,9 +453,7 @@ async fn compose_batch(
     let mut wanted: Vec<Recipient> = Vec::with_capacity(users.len());
     for (u, tz) in users.iter().zip(zones) {
         if !left.count(u, report) {
-            let mut r = Recipient::new(&u.id, &u.display_name, &u.email, *tz);
-            r.user.locale.clone_from(&u.locale);
-            wanted.push(r);
+            wanted.push(Recipient::of(u, *tz));
         }
     }
     let date = |i: usize| {

@@ -395,8 +395,19 @@ impl Source {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> sqlx::Result<Vec<TaskRow>> {
-        self.tasks(owners, "completed_at IS NULL AND ", "due_at", from, to)
-            .await
+        if owners.is_empty() {
+            return Ok(Vec::new());
+        }
+        on_source!(self, |pool, qb| {
+            qb.push(format!(
+                "SELECT {TASK_COLUMNS} FROM herald_tasks WHERE completed_at IS NULL AND due_at >= "
+            ));
+            qb.push_bind(from).push(" AND due_at < ").push_bind(to);
+            qb.push(" AND user_id");
+            qb.push_in(owners);
+            qb.push(" ORDER BY user_id, due_at, id");
+            qb.build_query_as::<TaskRow>().fetch_all(pool).await
+        })
     }
 
     /// One page of the open tasks of every user (or of `page.owner`) due in `(from, to]`, by due
@@ -427,16 +438,6 @@ impl Source {
         })
     }
 
-    /// Tasks of these users completed in `[from, to)`.
-    pub async fn tasks_completed(
-        &self,
-        owners: &[String],
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> sqlx::Result<Vec<TaskRow>> {
-        self.tasks(owners, "", "completed_at", from, to).await
-    }
-
     /// In one query, tasks of these users that are open and due before `due_before`, and tasks
     /// completed in `[from, to)`, ordered by owner, then due time, then id (a week's report
     /// wants both, and reading each owner's tasks once costs the database half as much).
@@ -462,33 +463,6 @@ impl Source {
                 .push(")) AND user_id");
             qb.push_in(owners);
             qb.push(" ORDER BY user_id, due_at, id");
-            qb.build_query_as::<TaskRow>().fetch_all(pool).await
-        })
-    }
-
-    /// Tasks of `owners` that meet `condition` (empty, or terms ending in `AND `) and whose
-    /// `column` is in `[from, to)`, ordered by owner, then `column`, then id.
-    async fn tasks(
-        &self,
-        owners: &[String],
-        condition: &'static str,
-        column: &'static str,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> sqlx::Result<Vec<TaskRow>> {
-        if owners.is_empty() {
-            return Ok(Vec::new());
-        }
-        on_source!(self, |pool, qb| {
-            qb.push(format!(
-                "SELECT {TASK_COLUMNS} FROM herald_tasks WHERE {condition}{column} >= "
-            ));
-            qb.push_bind(from)
-                .push(format!(" AND {column} < "))
-                .push_bind(to);
-            qb.push(" AND user_id");
-            qb.push_in(owners);
-            qb.push(format!(" ORDER BY user_id, {column}, id"));
             qb.build_query_as::<TaskRow>().fetch_all(pool).await
         })
     }

@@ -181,12 +181,7 @@ fn one(
     }
     let cron = domain::parse_cron(&raw.cron).map_err(|m| p.key(&format!("{place}.cron"), m));
     let zone = zone(&raw.timezone).map_err(|m| p.key(&format!("{place}.timezone"), m));
-    let fallback_timezone = domain::parse_zone(&raw.fallback_timezone)
-        .map_err(|m| p.key(&format!("{place}.fallback_timezone"), m));
-    let catch_up = duration(&format!("{place}.catch_up"), &raw.catch_up, p);
-    if let Some(catch_up) = catch_up {
-        check_catch_up(&place, catch_up, retention, p);
-    }
+    let (fallback_timezone, catch_up) = fallback_and_catch_up(&place, raw, retention, p);
     let spread = duration(&format!("{place}.spread"), &raw.spread, p);
     if let Some(spread) = spread {
         check_spread(&place, spread, p);
@@ -198,7 +193,7 @@ fn one(
         cron: Some(cron.ok()?),
         relative: None,
         zone: zone.ok()?,
-        fallback_timezone: fallback_timezone.ok()?,
+        fallback_timezone: fallback_timezone?,
         catch_up: catch_up?,
         spread: spread?,
         enabled,
@@ -266,12 +261,7 @@ fn one_relative(
             None
         }
     };
-    let fallback_timezone = domain::parse_zone(&raw.fallback_timezone)
-        .map_err(|m| p.key(&format!("{place}.fallback_timezone"), m));
-    let catch_up = duration(&format!("{place}.catch_up"), &raw.catch_up, p);
-    if let Some(catch_up) = catch_up {
-        check_catch_up(place, catch_up, retention, p);
-    }
+    let (fallback_timezone, catch_up) = fallback_and_catch_up(place, raw, retention, p);
     Some(ScheduleSettings {
         name: kind.name().to_owned(),
         kind,
@@ -279,11 +269,29 @@ fn one_relative(
         cron: None,
         relative: Some(when?),
         zone: ZoneMode::Recipient,
-        fallback_timezone: fallback_timezone.ok()?,
+        fallback_timezone: fallback_timezone?,
         catch_up: catch_up?,
         spread: Duration::ZERO,
         enabled,
     })
+}
+
+/// What every schedule takes: the fallback zone and the catch-up window, each reported under
+/// its key when wrong (`None` then).
+fn fallback_and_catch_up(
+    place: &str,
+    raw: &RawSchedule,
+    retention: &RetentionSettings,
+    p: &mut Problems,
+) -> (Option<Tz>, Option<Duration>) {
+    let fallback_timezone = domain::parse_zone(&raw.fallback_timezone)
+        .map_err(|m| p.key(&format!("{place}.fallback_timezone"), m))
+        .ok();
+    let catch_up = duration(&format!("{place}.catch_up"), &raw.catch_up, p);
+    if let Some(catch_up) = catch_up {
+        check_catch_up(place, catch_up, retention, p);
+    }
+    (fallback_timezone, catch_up)
 }
 
 /// "recipient", or an IANA zone.
