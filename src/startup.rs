@@ -41,8 +41,8 @@ impl Application {
     /// As [`Application::build`], with the clock that planning, dispatch and retries read.
     /// Tests pass a manual clock to walk through a day in seconds.
     pub async fn build_with_clock(settings: Settings, clock: Clock) -> anyhow::Result<Application> {
-        let templates = Arc::new(Templates::load(
-            &settings.templates_dir,
+        let templates = Arc::new(Templates::from_settings(
+            &settings,
             &crate::kinds::samples(),
         )?);
         let store = Store::connect(

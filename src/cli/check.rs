@@ -32,12 +32,25 @@ pub async fn check() -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    report(
-        "templates",
-        Templates::load(&settings.templates_dir, &crate::kinds::samples())
-            .map(|_| ())
-            .map_err(Into::into),
-    );
+    match Templates::from_settings(&settings, &crate::kinds::samples()) {
+        Ok(templates) => {
+            report("templates", Ok(()));
+            let catalog = templates.catalog();
+            let default = catalog.tag(catalog.default_locale()).to_owned();
+            for (locale, missing) in catalog.missing() {
+                if missing.is_empty() {
+                    println!("ok    messages {locale}: every message of {default}.ftl");
+                } else {
+                    println!(
+                        "warn  messages {locale}: {} message(s) of {default}.ftl missing, sent in {default} instead until {locale}.ftl has them: {}",
+                        missing.len(),
+                        missing.join(", ")
+                    );
+                }
+            }
+        }
+        Err(e) => report("templates", Err(e.into())),
+    }
     let pg = async {
         let store = Store::connect(&settings.database_url, 1, false).await?;
         store.ping().await

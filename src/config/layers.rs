@@ -19,6 +19,7 @@ pub(super) const ENV_ALIASES: &[(&str, &str)] = &[
     ("HERALD_API_TOKEN", "http.api_token"),
     ("HERALD_HTTP_ADDR", "http.addr"),
     ("HERALD_PUBLIC_URL", "http.public_url"),
+    ("HERALD_APP_URL", "app.url"),
     ("HERALD_UNSUBSCRIBE_KEY", "unsubscribe.key"),
     ("HERALD_ENV", "environment"),
 ];
@@ -120,7 +121,11 @@ fn kind_schedules() -> toml::Table {
     let mut table = toml::Table::new();
     for kind in Kind::all() {
         let default = kind.schedule();
-        for (key, value) in [("cron", default.cron), ("timezone", default.timezone)]
+        for (key, value) in [
+            ("cron", default.cron),
+            ("timezone", default.timezone),
+            ("link", kind.link()),
+        ]
             .into_iter()
             .filter(|(_, value)| !value.is_empty())
         {

@@ -31,7 +31,7 @@ pub use problems::{ConfigError, Problem};
 pub use secret::{Secret, SecretUrl};
 pub use sections::{
     RawSettings,
-    daemon::{RawPlanner, RawShutdown, RawTemplates, RawUi},
+    daemon::{AppSettings, RawApp, RawPlanner, RawShutdown, RawTemplates, RawUi},
     http::{RawHttp, RawUnsubscribe, UnsubscribeSettings},
     queue::{LEASE_RULE, MAX_DISPATCH_INTERVAL, MIN_REDISPATCH_AFTER, QueueSettings, RawQueue},
     retention::{RawRetention, RetentionSettings},
@@ -52,6 +52,10 @@ pub struct Settings {
     pub queue: QueueSettings,
     pub mail: MailSettings,
     pub templates_dir: PathBuf,
+    /// `templates.default_locale`: the language of users whose own has no messages.
+    pub default_locale: String,
+    /// `[app]`: the host app's address for the emails' buttons; `None` without `app.url`.
+    pub app: Option<AppSettings>,
     /// `http.addr`, a host name already resolved.
     pub http_addr: SocketAddr,
     /// `None` means `/api` and `/ui` are closed (403).

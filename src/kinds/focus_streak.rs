@@ -29,6 +29,7 @@ impl EmailKind for FocusStreak {
     const NAME: &'static str = "focus_streak";
     const ABOUT: &'static str = "minutes and sessions of focus that day and the streak of consecutive days with a session, only after a day with focus";
     const SCHEDULE: DefaultSchedule = DefaultSchedule::recipient("0 0 20 * * *");
+    const LINK: &'static str = "/focus";
 
     type Data = Day;
 

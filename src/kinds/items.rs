@@ -110,6 +110,8 @@ pub trait ItemKind: Send + Sync + 'static {
     /// Whether its schedule runs unless the configuration says: `false` for a kind that
     /// overlaps another (an operator turns it on with `enabled = true`).
     const ON_BY_DEFAULT: bool = true;
+    /// As [`super::EmailKind::LINK`], for a task the app gives no path of its own.
+    const LINK: &'static str = "/tasks";
 
     /// A page of the open tasks due in `(page.from, page.to]` (of `page.owner` only, when
     /// given), by due time then id, after `page.after`, at most `page.limit`.
@@ -144,6 +146,10 @@ impl<K: ItemKind> AnyKind for Items<K> {
     /// refuses `cron` and `timezone` for such a kind.
     fn schedule(&self) -> DefaultSchedule {
         DefaultSchedule::recipient("")
+    }
+
+    fn link(&self) -> &'static str {
+        K::LINK
     }
 
     fn compose_all<'a>(

@@ -50,6 +50,9 @@ pub trait EmailKind: Send + Sync + 'static {
     const ABOUT: &'static str;
     /// When the kind fires unless `[schedules.<NAME>]` says otherwise.
     const SCHEDULE: DefaultSchedule;
+    /// Where in the host app the email's button goes (after `app.url`), unless
+    /// `[schedules.<NAME>] link` says otherwise.
+    const LINK: &'static str = "/";
 
     /// What the kind knows about one user at one instant. `Default` is "nothing".
     type Data: Default + Send + Sync;
@@ -205,6 +208,8 @@ pub trait AnyKind: Send + Sync {
     fn name(&self) -> &'static str;
     fn about(&self) -> &'static str;
     fn schedule(&self) -> DefaultSchedule;
+    /// The path in the host app the email's button opens by default.
+    fn link(&self) -> &'static str;
     /// Loads the data of `users` at `at` and composes the emails of every user with something
     /// to say: for user `i` of `users`, `(i, end of the dedup key, payload)`, in their order.
     /// `date(i)` is the fire's local date for user `i`.
@@ -259,6 +264,10 @@ impl<K: EmailKind> AnyKind for K {
 
     fn schedule(&self) -> DefaultSchedule {
         K::SCHEDULE
+    }
+
+    fn link(&self) -> &'static str {
+        K::LINK
     }
 
     fn compose_all<'a>(
@@ -342,6 +351,11 @@ impl Kind {
 
     pub fn schedule(self) -> DefaultSchedule {
         self.0.schedule()
+    }
+
+    /// See [`EmailKind::LINK`].
+    pub fn link(self) -> &'static str {
+        self.0.link()
     }
 
     /// See [`AnyKind::compose_all`].
@@ -481,9 +495,11 @@ mod tests {
                 .any(|l| implements.iter().any(|i| l.starts_with(i)))
                 .then(|| p.file_stem()?.to_str().map(str::to_owned))?
         });
+        // Every folder but `messages`, which holds each locale's words.
         let folders = names("templates", |p| {
             p.is_dir()
                 .then(|| p.file_name()?.to_str().map(str::to_owned))?
+                .filter(|name| name != "messages")
         });
         for (name, place) in files
             .iter()

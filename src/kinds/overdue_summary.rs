@@ -18,6 +18,7 @@ impl EmailKind for OverdueSummary {
     const NAME: &'static str = "overdue_summary";
     const ABOUT: &'static str = "the tasks past their due time and not completed";
     const SCHEDULE: DefaultSchedule = DefaultSchedule::recipient("0 0 7 * * *");
+    const LINK: &'static str = "/tasks?filter=overdue";
 
     /// The open tasks past their due time.
     type Data = Vec<TaskRow>;

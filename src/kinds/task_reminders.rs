@@ -20,6 +20,7 @@ impl EmailKind for TaskReminders {
     const NAME: &'static str = "task_reminders";
     const ABOUT: &'static str = "the tasks due tomorrow, \"tomorrow\" in the user's time zone";
     const SCHEDULE: DefaultSchedule = DefaultSchedule::recipient("0 0 9 * * *");
+    const LINK: &'static str = "/tasks";
 
     /// The open tasks due tomorrow.
     type Data = Vec<TaskRow>;

@@ -29,6 +29,7 @@ impl EmailKind for WeeklyReport {
     const NAME: &'static str = "weekly_report";
     const ABOUT: &'static str = "tasks completed, focus minutes and what is still overdue over the 7 local days before Sunday 17:00";
     const SCHEDULE: DefaultSchedule = DefaultSchedule::recipient("0 0 17 * * Sun");
+    const LINK: &'static str = "/reports/weekly";
 
     type Data = Week;
 

@@ -21,6 +21,12 @@ pub(super) async fn within<T>(read: impl Future<Output = anyhow::Result<T>>) -> 
     }
 }
 
+/// The `locale` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LocaleLabels {
+    locale: String,
+}
+
 /// What PostgreSQL said at scrape time.
 #[derive(Debug, Clone)]
 pub struct PostgresReading {
@@ -112,6 +118,17 @@ impl Live {
             prometheus_client::metrics::counter::ConstCounter::new(
                 crate::queue::workers::dead_letters(),
             ),
+        );
+        // Counted by the process since it started; a fresh registry every scrape, so the
+        // total is set with one inc_by.
+        let fallbacks = Family::<LocaleLabels, Counter>::default();
+        for (locale, n) in crate::render::i18n::fallbacks() {
+            fallbacks.get_or_create(&LocaleLabels { locale }).inc_by(n);
+        }
+        r.register(
+            "translation_fallbacks",
+            "Messages sent in the default locale's words because the user's locale lacks them (herald check lists the missing ones)",
+            fallbacks,
         );
         let gauge = |r: &mut Registry, name: &str, help: &str, v: i64| {
             let g = Gauge::<i64>::default();

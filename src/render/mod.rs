@@ -6,17 +6,34 @@
 //! exist is not known here: the caller passes the kinds' sample payloads to check.
 //!
 //! Every template sees the payload's fields, `now` (the instant it is rendered at, for the
-//! relative words of [`time`]) and the time filters of [`time`].
+//! relative words of [`time`]), `locale` (the user's, resolved by [`i18n`]), the links
+//! (`unsubscribe_url`, `button_url`, `preferences_url`, each only when there is one), the time
+//! filters of [`time`] and `t("message-id", …)`, which writes a message of
+//! `messages/<locale>.ftl`.
+//!
+//! The HTML is rendered with its CSS in a `<style>` of the layout, then inlined into `style`
+//! attributes by `css-inline` (mail clients such as Gmail drop or ignore a `<head>`'s styles);
+//! `@media` rules (dark mode, narrow screens) stay in the `<style>`, where clients that read
+//! them find them.
 
+pub mod i18n;
 pub mod time;
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use minijinja::{Environment, UndefinedBehavior};
 use serde_json::Value;
 
-use crate::payload::Payload;
+use crate::{
+    config::{AppSettings, Settings},
+    payload::Payload,
+};
+use i18n::Catalog;
 
 /// The three parts of one email.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,23 +62,90 @@ fn describe(dir: &Path, e: &minijinja::Error) -> String {
     format!("template {file}{line}: {reason}")
 }
 
+/// What a render needs besides the templates: the default language and the host app's links.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `templates.default_locale`.
+    pub default_locale: String,
+    /// `[app]`; `None`: no button and no preferences link.
+    pub app: Option<AppSettings>,
+    /// Each kind's `link`, the path its button opens after `app.url`.
+    pub links: BTreeMap<String, String>,
+}
+
+impl Default for Options {
+    /// English, no links into an app.
+    fn default() -> Options {
+        Options {
+            default_locale: "en".to_owned(),
+            app: None,
+            links: BTreeMap::new(),
+        }
+    }
+}
+
+impl Options {
+    pub fn of(settings: &Settings) -> Options {
+        Options {
+            default_locale: settings.default_locale.clone(),
+            app: settings.app.clone(),
+            links: settings
+                .schedules
+                .iter()
+                .map(|s| (s.name.clone(), s.link.clone()))
+                .collect(),
+        }
+    }
+}
+
 /// All templates, parsed once.
-#[derive(Debug)]
 pub struct Templates {
     env: Environment<'static>,
     dir: PathBuf,
+    catalog: Arc<Catalog>,
+    options: Options,
+    inliner: css_inline::CSSInliner<'static>,
+}
+
+impl std::fmt::Debug for Templates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Templates({}, {:?})", self.dir.display(), self.catalog)
+    }
 }
 
 impl Templates {
-    /// Loads every template under `dir` and renders each sample (every sample of every kind,
-    /// from `kinds::samples`, at its own instant), so a syntax error, a missing file or an
-    /// undefined variable in any branch a sample takes stops start-up instead of an email.
+    /// [`Templates::load_with`] in English, without links into an app.
     pub fn load(dir: &Path, samples: &[Payload]) -> Result<Templates, TemplateError> {
+        Self::load_with(dir, Options::default(), samples)
+    }
+
+    /// [`Templates::load_with`] with the settings' locale and links.
+    pub fn from_settings(settings: &Settings, samples: &[Payload]) -> Result<Templates, TemplateError> {
+        Self::load_with(&settings.templates_dir, Options::of(settings), samples)
+    }
+
+    /// Loads every template and every locale's messages under `dir` and renders each sample
+    /// (every sample of every kind, from `kinds::samples`, at its own instant) in every locale,
+    /// so a syntax error, a missing file, an undefined variable or a message missing from the
+    /// default locale in any branch a sample takes stops start-up instead of an email.
+    pub fn load_with(
+        dir: &Path,
+        options: Options,
+        samples: &[Payload],
+    ) -> Result<Templates, TemplateError> {
+        let messages = dir.join("messages");
+        let catalog = Catalog::load(&messages, &options.default_locale).map_err(|e| {
+            TemplateError(
+                messages.clone(),
+                minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e),
+            )
+        })?;
+        let catalog = Arc::new(catalog);
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_trim_blocks(true);
         env.set_keep_trailing_newline(false);
-        time::register(&mut env);
+        time::register(&mut env, &catalog);
         let mut files = Vec::new();
         collect(dir, dir, &mut files).map_err(|e| {
             TemplateError(
@@ -76,14 +160,31 @@ impl Templates {
             env.add_template_owned(name, source)
                 .map_err(|e| TemplateError(dir.to_path_buf(), e))?;
         }
+        let inliner = css_inline::CSSInliner::options()
+            .load_remote_stylesheets(false)
+            .keep_at_rules(true)
+            .build();
         let templates = Templates {
             env,
             dir: dir.to_path_buf(),
+            catalog,
+            options,
+            inliner,
         };
         for sample in samples {
-            templates.render(sample.kind(), &sample.to_value(), sample.at())?;
+            for locale in templates.catalog.tags() {
+                let mut payload = sample.to_value();
+                payload["user"]["locale"] = Value::String(locale.clone());
+                templates.render(sample.kind(), &payload, sample.at())?;
+            }
         }
+        templates.catalog.start_counting();
         Ok(templates)
+    }
+
+    /// The locales' messages: `herald check` lists what each lacks, `/metrics` the fallbacks.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
     }
 
     /// Renders one email of `kind` (the name of its templates folder) from its payload, as it
@@ -106,9 +207,18 @@ impl Templates {
         now: DateTime<Utc>,
         unsubscribe_url: Option<&str>,
     ) -> Result<Rendered, TemplateError> {
+        let wanted = payload
+            .get("user")
+            .and_then(|u| u.get("locale"))
+            .and_then(Value::as_str);
+        let locale = self.catalog.tag(self.catalog.resolve(wanted));
+        let (button_url, preferences_url) = self.app_links(kind, payload);
         let ctx = minijinja::context! {
             now => now.to_rfc3339_opts(SecondsFormat::Secs, true),
+            locale,
             unsubscribe_url,
+            button_url,
+            preferences_url,
             ..minijinja::Value::from_serialize(payload)
         };
         let part = |file: &str| -> Result<String, TemplateError> {
@@ -124,8 +234,40 @@ impl Templates {
                 .split_whitespace()
                 .collect::<Vec<_>>()
                 .join(" "),
-            html: part("body.html")?,
+            html: self.inline(&part("body.html")?)?,
             text: part("body.txt")?,
+        })
+    }
+
+    /// The button's address (the task's own path for an email about one task, else the kind's
+    /// `link`) and the preferences page's, both in the host app; `None` without `app.url`.
+    fn app_links(&self, kind: &str, payload: &Value) -> (Option<String>, Option<String>) {
+        let Some(app) = &self.options.app else {
+            return (None, None);
+        };
+        let path = payload
+            .get("task")
+            .and_then(|t| t.get("path"))
+            .and_then(Value::as_str)
+            .filter(|p| p.starts_with('/'))
+            .or_else(|| self.options.links.get(kind).map(String::as_str))
+            .unwrap_or("/");
+        (
+            Some(format!("{}{path}", app.url)),
+            Some(format!("{}{}", app.url, app.preferences_path)),
+        )
+    }
+
+    /// The `<style>` rules moved into `style` attributes, `@media` rules kept.
+    fn inline(&self, html: &str) -> Result<String, TemplateError> {
+        self.inliner.inline(html).map_err(|e| {
+            TemplateError(
+                self.dir.clone(),
+                minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    format!("cannot inline the CSS of the HTML part: {e}"),
+                ),
+            )
         })
     }
 }

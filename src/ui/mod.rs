@@ -41,7 +41,7 @@ pub struct Ui {
 
 /// The dashboard's routes, to nest under `/ui`.
 pub fn router<S>(app: AppState) -> Router<S> {
-    let emails = Templates::load(&app.settings.templates_dir, &crate::kinds::samples())
+    let emails = Templates::from_settings(&app.settings, &crate::kinds::samples())
         .map_err(|e| e.to_string());
     let ui = Ui {
         app,

@@ -66,7 +66,7 @@ pub(crate) async fn worker_deps(env: &Env, store: Store) -> WorkerDeps {
         in_hand: herald::worker::InHand::new(settings.queue.concurrency),
         store,
         templates: Arc::new(
-            Templates::load(&settings.templates_dir, &herald::kinds::samples()).unwrap(),
+            Templates::from_settings(&settings, &herald::kinds::samples()).unwrap(),
         ),
         providers: Provider::build_all(&settings.mail).unwrap(),
         gate: herald::startup::gate(redis, &settings),

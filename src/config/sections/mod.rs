@@ -18,7 +18,7 @@ pub mod retention;
 pub mod schedules;
 pub mod stores;
 
-use daemon::{RawPlanner, RawShutdown, RawTemplates, RawUi};
+use daemon::{RawApp, RawPlanner, RawShutdown, RawTemplates, RawUi};
 use http::RawHttp;
 use queue::RawQueue;
 use retention::RawRetention;
@@ -37,6 +37,7 @@ pub struct RawSettings {
     pub queue: RawQueue,
     pub mail: RawMail,
     pub templates: RawTemplates,
+    pub app: RawApp,
     pub http: RawHttp,
     pub unsubscribe: http::RawUnsubscribe,
     pub shutdown: RawShutdown,
@@ -89,6 +90,8 @@ impl RawSettings {
         );
         let retention = retention::check(&self.retention, p);
         let schedules = schedules::check(&self.schedules, &retention, p);
+        let app = daemon::app(&self.app, p);
+        let default_locale = daemon::default_locale(&self.templates, p);
         let shutdown_grace = daemon::shutdown_grace(&self.shutdown, p);
         let planner_tick = daemon::planner_tick(&self.planner, p);
         let ui_retry_per_second = daemon::ui_retry_per_second(&self.ui, p);
@@ -101,6 +104,8 @@ impl RawSettings {
             queue,
             mail,
             templates_dir: self.templates.dir.into(),
+            default_locale,
+            app,
             http_addr,
             api_token,
             unsubscribe,

@@ -74,6 +74,13 @@ pub struct RawSchedule {
     /// For a kind relative to each task's due time (`due_soon`): how long before it the email
     /// goes ("30m", "2h"); the kind's own default unless set.
     pub before: Option<String>,
+    /// The path in the host app the email's button opens (after `app.url`).
+    #[serde(default = "root")]
+    pub link: String,
+}
+
+fn root() -> String {
+    "/".to_owned()
 }
 
 fn recipient() -> String {
@@ -124,6 +131,8 @@ pub struct ScheduleSettings {
     pub catch_up: Duration,
     pub spread: Duration,
     pub enabled: bool,
+    /// `link`: the path in the host app the email's button opens, from `/`.
+    pub link: String,
 }
 
 impl ScheduleSettings {
@@ -197,7 +206,20 @@ fn one(
         catch_up: catch_up?,
         spread: spread?,
         enabled,
+        link: link(&place, raw, p),
     })
+}
+
+/// `link`: a path from the app's root.
+fn link(place: &str, raw: &RawSchedule, p: &mut Problems) -> String {
+    let link = raw.link.trim();
+    if !link.starts_with('/') {
+        p.key(
+            &format!("{place}.link"),
+            format!("is {link:?}; write the path in your app the email's button opens, from its root, such as \"/tasks\" (app.url is put before it)"),
+        );
+    }
+    link.to_owned()
 }
 
 /// A kind sent relative to each task's due time: `before`, `catch_up`, `fallback_timezone` and
@@ -273,6 +295,7 @@ fn one_relative(
         catch_up: catch_up?,
         spread: Duration::ZERO,
         enabled,
+        link: link(place, raw, p),
     })
 }
 
