@@ -9,6 +9,7 @@ mod fencing;
 mod helpers;
 mod idempotency;
 mod item_kinds;
+mod languages;
 mod load;
 mod local_time;
 #[path = "../support/mariadb.rs"]
