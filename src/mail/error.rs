@@ -372,14 +372,8 @@ mod tests {
         }
         // Only "unavailable" says the request was not taken: it may fail over, with or
         // without a retry-after.
-        let unavailable = classify_resend(
-            503,
-            "",
-            "down",
-            Some(Duration::from_secs(30)),
-            None,
-            now(),
-        );
+        let unavailable =
+            classify_resend(503, "", "down", Some(Duration::from_secs(30)), None, now());
         assert_eq!(unavailable.class, Transient);
         assert!(unavailable.class.fails_over());
         for status in [500, 502, 504] {

@@ -115,7 +115,11 @@ impl Provider {
                 format!("{}|{}", r.base_url, r.api_key.expose()),
             ),
             ProviderSettings::Smtp(s) => (
-                Channel::Smtp(smtp_pool::SmtpPool::new(s, mail.connect_timeout, mail.pool_size)?),
+                Channel::Smtp(smtp_pool::SmtpPool::new(
+                    s,
+                    mail.connect_timeout,
+                    mail.pool_size,
+                )?),
                 1,
                 s.messages_per_second,
                 format!(

@@ -188,7 +188,10 @@ impl SmtpPool {
             .await
             .map_err(|_| {
                 let within = humantime::format_duration(i.connect_timeout);
-                unreachable(i, format!("no connection within {within} (mail.connect_timeout)"))
+                unreachable(
+                    i,
+                    format!("no connection within {within} (mail.connect_timeout)"),
+                )
             })?
             .map_err(|e| unreachable(i, e.to_string()))?;
             tcp.set_nodelay(true)

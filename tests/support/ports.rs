@@ -92,7 +92,10 @@ impl Blackhole {
         .await
         {
             queued.push(conn);
-            assert!(queued.len() < 64, "the accept queue of port {port} never fills");
+            assert!(
+                queued.len() < 64,
+                "the accept queue of port {port} never fills"
+            );
         }
         Blackhole {
             _listener: listener,

@@ -81,7 +81,11 @@ fn check_connect_timeout(
         return;
     }
     let mut within = Vec::new();
-    if let Some(t) = smtp.filter(|_| providers.iter().any(|s| matches!(s, ProviderSettings::Smtp(_)))) {
+    if let Some(t) = smtp.filter(|_| {
+        providers
+            .iter()
+            .any(|s| matches!(s, ProviderSettings::Smtp(_)))
+    }) {
         within.push(("mail.timeout", t));
     }
     for r in providers {
@@ -147,7 +151,10 @@ mod tests {
             assert!(err.contains(want), "missing {want:?} in:\n{err}");
         }
         let err = load(&[("HERALD__MAIL__MAX_PAUSE", "soon")]).unwrap_err();
-        assert!(err.contains("mail.max_pause (HERALD__MAIL__MAX_PAUSE): "), "{err}");
+        assert!(
+            err.contains("mail.max_pause (HERALD__MAIL__MAX_PAUSE): "),
+            "{err}"
+        );
 
         // Not shorter than a send's timeout: the whole send would time out first, unknown.
         let err = load(&[
