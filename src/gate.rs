@@ -9,7 +9,8 @@
 //!   burst of N lets 2N through in a window that straddles a refill. The window is one second plus
 //!   [`GUARD`] for the network's jitter between Redis's clock and the provider's.
 //! - `{queue}:provider:{name}:pause`: `fingerprint|class|message`, with an expiry. While it
-//!   lives nobody sends through that provider. A configuration pause only holds processes with the
+//!   lives nobody sends through that provider. A rate limit's pause lasts what `retry-after`
+//!   says, at most `mail.max_pause` (the message then says it was cut). A configuration pause only holds processes with the
 //!   same credentials (fingerprint), so a process started with a fixed key is not held back by a
 //!   pause its predecessor earned.
 //! - `{queue}:provider:{name}:circuit`: exists while the provider is unreachable. When the pause
@@ -178,6 +179,35 @@ pub struct Pauses {
     pub throttle: Duration,
     /// How long a probe may hold the probe lock.
     pub probe_lease: Duration,
+    /// The longest pause a rate limit sets (`mail.max_pause`), whatever `retry-after` says.
+    pub max: Duration,
+}
+
+impl Pauses {
+    /// The pause a rate limit sets: what the provider asked for (`retry-after`), at most
+    /// [`Pauses::max`]; [`Pauses::throttle`] when it asked for nothing. With the wait asked for
+    /// when it was cut.
+    ///
+    /// Only rate limits are cut. A quota pause lasts until the quota resets (hours for a daily
+    /// quota, up to 31 days for a monthly one): asking earlier would only be refused again, and
+    /// the emails go to the next provider meanwhile.
+    pub fn rate_limit(&self, asked: Option<Duration>) -> (Duration, Option<Duration>) {
+        match asked {
+            Some(asked) if asked > self.max => (self.max, Some(asked)),
+            Some(asked) => (asked, None),
+            None => (self.throttle, None),
+        }
+    }
+}
+
+/// What a pause cut to `mail.max_pause` says, after the provider's message: on `/readyz`, in
+/// `herald check` and on the dashboard.
+pub fn cut_note(asked: Duration, max: Duration) -> String {
+    format!(
+        " (it asked for a pause of {}; cut to mail.max_pause, {})",
+        humantime::format_duration(Duration::from_secs(asked.as_secs())),
+        humantime::format_duration(max)
+    )
 }
 
 /// The shared gate in front of every provider.
@@ -289,6 +319,11 @@ impl Gate {
         }
     }
 
+    /// The waits this gate applies.
+    pub fn pauses(&self) -> &Pauses {
+        &self.pauses
+    }
+
     /// After a request that got an answer: a probe's answer closes the circuit.
     pub async fn answered(&self, p: &Provider, probe: bool) -> anyhow::Result<()> {
         if probe {
@@ -316,8 +351,13 @@ impl Gate {
         probe: bool,
     ) -> anyhow::Result<Option<Duration>> {
         let mut conn = self.conn.clone();
+        let mut cut_from = None;
         let pause = match e.class {
-            ErrorClass::RateLimited => Some(e.wait.unwrap_or(self.pauses.throttle)),
+            ErrorClass::RateLimited => {
+                let (pause, asked) = self.pauses.rate_limit(e.wait);
+                cut_from = asked;
+                Some(pause)
+            }
             ErrorClass::Quota => Some(e.wait.unwrap_or(Duration::from_secs(3600))),
             ErrorClass::Configuration => Some(self.pauses.configuration),
             ErrorClass::Transient if e.unreachable => {
@@ -355,7 +395,8 @@ impl Gate {
         } else {
             e.class.as_str()
         };
-        let value = format!("{fingerprint}|{class}|{}", e.message);
+        let note = cut_from.map_or(String::new(), |asked| cut_note(asked, pause));
+        let value = format!("{fingerprint}|{class}|{}{note}", e.message);
         let set = self
             .pause
             .key(self.key(p, "pause"))
@@ -367,6 +408,12 @@ impl Gate {
         // A pause is logged when it starts, not for every email that meets it.
         let started = set == 2;
         let lasts = humantime::format_duration(Duration::from_secs(pause.as_secs().max(1)));
+        if let Some(asked) = cut_from
+            && set != 0
+        {
+            let asked = humantime::format_duration(Duration::from_secs(asked.as_secs()));
+            tracing::warn!(provider = p.name(), asked = %asked, pause = %lasts, error = %e, "the provider asked for a pause longer than mail.max_pause; paused for mail.max_pause instead, then it is asked again");
+        }
         match e.class {
             ErrorClass::Configuration => self.log_configuration(p, e, pause).await,
             ErrorClass::Quota if started => {
@@ -456,6 +503,34 @@ mod tests {
         assert!(!paused(ErrorClass::RateLimited).fails_over());
         assert!(paused(ErrorClass::Quota).fails_over());
         assert!(paused(ErrorClass::Configuration).fails_over());
+    }
+
+    #[test]
+    fn a_rate_limit_pauses_at_most_max_pause() {
+        let secs = Duration::from_secs;
+        let pauses = Pauses {
+            configuration: secs(60),
+            probe_interval: secs(2),
+            throttle: secs(10),
+            probe_lease: secs(30),
+            max: secs(300),
+        };
+        assert_eq!(pauses.rate_limit(Some(secs(3))), (secs(3), None));
+        assert_eq!(pauses.rate_limit(Some(secs(300))), (secs(300), None));
+        assert_eq!(
+            pauses.rate_limit(Some(secs(2_592_000))),
+            (secs(300), Some(secs(2_592_000)))
+        );
+        assert_eq!(
+            pauses.rate_limit(Some(crate::mail::error::MAX_WAIT)),
+            (secs(300), Some(crate::mail::error::MAX_WAIT))
+        );
+        // SMTP throttling says no wait: mail.throttle_pause.
+        assert_eq!(pauses.rate_limit(None), (secs(10), None));
+        assert_eq!(
+            cut_note(secs(2_592_000), secs(300)),
+            " (it asked for a pause of 30days; cut to mail.max_pause, 5m)"
+        );
     }
 
     #[test]

@@ -243,6 +243,7 @@ pub fn gate(redis: apalis_redis::ConnectionManager, settings: &Settings) -> Gate
             probe_interval: m.probe_interval,
             throttle: m.throttle_pause,
             probe_lease: mail::send_timeout(m),
+            max: m.max_pause,
         },
     )
 }

@@ -587,6 +587,7 @@ async fn herald_survives_sigterm_sigkill_and_redis_and_postgres_restarts_mid_sen
         // lost and what a dead worker held must come back through the marker key and the drain
         // of dead workers, not through that last resort.
         ("HERALD__MAIL__TIMEOUT", "5s".into()),
+        ("HERALD__MAIL__CONNECT_TIMEOUT", "1s".into()),
         ("HERALD__QUEUE__LEASE", "10s".into()),
         // The cron ticks stay off: the test plans each fire through the trigger endpoint.
         ("HERALD__SCHEDULES__ENABLED", "false".into()),

@@ -16,10 +16,12 @@ pub struct RawMail {
     pub smtp_url: SecretUrl,
     pub outbox_dir: String,
     pub timeout: String,
+    pub connect_timeout: String,
     pub pool_size: u32,
     pub configuration_pause: String,
     pub probe_interval: String,
     pub throttle_pause: String,
+    pub max_pause: String,
     pub smtp: RawSmtp,
     pub resend: RawResend,
 }
@@ -54,6 +56,10 @@ pub struct MailSettings {
     /// the email to the next.
     pub providers: Vec<ProviderSettings>,
     pub timeout: Duration,
+    /// How long opening a TCP connection to a provider may take, less than its send timeout. A
+    /// connection not open by then is "not taken" (transient, the provider unreachable: its
+    /// circuit opens and the email fails over), never "unknown": nothing was sent.
+    pub connect_timeout: Duration,
     pub pool_size: u32,
     /// How long a provider that refused Herald's credentials or sender is left alone.
     pub configuration_pause: Duration,
@@ -61,6 +67,9 @@ pub struct MailSettings {
     pub probe_interval: Duration,
     /// How long an SMTP server that says it is throttling is left alone (SMTP has no retry-after).
     pub throttle_pause: Duration,
+    /// The longest a rate limit pauses a provider: a longer `retry-after` (Resend allows it to
+    /// say up to 31 days) is cut to this, with a warning. Quota pauses are not cut.
+    pub max_pause: Duration,
 }
 
 /// Where emails go.

@@ -13,12 +13,15 @@ pub enum ErrorClass {
     /// Will not work as it is (SMTP 5xx, Resend 400/422, an invalid address): failed at once,
     /// and never tried on another provider.
     Permanent,
-    /// Might work later, and the provider did not take the email (connection refused, SMTP 4xx,
-    /// Resend 5xx): retried after 2 s, 4 s, 8 s, or on the next provider.
+    /// Might work later, and the provider said or showed that it did not take the email: a
+    /// connection refused or not opened within `mail.connect_timeout`, SMTP 4xx, Resend 503
+    /// (with or without `retry-after`). Retried after 2 s, 4 s, 8 s, or on the next provider.
     Transient,
     /// Herald cannot tell whether the provider took the email (a Resend request without an
-    /// answer: timeout, connection lost after sending; a 2xx answer Herald cannot read; Resend
-    /// 409 `concurrent_idempotent_requests` or `invalid_idempotent_request`; an SMTP timeout
+    /// answer: timeout, connection lost after sending; Resend 500, 502, 504 and any other 5xx
+    /// but 503: a gateway or server error after Resend may have taken the request, for a batch
+    /// up to 100 emails; a 2xx answer Herald cannot read; Resend 409
+    /// `concurrent_idempotent_requests` or `invalid_idempotent_request`; an SMTP timeout
     /// without a reply code). Never tried on another provider: retried on the same one after
     /// 2 s, 4 s, 8 s with the same idempotency key (Resend replays its first answer) or the same
     /// Message-ID (SMTP), using an attempt each time. When the retries are used up the delivery
@@ -191,7 +194,17 @@ pub fn classify_resend(
              so Herald does not send it under another key",
             None,
         ),
-        (500..=599, _) => (ErrorClass::Transient, "", None),
+        // Unavailable: Resend says it did not take the request, so another provider may.
+        (503, _) => (ErrorClass::Transient, "", None),
+        // A server or gateway error (500, 502, 504…) may come after Resend took the request, as
+        // a timeout may: retried at Resend under the same idempotency key, never elsewhere.
+        (500..=599, _) => (
+            ErrorClass::Unknown,
+            "; Resend may have taken the request before this error, so it is retried on Resend \
+             with the same idempotency key (Resend then replays its first answer), never on \
+             another provider",
+            None,
+        ),
         _ => (ErrorClass::Permanent, "", None),
     };
     SendError::new(class, Some(status), format!("{said}{hint}")).with_wait(wait)
@@ -345,7 +358,10 @@ mod tests {
             (429, "monthly_quota_exceeded", "Monthly quota", Quota),
             (409, "concurrent_idempotent_requests", "in flight", Unknown),
             (409, "invalid_idempotent_request", "other payload", Unknown),
-            (500, "internal_server_error", "oops", Transient),
+            (500, "internal_server_error", "oops", Unknown),
+            (502, "bad_gateway", "upstream", Unknown),
+            (504, "gateway_timeout", "upstream slow", Unknown),
+            (599, "", "odd", Unknown),
             (503, "service_unavailable", "down", Transient),
         ];
         for (status, name, message, class) in cases {
@@ -353,6 +369,17 @@ mod tests {
             assert_eq!(e.class, class, "{status} {name}");
             assert_eq!(e.code, Some(status));
             assert!(e.message.contains(message), "{}", e.message);
+        }
+        // Only "unavailable" says the request was not taken: it may fail over, with or
+        // without a retry-after.
+        let unavailable =
+            classify_resend(503, "", "down", Some(Duration::from_secs(30)), None, now());
+        assert_eq!(unavailable.class, Transient);
+        assert!(unavailable.class.fails_over());
+        for status in [500, 502, 504] {
+            let e = resend(status, "", "gateway");
+            assert!(!e.class.fails_over(), "{status}");
+            assert!(e.message.contains("same idempotency key"), "{}", e.message);
         }
         assert!(
             resend(401, "invalid_api_key", "x")

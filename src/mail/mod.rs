@@ -109,13 +109,17 @@ impl Provider {
         };
         let (channel, batch_size, per_second, secret) = match p {
             ProviderSettings::Resend(r) => (
-                Channel::Resend(resend::Resend::new(r, &sender)?),
+                Channel::Resend(resend::Resend::new(r, &sender, mail.connect_timeout)?),
                 r.batch_size,
                 r.requests_per_second,
                 format!("{}|{}", r.base_url, r.api_key.expose()),
             ),
             ProviderSettings::Smtp(s) => (
-                Channel::Smtp(smtp_pool::SmtpPool::new(s, mail.timeout, mail.pool_size)?),
+                Channel::Smtp(smtp_pool::SmtpPool::new(
+                    s,
+                    mail.connect_timeout,
+                    mail.pool_size,
+                )?),
                 1,
                 s.messages_per_second,
                 format!(

@@ -83,9 +83,17 @@ struct ErrorBody {
 }
 
 impl Resend {
-    pub fn new(s: &ResendSettings, sender: &super::Sender) -> anyhow::Result<Resend> {
+    /// `connect_timeout` (`mail.connect_timeout`) bounds the TCP and TLS connect: a Resend that
+    /// cannot be reached in it did not take the request (transient, unreachable), where a
+    /// request that used up the whole `timeout` may have been taken (unknown).
+    pub fn new(
+        s: &ResendSettings,
+        sender: &super::Sender,
+        connect_timeout: Duration,
+    ) -> anyhow::Result<Resend> {
         let http = reqwest::Client::builder()
             .timeout(s.timeout)
+            .connect_timeout(connect_timeout)
             .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("cannot build the HTTP client for Resend")?;
@@ -247,8 +255,10 @@ impl Resend {
             source = s.source();
         }
         if e.is_connect() {
-            // No connection: the request never left Herald, so another provider may take it.
-            message.push_str(" (is mail.resend.base_url right?)");
+            // No connection (refused, or not open within mail.connect_timeout: a connect timeout
+            // is a connect error too): the request never left Herald, so another provider may
+            // take it.
+            message.push_str(" (is mail.resend.base_url right, and Resend reachable within mail.connect_timeout?)");
             SendError::new(ErrorClass::Transient, None, message).unreachable()
         } else if e.is_timeout() {
             message.push_str(&format!(
@@ -393,7 +403,7 @@ mod tests {
         assert_eq!(e.class, ErrorClass::RateLimited);
         assert_eq!(e.wait, Some(crate::mail::error::MAX_WAIT));
         let e = read_error(502, None, None, b"<html>Bad gateway</html>", now);
-        assert_eq!(e.class, ErrorClass::Transient);
+        assert_eq!(e.class, ErrorClass::Unknown);
         assert!(e.message.contains("Bad gateway"), "{}", e.message);
     }
 

@@ -100,8 +100,9 @@ fn lettre_mailbox(m: &Mailbox) -> Result<lettre::message::Mailbox, String> {
 
 /// Sorts a lettre SMTP error into the taxonomy. A reply code decides when there is one (see
 /// [`classify_smtp_reply`]); a TLS failure is configuration (retrying will not fix a wrong `tls=`
-/// or certificate); a timeout without a reply code is unknown; a connection that could not be opened is transient
-/// and marks the server unreachable, which opens its circuit.
+/// or certificate); a connection that could not be opened (refused, or not open within
+/// `mail.connect_timeout`) is transient and marks the server unreachable, which opens its
+/// circuit; another timeout without a reply code is unknown.
 pub fn classify(e: &lettre::transport::smtp::Error) -> SendError {
     let code = e.status().map(u16::from);
     let mut message = e.to_string();
@@ -134,6 +135,15 @@ pub fn classify(e: &lettre::transport::smtp::Error) -> SendError {
             " (a TLS problem: for a local catcher without TLS use smtp://host:port?tls=none)",
             false,
         )
+    } else if lower.starts_with("connection error") {
+        // lettre's connection errors come only from opening the connection, before anything was
+        // sent; its connect timeout is one of them (and also a timeout, hence before that test).
+        (
+            ErrorClass::Transient,
+            " (cannot connect to the SMTP server within mail.connect_timeout: is it running, and \
+             is SMTP_URL right?)",
+            true,
+        )
     } else if e.is_timeout() {
         // lettre does not say which command timed out: after DATA the server may have taken the
         // message. Retried on this server only, with the same Message-ID.
@@ -148,12 +158,6 @@ pub fn classify(e: &lettre::transport::smtp::Error) -> SendError {
             ErrorClass::Configuration,
             " (check the user and password in SMTP_URL)",
             false,
-        )
-    } else if lower.starts_with("connection error") {
-        (
-            ErrorClass::Transient,
-            " (cannot connect to the SMTP server: is it running, and is SMTP_URL right?)",
-            true,
         )
     } else {
         (ErrorClass::Transient, "", false)

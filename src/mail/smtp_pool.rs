@@ -57,8 +57,10 @@ struct Inner {
     port: u16,
     tls: SmtpTls,
     credentials: Option<Credentials>,
-    /// Bounds the TCP connect (the whole send is bounded by the caller).
-    timeout: Duration,
+    /// Bounds the TCP connect (`mail.connect_timeout`, shorter than the whole send's
+    /// `mail.timeout`, which the caller bounds): a server that does not let Herald connect in
+    /// time is unreachable, not an unknown outcome.
+    connect_timeout: Duration,
     hello: ClientId,
     max_idle: usize,
     idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
@@ -71,7 +73,11 @@ impl std::fmt::Debug for SmtpPool {
 }
 
 impl SmtpPool {
-    pub fn new(s: &SmtpSettings, timeout: Duration, pool_size: u32) -> anyhow::Result<SmtpPool> {
+    pub fn new(
+        s: &SmtpSettings,
+        connect_timeout: Duration,
+        pool_size: u32,
+    ) -> anyhow::Result<SmtpPool> {
         if matches!(
             s.tls,
             SmtpTls::Implicit | SmtpTls::StartTls | SmtpTls::Opportunistic
@@ -89,7 +95,7 @@ impl SmtpPool {
                     .credentials
                     .as_ref()
                     .map(|(user, pass)| Credentials::new(user.clone(), pass.expose().to_owned())),
-                timeout,
+                connect_timeout,
                 hello: ClientId::default(),
                 max_idle: pool_size.max(1) as usize,
                 idle: Mutex::new(Vec::new()),
@@ -167,7 +173,7 @@ impl SmtpPool {
         let mut conn = if i.tls == SmtpTls::Implicit {
             AsyncSmtpConnection::connect_tokio1(
                 (i.host.as_str(), i.port),
-                Some(i.timeout),
+                Some(i.connect_timeout),
                 &i.hello,
                 Some(tls()?),
                 None,
@@ -176,11 +182,17 @@ impl SmtpPool {
             .map_err(|e| classify(&e))?
         } else {
             let tcp = tokio::time::timeout(
-                i.timeout,
+                i.connect_timeout,
                 tokio::net::TcpStream::connect((i.host.as_str(), i.port)),
             )
             .await
-            .map_err(|_| unreachable(i, "timed out".to_owned()))?
+            .map_err(|_| {
+                let within = humantime::format_duration(i.connect_timeout);
+                unreachable(
+                    i,
+                    format!("no connection within {within} (mail.connect_timeout)"),
+                )
+            })?
             .map_err(|e| unreachable(i, e.to_string()))?;
             tcp.set_nodelay(true)
                 .map_err(|e| unreachable(i, format!("cannot set TCP_NODELAY: {e}")))?;

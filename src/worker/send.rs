@@ -177,7 +177,10 @@ pub(super) async fn feedback(
             error = e,
             "cannot share the provider's state in Redis"
         );
-        error.and_then(|e| e.wait)
+        // The pause this process keeps to itself, cut as the gate would cut it.
+        error
+            .and_then(|e| e.wait)
+            .map(|w| w.min(deps.gate.pauses().max))
     })
 }
 

@@ -356,13 +356,14 @@ async fn a_row_that_cannot_be_recorded_does_not_stop_the_rest_of_its_batch() {
 async fn a_batch_slower_than_its_lease_keeps_its_claims() {
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
-    // Resend fails the batch as a whole; its emails then go one by one over SMTP at one a
-    // second: 14 emails take about 14 s, more than two leases of 6 s.
-    stub.script(&[("*", &[Reply::Status(500, "internal_server_error")])]);
+    // Resend refuses the batch as a whole (503: not taken); its emails then go one by one over
+    // SMTP at one a second: 14 emails take about 14 s, more than two leases of 6 s.
+    stub.script(&[("*", &[Reply::Status(503, "service_unavailable")])]);
     let mut env = Env::new(&smtp).with_resend(&stub.url);
     env.set("HERALD__MAIL__SMTP__MESSAGES_PER_SECOND", "1");
     env.set("HERALD__MAIL__TIMEOUT", "2s");
     env.set("HERALD__MAIL__RESEND__TIMEOUT", "2s");
+    env.set("HERALD__MAIL__CONNECT_TIMEOUT", "500ms");
     env.set("HERALD__QUEUE__LEASE", "6s");
     let app = spawn_with(env).await;
     let n = 14;
@@ -387,7 +388,7 @@ async fn a_batch_slower_than_its_lease_keeps_its_claims() {
         assert_eq!(
             outcomes(&app.store.attempts(id).await.unwrap()),
             [
-                ("resend", "transient", Some(500)),
+                ("resend", "transient", Some(503)),
                 ("smtp", "sent", Some(250))
             ],
             "delivery {id}"
@@ -406,6 +407,7 @@ async fn a_part_of_a_batch_of_unknown_outcome_waits_for_the_rest_and_they_go_who
     let mut env = Env::new(&smtp).with_resend(&stub.url);
     env.set("HERALD__MAIL__PROVIDERS", r#"["resend"]"#);
     env.set("HERALD__MAIL__RESEND__TIMEOUT", "1s");
+    env.set("HERALD__MAIL__CONNECT_TIMEOUT", "500ms");
     let (store, _guard) = bare_store(&env).await;
     let emails = ["b0@example.com", "b1@example.com", "b2@example.com"];
     let ids = due_deliveries(&store, &emails).await;

@@ -1,4 +1,4 @@
-//! Once to the provider: an outcome Herald cannot tell (a timeout) is retried on the same
+//! Once to the provider: an outcome Herald cannot tell (a timeout, a 502) is retried on the same
 //! provider under the same idempotency key and never failed over; a batch is the same batch on
 //! every retry, also after its process was killed mid-request; one clock decides what is due.
 //! Duplicates are counted at the provider, never deduplicated by the test.
@@ -16,6 +16,7 @@ fn resend_env(smtp: &SmtpServer, stub: &ResendStub) -> Env {
     let mut env = Env::new(smtp).with_resend(&stub.url);
     env.set("HERALD__MAIL__PROVIDERS", r#"["resend", "smtp"]"#);
     env.set("HERALD__MAIL__RESEND__TIMEOUT", "1s");
+    env.set("HERALD__MAIL__CONNECT_TIMEOUT", "500ms");
     env.set(
         "HERALD__QUEUE__RETRY_DELAYS",
         &serde_json::to_string(&vec!["300ms"; 12]).unwrap(),
@@ -213,6 +214,54 @@ async fn a_batch_that_fails_as_a_whole_is_retried_under_the_same_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_resend_took_before_answering_502_is_retried_there_and_arrives_once() {
+    let smtp = SmtpServer::start().await;
+    let stub = ResendStub::start().await;
+    // Resend takes the batch, and a gateway answers 502: the answer does not say "not taken".
+    stub.script(&[("g0@example.com", &[Reply::TakenThen(502)])]);
+    let app = spawn_with(resend_env(&smtp, &stub)).await;
+    let n = 5;
+    for i in 0..n {
+        app.add_late_user(&format!("g{i}@example.com")).await;
+    }
+    let ids = app.trigger_overdue().await;
+    app.wait_for_status("sent", n as i64, Duration::from_secs(60))
+        .await;
+
+    // Every copy, wherever it arrived: at the stand-in and at the SMTP server.
+    let mut copies = accepted_per_recipient(&stub);
+    for m in smtp.messages() {
+        *copies.entry(m.to().to_owned()).or_default() += 1;
+    }
+    let twice: Vec<_> = copies.iter().filter(|(_, c)| **c != 1).collect();
+    assert!(twice.is_empty(), "not exactly once: {twice:?}");
+    assert_eq!(copies.len(), n, "{copies:?}");
+    assert_eq!(smtp.count(), 0, "a copy went by SMTP");
+    // The 502's key came again with the same emails, and got the answer Resend kept.
+    let keys = batch_keys(&stub);
+    let requests = stub.requests();
+    let gateway: Vec<_> = requests.iter().filter(|r| r.status == 502).collect();
+    assert_eq!(gateway.len(), 1, "{requests:?}");
+    let sends = &keys[gateway[0].header("idempotency-key").unwrap()];
+    assert!(sends.len() >= 2, "not retried under its key: {sends:?}");
+    assert!(sends.windows(2).all(|w| w[0] == w[1]), "{sends:?}");
+    for id in ids {
+        let attempts = app.store.attempts(id).await.unwrap();
+        let seen = outcomes(&attempts);
+        assert!(seen.iter().all(|(p, _)| *p == "resend"), "{seen:?}");
+        assert_eq!(seen.last(), Some(&("resend", "sent")), "{seen:?}");
+    }
+    let unknown: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM delivery_attempts WHERE outcome = 'unknown'")
+            .fetch_one(&app.store.pool)
+            .await
+            .unwrap();
+    assert!(unknown > 0, "the 502 was not recorded as unknown");
+    drop(smtp);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_killed_while_resend_holds_its_batch_does_not_send_it_again() {
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
@@ -222,6 +271,7 @@ async fn a_process_killed_while_resend_holds_its_batch_does_not_send_it_again() 
     // The kill lands while the request is still in flight, well within its timeout.
     env.set("HERALD__MAIL__RESEND__TIMEOUT", "1s");
     env.set("HERALD__MAIL__TIMEOUT", "1s");
+    env.set("HERALD__MAIL__CONNECT_TIMEOUT", "500ms");
     env.set("HERALD__QUEUE__LEASE", "5s");
     let _guard = EnvGuard(env.clone());
     let out = herald_cmd(&env).arg("migrate").output().unwrap();

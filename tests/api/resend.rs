@@ -20,7 +20,7 @@ async fn every_attempt_and_a_retry_from_the_failed_set_carry_the_dedup_key() {
     stub.script(&[(
         "ida@example.com",
         &[
-            Reply::Status(500, "internal_server_error"),
+            Reply::Status(503, "service_unavailable"),
             Reply::Status(422, "validation_error"),
         ],
     )]);
@@ -31,7 +31,7 @@ async fn every_attempt_and_a_retry_from_the_failed_set_carry_the_dedup_key() {
     app.add_late_user("ida@example.com").await;
     let id = app.trigger_overdue().await[0];
 
-    // 500 (transient, retried), then 422 (permanent): failed.
+    // 503 (transient, retried), then 422 (permanent): failed.
     app.wait_for_status("failed", 1, Duration::from_secs(30))
         .await;
     let out = herald_cmd(&app.env)
@@ -69,7 +69,7 @@ async fn every_attempt_and_a_retry_from_the_failed_set_carry_the_dedup_key() {
     assert_eq!(
         outcomes(&app.store.attempts(id).await.unwrap()),
         [
-            ("resend", "transient", Some(500)),
+            ("resend", "transient", Some(503)),
             ("resend", "permanent", Some(422)),
             ("resend", "sent", Some(200)),
         ]
@@ -135,6 +135,37 @@ async fn a_429_with_retry_after_holds_every_worker_and_costs_no_attempt() {
     );
     // The wait used none of the delivery's attempts: only the send counts.
     assert_eq!(app.round_attempts(slow).await, 1);
+    drop(smtp);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_asking_for_30_days_pauses_resend_only_for_mail_max_pause() {
+    let smtp = SmtpServer::start().await;
+    let stub = ResendStub::start().await;
+    // retry-after: 2592000, 30 days.
+    stub.script(&[("month@example.com", &[Reply::RateLimited(2_592_000)])]);
+    let mut env = Env::new(&smtp).with_resend(&stub.url);
+    env.set("HERALD__MAIL__PROVIDERS", r#"["resend"]"#);
+    env.set("HERALD__MAIL__RESEND__BATCH_SIZE", "1");
+    env.set("HERALD__MAIL__MAX_PAUSE", "2s");
+    let app = spawn_with(env).await;
+    app.add_late_user("month@example.com").await;
+    let id = app.trigger_overdue().await[0];
+
+    // Sent once the pause, cut to 2 s, is over: not in 30 days.
+    stub.wait_for(1, Duration::from_secs(60)).await;
+    app.wait_for_status("sent", 1, Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        outcomes(&app.store.attempts(id).await.unwrap()),
+        [
+            ("resend", "rate_limited", Some(429)),
+            ("resend", "sent", Some(200))
+        ]
+    );
+    assert_eq!(app.round_attempts(id).await, 1);
+    assert_eq!(stub.requests().len(), 2);
     drop(smtp);
     app.finish().await;
 }
@@ -244,12 +275,14 @@ async fn a_refused_key_pauses_sending_without_failing_and_the_right_key_resumes(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resend_answering_500_fails_over_to_smtp() {
+async fn resend_answering_503_fails_over_to_smtp() {
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
+    // 503 says the request was not taken, so another provider may send the email (a 500, 502
+    // or 504 may come after Resend took it: tests/api/once.rs).
     stub.script(&[(
         "over@example.com",
-        &[Reply::Status(500, "internal_server_error")],
+        &[Reply::Status(503, "service_unavailable")],
     )]);
     let app = spawn_with(Env::new(&smtp).with_resend(&stub.url)).await;
     app.add_late_user("over@example.com").await;
@@ -264,7 +297,7 @@ async fn resend_answering_500_fails_over_to_smtp() {
     assert_eq!(
         outcomes(&app.store.attempts(id).await.unwrap()),
         [
-            ("resend", "transient", Some(500)),
+            ("resend", "transient", Some(503)),
             ("smtp", "sent", Some(250))
         ]
     );

@@ -89,6 +89,7 @@ async fn when_a_herald_process_is_killed_mid_tick_another_delivers_everything() 
     // A dead process's claims and dispatches come back quickly (a lease must outlive a send:
     // mail.timeout plus the 2 s a worker may wait for a provider).
     env.set("HERALD__MAIL__TIMEOUT", "2s");
+    env.set("HERALD__MAIL__CONNECT_TIMEOUT", "500ms");
     env.set("HERALD__QUEUE__LEASE", "6s");
     env.set("HERALD__QUEUE__REDISPATCH_AFTER", "10s");
     herald_ok(&env, &["migrate"]);

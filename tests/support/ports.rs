@@ -64,9 +64,62 @@ pub fn restartable_port() -> u16 {
         .expect("a free port below the ephemeral range")
 }
 
+/// A port on 127.0.0.1 where no connection can be opened, as behind a firewall that drops
+/// packets: a listener that never accepts, its accept queue filled by connections held here.
+/// The kernel drops every further SYN, so a connect neither succeeds nor is refused: it waits
+/// until the client's own timeout. Dropping it frees the port.
+pub struct Blackhole {
+    _listener: tokio::net::TcpListener,
+    _queued: Vec<tokio::net::TcpStream>,
+    port: u16,
+}
+
+impl Blackhole {
+    pub async fn start() -> Blackhole {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+            .unwrap();
+        let listener = socket.listen(0).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // A connection to 127.0.0.1 that the kernel takes completes within microseconds; one
+        // not done in 200 ms had its SYN dropped (the next try would come after a second).
+        let mut queued = Vec::new();
+        while let Ok(Ok(conn)) = tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            tokio::net::TcpStream::connect(("127.0.0.1", port)),
+        )
+        .await
+        {
+            queued.push(conn);
+            assert!(
+                queued.len() < 64,
+                "the accept queue of port {port} never fills"
+            );
+        }
+        Blackhole {
+            _listener: listener,
+            _queued: queued,
+            port,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::HeldPort;
+
+    #[tokio::test]
+    async fn a_connect_to_a_blackhole_neither_succeeds_nor_is_refused() {
+        let hole = super::Blackhole::start().await;
+        let connect = tokio::net::TcpStream::connect(("127.0.0.1", hole.port()));
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(1), connect).await;
+        assert!(waited.is_err(), "{waited:?}");
+    }
 
     #[tokio::test]
     async fn a_held_port_refuses_connections_and_no_listener_can_take_it() {

@@ -38,6 +38,11 @@ pub enum Reply {
     Hang(Duration),
     /// Holds the request this long without taking the email, then answers 504 (single sends).
     Silent(Duration),
+    /// Takes the email (a whole batch when one of its emails is scripted so), keeps the answer
+    /// for its idempotency key, then answers this error status: a gateway (502, 504) or server
+    /// error (500) that came after Resend took the request. A retry under the same key gets
+    /// the kept answer, as from Resend.
+    TakenThen(u16),
 }
 
 /// One request as the stand-in received it.
@@ -182,7 +187,7 @@ fn error(status: u16, name: &str, message: &str) -> Response {
 
 fn reply_response(reply: &Reply) -> Response {
     match reply {
-        Reply::Accept | Reply::Hang(_) | Reply::Silent(_) => {
+        Reply::Accept | Reply::Hang(_) | Reply::Silent(_) | Reply::TakenThen(_) => {
             unreachable!("accepts and holds are answered by the caller")
         }
         Reply::Status(status, name) => error(*status, name, &format!("scripted {status} {name}")),
@@ -321,7 +326,7 @@ async fn one(State(state): State<Shared>, headers: HeaderMap, Json(body): Json<V
         );
     }
     let r = match &reply {
-        Reply::Accept | Reply::Hang(_) => {
+        Reply::Accept | Reply::Hang(_) | Reply::TakenThen(_) => {
             let answer = json!({ "id": uuid::Uuid::new_v4().to_string() });
             let mut inner = state.lock().unwrap();
             if let Some(k) = &key {
@@ -331,7 +336,10 @@ async fn one(State(state): State<Shared>, headers: HeaderMap, Json(body): Json<V
             }
             inner.accepted.push((key.clone(), body.clone()));
             inner.delivered.push(body);
-            (StatusCode::OK, Json(answer)).into_response()
+            match reply {
+                Reply::TakenThen(status) => taken_then(status),
+                _ => (StatusCode::OK, Json(answer)).into_response(),
+            }
         }
         other => reply_response(other),
     };
@@ -353,6 +361,7 @@ async fn batch(
     let items = body.as_array().cloned().unwrap_or_default();
     let rcpt = |e: &Value| e["to"][0].as_str().unwrap_or("").to_owned();
     let mut hold = None;
+    let mut then = None;
     {
         let mut inner = state.lock().unwrap();
         if let Some(r) = admit(&mut inner, "/emails/batch", &headers, &body) {
@@ -373,6 +382,11 @@ async fn batch(
                     hold = Some(wait);
                     break;
                 }
+                Reply::TakenThen(status) => {
+                    next_reply(&mut inner, &who);
+                    then = Some(status);
+                    break;
+                }
                 _ => {
                     let reply = next_reply(&mut inner, &who);
                     let r = reply_response(&reply);
@@ -391,7 +405,7 @@ async fn batch(
         let mut accepted = Vec::new();
         for (index, e) in items.iter().enumerate() {
             match next_reply(&mut inner, &rcpt(e)) {
-                Reply::Accept | Reply::Hang(_) => {
+                Reply::Accept | Reply::Hang(_) | Reply::TakenThen(_) => {
                     data.push(json!({ "id": uuid::Uuid::new_v4().to_string() }));
                     accepted.push(e.clone());
                 }
@@ -414,12 +428,24 @@ async fn batch(
             inner.accepted.push((key.clone(), e.clone()));
         }
         inner.delivered.extend(accepted);
-        (StatusCode::OK, Json(answer)).into_response()
+        match then {
+            Some(status) => taken_then(status),
+            None => (StatusCode::OK, Json(answer)).into_response(),
+        }
     };
     if let Some(wait) = hold {
         hang(&state, key, wait).await;
     }
     finish(&mut state.lock().unwrap(), r)
+}
+
+/// The error answer of a request that was taken ([`Reply::TakenThen`]).
+fn taken_then(status: u16) -> Response {
+    error(
+        status,
+        "gateway_error",
+        "the request was taken, but its answer was lost on the way",
+    )
 }
 
 async fn domains(State(state): State<Shared>, headers: HeaderMap) -> Response {
