@@ -1,4 +1,5 @@
-//! Checks `[mail]`: the sender and the timeouts here, the providers in `config/mail.rs`.
+//! Checks `[mail]`: the sender and the timeouts here, the providers in `config/mail.rs`, the DKIM
+//! key in `dkim.rs`.
 
 use super::{
     super::{MailSettings, RawMail, mail::providers},
@@ -33,9 +34,11 @@ pub(super) fn check(m: &RawMail, p: &mut Problems) -> MailSettings {
         p.key("mail.resend.webhook_secret", e);
     }
     let providers = providers(m, &mut p.pusher());
+    let dkim = super::dkim::check(&m.dkim, &from, p);
     MailSettings {
         from,
         reply_to,
+        dkim,
         webhook_secret,
         providers,
         timeout: duration("mail.timeout", &m.timeout, p).unwrap_or_default(),
