@@ -17,11 +17,17 @@ fn signer(path: &str, selector: &str) -> DkimSigner {
     DkimSigner::from_pem(&pem, selector, "example.com").unwrap()
 }
 
+/// Non-ASCII text, trailing spaces and empty lines, and a line longer than quoted-printable's 76
+/// characters (as the templates' HTML has).
 fn content(subject: &str) -> Rendered {
+    let long =
+        "<a href=\"https://herald.example.com/unsubscribe/0123456789abcdef\">unsubscribe</a> "
+            .repeat(4);
     Rendered {
         subject: subject.to_owned(),
-        html: "<p>Two tasks are due tomorrow.</p>\n<p>Tr\u{e8}s bien \u{2014} \u{1f389}</p>\n"
-            .to_owned(),
+        html: format!(
+            "<p>Two tasks are due tomorrow.</p>\n<p>Tr\u{e8}s bien \u{2014} \u{1f389}</p>\n{long}\n"
+        ),
         text: "Two tasks are due tomorrow.  \n\nTr\u{e8}s bien \u{2014} \u{1f389}\n\n\n".to_owned(),
     }
 }

@@ -98,9 +98,8 @@ pub fn build_message(sender: &Sender, email: &Outgoing<'_>) -> Result<Message, S
 /// The message with the multipart body as written bytes, its `Content-Type` a header of the
 /// message itself. lettre writes a multipart's `Content-Type` with the body, so its signer, which
 /// signs the message's headers only, would list `content-type` in `h=` without having signed
-/// it, and every receiver would fail the signature. The body is the same bytes either way
-/// (quoted-printable parts: 7bit), with `Content-Transfer-Encoding: 7bit`, which RFC 2045
-/// allows on a multipart.
+/// it, and every receiver would fail the signature. The body is the same bytes either way, with
+/// `Content-Transfer-Encoding: 7bit`, which RFC 2045 allows on a multipart.
 fn with_own_content_type(
     builder: lettre::message::MessageBuilder,
     body: &MultiPart,
@@ -118,8 +117,15 @@ fn with_own_content_type(
     let (_, bytes) = written
         .split_once("\r\n\r\n")
         .ok_or("the multipart has no body")?;
-    let bytes = Body::new_with_encoding(bytes.to_owned(), ContentTransferEncoding::SevenBit)
-        .map_err(|_| "the multipart is not 7bit")?;
+    // lettre encodes each part for a server without 8BITMIME (7bit, quoted-printable or base64:
+    // ASCII lines of at most 76 characters), which is what 7bit means for the whole (RFC 5322:
+    // ASCII, lines of at most 998). lettre's own check wants lines under 76, which a full
+    // quoted-printable line is not, hence the check here.
+    if !bytes.is_ascii() || bytes.split("\r\n").any(|line| line.len() > 998) {
+        return Err("the multipart is not 7bit".into());
+    }
+    let bytes =
+        Body::dangerous_pre_encoded(bytes.as_bytes().to_vec(), ContentTransferEncoding::SevenBit);
     builder
         .header(MIME_VERSION_1_0)
         .header(content_type)
