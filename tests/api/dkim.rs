@@ -67,3 +67,44 @@ async fn an_email_arrives_with_a_dkim_signature_that_verifies() {
             .is_err()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn herald_check_prints_the_record_or_names_the_key_that_does_not_load() {
+    let smtp = SmtpServer::start().await;
+    let mut env = Env::new(&smtp);
+    env.set("DKIM_KEY_FILE", dkim_verify::RSA_KEY);
+    env.set("DKIM_SELECTOR", "herald");
+    env.set("DKIM_DOMAIN", "example.com");
+    assert!(herald_cmd(&env).arg("migrate").status().unwrap().success());
+    let out = herald_cmd(&env).arg("check").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let record = env.settings().mail.dkim.unwrap().dns_record;
+    assert!(
+        stdout.contains(
+            "ok    dkim: rsa-2048 key loaded, signing SMTP and .eml emails as d=example.com s=herald"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "note  dkim: publish the DNS TXT record herald._domainkey.example.com with the value \"{record}\""
+        )),
+        "{stdout}"
+    );
+    env.cleanup().await;
+
+    env.set("DKIM_KEY_FILE", "/nonexistent/herald/dkim.pem");
+    let out = herald_cmd(&env).arg("check").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(
+            "mail.dkim.key_file (DKIM_KEY_FILE): cannot read /nonexistent/herald/dkim.pem"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("`openssl genrsa -out dkim.pem 2048`"),
+        "{stdout}"
+    );
+}
