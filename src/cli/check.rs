@@ -3,7 +3,7 @@
 use std::{process::ExitCode, time::Duration};
 
 use crate::{
-    config::Settings,
+    config::{ProviderSettings, Settings},
     gate::State,
     mail::Provider,
     queue::{self, Queue},
@@ -123,6 +123,7 @@ pub async fn check() -> anyhow::Result<ExitCode> {
             ),
         }
     }
+    dkim(&settings.mail);
     if let Some(warning) = settings.mail.not_sending_warning() {
         println!("warn  {warning}");
     }
@@ -137,6 +138,37 @@ pub async fn check() -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// What DKIM signs, and the DNS record the key needs (the key itself loaded with the
+/// configuration: a key that does not load is a configuration problem above).
+fn dkim(mail: &crate::config::MailSettings) {
+    let signs = mail
+        .providers
+        .iter()
+        .any(|p| matches!(p, ProviderSettings::Smtp(_) | ProviderSettings::File(_)));
+    match &mail.dkim {
+        Some(d) => {
+            println!(
+                "ok    dkim: {} key loaded, signing SMTP and .eml emails as d={} s={}",
+                d.algorithm, d.domain, d.selector
+            );
+            println!(
+                "note  dkim: publish the DNS TXT record {} with the value \"{}\"",
+                d.record_name(),
+                d.dns_record
+            );
+            if !signs {
+                println!(
+                    "note  dkim: no provider uses the key: Resend signs its emails itself (set up its domain in Resend's dashboard)"
+                );
+            }
+        }
+        None if signs => println!(
+            "note  mail.dkim is not set: SMTP emails go out unsigned unless the SMTP server signs them (README: DKIM)"
+        ),
+        None => {}
+    }
 }
 
 /// `f`'s answer, or an error if it gives none within 10 s.

@@ -24,6 +24,17 @@ pub struct RawMail {
     pub max_pause: String,
     pub smtp: RawSmtp,
     pub resend: RawResend,
+    pub dkim: RawDkim,
+}
+
+/// `[mail.dkim]`: all three set, or all three empty (no signing).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDkim {
+    /// The PEM private key's path (`DKIM_KEY_FILE`); the key is read at start.
+    pub key_file: String,
+    pub selector: String,
+    pub domain: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -49,6 +60,9 @@ pub struct MailSettings {
     pub from: Mailbox,
     /// `Reply-To` of every email (`mail.reply_to`); `None`: replies go to `from`.
     pub reply_to: Option<Mailbox>,
+    /// `[mail.dkim]`, its key read and checked: signs every SMTP and `.eml` message; `None`:
+    /// unsigned. `Debug` shows the record's name, never the key.
+    pub dkim: Option<crate::mail::dkim::DkimSigner>,
     /// `mail.resend.webhook_secret`, checked to be `whsec_` and base64; `None`: Herald takes
     /// no webhooks.
     pub webhook_secret: Option<Secret>,

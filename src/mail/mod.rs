@@ -5,9 +5,11 @@
 //!   pure mapping of each provider's answers into them.
 //! - [`resend`]: Resend's HTTP API on reqwest, single and batch.
 //! - [`smtp`]: one SMTP send, the MIME message, lettre's errors.
+//! - [`dkim`]: the DKIM key and signature of the SMTP and `.eml` messages.
 //! - [`smtp_pool`]: SMTP connections kept open between sends, with Nagle off.
 //! - [`null`]: marks emails sent without sending them, for benchmarks.
 
+pub mod dkim;
 pub mod error;
 pub mod null;
 pub mod resend;
@@ -50,6 +52,8 @@ pub struct Outgoing<'a> {
 pub struct Sender {
     pub from: Mailbox,
     pub reply_to: Option<Mailbox>,
+    /// Signs every message [`smtp::build_message`] builds (SMTP and `.eml`); Resend signs its own.
+    pub dkim: Option<dkim::DkimSigner>,
 }
 
 /// What a successful send returns.
@@ -106,6 +110,7 @@ impl Provider {
         let sender = Sender {
             from: mail.from.clone(),
             reply_to: mail.reply_to.clone(),
+            dkim: mail.dkim.clone(),
         };
         let (channel, batch_size, per_second, secret) = match p {
             ProviderSettings::Resend(r) => (

@@ -60,7 +60,8 @@ pub async fn send(
 /// The MIME message: From, To, Reply-To when configured, Subject, Date, Message-ID,
 /// `Auto-Submitted: auto-generated` (RFC 3834: no vacation replies to Herald),
 /// `X-Herald-Delivery: <dedup key>`, the one-click unsubscribe headers when the email has a
-/// link, and a multipart/alternative body with the text part first.
+/// link, and a multipart/alternative body with the text part first; signed with DKIM when
+/// `mail.dkim` is set (`DKIM-Signature` is the last header).
 pub fn build_message(sender: &Sender, email: &Outgoing<'_>) -> Result<Message, SendError> {
     let from = lettre_mailbox(&sender.from).map_err(SendError::permanent)?;
     let to = Mailbox::parse(email.to)
@@ -82,12 +83,54 @@ pub fn build_message(sender: &Sender, email: &Outgoing<'_>) -> Result<Message, S
             .header(ListUnsubscribe(value.to_owned()))
             .header(ListUnsubscribePost);
     }
+    let body =
+        MultiPart::alternative_plain_html(email.content.text.clone(), email.content.html.clone());
+    let cannot =
+        |e: &dyn std::fmt::Display| SendError::permanent(format!("cannot build the message: {e}"));
+    let Some(dkim) = &sender.dkim else {
+        return builder.multipart(body).map_err(|e| cannot(&e));
+    };
+    let mut message = with_own_content_type(builder, &body).map_err(|e| cannot(&e))?;
+    dkim.sign(&mut message);
+    Ok(message)
+}
+
+/// The message with the multipart body as written bytes, its `Content-Type` a header of the
+/// message itself. lettre writes a multipart's `Content-Type` with the body, so its signer, which
+/// signs the message's headers only, would list `content-type` in `h=` without having signed
+/// it, and every receiver would fail the signature. The body is the same bytes either way, with
+/// `Content-Transfer-Encoding: 7bit`, which RFC 2045 allows on a multipart.
+fn with_own_content_type(
+    builder: lettre::message::MessageBuilder,
+    body: &MultiPart,
+) -> Result<Message, String> {
+    use lettre::message::{
+        Body,
+        header::{ContentTransferEncoding, ContentType, MIME_VERSION_1_0},
+    };
+    let content_type = body
+        .headers()
+        .get_raw("Content-Type")
+        .ok_or("the multipart has no Content-Type")?;
+    let content_type = ContentType::parse(content_type).map_err(|e| e.to_string())?;
+    let written = String::from_utf8(body.formatted()).map_err(|e| e.to_string())?;
+    let (_, bytes) = written
+        .split_once("\r\n\r\n")
+        .ok_or("the multipart has no body")?;
+    // lettre encodes each part for a server without 8BITMIME (7bit, quoted-printable or base64:
+    // ASCII lines of at most 76 characters), which is what 7bit means for the whole (RFC 5322:
+    // ASCII, lines of at most 998). lettre's own check wants lines under 76, which a full
+    // quoted-printable line is not, hence the check here.
+    if !bytes.is_ascii() || bytes.split("\r\n").any(|line| line.len() > 998) {
+        return Err("the multipart is not 7bit".into());
+    }
+    let bytes =
+        Body::dangerous_pre_encoded(bytes.as_bytes().to_vec(), ContentTransferEncoding::SevenBit);
     builder
-        .multipart(MultiPart::alternative_plain_html(
-            email.content.text.clone(),
-            email.content.html.clone(),
-        ))
-        .map_err(|e| SendError::permanent(format!("cannot build the message: {e}")))
+        .header(MIME_VERSION_1_0)
+        .header(content_type)
+        .body(bytes)
+        .map_err(|e| e.to_string())
 }
 
 fn lettre_mailbox(m: &Mailbox) -> Result<lettre::message::Mailbox, String> {

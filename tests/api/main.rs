@@ -4,6 +4,9 @@ mod agree;
 mod auth;
 mod daemon;
 mod delivery;
+mod dkim;
+#[path = "../support/dkim.rs"]
+mod dkim_verify;
 mod failures;
 mod fencing;
 mod helpers;

@@ -1,4 +1,5 @@
-//! Checks `[mail]`: the sender and the timeouts here, the providers in `config/mail.rs`.
+//! Checks `[mail]`: the sender and the timeouts here, the providers in `config/mail.rs`, the DKIM
+//! key in `dkim.rs`.
 
 use std::time::Duration;
 
@@ -35,6 +36,7 @@ pub(super) fn check(m: &RawMail, p: &mut Problems) -> MailSettings {
         p.key("mail.resend.webhook_secret", e);
     }
     let providers = providers(m, &mut p.pusher());
+    let dkim = super::dkim::check(&m.dkim, &from, p);
     let timeout = duration("mail.timeout", &m.timeout, p);
     let connect_timeout = duration("mail.connect_timeout", &m.connect_timeout, p);
     if let Some(connect) = connect_timeout {
@@ -51,6 +53,7 @@ pub(super) fn check(m: &RawMail, p: &mut Problems) -> MailSettings {
     MailSettings {
         from,
         reply_to,
+        dkim,
         webhook_secret,
         providers,
         timeout: timeout.unwrap_or_default(),

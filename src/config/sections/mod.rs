@@ -11,6 +11,7 @@ use super::{
 };
 
 pub mod daemon;
+pub mod dkim;
 pub mod http;
 pub mod mail;
 pub mod queue;
