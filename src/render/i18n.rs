@@ -214,14 +214,14 @@ impl Catalog {
         if let Some(text) = self.format(locale.0, id, args)? {
             return Ok(text);
         }
-        if locale.0 != self.default {
-            if let Some(text) = self.format(self.default, id, args)? {
-                if self.counting.load(Ordering::Relaxed) {
-                    let mut counts = FALLBACKS.lock().unwrap_or_else(|e| e.into_inner());
-                    *counts.entry(self.locales[locale.0].tag.clone()).or_default() += 1;
-                }
-                return Ok(text);
+        if locale.0 != self.default
+            && let Some(text) = self.format(self.default, id, args)?
+        {
+            if self.counting.load(Ordering::Relaxed) {
+                let mut counts = FALLBACKS.lock().unwrap_or_else(|e| e.into_inner());
+                *counts.entry(self.locales[locale.0].tag.clone()).or_default() += 1;
             }
+            return Ok(text);
         }
         Err(format!(
             "no message {id:?} in {}.ftl, the default locale's messages; add it there",
