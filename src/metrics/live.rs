@@ -32,6 +32,17 @@ struct LocaleLabels {
 pub struct PostgresReading {
     pub deliveries: crate::store::DeliveryGauges,
     pub watermarks: Vec<(String, DateTime<Utc>)>,
+    /// Sent emails, bounces and complaints over the last 24 hours and 7 days.
+    pub rates: Vec<(&'static str, crate::store::Rates)>,
+}
+
+/// The windows of the bounce and complaint rates, as Gmail and Yahoo judge senders.
+const RATE_WINDOWS: [(&str, i64); 2] = [("24h", 24), ("7d", 24 * 7)];
+
+/// The `window` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WindowLabels {
+    window: String,
 }
 
 /// What Redis said at scrape time.
@@ -65,9 +76,15 @@ impl Live {
         let postgres = async {
             let deliveries = store.delivery_gauges(now).await?;
             let watermarks = store.watermarks().await?;
+            let mut rates = Vec::with_capacity(RATE_WINDOWS.len());
+            for (window, hours) in RATE_WINDOWS {
+                let since = now - chrono::Duration::hours(hours);
+                rates.push((window, store.suppression_rates(since).await?));
+            }
             Ok::<_, anyhow::Error>(PostgresReading {
                 deliveries,
                 watermarks,
+                rates,
             })
         };
         let redis = async {
@@ -136,6 +153,27 @@ impl Live {
             r.register(name, help, g);
         };
         if let Some(pg) = &self.postgres {
+            let bounce = Family::<WindowLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+            let complaint =
+                Family::<WindowLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+            for (window, r) in &pg.rates {
+                let ratio = |n: i64| if r.sent == 0 { 0.0 } else { n as f64 / r.sent as f64 };
+                let labels = WindowLabels {
+                    window: (*window).to_owned(),
+                };
+                bounce.get_or_create(&labels).set(ratio(r.bounced));
+                complaint.get_or_create(&labels).set(ratio(r.complained));
+            }
+            r.register(
+                "bounce_rate",
+                "Addresses suppressed for a hard bounce over the window, per email sent in it (Gmail and Yahoo: keep it low; Resend reviews senders above 4 %)",
+                bounce,
+            );
+            r.register(
+                "complaint_rate",
+                "Addresses suppressed for a spam complaint over the window, per email sent in it (Gmail and Yahoo require under 0.3 %)",
+                complaint,
+            );
             let d = &pg.deliveries;
             gauge(
                 &mut r,

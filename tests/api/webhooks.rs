@@ -135,6 +135,14 @@ async fn a_signed_hard_bounce_suppresses_the_address_and_forged_or_stale_ones_ar
         .await
         .unwrap();
     assert_eq!((r.sent, r.bounced, r.complained), (2, 1, 0));
+    // And /metrics: one bounce per two emails sent, in both windows.
+    let metrics = app.metrics_text().await;
+    for window in ["24h", "7d"] {
+        let line = format!("herald_bounce_rate{{window=\"{window}\"}} 0.5");
+        assert!(metrics.contains(&line), "no {line:?} in\n{metrics}");
+        let line = format!("herald_complaint_rate{{window=\"{window}\"}} 0.0");
+        assert!(metrics.contains(&line), "no {line:?} in\n{metrics}");
+    }
 
     // The next fire leaves the address out and says so; Bob still gets his.
     let (_, report) = app
