@@ -166,7 +166,7 @@ impl Live {
             }
             r.register(
                 "bounce_rate",
-                "Addresses suppressed for a hard bounce over the window, per email sent in it (Gmail and Yahoo: keep it low; Resend reviews senders above 4 %)",
+                "Addresses suppressed for a hard bounce over the window, per email sent in it (providers review senders whose hard bounces climb past a few percent)",
                 bounce,
             );
             r.register(
