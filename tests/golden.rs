@@ -198,7 +198,8 @@ async fn every_golden_email_is_a_well_formed_message_with_the_headers_inboxes_wa
         dkim: Some(signer),
     };
     let eml_dir = std::env::var_os("HERALD_EML_DIR").map(PathBuf::from);
-    let list_unsubscribe = format!("<{LINK}>, <mailto:unsubscribe@example.com?subject=unsubscribe>");
+    let list_unsubscribe =
+        format!("<{LINK}>, <mailto:unsubscribe@example.com?subject=unsubscribe>");
     let mut failures = Vec::new();
     for g in goldens() {
         let name = format!("{}/{}", g.kind, g.folder);
@@ -221,7 +222,11 @@ async fn every_golden_email_is_a_well_formed_message_with_the_headers_inboxes_wa
                 break;
             }
             if line.len() > 998 {
-                fail(format!("line {} is {} bytes long (RFC 5322: 998)", i + 1, line.len()));
+                fail(format!(
+                    "line {} is {} bytes long (RFC 5322: 998)",
+                    i + 1,
+                    line.len()
+                ));
             }
             if i + 1 < raw.split(|b| *b == b'\n').count() && line.last() != Some(&b'\r') {
                 fail(format!("line {} ends in a bare LF", i + 1));
@@ -233,8 +238,12 @@ async fn every_golden_email_is_a_well_formed_message_with_the_headers_inboxes_wa
         };
         // A raw header's value, unfolded.
         let text = |h: &str| {
-            m.header_raw(h)
-                .map(|v| v.replace("\r\n ", " ").replace("\r\n\t", " ").trim().to_owned())
+            m.header_raw(h).map(|v| {
+                v.replace("\r\n ", " ")
+                    .replace("\r\n\t", " ")
+                    .trim()
+                    .to_owned()
+            })
         };
         let want = [
             ("Auto-Submitted", Some("auto-generated".to_owned())),
@@ -244,7 +253,10 @@ async fn every_golden_email_is_a_well_formed_message_with_the_headers_inboxes_wa
                 "List-Unsubscribe-Post",
                 g.linked.then(|| "List-Unsubscribe=One-Click".to_owned()),
             ),
-            ("List-Unsubscribe", g.linked.then(|| list_unsubscribe.clone())),
+            (
+                "List-Unsubscribe",
+                g.linked.then(|| list_unsubscribe.clone()),
+            ),
         ];
         for (header, value) in want {
             if text(header) != value {
@@ -283,7 +295,12 @@ async fn every_golden_email_is_a_well_formed_message_with_the_headers_inboxes_wa
         }
         match dkim_verify::verify(&raw, "herald._domainkey.example.com", &record).await {
             Ok(signed) => {
-                for h in ["from", "subject", "list-unsubscribe", "list-unsubscribe-post"] {
+                for h in [
+                    "from",
+                    "subject",
+                    "list-unsubscribe",
+                    "list-unsubscribe-post",
+                ] {
                     if !signed.iter().any(|s| s == h) {
                         fail(format!("the DKIM signature does not cover {h}: {signed:?}"));
                     }

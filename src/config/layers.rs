@@ -129,8 +129,8 @@ fn kind_schedules() -> toml::Table {
             ("timezone", default.timezone),
             ("link", kind.link()),
         ]
-            .into_iter()
-            .filter(|(_, value)| !value.is_empty())
+        .into_iter()
+        .filter(|(_, value)| !value.is_empty())
         {
             set_path(
                 &mut table,

@@ -153,11 +153,18 @@ impl Live {
             r.register(name, help, g);
         };
         if let Some(pg) = &self.postgres {
-            let bounce = Family::<WindowLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+            let bounce =
+                Family::<WindowLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
             let complaint =
                 Family::<WindowLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
             for (window, r) in &pg.rates {
-                let ratio = |n: i64| if r.sent == 0 { 0.0 } else { n as f64 / r.sent as f64 };
+                let ratio = |n: i64| {
+                    if r.sent == 0 {
+                        0.0
+                    } else {
+                        n as f64 / r.sent as f64
+                    }
+                };
                 let labels = WindowLabels {
                     window: (*window).to_owned(),
                 };

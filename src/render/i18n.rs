@@ -55,7 +55,11 @@ pub struct Catalog {
 impl std::fmt::Debug for Catalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let tags: Vec<&str> = self.locales.iter().map(|l| l.tag.as_str()).collect();
-        write!(f, "Catalog({tags:?}, default {})", self.locales[self.default].tag)
+        write!(
+            f,
+            "Catalog({tags:?}, default {})",
+            self.locales[self.default].tag
+        )
     }
 }
 
@@ -219,7 +223,9 @@ impl Catalog {
         {
             if self.counting.load(Ordering::Relaxed) {
                 let mut counts = FALLBACKS.lock().unwrap_or_else(|e| e.into_inner());
-                *counts.entry(self.locales[locale.0].tag.clone()).or_default() += 1;
+                *counts
+                    .entry(self.locales[locale.0].tag.clone())
+                    .or_default() += 1;
             }
             return Ok(text);
         }
@@ -229,7 +235,12 @@ impl Catalog {
         ))
     }
 
-    fn format(&self, at: usize, id: &str, args: Option<&FluentArgs>) -> Result<Option<String>, String> {
+    fn format(
+        &self,
+        at: usize,
+        id: &str,
+        args: Option<&FluentArgs>,
+    ) -> Result<Option<String>, String> {
         let locale = &self.locales[at];
         let Some(pattern) = locale.bundle.get_message(id).and_then(|m| m.value()) else {
             return Ok(None);
@@ -252,9 +263,7 @@ impl Catalog {
             .iter()
             .enumerate()
             .filter(|(i, _)| *i != self.default)
-            .map(|(_, l)| {
-                (l.tag.clone(), all.difference(&l.ids).cloned().collect())
-            })
+            .map(|(_, l)| (l.tag.clone(), all.difference(&l.ids).cloned().collect()))
             .collect()
     }
 
@@ -317,9 +326,15 @@ mod tests {
         let mut args = FluentArgs::new();
         args.set("n", 0);
         // French counts 0 as singular; English does not.
-        assert_eq!(c.message(fr, "span-minutes", Some(&args)).unwrap(), "0 minute");
+        assert_eq!(
+            c.message(fr, "span-minutes", Some(&args)).unwrap(),
+            "0 minute"
+        );
         let en = c.resolve(Some("en"));
-        assert_eq!(c.message(en, "span-minutes", Some(&args)).unwrap(), "0 minutes");
+        assert_eq!(
+            c.message(en, "span-minutes", Some(&args)).unwrap(),
+            "0 minutes"
+        );
     }
 
     #[test]
@@ -332,7 +347,12 @@ mod tests {
         let c = Catalog::load(&dir, "en").unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         let eo = c.resolve(Some("eo"));
-        let count = || fallbacks().into_iter().find(|(l, _)| l == "eo").map_or(0, |(_, n)| n);
+        let count = || {
+            fallbacks()
+                .into_iter()
+                .find(|(l, _)| l == "eo")
+                .map_or(0, |(_, n)| n)
+        };
         assert_eq!(c.message(eo, "bye", None).unwrap(), "Bye");
         assert_eq!(count(), 0, "not counted before start_counting");
         c.start_counting();
@@ -353,8 +373,14 @@ mod tests {
         std::fs::write(dir.join("fr.ftl"), "hello = { $\n").unwrap();
         let syntax = Catalog::load(&dir, "en").unwrap_err();
         std::fs::remove_dir_all(&dir).unwrap();
-        assert!(no_default.contains("templates.default_locale"), "{no_default}");
-        assert!(syntax.contains("fr.ftl") && syntax.contains("syntax"), "{syntax}");
+        assert!(
+            no_default.contains("templates.default_locale"),
+            "{no_default}"
+        );
+        assert!(
+            syntax.contains("fr.ftl") && syntax.contains("syntax"),
+            "{syntax}"
+        );
     }
 
     #[test]

@@ -11,12 +11,14 @@
 //! filters of [`time`] and `t("message-id", …)`, which writes a message of
 //! `messages/<locale>.ftl`.
 //!
-//! The HTML is rendered with its CSS in a `<style>` of the layout, then inlined into `style`
-//! attributes by `css-inline` (mail clients such as Gmail drop or ignore a `<head>`'s styles);
-//! `@media` rules (dark mode, narrow screens) stay in the `<style>`, where clients that read
-//! them find them.
+//! The HTML's CSS is written in a `<style>` of the layout and inlined into `style` attributes by
+//! `css-inline` (mail clients such as Gmail drop or ignore a `<head>`'s styles): once, on the
+//! templates as they load ([`inline`]), or, for templates that cannot be inlined that way, on
+//! every email as it is rendered. `@media` rules (dark mode, narrow screens) stay in the
+//! `<style>`, where clients that read them find them.
 
 pub mod i18n;
+mod inline;
 pub mod time;
 
 use std::{
@@ -71,6 +73,18 @@ pub struct Options {
     pub app: Option<AppSettings>,
     /// Each kind's `link`, the path its button opens after `app.url`.
     pub links: BTreeMap<String, String>,
+    /// When the CSS is inlined: on the templates as they load (the default), or on every email.
+    pub inlining: Inlining,
+}
+
+/// When the HTML's CSS goes into `style` attributes; both give the same emails (the golden test
+/// compares them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inlining {
+    /// Once, on the templates; every email as rendered when a template cannot be (see [`inline`]).
+    AtLoad,
+    /// On every rendered email.
+    AtRender,
 }
 
 impl Default for Options {
@@ -80,6 +94,7 @@ impl Default for Options {
             default_locale: "en".to_owned(),
             app: None,
             links: BTreeMap::new(),
+            inlining: Inlining::AtLoad,
         }
     }
 }
@@ -94,6 +109,7 @@ impl Options {
                 .iter()
                 .map(|s| (s.name.clone(), s.link.clone()))
                 .collect(),
+            inlining: Inlining::AtLoad,
         }
     }
 }
@@ -105,6 +121,8 @@ pub struct Templates {
     catalog: Arc<Catalog>,
     options: Options,
     inliner: css_inline::CSSInliner<'static>,
+    /// Whether each rendered email's HTML is inlined (the templates could not all be).
+    inline_each: bool,
 }
 
 impl std::fmt::Debug for Templates {
@@ -120,7 +138,10 @@ impl Templates {
     }
 
     /// [`Templates::load_with`] with the settings' locale and links.
-    pub fn from_settings(settings: &Settings, samples: &[Payload]) -> Result<Templates, TemplateError> {
+    pub fn from_settings(
+        settings: &Settings,
+        samples: &[Payload],
+    ) -> Result<Templates, TemplateError> {
         Self::load_with(&settings.templates_dir, Options::of(settings), samples)
     }
 
@@ -141,11 +162,6 @@ impl Templates {
             )
         })?;
         let catalog = Arc::new(catalog);
-        let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.set_trim_blocks(true);
-        env.set_keep_trailing_newline(false);
-        time::register(&mut env, &catalog);
         let mut files = Vec::new();
         collect(dir, dir, &mut files).map_err(|e| {
             TemplateError(
@@ -156,30 +172,83 @@ impl Templates {
                 ),
             )
         })?;
-        for (name, source) in files {
-            env.add_template_owned(name, source)
-                .map_err(|e| TemplateError(dir.to_path_buf(), e))?;
-        }
+        let css = inline::document_css(files.iter().map(|(n, s)| (n.as_str(), s.as_str())));
+        let inlined: Option<Vec<(String, String)>> = match options.inlining {
+            Inlining::AtRender => None,
+            Inlining::AtLoad => files
+                .iter()
+                .map(|(name, source)| {
+                    if name.ends_with(".html") {
+                        inline::prepare(source, &css).map(|s| (name.clone(), s))
+                    } else {
+                        Some((name.clone(), source.clone()))
+                    }
+                })
+                .collect(),
+        };
+        let plain = environment(&catalog, files, dir)?;
+        let inlined = inlined
+            .map(|files| environment(&catalog, files, dir))
+            .transpose()?;
         let inliner = css_inline::CSSInliner::options()
             .load_remote_stylesheets(false)
             .keep_at_rules(true)
             .build();
-        let templates = Templates {
-            env,
+        let mut templates = Templates {
+            env: plain,
             dir: dir.to_path_buf(),
             catalog,
             options,
             inliner,
+            inline_each: true,
         };
+        let mut payloads = Vec::new();
         for sample in samples {
             for locale in templates.catalog.tags() {
                 let mut payload = sample.to_value();
                 payload["user"]["locale"] = Value::String(locale.clone());
                 templates.render(sample.kind(), &payload, sample.at())?;
+                payloads.push((sample.kind(), payload, sample.at()));
+            }
+        }
+        if let Some(inlined) = inlined {
+            // The templates inlined as they loaded are used only if every sample's HTML comes
+            // out of them as it does inlined after rendering (both read back through the
+            // inliner, which writes HTML one way).
+            let plain = std::mem::replace(&mut templates.env, inlined);
+            templates.inline_each = false;
+            let same = payloads.iter().all(|(kind, payload, at)| {
+                let pre = templates.render(kind, payload, *at);
+                let post = templates.with_env(&plain, |t| t.render(kind, payload, *at));
+                match (pre, post) {
+                    (Ok(pre), Ok(post)) => {
+                        templates
+                            .inline(&pre.html)
+                            .ok()
+                            .map(|h| inline::canonical(&h))
+                            == Some(inline::canonical(&post.html))
+                            && pre.text == post.text
+                    }
+                    _ => false,
+                }
+            });
+            if !same {
+                templates.env = plain;
+                templates.inline_each = true;
             }
         }
         templates.catalog.start_counting();
         Ok(templates)
+    }
+
+    /// Runs `f` with `env` in place of the templates' own, inlining every email.
+    fn with_env<T>(&mut self, env: &Environment<'static>, f: impl FnOnce(&Self) -> T) -> T {
+        let own = std::mem::replace(&mut self.env, env.clone());
+        let each = std::mem::replace(&mut self.inline_each, true);
+        let out = f(self);
+        self.env = own;
+        self.inline_each = each;
+        out
     }
 
     /// The locales' messages: `herald check` lists what each lacks, `/metrics` the fallbacks.
@@ -201,6 +270,26 @@ impl Templates {
     /// As [`Templates::render`], with the email's unsubscribe page in `unsubscribe_url` (the
     /// layouts' footer links to it when there is one).
     pub fn render_with(
+        &self,
+        kind: &str,
+        payload: &Value,
+        now: DateTime<Utc>,
+        unsubscribe_url: Option<&str>,
+    ) -> Result<Rendered, TemplateError> {
+        let mut r = self.render_parts(kind, payload, now, unsubscribe_url)?;
+        if self.inline_each {
+            r.html = self.inline(&r.html)?;
+        }
+        Ok(r)
+    }
+
+    /// Whether every email's HTML is inlined as it is rendered (slower): asked for, or some
+    /// template could not be inlined as it loaded.
+    pub fn inlines_each_email(&self) -> bool {
+        self.inline_each
+    }
+
+    fn render_parts(
         &self,
         kind: &str,
         payload: &Value,
@@ -234,7 +323,7 @@ impl Templates {
                 .split_whitespace()
                 .collect::<Vec<_>>()
                 .join(" "),
-            html: self.inline(&part("body.html")?)?,
+            html: part("body.html")?,
             text: part("body.txt")?,
         })
     }
@@ -270,6 +359,24 @@ impl Templates {
             )
         })
     }
+}
+
+/// An environment holding `files`, with Herald's settings, filters and `t`.
+fn environment(
+    catalog: &Arc<Catalog>,
+    files: Vec<(String, String)>,
+    dir: &Path,
+) -> Result<Environment<'static>, TemplateError> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_trim_blocks(true);
+    env.set_keep_trailing_newline(false);
+    time::register(&mut env, catalog);
+    for (name, source) in files {
+        env.add_template_owned(name, source)
+            .map_err(|e| TemplateError(dir.to_path_buf(), e))?;
+    }
+    Ok(env)
 }
 
 fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) -> std::io::Result<()> {
@@ -335,6 +442,27 @@ mod tests {
             .to_string();
         std::fs::remove_dir_all(&dir).unwrap();
         err
+    }
+
+    #[test]
+    fn the_repository_templates_are_inlined_as_they_load_and_a_misread_one_each_email() {
+        assert!(!repo_templates().inlines_each_email());
+        // Expressions directly in a table: an HTML parser moves their text before the table,
+        // out of order with the one in the cell. Noticed, and inlined per email.
+        let dir = std::env::temp_dir().join(format!("herald-tpl-{}", uuid::Uuid::new_v4()));
+        copy_dir(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"),
+            &dir,
+        );
+        let path = dir.join("focus_streak/body.html");
+        let body = std::fs::read_to_string(&path).unwrap().replace(
+            "{% block content %}",
+            "{% block content %}<table>{{ focus_minutes }}<tr><td>{{ focus_sessions }}</td></tr>{{ streak_days }}</table>",
+        );
+        std::fs::write(&path, body).unwrap();
+        let t = Templates::load(&dir, &crate::kinds::samples()).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(t.inlines_each_email());
     }
 
     #[test]

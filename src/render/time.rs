@@ -36,7 +36,9 @@ pub const LOCALE: &str = "locale";
 /// Adds the filters, and the `t` function that writes a message, to `env`.
 pub fn register(env: &mut Environment<'static>, catalog: &Arc<Catalog>) {
     let c = catalog.clone();
-    env.add_filter("date", move |s: &State, v: &str, f: Option<&str>| date(&c, s, v, f));
+    env.add_filter("date", move |s: &State, v: &str, f: Option<&str>| {
+        date(&c, s, v, f)
+    });
     env.add_filter("time", time);
     let c = catalog.clone();
     env.add_filter("datetime", move |s: &State, v: &str| datetime(&c, s, v));
@@ -44,7 +46,9 @@ pub fn register(env: &mut Environment<'static>, catalog: &Arc<Catalog>) {
     let c = catalog.clone();
     env.add_filter("relative", move |s: &State, v: &str| relative(&c, s, v));
     let c = catalog.clone();
-    env.add_function("t", move |s: &State, id: &str, args: Kwargs| t(&c, s, id, args));
+    env.add_function("t", move |s: &State, id: &str, args: Kwargs| {
+        t(&c, s, id, args)
+    });
 }
 
 /// An instant, or a day (read as its start in the recipient's zone, for `date`).
@@ -166,7 +170,12 @@ fn words_of<'a>(catalog: &'a Catalog, state: &State) -> Words<'a> {
     }
 }
 
-fn date(catalog: &Catalog, state: &State, value: &str, format: Option<&str>) -> Result<String, Error> {
+fn date(
+    catalog: &Catalog,
+    state: &State,
+    value: &str,
+    format: Option<&str>,
+) -> Result<String, Error> {
     let w = words_of(catalog, state);
     let pattern = match format {
         None | Some("short") => w.pattern("date-short")?,
@@ -250,7 +259,10 @@ fn span(w: &Words, d: Duration) -> Result<String, Error> {
         (_, 0) => hours(),
         _ => w.say(
             "span-hours-minutes",
-            &[("hours", WordArg::S(hours()?)), ("minutes", WordArg::S(mins()?))],
+            &[
+                ("hours", WordArg::S(hours()?)),
+                ("minutes", WordArg::S(mins()?)),
+            ],
         ),
     }
 }
@@ -316,7 +328,10 @@ mod tests {
         let now = at("2026-11-23T12:00:00Z");
         let t = at("2026-11-23T23:30:00Z");
         let c = catalog();
-        assert_eq!(say(&c, "en", t, now, chrono_tz::Asia::Tokyo), "tomorrow at 08:30");
+        assert_eq!(
+            say(&c, "en", t, now, chrono_tz::Asia::Tokyo),
+            "tomorrow at 08:30"
+        );
         assert_eq!(
             say(&c, "en", t, now, chrono_tz::America::New_York),
             "today at 18:30"

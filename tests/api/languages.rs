@@ -31,10 +31,18 @@ async fn a_french_user_gets_french_and_a_missing_message_comes_in_english_counte
     let app = spawn_with(env.clone()).await;
     let tomorrow = at("2026-11-24T10:30:00Z");
     let lea = app
-        .add_user("lea@example.com", "Europe/Paris", &[("Payer le loyer", tomorrow, None)])
+        .add_user(
+            "lea@example.com",
+            "Europe/Paris",
+            &[("Payer le loyer", tomorrow, None)],
+        )
         .await;
-    app.add_user("sam@example.com", "UTC", &[("Renew the domain", tomorrow, None)])
-        .await;
+    app.add_user(
+        "sam@example.com",
+        "UTC",
+        &[("Renew the domain", tomorrow, None)],
+    )
+    .await;
     sqlx::query("UPDATE herald_demo.users SET locale = 'fr-CA' WHERE id::text = $1")
         .bind(lea.to_string())
         .execute(&app.store.pool)

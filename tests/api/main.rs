@@ -35,4 +35,5 @@ mod sources;
 mod startup;
 mod triggers;
 mod unsubscribe;
+mod unsubscribe_kinds;
 mod webhooks;

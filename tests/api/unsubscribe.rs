@@ -11,7 +11,7 @@ use crate::{helpers::*, resend_stub::ResendStub};
 
 const PUBLIC: &str = "https://herald.example.com";
 
-fn env(smtp: &SmtpServer) -> Env {
+pub fn env(smtp: &SmtpServer) -> Env {
     let mut env = Env::new(smtp);
     env.set("HERALD_PUBLIC_URL", PUBLIC);
     env.set(
@@ -24,12 +24,12 @@ fn env(smtp: &SmtpServer) -> Env {
 }
 
 /// The path of a link to the public URL, to request it from the app under test.
-fn path_of(url: &str) -> &str {
+pub fn path_of(url: &str) -> &str {
     url.strip_prefix(PUBLIC).expect("a link to http.public_url")
 }
 
 /// The `https://…` link of a `List-Unsubscribe` header.
-fn link_of(header: &str) -> String {
+pub fn link_of(header: &str) -> String {
     header
         .split(", ")
         .find_map(|part| part.strip_prefix('<')?.strip_suffix('>'))
@@ -38,7 +38,7 @@ fn link_of(header: &str) -> String {
         .to_owned()
 }
 
-async fn post(app: &TestApp, path: &str, body: &'static str) -> (u16, String) {
+pub async fn post(app: &TestApp, path: &str, body: &'static str) -> (u16, String) {
     let r = app
         .http
         .post(format!("{}{path}", app.address))
@@ -50,7 +50,7 @@ async fn post(app: &TestApp, path: &str, body: &'static str) -> (u16, String) {
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
-async fn kinds_of(app: &TestApp, user: i64) -> serde_json::Value {
+pub async fn kinds_of(app: &TestApp, user: i64) -> serde_json::Value {
     let (status, prefs) = app.get(&format!("/api/users/{user}/preferences")).await;
     assert_eq!(status, 200, "{prefs}");
     prefs["kinds"].clone()

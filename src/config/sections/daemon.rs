@@ -38,7 +38,10 @@ pub(super) fn app(a: &RawApp, p: &mut Problems) -> Option<AppSettings> {
     if !a.preferences_path.starts_with('/') {
         p.key(
             "app.preferences_path",
-            format!("is {:?}; write a path from the app's root, such as \"/settings/notifications\"", a.preferences_path),
+            format!(
+                "is {:?}; write a path from the app's root, such as \"/settings/notifications\"",
+                a.preferences_path
+            ),
         );
     }
     if url.is_empty() {
