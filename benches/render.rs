@@ -5,7 +5,7 @@
 //!
 //! ```sh
 //! cargo bench --bench render          # 2,000 rounds of every sample
-//! N=500 cargo bench --bench render
+//! N=500 ONLY=inlined_at_load cargo bench --bench render    # one of the two (for a profiler)
 //! ```
 
 use std::{path::Path, time::Instant};
@@ -41,10 +41,14 @@ fn main() {
                 (s.kind(), v, s.at())
             })
             .collect();
+        let only = std::env::var("ONLY").unwrap_or_default();
         for (step, templates) in [
             ("inlined_at_load", &at_load),
             ("inlined_per_email", &at_render),
         ] {
+            if !only.is_empty() && only != step {
+                continue;
+            }
             let started = Instant::now();
             let mut bytes = 0;
             for _ in 0..n {
