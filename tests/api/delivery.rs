@@ -79,7 +79,7 @@ async fn a_reminder_tick_emails_exactly_the_users_with_tasks_due_tomorrow() {
     assert!(text.contains("Book the dentist"));
     assert!(!text.contains("Already done"));
     assert!(
-        html.contains("&lt;script&gt;alert(&#x27;x&#x27;)&lt;&#x2f;script&gt; &amp; co"),
+        html.contains("&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; co"),
         "{html}"
     );
     assert!(!html.contains("<script>"), "{html}");
