@@ -10,14 +10,22 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=docs/screenshots
 mkdir -p "$out"
+# Each email in an iframe of the exact width: a desktop Chromium window has a minimum width
+# larger than a phone's, and a page's @media rules see the frame's width, not the window's.
+frames=$(mktemp -d)
+trap 'rm -rf "$frames"' EXIT
 for kind_dir in tests/golden/*/; do
     kind=$(basename "$kind_dir")
     sample=$(ls "$kind_dir" | grep -v '\.' | head -1)
     html="$PWD/$kind_dir$sample/body.html"
     for width in 1024 375; do
+        frame="$frames/$kind-$width.html"
+        printf '<!doctype html><html><body style="margin:0"><iframe src="file://%s" style="border:0;width:%spx;height:900px"></iframe></body></html>' \
+            "$html" "$width" >"$frame"
         chromium --headless --no-sandbox --disable-gpu --hide-scrollbars \
-            --force-device-scale-factor=1 --window-size="$width,900" \
-            --screenshot="$out/$kind-$width.png" "file://$html" >/dev/null 2>&1
+            --allow-file-access-from-files --force-device-scale-factor=1 \
+            --window-size="$width,900" --screenshot="$out/$kind-$width.png" "file://$frame" \
+            >/dev/null 2>&1
         echo "$out/$kind-$width.png ($kind/$sample)"
     done
 done
