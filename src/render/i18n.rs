@@ -9,7 +9,8 @@
 //! the start-up render of every sample finds.
 //!
 //! Dates are written with chrono's locale data (day and month names), in the patterns each
-//! locale's messages give (`date-short`, `date-long`, `datetime`).
+//! locale's messages give (`date-short`, `date-long`, `datetime`); whole numbers from 1,000 up
+//! with the language's thousands separator from the same data (`1,250`, `1 250`).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -20,7 +21,7 @@ use std::{
     },
 };
 
-use fluent_bundle::{FluentArgs, FluentResource, concurrent::FluentBundle};
+use fluent_bundle::{FluentArgs, FluentResource, FluentValue, concurrent::FluentBundle};
 use unic_langid::LanguageIdentifier;
 
 /// One locale's messages.
@@ -115,6 +116,7 @@ impl Catalog {
             let mut bundle = FluentBundle::new_concurrent(vec![id.clone()]);
             // Emails are not bidirectional UIs: isolation marks would show up in plain text.
             bundle.set_use_isolating(false);
+            bundle.set_formatter(Some(numbers));
             bundle.add_resource(resource).map_err(|errors| {
                 format!(
                     "{}: {}",
@@ -273,6 +275,55 @@ impl Catalog {
     }
 }
 
+/// The thousands separator of a language, from glibc's locale data (`pure-rust-locales`, the
+/// data chrono writes day names with), made once per language by Fluent's memoizer.
+struct Grouping(&'static str);
+
+impl intl_memoizer::Memoizable for Grouping {
+    type Args = ();
+    type Error = std::convert::Infallible;
+
+    fn construct(lang: LanguageIdentifier, _: ()) -> Result<Grouping, Self::Error> {
+        let locale = dates_of(&lang);
+        Ok(Grouping(pure_rust_locales::locale_match!(
+            locale => LC_NUMERIC::THOUSANDS_SEP
+        )))
+    }
+}
+
+/// How Fluent writes a number placeable: a whole number of 1,000 or more with the language's
+/// thousands separator; anything else as Fluent does (`None`).
+fn numbers(
+    value: &FluentValue,
+    memo: &intl_memoizer::concurrent::IntlLangMemoizer,
+) -> Option<String> {
+    let FluentValue::Number(n) = value else {
+        return None;
+    };
+    let whole = n.value.fract() == 0.0 && (1000.0..1e15).contains(&n.value.abs());
+    if !whole || n.options.minimum_fraction_digits.is_some() {
+        return None;
+    }
+    memo.with_try_get::<Grouping, _, _>((), |g| group(n.value as i64, g.0))
+        .ok()
+}
+
+/// `n` with `separator` between groups of three digits.
+fn group(n: i64, separator: &str) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::with_capacity(digits.len() + 4 * separator.len());
+    if n < 0 {
+        out.push('-');
+    }
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push_str(separator);
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// chrono's locale for a language: its own region when the tag has one (`fr-CA` → `fr_CA`),
 /// else the language's home region (`fr` → `fr_FR`), else English.
 fn dates_of(id: &LanguageIdentifier) -> chrono::Locale {
@@ -381,6 +432,26 @@ mod tests {
             syntax.contains("fr.ftl") && syntax.contains("syntax"),
             "{syntax}"
         );
+    }
+
+    #[test]
+    fn large_numbers_are_grouped_in_the_languages_way() {
+        let c = catalog();
+        let mut args = FluentArgs::new();
+        args.set("minutes", 1250);
+        args.set("sessions", 12);
+        let en = c.resolve(Some("en"));
+        let fr = c.resolve(Some("fr"));
+        assert_eq!(
+            c.message(en, "weekly_report-focus", Some(&args)).unwrap(),
+            "1,250 minutes of focus in 12 sessions"
+        );
+        assert_eq!(
+            c.message(fr, "weekly_report-focus", Some(&args)).unwrap(),
+            "1\u{202f}250 minutes de concentration en 12 séances"
+        );
+        assert_eq!(group(-1234567, ","), "-1,234,567");
+        assert_eq!(group(999, ","), "999");
     }
 
     #[test]

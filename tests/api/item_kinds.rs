@@ -167,12 +167,12 @@ async fn one_email_per_task_at_its_instant_across_midnight_an_outage_and_a_dst_c
     assert_eq!(late.subject(), "Due in 10 minutes: Late after the outage");
     let second = titles["Second 02:30"][0].part("text/plain").unwrap();
     assert!(
-        second.contains("due in 30 minutes (Sun 25 Oct, 02:30)"),
+        second.contains("Due in 30 minutes (Sun 25 Oct, 02:30)."),
         "{second}"
     );
     let ktm = titles["Call the bank"][0].part("text/plain").unwrap();
     assert!(
-        ktm.contains("due in 30 minutes (Sun 25 Oct, 00:10)"),
+        ktm.contains("Due in 30 minutes (Sun 25 Oct, 00:10)."),
         "{ktm}"
     );
 
@@ -294,7 +294,7 @@ async fn overdue_morning_tells_each_open_task_once_at_eight_the_morning_after_in
     assert_eq!(mail.len(), expected.len());
     let evening = titles["Evening task"][0].part("text/plain").unwrap();
     assert!(
-        evening.contains("was due yesterday at 21:00 (Sun 22 Nov, 21:00)"),
+        evening.contains("It was due yesterday at 21:00 (Sun 22 Nov, 21:00) and is still open."),
         "{evening}"
     );
     let planned: Vec<DateTime<Utc>> = sqlx::query_scalar(
