@@ -1,6 +1,6 @@
-//! One-click unsubscribe for every kind, in French, through SMTP and through Resend: each kind's
-//! email carries the headers, the one-click POST to its URL opts the user out of that kind only,
-//! and the next fire leaves the user out.
+//! One-click unsubscribe for every kind, in each locale, through SMTP and through Resend: each
+//! kind's email carries the headers, the one-click POST to its URL opts the user out of that kind
+//! only, and the next fire leaves the user out.
 
 use std::time::Duration;
 
@@ -18,16 +18,50 @@ const AT: &str = "2026-11-23T09:00:00Z";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_in_french_through_smtp_unsubscribes_in_one_click() {
-    every_kind_unsubscribes(false).await;
+    every_kind_unsubscribes(false, French).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_in_french_through_resend_unsubscribes_in_one_click() {
-    every_kind_unsubscribes(true).await;
+    every_kind_unsubscribes(true, French).await;
 }
 
-/// One French user with something to hear from every kind at [`AT`].
-async fn every_kind_unsubscribes(resend: bool) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_in_english_through_smtp_unsubscribes_in_one_click() {
+    every_kind_unsubscribes(false, English).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_in_english_through_resend_unsubscribes_in_one_click() {
+    every_kind_unsubscribes(true, English).await;
+}
+
+/// Herald's two languages: the user's locale, the HTML's `lang` and the footer's link.
+#[derive(Clone, Copy)]
+enum Locale {
+    English,
+    French,
+}
+use Locale::*;
+
+impl Locale {
+    fn tag(self) -> &'static str {
+        match self {
+            English => "en",
+            French => "fr",
+        }
+    }
+
+    fn unsubscribe(self) -> &'static str {
+        match self {
+            English => "Unsubscribe from these emails",
+            French => "Se désabonner de ces e-mails",
+        }
+    }
+}
+
+/// One user in `locale` with something to hear from every kind at [`AT`].
+async fn every_kind_unsubscribes(resend: bool, locale: Locale) {
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
     let mut env = env(&smtp);
@@ -54,8 +88,9 @@ async fn every_kind_unsubscribes(resend: bool) {
         .insert_focus_sessions(&[(lea, at("2026-11-23T07:00:00Z"), 30)])
         .await
         .unwrap();
-    sqlx::query("UPDATE herald_demo.users SET locale = 'fr' WHERE id::text = $1")
+    sqlx::query("UPDATE herald_demo.users SET locale = $2 WHERE id::text = $1")
         .bind(lea.to_string())
+        .bind(locale.tag())
         .execute(&app.store.pool)
         .await
         .unwrap();
@@ -99,8 +134,9 @@ async fn every_kind_unsubscribes(resend: bool) {
                 m.header("List-Unsubscribe").unwrap(),
             )
         };
-        assert!(html.contains(r#"<html lang="fr">"#), "{kind}: {html}");
-        assert!(html.contains("Se désabonner de ces e-mails"), "{kind}");
+        let lang = format!(r#"<html lang="{}">"#, locale.tag());
+        assert!(html.contains(&lang), "{kind}: {html}");
+        assert!(html.contains(locale.unsubscribe()), "{kind}");
 
         let link = link_of(&header);
         let (status, page) = post(&app, path_of(&link), "List-Unsubscribe=One-Click").await;
