@@ -135,7 +135,7 @@ fn check_max_attempts(q: &RawQueue, p: &mut Problems) {
                 "is {}; with {} queue.retry_delays a delivery gets up to {needed} attempts, and it would be failed at claim before its retries are used up. Use at least {needed}, e.g. {}",
                 q.max_attempts,
                 q.retry_delays.len(),
-                needed.max(10)
+                (needed + 6).max(10)
             ),
         );
     } else if q.max_attempts > MAX_MAX_ATTEMPTS {
