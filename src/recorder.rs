@@ -12,10 +12,13 @@
 //! whole is tried again row by row, so one bad row never holds back the others; each worker then
 //! learns its own row's fate. A worker acks its job in Redis only after the answer, so a job is
 //! never acked before its outcome is committed.
+//!
+//! The task runs under the [`crate::supervisor::Supervisor`] as the part `recorder`: should it
+//! end or panic, it is started again on the same queue of outcomes ([`Outcomes`]).
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::store::{Recording, Store};
 
@@ -34,12 +37,38 @@ pub struct Recorder {
     tx: mpsc::Sender<(Recording, Reply)>,
 }
 
+/// The outcomes waiting for the recorder task: kept apart from the task, so that a task that
+/// ended or panicked can be started again by the supervisor on the same queue ([`Outcomes::run`]).
+/// A panic loses the answers of the group being written (their workers see an error and try
+/// again); everything still queued waits for the next run.
+#[derive(Debug, Clone)]
+pub struct Outcomes {
+    rx: Arc<Mutex<mpsc::Receiver<(Recording, Reply)>>>,
+}
+
+impl Outcomes {
+    /// Records outcomes until every [`Recorder`] handle is dropped.
+    pub async fn run(self, store: Store) {
+        let mut rx = self.rx.lock().await;
+        run(store, &mut rx).await;
+    }
+}
+
 impl Recorder {
-    /// Starts the recorder task on the current runtime.
-    pub fn start(store: Store) -> Recorder {
+    /// A recorder and the queue its task reads; run [`Outcomes::run`] (under the supervisor).
+    pub fn new() -> (Recorder, Outcomes) {
         let (tx, rx) = mpsc::channel(MAX_GROUP * 4);
-        tokio::spawn(run(store, rx));
-        Recorder { tx }
+        let outcomes = Outcomes {
+            rx: Arc::new(Mutex::new(rx)),
+        };
+        (Recorder { tx }, outcomes)
+    }
+
+    /// Starts the recorder task on the current runtime, unsupervised (for tests and tools).
+    pub fn start(store: Store) -> Recorder {
+        let (recorder, outcomes) = Recorder::new();
+        tokio::spawn(outcomes.run(store));
+        recorder
     }
 
     /// Records one outcome with the others that arrive meanwhile. `Ok(false)`: the claim was
@@ -55,7 +84,7 @@ impl Recorder {
     }
 }
 
-async fn run(store: Store, mut rx: mpsc::Receiver<(Recording, Reply)>) {
+async fn run(store: Store, rx: &mut mpsc::Receiver<(Recording, Reply)>) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
         let deadline = tokio::time::Instant::now() + WINDOW;

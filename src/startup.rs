@@ -14,7 +14,7 @@ use crate::{
     mail::{self, Provider},
     metrics::Metrics,
     queue::{self, Dispatcher, Queue},
-    recorder::Recorder,
+    recorder::{Outcomes, Recorder},
     render::Templates,
     schedule::Planner,
     shutdown,
@@ -29,6 +29,7 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     deps: Arc<WorkerDeps>,
+    outcomes: Outcomes,
 }
 
 impl Application {
@@ -77,16 +78,18 @@ impl Application {
                 .collect::<Vec<_>>(),
         );
         let job_size = queue::job_size(&providers);
+        let (recorder, outcomes) = Recorder::new();
         let deps = Arc::new(WorkerDeps {
             // The workers alone on the main pool; every other part below on the reserved one,
             // so that busy workers never hold up planning, dispatch or the API.
             store: store.clone(),
-            recorder: Recorder::start(store.clone()),
+            recorder,
             in_hand: InHand::new(settings.queue.concurrency),
             templates,
             providers: providers.clone(),
             gate: gate.clone(),
             retry_delays: settings.queue.retry_delays.clone(),
+            max_attempts: i32::try_from(settings.queue.max_attempts).unwrap_or(i32::MAX),
             lease: settings.queue.lease,
             message_id_domain: settings.mail.from.domain().to_owned(),
             clock: clock.clone(),
@@ -112,6 +115,7 @@ impl Application {
             listener,
             state,
             deps,
+            outcomes,
         })
     }
 
@@ -141,6 +145,7 @@ impl Application {
             listener,
             state,
             deps,
+            outcomes,
         } = self;
         let settings = state.settings.clone();
         let (trigger, shutdown) = shutdown::channel();
@@ -192,6 +197,24 @@ impl Application {
                 s.health.clone(),
                 down.clone(),
             )
+        });
+        // Ends once the workers are gone (their handles closed the queue of outcomes), or a
+        // while after the grace, should a handle outlive them.
+        let store = deps.store.clone();
+        let down = shutdown.clone();
+        let grace = settings.shutdown_grace;
+        parts.spawn("recorder", move || {
+            let run = outcomes.clone().run(store.clone());
+            let down = down.clone();
+            async move {
+                tokio::select! {
+                    () = run => {}
+                    () = async {
+                        down.wait().await;
+                        tokio::time::sleep(grace + std::time::Duration::from_secs(5)).await;
+                    } => {}
+                }
+            }
         });
         let s = state.clone();
         let down = shutdown.clone();

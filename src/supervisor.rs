@@ -1,4 +1,4 @@
-//! Runs Herald's background parts (planner, dispatcher, janitor, workers) and restarts one that
+//! Runs Herald's background parts (planner, dispatcher, janitor, workers, recorder) and restarts one that
 //! ends or panics, after a growing pause, while `/readyz` says which part is down.
 
 use std::{

@@ -563,3 +563,22 @@ fn the_http_address_may_be_a_host_name() {
         "\"http://localhost\" is neither an IP address nor a host name; write it as host:port"
     ));
 }
+
+#[test]
+fn max_attempts_leaves_every_retry_its_claim() {
+    assert_eq!(
+        Settings::load_from(None, &env(&[]))
+            .unwrap()
+            .queue
+            .max_attempts,
+        10
+    );
+    let err = Settings::load_from(None, &env(&[("HERALD__QUEUE__MAX_ATTEMPTS", "3")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("queue.max_attempts (HERALD__QUEUE__MAX_ATTEMPTS): is 3; with 3 queue.retry_delays a delivery gets up to 4 attempts")
+            && err.contains("Use at least 4"),
+        "{err}"
+    );
+}

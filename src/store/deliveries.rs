@@ -106,13 +106,20 @@ impl Store {
     /// any earlier holder. The lease runs on PostgreSQL's real time. Rows come in id order, each
     /// saying whether its user has opted out of its kind by now and whether its address is
     /// suppressed (one primary-key probe each per row, in the same statement).
+    ///
+    /// A row that already used `max_attempts` claims in this round of retries
+    /// (`queue.max_attempts`: its outcomes could never be recorded, so each lease sent it again)
+    /// is not claimed: the same statement fails it with [`capped_reason`], its attempt count
+    /// unchanged, and it comes back in the second list, not to be sent. `herald failed retry`
+    /// starts a new round for it.
     pub async fn claim_many(
         &self,
         ids: &[i64],
         lease: Duration,
         message_id_domain: &str,
+        max_attempts: i32,
         now: DateTime<Utc>,
-    ) -> sqlx::Result<Vec<Claimed>> {
+    ) -> sqlx::Result<(Vec<Claimed>, Vec<Claimed>)> {
         let token = uuid::Uuid::new_v4();
         let mut rows: Vec<Claimed> = sqlx::query_as(
             "WITH asked AS (
@@ -125,17 +132,25 @@ impl Store {
                    AND d.status = 'queued' AND d.id <> ALL($1)
                  FOR UPDATE SKIP LOCKED
              ), claimed AS (
-                 SELECT id FROM asked UNION SELECT id FROM members
+                 SELECT d.id, d.batch_key, d.round_attempts >= $6 AS over_cap FROM deliveries d
+                 WHERE d.id IN (SELECT id FROM asked UNION SELECT id FROM members)
              )
              UPDATE deliveries
-             SET status = 'sending', attempts = attempts + 1, round_attempts = round_attempts + 1,
-                 lease_until = now() + $3::interval, dispatched_at = NULL, claim_token = $5,
+             SET status = CASE WHEN c.over_cap THEN 'failed' ELSE 'sending' END,
+                 attempts = attempts + CASE WHEN c.over_cap THEN 0 ELSE 1 END,
+                 round_attempts = round_attempts + CASE WHEN c.over_cap THEN 0 ELSE 1 END,
+                 lease_until = CASE WHEN c.over_cap THEN NULL ELSE now() + $3::interval END,
+                 dispatched_at = NULL,
+                 claim_token = CASE WHEN c.over_cap THEN NULL ELSE $5 END,
+                 last_error = CASE WHEN c.over_cap THEN $7 ELSE last_error END,
+                 batch_key = CASE WHEN c.over_cap THEN NULL ELSE deliveries.batch_key END,
                  message_id = COALESCE(message_id,
-                     '<' || id || '.' || replace(gen_random_uuid()::text, '-', '') || '@' || $4 || '>'),
+                     '<' || deliveries.id || '.' || replace(gen_random_uuid()::text, '-', '') || '@' || $4 || '>'),
                  updated_at = now()
-             WHERE id IN (SELECT id FROM claimed)
-             RETURNING id, claim_token, kind, user_id, created_at, dedup_key, recipient, payload, attempts, round_attempts,
-                       message_id, batch_key, held_by, due_at,
+             FROM claimed c
+             WHERE deliveries.id = c.id
+             RETURNING deliveries.id, $5::uuid AS claim_token, kind, user_id, created_at, dedup_key, recipient,
+                       payload, attempts, round_attempts, message_id, c.batch_key, held_by, due_at, c.over_cap,
                        (SELECT b.size FROM batches b WHERE b.key = deliveries.batch_key) AS batch_size,
                        EXISTS (SELECT 1 FROM email_opt_outs o
                                WHERE o.user_id = deliveries.user_id AND o.kind = deliveries.kind) AS opted_out,
@@ -147,10 +162,19 @@ impl Store {
         .bind(format!("{} milliseconds", lease.as_millis()))
         .bind(message_id_domain)
         .bind(token)
+        .bind(max_attempts)
+        .bind(capped_reason(max_attempts))
         .fetch_all(&self.pool)
         .await?;
         rows.sort_by_key(|r| r.id);
-        Ok(rows)
+        let (capped, claimed): (Vec<Claimed>, Vec<Claimed>) =
+            rows.into_iter().partition(|r| r.over_cap);
+        let left: Vec<String> = capped.iter().filter_map(|r| r.batch_key.clone()).collect();
+        if !left.is_empty() {
+            let mut conn = self.pool.acquire().await?;
+            delete_empty_batches(&mut conn, &left).await?;
+        }
+        Ok((claimed, capped))
     }
 
     /// The members of batch `key` still on their way (queued, or being sent by some worker),
@@ -263,17 +287,22 @@ impl Store {
 
     /// Records the tries of one attempt and moves the delivery on, if the claim is still ours
     /// (still `sending` with our token). Returns false, having written nothing (no attempt rows
-    /// either), when the claim was taken over: its lease ran out and the row now belongs to
-    /// [`Store::recover`] or to another worker. [`Store::record_many`] for one row.
+    /// either), when the claim was taken over: another worker claimed the row after its lease
+    /// ran out. A `sent` outcome is also recorded when the lease ran out and [`Store::recover`]
+    /// made the row `queued` again but no worker has claimed it since (no claim token): the email
+    /// is known to be out, and recording it keeps it from going out again. [`Store::record_many`]
+    /// for one row.
     pub async fn record(&self, r: &Recording) -> sqlx::Result<bool> {
         let recorded = self.record_many(std::slice::from_ref(r)).await?;
         Ok(recorded.first().copied().unwrap_or(false))
     }
 
     /// Records many deliveries' outcomes in one transaction (group commit): one statement moves
-    /// every row on and inserts every try, each row checking its own claim token. Returns, in
-    /// the order given, whether each was recorded; a row whose claim was taken over is skipped
-    /// (false) and nothing of it is written, while the others are. An error means nothing was
+    /// every row on and inserts every try, each row checking its own claim token (or, for a
+    /// `sent` outcome, that the row is `queued` with no claim token: see [`Store::record`]).
+    /// Provider text goes through [`clean_text`] first. Returns, in the order given, whether
+    /// each was recorded; a row whose claim was taken over is skipped (false) and nothing of it
+    /// is written, while the others are. An error means nothing was
     /// written: the caller may try the rows one by one, so that one bad row never holds back
     /// the others.
     pub async fn record_many(&self, rows: &[Recording]) -> sqlx::Result<Vec<bool>> {
@@ -285,10 +314,10 @@ impl Store {
             for t in &r.tries {
                 tries.delivery_id.push(r.id);
                 tries.attempt.push(r.attempt);
-                tries.provider.push(t.provider.clone());
+                tries.provider.push(clean_text(&t.provider));
                 tries.outcome.push(t.outcome);
                 tries.code.push(t.code);
-                tries.error.push(t.error.clone());
+                tries.error.push(clean_opt(t.error.as_deref()));
             }
         }
         let mut tx = self.pool.begin().await?;
@@ -317,7 +346,9 @@ impl Store {
                      sent_at = CASE WHEN r.status = 'sent' THEN now() ELSE d.sent_at END,
                      updated_at = now()
                  FROM r JOIN old ON old.id = r.id
-                 WHERE d.id = r.id AND d.status = 'sending' AND d.claim_token = r.token
+                 WHERE d.id = r.id
+                   AND ((d.status = 'sending' AND d.claim_token = r.token)
+                        OR (r.status = 'sent' AND d.status = 'queued' AND d.claim_token IS NULL))
                  RETURNING d.id, CASE WHEN r.status = 'queued' THEN NULL ELSE old.batch_key END
                            AS left_batch
              ), tried AS (
@@ -337,10 +368,10 @@ impl Store {
         .bind(rows.iter().map(|r| r.due_at).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| i32::from(r.give_back)).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| i32::from(r.untried)).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.last_error.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.provider.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.provider_id.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.held_by.clone()).collect::<Vec<_>>())
+        .bind(text_column(rows, |r| &r.last_error))
+        .bind(text_column(rows, |r| &r.provider))
+        .bind(text_column(rows, |r| &r.provider_id))
+        .bind(text_column(rows, |r| &r.held_by))
         .bind(&tries.delivery_id)
         .bind(&tries.attempt)
         .bind(&tries.provider)
@@ -433,6 +464,24 @@ impl Store {
             .fetch_all(&self.pool)
             .await
     }
+}
+
+/// One text column of [`Store::record_many`]'s rows, each value through [`clean_text`].
+fn text_column(
+    rows: &[Recording],
+    f: impl Fn(&Recording) -> &Option<String>,
+) -> Vec<Option<String>> {
+    rows.iter().map(|r| clean_opt(f(r).as_deref())).collect()
+}
+
+/// The `last_error` of a delivery failed at claim by `queue.max_attempts`.
+pub fn capped_reason(max_attempts: i32) -> String {
+    format!(
+        "not sent again: it was claimed {max_attempts} times in this round (queue.max_attempts) \
+         without an outcome being recorded, so each of those claims may have sent a copy. Check \
+         the log for why recording failed (and the provider for copies) before `herald failed \
+         retry`, which starts a new round"
+    )
 }
 
 /// The tries of [`Store::record_many`], column by column for `UNNEST`.

@@ -25,6 +25,7 @@ mod schedules;
 mod suppressions;
 pub mod ui;
 
+pub use deliveries::capped_reason;
 pub use enums::{AttemptOutcome, DeliveryStatus};
 pub use gauges::DeliveryGauges;
 pub use preferences::{Forgotten, Preferences};
@@ -139,6 +140,8 @@ pub struct Claimed {
     pub opted_out: bool,
     /// Its address is on the suppression list (a bounce, a complaint): skipped, not sent.
     pub suppressed: bool,
+    /// It reached `queue.max_attempts`: the claim failed it instead (see [`Store::claim_many`]).
+    pub over_cap: bool,
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -281,6 +284,25 @@ impl Recording {
                 .collect(),
         }
     }
+}
+
+/// The most characters of one provider text that are stored.
+pub const MAX_PROVIDER_TEXT: usize = 1000;
+
+/// Provider text as PostgreSQL can store it: without NUL bytes (a `text` column refuses them,
+/// and with them the whole write, so the outcome would never be recorded and the email would go
+/// out again every lease) and at most [`MAX_PROVIDER_TEXT`] characters. Every text a provider
+/// supplies (error replies, message ids, bounce details) goes through here before it is written.
+pub fn clean_text(text: &str) -> String {
+    text.chars()
+        .filter(|c| *c != '\0')
+        .take(MAX_PROVIDER_TEXT)
+        .collect()
+}
+
+/// [`clean_text`] for an optional text.
+pub fn clean_opt(text: Option<&str>) -> Option<String> {
+    text.map(clean_text)
 }
 
 impl Store {

@@ -58,9 +58,9 @@ impl Store {
              ON CONFLICT (svix_id) DO NOTHING
              RETURNING delivery_id",
         )
-        .bind(e.svix_id)
-        .bind(e.kind)
-        .bind(e.provider_id)
+        .bind(clean_text(e.svix_id))
+        .bind(clean_text(e.kind))
+        .bind(clean_opt(e.provider_id))
         .bind(e.payload)
         .fetch_optional(&self.pool)
         .await?;
@@ -153,9 +153,4 @@ impl Store {
             .await?;
         Ok(done.rows_affected() == 1)
     }
-}
-
-/// Provider text as PostgreSQL stores it: no NUL byte, at most 1,000 characters.
-fn clean_text(text: &str) -> String {
-    text.chars().filter(|c| *c != '\0').take(1000).collect()
 }

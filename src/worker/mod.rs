@@ -113,6 +113,9 @@ pub struct WorkerDeps {
     pub gate: Gate,
     /// Waits before the 2nd, 3rd, … attempt of a transient failure.
     pub retry_delays: Vec<Duration>,
+    /// `queue.max_attempts`: a delivery claimed this many times in one round without an outcome
+    /// recorded is failed at its next claim instead of sent again.
+    pub max_attempts: i32,
     pub lease: Duration,
     /// The domain for Message-IDs (the sender's).
     pub message_id_domain: String,
@@ -261,18 +264,39 @@ pub async fn process_one(deps: &WorkerDeps, delivery_id: i64) -> anyhow::Result<
 /// expire and the deliveries become due again.
 pub async fn process_job(deps: &WorkerDeps, ids: &[i64]) -> anyhow::Result<Vec<(i64, Outcome)>> {
     let _in_hand = deps.in_hand.take(ids.len()).await;
-    let claimed = deps
+    let (claimed, capped) = deps
         .store
-        .claim_many(ids, deps.lease, &deps.message_id_domain, deps.clock.now())
+        .claim_many(
+            ids,
+            deps.lease,
+            &deps.message_id_domain,
+            deps.max_attempts,
+            deps.clock.now(),
+        )
         .await
         .with_context(|| format!("cannot claim deliveries {}", list(ids)))?;
+    let capped: Vec<(i64, Outcome)> = capped
+        .iter()
+        .map(|d| {
+            deps.metrics.recorded(d, &[], &Next::Failed);
+            tracing::error!(
+                delivery_id = d.id,
+                kind = %d.kind,
+                max_attempts = deps.max_attempts,
+                "delivery failed at claim: its attempts reached queue.max_attempts without an outcome being recorded"
+            );
+            (d.id, Outcome::Failed)
+        })
+        .collect();
     if claimed.is_empty() {
-        tracing::debug!(deliveries = %list(ids), "no delivery of the job is queued; nothing to do");
-        return Ok(Vec::new());
+        if capped.is_empty() {
+            tracing::debug!(deliveries = %list(ids), "no delivery of the job is queued; nothing to do");
+        }
+        return Ok(capped);
     }
     let (claimed, unwanted) =
         crate::recipients::split_unwanted(&deps.store.source, claimed, deps.clock.now()).await;
-    let mut skipped = Vec::with_capacity(unwanted.len());
+    let mut skipped = capped;
     for (d, why) in &unwanted {
         let reason = why.reason(d);
         let done = deps

@@ -5,6 +5,9 @@
 use super::*;
 
 /// Records one job's outcome (unless its claim was taken over: then its new owner does), once.
+/// A sent email is recorded even when the lease renewal found its claim gone: while no other
+/// worker has claimed the row since, [`Store::record`] still takes a `sent` (and refuses it
+/// otherwise), so a known send is never thrown away to go out again.
 pub(super) async fn settle(
     deps: &WorkerDeps,
     job: &mut Job,
@@ -17,7 +20,8 @@ pub(super) async fn settle(
         c.held.retain(|h| h.0 != id);
         c.lost.contains(&id)
     };
-    if taken_over {
+    let sent = job.tries.last().is_some_and(|t| t.result.is_ok());
+    if taken_over && !sent {
         tracing::warn!(
             delivery_id = id,
             "claim was taken over; another worker owns it now (this worker records nothing for it)"

@@ -71,6 +71,7 @@ pub(crate) async fn worker_deps(env: &Env, store: Store) -> WorkerDeps {
         providers: Provider::build_all(&settings.mail).unwrap(),
         gate: herald::startup::gate(redis, &settings),
         retry_delays: settings.queue.retry_delays.clone(),
+        max_attempts: settings.queue.max_attempts as i32,
         lease: settings.queue.lease,
         message_id_domain: settings.mail.from.domain().to_owned(),
         clock: herald::clock::Clock::System,
@@ -120,9 +121,10 @@ async fn a_claim_taken_over_after_its_lease_ran_out_cannot_record() {
     let lease = Duration::from_secs(60);
 
     let old = store
-        .claim_many(&[id], lease, "example.com", chrono::Utc::now())
+        .claim_many(&[id], lease, "example.com", 10, chrono::Utc::now())
         .await
-        .unwrap();
+        .unwrap()
+        .0;
     let old = &old[0];
     // The first worker stalls past its lease; recovery takes the row back.
     sqlx::query("UPDATE deliveries SET lease_until = now() - interval '1 second' WHERE id = $1")
@@ -146,9 +148,10 @@ async fn a_claim_taken_over_after_its_lease_ran_out_cannot_record() {
         "a recovered claim is not renewed"
     );
     let new = store
-        .claim_many(&[id], lease, "example.com", chrono::Utc::now())
+        .claim_many(&[id], lease, "example.com", 10, chrono::Utc::now())
         .await
-        .unwrap();
+        .unwrap()
+        .0;
     let new = &new[0];
     assert_ne!(new.claim_token, old.claim_token);
     assert_eq!(new.message_id, old.message_id);
@@ -207,6 +210,67 @@ async fn a_claim_taken_over_after_its_lease_ran_out_cannot_record() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_send_is_recorded_when_its_lease_was_recovered_but_nobody_claimed_it_again() {
+    let smtp = SmtpServer::start().await;
+    let env = Env::new(&smtp);
+    let (store, _guard) = bare_store(&env).await;
+    let id = due_deliveries(&store, &["recovered@example.com"]).await[0];
+    let lease = Duration::from_secs(60);
+    let old = store
+        .claim_many(&[id], lease, "example.com", 10, Utc::now())
+        .await
+        .unwrap()
+        .0;
+    let old = &old[0];
+    // The worker stalls past its lease; recovery makes the row queued again, with no token.
+    sqlx::query("UPDATE deliveries SET lease_until = now() - interval '1 second' WHERE id = $1")
+        .bind(id)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .recover(Duration::from_secs(300), Utc::now())
+            .await
+            .unwrap(),
+        (1, 0)
+    );
+    assert_eq!(status(&store, id).await, DeliveryStatus::Queued);
+
+    // A late failure report is still refused: the row goes out again, as it should.
+    assert!(
+        !store
+            .record(&Recording::new(old, &[], &Next::Failed))
+            .await
+            .unwrap()
+    );
+    assert_eq!(status(&store, id).await, DeliveryStatus::Queued);
+
+    // The worker wakes up and records its send: nobody claimed the row since, so it is kept.
+    let (sent, next) = sent_over_smtp();
+    assert!(
+        store
+            .record(&Recording::new(old, &[sent], &next))
+            .await
+            .unwrap()
+    );
+    let delivery = store.delivery(id).await.unwrap().unwrap();
+    assert_eq!(delivery.status, DeliveryStatus::Sent);
+    assert_eq!(delivery.attempts, 1);
+    assert_eq!(
+        outcomes(&store.attempts(id).await.unwrap()),
+        [("smtp", "sent", Some(250))]
+    );
+
+    // The job the recovery made due again finds nothing to send: no copy reaches the server.
+    let deps = worker_deps(&env, store.clone()).await;
+    assert!(process_job(&deps, &[id]).await.unwrap().is_empty());
+    assert_eq!(smtp.total(), 0);
+    assert_eq!(status(&store, id).await, DeliveryStatus::Sent);
+    store.pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_commit_writes_each_row_only_under_its_own_claim() {
     let smtp = SmtpServer::start().await;
     let env = Env::new(&smtp);
@@ -218,16 +282,18 @@ async fn a_group_commit_writes_each_row_only_under_its_own_claim() {
     .await;
     let lease = Duration::from_secs(60);
     let claimed = store
-        .claim_many(&ids, lease, "example.com", Utc::now())
+        .claim_many(&ids, lease, "example.com", 10, Utc::now())
         .await
-        .unwrap();
+        .unwrap()
+        .0;
     assert_eq!(claimed.iter().map(|c| c.id).collect::<Vec<_>>(), ids);
     // A second claim of the same job finds nothing: a duplicate job is harmless.
     assert!(
         store
-            .claim_many(&ids, lease, "example.com", Utc::now())
+            .claim_many(&ids, lease, "example.com", 10, Utc::now())
             .await
             .unwrap()
+            .0
             .is_empty()
     );
     // The middle row's lease runs out and another worker takes it over.
@@ -241,9 +307,10 @@ async fn a_group_commit_writes_each_row_only_under_its_own_claim() {
         .await
         .unwrap();
     let retaken = store
-        .claim_many(&ids[1..2], lease, "example.com", Utc::now())
+        .claim_many(&ids[1..2], lease, "example.com", 10, Utc::now())
         .await
-        .unwrap();
+        .unwrap()
+        .0;
     assert_eq!(retaken.len(), 1);
 
     let (sent, next) = sent_over_smtp();

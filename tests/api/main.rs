@@ -34,6 +34,7 @@ mod servers;
 mod sources;
 mod startup;
 mod triggers;
+mod unrecordable;
 mod unsubscribe;
 mod unsubscribe_kinds;
 mod webhooks;

@@ -21,6 +21,8 @@ fn resend_env(smtp: &SmtpServer, stub: &ResendStub) -> Env {
         "HERALD__QUEUE__RETRY_DELAYS",
         &serde_json::to_string(&vec!["300ms"; 12]).unwrap(),
     );
+    // queue.max_attempts must leave those 13 attempts their claims.
+    env.set("HERALD__QUEUE__MAX_ATTEMPTS", "20");
     env
 }
 

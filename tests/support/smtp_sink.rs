@@ -44,6 +44,9 @@ pub struct Counts {
     pub per_recipient: HashMap<String, u32>,
     /// When the last message was accepted (a benchmark times up to it).
     pub last_arrival: Option<SystemTime>,
+    /// Messages whose DATA arrived, accepted or refused by a scripted reply, per first
+    /// recipient (lowercased): every copy Herald sent, never deduplicated.
+    pub offered: HashMap<String, u32>,
 }
 
 impl Counts {
@@ -58,6 +61,14 @@ impl Counts {
     /// How many times this delivery arrived.
     pub fn delivery(&self, key: &str) -> u32 {
         self.per_delivery.get(key).copied().unwrap_or(0)
+    }
+
+    /// How many messages to this address reached DATA, accepted or refused.
+    pub fn offered(&self, address: &str) -> u32 {
+        self.offered
+            .get(&address.to_ascii_lowercase())
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn recipient(&self, address: &str) -> u32 {
@@ -463,6 +474,14 @@ async fn session(stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> 
                 let raw = read_data(&mut read).await?;
                 in_transaction = false;
                 let recipients = std::mem::take(&mut recipients);
+                *shared
+                    .book
+                    .lock()
+                    .unwrap()
+                    .counts
+                    .offered
+                    .entry(recipients[0].to_ascii_lowercase())
+                    .or_default() += 1;
                 match shared.scripted_reply(&recipients[0]) {
                     Some(reply) => reply,
                     None => {

@@ -19,6 +19,7 @@ pub struct RawQueue {
     pub redispatch_after: String,
     pub lease: String,
     pub retry_delays: Vec<String>,
+    pub max_attempts: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -33,6 +34,8 @@ pub struct QueueSettings {
     pub redispatch_after: Duration,
     pub lease: Duration,
     pub retry_delays: Vec<Duration>,
+    /// Claims one delivery may use in a round of retries; at the next it is failed, not sent.
+    pub max_attempts: u32,
 }
 
 /// The longest `queue.dispatch_interval`: it is also how late a retry may be.
@@ -70,6 +73,7 @@ pub(super) fn check(q: &RawQueue, p: &mut Problems) -> QueueSettings {
         .enumerate()
         .map(|(i, d)| duration(&format!("queue.retry_delays[{i}]"), d, p).unwrap_or_default())
         .collect();
+    check_max_attempts(q, p);
     QueueSettings {
         name: q.name.clone(),
         concurrency: q.concurrency,
@@ -81,6 +85,7 @@ pub(super) fn check(q: &RawQueue, p: &mut Problems) -> QueueSettings {
         redispatch_after: redispatch_after.unwrap_or_default(),
         lease: duration("queue.lease", &q.lease, p).unwrap_or_default(),
         retry_delays,
+        max_attempts: q.max_attempts,
     }
 }
 
@@ -111,6 +116,34 @@ fn check_sizes(q: &RawQueue, p: &mut Problems) {
             format!(
                 "is {}; apalis-redis moves a fetched batch with one Lua unpack, which fails above about 8,000 ids, and a dead worker's batch is recovered the same way: keep it at 500 or less (near queue.concurrency)",
                 q.batch_size
+            ),
+        );
+    }
+}
+
+/// The most `queue.max_attempts` may be (it is stored as a PostgreSQL `int`).
+pub const MAX_MAX_ATTEMPTS: u32 = 1_000_000;
+
+/// `queue.max_attempts` must leave every retry of `queue.retry_delays` its claim: a delivery
+/// gets one attempt more than there are delays.
+fn check_max_attempts(q: &RawQueue, p: &mut Problems) {
+    let needed = q.retry_delays.len() as u64 + 1;
+    if u64::from(q.max_attempts) < needed {
+        p.key(
+            "queue.max_attempts",
+            format!(
+                "is {}; with {} queue.retry_delays a delivery gets up to {needed} attempts, and it would be failed at claim before its retries are used up. Use at least {needed}, e.g. {}",
+                q.max_attempts,
+                q.retry_delays.len(),
+                (needed + 6).max(10)
+            ),
+        );
+    } else if q.max_attempts > MAX_MAX_ATTEMPTS {
+        p.key(
+            "queue.max_attempts",
+            format!(
+                "is {}; use at most {MAX_MAX_ATTEMPTS}, e.g. 10 (a delivery whose outcome cannot be recorded is sent again at each of them)",
+                q.max_attempts
             ),
         );
     }
