@@ -12,6 +12,9 @@
 //!
 //! So Herald opens the TCP connection itself, sets `TCP_NODELAY`, and hands it to lettre's
 //! [`AsyncSmtpConnection`], which speaks SMTP (EHLO, STARTTLS, AUTH, the message) as before.
+//! Herald gives the transaction's commands itself (`transaction`), so that it knows whether a
+//! failure came after the whole message was written: then the server may have it, and the
+//! outcome is unknown.
 //! The pool around it is small: idle connections on a stack, at most `mail.pool_size` of them;
 //! the bound on sends at once is the provider's (see [`super::Provider`]). A connection goes back
 //! only after a send that ended well; one idle for more than [`CHECK_AFTER`] is checked with a

@@ -703,7 +703,7 @@ mod tests {
     }
 
     #[tokio::test]
-    #[should_panic(expected = "is neither \"accept\" nor a reply")]
+    #[should_panic(expected = "is neither \"accept\", \"close\" nor a reply")]
     async fn a_script_entry_that_is_not_a_reply_is_refused() {
         SmtpSink::start()
             .await
