@@ -12,6 +12,9 @@
 //!
 //! So Herald opens the TCP connection itself, sets `TCP_NODELAY`, and hands it to lettre's
 //! [`AsyncSmtpConnection`], which speaks SMTP (EHLO, STARTTLS, AUTH, the message) as before.
+//! Herald gives the transaction's commands itself (`transaction`), so that it knows whether a
+//! failure came after the whole message was written: then the server may have it, and the
+//! outcome is unknown.
 //! The pool around it is small: idle connections on a stack, at most `mail.pool_size` of them;
 //! the bound on sends at once is the provider's (see [`super::Provider`]). A connection goes back
 //! only after a send that ended well; one idle for more than [`CHECK_AFTER`] is checked with a
@@ -22,7 +25,10 @@
 //! does not have the stall.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -31,7 +37,8 @@ use lettre::{
     transport::smtp::{
         authentication::{Credentials, DEFAULT_MECHANISMS},
         client::{AsyncSmtpConnection, TlsParameters},
-        extension::ClientId,
+        commands::{Data, Mail, Rcpt},
+        extension::{ClientId, Extension, MailBodyParameter, MailParameter},
         response::Response,
     },
 };
@@ -108,7 +115,7 @@ impl SmtpPool {
     /// a task of its own (see [`super::smtp::send`]).
     pub async fn send(&self, envelope: &Envelope, message: &[u8]) -> Result<Response, SendError> {
         let mut conn = self.checkout().await?;
-        match conn.send(envelope, message).await {
+        match transaction(&mut conn, envelope, message).await {
             Ok(response) if !conn.has_broken() => {
                 self.checkin(conn);
                 Ok(response)
@@ -119,7 +126,7 @@ impl SmtpPool {
             }
             Err(e) => {
                 conn.abort().await;
-                Err(classify(&e))
+                Err(e)
             }
         }
     }
@@ -242,4 +249,82 @@ fn unreachable(i: &Inner, why: String) -> SendError {
         ),
     )
     .unreachable()
+}
+
+/// One mail transaction on `conn`: MAIL FROM, RCPT TO, DATA, then the message, as lettre's
+/// `AsyncSmtpConnection::send` does it, but knowing when the whole message has been written.
+/// From then on the server may have taken it: a reset, a connection closed or an incomplete or
+/// garbled reply after the final `.` is [`ErrorClass::Unknown`] (retried on this server only,
+/// with the same Message-ID, never failed over), while the same failure before it is transient.
+/// A reply with a code is the server's word either way and is classified by it.
+async fn transaction(
+    conn: &mut AsyncSmtpConnection,
+    envelope: &Envelope,
+    message: &[u8],
+) -> Result<Response, SendError> {
+    let mut options = Vec::new();
+    let mut addresses = envelope.from().into_iter().chain(envelope.to());
+    if addresses.any(|a| !AsRef::<str>::as_ref(a).is_ascii()) {
+        if !conn.server_info().supports_feature(Extension::SmtpUtfEight) {
+            return Err(not_offered("an address that is not ASCII", "SMTPUTF8"));
+        }
+        options.push(MailParameter::SmtpUtfEight);
+    }
+    if !message.is_ascii() {
+        if !conn.server_info().supports_feature(Extension::EightBitMime) {
+            return Err(not_offered("a message that is not ASCII", "8BITMIME"));
+        }
+        options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+    let before = |e: lettre::transport::smtp::Error| classify(&e);
+    conn.command(Mail::new(envelope.from().cloned(), options))
+        .await
+        .map_err(before)?;
+    for to in envelope.to() {
+        conn.command(Rcpt::new(to.clone(), vec![]))
+            .await
+            .map_err(before)?;
+    }
+    conn.command(Data).await.map_err(before)?;
+    // lettre writes each part, asks for the next, then writes the final `.` and reads the reply:
+    // the iterator's end is the moment the whole body has been written.
+    let written = AtomicBool::new(false);
+    let body = std::iter::once(message).chain(std::iter::from_fn(|| {
+        written.store(true, Ordering::Relaxed);
+        None
+    }));
+    conn.message_iter(body).await.map_err(|e| {
+        let error = classify(&e);
+        if written.load(Ordering::Relaxed) && e.status().is_none() && !e.is_timeout() {
+            after_the_body(error)
+        } else {
+            error
+        }
+    })
+}
+
+/// A failure without a reply after the whole message was written: the outcome is unknown.
+fn after_the_body(error: SendError) -> SendError {
+    SendError::new(
+        ErrorClass::Unknown,
+        None,
+        format!(
+            "{} (after the whole message was written: the SMTP server may have taken it, so it \
+             is retried on this server only, with the same Message-ID)",
+            error.message
+        ),
+    )
+}
+
+/// A message the server cannot take for want of an extension: transient, so that a later
+/// provider may send it.
+fn not_offered(what: &str, extension: &str) -> SendError {
+    SendError::new(
+        ErrorClass::Transient,
+        None,
+        format!(
+            "the email has {what}, and the SMTP server does not offer {extension}; \
+             use a server that offers it, or a later provider in mail.providers"
+        ),
+    )
 }

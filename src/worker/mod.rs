@@ -29,8 +29,10 @@
 //! A try whose outcome Herald cannot tell ([`ErrorClass::Unknown`]: a timeout, a lost connection
 //! after the request left) never fails over: the provider may have the email. The delivery is
 //! held by that provider (`deliveries.held_by`) and retried there only, with the same idempotency
-//! key or Message-ID, using an attempt each time. When the retries are used up it fails, and its
-//! `last_error` says a copy may have been delivered.
+//! key or Message-ID, using an attempt each time. An email that went to Resend alone, under its
+//! own dedup key, goes alone again under that key even when its retry shares a job with others.
+//! When the retries are used up it fails, and its `last_error` says a copy may have been
+//! delivered.
 //!
 //! # Waiting for a provider
 //!

@@ -42,8 +42,10 @@ pub(super) fn render(deps: &WorkerDeps, mut d: Claimed) -> Job {
 /// Tries each provider in order with the emails that are still open and that it may send, and
 /// records each email as soon as no later provider will take it. An email whose claim was taken
 /// over meanwhile is left to its new owner. At a provider with batches, the members of a stored
-/// batch go together under its key; the others in new batches. At one without, the emails go
-/// out side by side, as many at once as the gate allows. Returns the emails recorded.
+/// batch go together under its key; an email this provider holds after it went alone (under its
+/// own dedup key, its outcome unknown) goes alone again under that key, whatever else its job
+/// carries; the others go in new batches. At one without, the emails go out side by side, as
+/// many at once as the gate allows. Returns the emails recorded.
 pub(super) async fn deliver(
     deps: &WorkerDeps,
     jobs: &mut [Job],
@@ -62,9 +64,12 @@ pub(super) async fn deliver(
         let open: Vec<usize> = (0..jobs.len()).filter(|&i| takes(&jobs[i])).collect();
         let mut stored: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         let mut fresh = Vec::new();
+        let mut alone = Vec::new();
         for i in open {
             match &jobs[i].d.batch_key {
                 Some(key) => stored.entry(key.clone()).or_default().push(i),
+                // Sent alone under its own key and held here: only that key is safe.
+                None if jobs[i].d.held_by.as_deref() == Some(provider.name()) => alone.push(i),
                 None => fresh.push(i),
             }
         }
@@ -75,9 +80,17 @@ pub(super) async fn deliver(
             if chunk.len() > 1 {
                 send_batch(deps, provider, jobs, chunk, claims).await;
             } else {
-                let one = vec![&mut jobs[chunk[0]]];
-                settled.extend(send_each(deps, provider, one, later, claims).await);
+                alone.push(chunk[0]);
             }
+        }
+        let one_by_one: Vec<&mut Job> = jobs
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| alone.contains(i))
+            .map(|(_, j)| j)
+            .collect();
+        if !one_by_one.is_empty() {
+            settled.extend(send_each(deps, provider, one_by_one, later, claims).await);
         }
         let done = jobs
             .iter_mut()

@@ -1,9 +1,13 @@
 //! Transient failures are retried after 2 s and 4 s; permanent ones land in the failed set, which
-//! the operator lists and retries from the command line.
+//! the operator lists and retries from the command line. A connection cut after an SMTP message
+//! was written is no transient failure: the email is retried on SMTP only.
 
 use std::time::Duration;
 
+use herald::{store::DeliveryStatus, worker::process_job};
+
 use crate::helpers::*;
+use crate::resend_stub::ResendStub;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtp_4xx_twice_then_accepted_gives_three_attempts_and_one_email() {
@@ -223,4 +227,51 @@ async fn smtp_messages_per_second_holds_across_every_worker() {
     }
     drop(smtp);
     app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_smtp_reset_after_the_data_is_retried_on_smtp_and_never_goes_to_resend() {
+    let smtp = SmtpServer::start().await;
+    let stub = ResendStub::start().await;
+    // The server reads the whole message, then closes the connection without a reply.
+    smtp.script(&[("cut@example.com", &["close"])]);
+    let mut env = Env::new(&smtp).with_resend(&stub.url);
+    env.set("HERALD__MAIL__PROVIDERS", r#"["smtp", "resend"]"#);
+    let (store, _guard) = bare_store(&env).await;
+    let ids = crate::fencing::due_deliveries(&store, &["cut@example.com"]).await;
+    let deps = crate::fencing::worker_deps(&env, store.clone()).await;
+    process_job(&deps, &ids).await.unwrap();
+    let d = store.delivery(ids[0]).await.unwrap().unwrap();
+    assert_eq!(d.status, DeliveryStatus::Queued, "{:?}", d.last_error);
+    let held_by: Option<String> =
+        sqlx::query_scalar("SELECT held_by FROM deliveries WHERE id = $1")
+            .bind(ids[0])
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+    assert_eq!(held_by.as_deref(), Some("smtp"), "{:?}", d.last_error);
+
+    sqlx::query("UPDATE deliveries SET due_at = now() - interval '1 second'")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    process_job(&deps, &ids).await.unwrap();
+    let d = store.delivery(ids[0]).await.unwrap().unwrap();
+    assert_eq!(d.status, DeliveryStatus::Sent, "{:?}", d.last_error);
+    let attempts = store.attempts(ids[0]).await.unwrap();
+    let seen: Vec<_> = attempts
+        .iter()
+        .map(|a| (a.provider.as_str(), a.outcome.as_str()))
+        .collect();
+    assert_eq!(seen, [("smtp", "unknown"), ("smtp", "sent")]);
+    // Every copy, where it arrived: two offered to the SMTP server, none at the stand-in.
+    assert_eq!(smtp.counts().offered.get("cut@example.com"), Some(&2));
+    assert_eq!(smtp.count(), 1);
+    let at_resend: Vec<_> = stub
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/emails"))
+        .collect();
+    assert!(at_resend.is_empty(), "a copy went to Resend: {at_resend:?}");
+    drop(smtp);
 }

@@ -5,7 +5,7 @@
 
 use std::{collections::HashMap, process::Stdio, time::Duration};
 
-use herald::clock::Clock;
+use herald::{clock::Clock, store::DeliveryStatus, worker::process_job};
 use serde_json::json;
 
 use crate::helpers::*;
@@ -261,6 +261,59 @@ async fn a_batch_resend_took_before_answering_502_is_retried_there_and_arrives_o
     assert!(unknown > 0, "the 502 was not recorded as unknown");
     drop(smtp);
     app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_resend_holds_after_going_alone_goes_alone_again_under_its_key_in_a_shared_job() {
+    let smtp = SmtpServer::start().await;
+    let stub = ResendStub::start().await;
+    // Resend takes the lone email, and a gateway answers 502: its outcome is unknown.
+    stub.script(&[("solo@example.com", &[Reply::TakenThen(502)])]);
+    let mut env = resend_env(&smtp, &stub);
+    env.set("HERALD__MAIL__RESEND__BATCH_SIZE", "10");
+    let (store, _guard) = bare_store(&env).await;
+    let emails = ["solo@example.com", "r1@example.com", "r2@example.com"];
+    let ids = crate::fencing::due_deliveries(&store, &emails).await;
+    let deps = crate::fencing::worker_deps(&env, store.clone()).await;
+    // A job of one: `POST /emails` under the email's own dedup key.
+    process_job(&deps, &ids[..1]).await.unwrap();
+    let solo = store.delivery(ids[0]).await.unwrap().unwrap();
+    assert_eq!(solo.status, DeliveryStatus::Queued);
+    let held_by: Option<String> =
+        sqlx::query_scalar("SELECT held_by FROM deliveries WHERE id = $1")
+            .bind(ids[0])
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+    assert_eq!(held_by.as_deref(), Some("resend"), "{:?}", solo.last_error);
+    // Its retry falls due with two other emails, and one job carries all three.
+    sqlx::query("UPDATE deliveries SET due_at = now() - interval '1 second'")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    process_job(&deps, &ids).await.unwrap();
+
+    for &id in &ids {
+        let d = store.delivery(id).await.unwrap().unwrap();
+        assert_eq!(d.status, DeliveryStatus::Sent, "delivery {id}");
+    }
+    // Every copy that arrived, counted where it arrived.
+    let per = accepted_per_recipient(&stub);
+    assert_eq!(per.get("solo@example.com"), Some(&1), "{per:?}");
+    assert_each_accepted_once(&stub, emails.len());
+    assert_eq!(smtp.count(), 0, "a copy went by SMTP");
+    // Both requests for it went alone, under the key it first went with.
+    let requests = stub.requests();
+    let for_solo: Vec<_> = requests
+        .iter()
+        .filter(|r| r.recipients().contains(&"solo@example.com".to_owned()))
+        .collect();
+    assert_eq!(for_solo.len(), 2, "{requests:?}");
+    for r in for_solo {
+        assert_eq!(r.path, "/emails", "{requests:?}");
+        assert_eq!(r.header("idempotency-key"), Some(solo.dedup_key.as_str()));
+    }
+    drop(smtp);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

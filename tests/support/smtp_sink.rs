@@ -11,7 +11,7 @@
 //! after the data.
 //!
 //! Failures on cue: a [`SmtpSink::script`] of replies to the DATA of given recipients (`451 …`,
-//! `550 …`); a reply to every `MAIL FROM` for a while ([`SmtpSink::refuse_with`]); a wait before
+//! `550 …`, or `close`: the connection closed after the data, without a reply); a reply to every `MAIL FROM` for a while ([`SmtpSink::refuse_with`]); a wait before
 //! each `250` (a slow server, [`SmtpSink::set_delay`]); and going away and coming back on the same
 //! port ([`SmtpSink::stop`], [`SmtpSink::resume`]).
 //!
@@ -19,6 +19,9 @@
 //! (waiting for a `herald` process that is sending to this server, say) cannot stall it.
 
 #![allow(dead_code)]
+
+#[path = "smtp_sink_actions.rs"]
+mod actions;
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -291,7 +294,8 @@ impl SmtpSink {
     /// Replaces the script: the replies to give, in order, to the DATA of messages whose first
     /// recipient is the key (any case; `*` for every recipient without a list of its own, or
     /// whose list is used up). `"accept"` accepts the message; anything else is a reply line
-    /// such as `451 4.7.1 Try again later`, sent as it is, and the message is not accepted.
+    /// such as `451 4.7.1 Try again later`, sent as it is, and the message is not accepted;
+    /// `"close"` closes the connection after the data without a reply ([`actions::CLOSE`]).
     /// Once a list is used up, messages are accepted.
     pub fn script(&self, replies: &[(&str, &[&str])]) {
         let script = replies
@@ -299,9 +303,12 @@ impl SmtpSink {
             .map(|(rcpt, list)| {
                 for reply in *list {
                     assert!(
-                        reply.eq_ignore_ascii_case("accept") || is_reply(reply),
-                        "SMTP sink script for {rcpt}: {reply:?} is neither \"accept\" nor a reply \
-                         such as \"451 4.7.1 Try again later\" (a code from 200 to 599, then text)"
+                        reply.eq_ignore_ascii_case("accept")
+                            || actions::is_close(reply)
+                            || is_reply(reply),
+                        "SMTP sink script for {rcpt}: {reply:?} is neither \"accept\", \"close\" \
+                         nor a reply such as \"451 4.7.1 Try again later\" (a code from 200 to \
+                         599, then text)"
                     );
                 }
                 (
@@ -483,6 +490,8 @@ async fn session(stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> 
                     .entry(recipients[0].to_ascii_lowercase())
                     .or_default() += 1;
                 match shared.scripted_reply(&recipients[0]) {
+                    // A reset after the data: the client cannot tell what became of it.
+                    Some(reply) if actions::is_close(&reply) => return Ok(()),
                     Some(reply) => reply,
                     None => {
                         let delay = *shared.delay.lock().unwrap();
@@ -694,7 +703,7 @@ mod tests {
     }
 
     #[tokio::test]
-    #[should_panic(expected = "is neither \"accept\" nor a reply")]
+    #[should_panic(expected = "is neither \"accept\", \"close\" nor a reply")]
     async fn a_script_entry_that_is_not_a_reply_is_refused() {
         SmtpSink::start()
             .await
