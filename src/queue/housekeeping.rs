@@ -7,8 +7,9 @@
 //! dead worker's set itself, [`CHUNK`] ids at a time, before its own workers start and then on
 //! every janitor round, well before the crate's own threshold. Draining does not push the jobs
 //! back to Redis: it gives their deliveries back to the dispatcher in PostgreSQL (a row still
-//! `queued` becomes dispatchable again; a row being sent keeps its lease), so the queue never
-//! grows past its high-water mark.
+//! `queued` becomes dispatchable again), so the queue never grows past its high-water mark. The
+//! rows the dead worker had claimed (`deliveries.claimed_by`) are given back too, at once rather
+//! than when their lease runs out, fenced like an expired lease.
 
 use std::time::Duration;
 
@@ -189,10 +190,23 @@ pub fn gone_from_this_host(worker: &str, host: &str, pid: u32, process: &str) ->
         && !std::path::Path::new(&format!("/proc/{their_pid}")).exists()
 }
 
-/// Drains `worker`'s inflight set, then removes its name and metadata. Returns how many jobs it
-/// still held.
+/// Drains `worker`'s inflight set, gives back the rows it still held claimed
+/// ([`Store::release_claims_of`]: a dead worker's claims do not wait for their lease, nor do
+/// those a stopped worker's dropped sends left), then removes its name and metadata. Returns how
+/// many jobs it still held.
 pub async fn deregister(queue: &Queue, store: &Store, worker: &str) -> anyhow::Result<usize> {
     let drained = drain(queue, store, worker).await?;
+    let released = store
+        .release_claims_of(&[worker.to_owned()])
+        .await
+        .with_context(|| format!("cannot give back the claims of worker {worker}"))?;
+    if released > 0 {
+        tracing::warn!(
+            worker,
+            deliveries = released,
+            "gave back the claims of a worker that is gone (sent again unless already recorded)"
+        );
+    }
     let c = queue.config();
     redis::pipe()
         .zrem(c.workers_set(), worker)

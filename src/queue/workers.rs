@@ -38,7 +38,7 @@ use crate::{
     health::{Dependency, Health, is_postgres},
     shutdown::Shutdown,
     store::Store,
-    worker::{WorkerDeps, process_job},
+    worker::{WorkerDeps, process_job_as},
 };
 
 /// A job whose delivery could not be looked at (PostgreSQL is down) comes back this much later.
@@ -154,7 +154,7 @@ async fn handle(
             return Ok(());
         }
     };
-    let result = process_job(&ctx.deps, &ids).await;
+    let result = process_job_as(&ctx.deps, &ids, Some(worker.name())).await;
     let done = result.is_ok();
     match result {
         Ok(_) => ctx.health.up(Dependency::Postgres),

@@ -91,6 +91,27 @@ impl Store {
         Ok((leases, stale))
     }
 
+    /// Gives back at once the claims still held by these workers, which a process found dead
+    /// (or stopped, their sends dropped): the rows become queued and dispatchable, like an
+    /// expired lease in [`Store::recover`], with the same fencing (the token is cleared, so a
+    /// worker taken for dead that is still alive can neither renew nor record, but a `sent` is
+    /// still recorded while no other worker has claimed the row) and the attempt kept, since the
+    /// email may have left. Returns how many rows were given back.
+    pub async fn release_claims_of(&self, workers: &[String]) -> sqlx::Result<u64> {
+        if workers.is_empty() {
+            return Ok(0);
+        }
+        Ok(sqlx::query(
+            "UPDATE deliveries SET status = 'queued', dispatched_at = NULL, lease_until = NULL,
+                    claim_token = NULL, claimed_by = NULL, updated_at = now()
+             WHERE status = 'sending' AND claimed_by = ANY($1)",
+        )
+        .bind(workers)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
     // ----- the worker -----
 
     /// Claims the deliveries of one job that are queued and due at `now` (Herald's clock), with
@@ -112,6 +133,9 @@ impl Store {
     /// is not claimed: the same statement fails it with [`capped_reason`], its attempt count
     /// unchanged, and it comes back in the second list, not to be sent. `herald failed retry`
     /// starts a new round for it.
+    ///
+    /// `claimed_by` names the apalis worker that claims (`None` outside one): when that worker is
+    /// found dead, [`Store::release_claims_of`] gives its rows back without waiting for the lease.
     pub async fn claim_many(
         &self,
         ids: &[i64],
@@ -119,6 +143,7 @@ impl Store {
         message_id_domain: &str,
         max_attempts: i32,
         now: DateTime<Utc>,
+        claimed_by: Option<&str>,
     ) -> sqlx::Result<(Vec<Claimed>, Vec<Claimed>)> {
         let token = uuid::Uuid::new_v4();
         let mut rows: Vec<Claimed> = sqlx::query_as(
@@ -142,6 +167,7 @@ impl Store {
                  lease_until = CASE WHEN c.over_cap THEN NULL ELSE now() + $3::interval END,
                  dispatched_at = NULL,
                  claim_token = CASE WHEN c.over_cap THEN NULL ELSE $5 END,
+                 claimed_by = CASE WHEN c.over_cap THEN NULL ELSE $8 END,
                  last_error = CASE WHEN c.over_cap THEN $7 ELSE last_error END,
                  batch_key = CASE WHEN c.over_cap THEN NULL ELSE deliveries.batch_key END,
                  message_id = COALESCE(message_id,
@@ -164,6 +190,7 @@ impl Store {
         .bind(token)
         .bind(max_attempts)
         .bind(capped_reason(max_attempts))
+        .bind(claimed_by)
         .fetch_all(&self.pool)
         .await?;
         rows.sort_by_key(|r| r.id);

@@ -265,6 +265,17 @@ pub async fn process_one(deps: &WorkerDeps, delivery_id: i64) -> anyhow::Result<
 /// of them (PostgreSQL is down, say), after recording all the others; those claims' leases then
 /// expire and the deliveries become due again.
 pub async fn process_job(deps: &WorkerDeps, ids: &[i64]) -> anyhow::Result<Vec<(i64, Outcome)>> {
+    process_job_as(deps, ids, None).await
+}
+
+/// [`process_job`] run by the apalis worker `worker`, whose name the claims carry: should the
+/// worker die, the process that finds it dead gives its claims back at once
+/// ([`Store::release_claims_of`]).
+pub async fn process_job_as(
+    deps: &WorkerDeps,
+    ids: &[i64],
+    worker: Option<&str>,
+) -> anyhow::Result<Vec<(i64, Outcome)>> {
     let _in_hand = deps.in_hand.take(ids.len()).await;
     let (claimed, capped) = deps
         .store
@@ -274,6 +285,7 @@ pub async fn process_job(deps: &WorkerDeps, ids: &[i64]) -> anyhow::Result<Vec<(
             &deps.message_id_domain,
             deps.max_attempts,
             deps.clock.now(),
+            worker,
         )
         .await
         .with_context(|| format!("cannot claim deliveries {}", list(ids)))?;

@@ -121,7 +121,7 @@ async fn a_claim_taken_over_after_its_lease_ran_out_cannot_record() {
     let lease = Duration::from_secs(60);
 
     let old = store
-        .claim_many(&[id], lease, "example.com", 10, chrono::Utc::now())
+        .claim_many(&[id], lease, "example.com", 10, chrono::Utc::now(), None)
         .await
         .unwrap()
         .0;
@@ -148,7 +148,7 @@ async fn a_claim_taken_over_after_its_lease_ran_out_cannot_record() {
         "a recovered claim is not renewed"
     );
     let new = store
-        .claim_many(&[id], lease, "example.com", 10, chrono::Utc::now())
+        .claim_many(&[id], lease, "example.com", 10, chrono::Utc::now(), None)
         .await
         .unwrap()
         .0;
@@ -217,7 +217,7 @@ async fn a_known_send_is_recorded_when_its_lease_was_recovered_but_nobody_claime
     let id = due_deliveries(&store, &["recovered@example.com"]).await[0];
     let lease = Duration::from_secs(60);
     let old = store
-        .claim_many(&[id], lease, "example.com", 10, Utc::now())
+        .claim_many(&[id], lease, "example.com", 10, Utc::now(), None)
         .await
         .unwrap()
         .0;
@@ -282,7 +282,7 @@ async fn a_group_commit_writes_each_row_only_under_its_own_claim() {
     .await;
     let lease = Duration::from_secs(60);
     let claimed = store
-        .claim_many(&ids, lease, "example.com", 10, Utc::now())
+        .claim_many(&ids, lease, "example.com", 10, Utc::now(), None)
         .await
         .unwrap()
         .0;
@@ -290,7 +290,7 @@ async fn a_group_commit_writes_each_row_only_under_its_own_claim() {
     // A second claim of the same job finds nothing: a duplicate job is harmless.
     assert!(
         store
-            .claim_many(&ids, lease, "example.com", 10, Utc::now())
+            .claim_many(&ids, lease, "example.com", 10, Utc::now(), None)
             .await
             .unwrap()
             .0
@@ -307,7 +307,7 @@ async fn a_group_commit_writes_each_row_only_under_its_own_claim() {
         .await
         .unwrap();
     let retaken = store
-        .claim_many(&ids[1..2], lease, "example.com", 10, Utc::now())
+        .claim_many(&ids[1..2], lease, "example.com", 10, Utc::now(), None)
         .await
         .unwrap()
         .0;

@@ -200,3 +200,106 @@ async fn when_a_herald_process_is_killed_mid_tick_another_delivers_everything() 
     store.pool.close().await;
     drop(smtp);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_workers_claims_are_given_back_at_once_not_after_their_lease() {
+    let smtp = SmtpServer::start().await;
+    let mut env = Env::new(&smtp);
+    // A lease far longer than the test waits: only giving the dead worker's claims back can send
+    // its rows in time.
+    env.set("HERALD__QUEUE__LEASE", "10m");
+    env.set("HERALD__MAIL__TIMEOUT", "1m");
+    herald_ok(&env, &["migrate"]);
+    let _guard = EnvGuard(env.clone());
+    let settings = env.settings();
+    let store = herald::store::Store::connect(&settings.database_url, 2, false)
+        .await
+        .unwrap();
+    let n = 12;
+    for i in 0..n {
+        add_user(
+            &store,
+            &format!("k{i}@example.com"),
+            "UTC",
+            &[("Late", at(LATE), None)],
+        )
+        .await;
+    }
+    let report = herald::schedule::plan(
+        &store,
+        settings.schedule("overdue_summary").unwrap(),
+        &herald::schedule::PlanOptions {
+            at: at(TICK),
+            user_id: None,
+            dry_run: false,
+            ids: false,
+        },
+        &herald::clock::Clock::System,
+        &settings.retention,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.planned, n);
+
+    // The server holds every message it is offered (no `250` for ten minutes), so the first
+    // process claims every row and is still sending them when it is killed.
+    smtp.set_delay(Duration::from_secs(600));
+    let mut cmd = herald_cmd(&env);
+    cmd.env("HERALD_HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("RUST_LOG", "error")
+        .arg("run")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    let mut first = Daemon(cmd.spawn().unwrap());
+    // Waits (bounded only to stop a hung test) until every row is claimed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let sending: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = 'sending'")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+        if sending == n as i64 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {sending} of {n} rows claimed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // SIGKILL: the claims stay `sending`, each with a lease of ten minutes.
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    smtp.set_delay(Duration::ZERO);
+
+    // The next process on this host knows the first one's workers are dead as it starts: it
+    // gives back their fetched jobs and the rows they claimed. Waits for every row to be
+    // recorded sent, bounded by a fifth of the lease (a hung test fails, not a slow one).
+    let app = spawn_with(env.clone()).await;
+    app.wait_for_status("sent", n as i64, Duration::from_secs(120))
+        .await;
+    // Counted where they arrive: each email once. The killed process's sends were never
+    // accepted (the server held them past the end of the test), so any copy here would be the
+    // second process sending a row twice; the README's bound (`queue.concurrency`) is the most
+    // the kill itself may add.
+    let counts = smtp.counts();
+    assert_eq!(counts.per_delivery.len(), n, "{:?}", counts.per_delivery);
+    let copies = counts.duplicates() as usize;
+    assert!(
+        copies <= settings.queue.concurrency,
+        "{copies} copies: {:?}",
+        counts.per_delivery
+    );
+    assert_eq!(copies, 0, "{:?}", counts.per_delivery);
+    // Given back like an expired lease: the attempt of the lost send stays counted, the
+    // second claim adds its own.
+    let attempts: Vec<i32> = sqlx::query_scalar("SELECT attempts FROM deliveries ORDER BY id")
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+    assert!(attempts.iter().all(|&a| a == 2), "{attempts:?}");
+    store.pool.close().await;
+    app.finish().await;
+    drop(smtp);
+}
