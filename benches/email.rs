@@ -59,7 +59,9 @@ use herald::{
     store::Store,
 };
 use sqlx::{Connection, PgConnection, PgPool};
-use support::{daemon::Daemon, env, env_num, free_port, quantile, sink::Sink, stat3};
+use support::{
+    daemon::Daemon, env, env_num, free_port, quantile, sink::Sink, stat3, storage::Storage,
+};
 
 const PHASES: [&str; 5] = ["email", "null", "latency", "fire100k", "plan_under_load"];
 /// How long a count may stand still before a run is called hung (not a judgement of speed).
@@ -397,6 +399,9 @@ struct Fire {
     failed: i64,
     /// The daemon's exit code after SIGTERM.
     exit: String,
+    /// Herald's state on disk afterwards, per sent email, with the payloads and without them.
+    storage: Storage,
+    storage_pruned: Storage,
 }
 
 async fn fire(
@@ -434,8 +439,18 @@ async fn fire(
     )
     .fetch_one(&mut conn)
     .await?;
+    let storage = Storage::measure(&mut conn).await?;
+    // The same rows once `retention.payload` has passed: what most of `retention.sent` holds.
+    let store = Store::connect(&b.url(), 2, true).await?;
+    store
+        .prune_payloads(Utc::now() + chrono::Duration::minutes(1), 1000)
+        .await?;
+    store.pool.close().await;
+    let storage_pruned = Storage::measure(&mut conn).await?;
     conn.close().await?;
     Ok(Fire {
+        storage,
+        storage_pruned,
         n,
         secs: last.duration_since(triggered)?.as_secs_f64(),
         send_secs: last.duration_since(planned)?.as_secs_f64(),
@@ -486,6 +501,15 @@ async fn fires(
             f.pg_commits,
             f.pg_commits as f64 / f.n as f64,
             f.exit
+        );
+        let storage = format!("peer=herald phase=storage schedule=overdue_summary users={users}");
+        println!(
+            "# rep={rep} {}",
+            f.storage.line(&format!("{storage} payload=kept"))
+        );
+        println!(
+            "# rep={rep} {}",
+            f.storage_pruned.line(&format!("{storage} payload=removed"))
         );
         runs.push(f);
     }

@@ -1,4 +1,5 @@
-//! The retention task: about once a minute, deletes finished deliveries older than `retention.*`.
+//! The retention task: about once a minute, deletes finished deliveries older than `retention.*`
+//! and removes the payloads of sent and skipped ones older than `retention.payload`.
 
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ pub fn cutoffs(settings: &RetentionSettings, now: DateTime<Utc>) -> Cutoffs {
         sent: before(settings.sent),
         failed: before(settings.failed),
         skipped: before(settings.skipped),
+        payload: before(settings.payload),
     }
 }
 
@@ -54,7 +56,8 @@ pub async fn run(store: Store, settings: RetentionSettings, clock: Clock, shutdo
                 failed = d.failed,
                 skipped = d.skipped,
                 events = d.events,
-                "retention: deleted old deliveries and their attempts, and old provider events"
+                payloads = d.payloads,
+                "retention: deleted old deliveries and their attempts and old provider events, and removed the payloads of emails sent or skipped a while ago"
             ),
             Ok(_) => {}
             Err(e) => {

@@ -5,6 +5,7 @@
 
 pub mod daemon;
 pub mod sink;
+pub mod storage;
 // Cargo builds a bench with `--cfg test` but without the test harness, which drops the sink's
 // `#[test]` functions and leaves their imports unused.
 #[allow(unused_imports)]

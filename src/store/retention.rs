@@ -1,5 +1,6 @@
 //! Retention: deleting finished deliveries (and, by cascade, their attempts) once they are old,
-//! and the provider's events kept as long as sent deliveries.
+//! the provider's events kept as long as sent deliveries, and the payloads of sent and skipped
+//! deliveries removed once no retry or rendering needs them.
 
 use super::*;
 
@@ -9,6 +10,8 @@ pub struct Cutoffs {
     pub sent: DateTime<Utc>,
     pub failed: DateTime<Utc>,
     pub skipped: DateTime<Utc>,
+    /// Sent and skipped deliveries last changed before this lose their payload.
+    pub payload: DateTime<Utc>,
 }
 
 /// How many deliveries a pass deleted, by status.
@@ -19,11 +22,13 @@ pub struct Deleted {
     pub skipped: u64,
     /// Provider events (webhooks) received before the cut-off of sent deliveries.
     pub events: u64,
+    /// Sent or skipped deliveries whose payload was removed (their record stays).
+    pub payloads: u64,
 }
 
 impl Deleted {
     pub fn total(&self) -> u64 {
-        self.sent + self.failed + self.skipped + self.events
+        self.sent + self.failed + self.skipped + self.events + self.payloads
     }
 }
 
@@ -44,7 +49,66 @@ impl Store {
                 .delete_all_expired(DeliveryStatus::Skipped, before.skipped, batch)
                 .await?,
             events: self.delete_old_events(before.sent, batch).await?,
+            payloads: self.prune_payloads(before.payload, batch).await?,
         })
+    }
+
+    /// Removes the payload of every sent or skipped delivery last changed before `before`,
+    /// `batch` rows per statement, from where the last complete pass stopped (the `payloads`
+    /// mark), so that a pass reads only the rows it changes. The update leaves every indexed
+    /// column as it is, so PostgreSQL writes the new row version in place (a HOT update) and no
+    /// index grows. A row another pass or a webhook holds at that moment is skipped and keeps
+    /// its payload until the row itself expires.
+    pub async fn prune_payloads(&self, before: DateTime<Utc>, batch: i64) -> sqlx::Result<u64> {
+        const MARK: &str = "payloads";
+        let from: DateTime<Utc> =
+            sqlx::query_scalar("SELECT up_to FROM housekeeping_marks WHERE name = $1")
+                .bind(MARK)
+                .fetch_optional(&self.pool)
+                .await?
+                // No delivery is older than that.
+                .unwrap_or(DateTime::UNIX_EPOCH);
+        if from >= before {
+            return Ok(0);
+        }
+        let mut total = 0;
+        for status in [DeliveryStatus::Sent, DeliveryStatus::Skipped] {
+            // A literal status, as in `delete_expired_batch`, to use that status's index.
+            let status = status.as_str();
+            let mut low = from;
+            loop {
+                let changed: Vec<DateTime<Utc>> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "UPDATE deliveries SET payload = NULL WHERE id IN (
+                         SELECT id FROM deliveries
+                         WHERE status = '{status}' AND updated_at >= $1 AND updated_at < $2
+                           AND payload IS NOT NULL
+                         ORDER BY updated_at
+                         LIMIT $3
+                         FOR UPDATE SKIP LOCKED)
+                     RETURNING updated_at"
+                )))
+                .bind(low)
+                .bind(before)
+                .bind(batch.max(1))
+                .fetch_all(&self.pool)
+                .await?;
+                total += changed.len() as u64;
+                if (changed.len() as i64) < batch.max(1) {
+                    break;
+                }
+                // The next statement starts at the newest row changed: rows before it are done.
+                low = changed.into_iter().max().unwrap_or(before);
+            }
+        }
+        sqlx::query(
+            "INSERT INTO housekeeping_marks (name, up_to) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET up_to = GREATEST(housekeeping_marks.up_to, $2)",
+        )
+        .bind(MARK)
+        .bind(before)
+        .execute(&self.pool)
+        .await?;
+        Ok(total)
     }
 
     /// Deletes the webhook events received before `before`, `batch` per statement.

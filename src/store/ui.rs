@@ -123,7 +123,8 @@ pub struct DeliveryDetail {
     #[sqlx(flatten)]
     #[serde(flatten)]
     pub row: DeliveryRow,
-    pub payload: serde_json::Value,
+    /// `None` once `retention.payload` has passed since the email was sent or skipped.
+    pub payload: Option<serde_json::Value>,
 }
 
 /// The columns of a [`DeliveryRow`].

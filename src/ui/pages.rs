@@ -207,8 +207,24 @@ pub async fn delivery(
         .ok_or_else(|| UiError::NotFound(format!("no delivery {id}")))?;
     let attempts = ui.app.store.attempts(id).await?;
     let events = ui.app.store.events(id).await?;
-    let (email, render_error) = render(&ui, &d.row.kind, &d.payload);
-    let payload = serde_json::to_string_pretty(&d.payload).unwrap_or_default();
+    let (email, render_error, payload) = match &d.payload {
+        Some(p) => {
+            let (email, error) = render(&ui, &d.row.kind, p);
+            (
+                email,
+                error,
+                serde_json::to_string_pretty(p).unwrap_or_default(),
+            )
+        }
+        None => (
+            None,
+            Some(format!(
+                "this email's payload was removed {} after it was sent or skipped (retention.payload); its record stays until retention.sent or retention.skipped",
+                humantime::format_duration(ui.app.settings.retention.payload)
+            )),
+            String::new(),
+        ),
+    };
     page(
         "delivery.html",
         context! {

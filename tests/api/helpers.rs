@@ -195,6 +195,7 @@ impl Env {
             ("HERALD__RETENTION__SENT", "3650d".to_owned()),
             ("HERALD__RETENTION__FAILED", "3650d".to_owned()),
             ("HERALD__RETENTION__SKIPPED", "3650d".to_owned()),
+            ("HERALD__RETENTION__PAYLOAD", "3650d".to_owned()),
             // The cron ticks stay off: tests plan through the trigger endpoint, at chosen
             // instants, or switch one schedule back on.
             ("HERALD__SCHEDULES__ENABLED", "false".to_owned()),

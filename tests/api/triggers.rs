@@ -407,6 +407,83 @@ async fn retention_deletes_old_deliveries_with_their_attempts_and_keeps_newer_on
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sent_and_skipped_deliveries_lose_their_payload_after_its_retention_and_keep_their_record()
+{
+    let smtp = SmtpServer::start().await;
+    let mut env = Env::new(&smtp);
+    default_retention(&mut env);
+    env.set("HERALD__RETENTION__PAYLOAD", "3d");
+    let mut app = spawn_with(env).await;
+    for i in 0..5 {
+        app.add_late_user(&format!("p{i}@example.com")).await;
+    }
+    let ids = app.trigger_overdue().await;
+    assert_eq!(ids.len(), 5);
+    app.wait_for_status("sent", 5, Duration::from_secs(60))
+        .await;
+    app.stop().await.unwrap();
+
+    // (delivery, status it is given, its age in days, payload kept?)
+    let cases = [
+        (ids[0], "sent", 4, false),
+        (ids[1], "sent", 2, true),
+        (ids[2], "skipped", 5, false),
+        // A retry needs it, however old.
+        (ids[3], "failed", 20, true),
+        (ids[4], "queued", 20, true),
+    ];
+    for (id, status, days, _) in cases {
+        sqlx::query(
+            "UPDATE deliveries SET status = $2, updated_at = now() - make_interval(days => $3)
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(status)
+        .bind(days)
+        .execute(&app.store.pool)
+        .await
+        .unwrap();
+    }
+    // The daemon's pass at start-up marked everything changed before three days ago as done;
+    // these rows were aged after it, so forget the mark, as if they had been sent days ago.
+    sqlx::query("DELETE FROM housekeeping_marks")
+        .execute(&app.store.pool)
+        .await
+        .unwrap();
+    let settings = app.env.settings();
+    let before = herald::retention::cutoffs(&settings.retention, Utc::now());
+    // One row per statement: the pass goes on from where each statement stopped.
+    let pass = app.store.delete_expired(&before, 1).await.unwrap();
+    assert_eq!(pass.payloads, 2, "{pass:?}");
+    assert_eq!(
+        (pass.sent, pass.failed, pass.skipped),
+        (0, 0, 0),
+        "{pass:?}"
+    );
+    for (id, status, days, kept) in cases {
+        let (has_payload, attempts): (bool, i64) = sqlx::query_as(
+            "SELECT payload IS NOT NULL,
+                    (SELECT count(*) FROM delivery_attempts a WHERE a.delivery_id = d.id)
+             FROM deliveries d WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(&app.store.pool)
+        .await
+        .unwrap();
+        assert_eq!(has_payload, kept, "{status}, {days} days old");
+        assert!(attempts > 0, "the record of {id} keeps its attempts");
+    }
+    // The dashboard's read of the record, without its payload.
+    let d = app.store.ui_delivery(ids[0]).await.unwrap().unwrap();
+    assert_eq!((d.row.status.as_str(), d.payload), ("sent", None));
+    // The next pass starts where this one ended: nothing left to do.
+    let again = app.store.delete_expired(&before, 1000).await.unwrap();
+    assert_eq!(again.total(), 0, "{again:?}");
+    drop(smtp);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trigger_older_than_the_retention_allows_is_refused() {
     let smtp = SmtpServer::start().await;
     let mut env = Env::new(&smtp);

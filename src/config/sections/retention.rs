@@ -13,6 +13,7 @@ pub struct RawRetention {
     pub sent: String,
     pub failed: String,
     pub skipped: String,
+    pub payload: String,
 }
 
 /// How long a delivery in a final status is kept, counted from its last change (`updated_at`):
@@ -23,6 +24,9 @@ pub struct RetentionSettings {
     pub sent: Duration,
     pub failed: Duration,
     pub skipped: Duration,
+    /// How long a sent or skipped delivery keeps its payload (any duration; past `sent` or
+    /// `skipped` the row is gone anyway).
+    pub payload: Duration,
 }
 
 impl RetentionSettings {
@@ -60,6 +64,7 @@ impl Default for RetentionSettings {
             sent: 30 * day,
             failed: 90 * day,
             skipped: 30 * day,
+            payload: 3 * day,
         }
     }
 }
@@ -87,5 +92,6 @@ pub(super) fn check(raw: &RawRetention, p: &mut Problems) -> RetentionSettings {
         sent: one("retention.sent", &raw.sent, defaults.sent),
         failed: one("retention.failed", &raw.failed, defaults.failed),
         skipped: one("retention.skipped", &raw.skipped, defaults.skipped),
+        payload: duration("retention.payload", &raw.payload, p).unwrap_or(defaults.payload),
     }
 }
