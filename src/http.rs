@@ -20,7 +20,10 @@ use std::{sync::Arc, time::Duration};
 use axum::{
     Extension, Json, Router,
     body::Bytes,
-    extract::{DefaultBodyLimit, OriginalUri, Path, State, rejection::{BytesRejection, PathRejection}},
+    extract::{
+        DefaultBodyLimit, OriginalUri, Path, State,
+        rejection::{BytesRejection, PathRejection},
+    },
     http::{HeaderMap, Method, StatusCode, header},
     middleware,
     response::{IntoResponse, Response},
@@ -134,7 +137,10 @@ pub fn app_and_document(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let api = api
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), guard::require_token))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::require_token,
+        ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
     let (open, open_doc) = open_routes(&state).split_for_parts();
     let doc = openapi::document_of(open_doc, api_doc);
@@ -210,8 +216,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 
 /// What `/readyz` says of a dependency that failed, to a caller without the token: whether, not
 /// why (PostgreSQL's and Redis's errors name hosts, users and databases).
-const HIDDEN: &str =
-    "unreachable (the reason: GET /readyz with the API token, or Herald's log)";
+const HIDDEN: &str = "unreachable (the reason: GET /readyz with the API token, or Herald's log)";
 
 #[utoipa::path(get, path = "/readyz", tag = "health",
     description = "Readiness: PostgreSQL, Redis, the providers and Herald's own parts. Open; with \

@@ -114,17 +114,32 @@ impl Previewer {
             dry_run: true,
             ids: false,
         };
-        let report = plan(store, schedule, &opts, &self.clock, &self.settings.retention)
-            .await
-            .map_err(|e| match e {
-                PlanError::Refused(m) => PreviewError::Invalid(m),
-                e @ PlanError::UnknownUser(_) => PreviewError::UnknownUser(e.to_string()),
-                PlanError::Failed(e) => PreviewError::Failed(e),
-            })?;
+        let report = plan(
+            store,
+            schedule,
+            &opts,
+            &self.clock,
+            &self.settings.retention,
+        )
+        .await
+        .map_err(|e| match e {
+            PlanError::Refused(m) => PreviewError::Invalid(m),
+            e @ PlanError::UnknownUser(_) => PreviewError::UnknownUser(e.to_string()),
+            PlanError::Failed(e) => PreviewError::Failed(e),
+        })?;
         let emails = report
             .preview
             .iter()
-            .map(|p| render(&self.templates, &self.settings, self.links.as_ref(), schedule.kind, p, at))
+            .map(|p| {
+                render(
+                    &self.templates,
+                    &self.settings,
+                    self.links.as_ref(),
+                    schedule.kind,
+                    p,
+                    at,
+                )
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| PreviewError::Failed(anyhow::anyhow!(e)))?;
         let none_because = emails
@@ -146,7 +161,9 @@ fn why_none(report: &PlanReport, kind: Kind, user_id: &str) -> String {
     if report.opted_out > 0 {
         format!("user {user_id} opted out of {name}")
     } else if report.suppressed > 0 {
-        format!("user {user_id}'s address is on the suppression list (a hard bounce or a complaint)")
+        format!(
+            "user {user_id}'s address is on the suppression list (a hard bounce or a complaint)"
+        )
     } else {
         format!(
             "user {user_id} would get no {name} at {}: nothing to say then ({})",
@@ -176,7 +193,11 @@ pub fn render(
         reply_to: settings.mail.reply_to.clone(),
         dkim: settings.mail.dkim.clone(),
     };
-    let message_id = format!("<preview.{}@{}>", uuid::Uuid::new_v4(), sender.from.domain());
+    let message_id = format!(
+        "<preview.{}@{}>",
+        uuid::Uuid::new_v4(),
+        sender.from.domain()
+    );
     let message = build_message(
         &sender,
         &Outgoing {
@@ -239,7 +260,10 @@ mod tests {
     #[test]
     fn folded_headers_are_unfolded() {
         let h = headers_of("Subject: a\r\n b\r\nTo: x@example.com\r\n\r\nbody: no");
-        let pairs: Vec<_> = h.iter().map(|h| (h.name.as_str(), h.value.as_str())).collect();
+        let pairs: Vec<_> = h
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_str()))
+            .collect();
         assert_eq!(pairs, [("Subject", "a b"), ("To", "x@example.com")]);
     }
 }

@@ -243,8 +243,8 @@ impl Application {
                 listener,
                 app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
             )
-                .with_graceful_shutdown(async move { http_shutdown.wait().await })
-                .await
+            .with_graceful_shutdown(async move { http_shutdown.wait().await })
+            .await
         });
         tracing::info!(addr = %settings.http_addr, "Herald is running");
 

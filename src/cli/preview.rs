@@ -63,7 +63,12 @@ pub async fn preview(settings: &Settings, args: PreviewArgs) -> anyhow::Result<(
     let many = answer.emails.len() > 1;
     for (i, email) in answer.emails.iter().enumerate() {
         if many && !matches!(args.format, Format::Eml) {
-            println!("==== email {} of {}: {}", i + 1, answer.emails.len(), email.dedup_key);
+            println!(
+                "==== email {} of {}: {}",
+                i + 1,
+                answer.emails.len(),
+                email.dedup_key
+            );
         }
         match args.format {
             Format::Text => println!("{}", as_text(email)),

@@ -137,7 +137,6 @@ fn parse_id(text: &str) -> Result<i64, ApiError> {
     })
 }
 
-
 #[cfg(test)]
 mod props {
     use axum::http::Uri;

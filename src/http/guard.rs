@@ -113,7 +113,10 @@ fn admit(state: &AppState, request: &Request, required: bool) -> Result<(), ApiE
         };
     };
     let ip = client_ip(request);
-    state.failures.check(ip).map_err(ApiError::TooManyFailures)?;
+    state
+        .failures
+        .check(ip)
+        .map_err(ApiError::TooManyFailures)?;
     if bearer_matches(request.headers(), expected) {
         Ok(())
     } else {

@@ -43,20 +43,19 @@ pub(super) async fn preview(
             e.body_text()
         ))
     })?;
-    let at = q
-        .at
-        .as_deref()
-        .map(|text| {
-            crate::input::instant(text).map_err(|e| {
-                let hint = if text.contains(' ') {
-                    "; in a query string, write the + of an offset as %2B"
-                } else {
-                    ""
-                };
-                ApiError::invalid("at", format!("{e}{hint}"))
+    let at =
+        q.at.as_deref()
+            .map(|text| {
+                crate::input::instant(text).map_err(|e| {
+                    let hint = if text.contains(' ') {
+                        "; in a query string, write the + of an offset as %2B"
+                    } else {
+                        ""
+                    };
+                    ApiError::invalid("at", format!("{e}{hint}"))
+                })
             })
-        })
-        .transpose()?;
+            .transpose()?;
     let answer = state
         .previewer()
         .preview(&state.store, &kind, &q.user_id, at)

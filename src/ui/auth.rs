@@ -73,7 +73,10 @@ impl SessionKeys {
 
     /// Replaces the session key in PostgreSQL: every session of every process ends (in this one
     /// at once, in the others within [`KEY_TTL`]).
-    pub async fn end_all(&self, store: &Store) -> Result<chrono::DateTime<chrono::Utc>, sqlx::Error> {
+    pub async fn end_all(
+        &self,
+        store: &Store,
+    ) -> Result<chrono::DateTime<chrono::Utc>, sqlx::Error> {
         let at = store.rotate_session_key().await?;
         *self.0.lock().expect("never poisoned") = None;
         tracing::info!("the session key was replaced: every dashboard session has ended");
@@ -237,7 +240,10 @@ pub async fn login_form(State(ui): State<Ui>) -> Result<Response, UiError> {
 pub async fn login(State(ui): State<Ui>, request: Request) -> Result<Response, UiError> {
     let expected = token(&ui)?;
     let ip = guard::client_ip(&request);
-    ui.app.failures.check(ip).map_err(UiError::TooManyFailures)?;
+    ui.app
+        .failures
+        .check(ip)
+        .map_err(UiError::TooManyFailures)?;
     let headers = request.headers().clone();
     let body: Bytes = axum::body::to_bytes(request.into_body(), MAX_FORM)
         .await
@@ -264,8 +270,8 @@ pub async fn login(State(ui): State<Ui>, request: Request) -> Result<Response, U
             &value,
             SESSION_LIFETIME.as_secs(),
         )
-            .parse()
-            .expect("a cookie is a header value"),
+        .parse()
+        .expect("a cookie is a header value"),
     );
     Ok(response)
 }

@@ -196,9 +196,18 @@ async fn run(
         (Some(p), Ok(templates)) => {
             let now = ui.app.clock.now();
             let app = &ui.app;
-            match crate::preview::render(templates, &app.settings, app.links.as_ref(), schedule.kind, p, now) {
+            match crate::preview::render(
+                templates,
+                &app.settings,
+                app.links.as_ref(),
+                schedule.kind,
+                p,
+                now,
+            ) {
                 Ok(e) => (
-                    Some(context! { subject => e.subject, text => e.text, html => e.html, headers => e.headers }),
+                    Some(
+                        context! { subject => e.subject, text => e.text, html => e.html, headers => e.headers },
+                    ),
                     None,
                 ),
                 Err(e) => (None, Some(e)),
