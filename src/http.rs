@@ -192,7 +192,7 @@ async fn healthz() -> &'static str {
 #[utoipa::path(get, path = "/metrics", tag = "health",
     description = "The Prometheus scrape; asks for the bearer token when one is set.",
     responses(
-        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
+        (status = 200, description = "OpenMetrics text", body = String, content_type = "application/openmetrics-text"),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 429, description = "Too many failed tokens from this address", body = ErrorBody),
     ),
@@ -463,7 +463,6 @@ async fn trigger(
 /// The bodies and query strings the API parses never make it panic, whatever they hold.
 #[cfg(test)]
 mod props {
-    use axum::http::Uri;
     use proptest::prelude::*;
 
     use super::*;

@@ -51,7 +51,7 @@ pub fn document_of(open: openapi::OpenApi, api: openapi::OpenApi) -> openapi::Op
     let mut doc = Base::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     doc.merge(open);
-    let mut doc = doc.nest("/api", api);
+    let mut doc = doc.nest("/api", with_door(api));
     doc.components
         .get_or_insert_with(Default::default)
         .add_security_scheme(
@@ -59,6 +59,48 @@ pub fn document_of(open: openapi::OpenApi, api: openapi::OpenApi) -> openapi::Op
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
     doc
+}
+
+/// Every operation under `/api` may also answer what the token check answers ([`super::guard`]).
+fn with_door(mut api: openapi::OpenApi) -> openapi::OpenApi {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let error = |what: &str| {
+        ResponseBuilder::new()
+            .description(what)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+    };
+    for item in api.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            for (code, what) in [
+                ("401", "Missing or wrong bearer token"),
+                ("403", "No token is configured: the API is closed"),
+                (
+                    "429",
+                    "Too many failed tokens from this address; see Retry-After",
+                ),
+            ] {
+                op.responses
+                    .responses
+                    .entry(code.to_owned())
+                    .or_insert_with(|| error(what).into());
+            }
+        }
+    }
+    api
 }
 
 /// The document as served, and the routes it lists for the 404 of an unknown path.

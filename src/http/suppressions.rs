@@ -29,8 +29,10 @@ pub struct ListQuery {
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
-    Query(q): Query<ListQuery>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<Suppression>>, ApiError> {
+    let Query(q) =
+        query.map_err(|e| ApiError::BadRequest(format!("{}; use ?limit=100", e.body_text())))?;
     let limit = match q.limit.as_deref() {
         None => 100,
         Some(text) => text
