@@ -1,7 +1,16 @@
-//! The HTTP API (axum): health, readiness, manual triggers and the failed set, behind a bearer token.
+//! The HTTP API (axum): health, readiness, manual triggers, previews and the failed set, behind
+//! a bearer token, described by the OpenAPI document it serves at `/api/openapi.json`.
+//!
+//! Every route but the dashboard's is declared once, with its `#[utoipa::path]`, through
+//! utoipa-axum's `routes!`: the router and the document come from that one list ([`openapi`]).
 
 mod error;
+mod failed;
+pub mod guard;
+pub mod openapi;
 mod preferences;
+mod preview;
+mod sessions;
 mod suppressions;
 mod unsubscribe;
 mod webhooks;
@@ -9,30 +18,31 @@ mod webhooks;
 use std::{sync::Arc, time::Duration};
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     body::Bytes,
     extract::{
-        DefaultBodyLimit, OriginalUri, Path, Query, Request, State,
+        DefaultBodyLimit, OriginalUri, Path, State,
         rejection::{BytesRejection, PathRejection},
     },
     http::{HeaderMap, Method, StatusCode, header},
-    middleware::{self, Next},
+    middleware,
     response::{IntoResponse, Response},
-    routing::{get, post},
 };
 use serde::Deserialize;
 use serde_json::json;
-use subtle::ConstantTimeEq;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 pub use error::ApiError;
+use openapi::ErrorBody;
 
 use crate::{
-    config::{Secret, Settings},
+    config::Settings,
     gate::Gate,
-    input::{self, FailedFilter, NotRetried, Since},
+    input,
     mail::Provider,
     queue::{Dispatcher, Queue},
-    schedule::{PlanError, PlanOptions, plan},
+    render::Templates,
+    schedule::{PlanError, PlanOptions, PlanReport, plan},
     store::Store,
 };
 
@@ -56,68 +66,110 @@ pub struct AppState {
     pub metrics: crate::metrics::Metrics,
     /// Checks the unsubscribe links; `None` without `http.public_url`.
     pub links: Option<crate::unsubscribe::Links>,
+    /// The email templates, as the workers render them (previews).
+    pub templates: Arc<Templates>,
+    /// Failed token attempts per client address ([`guard`]).
+    pub failures: guard::Failures,
+    /// The dashboard's session key, as this process last read it.
+    pub sessions: crate::ui::auth::SessionKeys,
+}
+
+impl AppState {
+    /// What previews need, from this state.
+    pub fn previewer(&self) -> crate::preview::Previewer {
+        crate::preview::Previewer {
+            settings: self.settings.clone(),
+            templates: self.templates.clone(),
+            links: self.links.clone(),
+            clock: self.clock.clone(),
+        }
+    }
 }
 
 /// The largest request body the API reads: a trigger's body is a small JSON object.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
-/// What the server answers, for the 404 of a path it does not know.
-const ROUTES: &str = "GET /healthz, GET /readyz, GET /metrics, POST /api/schedules/{name}/trigger, \
-GET /api/stats, GET /api/failed, GET /api/failed/{id}, POST /api/failed/{id}/retry, \
-GET/PUT/DELETE /api/users/{id}/preferences, GET /api/suppressions, GET/DELETE /api/suppressions/{address}, \
-GET/POST /unsubscribe/{token}, POST /webhooks/resend, and the dashboard under /ui";
+/// The routes under `/api`, each with its place in the document.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(openapi::document))
+        .routes(routes!(trigger))
+        .routes(routes!(stats))
+        .routes(routes!(preview::preview))
+        .routes(routes!(failed::failed_list))
+        .routes(routes!(failed::failed_show))
+        .routes(routes!(failed::failed_retry))
+        .routes(routes!(suppressions::list))
+        .routes(routes!(suppressions::show, suppressions::lift))
+        .routes(routes!(
+            preferences::show,
+            preferences::update,
+            preferences::clear
+        ))
+        .routes(routes!(sessions::end))
+}
 
-/// The whole router; tests drive it with `oneshot` or through a real socket. Every error it
-/// answers outside the dashboard is JSON: `{"error": "…"}`.
-pub fn app(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/schedules/{name}/trigger", post(trigger))
-        .route("/stats", get(stats))
-        .route("/failed", get(failed_list))
-        .route("/failed/{id}", get(failed_show))
-        .route("/failed/{id}/retry", post(failed_retry))
-        .route("/suppressions", get(suppressions::list))
-        .route(
-            "/suppressions/{address}",
-            get(suppressions::show).delete(suppressions::lift),
-        )
-        .route(
-            "/users/{id}/preferences",
-            get(preferences::show)
-                .put(preferences::update)
-                .delete(preferences::clear),
-        )
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT));
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route(
-            "/metrics",
-            get(metrics).route_layer(middleware::from_fn_with_state(state.clone(), metrics_token)),
-        )
-        .route(
-            "/unsubscribe/{token}",
-            get(unsubscribe::page)
-                .post(unsubscribe::one_click)
+/// The open routes outside `/api` and the dashboard.
+fn open_routes(state: &AppState) -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .merge(OpenApiRouter::new().routes(routes!(metrics)).route_layer(
+            middleware::from_fn_with_state(state.clone(), guard::metrics_token),
+        ))
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(unsubscribe::page, unsubscribe::one_click))
                 .layer(DefaultBodyLimit::max(unsubscribe::BODY_LIMIT)),
         )
-        .route(
-            "/webhooks/resend",
-            post(webhooks::resend).layer(DefaultBodyLimit::max(webhooks::BODY_LIMIT)),
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(webhooks::resend))
+                .layer(DefaultBodyLimit::max(webhooks::BODY_LIMIT)),
         )
+}
+
+/// The router and its OpenAPI document (the dashboard under `/ui` is not in it: HTML forms).
+pub fn app_and_document(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let (api, api_doc) = api_routes().split_for_parts();
+    // The token is checked before anything else under /api: an unknown path or a wrong method
+    // is answered only to a caller with the token.
+    let api = api
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::require_token,
+        ))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT));
+    let (open, open_doc) = open_routes(&state).split_for_parts();
+    let doc = openapi::document_of(open_doc, api_doc);
+    let known = Arc::new(openapi::Known::of(&doc));
+    let router = open
         .nest("/api", api)
         // Set on the routes above only: the dashboard answers its own errors, as pages.
         .method_not_allowed_fallback(method_not_allowed)
         .nest("/ui", crate::ui::router(state.clone()))
         .fallback(not_found)
-        .with_state(state)
+        .layer(Extension(known))
+        .with_state(state);
+    (router, doc)
 }
 
-async fn not_found(OriginalUri(uri): OriginalUri) -> ApiError {
+/// The whole router; tests drive it with `oneshot` or through a real socket. Every error it
+/// answers outside the dashboard is JSON: `{"error": "…"}`.
+pub fn app(state: AppState) -> Router {
+    app_and_document(state).0
+}
+
+async fn not_found(
+    Extension(known): Extension<Arc<openapi::Known>>,
+    OriginalUri(uri): OriginalUri,
+) -> ApiError {
     ApiError::NotFound(format!(
-        "there is nothing at {}; Herald answers {ROUTES}",
-        uri.path()
+        "there is nothing at {}; Herald answers {}, and the dashboard under /ui (GET /api/openapi.json describes the API)",
+        uri.path(),
+        known.routes
     ))
 }
 
@@ -128,51 +180,23 @@ async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> Ap
     ))
 }
 
-async fn require_token(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let Some(expected) = state.settings.api_token.as_ref().map(Secret::expose) else {
-        return Err(ApiError::Closed);
-    };
-    if bearer_matches(&headers, expected) {
-        Ok(next.run(request).await)
-    } else {
-        Err(ApiError::Unauthorized)
-    }
-}
-
-/// Whether the request carries `Authorization: Bearer <expected>`; the scheme's name is
-/// matched in any case, as HTTP asks (RFC 9110, section 11.1).
-fn bearer_matches(headers: &HeaderMap, expected: &str) -> bool {
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map_or("", |(_, token)| token.trim_start_matches(' '));
-    // Constant time, so the comparison does not leak how much of a guess was right.
-    bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
-}
-
-/// `/metrics` asks for the API's bearer token when one is set, and is open otherwise (like
-/// `/readyz`: counts and states, no addresses, no content, no secrets).
-async fn metrics_token(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    match state.settings.api_token.as_ref().map(Secret::expose) {
-        Some(expected) if !bearer_matches(&headers, expected) => Err(ApiError::Unauthorized),
-        _ => Ok(next.run(request).await),
-    }
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    description = "Liveness: the process answers.",
+    responses((status = 200, description = "`ok`", body = String, content_type = "text/plain")))]
+async fn healthz() -> &'static str {
+    "ok\n"
 }
 
 /// The Prometheus scrape: counters, histograms, and gauges read now from PostgreSQL and Redis
 /// (left out, with `herald_up{dependency=…} 0`, when one does not answer within 2 s).
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    description = "The Prometheus scrape; asks for the bearer token when one is set.",
+    responses(
+        (status = 200, description = "OpenMetrics text", body = String, content_type = "application/openmetrics-text"),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 429, description = "Too many failed tokens from this address", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])))]
 async fn metrics(State(state): State<AppState>) -> Response {
     let live = crate::metrics::Live::read(
         &state.store,
@@ -190,20 +214,52 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn readyz(State(state): State<AppState>) -> Response {
+/// What `/readyz` says of a dependency that failed, to a caller without the token: whether, not
+/// why (PostgreSQL's and Redis's errors name hosts, users and databases).
+const HIDDEN: &str = "unreachable (the reason: GET /readyz with the API token, or Herald's log)";
+
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    description = "Readiness: PostgreSQL, Redis, the providers and Herald's own parts. Open; with \
+        the bearer token it also says why a dependency is unreachable.",
+    responses(
+        (status = 200, description = "Ready", body = serde_json::Value),
+        (status = 503, description = "Not ready, and what is wrong", body = serde_json::Value),
+    ),
+    security((), ("bearer" = [])))]
+async fn readyz(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let detailed = state
+        .settings
+        .api_token
+        .as_ref()
+        .is_some_and(|t| guard::bearer_matches(&headers, t.expose()));
     let within = Duration::from_secs(2);
+    let down = |e: &dyn std::fmt::Display| {
+        if detailed {
+            format!("unreachable: {e}")
+        } else {
+            tracing::warn!(error = %e, "/readyz: a dependency is unreachable");
+            HIDDEN.to_owned()
+        }
+    };
     let pg = match tokio::time::timeout(within, state.store.ping()).await {
         Ok(Ok(())) => "ok".to_owned(),
-        Ok(Err(e)) => format!("unreachable: {e}"),
+        Ok(Err(e)) => down(&e),
         Err(_) => "no answer within 2 s".to_owned(),
     };
     let redis = match tokio::time::timeout(within, state.queue.ping()).await {
         Ok(Ok(())) => "ok".to_owned(),
-        Ok(Err(e)) => format!("unreachable: {e}"),
+        Ok(Err(e)) => down(&e),
         Err(_) => "no answer within 2 s".to_owned(),
     };
     // A provider paused for its configuration needs an operator: readiness says what to fix.
-    let (providers, needs_operator) = provider_states(&state).await;
+    let (mut providers, needs_operator) = provider_states(&state).await;
+    if !detailed {
+        for text in providers.values_mut() {
+            if text.as_str().is_some_and(|t| t.starts_with("unknown: ")) {
+                *text = "unknown: Redis could not be read".into();
+            }
+        }
+    }
     // A background part that stopped is being restarted by the supervisor.
     let parts = state.health.parts();
     let parts_ok = parts
@@ -255,6 +311,11 @@ async fn provider_states(state: &AppState) -> (serde_json::Map<String, serde_jso
 /// The operator's overview: deliveries by status, the queue, the workers, the providers and how
 /// far each schedule has planned. What cannot be read (PostgreSQL or Redis is down) is `null`,
 /// and `unreachable` says why, so the rest still answers.
+#[utoipa::path(get, path = "/stats", tag = "status",
+    description = "Deliveries by status, the queue, the workers, the providers and the schedules; \
+        what cannot be read is null, and `unreachable` says why.",
+    responses((status = 200, description = "The overview", body = serde_json::Value)),
+    security(("bearer" = [])))]
 async fn stats(State(state): State<AppState>) -> Response {
     let mut unreachable = serde_json::Map::new();
     let mut note = |what: &str, e: &dyn std::fmt::Display| {
@@ -315,10 +376,13 @@ async fn stats(State(state): State<AppState>) -> Response {
     .into_response()
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The body of a trigger; every field may be left out (an empty body is `{}`).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TriggerBody {
-    /// Anything but the id of a user is answered 404, naming what was sent.
+    /// One user's id (a string, or a whole number for its digits); anything else is 400, an
+    /// unknown user 404.
+    #[schema(value_type = Option<String>)]
     user_id: Option<serde_json::Value>,
     #[serde(default)]
     dry_run: bool,
@@ -329,6 +393,18 @@ struct TriggerBody {
     ids: bool,
 }
 
+#[utoipa::path(post, path = "/schedules/{name}/trigger", tag = "schedules",
+    description = "Plans a schedule by hand, for every user or one, as a test send (keyed \
+        `manual:…`); with `dry_run`, computes and inserts nothing.",
+    params(("name" = String, Path, description = "The schedule (a kind's name)")),
+    request_body(content = Option<TriggerBody>, content_type = "application/json"),
+    responses(
+        (status = 202, description = "What was planned", body = PlanReport),
+        (status = 400, description = "A body or an instant that is not valid", body = ErrorBody),
+        (status = 404, description = "No such schedule or user", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 async fn trigger(
     State(state): State<AppState>,
     name: Result<Path<String>, PathRejection>,
@@ -384,107 +460,9 @@ async fn trigger(
     Ok((StatusCode::ACCEPTED, Json(report)).into_response())
 }
 
-/// `?kind=&since=&limit=`, each read by [`crate::input`] as `herald failed list` reads it.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FailedQuery {
-    kind: Option<String>,
-    since: Option<String>,
-    limit: Option<String>,
-}
-
-impl FailedQuery {
-    fn filter(self) -> Result<FailedFilter, ApiError> {
-        let since = self.since.as_deref().map(|text| {
-            Since::parse(text).map_err(|e| {
-                // A `+` left bare in a query string arrives as a space.
-                let hint = if text.contains(' ') {
-                    "; in a query string, write the + of an offset as %2B"
-                } else {
-                    ""
-                };
-                ApiError::invalid("since", format!("{e}{hint}"))
-            })
-        });
-        Ok(FailedFilter {
-            kind: self
-                .kind
-                .as_deref()
-                .map(input::kind)
-                .transpose()
-                .map_err(|e| ApiError::invalid("kind", e))?,
-            since: since.transpose()?,
-            limit: self
-                .limit
-                .as_deref()
-                .map(input::limit)
-                .transpose()
-                .map_err(|e| ApiError::invalid("limit", e))?
-                .unwrap_or(input::DEFAULT_LIMIT),
-        })
-    }
-}
-
-async fn failed_list(
-    State(state): State<AppState>,
-    query: Result<Query<FailedQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| {
-        ApiError::BadRequest(format!(
-            "{}; use ?kind=task_reminders&since=24h&limit=100",
-            e.body_text()
-        ))
-    })?;
-    let filter = q.filter()?;
-    let rows = filter.fetch(&state.store, state.clock.now()).await?;
-    Ok(Json(json!({ "failed": rows })).into_response())
-}
-
-async fn failed_show(
-    State(state): State<AppState>,
-    id: Result<Path<String>, PathRejection>,
-) -> Result<Response, ApiError> {
-    let Path(id) = id?;
-    let id = parse_id(&id)?;
-    let delivery = state
-        .store
-        .delivery(id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(input::no_delivery(id)))?;
-    let attempts = state.store.attempts(id).await?;
-    Ok(Json(json!({ "delivery": delivery, "attempts": attempts })).into_response())
-}
-
-async fn failed_retry(
-    State(state): State<AppState>,
-    id: Result<Path<String>, PathRejection>,
-) -> Result<Response, ApiError> {
-    let Path(id) = id?;
-    let id = parse_id(&id)?;
-    let retried = state
-        .store
-        .retry_failed(Some(&[id]), state.clock.now())
-        .await?;
-    if retried.is_empty() {
-        let found = state.store.delivery(id).await?;
-        return Err(NotRetried::explain(id, found.as_ref()).into());
-    }
-    state.dispatcher.nudge();
-    Ok((StatusCode::ACCEPTED, Json(json!({ "retried": retried }))).into_response())
-}
-
-fn parse_id(text: &str) -> Result<i64, ApiError> {
-    text.parse().map_err(|_| {
-        ApiError::BadRequest(format!(
-            "{text:?} is not a delivery id; ids are whole numbers"
-        ))
-    })
-}
-
 /// The bodies and query strings the API parses never make it panic, whatever they hold.
 #[cfg(test)]
 mod props {
-    use axum::http::Uri;
     use proptest::prelude::*;
 
     use super::*;
@@ -510,16 +488,6 @@ mod props {
                 && let Ok(at) = input::instant(&at)
             {
                 let _ = crate::schedule::check_at(at);
-            }
-        }
-
-        #[test]
-        fn any_failed_list_query_parses_or_is_refused(query in "[a-z=&%0-9:+.TZ_-]{0,80}") {
-            if let Ok(uri) = format!("/api/failed?{query}").parse::<Uri>()
-                && let Ok(Query(q)) = Query::<FailedQuery>::try_from_uri(&uri)
-                && let Ok(FailedFilter { since: Some(since), .. }) = q.filter()
-            {
-                let _ = since.resolve(chrono::Utc::now());
             }
         }
     }

@@ -54,6 +54,7 @@ pub mod kinds;
 pub mod mail;
 pub mod metrics;
 pub mod payload;
+pub mod preview;
 pub mod queue;
 pub mod recipients;
 pub mod recorder;

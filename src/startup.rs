@@ -110,6 +110,9 @@ impl Application {
             faults: Faults::default(),
             metrics,
             links,
+            templates: deps.templates.clone(),
+            failures: Default::default(),
+            sessions: Default::default(),
         };
         Ok(Application {
             listener,
@@ -236,9 +239,12 @@ impl Application {
         });
         let http_shutdown = shutdown.clone();
         let server = tokio::spawn(async move {
-            axum::serve(listener, app(state))
-                .with_graceful_shutdown(async move { http_shutdown.wait().await })
-                .await
+            axum::serve(
+                listener,
+                app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { http_shutdown.wait().await })
+            .await
         });
         tracing::info!(addr = %settings.http_addr, "Herald is running");
 

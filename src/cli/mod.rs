@@ -14,6 +14,7 @@ use crate::{
 mod check;
 mod failed;
 mod healthcheck;
+mod preview;
 mod schedules;
 mod seed;
 mod suppressions;
@@ -52,6 +53,14 @@ pub enum Command {
         /// Show the next emails of this user (by id), in their time zone and in UTC.
         #[arg(long = "user")]
         user_id: Option<String>,
+    },
+    /// Show the emails a user would get from a kind, with their data: nothing is planned or
+    /// sent.
+    Preview(preview::PreviewArgs),
+    /// End every dashboard session.
+    Sessions {
+        #[command(subcommand)]
+        command: preview::SessionsCommand,
     },
     /// List, inspect, retry and purge deliveries that failed.
     Failed {
@@ -109,6 +118,8 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Seed(args) => seed::seed(&settings, args).await?,
         Command::Trigger(args) => trigger::trigger(&settings, args).await?,
+        Command::Preview(args) => preview::preview(&settings, args).await?,
+        Command::Sessions { command } => preview::sessions(&settings, command).await?,
         Command::Failed { command } => failed::failed(&settings, command).await?,
         Command::Suppressions { command } => suppressions::suppressions(&settings, command).await?,
         Command::Schedules { user_id } => schedules::schedules(&settings, user_id).await?,

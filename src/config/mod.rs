@@ -60,6 +60,9 @@ pub struct Settings {
     pub http_addr: SocketAddr,
     /// `None` means `/api` and `/ui` are closed (403).
     pub api_token: Option<Secret>,
+    /// `http.secure_cookies`: the dashboard's session cookie is always `Secure` (else only when
+    /// a proxy sends `X-Forwarded-Proto: https`); unset, on in production.
+    pub secure_cookies: bool,
     /// One-click unsubscribe links; `None` without `http.public_url` (development only).
     pub unsubscribe: Option<UnsubscribeSettings>,
     pub shutdown_grace: Duration,

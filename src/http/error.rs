@@ -28,6 +28,12 @@ pub enum ApiError {
     Unverified(String),
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// The request is right but the resource is not in a state that allows it.
+    #[error("{0}")]
+    Conflict(String),
+    /// The client's address failed the token too often (see [`super::guard`]); how long is left.
+    #[error("{}", super::guard::too_many(*.0))]
+    TooManyFailures(std::time::Duration),
     #[error(
         "the body is larger than the API reads ({BODY_LIMIT} bytes); send a small JSON object like {{\"dry_run\": true}}"
     )]
@@ -52,6 +58,8 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unverified(_) => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooManyFailures(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(e) => {
                 tracing::error!(error = crate::telemetry::chain(e), "request failed");
@@ -67,6 +75,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
+        }
+        if let ApiError::TooManyFailures(wait) = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, wait.as_secs().max(1).into());
         }
         response
     }
@@ -98,7 +111,7 @@ impl From<NotRetried> for ApiError {
     fn from(e: NotRetried) -> Self {
         match e {
             NotRetried::Unknown(m) => ApiError::NotFound(m),
-            NotRetried::NotFailed(m) => ApiError::BadRequest(m),
+            NotRetried::NotFailed(m) => ApiError::Conflict(m),
         }
     }
 }

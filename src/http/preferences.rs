@@ -24,6 +24,14 @@ struct PreferencesBody {
     kinds: BTreeMap<String, bool>,
 }
 
+#[utoipa::path(get, path = "/users/{id}/preferences", tag = "users", params(("id" = String, Path, description = "The app's id of the user")),
+    description = "Which kinds the user gets: `{\"user_id\": \"42\", \"kinds\": {\"task_reminders\": true, …}}`.",
+    responses(
+        (status = 200, description = "Every kind, true when the user gets it", body = serde_json::Value),
+        (status = 400, description = "An id that is not one", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such user", body = super::openapi::ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -32,6 +40,17 @@ pub async fn show(
     Ok(Json(preferences(&state, id).await?))
 }
 
+#[utoipa::path(put, path = "/users/{id}/preferences", tag = "users", params(("id" = String, Path, description = "The app's id of the user")),
+    description = "Sets the kinds given (true: gets it; false: not) and answers as GET.",
+    request_body(content = serde_json::Value, content_type = "application/json",
+        description = "`{\"kinds\": {\"weekly_report\": false}}`"),
+    responses(
+        (status = 200, description = "Every kind, true when the user gets it", body = serde_json::Value),
+        (status = 400, description = "A body or an id that is not valid", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such user", body = super::openapi::ErrorBody),
+        (status = 413, description = "The body is too large", body = super::openapi::ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn update(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -64,6 +83,13 @@ pub async fn update(
     Ok(Json(preferences(&state, id).await?))
 }
 
+#[utoipa::path(delete, path = "/users/{id}/preferences", tag = "users", params(("id" = String, Path, description = "The app's id of the user")),
+    description = "Removes every opt-out: the user gets every kind again.",
+    responses(
+        (status = 200, description = "Every kind, true when the user gets it", body = serde_json::Value),
+        (status = 400, description = "An id that is not one", body = super::openapi::ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn clear(
     State(state): State<AppState>,
     Path(id): Path<String>,

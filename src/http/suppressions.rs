@@ -11,17 +11,28 @@ use serde_json::{Value, json};
 use super::{ApiError, AppState};
 use crate::store::Suppression;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// How many, from 1 to 10,000 (100 by default).
     limit: Option<String>,
 }
 
 /// `GET /api/suppressions?limit=`: newest first, 100 by default, at most 10,000.
+#[utoipa::path(get, path = "/suppressions", tag = "suppressions", params(ListQuery),
+    description = "The suppressed addresses, newest first.",
+    responses(
+        (status = 200, description = "The suppressions", body = serde_json::Value),
+        (status = 400, description = "A limit that is not valid", body = super::openapi::ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
-    Query(q): Query<ListQuery>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<Suppression>>, ApiError> {
+    let Query(q) =
+        query.map_err(|e| ApiError::BadRequest(format!("{}; use ?limit=100", e.body_text())))?;
     let limit = match q.limit.as_deref() {
         None => 100,
         Some(text) => text
@@ -36,6 +47,14 @@ pub async fn list(
 }
 
 /// `GET /api/suppressions/{address}`.
+#[utoipa::path(get, path = "/suppressions/{address}", tag = "suppressions",
+    params(("address" = String, Path, description = "The email address")),
+    description = "One suppressed address, and why.",
+    responses(
+        (status = 200, description = "The suppression", body = serde_json::Value),
+        (status = 404, description = "The address is not suppressed", body = super::openapi::ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn show(
     State(state): State<AppState>,
     Path(address): Path<String>,
@@ -49,6 +68,14 @@ pub async fn show(
 }
 
 /// `DELETE /api/suppressions/{address}`: the address gets email again.
+#[utoipa::path(delete, path = "/suppressions/{address}", tag = "suppressions",
+    params(("address" = String, Path, description = "The email address")),
+    description = "Lifts a suppression: the address gets emails again.",
+    responses(
+        (status = 200, description = "Lifted", body = serde_json::Value),
+        (status = 404, description = "The address is not suppressed", body = super::openapi::ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn lift(
     State(state): State<AppState>,
     Path(address): Path<String>,

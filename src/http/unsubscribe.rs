@@ -27,6 +27,13 @@ use crate::{
 pub const BODY_LIMIT: usize = 4 * 1024;
 
 /// `GET /unsubscribe/{token}`: what the link is about, and the buttons that act.
+#[utoipa::path(get, path = "/unsubscribe/{token}", tag = "unsubscribe", params(("token" = String, Path, description = "The signed token of an email's link")),
+    description = "The unsubscribe page; a GET never unsubscribes.",
+    responses(
+        (status = 200, description = "The page", body = String, content_type = "text/html"),
+        (status = 400, description = "A token that does not verify", body = String, content_type = "text/html"),
+        (status = 404, description = "Unsubscribe links are off", body = String, content_type = "text/html"),
+    ))]
 pub async fn page(State(state): State<AppState>, Path(token): Path<String>) -> Response {
     let t = match verify(&state, &token) {
         Ok(t) => t,
@@ -45,6 +52,16 @@ pub async fn page(State(state): State<AppState>, Path(token): Path<String>) -> R
 
 /// `POST /unsubscribe/{token}`: opts out, whatever form the body takes (mail clients send
 /// `List-Unsubscribe=One-Click` url-encoded or as multipart); `scope=all` opts out of every kind.
+#[utoipa::path(post, path = "/unsubscribe/{token}", tag = "unsubscribe", params(("token" = String, Path, description = "The signed token of an email's link")),
+    description = "One-click unsubscribe (RFC 8058), or the page's buttons.",
+    request_body(content = String, content_type = "application/x-www-form-urlencoded",
+        description = "`List-Unsubscribe=One-Click`, or `scope=all`"),
+    responses(
+        (status = 200, description = "Unsubscribed", body = String, content_type = "text/html"),
+        (status = 400, description = "A token that does not verify", body = String, content_type = "text/html"),
+        (status = 404, description = "Unsubscribe links are off", body = String, content_type = "text/html"),
+        (status = 503, description = "PostgreSQL did not answer", body = String, content_type = "text/html"),
+    ))]
 pub async fn one_click(
     State(state): State<AppState>,
     Path(token): Path<String>,

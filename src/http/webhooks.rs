@@ -42,6 +42,15 @@ struct Bounce {
     message: Option<String>,
 }
 
+#[utoipa::path(post, path = "/webhooks/resend", tag = "webhooks",
+    description = "Resend's events, signed as Standard Webhooks (svix-id, svix-timestamp, svix-signature).",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Recorded (or a replay, ignored)", body = serde_json::Value),
+        (status = 400, description = "A body that is not an event", body = super::openapi::ErrorBody),
+        (status = 401, description = "A signature that does not verify", body = super::openapi::ErrorBody),
+        (status = 404, description = "Webhooks are off (no secret)", body = super::openapi::ErrorBody),
+    ))]
 pub async fn resend(
     State(state): State<AppState>,
     headers: HeaderMap,

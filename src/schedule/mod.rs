@@ -58,7 +58,7 @@ pub const PAGES_IN_FLIGHT: usize = 4;
 const ON_TIME: chrono::Duration = chrono::Duration::minutes(1);
 
 /// What a plan did.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct PlanReport {
     pub schedule: String,
     pub at: DateTime<Utc>,
@@ -110,7 +110,7 @@ impl PlanReport {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Preview {
     pub user_id: String,
     pub recipient: String,

@@ -22,6 +22,7 @@ mod gauges;
 mod preferences;
 mod retention;
 mod schedules;
+mod sessions;
 mod suppressions;
 pub mod ui;
 

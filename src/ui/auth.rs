@@ -1,13 +1,17 @@
-//! The dashboard's login: a session cookie signed with `HERALD_API_TOKEN`, and a CSRF token
-//! derived from it that every POST must carry.
+//! The dashboard's login: a session cookie signed with `HERALD_API_TOKEN` and the session key,
+//! and a CSRF token derived from it that every POST must carry.
 //!
 //! # The session
 //!
 //! Logging in with the API token sets `herald_session` (HttpOnly, SameSite=Strict, Path=/ui,
-//! Secure behind an HTTPS proxy) to `<expiry>.<nonce>.<mac>`: an expiry in Unix seconds, 16
-//! random bytes, and HMAC-SHA256 of both keyed with the token. Nothing is stored on the server,
-//! so every Herald process behind a load balancer accepts the same cookie, and changing the token
-//! logs every browser out.
+//! Secure with `http.secure_cookies` or behind a proxy that sends `X-Forwarded-Proto: https`) to
+//! `<expiry>.<nonce>.<mac>`: an expiry in Unix seconds, 16 random bytes, and HMAC-SHA256 of both
+//! keyed with the token and the session key. The session key is one random row in PostgreSQL
+//! (`ui_session_key`), so every Herald process behind a load balancer accepts the same cookie;
+//! each process reads it again at most every [`KEY_TTL`]. Replacing it (`herald sessions end`,
+//! `POST /api/sessions/end`) logs every browser out and leaves the API token as it is; changing
+//! the token logs every browser out too. Failed logins count toward the API's limit per client
+//! address ([`crate::http::guard`]).
 //!
 //! # CSRF
 //!
@@ -17,7 +21,10 @@
 //! cannot read it (HttpOnly, the same-origin policy), so it cannot compute the token: two
 //! independent locks. Both the cookie and the CSRF token are compared in constant time.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use axum::{
     body::{Body, Bytes},
@@ -32,7 +39,57 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use super::{Ui, UiError, page};
-use crate::config::Secret;
+use crate::{config::Secret, http::guard, store::Store};
+
+/// How long a process trusts the session key it read: another process's rotation takes effect
+/// here within it.
+pub const KEY_TTL: Duration = Duration::from_secs(2);
+
+/// The session key as this process last read it.
+#[derive(Debug, Clone, Default)]
+pub struct SessionKeys(Arc<Mutex<Option<(String, Instant)>>>);
+
+impl SessionKeys {
+    /// The key sessions are signed with now: read again from PostgreSQL when older than
+    /// [`KEY_TTL`]; while PostgreSQL does not answer, the last one read.
+    pub async fn current(&self, store: &Store) -> Result<String, UiError> {
+        let cached = self.0.lock().expect("never poisoned").clone();
+        if let Some((key, read)) = &cached
+            && read.elapsed() < KEY_TTL
+        {
+            return Ok(key.clone());
+        }
+        match store.session_key().await {
+            Ok(key) => {
+                *self.0.lock().expect("never poisoned") = Some((key.clone(), Instant::now()));
+                Ok(key)
+            }
+            Err(e) => match cached {
+                Some((key, _)) => Ok(key),
+                None => Err(e.into()),
+            },
+        }
+    }
+
+    /// Replaces the session key in PostgreSQL: every session of every process ends (in this one
+    /// at once, in the others within [`KEY_TTL`]).
+    pub async fn end_all(
+        &self,
+        store: &Store,
+    ) -> Result<chrono::DateTime<chrono::Utc>, sqlx::Error> {
+        let at = store.rotate_session_key().await?;
+        *self.0.lock().expect("never poisoned") = None;
+        tracing::info!("the session key was replaced: every dashboard session has ended");
+        Ok(at)
+    }
+}
+
+/// The key sessions are signed with: the token and the session key.
+async fn signing_key(ui: &Ui) -> Result<String, UiError> {
+    let token = token(ui)?.to_owned();
+    let key = ui.app.sessions.current(&ui.app.store).await?;
+    Ok(format!("{token}\u{0}{key}"))
+}
 
 /// The session cookie's name.
 pub const COOKIE: &str = "herald_session";
@@ -111,11 +168,13 @@ fn token(ui: &Ui) -> Result<&str, UiError> {
         .ok_or(UiError::Closed)
 }
 
-/// The `Set-Cookie` value for `value`, living `max_age` seconds (0 deletes it).
-fn set_cookie(headers: &HeaderMap, value: &str, max_age: u64) -> String {
-    let secure = headers
-        .get("x-forwarded-proto")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+/// The `Set-Cookie` value for `value`, living `max_age` seconds (0 deletes it): `Secure` with
+/// `http.secure_cookies` (`always`), or behind a proxy that says the request came over HTTPS.
+fn set_cookie(always: bool, headers: &HeaderMap, value: &str, max_age: u64) -> String {
+    let secure = always
+        || headers
+            .get("x-forwarded-proto")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
     format!(
         "{COOKIE}={value}; Path=/ui; Max-Age={max_age}; HttpOnly; SameSite=Strict{}",
         if secure { "; Secure" } else { "" }
@@ -129,7 +188,7 @@ pub async fn require_session(
     request: Request,
     next: Next,
 ) -> Result<Response, UiError> {
-    let key = token(&ui)?.to_owned();
+    let key = signing_key(&ui).await?;
     let now = chrono::Utc::now().timestamp();
     let session = cookie(request.headers(), COOKIE)
         .filter(|v| valid_session(&key, v, now))
@@ -176,16 +235,23 @@ pub async fn login_form(State(ui): State<Ui>) -> Result<Response, UiError> {
 }
 
 /// `POST /ui/login`: the token in the `token` field. Sets the session cookie and goes to the
-/// overview; a wrong token is answered 401 with the form again.
-pub async fn login(
-    State(ui): State<Ui>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, UiError> {
-    let key = token(&ui)?;
+/// overview; a wrong token is answered 401 with the form again, and an address that failed too
+/// often 429.
+pub async fn login(State(ui): State<Ui>, request: Request) -> Result<Response, UiError> {
+    let expected = token(&ui)?;
+    let ip = guard::client_ip(&request);
+    ui.app
+        .failures
+        .check(ip)
+        .map_err(UiError::TooManyFailures)?;
+    let headers = request.headers().clone();
+    let body: Bytes = axum::body::to_bytes(request.into_body(), MAX_FORM)
+        .await
+        .map_err(|e| UiError::BadRequest(format!("cannot read the form: {e}")))?;
     let given = form_value(&body, "token").unwrap_or_default();
-    if !bool::from(given.trim().as_bytes().ct_eq(key.as_bytes())) {
-        tracing::warn!("a dashboard login with a wrong token");
+    if !bool::from(given.trim().as_bytes().ct_eq(expected.as_bytes())) {
+        tracing::warn!(client = %ip, "a dashboard login with a wrong token");
+        ui.app.failures.fail(ip);
         let mut response = page(
             "login.html",
             minijinja::context! { error => "That is not HERALD_API_TOKEN." },
@@ -193,23 +259,29 @@ pub async fn login(
         *response.status_mut() = axum::http::StatusCode::UNAUTHORIZED;
         return Ok(response);
     }
-    let value = new_session(key, chrono::Utc::now().timestamp());
+    let key = signing_key(&ui).await?;
+    let value = new_session(&key, chrono::Utc::now().timestamp());
     let mut response = Redirect::to("/ui").into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        set_cookie(&headers, &value, SESSION_LIFETIME.as_secs())
-            .parse()
-            .expect("a cookie is a header value"),
+        set_cookie(
+            ui.app.settings.secure_cookies,
+            &headers,
+            &value,
+            SESSION_LIFETIME.as_secs(),
+        )
+        .parse()
+        .expect("a cookie is a header value"),
     );
     Ok(response)
 }
 
 /// `POST /ui/logout`: deletes the cookie.
-pub async fn logout(headers: HeaderMap) -> Response {
+pub async fn logout(State(ui): State<Ui>, headers: HeaderMap) -> Response {
     let mut response = Redirect::to("/ui/login").into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        set_cookie(&headers, "", 0)
+        set_cookie(ui.app.settings.secure_cookies, &headers, "", 0)
             .parse()
             .expect("a cookie is a header value"),
     );

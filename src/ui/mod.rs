@@ -171,6 +171,9 @@ pub enum UiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// The client's address failed the token too often; how long is left.
+    #[error("{}", crate::http::guard::too_many(*.0))]
+    TooManyFailures(std::time::Duration),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -190,6 +193,7 @@ impl IntoResponse for UiError {
             UiError::BadCsrf => StatusCode::FORBIDDEN,
             UiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             UiError::NotFound(_) => StatusCode::NOT_FOUND,
+            UiError::TooManyFailures(_) => StatusCode::TOO_MANY_REQUESTS,
             UiError::Internal(e) => {
                 tracing::error!(error = format!("{e:#}"), "a dashboard request failed");
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -209,6 +213,12 @@ impl IntoResponse for UiError {
                 })
             })
             .unwrap_or(text);
-        (status, Html(body)).into_response()
+        let mut response = (status, Html(body)).into_response();
+        if let UiError::TooManyFailures(wait) = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, wait.as_secs().max(1).into());
+        }
+        response
     }
 }

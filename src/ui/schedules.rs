@@ -13,7 +13,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use chrono_tz::Tz;
 use minijinja::context;
 
-use super::{Ui, UiError, auth::Session, auth::form_value, page, pages};
+use super::{Ui, UiError, auth::Session, auth::form_value, page};
 use crate::{
     config::{ScheduleSettings, ZoneMode},
     schedule::{PlanError, PlanOptions, check_at, occurrences, plan},
@@ -186,12 +186,33 @@ async fn run(
     if !dry_run {
         ui.app.dispatcher.nudge();
     }
-    let (email, render_error) = match report.preview.first() {
-        Some(p) => {
-            let (e, r) = pages::render(&ui, schedule.kind.name(), &p.payload);
-            (e, r)
+    // The first email, made as `herald preview` and `GET /api/preview/{kind}` make theirs.
+    let (email, render_error) = match (report.preview.first(), ui.emails.as_ref()) {
+        (None, _) => (None, None),
+        (Some(_), Err(e)) => (
+            None,
+            Some(format!("the templates could not be loaded: {e}")),
+        ),
+        (Some(p), Ok(templates)) => {
+            let now = ui.app.clock.now();
+            let app = &ui.app;
+            match crate::preview::render(
+                templates,
+                &app.settings,
+                app.links.as_ref(),
+                schedule.kind,
+                p,
+                now,
+            ) {
+                Ok(e) => (
+                    Some(
+                        context! { subject => e.subject, text => e.text, html => e.html, headers => e.headers },
+                    ),
+                    None,
+                ),
+                Err(e) => (None, Some(e)),
+            }
         }
-        None => (None, None),
     };
     let first = report.preview.first().map(|p| p.recipient.clone());
     let recipients: Vec<_> = report.preview.iter().take(LISTED).collect();

@@ -226,10 +226,10 @@ async fn retrying_an_unknown_or_unfailed_delivery_is_refused_by_both() {
     let stderr = herald_err(&app.env, &["failed", "show", &unknown.to_string()]);
     assert!(stderr.contains(&words), "{stderr}");
 
-    // A delivery that did not fail: 400, and a non-zero exit.
+    // A delivery that did not fail: 409, and a non-zero exit.
     let words = format!("delivery {sent} is sent, not failed");
     let (status, body) = retry(sent).await;
-    assert_eq!(status, 400, "{body}");
+    assert_eq!(status, 409, "{body}");
     assert!(body["error"].as_str().unwrap().contains(&words), "{body}");
     let stderr = herald_err(&app.env, &["failed", "retry", &sent.to_string()]);
     assert!(stderr.contains(&words), "{stderr}");

@@ -2,6 +2,7 @@
 
 mod agree;
 mod auth;
+mod auth_edges;
 mod daemon;
 mod delivery;
 mod dkim;
@@ -19,10 +20,12 @@ mod local_time;
 mod mariadb;
 mod metrics;
 mod once;
+mod openapi;
 mod outage;
 mod planning;
 #[path = "../support/ports.rs"]
 mod ports;
+mod preview;
 mod resend;
 #[path = "../support/resend_stub.rs"]
 mod resend_stub;

@@ -15,6 +15,9 @@ pub struct RawHttp {
     pub api_token: Secret,
     /// The address users' mail clients reach Herald at (`https://herald.example.com`).
     pub public_url: String,
+    /// Whether the dashboard's session cookie is always `Secure`; unset: in production only.
+    #[serde(default)]
+    pub secure_cookies: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

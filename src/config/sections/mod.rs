@@ -83,6 +83,10 @@ impl RawSettings {
         );
         let environment = environment::check(&self.environment, &mail.providers, &mut p.pusher());
         let (http_addr, api_token) = http::check(&self.http, p);
+        let secure_cookies = self
+            .http
+            .secure_cookies
+            .unwrap_or(environment == super::Environment::Production);
         let unsubscribe = http::unsubscribe(
             &self.http,
             &self.unsubscribe,
@@ -109,6 +113,7 @@ impl RawSettings {
             app,
             http_addr,
             api_token,
+            secure_cookies,
             unsubscribe,
             shutdown_grace,
             planner_tick,
