@@ -2,6 +2,7 @@
 
 mod error;
 mod preferences;
+mod schedules;
 mod suppressions;
 mod unsubscribe;
 mod webhooks;
@@ -62,7 +63,8 @@ pub struct AppState {
 pub const BODY_LIMIT: usize = 64 * 1024;
 
 /// What the server answers, for the 404 of a path it does not know.
-const ROUTES: &str = "GET /healthz, GET /readyz, GET /metrics, POST /api/schedules/{name}/trigger, \
+const ROUTES: &str = "GET /healthz, GET /readyz, GET /metrics, GET /api/schedules, \
+POST /api/schedules/{name}/trigger, POST /api/schedules/{name}/pause, POST /api/schedules/{name}/resume, \
 GET /api/stats, GET /api/failed, GET /api/failed/{id}, POST /api/failed/{id}/retry, \
 GET/PUT/DELETE /api/users/{id}/preferences, GET /api/suppressions, GET/DELETE /api/suppressions/{address}, \
 GET/POST /unsubscribe/{token}, POST /webhooks/resend, and the dashboard under /ui";
@@ -72,6 +74,9 @@ GET/POST /unsubscribe/{token}, POST /webhooks/resend, and the dashboard under /u
 pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .route("/schedules/{name}/trigger", post(trigger))
+        .route("/schedules", get(schedules::list))
+        .route("/schedules/{name}/pause", post(schedules::pause))
+        .route("/schedules/{name}/resume", post(schedules::resume))
         .route("/stats", get(stats))
         .route("/failed", get(failed_list))
         .route("/failed/{id}", get(failed_show))
@@ -301,6 +306,7 @@ async fn stats(State(state): State<AppState>) -> Response {
             "relative": s.relative.map(|w| w.describe()),
             "zone": s.zone.to_string(),
             "enabled": s.enabled,
+            "paused": state.store.schedule_pause(&s.name).await.ok().flatten().map(|p| p.paused_at),
             "planned_up_to": planned_up_to,
         }));
     }

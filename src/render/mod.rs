@@ -37,12 +37,29 @@ use crate::{
 };
 use i18n::Catalog;
 
-/// The three parts of one email.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The three parts of one email, and the recipient's name for its `To:`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rendered {
     pub subject: String,
     pub html: String,
     pub text: String,
+    /// The recipient's display name (the payload's `user.name`), shown in `To:` as
+    /// `Ada Lovelace <ada@example.com>`; `None` when the payload has none.
+    pub to_name: Option<String>,
+}
+
+/// The payload's `user.name` as a display name: one line, control characters dropped (it goes
+/// into a header), `None` when empty.
+fn display_name(payload: &Value) -> Option<String> {
+    let name = payload.get("user")?.get("name")?.as_str()?;
+    let clean: String = name
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    (!clean.is_empty()).then_some(clean)
 }
 
 /// A template problem, with the file, the line and minijinja's reason.
@@ -325,6 +342,7 @@ impl Templates {
                 .join(" "),
             html: part("body.html")?,
             text: part("body.txt")?,
+            to_name: display_name(payload),
         })
     }
 
