@@ -19,6 +19,7 @@ mod local_time;
 mod mariadb;
 mod metrics;
 mod once;
+mod ops;
 mod outage;
 mod planning;
 #[path = "../support/ports.rs"]
