@@ -49,14 +49,27 @@ async fn a_dry_run_predicts_the_real_answer_and_caps_its_preview() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_schedule_is_skipped_by_the_planner_and_refuses_triggers_until_resumed() {
     let smtp = SmtpServer::start().await;
-    let env = Env::new(&smtp);
-    let app = spawn_with(env.clone()).await;
+    let mut env = Env::new(&smtp);
+    env.set("HERALD__SCHEDULES__OVERDUE_SUMMARY__ENABLED", "true");
+    // 07:00 UTC every day. The app's clock stays at `start`: its planner only starts the
+    // watermark there, and the test plans later instants itself.
+    let start = at("2026-11-23T06:00:00Z");
+    let app = spawn_with_clock(env.clone(), herald::clock::Clock::manual(start)).await;
     app.add_late_users("paused", 3).await;
     let settings = env.settings();
     let schedule = settings.schedule("overdue_summary").unwrap();
-    // 07:00 UTC every day: the first call only starts the watermark.
-    let start = at("2026-11-23T06:00:00Z");
     plan_due(&app.store, schedule, start).await.unwrap();
+    let next = |list: serde_json::Value| {
+        list["schedules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "overdue_summary")
+            .unwrap()
+            .clone()
+    };
+    let (_, list) = app.get("/api/schedules").await;
+    assert!(!next(list.clone())["next_fire"].is_null(), "{list}");
 
     let (status, paused) = app
         .post(
@@ -67,13 +80,7 @@ async fn a_paused_schedule_is_skipped_by_the_planner_and_refuses_triggers_until_
     assert_eq!(status, 200, "{paused}");
     assert_eq!(paused["paused"]["reason"], "migrating", "{paused}");
     let (_, list) = app.get("/api/schedules").await;
-    let row = list["schedules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "overdue_summary")
-        .unwrap()
-        .clone();
+    let row = next(list);
     assert_eq!(row["paused"]["reason"], "migrating", "{row}");
     assert!(
         row["next_fire"].is_null(),
@@ -100,9 +107,7 @@ async fn a_paused_schedule_is_skipped_by_the_planner_and_refuses_triggers_until_
         app.store.watermark("overdue_summary").await.unwrap(),
         Some(start + TimeDelta::hours(2))
     );
-    let (status, refused) = app
-        .trigger("overdue_summary", json!({ "at": at(TICK) }))
-        .await;
+    let (status, refused) = app.trigger("overdue_summary", json!({})).await;
     assert_eq!(status, 400, "{refused}");
     let error = refused["error"].as_str().unwrap();
     assert!(
