@@ -359,6 +359,18 @@ pub fn new_batch_key() -> String {
     format!("herald-batch-{}", uuid::Uuid::new_v4().simple())
 }
 
+/// `"Name" <address>` for Resend's `to`, the name quoted (quotes and backslashes escaped), or the
+/// address alone without a name or when `to` already carries one.
+fn to_header(to: &str, name: Option<&str>) -> String {
+    match name {
+        Some(name) if !to.contains('<') => {
+            let quoted = name.replace('\\', "\\\\").replace('"', "\\\"");
+            format!("\"{quoted}\" <{to}>")
+        }
+        _ => to.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -475,17 +487,5 @@ mod tests {
                 }
             }
         }
-    }
-}
-
-/// `"Name" <address>` for Resend's `to`, the name quoted (quotes and backslashes escaped), or the
-/// address alone without a name or when `to` already carries one.
-fn to_header(to: &str, name: Option<&str>) -> String {
-    match name {
-        Some(name) if !to.contains('<') => {
-            let quoted = name.replace('\\', "\\\\").replace('"', "\\\"");
-            format!("\"{quoted}\" <{to}>")
-        }
-        _ => to.to_owned(),
     }
 }
