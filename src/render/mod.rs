@@ -48,20 +48,6 @@ pub struct Rendered {
     pub to_name: Option<String>,
 }
 
-/// The payload's `user.name` as a display name: one line, control characters dropped (it goes
-/// into a header), `None` when empty.
-fn display_name(payload: &Value) -> Option<String> {
-    let name = payload.get("user")?.get("name")?.as_str()?;
-    let clean: String = name
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect::<String>()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
-    (!clean.is_empty()).then_some(clean)
-}
-
 /// A template problem, with the file, the line and minijinja's reason.
 #[derive(Debug, thiserror::Error)]
 #[error("{}", describe(.0, .1))]
@@ -342,7 +328,10 @@ impl Templates {
                 .join(" "),
             html: part("body.html")?,
             text: part("body.txt")?,
-            to_name: display_name(payload),
+            to_name: payload
+                .pointer("/user/name")
+                .and_then(Value::as_str)
+                .and_then(crate::domain::display_name),
         })
     }
 
