@@ -12,6 +12,8 @@
 #      with SINK_CMD set to that sink;
 #   4. runs BullMQ's email phase (the peers' run_bullmq.sh) with as many emails as Herald's email
 #      phase sent, against the same sink;
+#      on a free port (SMTP_PORT), with nodemailer's default of 5 SMTP connections, then again
+#      with Herald's default of 16 (SMTP_POOL=16), so one row compares the same connection count;
 #   5. prints a table: each figure's median [min–max] over the repetitions, and Herald ÷ BullMQ
 #      where BullMQ has the same figure.
 #
@@ -36,6 +38,26 @@ export REPS=${REPS:-3}
 mkdir -p "$OUT_DIR"
 
 say() { echo "== $*" >&2; }
+
+# free_port: a TCP port nothing listens on now, from the kernel (bind to port 0), so a sink never
+# collides with another program (a fixed 2525 did). Without python3, the first of 20000-29999
+# that refuses a connection.
+free_port() {
+  if command -v python3 >/dev/null; then
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+    return
+  fi
+  local p
+  for p in $(seq 20000 29999); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+  done
+  echo "no free port in 20000-29999" >&2
+  return 1
+}
+
+# Herald's mail.pool_size by default (config/default.toml), and nodemailer's maxConnections.
+HERALD_POOL=${POOL:-16}
+NODEMAILER_POOL=5
 loud() {
   echo >&2
   echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!" >&2
@@ -104,11 +126,17 @@ EMAIL_N=${EMAIL_N:-10000}
 
 # --- 4. BullMQ's email phase --------------------------------------------------------------------
 if [ "$BULLMQ" = 1 ]; then
-  say "BullMQ: run_bullmq.sh PHASES=email EMAIL_N=$EMAIL_N REPS=$REPS${SINK:+, SINK_CMD=$SINK}"
-  PEERS_DIR="$PEERS_INSTALL" SINK_CMD="$SINK" PHASES=email EMAIL_N="$EMAIL_N" \
+  port=$(free_port)
+  say "BullMQ: run_bullmq.sh PHASES=email EMAIL_N=$EMAIL_N REPS=$REPS SMTP_PORT=$port (nodemailer's $NODEMAILER_POOL connections)${SINK:+, SINK_CMD=$SINK}"
+  PEERS_DIR="$PEERS_INSTALL" SINK_CMD="$SINK" PHASES=email EMAIL_N="$EMAIL_N" SMTP_PORT="$port" \
     bash "$PEERS_DIR/run_bullmq.sh" | tee "$OUT_DIR/bullmq.txt"
+  port=$(free_port)
+  say "BullMQ again with Herald's $HERALD_POOL SMTP connections: SMTP_POOL=$HERALD_POOL SMTP_PORT=$port"
+  PEERS_DIR="$PEERS_INSTALL" SINK_CMD="$SINK" PHASES=email EMAIL_N="$EMAIL_N" SMTP_PORT="$port" \
+    SMTP_POOL="$HERALD_POOL" bash "$PEERS_DIR/run_bullmq.sh" | tee "$OUT_DIR/bullmq-pool.txt"
 else
   : >"$OUT_DIR/bullmq.txt"
+  : >"$OUT_DIR/bullmq-pool.txt"
 fi
 
 # --- 5. The table -------------------------------------------------------------------------------
@@ -132,11 +160,12 @@ shown() {
   [ "$1" = "-" ] && { echo "-"; return; }
   awk -v s="$1" -v d="$2" 'BEGIN { split(s, v, " "); printf "%.*f [%.*f-%.*f]", d, v[1], d, v[2], d, v[3] }'
 }
-# row LABEL PHASE KEY DIGITS: Herald's figure, BullMQ's when it has one, and their ratio.
+# row LABEL PHASE KEY DIGITS [BULLMQ_FILE]: Herald's figure, BullMQ's when it has one (from
+# bullmq.txt, or the file given), and their ratio.
 row() {
   local h b ratio="-"
   h=$(values "$OUT_DIR/herald.txt" herald "$2" "$3" | stat3)
-  b=$(values "$OUT_DIR/bullmq.txt" bullmq "$2" "$3" | stat3)
+  b=$(values "${5:-$OUT_DIR/bullmq.txt}" bullmq "$2" "$3" | stat3)
   if [ "$h" != "-" ] && [ "$b" != "-" ]; then
     ratio=$(awk -v h="${h%% *}" -v b="${b%% *}" 'BEGIN { if (b + 0 == 0) print "-"; else printf "%.2f", h / b }')
   fi
@@ -156,7 +185,8 @@ sink_label=${SINK:+$(basename "$SINK")}
 echo
 echo "Herald beside BullMQ: median [min-max] of REPS=$REPS, $(date -u +%Y-%m-%dT%H:%MZ), sink ${sink_label:-in-repo (Herald only)}"
 printf '%-44s %-26s %-26s %s\n' "figure" "Herald" "BullMQ" "Herald / BullMQ"
-row "email: emails/s (n=$EMAIL_N)" email emails_per_s 0
+row "email: emails/s (n=$EMAIL_N) (5)" email emails_per_s 0
+row "email: emails/s, both $HERALD_POOL SMTP conns (5)" email emails_per_s 0 "$OUT_DIR/bullmq-pool.txt"
 row "email: the same, after planning (4)" email send_emails_per_s 0
 row "email: peak RSS MB" email peak_rss_mb 1
 row "email: Redis commands per email (1)" email redis_cmds_per_email 2
@@ -187,5 +217,8 @@ fixed text.
 (3) Nothing is sent: rows marked sent by the null provider, up to the last one's sent_at.
 (4) From the trigger's answer (planning committed) to the last email: the delivery path alone
     (dispatch, claim, render, send, record, ack), without the planning of the fire.
-Raw output: $OUT_DIR/herald.txt, $OUT_DIR/bullmq.txt
+(5) SMTP connections: the first row with each side's default, Herald $HERALD_POOL (mail.pool_size)
+    and BullMQ's nodemailer $NODEMAILER_POOL (maxConnections); the second with BullMQ at Herald's
+    $HERALD_POOL (SMTP_POOL), the same count on both sides.
+Raw output: $OUT_DIR/herald.txt, $OUT_DIR/bullmq.txt, $OUT_DIR/bullmq-pool.txt
 EOF

@@ -34,6 +34,7 @@ fn main() {
         subject: "3 tasks are due tomorrow".to_owned(),
         text: line.repeat(25),
         html: format!("<ul>{}</ul>", format!("<li>{line}</li>").repeat(25)),
+        to_name: None,
     };
     let email = Outgoing {
         to: "ada@example.net",

@@ -15,6 +15,16 @@ pub struct Mailbox {
     pub address: String,
 }
 
+/// A user's name as a mailbox's display name: one line, control characters dropped (it goes into
+/// a header), `None` when empty.
+pub fn display_name(name: &str) -> Option<String> {
+    let clean: Vec<&str> = name
+        .split(|c: char| c.is_control() || c.is_whitespace())
+        .filter(|w| !w.is_empty())
+        .collect();
+    (!clean.is_empty()).then(|| clean.join(" "))
+}
+
 impl Mailbox {
     pub fn parse(text: &str) -> Result<Mailbox, String> {
         let text = text.trim();

@@ -10,6 +10,7 @@ pub mod guard;
 pub mod openapi;
 mod preferences;
 mod preview;
+mod schedules;
 mod sessions;
 mod suppressions;
 mod unsubscribe;
@@ -94,6 +95,9 @@ fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(openapi::document))
         .routes(routes!(trigger))
+        .routes(routes!(schedules::list))
+        .routes(routes!(schedules::pause))
+        .routes(routes!(schedules::resume))
         .routes(routes!(stats))
         .routes(routes!(preview::preview))
         .routes(routes!(failed::failed_list))
@@ -362,6 +366,7 @@ async fn stats(State(state): State<AppState>) -> Response {
             "relative": s.relative.map(|w| w.describe()),
             "zone": s.zone.to_string(),
             "enabled": s.enabled,
+            "paused": state.store.schedule_pause(&s.name).await.ok().flatten().map(|p| p.paused_at),
             "planned_up_to": planned_up_to,
         }));
     }

@@ -10,10 +10,13 @@ pub enum LogFormat {
 
 /// The default filter. The apalis crates are silenced: during a Redis outage they log several
 /// lines per worker restart, and Herald reports the same events itself, once per outage
-/// (`health`). `RUST_LOG=info,apalis_core=debug` shows theirs again. (sqlx logs through `log`,
-/// which these target filters do not reach; its slow-acquire warnings are lowered in the pool's
-/// options instead, see `store::Store::connect`.)
-const DEFAULT_FILTER: &str = "info,apalis=off,apalis_core=off,apalis_redis=off,apalis_cron=off";
+/// (`health`). `RUST_LOG=info,apalis_core=debug` shows theirs again. sqlx is held to warnings:
+/// at info it logs PostgreSQL's notices (`relation "_sqlx_migrations" already exists, skipping`
+/// on every start) and, during an outage, each failed ping of its pools, which Herald's one
+/// outage line says already. Its slow-acquire warnings are lowered in the pool's options (see
+/// `store::Store::connect`).
+pub const DEFAULT_FILTER: &str =
+    "info,apalis=off,apalis_core=off,apalis_redis=off,apalis_cron=off,sqlx=warn";
 
 /// Installs the global subscriber. `RUST_LOG` overrides the default filter.
 pub fn init(format: LogFormat) {

@@ -62,6 +62,20 @@ pub enum Command {
         #[command(subcommand)]
         command: preview::SessionsCommand,
     },
+    /// Pause a schedule: every Herald process's planner skips its fires (they are not sent late
+    /// after it) and triggers are refused, until `herald resume NAME`.
+    Pause {
+        /// The schedule's name (see `herald schedules`).
+        name: String,
+        /// Why, shown with the pause.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Resume a paused schedule: its fires are planned again from the planner's next tick.
+    Resume {
+        /// The schedule's name.
+        name: String,
+    },
     /// List, inspect, retry and purge deliveries that failed.
     Failed {
         #[command(subcommand)]
@@ -123,6 +137,10 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Failed { command } => failed::failed(&settings, command).await?,
         Command::Suppressions { command } => suppressions::suppressions(&settings, command).await?,
         Command::Schedules { user_id } => schedules::schedules(&settings, user_id).await?,
+        Command::Pause { name, reason } => {
+            schedules::pause(&settings, &name, reason.as_deref()).await?
+        }
+        Command::Resume { name } => schedules::resume(&settings, &name).await?,
         Command::Healthcheck { addr } => {
             let addr = addr.unwrap_or_else(|| settings.http_addr.to_string());
             return healthcheck::healthcheck(addr).await;

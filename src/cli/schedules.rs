@@ -1,4 +1,5 @@
-//! `herald schedules`: each schedule's settings, watermark and next fires, or one user's next emails.
+//! `herald schedules`: each schedule's settings, watermark and next fires, or one user's next
+//! emails; `herald pause` and `herald resume`.
 
 use anyhow::Context;
 use chrono::Utc;
@@ -51,16 +52,26 @@ pub async fn schedules(settings: &Settings, user_id: Option<String>) -> anyhow::
         .iter()
         .filter_map(|z| crate::domain::parse_zone(z).ok())
         .collect();
+    let pauses = store.schedule_pauses().await?;
     for s in &settings.schedules {
         let watermark = store.watermark(&s.name).await?;
+        let pause = pauses.get(&s.name);
         println!(
-            "{}  {}  zone {}  catch-up {}  spread {}{}",
+            "{}  {}  zone {}  catch-up {}  spread {}{}{}",
             s.name,
             s.when(),
             s.zone,
             humantime::format_duration(s.catch_up),
             humantime::format_duration(s.spread),
-            if s.enabled { "" } else { "  (disabled)" }
+            if s.enabled { "" } else { "  (disabled)" },
+            pause.map_or(String::new(), |p| format!(
+                "  (paused since {}{})",
+                p.paused_at.format("%Y-%m-%d %H:%M UTC"),
+                p.reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            ))
         );
         println!(
             "  planned up to: {}",
@@ -87,6 +98,14 @@ pub async fn schedules(settings: &Settings, user_id: Option<String>) -> anyhow::
         };
         fires.sort_by_key(|f| f.0);
         fires.dedup_by_key(|f| f.0);
+        if !s.enabled || pause.is_some() {
+            // A schedule that does not fire has no next fire.
+            fires.clear();
+            println!(
+                "  next: none while it is {}",
+                if s.enabled { "paused" } else { "disabled" }
+            );
+        }
         for (at, tz) in fires.into_iter().take(5) {
             println!(
                 "  next: {}  ({} {})",
@@ -95,6 +114,42 @@ pub async fn schedules(settings: &Settings, user_id: Option<String>) -> anyhow::
                 tz.name()
             );
         }
+    }
+    Ok(())
+}
+
+/// The schedule named `name`, or an error listing the schedules.
+fn named<'a>(
+    settings: &'a Settings,
+    name: &str,
+) -> anyhow::Result<&'a crate::config::ScheduleSettings> {
+    settings
+        .schedule(name)
+        .with_context(|| crate::input::no_schedule(name))
+}
+
+/// `herald pause NAME [--reason TEXT]`.
+pub async fn pause(settings: &Settings, name: &str, reason: Option<&str>) -> anyhow::Result<()> {
+    let s = named(settings, name)?;
+    let store = super::connect(settings).await?;
+    let p = store.pause_schedule(&s.name, reason).await?;
+    println!(
+        "{} paused since {}: the planner skips its fires until `herald resume {}`",
+        s.name,
+        p.paused_at.to_rfc3339(),
+        s.name
+    );
+    Ok(())
+}
+
+/// `herald resume NAME`.
+pub async fn resume(settings: &Settings, name: &str) -> anyhow::Result<()> {
+    let s = named(settings, name)?;
+    let store = super::connect(settings).await?;
+    if store.resume_schedule(&s.name).await? {
+        println!("{} resumed: its fires are planned from now on", s.name);
+    } else {
+        println!("{} was not paused", s.name);
     }
     Ok(())
 }

@@ -33,7 +33,7 @@ pub struct ErrorBody {
     components(schemas(ErrorBody)),
     tags(
         (name = "health", description = "Liveness, readiness and metrics"),
-        (name = "schedules", description = "Manual triggers"),
+        (name = "schedules", description = "Schedules: their state, pauses and manual triggers"),
         (name = "preview", description = "The email a user would get"),
         (name = "failed", description = "The failed set"),
         (name = "users", description = "Users' preferences"),

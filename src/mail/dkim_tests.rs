@@ -29,6 +29,7 @@ fn content(subject: &str) -> Rendered {
             "<p>Two tasks are due tomorrow.</p>\n<p>Tr\u{e8}s bien \u{2014} \u{1f389}</p>\n{long}\n"
         ),
         text: "Two tasks are due tomorrow.  \n\nTr\u{e8}s bien \u{2014} \u{1f389}\n\n\n".to_owned(),
+        to_name: None,
     }
 }
 

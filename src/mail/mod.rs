@@ -22,7 +22,6 @@ use std::{
     time::Duration,
 };
 
-use lettre::{AsyncFileTransport, AsyncTransport, Tokio1Executor};
 use sha2::{Digest, Sha256};
 
 pub use error::{ErrorClass, SendError};
@@ -70,7 +69,8 @@ pub struct Receipt {
 pub enum Channel {
     Resend(resend::Resend),
     Smtp(smtp_pool::SmtpPool),
-    File(AsyncFileTransport<Tokio1Executor>),
+    /// Writes each email to `<delivery id>.eml` in this folder.
+    File(PathBuf),
     /// Sends nothing: see [`null`].
     Null,
 }
@@ -144,12 +144,7 @@ impl Provider {
                         dir.display()
                     )
                 })?;
-                (
-                    Channel::File(AsyncFileTransport::new(dir)),
-                    1,
-                    0,
-                    dir.display().to_string(),
-                )
+                (Channel::File(dir.clone()), 1, 0, dir.display().to_string())
             }
             ProviderSettings::Null => (Channel::Null, 1, 0, null::NAME.to_owned()),
         };
@@ -212,9 +207,9 @@ impl Provider {
         match &self.channel {
             Channel::Resend(r) => r.send(email).await,
             Channel::Smtp(t) => smtp::send(t, &self.sender, email, self.smtp_timeout).await,
-            Channel::File(t) => {
+            Channel::File(dir) => {
                 let message = smtp::build_message(&self.sender, email)?;
-                match t.send(message).await {
+                match write_eml(dir, email.message_id, &message.formatted()).await {
                     Ok(_) => Ok(Receipt {
                         code: None,
                         provider_id: None,
@@ -263,4 +258,34 @@ pub fn send_timeout(mail: &MailSettings) -> Duration {
         })
         .max()
         .unwrap_or(mail.timeout)
+}
+
+/// The outbox file of an email: `<delivery id>.eml`, the id read from the Message-ID Herald gives
+/// it (`<42.…@host>`), so `outbox/42.eml` is delivery 42 of the dashboard and the API. A
+/// Message-ID of another form is used whole, with characters unsafe in a file name replaced.
+pub fn outbox_file_name(message_id: &str) -> String {
+    let id = message_id.trim_start_matches('<').trim_end_matches('>');
+    let stem = match id.split_once('.') {
+        Some((n, _)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => n.to_owned(),
+        _ => id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.@".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect(),
+    };
+    format!("{stem}.eml")
+}
+
+/// Writes the message whole or not at all: to a hidden file, then renamed over its name (a retry
+/// of the same delivery replaces its earlier copy).
+async fn write_eml(dir: &Path, message_id: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let name = outbox_file_name(message_id);
+    let part = dir.join(format!(".{name}.part"));
+    tokio::fs::write(&part, bytes).await?;
+    tokio::fs::rename(&part, dir.join(name)).await
 }

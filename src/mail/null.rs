@@ -38,6 +38,7 @@ mod tests {
             subject: "s".into(),
             html: "<p>h</p>".into(),
             text: "t".into(),
+            to_name: None,
         };
         let receipt = null
             .send(&Outgoing {

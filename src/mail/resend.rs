@@ -46,7 +46,7 @@ impl std::fmt::Debug for Resend {
 #[derive(Debug, Serialize)]
 struct EmailBody<'a> {
     from: &'a str,
-    to: [&'a str; 1],
+    to: [String; 1],
     subject: &'a str,
     html: &'a str,
     text: &'a str,
@@ -227,7 +227,7 @@ impl Resend {
             .map_err(|e| SendError::permanent(format!("invalid recipient: {e}")))?;
         Ok(EmailBody {
             from: &self.from,
-            to: [email.to],
+            to: [to_header(email.to, email.content.to_name.as_deref())],
             subject: &email.content.subject,
             html: &email.content.html,
             text: &email.content.text,
@@ -357,6 +357,18 @@ fn read_error(
 /// batch reads it back, so two different batches never share a key.
 pub fn new_batch_key() -> String {
     format!("herald-batch-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// `"Name" <address>` for Resend's `to`, the name quoted (quotes and backslashes escaped), or the
+/// address alone without a name or when `to` already carries one.
+fn to_header(to: &str, name: Option<&str>) -> String {
+    match name {
+        Some(name) if !to.contains('<') => {
+            let quoted = name.replace('\\', "\\\\").replace('"', "\\\"");
+            format!("\"{quoted}\" <{to}>")
+        }
+        _ => to.to_owned(),
+    }
 }
 
 #[cfg(test)]

@@ -57,7 +57,7 @@ pub async fn send(
     }
 }
 
-/// The MIME message: From, To, Reply-To when configured, Subject, Date, Message-ID,
+/// The MIME message: From, To (with the recipient's display name), Reply-To when configured, Subject, Date, Message-ID,
 /// `Auto-Submitted: auto-generated` (RFC 3834: no vacation replies to Herald),
 /// `X-Herald-Delivery: <dedup key>`, the one-click unsubscribe headers when the email has a
 /// link, and a multipart/alternative body with the text part first; signed with DKIM when
@@ -65,6 +65,10 @@ pub async fn send(
 pub fn build_message(sender: &Sender, email: &Outgoing<'_>) -> Result<Message, SendError> {
     let from = lettre_mailbox(&sender.from).map_err(SendError::permanent)?;
     let to = Mailbox::parse(email.to)
+        .map(|m| Mailbox {
+            name: m.name.or_else(|| email.content.to_name.clone()),
+            ..m
+        })
         .and_then(|m| lettre_mailbox(&m))
         .map_err(|e| SendError::permanent(format!("invalid recipient: {e}")))?;
     let mut builder = Message::builder()

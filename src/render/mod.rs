@@ -37,12 +37,15 @@ use crate::{
 };
 use i18n::Catalog;
 
-/// The three parts of one email.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The three parts of one email, and the recipient's name for its `To:`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rendered {
     pub subject: String,
     pub html: String,
     pub text: String,
+    /// The recipient's display name (the payload's `user.name`), shown in `To:` as
+    /// `Ada Lovelace <ada@example.com>`; `None` when the payload has none.
+    pub to_name: Option<String>,
 }
 
 /// A template problem, with the file, the line and minijinja's reason.
@@ -325,6 +328,10 @@ impl Templates {
                 .join(" "),
             html: part("body.html")?,
             text: part("body.txt")?,
+            to_name: payload
+                .pointer("/user/name")
+                .and_then(Value::as_str)
+                .and_then(crate::domain::display_name),
         })
     }
 

@@ -112,6 +112,20 @@ pub async fn plan(
     let now = clock.now();
     check_at(opts.at).map_err(PlanError::Refused)?;
     check_manual(opts, now, retention)?;
+    if !opts.dry_run
+        && let Some(pause) = store
+            .schedule_pause(&schedule.name)
+            .await
+            .context("cannot read whether the schedule is paused")?
+    {
+        return Err(PlanError::Refused(format!(
+            "schedule {} is paused (since {}); resume it to send (POST /api/schedules/{}/resume, herald resume {}, or the dashboard), or use \"dry_run\": true to preview",
+            schedule.name,
+            pause.paused_at.to_rfc3339(),
+            schedule.name,
+            schedule.name
+        )));
+    }
     if let Some(id) = &opts.user_id
         && store
             .source
@@ -127,6 +141,7 @@ pub async fn plan(
         at: opts.at,
         dry_run: opts.dry_run,
         delivery_ids: (opts.ids || opts.user_id.is_some()).then(Vec::new),
+        preview_left_out: opts.dry_run.then_some(0),
         ..Default::default()
     };
     if let Some(when) = schedule.relative {

@@ -84,13 +84,21 @@ pub struct PlanReport {
     /// The latest of those fires.
     #[serde(skip)]
     pub last_fire: Option<DateTime<Utc>>,
+    /// The schedule is paused (since then): the planner passed over this round. For the
+    /// planner's log, not the API.
+    #[serde(skip)]
+    pub paused: Option<DateTime<Utc>>,
     /// The new deliveries' ids, when asked for or for one user; `None` otherwise (a tick for
     /// 25,000 users answers with counts, not 25,000 ids).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delivery_ids: Option<Vec<i64>>,
-    /// In a dry run: what would be sent.
+    /// In a dry run: what would be sent, the first [`PREVIEW_LIMIT`] emails.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub preview: Vec<Preview>,
+    /// In a dry run: the emails that would be sent and are not in `preview` (past its
+    /// [`PREVIEW_LIMIT`]); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preview_left_out: Option<usize>,
 }
 
 impl PlanReport {
@@ -106,9 +114,28 @@ impl PlanReport {
         if let (Some(list), Some(ids)) = (&mut self.delivery_ids, page.delivery_ids) {
             list.extend(ids);
         }
-        self.preview.extend(page.preview);
+        if let Some(left_out) = page.preview_left_out {
+            self.add_previews(page.preview);
+            *self.preview_left_out.get_or_insert(0) += left_out;
+        }
+    }
+
+    /// Keeps the previews up to [`PREVIEW_LIMIT`] and counts the rest in `preview_left_out`.
+    fn add_previews(&mut self, previews: impl IntoIterator<Item = Preview>) {
+        let left_out = self.preview_left_out.get_or_insert(0);
+        for p in previews {
+            if self.preview.len() < PREVIEW_LIMIT {
+                self.preview.push(p);
+            } else {
+                *left_out += 1;
+            }
+        }
     }
 }
+
+/// How many emails a dry run shows (`preview`): enough to read, and a dry run of 100,000 users
+/// still answers in a few kilobytes; `preview_left_out` counts the others.
+pub const PREVIEW_LIMIT: usize = 100;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Preview {
@@ -191,6 +218,19 @@ pub async fn plan_due(
         return Ok(Some(report));
     };
     if now <= since {
+        return Ok(Some(report));
+    }
+    if let Some(pause) = store
+        .schedule_pause(&schedule.name)
+        .await
+        .context("cannot read whether the schedule is paused")?
+    {
+        // Paused: the fires of the pause are passed over, never sent late after it.
+        store
+            .advance_watermark(lock, &schedule.name, now)
+            .await
+            .context("cannot move the watermark")?;
+        report.paused = Some(pause.paused_at);
         return Ok(Some(report));
     }
     match (&schedule.cron, schedule.relative) {
@@ -373,8 +413,23 @@ async fn settle(
     page: &mut PlanReport,
 ) -> anyhow::Result<()> {
     if dry_run {
-        page.planned += rows.len();
-        page.preview.extend(rows.into_iter().map(|r| {
+        // Predict the real answer: a key that exists would be counted as already planned.
+        let keys: Vec<String> = rows.iter().map(|r| r.dedup_key.clone()).collect();
+        let existing = store
+            .existing_keys(&keys)
+            .await
+            .context("cannot read which deliveries exist")?;
+        let (old, new): (Vec<_>, Vec<_>) = rows
+            .into_iter()
+            .partition(|r| existing.contains(&r.dedup_key));
+        page.already_planned += old.len();
+        if missed {
+            page.missed += new.len();
+            page.preview_left_out.get_or_insert(0);
+            return Ok(());
+        }
+        page.planned += new.len();
+        page.add_previews(new.into_iter().map(|r| {
             Preview {
                 user_id: r.user_id,
                 recipient: r.recipient,
@@ -492,12 +547,13 @@ async fn compose_batch(
 }
 
 /// One line per plan: a manual one, or a planner round with fires in it (even if every user was
-/// skipped).
+/// skipped). The API's `skipped` is logged as `nothing_to_say`: `missed` is what the dashboard
+/// and the deliveries call skipped.
 fn log_report(r: &PlanReport) {
     let fire = r.last_fire.map(|t| t.to_rfc3339()).unwrap_or_default();
     tracing::info!(
         schedule = %r.schedule, at = %r.at, fires = r.fires, last_fire = %fire, dry_run = r.dry_run,
-        planned = r.planned, already_planned = r.already_planned, skipped = r.skipped,
+        planned = r.planned, already_planned = r.already_planned, nothing_to_say = r.skipped,
         opted_out = r.opted_out, suppressed = r.suppressed, missed = r.missed, invalid_timezones = r.invalid_timezones,
         "planned"
     );

@@ -45,12 +45,16 @@ impl Planner {
         let ticks = |every: &cron::Schedule| CronScheduler::new(every.clone()).into_stream();
         let mut stream = Box::pin(ticks(&tick));
         let mut behind = false;
+        let mut paused = std::collections::HashSet::new();
         loop {
             for schedule in schedules.iter().filter(|s| s.enabled) {
                 let started = std::time::Instant::now();
                 match plan_due(&store, schedule, clock.now()).await {
                     Ok(r) => {
                         health.up(Dependency::Postgres);
+                        if let Some(r) = &r {
+                            say_pause(&mut paused, r);
+                        }
                         if let Some(r) = &r {
                             self.metrics.planned("schedule", r, started.elapsed());
                         }
@@ -94,5 +98,20 @@ impl Planner {
                 }
             }
         }
+    }
+}
+
+/// One line when the planner first finds a schedule paused, and one when it plans it again:
+/// not one per tick. `paused` holds the schedules this planner last found paused.
+fn say_pause(paused: &mut std::collections::HashSet<String>, r: &PlanReport) {
+    match r.paused {
+        Some(since) if paused.insert(r.schedule.clone()) => tracing::info!(
+            schedule = %r.schedule, paused_at = %since,
+            "schedule is paused: the planner skips its fires until it is resumed (they are not sent late)"
+        ),
+        None if paused.remove(&r.schedule) => {
+            tracing::info!(schedule = %r.schedule, "schedule resumed: planning its fires from now on")
+        }
+        _ => {}
     }
 }

@@ -5,7 +5,7 @@
 //! `search_path`), apart from the app's data, which Herald reads through [`crate::source`] and
 //! never writes. One `impl Store` per group of tables: [`preferences`] (opt-outs per kind),
 //! [`schedules`] (watermarks and the planner's inserts), [`deliveries`] (dispatch, claims,
-//! outcomes, the failed set), [`retention`] (deleting old finished deliveries). The row types
+//! outcomes, the failed set), [`pauses`] (schedules an operator paused), [`retention`] (deleting old finished deliveries). The row types
 //! live here, and the enums of their TEXT columns in [`enums`].
 
 use std::time::Duration;
@@ -19,16 +19,19 @@ use sqlx::{PgPool, Postgres, migrate::MigrateDatabase, postgres::PgConnectOption
 mod deliveries;
 mod enums;
 mod gauges;
+mod pauses;
 mod preferences;
 mod retention;
 mod schedules;
 mod sessions;
 mod suppressions;
 pub mod ui;
+pub mod ui_browse;
 
 pub use deliveries::capped_reason;
 pub use enums::{AttemptOutcome, DeliveryStatus};
 pub use gauges::DeliveryGauges;
+pub use pauses::Pause;
 pub use preferences::{Forgotten, Preferences};
 pub use retention::{Cutoffs, Deleted};
 pub use suppressions::{EventRow, NewEvent, Rates, Suppression};

@@ -56,6 +56,22 @@ impl Store {
 
     // ----- planning -----
 
+    /// Which of these dedup keys a delivery already has (a dry run's `already_planned`).
+    pub async fn existing_keys(
+        &self,
+        keys: &[String],
+    ) -> sqlx::Result<std::collections::HashSet<String>> {
+        if keys.is_empty() {
+            return Ok(Default::default());
+        }
+        let found: Vec<String> =
+            sqlx::query_scalar("SELECT dedup_key FROM deliveries WHERE dedup_key = ANY($1)")
+                .bind(keys)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(found.into_iter().collect())
+    }
+
     /// Inserts the deliveries whose dedup key is new. Returns the ids of the rows inserted.
     pub async fn insert_deliveries(&self, rows: &[NewDelivery]) -> sqlx::Result<Vec<i64>> {
         if rows.is_empty() {

@@ -8,7 +8,10 @@ use crate::store::{DeliveryStatus, ui::MinuteCount};
 const MINUTES: usize = 60;
 const BAR: usize = 12;
 const HEIGHT: usize = 140;
+/// The narrowest left margin; a wider top label (`1942/min`) widens it.
 const LEFT: usize = 44;
+/// The width of one character of the 11px axis labels, rounded up (digits are ~6.2px).
+const CHAR: usize = 7;
 const BOTTOM: usize = 22;
 
 /// The chart as an `<svg>` element. Holds numbers only, so it is safe to insert unescaped.
@@ -33,7 +36,10 @@ pub fn throughput(counts: &[MinuteCount]) -> String {
         .max()
         .unwrap_or(0)
         .max(1);
-    let width = LEFT + MINUTES * BAR + 8;
+    let top_label = format!("{top}/min");
+    // Room for the whole label right-aligned at `left - 4`, so it is never clipped.
+    let left = LEFT.max(top_label.len() * CHAR + 8);
+    let width = left + MINUTES * BAR + 8;
     let total = HEIGHT + BOTTOM;
     let mut svg = format!(
         r#"<svg class="chart" role="img" aria-label="emails sent and failed per minute, last hour" width="{width}" height="{total}" viewBox="0 0 {width} {total}" xmlns="http://www.w3.org/2000/svg">"#
@@ -42,14 +48,14 @@ pub fn throughput(counts: &[MinuteCount]) -> String {
     // Axis and the top value.
     let _ = write!(
         svg,
-        r##"<line x1="{LEFT}" y1="{HEIGHT}" x2="{}" y2="{HEIGHT}" stroke="#888"/><text x="{}" y="14" text-anchor="end" font-size="11">{top}/min</text><text x="{}" y="{HEIGHT}" text-anchor="end" font-size="11">0</text>"##,
+        r##"<line x1="{left}" y1="{HEIGHT}" x2="{}" y2="{HEIGHT}" stroke="#888"/><text x="{}" y="14" text-anchor="end" font-size="11">{top_label}</text><text x="{}" y="{HEIGHT}" text-anchor="end" font-size="11">0</text>"##,
         width - 8,
-        LEFT - 4,
-        LEFT - 4
+        left - 4,
+        left - 4
     );
     for (i, (s, f)) in sent.iter().zip(&failed).enumerate() {
         // Oldest on the left, the current minute on the right.
-        let x = LEFT + (MINUTES - 1 - i) * BAR;
+        let x = left + (MINUTES - 1 - i) * BAR;
         let (hs, hf) = (scale(*s), scale(*f));
         let label = if i == 0 {
             "this minute".to_owned()
@@ -81,7 +87,7 @@ pub fn throughput(counts: &[MinuteCount]) -> String {
         (30, "middle"),
         (15, "middle"),
     ] {
-        let x = LEFT + (MINUTES - minutes) * BAR;
+        let x = left + (MINUTES - minutes) * BAR;
         let _ = write!(
             svg,
             r#"<text x="{x}" y="{}" text-anchor="{anchor}" font-size="11">-{minutes} min</text>"#,
@@ -119,5 +125,23 @@ mod tests {
         assert!(svg.contains("this minute: 10 sent, 5 failed"), "{svg}");
         assert!(svg.contains("3 min ago: 1 sent, 0 failed"), "{svg}");
         assert!(!svg.contains("99"), "{svg}");
+    }
+
+    #[test]
+    fn a_wide_top_label_widens_the_margin_instead_of_being_clipped() {
+        let svg = throughput(&[MinuteCount {
+            minutes_ago: 0,
+            status: DeliveryStatus::Sent,
+            n: 1_234_567,
+        }]);
+        // "1234567/min" is 11 characters: right-aligned at x, it needs x >= 11 * CHAR.
+        let at = svg.find(">1234567/min<").expect("the label");
+        let x: usize = svg[..at]
+            .rsplit("<text x=\"")
+            .next()
+            .and_then(|t| t.split('"').next())
+            .and_then(|x| x.parse().ok())
+            .expect("the label's x");
+        assert!(x >= 11 * CHAR, "x = {x}: {svg}");
     }
 }

@@ -2,13 +2,14 @@
 //!
 //! Pages: the overview ([`pages::overview`]), the schedules with dry runs and triggers
 //! ([`schedules`]), the failed set with bulk retries and purges ([`failed`]), and deliveries
-//! ([`pages::delivery`]). Access is the API's token through a login form ([`auth`]). Every
+//! ([`pages::delivery`]); pausing a schedule and retrying or deleting one delivery ([`ops`]). Access is the API's token through a login form ([`auth`]). Every
 //! response forbids scripts and framing (`Content-Security-Policy`); an email's HTML is shown in
 //! a sandboxed `iframe`.
 
 pub mod auth;
 mod chart;
 pub mod failed;
+mod ops;
 pub mod pages;
 pub mod schedules;
 pub mod suppressions;
@@ -53,6 +54,10 @@ pub fn router<S>(app: AppState) -> Router<S> {
         .route("/schedules", get(schedules::list))
         .route("/schedules/{name}/dry-run", post(schedules::dry_run))
         .route("/schedules/{name}/trigger", post(schedules::trigger))
+        .route("/schedules/{name}/pause", post(ops::pause))
+        .route("/schedules/{name}/resume", post(ops::resume))
+        .route("/deliveries/{id}/retry", post(ops::retry))
+        .route("/deliveries/{id}/delete", post(ops::delete))
         .route("/failed", get(failed::list).post(failed::act))
         .route("/deliveries", get(pages::search))
         .route(

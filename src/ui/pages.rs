@@ -86,7 +86,9 @@ struct Outcomes {
 pub async fn overview(
     State(ui): State<Ui>,
     Extension(session): Extension<Session>,
+    Query(view): Query<OverviewQuery>,
 ) -> Result<Response, UiError> {
+    let refresh = view.refresh()?;
     let store = &ui.app.store;
     let now = ui.app.clock.now();
     let (outcomes, active, minutes) = tokio::try_join!(
@@ -132,13 +134,20 @@ pub async fn overview(
     };
     let mut scheds = Vec::new();
     let zones = schedules::zones(store).await?;
+    let pauses = store.schedule_pauses().await?;
     for s in &ui.app.settings.schedules {
         let last = store.ui_last_fire(s.kind.name()).await?;
-        let next = schedules::next_fires(s, &zones, now, 1).into_iter().next();
+        let paused = pauses.get(&s.name);
+        // A schedule that does not fire has no next fire.
+        let next = (s.enabled && paused.is_none())
+            .then(|| schedules::next_fires(s, &zones, now, 1))
+            .and_then(|f| f.into_iter().next());
         scheds.push(context! {
             name => s.name,
             enabled => s.enabled,
+            paused => paused.map(|p| p.paused_at),
             last => last,
+            trigger => store.ui_last_trigger(s.kind.name()).await?,
             next => next.map(|(at, tz)| context! { at, zone => tz.name() }),
         });
     }
@@ -159,31 +168,79 @@ pub async fn overview(
             schedules => scheds,
             parts => ui.app.health.parts(),
             rates => super::suppressions::rates(store, now).await?,
+            waits => store.ui_waits(now).await?,
+            refresh,
+            refresh_choices => REFRESH_CHOICES,
         },
     )
+}
+
+/// The overview's auto-refresh choices, in seconds (0: off).
+const REFRESH_CHOICES: [u32; 4] = [0, 5, 15, 60];
+
+/// `?refresh=N`: the overview reloads itself every N seconds (a `<meta http-equiv="refresh">`,
+/// no script).
+#[derive(Debug, Default, Deserialize)]
+pub struct OverviewQuery {
+    #[serde(default)]
+    refresh: String,
+}
+
+impl OverviewQuery {
+    fn refresh(&self) -> Result<u32, UiError> {
+        match self.refresh.trim() {
+            "" => Ok(0),
+            text => text
+                .parse()
+                .ok()
+                .filter(|n| REFRESH_CHOICES.contains(n))
+                .ok_or_else(|| {
+                    UiError::BadRequest(format!(
+                        "refresh={text:?} is not one of {REFRESH_CHOICES:?} (seconds; 0 is off)"
+                    ))
+                }),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
 pub struct SearchQuery {
     #[serde(default)]
     q: String,
+    /// A list by status when there is no search: `recent` (the default), `queued`, `sending`,
+    /// `retrying`, `failed`.
+    #[serde(default)]
+    status: String,
+    /// The id of a delivery just deleted, to say so.
+    #[serde(default)]
+    deleted: String,
 }
 
-/// `GET /ui/deliveries?q=`: deliveries by user id, recipient address or dedup key.
+/// `GET /ui/deliveries?q=`: deliveries by user id, recipient address or dedup key; without a
+/// search, `?status=` lists them by status (the most recently changed by default).
 pub async fn search(
     State(ui): State<Ui>,
     Extension(session): Extension<Session>,
     Query(query): Query<SearchQuery>,
 ) -> Result<Response, UiError> {
+    use crate::store::ui_browse::Browse;
     let q = query.q.trim().to_owned();
+    let list = match query.status.trim() {
+        "" => Browse::Recent,
+        text => Browse::parse(text).map_err(UiError::BadRequest)?,
+    };
     let rows = if q.is_empty() {
-        Vec::new()
+        ui.app.store.ui_browse(list, 200).await?
     } else {
         ui.app.store.ui_search(&q, 200).await?
     };
+    let lists: Vec<&str> = Browse::ALL.iter().map(|b| b.as_str()).collect();
     page(
         "search.html",
-        context! { logged_in => true, csrf => session.csrf, q, rows },
+        context! {
+            logged_in => true, csrf => session.csrf, q, rows,
+            list => list.as_str(), lists, deleted => query.deleted,
+        },
     )
 }
 
@@ -193,6 +250,7 @@ pub async fn delivery(
     State(ui): State<Ui>,
     Extension(session): Extension<Session>,
     Path(id): Path<String>,
+    Query(done): Query<Done>,
 ) -> Result<Response, UiError> {
     let id: i64 = id.parse().map_err(|_| {
         UiError::BadRequest(format!(
@@ -236,8 +294,16 @@ pub async fn delivery(
             email,
             render_error,
             payload,
+            retried => done.done == "retried",
         },
     )
+}
+
+/// What the delivery page says was just done to it.
+#[derive(Debug, Default, Deserialize)]
+pub struct Done {
+    #[serde(default)]
+    done: String,
 }
 
 /// The email of `kind` for `payload`, as the workers would render it now: (the parts, or why

@@ -16,7 +16,7 @@ use minijinja::context;
 use super::{Ui, UiError, auth::Session, auth::form_value, page};
 use crate::{
     config::{ScheduleSettings, ZoneMode},
-    schedule::{PlanError, PlanOptions, check_at, occurrences, plan},
+    schedule::{PlanError, PlanOptions, check_at, check_manual, occurrences, plan},
     store::Store,
 };
 
@@ -70,9 +70,13 @@ pub async fn list(
     let store = &ui.app.store;
     let now = ui.app.clock.now();
     let zones = zones(store).await?;
+    let pauses = store.schedule_pauses().await?;
     let mut out = Vec::new();
     for s in &ui.app.settings.schedules {
-        let next: Vec<_> = next_fires(s, &zones, now, 5)
+        let paused = pauses.get(&s.name);
+        // A schedule that does not fire has no next fire.
+        let fires = if s.enabled && paused.is_none() { 5 } else { 0 };
+        let next: Vec<_> = next_fires(s, &zones, now, fires)
             .into_iter()
             .map(|(at, tz)| {
                 context! {
@@ -92,8 +96,10 @@ pub async fn list(
             catch_up => humantime::format_duration(s.catch_up).to_string(),
             spread => humantime::format_duration(s.spread).to_string(),
             enabled => s.enabled,
+            paused => paused,
             planned_up_to => store.watermark(&s.name).await?,
             last => store.ui_last_fire(s.kind.name()).await?,
+            trigger => store.ui_last_trigger(s.kind.name()).await?,
             opted_out => store.ui_opted_out(s.kind.name()).await?,
             next,
         });
@@ -115,7 +121,8 @@ pub async fn dry_run(
 }
 
 /// `POST /ui/schedules/{name}/trigger`: plans the schedule by hand, as `POST
-/// /api/schedules/{name}/trigger` does.
+/// /api/schedules/{name}/trigger` does. For every user (no user id) it first answers with a
+/// dry run and a button that sends (`confirm=yes`): one click never emails everyone.
 pub async fn trigger(
     state: State<Ui>,
     session: Extension<Session>,
@@ -164,12 +171,21 @@ async fn run(
     };
     let at = parse_at(&form_value(&body, "at").unwrap_or_default())?
         .unwrap_or_else(|| ui.app.clock.now());
-    let opts = PlanOptions {
+    // A trigger for every user asks first: a dry run of it, with the button that sends.
+    let confirming =
+        !dry_run && user_id.is_none() && form_value(&body, "confirm").as_deref() != Some("yes");
+    let mut opts = PlanOptions {
         at: check_at(at).map_err(UiError::BadRequest)?,
         user_id,
         dry_run,
         ids: false,
     };
+    if confirming {
+        // What the trigger itself would refuse is refused now, not after the confirmation.
+        check_manual(&opts, ui.app.clock.now(), &ui.app.settings.retention)
+            .map_err(|e| UiError::BadRequest(e.to_string()))?;
+        opts.dry_run = true;
+    }
     let report = plan(
         &ui.app.store,
         schedule,
@@ -183,7 +199,7 @@ async fn run(
         e @ PlanError::UnknownUser(_) => UiError::NotFound(e.to_string()),
         PlanError::Failed(e) => UiError::Internal(e),
     })?;
-    if !dry_run {
+    if !opts.dry_run {
         ui.app.dispatcher.nudge();
     }
     // The first email, made as `herald preview` and `GET /api/preview/{kind}` make theirs.
@@ -224,6 +240,8 @@ async fn run(
             report,
             recipients,
             listed => LISTED,
+            confirming,
+            at_value => at.to_rfc3339(),
             first,
             email,
             render_error,

@@ -74,7 +74,7 @@ weekly_report-subject = Your week: { $done } done, { $minutes ->
    *[other] { $minutes } minutes
 } of focus
 weekly_report-title = Your week
-weekly_report-intro = Your week from { $from } to { $to }:
+weekly_report-intro = Your week, the seven days before { $to }:
 weekly_report-completed = { $n ->
     [one] 1 task completed
    *[other] { $n } tasks completed

@@ -21,6 +21,7 @@ mod mariadb;
 mod metrics;
 mod once;
 mod openapi;
+mod ops;
 mod outage;
 mod planning;
 #[path = "../support/ports.rs"]
