@@ -29,6 +29,7 @@ use axum::{
     middleware,
     response::{IntoResponse, Response},
 };
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -421,29 +422,7 @@ async fn trigger(
         .settings
         .schedule(&name)
         .ok_or_else(|| ApiError::NotFound(input::no_schedule(&name)))?;
-    let body: TriggerBody = if body.iter().all(u8::is_ascii_whitespace) {
-        TriggerBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::BadRequest(format!(
-                "the body is not valid: {e}; send JSON like {{\"user_id\": 42, \"dry_run\": true, \"at\": \"2026-11-24T09:00:00Z\", \"ids\": true}}"
-            ))
-        })?
-    };
-    let user_id = match body.user_id {
-        None | Some(serde_json::Value::Null) => None,
-        Some(v) => Some(crate::input::user_id(&v).map_err(|e| ApiError::invalid("user_id", e))?),
-    };
-    let at = match body.at {
-        Some(text) => input::instant(&text).map_err(|e| ApiError::invalid("at", e))?,
-        None => state.clock.now(),
-    };
-    let opts = PlanOptions {
-        at: crate::schedule::check_at(at).map_err(ApiError::BadRequest)?,
-        user_id,
-        dry_run: body.dry_run,
-        ids: body.ids,
-    };
+    let opts = trigger_options(&body, state.clock.now())?;
     let started = std::time::Instant::now();
     let report = plan(
         &state.store,
@@ -465,35 +444,106 @@ async fn trigger(
     Ok((StatusCode::ACCEPTED, Json(report)).into_response())
 }
 
-/// The bodies and query strings the API parses never make it panic, whatever they hold.
+/// A trigger's body (empty, or [`TriggerBody`] as JSON) as what to plan, `now` standing for a
+/// missing `at`; a 400 that names the field (or says what the body should look like).
+fn trigger_options(body: &[u8], now: DateTime<Utc>) -> Result<PlanOptions, ApiError> {
+    let body: TriggerBody = if body.iter().all(u8::is_ascii_whitespace) {
+        TriggerBody::default()
+    } else {
+        serde_json::from_slice(body).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "the body is not valid: {e}; send JSON like {{\"user_id\": 42, \"dry_run\": true, \"at\": \"2026-11-24T09:00:00Z\", \"ids\": true}}"
+            ))
+        })?
+    };
+    let user_id = match body.user_id {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => Some(crate::input::user_id(&v).map_err(|e| ApiError::invalid("user_id", e))?),
+    };
+    let at = match body.at {
+        Some(text) => input::instant(&text).map_err(|e| ApiError::invalid("at", e))?,
+        None => now,
+    };
+    Ok(PlanOptions {
+        at: crate::schedule::check_at(at).map_err(ApiError::BadRequest)?,
+        user_id,
+        dry_run: body.dry_run,
+        ids: body.ids,
+    })
+}
+
+/// The bodies and query strings the API parses never make it panic, whatever they hold; what
+/// is accepted is read as written, and what is refused is a 400 that names the field.
 #[cfg(test)]
 mod props {
     use proptest::prelude::*;
 
+    use chrono::Timelike;
+
     use super::*;
+
+    fn refusal(r: Result<PlanOptions, ApiError>) -> String {
+        match r {
+            Err(ApiError::BadRequest(m)) => m,
+            other => panic!("expected a 400, got {other:?}"),
+        }
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(crate::proptest_cases(256)))]
 
         #[test]
-        fn any_trigger_body_parses_or_is_refused(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let _ = serde_json::from_slice::<TriggerBody>(&bytes);
+        fn any_trigger_body_is_read_or_refused_with_a_400(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let now = Utc::now();
+            match trigger_options(&bytes, now) {
+                Ok(_) | Err(ApiError::BadRequest(_)) => {}
+                Err(e) => prop_assert!(false, "a body is never anything but read or a 400: {e:?}"),
+            }
         }
 
         #[test]
-        fn any_json_trigger_body_parses_or_is_refused(
-            user_id in prop_oneof![Just("null".to_owned()), any::<i64>().prop_map(|n| n.to_string()), any::<f64>().prop_map(|n| n.to_string()), "\\PC*".prop_map(|s| format!("{s:?}"))],
-            at in "\\PC{0,40}",
-            extra in proptest::option::of("[a-z_]{1,10}"),
+        fn an_accepted_body_is_read_as_written(
+            user in prop_oneof![
+                Just(None),
+                any::<u64>().prop_map(|n| Some((n.to_string(), n.to_string()))),
+                "[A-Za-z0-9_-]{1,40}".prop_map(|s| Some((format!("{s:?}"), s))),
+            ],
+            minutes_ago in 0i64..(60 * 24 * 20),
+            dry_run in any::<bool>(),
+            ids in any::<bool>(),
         ) {
-            let extra = extra.map(|k| format!(", {k:?}: 1")).unwrap_or_default();
-            let body = format!("{{\"user_id\": {user_id}, \"at\": {at:?}, \"dry_run\": true{extra}}}");
-            if let Ok(b) = serde_json::from_slice::<TriggerBody>(body.as_bytes())
-                && let Some(at) = b.at
-                && let Ok(at) = input::instant(&at)
-            {
-                let _ = crate::schedule::check_at(at);
-            }
+            let now = Utc::now();
+            let at = (now - chrono::Duration::minutes(minutes_ago)).with_nanosecond(0).unwrap();
+            let user_field = user.as_ref().map(|(json, _)| format!("\"user_id\": {json}, ")).unwrap_or_default();
+            let body = format!(
+                "{{{user_field}\"at\": \"{}\", \"dry_run\": {dry_run}, \"ids\": {ids}}}",
+                at.to_rfc3339()
+            );
+            let o = trigger_options(body.as_bytes(), now).map_err(|e| format!("{e:?}"));
+            prop_assert!(o.is_ok(), "{body} was refused: {o:?}");
+            let o = o.unwrap();
+            prop_assert_eq!(o.user_id, user.map(|(_, id)| id));
+            prop_assert_eq!(o.at, at);
+            prop_assert_eq!((o.dry_run, o.ids), (dry_run, ids));
+        }
+
+        #[test]
+        fn a_refused_field_is_named_in_the_400(
+            case in prop_oneof![
+                // (the field as JSON, the name the answer must give)
+                any::<f64>().prop_filter("not whole", |f| f.fract() != 0.0).prop_map(|f| (format!("\"user_id\": {f}"), "user_id")),
+                Just(("\"user_id\": true".to_owned(), "user_id")),
+                Just(("\"user_id\": \"\"".to_owned(), "user_id")),
+                "[a-z ]{1,20}".prop_map(|s| (format!("\"at\": {s:?}"), "at")),
+                Just(("\"at\": \"2026-11-24T09:00:00\"".to_owned(), "at")),
+                "[a-z]{1,8}".prop_filter("not a field", |k| !["user_id", "at", "dry_run", "ids"].contains(&k.as_str()))
+                    .prop_map(|k| (format!("{k:?}: 1"), "unknown field")),
+            ],
+        ) {
+            let (field, name) = case;
+            let body = format!("{{{field}}}");
+            let m = refusal(trigger_options(body.as_bytes(), Utc::now()));
+            prop_assert!(m.contains(name), "{body}: {m}");
         }
     }
 }

@@ -192,13 +192,28 @@ async fn smtp_messages_per_second_holds_across_every_worker() {
     let smtp = SmtpServer::start().await;
     let mut env = Env::new(&smtp);
     env.set("HERALD__MAIL__SMTP__MESSAGES_PER_SECOND", "2");
-    let app = spawn_with(env).await;
+    env.set("HERALD__QUEUE__CONCURRENCY", "2");
+    // Two processes on the same queue, one job per email, each process holding at most 2
+    // emails: both send, and the limit holds across them.
+    let app = spawn_with(env.clone()).await;
+    let other = spawn_with(env).await;
+    let mut users = Vec::new();
     for i in 0..8 {
-        app.add_late_user(&format!("paced{i}@example.com")).await;
+        users.push(app.add_late_user(&format!("paced{i}@example.com")).await);
     }
-    app.trigger_overdue().await;
+    // Each email triggered through one process or the other in turn: each process's dispatcher
+    // wakes its own worker, so both take jobs.
+    for (i, user) in users.iter().enumerate() {
+        let through = if i % 2 == 0 { &app } else { &other };
+        through.trigger_overdue_each(&[*user]).await;
+    }
     app.wait_for_status("sent", 8, Duration::from_secs(60))
         .await;
+    let claims = app.claims_by_worker().await;
+    assert!(
+        claims.len() >= 2,
+        "every email went through one worker: {claims:?}; this run did not test the limit across workers"
+    );
     // Arrival times at the SMTP server. Herald admits at most 2 sends in any second (checked
     // exactly in Redis); at the server each arrival also carries the SMTP session's own jitter,
     // so the checks here leave half a second of slack: 8 emails span at least 2.5 s (3 s at
@@ -226,6 +241,7 @@ async fn smtp_messages_per_second_holds_across_every_worker() {
         );
     }
     drop(smtp);
+    other.finish().await;
     app.finish().await;
 }
 

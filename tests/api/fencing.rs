@@ -90,11 +90,7 @@ fn outcomes(attempts: &[herald::store::AttemptRow]) -> Vec<(&str, &str, Option<i
 
 /// The stand-in delivered one email to each of `emails`, and no copy.
 fn assert_delivered_once(stub: &ResendStub, emails: &[&str]) {
-    let delivered = tally(
-        stub.delivered()
-            .iter()
-            .map(|e| e["to"][0].as_str().unwrap().to_owned()),
-    );
+    let delivered = tally(stub.delivered().iter().map(crate::resend_stub::recipient));
     assert_eq!(delivered.len(), emails.len(), "{delivered:?}");
     assert!(delivered.values().all(|&n| n == 1), "{delivered:?}");
 }

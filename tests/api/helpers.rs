@@ -382,6 +382,36 @@ impl TestApp {
             .collect()
     }
 
+    /// Triggers the overdue summary of each of `users` on its own, so that each email goes to
+    /// Redis as a job of its own (or a few together) and every process's workers can take one.
+    pub async fn trigger_overdue_each(&self, users: &[i64]) {
+        for id in users {
+            let (status, report) = self
+                .trigger(
+                    "overdue_summary",
+                    serde_json::json!({ "at": at(TICK), "user_id": id }),
+                )
+                .await;
+            assert_eq!(
+                (status, &report["planned"]),
+                (202, &serde_json::json!(1)),
+                "{report}"
+            );
+        }
+    }
+
+    /// How many deliveries each worker claimed (`deliveries.claimed_by`, which the outcome
+    /// leaves in place), by worker name.
+    pub async fn claims_by_worker(&self) -> Vec<(String, i64)> {
+        sqlx::query_as(
+            "SELECT claimed_by, count(*) FROM deliveries WHERE claimed_by IS NOT NULL
+             GROUP BY claimed_by ORDER BY claimed_by",
+        )
+        .fetch_all(&self.store.pool)
+        .await
+        .unwrap()
+    }
+
     pub async fn trigger(&self, schedule: &str, body: Value) -> (u16, Value) {
         let r = self
             .http

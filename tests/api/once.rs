@@ -30,7 +30,7 @@ fn resend_env(smtp: &SmtpServer, stub: &ResendStub) -> Env {
 fn accepted_per_recipient(stub: &ResendStub) -> HashMap<String, usize> {
     let mut per = HashMap::new();
     for (_, email) in stub.accepted() {
-        *per.entry(email["to"][0].as_str().unwrap().to_owned())
+        *per.entry(crate::resend_stub::recipient(&email))
             .or_default() += 1;
     }
     per
@@ -208,7 +208,7 @@ async fn a_batch_that_fails_as_a_whole_is_retried_under_the_same_key() {
     // under two keys.
     let mut key_of: HashMap<String, String> = HashMap::new();
     for (key, email) in stub.accepted() {
-        let to = email["to"][0].as_str().unwrap().to_owned();
+        let to = crate::resend_stub::recipient(&email);
         assert!(key_of.insert(to, key.unwrap()).is_none());
     }
     drop(smtp);

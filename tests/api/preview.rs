@@ -158,7 +158,7 @@ async fn herald_preview_prints_every_kind_for_a_seeded_user() {
                 "preview", kind, "--user", &id, "--at", when, "--format", "eml",
             ],
         );
-        assert!(eml.contains("To: previewed@example.com"), "{kind}: {eml}");
+        assert!(eml.contains("<previewed@example.com>"), "{kind}: {eml}");
         assert!(
             eml.contains(&format!("X-Herald-Delivery: manual:{kind}:{id}:")),
             "{kind}: {eml}"

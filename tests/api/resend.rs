@@ -61,7 +61,11 @@ async fn every_attempt_and_a_retry_from_the_failed_set_carry_the_dedup_key() {
             Some(format!("Bearer {RESEND_KEY}").as_str())
         );
         assert_eq!(r.body["headers"]["X-Herald-Delivery"], delivery.dedup_key);
-        assert_eq!(r.body["to"][0], "ida@example.com");
+        // The user's name, quoted, as in an SMTP `To:`.
+        assert_eq!(
+            r.body["to"][0],
+            "\"User ida@example.com\" <ida@example.com>"
+        );
         assert_eq!(r.body["from"], "\"Herald\" <herald@example.com>");
         assert!(r.body["html"].as_str().unwrap().contains("Late"));
         assert!(r.body["text"].as_str().unwrap().contains("Late"));
@@ -182,13 +186,26 @@ async fn two_processes_never_exceed_the_rate_in_any_second() {
     let one = spawn_with(env.clone()).await;
     let two = spawn_with(env).await;
     let n = 16;
+    let mut users = Vec::new();
     for i in 0..n {
-        one.add_late_user(&format!("r{i}@example.com")).await;
+        users.push(one.add_late_user(&format!("r{i}@example.com")).await);
     }
-    one.trigger_overdue().await;
+    // One job per email, and each process holds at most 4 emails (`queue.concurrency`) while
+    // the limit lets 2 go per second: both processes must send for all 16 to go out.
+    // Triggered through one process or the other in turn: each process's dispatcher wakes its
+    // own worker, so both take jobs.
+    for (i, user) in users.iter().enumerate() {
+        let through = if i % 2 == 0 { &one } else { &two };
+        through.trigger_overdue_each(&[*user]).await;
+    }
     stub.wait_for(n, Duration::from_secs(60)).await;
     one.wait_for_status("sent", n as i64, Duration::from_secs(10))
         .await;
+    let claims = one.claims_by_worker().await;
+    assert!(
+        claims.len() >= 2,
+        "every email went through one worker: {claims:?}; this run did not test two processes"
+    );
 
     let times: Vec<_> = stub.requests().iter().map(|r| r.at).collect();
     assert_eq!(times.len(), n);

@@ -158,7 +158,7 @@ async fn a_signed_hard_bounce_suppresses_the_address_and_forged_or_stale_ones_ar
     let to_ida = stub
         .delivered()
         .iter()
-        .filter(|e| e["to"][0] == "ida@example.com")
+        .filter(|e| crate::resend_stub::recipient(e) == "ida@example.com")
         .count();
     assert_eq!(to_ida, 1, "the suppressed address got another email");
 

@@ -63,7 +63,7 @@ impl Recorded {
 
     /// The recipients this request carried, in order.
     pub fn recipients(&self) -> Vec<String> {
-        let one = |e: &Value| e["to"][0].as_str().unwrap_or("").to_owned();
+        let one = |e: &Value| recipient(e);
         match &self.body {
             Value::Array(items) => items.iter().map(one).collect(),
             e => vec![one(e)],
@@ -310,7 +310,7 @@ async fn one(State(state): State<Shared>, headers: HeaderMap, Json(body): Json<V
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let rcpt = body["to"][0].as_str().unwrap_or("").to_owned();
+    let rcpt = recipient(&body);
     let reply = {
         let mut inner = state.lock().unwrap();
         if let Some(r) = admit(&mut inner, "/emails", &headers, &body) {
@@ -359,7 +359,7 @@ async fn batch(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let items = body.as_array().cloned().unwrap_or_default();
-    let rcpt = |e: &Value| e["to"][0].as_str().unwrap_or("").to_owned();
+    let rcpt = recipient;
     let mut hold = None;
     let mut then = None;
     {
@@ -455,4 +455,13 @@ async fn domains(State(state): State<Shared>, headers: HeaderMap) -> Response {
     }
     let r = (StatusCode::OK, Json(json!({ "data": [] }))).into_response();
     finish(&mut inner, r)
+}
+
+/// An email's first recipient's address: Resend takes `to` as `addr` or `Name <addr>`.
+pub fn recipient(email: &Value) -> String {
+    let to = email["to"][0].as_str().unwrap_or("");
+    match (to.rfind('<'), to.rfind('>')) {
+        (Some(start), Some(end)) if start < end => to[start + 1..end].to_owned(),
+        _ => to.to_owned(),
+    }
 }
