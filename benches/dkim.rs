@@ -14,7 +14,8 @@ use std::time::Instant;
 
 use herald::{
     domain::Mailbox,
-    mail::{Outgoing, Sender, dkim::DkimSigner, smtp::build_message},
+    dkim::DkimSigner,
+    mail::{Outgoing, Sender, smtp::build_message},
     render::Rendered,
 };
 

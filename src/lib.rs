@@ -45,6 +45,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod dkim;
 pub mod domain;
 pub mod gate;
 pub mod health;

@@ -53,7 +53,7 @@ impl Application {
         )
         .await?;
         store.migrate().await?;
-        let store = crate::source::check::prepare(store, settings.source_url.as_ref()).await?;
+        let store = crate::store::prepare(store, settings.source_url.as_ref()).await?;
         let redis = queue::connect(&settings.redis_url).await?;
         let queue = Queue::new(redis.clone(), &settings.queue);
         let providers = Provider::build_all(&settings.mail)?;

@@ -187,7 +187,8 @@ mod dkim_verify;
 async fn every_golden_email_is_a_well_formed_message_with_the_headers_inboxes_want() {
     use herald::{
         domain::Mailbox,
-        mail::{Outgoing, Sender, dkim::DkimSigner, smtp::build_message},
+        dkim::DkimSigner,
+        mail::{Outgoing, Sender, smtp::build_message},
     };
     let pem = std::fs::read_to_string(dkim_verify::RSA_KEY).unwrap();
     let signer = DkimSigner::from_pem(&pem, "herald", "example.com").unwrap();

@@ -62,7 +62,7 @@ pub struct MailSettings {
     pub reply_to: Option<Mailbox>,
     /// `[mail.dkim]`, its key read and checked: signs every SMTP and `.eml` message; `None`:
     /// unsigned. `Debug` shows the record's name, never the key.
-    pub dkim: Option<crate::mail::dkim::DkimSigner>,
+    pub dkim: Option<crate::dkim::DkimSigner>,
     /// `mail.resend.webhook_secret`, checked to be `whsec_` and base64; `None`: Herald takes
     /// no webhooks.
     pub webhook_secret: Option<Secret>,

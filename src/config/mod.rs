@@ -28,7 +28,7 @@ pub use environment::{Environment, shown_folder};
 pub use layers::DEFAULTS;
 pub use mail::*;
 pub use problems::{ConfigError, Problem};
-pub use secret::{Secret, SecretUrl};
+pub use secret::{Secret, SecretUrl, redact};
 pub use sections::{
     RawSettings,
     daemon::{AppSettings, RawApp, RawPlanner, RawShutdown, RawTemplates, RawUi},

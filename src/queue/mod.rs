@@ -111,7 +111,7 @@ pub fn job_size(providers: &[crate::mail::Provider]) -> usize {
 /// default ends apalis workers during any slow moment).
 pub async fn connect(url: &str) -> anyhow::Result<ConnectionManager> {
     let client = redis::Client::open(url)
-        .with_context(|| format!("REDIS_URL {} is not a Redis URL", crate::store::redact(url)))?;
+        .with_context(|| format!("REDIS_URL {} is not a Redis URL", crate::config::redact(url)))?;
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT))
         .set_connection_timeout(Some(Duration::from_secs(5)));
@@ -121,7 +121,7 @@ pub async fn connect(url: &str) -> anyhow::Result<ConnectionManager> {
         .with_context(|| {
             format!(
                 "cannot connect to Redis at {}; is it running?",
-                crate::store::redact(url)
+                crate::config::redact(url)
             )
         })
 }

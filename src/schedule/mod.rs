@@ -43,16 +43,8 @@ use crate::{
     kinds::Recipient,
     shutdown::Shutdown,
     source::{UserFilter, UserRow},
-    store::{DeliveryStatus, NewDelivery, Store},
+    store::{DeliveryStatus, NewDelivery, PAGES_IN_FLIGHT, Store},
 };
-
-/// Pages of users planned at the same time, each on one connection at a time: while some pages'
-/// deliveries are inserted, the next pages' data is read and composed, on both sides of the
-/// connection and on every core. Four rather than two because, on a machine busy sending, more
-/// statements in flight keep the planner's share of PostgreSQL (100,000 weekly reports planned
-/// while 20,000 emails were sent: about 6.5 s with four, 8.5 s with two; idle, alike). The
-/// reserved pool (`store::RESERVED_CONNECTIONS`) counts on this number.
-pub const PAGES_IN_FLIGHT: usize = 4;
 
 /// How late a fire may be planned and still count as on time: the planner's own lag.
 const ON_TIME: chrono::Duration = chrono::Duration::minutes(1);

@@ -12,7 +12,7 @@ use minijinja::context;
 use serde::{Deserialize, Serialize};
 
 use super::{Ui, UiError, auth::Session, chart, page, schedules};
-use crate::{gate::State as GateState, mail::ErrorClass, store::DeliveryStatus};
+use crate::{domain::ErrorClass, gate::State as GateState, store::DeliveryStatus};
 
 /// What a provider is doing, as the overview shows it.
 #[derive(Debug, Clone, Serialize)]

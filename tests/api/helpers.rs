@@ -14,7 +14,8 @@ use herald::{
     queue::{self, Queue},
     source::demo::Demo,
     startup::Application,
-    store::{Store, redact},
+    config::redact,
+    store::Store,
 };
 use serde_json::Value;
 use tokio::{sync::oneshot, task::JoinHandle};
@@ -521,7 +522,7 @@ pub async fn bare_store(env: &Env) -> (Store, EnvGuard) {
         .await
         .unwrap();
     store.migrate().await.unwrap();
-    let store = herald::source::check::prepare(store, None).await.unwrap();
+    let store = herald::store::prepare(store, None).await.unwrap();
     (store, guard)
 }
 

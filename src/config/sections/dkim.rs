@@ -5,7 +5,7 @@
 use super::{super::RawDkim, Problems};
 use crate::{
     domain::Mailbox,
-    mail::dkim::{DkimSigner, how_to_make_a_key},
+    dkim::{DkimSigner, how_to_make_a_key},
 };
 
 const KEYS: [(&str, &str); 3] = [
