@@ -97,7 +97,7 @@ async fn main() -> anyhow::Result<()> {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    let settings = Settings::load_from(None, &vars)?;
+    let settings = Settings::load_from(&herald::kinds::defaults(), None, &vars)?;
     let app = Application::build(settings).await?;
     let state = app.state().clone();
 

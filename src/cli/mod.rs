@@ -118,7 +118,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     if let Command::Check = command {
         return check::check().await;
     }
-    let settings = Settings::load()?;
+    let settings = Settings::load(&crate::kinds::defaults())?;
     match command {
         Command::Run => {
             let app = Application::build(settings).await?;

@@ -228,7 +228,7 @@ mod tests {
             ("RESEND_API_KEY", format!("re_{SECRET}")),
             ("HERALD_API_TOKEN", format!("{SECRET}-0123456789")),
         ]);
-        let (raw, problems) = super::super::read(None, &vars);
+        let (raw, problems) = super::super::read(&crate::kinds::defaults(), None, &vars);
         let raw = raw.unwrap();
         let text = format!("{raw:?}");
         assert!(!text.contains(SECRET), "{text}");
@@ -236,7 +236,7 @@ mod tests {
             text.contains("postgres://herald:***@db:5432/herald"),
             "{text}"
         );
-        let settings = raw.validate(problems).unwrap();
+        let settings = raw.validate(&crate::kinds::defaults(), problems).unwrap();
         let text = format!("{settings:?} {settings:#?}");
         assert!(!text.contains(SECRET), "{text}");
         assert!(text.contains("redis://default:***@redis:6379/0"), "{text}");
@@ -278,7 +278,7 @@ mod tests {
             ("HERALD__DATABASE__URL", "12345678901234567".to_owned()),
         ];
         for (name, value) in cases {
-            let err = super::super::Settings::load_from(None, &env(&[(name, value.clone())]))
+            let err = super::super::Settings::load_from(&crate::kinds::defaults(), None, &env(&[(name, value.clone())]))
                 .expect_err(&value)
                 .to_string();
             let secret = if value.contains(SECRET) {
@@ -289,8 +289,7 @@ mod tests {
             assert!(!err.contains(secret), "{name}={value}: {err}");
         }
         // A token of digits given by its well-known name is a string, as written.
-        let s = super::super::Settings::load_from(
-            None,
+        let s = super::super::Settings::load_from(&crate::kinds::defaults(), None,
             &env(&[("HERALD_API_TOKEN", "12345678901234567890".to_owned())]),
         )
         .unwrap();

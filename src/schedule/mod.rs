@@ -40,7 +40,7 @@ use crate::{
     config::{RetentionSettings, ScheduleSettings, ZoneMode},
     domain,
     health::{Dependency, Health, is_postgres},
-    kinds::Recipient,
+    kinds::{Kind, Recipient},
     shutdown::Shutdown,
     source::{UserFilter, UserRow},
     store::{DeliveryStatus, NewDelivery, PAGES_IN_FLIGHT, Store},
@@ -373,7 +373,7 @@ async fn plan_page(
     let mut page = PlanReport::default();
     let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
     let opted_out = store
-        .opted_out_among(b.schedule.kind.name(), &ids)
+        .opted_out_among(&b.schedule.name, &ids)
         .await
         .context("cannot read the opt-outs")?;
     let emails: Vec<String> = users.iter().map(|u| u.email.clone()).collect();
@@ -496,7 +496,7 @@ async fn compose_batch(
     left: &Left<'_>,
     report: &mut PlanReport,
 ) -> anyhow::Result<Vec<NewDelivery>> {
-    let kind = b.schedule.kind;
+    let kind = Kind::of(b.schedule);
     let mut wanted: Vec<Recipient> = Vec::with_capacity(users.len());
     for (u, tz) in users.iter().zip(zones) {
         if !left.count(u, report) {

@@ -136,7 +136,7 @@ pub async fn overview(
     let zones = schedules::zones(store).await?;
     let pauses = store.schedule_pauses().await?;
     for s in &ui.app.settings.schedules {
-        let last = store.ui_last_fire(s.kind.name()).await?;
+        let last = store.ui_last_fire(&s.name).await?;
         let paused = pauses.get(&s.name);
         // A schedule that does not fire has no next fire.
         let next = (s.enabled && paused.is_none())
@@ -147,7 +147,7 @@ pub async fn overview(
             enabled => s.enabled,
             paused => paused.map(|p| p.paused_at),
             last => last,
-            trigger => store.ui_last_trigger(s.kind.name()).await?,
+            trigger => store.ui_last_trigger(&s.name).await?,
             next => next.map(|(at, tz)| context! { at, zone => tz.name() }),
         });
     }

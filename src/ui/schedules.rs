@@ -88,7 +88,7 @@ pub async fn list(
             .collect();
         out.push(context! {
             name => s.name,
-            about => s.kind.about(),
+            about => crate::kinds::Kind::of(s).about(),
             cron => s.cron_expr,
             relative => s.relative.map(|w| w.describe()),
             zone => s.zone.to_string(),
@@ -98,9 +98,9 @@ pub async fn list(
             enabled => s.enabled,
             paused => paused,
             planned_up_to => store.watermark(&s.name).await?,
-            last => store.ui_last_fire(s.kind.name()).await?,
-            trigger => store.ui_last_trigger(s.kind.name()).await?,
-            opted_out => store.ui_opted_out(s.kind.name()).await?,
+            last => store.ui_last_fire(&s.name).await?,
+            trigger => store.ui_last_trigger(&s.name).await?,
+            opted_out => store.ui_opted_out(&s.name).await?,
             next,
         });
     }
@@ -216,7 +216,7 @@ async fn run(
                 templates,
                 &app.settings,
                 app.links.as_ref(),
-                schedule.kind,
+                crate::kinds::Kind::of(schedule),
                 p,
                 now,
             ) {

@@ -220,7 +220,7 @@ impl Env {
     }
 
     pub fn settings(&self) -> Settings {
-        Settings::load_from(None, &self.vars).expect("test settings are valid")
+        Settings::load_from(&herald::kinds::defaults(), None, &self.vars).expect("test settings are valid")
     }
 
     /// Drops the database and the queue's Redis keys.

@@ -174,11 +174,10 @@ mod tests {
 
     #[test]
     fn unsubscribe_links_need_a_public_url_and_a_key_and_production_needs_them() {
-        let s = Settings::load_from(None, &[]).unwrap();
+        let s = Settings::load_from(&crate::kinds::defaults(), None, &[]).unwrap();
         assert!(s.unsubscribe.is_none(), "no link without http.public_url");
 
-        let s = Settings::load_from(
-            None,
+        let s = Settings::load_from(&crate::kinds::defaults(), None,
             &env(&[
                 ("HERALD_PUBLIC_URL", "https://herald.example.com/"),
                 ("HERALD_UNSUBSCRIBE_KEY", "0123456789abcdef0123456789abcdef"),
@@ -195,8 +194,7 @@ mod tests {
         assert_eq!(u.keys.len(), 2);
         assert_eq!(u.mailto.as_deref(), Some("unsubscribe@example.com"));
 
-        let err = Settings::load_from(
-            None,
+        let err = Settings::load_from(&crate::kinds::defaults(), None,
             &env(&[
                 ("HERALD_PUBLIC_URL", "ftp://herald.example.com"),
                 ("HERALD__UNSUBSCRIBE__MAILTO", "not an address"),
@@ -212,8 +210,7 @@ mod tests {
             assert!(err.contains(want), "missing {want:?} in:\n{err}");
         }
 
-        let err = Settings::load_from(
-            None,
+        let err = Settings::load_from(&crate::kinds::defaults(), None,
             &env(&[
                 ("HERALD_ENV", "production"),
                 ("SMTP_URL", "smtp://127.0.0.1:25?tls=none"),
@@ -225,8 +222,7 @@ mod tests {
             err.contains("http.public_url (HERALD_PUBLIC_URL): is empty, so emails would carry no unsubscribe link"),
             "{err}"
         );
-        let err = Settings::load_from(
-            None,
+        let err = Settings::load_from(&crate::kinds::defaults(), None,
             &env(&[
                 ("HERALD_ENV", "production"),
                 ("SMTP_URL", "smtp://127.0.0.1:25?tls=none"),
