@@ -453,7 +453,7 @@ async fn trigger(
         &state.settings.retention,
     )
     .await
-    .inspect(|r| state.metrics.planned("manual", r, started.elapsed()))
+    .inspect(|r| state.metrics.planned("manual", &r.counts(), started.elapsed()))
     .map_err(|e| match e {
         PlanError::Refused(m) => ApiError::BadRequest(m),
         e @ PlanError::UnknownUser(_) => ApiError::NotFound(e.to_string()),

@@ -359,3 +359,14 @@ async fn scan_keys(
     keys.dedup();
     Ok(keys)
 }
+
+/// The queue as a scrape of the metrics reads it.
+impl crate::metrics::QueueReading for Queue {
+    async fn depth(&self) -> anyhow::Result<usize> {
+        Ok(Queue::depth(self).await?)
+    }
+
+    async fn live_workers(&self, within: Duration) -> anyhow::Result<usize> {
+        Ok(Queue::live_workers(self, within).await?)
+    }
+}

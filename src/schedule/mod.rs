@@ -43,6 +43,7 @@ use crate::{
     kinds::{Kind, Recipient},
     shutdown::Shutdown,
     source::{UserFilter, UserRow},
+    metrics::PlanCounts,
     store::{DeliveryStatus, NewDelivery, PAGES_IN_FLIGHT, Store},
 };
 
@@ -94,6 +95,23 @@ pub struct PlanReport {
 }
 
 impl PlanReport {
+    /// What the metrics count of this report.
+    pub fn counts(&self) -> PlanCounts {
+        PlanCounts {
+            schedule: self.schedule.clone(),
+            dry_run: self.dry_run,
+            planned: self.planned,
+            already_planned: self.already_planned,
+            skipped: self.skipped,
+            opted_out: self.opted_out,
+            suppressed: self.suppressed,
+            missed: self.missed,
+            invalid_timezones: self.invalid_timezones,
+            fires: self.fires,
+            last_fire: self.last_fire,
+        }
+    }
+
     /// Counts in one page of users (see [`plan_page`]); its ids when this report lists them.
     fn add_page(&mut self, page: PlanReport) {
         self.planned += page.planned;
