@@ -13,8 +13,8 @@
 use std::time::Instant;
 
 use herald::{
-    domain::Mailbox,
     dkim::DkimSigner,
+    domain::Mailbox,
     mail::{Outgoing, Sender, smtp::build_message},
     render::Rendered,
 };

@@ -111,7 +111,7 @@ async fn main() -> anyhow::Result<()> {
     // Only the HTTP routes: no dispatcher and no workers, so the seeded rows stay as they are.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
-    let router = herald::http::app(state.clone());
+    let router = herald::http::app(state.clone(), herald::ui::router(state.clone()));
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
 
     let http = reqwest::Client::builder()

@@ -241,7 +241,8 @@ impl Application {
         let server = tokio::spawn(async move {
             axum::serve(
                 listener,
-                app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                app(state.clone(), crate::ui::router(state))
+                    .into_make_service_with_connect_info::<std::net::SocketAddr>(),
             )
             .with_graceful_shutdown(async move { http_shutdown.wait().await })
             .await

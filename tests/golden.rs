@@ -186,8 +186,8 @@ mod dkim_verify;
 #[tokio::test]
 async fn every_golden_email_is_a_well_formed_message_with_the_headers_inboxes_want() {
     use herald::{
-        domain::Mailbox,
         dkim::DkimSigner,
+        domain::Mailbox,
         mail::{Outgoing, Sender, smtp::build_message},
     };
     let pem = std::fs::read_to_string(dkim_verify::RSA_KEY).unwrap();

@@ -3,7 +3,7 @@
 //!
 //! A module depends on another when one of its files names `crate::<other>` (in a `use`, a path
 //! or a doc link; `use crate::{a, b::c}` names `a` and `b`), test modules aside: a file that its
-//! parent declares under `#[cfg(test)]`, and everything from a `#[cfg(test)] mod tests` on. No
+//! parent declares under `#[cfg(test)]` (at its `#[path]` if it has one), and everything from a `#[cfg(test)] mod tests` on. No
 //! build is needed: the test reads the sources.
 
 use std::{
@@ -72,13 +72,24 @@ fn test_files(files: &[PathBuf]) -> BTreeSet<PathBuf> {
             else {
                 continue;
             };
-            let attributes = lines[..i]
+            let attributes: Vec<&str> = lines[..i]
                 .iter()
                 .rev()
-                .take_while(|l| l.starts_with("#["));
-            if attributes.into_iter().any(|a| a.starts_with("#[cfg(test)]")) {
+                .take_while(|l| l.starts_with("#["))
+                .copied()
+                .collect();
+            if attributes.iter().any(|a| a.starts_with("#[cfg(test)]")) {
                 tests.insert(dir.join(format!("{name}.rs")));
                 tests.insert(dir.join(name).join("mod.rs"));
+                // `#[path = "x.rs"]`: relative to the declaring file's directory.
+                for a in &attributes {
+                    if let Some(path) = a
+                        .strip_prefix("#[path = \"")
+                        .and_then(|rest| rest.strip_suffix("\"]"))
+                    {
+                        tests.insert(file.parent().expect("a parent").join(path));
+                    }
+                }
             }
         }
     }

@@ -140,7 +140,9 @@ fn a_spread_wider_than_a_day_is_refused() {
         "HERALD__SCHEDULES__TASK_REMINDERS__SPREAD".to_owned(),
         "500000000000y".to_owned(),
     )];
-    let err = Settings::load_from(&crate::kinds::defaults(), None, &vars).unwrap_err().to_string();
+    let err = Settings::load_from(&crate::kinds::defaults(), None, &vars)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("schedules.task_reminders.spread (HERALD__SCHEDULES__TASK_REMINDERS__SPREAD): is 500000000000years"),
         "{err}"

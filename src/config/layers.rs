@@ -1,8 +1,8 @@
 //! The layers and how they merge: each kind's schedule, the built-in defaults, a TOML file,
 //! environment variables; and which input set each value.
 
-use super::problems::{Origins, Problems};
 use super::KindDefaults;
+use super::problems::{Origins, Problems};
 
 /// The defaults, compiled in so the binary runs from any directory.
 pub const DEFAULTS: &str = include_str!("../../config/default.toml");

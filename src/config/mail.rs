@@ -454,7 +454,9 @@ mod tests {
         let e = parse_smtp_url("smtp://u:s3cr3t/x@h").unwrap_err();
         assert!(!e.contains("s3cr3t"), "{e}");
 
-        let err = super::super::Settings::load_from(&crate::kinds::defaults(), None,
+        let err = super::super::Settings::load_from(
+            &crate::kinds::defaults(),
+            None,
             &[("SMTP_URL".to_owned(), "smtp://u:s3cr3t%C3@h".to_owned())],
         )
         .unwrap_err()

@@ -278,9 +278,13 @@ mod tests {
             ("HERALD__DATABASE__URL", "12345678901234567".to_owned()),
         ];
         for (name, value) in cases {
-            let err = super::super::Settings::load_from(&crate::kinds::defaults(), None, &env(&[(name, value.clone())]))
-                .expect_err(&value)
-                .to_string();
+            let err = super::super::Settings::load_from(
+                &crate::kinds::defaults(),
+                None,
+                &env(&[(name, value.clone())]),
+            )
+            .expect_err(&value)
+            .to_string();
             let secret = if value.contains(SECRET) {
                 SECRET
             } else {
@@ -289,7 +293,9 @@ mod tests {
             assert!(!err.contains(secret), "{name}={value}: {err}");
         }
         // A token of digits given by its well-known name is a string, as written.
-        let s = super::super::Settings::load_from(&crate::kinds::defaults(), None,
+        let s = super::super::Settings::load_from(
+            &crate::kinds::defaults(),
+            None,
             &env(&[("HERALD_API_TOKEN", "12345678901234567890".to_owned())]),
         )
         .unwrap();

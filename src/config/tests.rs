@@ -32,7 +32,9 @@ fn defaults_are_valid() {
 
 #[test]
 fn a_kind_relative_to_tasks_takes_before_and_refuses_a_cron_a_zone_and_a_spread() {
-    let s = Settings::load_from(&crate::kinds::defaults(), None,
+    let s = Settings::load_from(
+        &crate::kinds::defaults(),
+        None,
         &env(&[
             ("HERALD__SCHEDULES__DUE_SOON__BEFORE", "45m"),
             ("HERALD__SCHEDULES__OVERDUE_MORNING__ENABLED", "true"),
@@ -47,7 +49,9 @@ fn a_kind_relative_to_tasks_takes_before_and_refuses_a_cron_a_zone_and_a_spread(
     assert_eq!(due_soon.when(), "45m before each task is due");
     assert!(s.schedule("overdue_morning").unwrap().enabled);
 
-    let err = Settings::load_from(&crate::kinds::defaults(), None,
+    let err = Settings::load_from(
+        &crate::kinds::defaults(),
+        None,
         &env(&[
             ("HERALD__SCHEDULES__DUE_SOON__CRON", "0 0 9 * * *"),
             ("HERALD__SCHEDULES__DUE_SOON__TIMEZONE", "Europe/Paris"),
@@ -67,14 +71,20 @@ fn a_kind_relative_to_tasks_takes_before_and_refuses_a_cron_a_zone_and_a_spread(
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
-    let err = Settings::load_from(&crate::kinds::defaults(), None, &env(&[("HERALD__MAIL__REPLY_TO", "support@")]))
-        .unwrap_err()
-        .to_string();
+    let err = Settings::load_from(
+        &crate::kinds::defaults(),
+        None,
+        &env(&[("HERALD__MAIL__REPLY_TO", "support@")]),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         err.contains("mail.reply_to (HERALD__MAIL__REPLY_TO): "),
         "{err}"
     );
-    let err = Settings::load_from(&crate::kinds::defaults(), None,
+    let err = Settings::load_from(
+        &crate::kinds::defaults(),
+        None,
         &env(&[("HERALD__SCHEDULES__DUE_SOON__BEFORE", "10s")]),
     )
     .unwrap_err()
@@ -87,7 +97,9 @@ fn a_kind_relative_to_tasks_takes_before_and_refuses_a_cron_a_zone_and_a_spread(
 
 #[test]
 fn environment_overrides() {
-    let s = Settings::load_from(&crate::kinds::defaults(), None,
+    let s = Settings::load_from(
+        &crate::kinds::defaults(),
+        None,
         &env(&[
             ("SMTP_URL", "smtp://u:p@mail.example.com"),
             ("HERALD__QUEUE__CONCURRENCY", "7"),
@@ -106,7 +118,9 @@ fn environment_overrides() {
 
 #[test]
 fn one_setting_switches_every_schedule_off_and_a_schedule_can_stay_on() {
-    let s = Settings::load_from(&crate::kinds::defaults(), None,
+    let s = Settings::load_from(
+        &crate::kinds::defaults(),
+        None,
         &env(&[
             ("HERALD__SCHEDULES__ENABLED", "false"),
             ("HERALD__SCHEDULES__TASK_REMINDERS__ENABLED", "true"),
@@ -121,7 +135,9 @@ fn one_setting_switches_every_schedule_off_and_a_schedule_can_stay_on() {
     assert_eq!(weekly.cron_expr, "0 0 18 * * Sun");
     assert_eq!(weekly.zone, ZoneMode::Recipient);
 
-    let err = Settings::load_from(&crate::kinds::defaults(), None,
+    let err = Settings::load_from(
+        &crate::kinds::defaults(),
+        None,
         &env(&[("HERALD__SCHEDULES__MONTHLY__CRON", "0 0 9 1 * *")]),
     )
     .unwrap_err()
@@ -136,7 +152,9 @@ fn one_setting_switches_every_schedule_off_and_a_schedule_can_stay_on() {
 
 #[test]
 fn providers_follow_the_keys_or_the_list() {
-    let both = Settings::load_from(&crate::kinds::defaults(), None,
+    let both = Settings::load_from(
+        &crate::kinds::defaults(),
+        None,
         &env(&[
             ("SMTP_URL", "smtp://127.0.0.1:25?tls=none"),
             ("RESEND_API_KEY", "re_123"),
@@ -151,7 +169,9 @@ fn providers_follow_the_keys_or_the_list() {
     assert_eq!((r.batch_size, r.requests_per_second), (100, 2));
     assert_eq!(r.base_url.as_str(), "https://api.resend.com/");
 
-    let err = Settings::load_from(&crate::kinds::defaults(), None,
+    let err = Settings::load_from(
+        &crate::kinds::defaults(),
+        None,
         &env(&[
             (
                 "HERALD__MAIL__PROVIDERS",
@@ -173,7 +193,9 @@ fn providers_follow_the_keys_or_the_list() {
 
 #[test]
 fn problems_name_the_key_and_the_fix() {
-    let err = Settings::load_from(&crate::kinds::defaults(), None,
+    let err = Settings::load_from(
+        &crate::kinds::defaults(),
+        None,
         &env(&[
             ("HERALD__SCHEDULES__WEEKLY_REPORT__CRON", "0 17 * * Sun"),
             (
@@ -202,7 +224,11 @@ fn problems_name_the_key_and_the_fix() {
 fn any_redis_database_is_accepted() {
     for db in [0, 11, 15] {
         let url = format!("redis://127.0.0.1:6379/{db}");
-        let settings = Settings::load_from(&crate::kinds::defaults(), None, &env(&[("REDIS_URL", url.as_str())]));
+        let settings = Settings::load_from(
+            &crate::kinds::defaults(),
+            None,
+            &env(&[("REDIS_URL", url.as_str())]),
+        );
         assert!(settings.is_ok(), "database {db}: {settings:?}");
     }
 }
@@ -331,7 +357,12 @@ fn a_bad_or_zero_shutdown_grace_is_refused() {
             && zero[0].contains("\"25s\""),
         "{zero:?}"
     );
-    let s = Settings::load_from(&crate::kinds::defaults(), None, &env(&[("HERALD__SHUTDOWN__GRACE", "40s")])).unwrap();
+    let s = Settings::load_from(
+        &crate::kinds::defaults(),
+        None,
+        &env(&[("HERALD__SHUTDOWN__GRACE", "40s")]),
+    )
+    .unwrap();
     assert_eq!(s.shutdown_grace, Duration::from_secs(40));
 }
 
@@ -345,7 +376,9 @@ fn retention_defaults_and_problems_name_the_key() {
         Duration::from_secs(28 * 86_400)
     );
 
-    let err = Settings::load_from(&crate::kinds::defaults(), None,
+    let err = Settings::load_from(
+        &crate::kinds::defaults(),
+        None,
         &env(&[
             ("HERALD__RETENTION__SENT", "0s"),
             ("HERALD__RETENTION__FAILED", "a while"),
@@ -372,7 +405,12 @@ fn retention_defaults_and_problems_name_the_key() {
         "{text}"
     );
 
-    let s = Settings::load_from(&crate::kinds::defaults(), None, &env(&[("HERALD__RETENTION__SKIPPED", "7d")])).unwrap();
+    let s = Settings::load_from(
+        &crate::kinds::defaults(),
+        None,
+        &env(&[("HERALD__RETENTION__SKIPPED", "7d")]),
+    )
+    .unwrap();
     assert_eq!(s.retention.shortest().0, "retention.skipped");
     assert_eq!(
         s.retention.trigger_horizon(),
@@ -382,7 +420,9 @@ fn retention_defaults_and_problems_name_the_key() {
 
 #[test]
 fn a_catch_up_as_long_as_the_retention_is_refused() {
-    let err = Settings::load_from(&crate::kinds::defaults(), None,
+    let err = Settings::load_from(
+        &crate::kinds::defaults(),
+        None,
         &env(&[
             ("HERALD__RETENTION__SENT", "3d"),
             ("HERALD__SCHEDULES__TASK_REMINDERS__CATCH_UP", "2d"),
@@ -399,7 +439,12 @@ fn a_catch_up_as_long_as_the_retention_is_refused() {
 
 #[test]
 fn unknown_keys_are_refused() {
-    let err = Settings::load_from(&crate::kinds::defaults(), None, &env(&[("HERALD__QUEUE__CONCURENCY", "3")])).unwrap_err();
+    let err = Settings::load_from(
+        &crate::kinds::defaults(),
+        None,
+        &env(&[("HERALD__QUEUE__CONCURENCY", "3")]),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("queue"), "{err}");
     assert!(err.to_string().contains("concurency"), "{err}");
 }
@@ -441,7 +486,9 @@ retry_per_second = "fast"
     )
     .unwrap();
     let path = file.to_str().unwrap();
-    let err = Settings::load_from(&crate::kinds::defaults(), Some(path),
+    let err = Settings::load_from(
+        &crate::kinds::defaults(),
+        Some(path),
         &env(&[
             ("HERALD_HTTP_ADDR", "localhost"),
             ("HERALD__RETENTION__SENT", "1d"),
@@ -478,7 +525,9 @@ retry_per_second = "fast"
 
 #[test]
 fn a_file_that_cannot_be_read_does_not_hide_the_environment_s_problems() {
-    let err = Settings::load_from(&crate::kinds::defaults(), Some("/nonexistent/herald.toml"),
+    let err = Settings::load_from(
+        &crate::kinds::defaults(),
+        Some("/nonexistent/herald.toml"),
         &env(&[
             ("HERALD__QUEUE__LEASE", "soon"),
             ("HERALD__QUEUE__LEASE__X", "1"),
@@ -509,7 +558,12 @@ fn a_file_that_is_not_toml_is_named_with_its_line_but_not_quoted() {
     let file = std::env::temp_dir().join(format!("herald-config-bad-{}.toml", std::process::id()));
     std::fs::write(&file, "[http]\napi_token = s3cr3t-unquoted\n").unwrap();
     let path = file.to_str().unwrap();
-    let err = Settings::load_from(&crate::kinds::defaults(), Some(path), &env(&[("MAIL_FROM", "nobody")])).unwrap_err();
+    let err = Settings::load_from(
+        &crate::kinds::defaults(),
+        Some(path),
+        &env(&[("MAIL_FROM", "nobody")]),
+    )
+    .unwrap_err();
     std::fs::remove_file(&file).unwrap();
     let text = err.to_string();
     assert_eq!(err.0.len(), 2, "{text}");
@@ -526,7 +580,12 @@ fn a_file_that_is_not_toml_is_named_with_its_line_but_not_quoted() {
 #[test]
 fn the_http_address_may_be_a_host_name() {
     let addr = |value: &str| {
-        Settings::load_from(&crate::kinds::defaults(), None, &env(&[("HERALD_HTTP_ADDR", value)])).map(|s| s.http_addr)
+        Settings::load_from(
+            &crate::kinds::defaults(),
+            None,
+            &env(&[("HERALD_HTTP_ADDR", value)]),
+        )
+        .map(|s| s.http_addr)
     };
     let local = addr("localhost:8080").unwrap();
     assert!(local.ip().is_loopback() && local.port() == 8080, "{local}");
@@ -560,9 +619,13 @@ fn max_attempts_leaves_every_retry_its_claim() {
             .max_attempts,
         10
     );
-    let err = Settings::load_from(&crate::kinds::defaults(), None, &env(&[("HERALD__QUEUE__MAX_ATTEMPTS", "3")]))
-        .unwrap_err()
-        .to_string();
+    let err = Settings::load_from(
+        &crate::kinds::defaults(),
+        None,
+        &env(&[("HERALD__QUEUE__MAX_ATTEMPTS", "3")]),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         err.contains("queue.max_attempts (HERALD__QUEUE__MAX_ATTEMPTS): is 3; with 3 queue.retry_delays a delivery gets up to 4 attempts")
             && err.contains("Use at least 4"),

@@ -21,7 +21,6 @@ use crate::{
     source::{Source, TaskPage, TaskRow},
 };
 
-
 /// A kind that sends one email per task, at an instant given by the task's due time.
 pub trait ItemKind: Send + Sync + 'static {
     /// As [`super::EmailKind::NAME`].

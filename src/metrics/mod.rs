@@ -36,9 +36,9 @@ use prometheus_client::{
 use strum::IntoEnumIterator;
 
 use crate::{
+    domain::ErrorClass,
     gate::{Gate, State},
     health::{Health, PartState},
-    domain::ErrorClass,
     mail::Provider,
     store::{AttemptOutcome, AttemptRecord, Claimed, Next, Store},
 };

@@ -110,8 +110,12 @@ pub fn job_size(providers: &[crate::mail::Provider]) -> usize {
 /// Connects to Redis with a response timeout of [`REDIS_RESPONSE_TIMEOUT`] (redis-rs's 500 ms
 /// default ends apalis workers during any slow moment).
 pub async fn connect(url: &str) -> anyhow::Result<ConnectionManager> {
-    let client = redis::Client::open(url)
-        .with_context(|| format!("REDIS_URL {} is not a Redis URL", crate::config::redact(url)))?;
+    let client = redis::Client::open(url).with_context(|| {
+        format!(
+            "REDIS_URL {} is not a Redis URL",
+            crate::config::redact(url)
+        )
+    })?;
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT))
         .set_connection_timeout(Some(Duration::from_secs(5)));

@@ -21,9 +21,7 @@
 
 use std::{
     convert::Infallible,
-    sync::{
-        Arc, Mutex,
-    },
+    sync::{Arc, Mutex},
     task::{Context, Poll},
     time::Duration,
 };
@@ -53,7 +51,6 @@ struct Ctx {
 
 /// How many undecodable jobs `{q}:dead-letter` keeps (the newest).
 pub const DEAD_LETTER_KEEP: isize = 1_000;
-
 
 /// The codec the workers read jobs with: the bytes as they are, decoded by the handler.
 #[derive(Debug, Clone, Copy, Default)]

@@ -21,10 +21,12 @@
 
 mod items;
 mod manual;
+mod next;
 pub mod occurrences;
 mod planner;
 
 pub use manual::*;
+pub use next::{next_fires, user_zones};
 pub use planner::Planner;
 
 use std::{collections::HashMap, fmt};
@@ -41,9 +43,9 @@ use crate::{
     domain,
     health::{Dependency, Health, is_postgres},
     kinds::{Kind, Recipient},
+    metrics::PlanCounts,
     shutdown::Shutdown,
     source::{UserFilter, UserRow},
-    metrics::PlanCounts,
     store::{DeliveryStatus, NewDelivery, PAGES_IN_FLIGHT, Store},
 };
 

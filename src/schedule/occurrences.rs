@@ -125,7 +125,6 @@ pub fn any_zone_may_fire(cron: &cron::Schedule, since: DateTime<Utc>, now: DateT
     })
 }
 
-
 /// A user's deterministic offset inside a schedule's spread window, so a burst is smoothed the
 /// same way every day (and on every Herald process).
 pub fn spread_offset(user_id: &str, spread: std::time::Duration) -> Duration {

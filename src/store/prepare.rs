@@ -13,8 +13,9 @@ use crate::{
 /// A source that cannot be reached is logged and planning retries on every tick.
 pub async fn prepare(store: Store, source_url: Option<&SecretUrl>) -> anyhow::Result<Store> {
     let store = match source_url {
-        Some(url) => store
-            .with_source(Source::connect(url.expose(), super::SOURCE_CONNECTIONS).await?),
+        Some(url) => {
+            store.with_source(Source::connect(url.expose(), super::SOURCE_CONNECTIONS).await?)
+        }
         None => {
             let demo = Demo::connect(store.url()).await;
             if let Ok(demo) = demo

@@ -11,7 +11,7 @@ use axum::{
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
-use super::{Ui, UiError, auth::Session, chart, page, schedules};
+use super::{Ui, UiError, auth::Session, chart, page};
 use crate::{domain::ErrorClass, gate::State as GateState, store::DeliveryStatus};
 
 /// What a provider is doing, as the overview shows it.
@@ -133,14 +133,14 @@ pub async fn overview(
         _ => "unknown".to_owned(),
     };
     let mut scheds = Vec::new();
-    let zones = schedules::zones(store).await?;
+    let zones = crate::schedule::user_zones(store).await?;
     let pauses = store.schedule_pauses().await?;
     for s in &ui.app.settings.schedules {
         let last = store.ui_last_fire(&s.name).await?;
         let paused = pauses.get(&s.name);
         // A schedule that does not fire has no next fire.
         let next = (s.enabled && paused.is_none())
-            .then(|| schedules::next_fires(s, &zones, now, 1))
+            .then(|| crate::schedule::next_fires(s, &zones, now, 1))
             .and_then(|f| f.into_iter().next());
         scheds.push(context! {
             name => s.name,

@@ -11,10 +11,10 @@ use std::{
 use chrono::{DateTime, Utc};
 use herald::{
     config::Settings,
+    config::redact,
     queue::{self, Queue},
     source::demo::Demo,
     startup::Application,
-    config::redact,
     store::Store,
 };
 use serde_json::Value;
@@ -220,7 +220,8 @@ impl Env {
     }
 
     pub fn settings(&self) -> Settings {
-        Settings::load_from(&herald::kinds::defaults(), None, &self.vars).expect("test settings are valid")
+        Settings::load_from(&herald::kinds::defaults(), None, &self.vars)
+            .expect("test settings are valid")
     }
 
     /// Drops the database and the queue's Redis keys.

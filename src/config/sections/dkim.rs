@@ -4,8 +4,8 @@
 
 use super::{super::RawDkim, Problems};
 use crate::{
-    domain::Mailbox,
     dkim::{DkimSigner, how_to_make_a_key},
+    domain::Mailbox,
 };
 
 const KEYS: [(&str, &str); 3] = [

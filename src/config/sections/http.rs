@@ -177,7 +177,9 @@ mod tests {
         let s = Settings::load_from(&crate::kinds::defaults(), None, &[]).unwrap();
         assert!(s.unsubscribe.is_none(), "no link without http.public_url");
 
-        let s = Settings::load_from(&crate::kinds::defaults(), None,
+        let s = Settings::load_from(
+            &crate::kinds::defaults(),
+            None,
             &env(&[
                 ("HERALD_PUBLIC_URL", "https://herald.example.com/"),
                 ("HERALD_UNSUBSCRIBE_KEY", "0123456789abcdef0123456789abcdef"),
@@ -194,7 +196,9 @@ mod tests {
         assert_eq!(u.keys.len(), 2);
         assert_eq!(u.mailto.as_deref(), Some("unsubscribe@example.com"));
 
-        let err = Settings::load_from(&crate::kinds::defaults(), None,
+        let err = Settings::load_from(
+            &crate::kinds::defaults(),
+            None,
             &env(&[
                 ("HERALD_PUBLIC_URL", "ftp://herald.example.com"),
                 ("HERALD__UNSUBSCRIBE__MAILTO", "not an address"),
@@ -210,7 +214,9 @@ mod tests {
             assert!(err.contains(want), "missing {want:?} in:\n{err}");
         }
 
-        let err = Settings::load_from(&crate::kinds::defaults(), None,
+        let err = Settings::load_from(
+            &crate::kinds::defaults(),
+            None,
             &env(&[
                 ("HERALD_ENV", "production"),
                 ("SMTP_URL", "smtp://127.0.0.1:25?tls=none"),
@@ -222,7 +228,9 @@ mod tests {
             err.contains("http.public_url (HERALD_PUBLIC_URL): is empty, so emails would carry no unsubscribe link"),
             "{err}"
         );
-        let err = Settings::load_from(&crate::kinds::defaults(), None,
+        let err = Settings::load_from(
+            &crate::kinds::defaults(),
+            None,
             &env(&[
                 ("HERALD_ENV", "production"),
                 ("SMTP_URL", "smtp://127.0.0.1:25?tls=none"),
