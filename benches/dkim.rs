@@ -13,8 +13,9 @@
 use std::time::Instant;
 
 use herald::{
+    dkim::DkimSigner,
     domain::Mailbox,
-    mail::{Outgoing, Sender, dkim::DkimSigner, smtp::build_message},
+    mail::{Outgoing, Sender, smtp::build_message},
     render::Rendered,
 };
 

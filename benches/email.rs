@@ -282,7 +282,11 @@ impl Bench {
     /// Plans one overdue summary per user with something overdue (as the trigger would) and
     /// keeps the first `keep` of them, all queued.
     async fn plan_overdue(&self, keep: i64) -> anyhow::Result<(Store, i64)> {
-        let settings = Settings::load_from(None, &self.vars(None, "127.0.0.1:0"))?;
+        let settings = Settings::load_from(
+            &herald::kinds::defaults(),
+            None,
+            &self.vars(None, "127.0.0.1:0"),
+        )?;
         let store = Store::connect(&self.url(), 4, true).await?;
         let schedule = settings
             .schedule("overdue_summary")

@@ -77,7 +77,7 @@ async fn run(n: usize, batch_size: usize, rate: &str) -> anyhow::Result<()> {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    let settings = Settings::load_from(None, &vars)?;
+    let settings = Settings::load_from(&herald::kinds::defaults(), None, &vars)?;
 
     // n users with one overdue task each: the overdue summary plans one email per user.
     let store = Store::connect(&settings.database_url, 8, true).await?;

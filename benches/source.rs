@@ -138,7 +138,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = support::planning_settings(STATE_DB, &[("SOURCE_URL", app_url.clone())])?;
     let store = Store::connect(&settings.database_url, 8, true).await?;
     store.migrate().await?;
-    let store = herald::source::check::prepare(store, settings.source_url.as_ref()).await?;
+    let store = herald::store::prepare(store, settings.source_url.as_ref()).await?;
     let planner = store.reserved();
     let now: DateTime<Utc> = Utc::now();
     let only = std::env::var("ONLY").ok();

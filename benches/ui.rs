@@ -97,7 +97,7 @@ async fn main() -> anyhow::Result<()> {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    let settings = Settings::load_from(None, &vars)?;
+    let settings = Settings::load_from(&herald::kinds::defaults(), None, &vars)?;
     let app = Application::build(settings).await?;
     let state = app.state().clone();
 
@@ -111,7 +111,7 @@ async fn main() -> anyhow::Result<()> {
     // Only the HTTP routes: no dispatcher and no workers, so the seeded rows stay as they are.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
-    let router = herald::http::app(state.clone());
+    let router = herald::http::app(state.clone(), herald::ui::router(state.clone()));
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
 
     let http = reqwest::Client::builder()

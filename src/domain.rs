@@ -1,6 +1,7 @@
-//! Plain validated types and local-calendar arithmetic. No I/O, no SQL, no SMTP.
+//! Plain validated types, local-calendar arithmetic, and the classes of a failed send
+//! ([`ErrorClass`]) that the providers, the store and the metrics share. No I/O, no SQL, no SMTP.
 
-use std::{fmt, str::FromStr};
+use std::{fmt, str::FromStr, time::Duration};
 
 use chrono::{DateTime, Days, LocalResult, NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -161,6 +162,151 @@ pub fn week_before(tz: Tz, at: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) 
         }
     };
     (start, at)
+}
+
+/// When the email about one task goes, from the task's due time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// This long before the due time (`[schedules.<kind>] before` changes it).
+    Before(Duration),
+    /// At this hour (00-23) of the owner's local clock, the first time it comes after the due
+    /// time: "the morning after it became overdue".
+    HourAfter(u32),
+}
+
+impl When {
+    /// The instant of the email about a task due at `due`, for an owner in `tz`. An hour that a
+    /// DST change skips that day is taken at the first instant after the gap.
+    pub fn instant(self, due: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
+        match self {
+            When::Before(before) => due - chrono::Duration::from_std(before).unwrap_or_default(),
+            When::HourAfter(hour) => {
+                let time = NaiveTime::from_hms_opt(hour, 0, 0).unwrap_or(NaiveTime::MIN);
+                let on = |date: chrono::NaiveDate| {
+                    let local = date.and_time(time);
+                    tz.from_local_datetime(&local)
+                        .earliest()
+                        .or_else(|| {
+                            tz.from_local_datetime(&(local + chrono::Duration::hours(1)))
+                                .earliest()
+                        })
+                        .map(|t| t.with_timezone(&Utc))
+                        .unwrap_or(due)
+                };
+                let date = due.with_timezone(&tz).date_naive();
+                let same_day = on(date);
+                if same_day > due {
+                    same_day
+                } else {
+                    on(date.succ_opt().unwrap_or(date))
+                }
+            }
+        }
+    }
+
+    /// The due times to read for the instants in `(from, to]`, in every zone; the planner
+    /// keeps the tasks whose own instant is inside.
+    pub fn due_window(
+        self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> (DateTime<Utc>, DateTime<Utc>) {
+        match self {
+            When::Before(before) => {
+                let before = chrono::Duration::from_std(before).unwrap_or_default();
+                (from + before, to + before)
+            }
+            // A day and the largest DST change before the instant.
+            When::HourAfter(_) => (from - chrono::Duration::hours(26), to),
+        }
+    }
+
+    /// How long an email stays current after its instant, for a trigger by hand: until the
+    /// task is due (`Before`), or for a day.
+    pub fn current_for(self) -> chrono::Duration {
+        match self {
+            When::Before(before) => chrono::Duration::from_std(before).unwrap_or_default(),
+            When::HourAfter(_) => chrono::Duration::days(1),
+        }
+    }
+
+    /// In a few words: `2h before each task is due`, `at 08:00 local after each task falls due`.
+    pub fn describe(self) -> String {
+        match self {
+            When::Before(before) => format!(
+                "{} before each task is due",
+                humantime::format_duration(before)
+            ),
+            When::HourAfter(hour) => format!("at {hour:02}:00 local after each task falls due"),
+        }
+    }
+}
+
+/// How a failed send should be handled. `<ErrorClass as strum::IntoEnumIterator>::iter()` (strum) lists every class: the
+/// metrics show each one, also a class added later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumIter)]
+pub enum ErrorClass {
+    /// Will not work as it is (SMTP 5xx, Resend 400/422, an invalid address): failed at once,
+    /// and never tried on another provider.
+    Permanent,
+    /// Might work later, and the provider said or showed that it did not take the email: a
+    /// connection refused or not opened within `mail.connect_timeout`, SMTP 4xx, Resend 503
+    /// (with or without `retry-after`). Retried after 2 s, 4 s, 8 s, or on the next provider.
+    Transient,
+    /// Herald cannot tell whether the provider took the email (a Resend request without an
+    /// answer: timeout, connection lost after sending; Resend 500, 502, 504 and any other 5xx
+    /// but 503: a gateway or server error after Resend may have taken the request, for a batch
+    /// up to 100 emails; a 2xx answer Herald cannot read; Resend 409
+    /// `concurrent_idempotent_requests` or `invalid_idempotent_request`; an SMTP timeout
+    /// without a reply code). Never tried on another provider: retried on the same one after
+    /// 2 s, 4 s, 8 s with the same idempotency key (Resend replays its first answer) or the same
+    /// Message-ID (SMTP), using an attempt each time. When the retries are used up the delivery
+    /// fails with a `last_error` saying that a copy may have been delivered.
+    Unknown,
+    /// The provider asks Herald to slow down (Resend 429 `rate_limit_exceeded`, SMTP
+    /// 421/450/451 with a throttling text): the provider is paused for `retry-after`, and the
+    /// wait does not use up an attempt.
+    RateLimited,
+    /// A daily or monthly quota is used up: the provider is paused until the reset, the emails
+    /// stay queued or go to the next provider.
+    Quota,
+    /// Herald's own setup is wrong (Resend 401/403, SMTP authentication, an unverified sender
+    /// domain, TLS): the provider is paused and nothing is marked failed.
+    Configuration,
+}
+
+impl ErrorClass {
+    /// The name stored in `delivery_attempts.outcome`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Permanent => "permanent",
+            ErrorClass::Transient => "transient",
+            ErrorClass::RateLimited => "rate_limited",
+            ErrorClass::Quota => "quota",
+            ErrorClass::Configuration => "configuration",
+            ErrorClass::Unknown => "unknown",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ErrorClass> {
+        <ErrorClass as strum::IntoEnumIterator>::iter().find(|c| c.as_str() == text)
+    }
+
+    /// Whether the email moves on to the next provider. A permanent failure belongs to the
+    /// recipient, a rate limit only asks to wait, and an unknown outcome may already be a sent
+    /// email: none of them fails over.
+    pub fn fails_over(self) -> bool {
+        matches!(
+            self,
+            ErrorClass::Transient | ErrorClass::Quota | ErrorClass::Configuration
+        )
+    }
+}
+
+impl std::fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[cfg(test)]

@@ -26,7 +26,10 @@ use std::time::Duration;
 use anyhow::Context;
 use apalis_redis::ConnectionManager;
 
-use crate::mail::{ErrorClass, Provider, SendError};
+use crate::{
+    domain::ErrorClass,
+    mail::{Provider, SendError},
+};
 
 /// Added to the one-second window, for the jitter between Redis's clock and the provider's.
 pub const GUARD: Duration = Duration::from_millis(150);

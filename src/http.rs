@@ -11,7 +11,7 @@ pub mod openapi;
 mod preferences;
 mod preview;
 mod schedules;
-mod sessions;
+pub mod sessions;
 mod suppressions;
 mod unsubscribe;
 mod webhooks;
@@ -73,7 +73,7 @@ pub struct AppState {
     /// Failed token attempts per client address ([`guard`]).
     pub failures: guard::Failures,
     /// The dashboard's session key, as this process last read it.
-    pub sessions: crate::ui::auth::SessionKeys,
+    pub sessions: sessions::SessionKeys,
 }
 
 impl AppState {
@@ -134,8 +134,13 @@ fn open_routes(state: &AppState) -> OpenApiRouter<AppState> {
         )
 }
 
-/// The router and its OpenAPI document (the dashboard under `/ui` is not in it: HTML forms).
-pub fn app_and_document(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+/// The router and its OpenAPI document. `dashboard` is nested under `/ui`: the dashboard's
+/// routes (`ui::router`), which the layer above hands in, as the dashboard builds on this module
+/// (its state, its guard). It is not in the document: HTML forms.
+pub fn app_and_document(
+    state: AppState,
+    dashboard: Router<AppState>,
+) -> (Router, utoipa::openapi::OpenApi) {
     let (api, api_doc) = api_routes().split_for_parts();
     // The token is checked before anything else under /api: an unknown path or a wrong method
     // is answered only to a caller with the token.
@@ -154,17 +159,18 @@ pub fn app_and_document(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .nest("/api", api)
         // Set on the routes above only: the dashboard answers its own errors, as pages.
         .method_not_allowed_fallback(method_not_allowed)
-        .nest("/ui", crate::ui::router(state.clone()))
+        .nest("/ui", dashboard)
         .fallback(not_found)
         .layer(Extension(known))
         .with_state(state);
     (router, doc)
 }
 
-/// The whole router; tests drive it with `oneshot` or through a real socket. Every error it
-/// answers outside the dashboard is JSON: `{"error": "…"}`.
-pub fn app(state: AppState) -> Router {
-    app_and_document(state).0
+/// The whole router, with `dashboard` under `/ui` (`ui::router`); tests drive it with `oneshot`
+/// or through a real socket. Every error it answers outside the dashboard is JSON:
+/// `{"error": "…"}`.
+pub fn app(state: AppState, dashboard: Router<AppState>) -> Router {
+    app_and_document(state, dashboard).0
 }
 
 async fn not_found(
@@ -432,7 +438,11 @@ async fn trigger(
         &state.settings.retention,
     )
     .await
-    .inspect(|r| state.metrics.planned("manual", r, started.elapsed()))
+    .inspect(|r| {
+        state
+            .metrics
+            .planned("manual", &r.counts(), started.elapsed())
+    })
     .map_err(|e| match e {
         PlanError::Refused(m) => ApiError::BadRequest(m),
         e @ PlanError::UnknownUser(_) => ApiError::NotFound(e.to_string()),

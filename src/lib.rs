@@ -1,9 +1,31 @@
 //! Herald: scheduled email notifications for a task app, from cron tick to inbox.
 //!
-//! # Layout
+//! # How the code is laid out
 //!
-//! The code leans one way: `cli` → `startup` → `http`, `schedule`, `queue`, `worker` →
-//! `config`, `kinds` → `store`, `render`, `mail`, `gate` → `payload`, `domain`.
+//! The top-level modules stand in layers, and a module imports (`crate::…`, doc links included)
+//! only from its own layer's lower neighbours or from layers below, never up: `tests/house.rs`
+//! fails naming the circle otherwise (test modules aside), and on any file of `src/` over 600
+//! lines. From the bottom:
+//!
+//! 1. Foundations, no I/O of their own or only their own: [`domain`] (value types, the calendar,
+//!    [`domain::ErrorClass`], [`domain::When`]), [`clock`], [`shutdown`], [`telemetry`],
+//!    [`health`], [`supervisor`], [`webhooks`] (the signature check), [`dkim`].
+//! 2. Settings: [`config`]. It never knows the kinds: `kinds::defaults()` hands it each kind's
+//!    name, cron, zone and link at start-up (`Settings::load(&kinds::defaults())`).
+//! 3. Data: [`source`] (the app's data), then [`store`] (Herald's state; carries the source),
+//!    [`payload`], [`kinds`] (the registry; `Kind::of(schedule)`).
+//! 4. Parts: [`render`], [`unsubscribe`], [`mail`] (the providers), then [`gate`] (what the
+//!    providers said), [`recipients`], [`recorder`].
+//! 5. [`metrics`]: counted into by the layers above; it reads the queue through
+//!    [`metrics::QueueReading`] and a plan through [`metrics::PlanCounts`].
+//! 6. Engines: [`schedule`] (the planner), [`worker`], [`retention`]; then [`queue`], which runs
+//!    the workers.
+//! 7. Surfaces: [`input`], [`preview`], [`http`], then [`ui`] (the dashboard builds on `http`'s
+//!    state and guard; the layer above hands its router to [`http::app`]), then [`seed`],
+//!    [`startup`], [`cli`].
+//!
+//! A lower module that must reach up takes a parameter or a small trait from the upper one
+//! instead (the kinds' defaults, the dashboard's router, the queue's reading).
 //!
 //! - [`config`]: the layered settings (built-in defaults, `HERALD_CONFIG`, environment) and
 //!   their validation.
@@ -20,7 +42,8 @@
 //!   email is sent.
 //! - [`unsubscribe`]: the signed one-click unsubscribe links; [`webhooks`]: Resend's signed
 //!   events (Standard Webhooks).
-//! - [`mail`]: the providers (Resend, SMTP, file outbox) and one taxonomy for their errors.
+//! - [`mail`]: the providers (Resend, SMTP, file outbox) and one taxonomy for their errors;
+//!   [`dkim`]: the DKIM key and signature of the SMTP and `.eml` messages.
 //! - [`gate`]: what providers say, shared through Redis: rate limit, pauses, circuit.
 //! - [`retention`]: deletes finished deliveries once they are older than `retention.*`.
 //! - [`http`]: the axum routes, bearer auth and API errors; [`ui`]: the operator's dashboard at
@@ -45,6 +68,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod dkim;
 pub mod domain;
 pub mod gate;
 pub mod health;

@@ -93,7 +93,7 @@ impl Previewer {
         self.settings
             .schedules
             .iter()
-            .find(|s| s.kind.name() == kind.name())
+            .find(|s| s.name == kind.name())
             .ok_or_else(|| PreviewError::Invalid(input::no_schedule(kind.name())))
     }
 
@@ -135,7 +135,7 @@ impl Previewer {
                     &self.templates,
                     &self.settings,
                     self.links.as_ref(),
-                    schedule.kind,
+                    Kind::of(schedule),
                     p,
                     at,
                 )
@@ -144,9 +144,9 @@ impl Previewer {
             .map_err(|e| PreviewError::Failed(anyhow::anyhow!(e)))?;
         let none_because = emails
             .is_empty()
-            .then(|| why_none(&report, schedule.kind, &user_id));
+            .then(|| why_none(&report, Kind::of(schedule), &user_id));
         Ok(Answer {
-            kind: schedule.kind.name().to_owned(),
+            kind: schedule.name.clone(),
             user_id,
             at,
             emails,

@@ -53,7 +53,7 @@ impl Application {
         )
         .await?;
         store.migrate().await?;
-        let store = crate::source::check::prepare(store, settings.source_url.as_ref()).await?;
+        let store = crate::store::prepare(store, settings.source_url.as_ref()).await?;
         let redis = queue::connect(&settings.redis_url).await?;
         let queue = Queue::new(redis.clone(), &settings.queue);
         let providers = Provider::build_all(&settings.mail)?;
@@ -241,7 +241,8 @@ impl Application {
         let server = tokio::spawn(async move {
             axum::serve(
                 listener,
-                app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                app(state.clone(), crate::ui::router(state))
+                    .into_make_service_with_connect_info::<std::net::SocketAddr>(),
             )
             .with_graceful_shutdown(async move { http_shutdown.wait().await })
             .await

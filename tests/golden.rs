@@ -186,8 +186,9 @@ mod dkim_verify;
 #[tokio::test]
 async fn every_golden_email_is_a_well_formed_message_with_the_headers_inboxes_want() {
     use herald::{
+        dkim::DkimSigner,
         domain::Mailbox,
-        mail::{Outgoing, Sender, dkim::DkimSigner, smtp::build_message},
+        mail::{Outgoing, Sender, smtp::build_message},
     };
     let pem = std::fs::read_to_string(dkim_verify::RSA_KEY).unwrap();
     let signer = DkimSigner::from_pem(&pem, "herald", "example.com").unwrap();

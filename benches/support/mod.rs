@@ -103,7 +103,11 @@ pub fn planning_settings(
         .chain(extra)
         .map(|(k, v)| ((*k).to_owned(), v.clone()))
         .collect();
-    Ok(herald::config::Settings::load_from(None, &vars)?)
+    Ok(herald::config::Settings::load_from(
+        &herald::kinds::defaults(),
+        None,
+        &vars,
+    )?)
 }
 
 /// A knob: the variable's value, else `default`.

@@ -22,7 +22,7 @@ pub async fn check() -> anyhow::Result<ExitCode> {
             println!("FAIL  {name}: {}", crate::telemetry::chain(&e));
         }
     };
-    let settings = match Settings::load() {
+    let settings = match Settings::load(&crate::kinds::defaults()) {
         Ok(s) => {
             report("configuration", Ok(()));
             s

@@ -118,7 +118,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     if let Command::Check = command {
         return check::check().await;
     }
-    let settings = Settings::load()?;
+    let settings = Settings::load(&crate::kinds::defaults())?;
     match command {
         Command::Run => {
             let app = Application::build(settings).await?;
@@ -127,7 +127,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Migrate => {
             let store = Store::connect(&settings.database_url, 2, true).await?;
             store.migrate().await?;
-            crate::source::check::prepare(store, settings.source_url.as_ref()).await?;
+            crate::store::prepare(store, settings.source_url.as_ref()).await?;
             println!("migrations applied");
         }
         Command::Seed(args) => seed::seed(&settings, args).await?,
@@ -154,7 +154,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
 async fn connect(settings: &Settings) -> anyhow::Result<Store> {
     let store = Store::connect(&settings.database_url, 4, true).await?;
     store.migrate().await?;
-    crate::source::check::prepare(store, settings.source_url.as_ref()).await
+    crate::store::prepare(store, settings.source_url.as_ref()).await
 }
 
 #[cfg(test)]

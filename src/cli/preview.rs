@@ -95,7 +95,7 @@ pub async fn sessions(settings: &Settings, command: SessionsCommand) -> anyhow::
             println!(
                 "every dashboard session has ended ({}); other processes follow within {} s",
                 at.to_rfc3339(),
-                crate::ui::auth::KEY_TTL.as_secs()
+                crate::http::sessions::KEY_TTL.as_secs()
             );
         }
     }

@@ -85,7 +85,8 @@ fn the_config_file_compose_mounts_is_the_one_the_image_reads_and_it_loads() {
         .map(|(name, value)| (name.clone(), value.clone()))
         .collect();
     assert!(vars.iter().any(|(name, _)| name == "SMTP_URL"), "{vars:?}");
-    let settings = Settings::load_from(file.to_str(), &vars).unwrap_or_else(|e| panic!("{e}"));
+    let settings = Settings::load_from(&crate::kinds::defaults(), file.to_str(), &vars)
+        .unwrap_or_else(|e| panic!("{e}"));
     // The published port reaches Herald only if it listens on every interface.
     assert_eq!(settings.http_addr.to_string(), "0.0.0.0:8080");
     assert_eq!(settings.mail.from.address, "herald@example.com");

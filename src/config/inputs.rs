@@ -53,7 +53,7 @@ proptest! {
 
     #[test]
     fn any_environment_is_loaded_or_refused(vars in prop::collection::vec(env_var(), 1..5)) {
-        match Settings::load_from(None, &vars) {
+        match Settings::load_from(&crate::kinds::defaults(), None, &vars) {
             Ok(s) => {
                 // What validation lets through is usable without panicking.
                 for schedule in &s.schedules {
@@ -100,7 +100,7 @@ proptest! {
     ) {
         let offset = occurrences::spread_offset(&user_id.to_string(), Duration::new(secs, nanos));
         prop_assert!(offset >= chrono::Duration::zero());
-        prop_assert!(offset.to_std().unwrap() < occurrences::MAX_SPREAD.max(Duration::from_secs(1)));
+        prop_assert!(offset.to_std().unwrap() < super::MAX_SPREAD.max(Duration::from_secs(1)));
     }
 
     #[test]
@@ -117,7 +117,7 @@ proptest! {
                     let _ = domain::tomorrow(tz, at);
                 }
                 let _ = at - chrono::Duration::days(8);
-                let _ = at + occurrences::spread_offset(&user_id.to_string(), occurrences::MAX_SPREAD);
+                let _ = at + occurrences::spread_offset(&user_id.to_string(), super::MAX_SPREAD);
             }
             Err(e) => prop_assert!(e.contains("`at`"), "{}", e),
         }
@@ -140,7 +140,9 @@ fn a_spread_wider_than_a_day_is_refused() {
         "HERALD__SCHEDULES__TASK_REMINDERS__SPREAD".to_owned(),
         "500000000000y".to_owned(),
     )];
-    let err = Settings::load_from(None, &vars).unwrap_err().to_string();
+    let err = Settings::load_from(&crate::kinds::defaults(), None, &vars)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("schedules.task_reminders.spread (HERALD__SCHEDULES__TASK_REMINDERS__SPREAD): is 500000000000years"),
         "{err}"

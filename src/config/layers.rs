@@ -1,8 +1,8 @@
 //! The layers and how they merge: each kind's schedule, the built-in defaults, a TOML file,
 //! environment variables; and which input set each value.
 
+use super::KindDefaults;
 use super::problems::{Origins, Problems};
-use crate::kinds::Kind;
 
 /// The defaults, compiled in so the binary runs from any directory.
 pub const DEFAULTS: &str = include_str!("../../config/default.toml");
@@ -40,11 +40,12 @@ pub(super) struct Layers {
 /// Merges the layers. A file that cannot be read or a variable that names no key is reported
 /// and left out; the other layers are still read.
 pub(super) fn read(
+    kinds: &[KindDefaults],
     file: Option<&str>,
     env: &[(String, String)],
     problems: &mut Problems,
 ) -> Layers {
-    let mut base = kind_schedules();
+    let mut base = kind_schedules(kinds);
     let defaults: toml::Table = DEFAULTS
         .parse()
         .expect("config/default.toml is valid TOML (the config tests load it)");
@@ -120,29 +121,28 @@ fn env_setting(name: &str, value: &str) -> Option<(String, toml::Value)> {
 }
 
 /// The lowest layer: `[schedules.<kind>]` with the cron and zone each kind fires at by default.
-fn kind_schedules() -> toml::Table {
+fn kind_schedules(kinds: &[KindDefaults]) -> toml::Table {
     let mut table = toml::Table::new();
-    for kind in Kind::all() {
-        let default = kind.schedule();
+    for kind in kinds {
         for (key, value) in [
-            ("cron", default.cron),
-            ("timezone", default.timezone),
-            ("link", kind.link()),
+            ("cron", kind.cron),
+            ("timezone", kind.timezone),
+            ("link", kind.link),
         ]
         .into_iter()
         .filter(|(_, value)| !value.is_empty())
         {
             set_path(
                 &mut table,
-                &format!("schedules.{}.{key}", kind.name()),
+                &format!("schedules.{}.{key}", kind.name),
                 toml::Value::String(value.to_owned()),
             )
             .expect("a kind's name is a key");
         }
-        if !kind.on_by_default() {
+        if !kind.enabled {
             set_path(
                 &mut table,
-                &format!("schedules.{}.enabled", kind.name()),
+                &format!("schedules.{}.enabled", kind.name),
                 toml::Value::Boolean(false),
             )
             .expect("a kind's name is a key");

@@ -62,7 +62,7 @@ pub struct MailSettings {
     pub reply_to: Option<Mailbox>,
     /// `[mail.dkim]`, its key read and checked: signs every SMTP and `.eml` message; `None`:
     /// unsigned. `Debug` shows the record's name, never the key.
-    pub dkim: Option<crate::mail::dkim::DkimSigner>,
+    pub dkim: Option<crate::dkim::DkimSigner>,
     /// `mail.resend.webhook_secret`, checked to be `whsec_` and base64; `None`: Herald takes
     /// no webhooks.
     pub webhook_secret: Option<Secret>,
@@ -455,6 +455,7 @@ mod tests {
         assert!(!e.contains("s3cr3t"), "{e}");
 
         let err = super::super::Settings::load_from(
+            &crate::kinds::defaults(),
             None,
             &[("SMTP_URL".to_owned(), "smtp://u:s3cr3t%C3@h".to_owned())],
         )

@@ -28,14 +28,16 @@ pub use environment::{Environment, shown_folder};
 pub use layers::DEFAULTS;
 pub use mail::*;
 pub use problems::{ConfigError, Problem};
-pub use secret::{Secret, SecretUrl};
+pub use secret::{Secret, SecretUrl, redact};
 pub use sections::{
     RawSettings,
     daemon::{AppSettings, RawApp, RawPlanner, RawShutdown, RawTemplates, RawUi},
     http::{RawHttp, RawUnsubscribe, UnsubscribeSettings},
     queue::{LEASE_RULE, MAX_DISPATCH_INTERVAL, MIN_REDISPATCH_AFTER, QueueSettings, RawQueue},
     retention::{RawRetention, RetentionSettings},
-    schedules::{RawSchedule, RawSchedules, ScheduleSettings, ZoneMode},
+    schedules::{
+        KindDefaults, MAX_SPREAD, RawSchedule, RawSchedules, ScheduleSettings, ZoneMode, kind_names,
+    },
     stores::{RawDatabase, RawRedis, RawSource},
 };
 
@@ -75,22 +77,25 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Loads the layers from the real environment and validates them.
-    pub fn load() -> Result<Settings, ConfigError> {
+    /// Loads the layers from the real environment and validates them. `kinds` is what the
+    /// kinds registry says of each kind (`kinds::defaults()`): the lowest layer, and the
+    /// schedules there may be.
+    pub fn load(kinds: &[KindDefaults]) -> Result<Settings, ConfigError> {
         let vars: Vec<(String, String)> = std::env::vars().collect();
         let file = std::env::var("HERALD_CONFIG")
             .ok()
             .filter(|s| !s.is_empty());
-        Self::load_from(file.as_deref(), &vars)
+        Self::load_from(kinds, file.as_deref(), &vars)
     }
 
     /// Loads the defaults, an optional override file, and the given environment variables.
     pub fn load_from(
+        kinds: &[KindDefaults],
         file: Option<&str>,
         env: &[(String, String)],
     ) -> Result<Settings, ConfigError> {
-        match read(file, env) {
-            (Some(raw), problems) => raw.validate(problems),
+        match read(kinds, file, env) {
+            (Some(raw), problems) => raw.validate(kinds, problems),
             (None, problems) => Err(problems.into_error()),
         }
     }
@@ -102,9 +107,13 @@ impl Settings {
 
 /// The first two steps: the layers merged and read into [`RawSettings`], with the problems
 /// found so far.
-fn read(file: Option<&str>, env: &[(String, String)]) -> (Option<RawSettings>, problems::Problems) {
+fn read(
+    kinds: &[KindDefaults],
+    file: Option<&str>,
+    env: &[(String, String)],
+) -> (Option<RawSettings>, problems::Problems) {
     let mut problems = problems::Problems::default();
-    let layers = layers::read(file, env, &mut problems);
+    let layers = layers::read(kinds, file, env, &mut problems);
     problems.know_origins(layers.origins);
     let raw = reading::read(layers.merged, &layers.base, &mut problems);
     (raw, problems)

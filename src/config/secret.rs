@@ -45,7 +45,7 @@ impl fmt::Display for Secret {
 }
 
 /// A URL that may carry a password (`DATABASE_URL`, `REDIS_URL`, `SMTP_URL`): `Debug` and
-/// `Display` print it with the password replaced ([`crate::store::redact`]). It derefs to the
+/// `Display` print it with the password replaced ([`redact`]). It derefs to the
 /// URL itself, so it can be handed to the client that connects.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct SecretUrl(String);
@@ -71,14 +71,55 @@ impl std::ops::Deref for SecretUrl {
 
 impl fmt::Debug for SecretUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&crate::store::redact(&self.0), f)
+        fmt::Debug::fmt(&redact(&self.0), f)
     }
 }
 
 impl fmt::Display for SecretUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&crate::store::redact(&self.0))
+        f.write_str(&redact(&self.0))
     }
+}
+
+/// A URL with its password replaced, fit for logs and error messages: the password of its
+/// authority and a `password` query parameter (sqlx reads one). A text that is not a URL keeps
+/// only what follows its last `@`, since what comes before may be credentials.
+pub fn redact(url: &str) -> String {
+    let hide_userinfo = |text: &str| match text.rsplit_once('@') {
+        Some((before, after)) => match before.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://***@{after}"),
+            None => format!("***@{after}"),
+        },
+        None => text.to_owned(),
+    };
+    let Ok(mut u) = url::Url::parse(url) else {
+        return hide_userinfo(url);
+    };
+    if !u.has_authority() {
+        return hide_userinfo(url);
+    }
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
+    }
+    let secret_key = |k: &str| {
+        let k = k.to_ascii_lowercase();
+        k.contains("password") || k == "pass" || k.contains("token") || k.contains("secret")
+    };
+    if u.query_pairs().any(|(k, _)| secret_key(&k)) {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if secret_key(&k) {
+                    "***".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
 }
 
 /// Reads a string; any other type is refused without echoing the value (serde's own message
@@ -187,7 +228,7 @@ mod tests {
             ("RESEND_API_KEY", format!("re_{SECRET}")),
             ("HERALD_API_TOKEN", format!("{SECRET}-0123456789")),
         ]);
-        let (raw, problems) = super::super::read(None, &vars);
+        let (raw, problems) = super::super::read(&crate::kinds::defaults(), None, &vars);
         let raw = raw.unwrap();
         let text = format!("{raw:?}");
         assert!(!text.contains(SECRET), "{text}");
@@ -195,7 +236,7 @@ mod tests {
             text.contains("postgres://herald:***@db:5432/herald"),
             "{text}"
         );
-        let settings = raw.validate(problems).unwrap();
+        let settings = raw.validate(&crate::kinds::defaults(), problems).unwrap();
         let text = format!("{settings:?} {settings:#?}");
         assert!(!text.contains(SECRET), "{text}");
         assert!(text.contains("redis://default:***@redis:6379/0"), "{text}");
@@ -237,9 +278,13 @@ mod tests {
             ("HERALD__DATABASE__URL", "12345678901234567".to_owned()),
         ];
         for (name, value) in cases {
-            let err = super::super::Settings::load_from(None, &env(&[(name, value.clone())]))
-                .expect_err(&value)
-                .to_string();
+            let err = super::super::Settings::load_from(
+                &crate::kinds::defaults(),
+                None,
+                &env(&[(name, value.clone())]),
+            )
+            .expect_err(&value)
+            .to_string();
             let secret = if value.contains(SECRET) {
                 SECRET
             } else {
@@ -249,6 +294,7 @@ mod tests {
         }
         // A token of digits given by its well-known name is a string, as written.
         let s = super::super::Settings::load_from(
+            &crate::kinds::defaults(),
             None,
             &env(&[("HERALD_API_TOKEN", "12345678901234567890".to_owned())]),
         )
@@ -261,7 +307,7 @@ mod tests {
 
     #[test]
     fn redact_hides_passwords_in_and_out_of_urls() {
-        use crate::store::redact;
+        use super::super::redact;
         let cases = [
             ("postgres://u:pw@h:5432/db", "postgres://u:***@h:5432/db"),
             ("postgres://u@h/db", "postgres://u@h/db"),

@@ -3,6 +3,11 @@
 use super::*;
 use crate::kinds::Kind;
 
+/// [`Settings::load_from`] with every kind's defaults, as `herald` loads them.
+fn load_from(file: Option<&str>, env: &[(String, String)]) -> Result<Settings, ConfigError> {
+    Settings::load_from(&crate::kinds::defaults(), file, env)
+}
+
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
@@ -12,7 +17,7 @@ fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 
 #[test]
 fn defaults_are_valid() {
-    let s = Settings::load_from(None, &[]).unwrap();
+    let s = load_from(None, &[]).unwrap();
     // Every kind has a schedule of its name, at the kind's own time.
     assert_eq!(s.schedules.len(), Kind::all().count());
     for kind in Kind::all() {
@@ -32,7 +37,7 @@ fn defaults_are_valid() {
 
 #[test]
 fn a_kind_relative_to_tasks_takes_before_and_refuses_a_cron_a_zone_and_a_spread() {
-    let s = Settings::load_from(
+    let s = load_from(
         None,
         &env(&[
             ("HERALD__SCHEDULES__DUE_SOON__BEFORE", "45m"),
@@ -43,12 +48,12 @@ fn a_kind_relative_to_tasks_takes_before_and_refuses_a_cron_a_zone_and_a_spread(
     let due_soon = s.schedule("due_soon").unwrap();
     assert_eq!(
         due_soon.relative,
-        Some(crate::kinds::When::Before(Duration::from_secs(45 * 60)))
+        Some(crate::domain::When::Before(Duration::from_secs(45 * 60)))
     );
     assert_eq!(due_soon.when(), "45m before each task is due");
     assert!(s.schedule("overdue_morning").unwrap().enabled);
 
-    let err = Settings::load_from(
+    let err = load_from(
         None,
         &env(&[
             ("HERALD__SCHEDULES__DUE_SOON__CRON", "0 0 9 * * *"),
@@ -69,14 +74,14 @@ fn a_kind_relative_to_tasks_takes_before_and_refuses_a_cron_a_zone_and_a_spread(
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
-    let err = Settings::load_from(None, &env(&[("HERALD__MAIL__REPLY_TO", "support@")]))
+    let err = load_from(None, &env(&[("HERALD__MAIL__REPLY_TO", "support@")]))
         .unwrap_err()
         .to_string();
     assert!(
         err.contains("mail.reply_to (HERALD__MAIL__REPLY_TO): "),
         "{err}"
     );
-    let err = Settings::load_from(
+    let err = load_from(
         None,
         &env(&[("HERALD__SCHEDULES__DUE_SOON__BEFORE", "10s")]),
     )
@@ -90,7 +95,7 @@ fn a_kind_relative_to_tasks_takes_before_and_refuses_a_cron_a_zone_and_a_spread(
 
 #[test]
 fn environment_overrides() {
-    let s = Settings::load_from(
+    let s = load_from(
         None,
         &env(&[
             ("SMTP_URL", "smtp://u:p@mail.example.com"),
@@ -110,7 +115,7 @@ fn environment_overrides() {
 
 #[test]
 fn one_setting_switches_every_schedule_off_and_a_schedule_can_stay_on() {
-    let s = Settings::load_from(
+    let s = load_from(
         None,
         &env(&[
             ("HERALD__SCHEDULES__ENABLED", "false"),
@@ -126,7 +131,7 @@ fn one_setting_switches_every_schedule_off_and_a_schedule_can_stay_on() {
     assert_eq!(weekly.cron_expr, "0 0 18 * * Sun");
     assert_eq!(weekly.zone, ZoneMode::Recipient);
 
-    let err = Settings::load_from(
+    let err = load_from(
         None,
         &env(&[("HERALD__SCHEDULES__MONTHLY__CRON", "0 0 9 1 * *")]),
     )
@@ -142,7 +147,7 @@ fn one_setting_switches_every_schedule_off_and_a_schedule_can_stay_on() {
 
 #[test]
 fn providers_follow_the_keys_or_the_list() {
-    let both = Settings::load_from(
+    let both = load_from(
         None,
         &env(&[
             ("SMTP_URL", "smtp://127.0.0.1:25?tls=none"),
@@ -158,7 +163,7 @@ fn providers_follow_the_keys_or_the_list() {
     assert_eq!((r.batch_size, r.requests_per_second), (100, 2));
     assert_eq!(r.base_url.as_str(), "https://api.resend.com/");
 
-    let err = Settings::load_from(
+    let err = load_from(
         None,
         &env(&[
             (
@@ -181,7 +186,7 @@ fn providers_follow_the_keys_or_the_list() {
 
 #[test]
 fn problems_name_the_key_and_the_fix() {
-    let err = Settings::load_from(
+    let err = load_from(
         None,
         &env(&[
             ("HERALD__SCHEDULES__WEEKLY_REPORT__CRON", "0 17 * * Sun"),
@@ -211,14 +216,14 @@ fn problems_name_the_key_and_the_fix() {
 fn any_redis_database_is_accepted() {
     for db in [0, 11, 15] {
         let url = format!("redis://127.0.0.1:6379/{db}");
-        let settings = Settings::load_from(None, &env(&[("REDIS_URL", url.as_str())]));
+        let settings = load_from(None, &env(&[("REDIS_URL", url.as_str())]));
         assert!(settings.is_ok(), "database {db}: {settings:?}");
     }
 }
 
 /// The problems loading these variables over the defaults gives, as text.
 fn problems(pairs: &[(&str, &str)]) -> Vec<String> {
-    match Settings::load_from(None, &env(pairs)) {
+    match load_from(None, &env(pairs)) {
         Ok(_) => Vec::new(),
         Err(e) => e.0.iter().map(ToString::to_string).collect(),
     }
@@ -340,13 +345,13 @@ fn a_bad_or_zero_shutdown_grace_is_refused() {
             && zero[0].contains("\"25s\""),
         "{zero:?}"
     );
-    let s = Settings::load_from(None, &env(&[("HERALD__SHUTDOWN__GRACE", "40s")])).unwrap();
+    let s = load_from(None, &env(&[("HERALD__SHUTDOWN__GRACE", "40s")])).unwrap();
     assert_eq!(s.shutdown_grace, Duration::from_secs(40));
 }
 
 #[test]
 fn retention_defaults_and_problems_name_the_key() {
-    let s = Settings::load_from(None, &[]).unwrap();
+    let s = load_from(None, &[]).unwrap();
     assert_eq!(s.retention, RetentionSettings::default());
     assert_eq!(s.retention.shortest().1, Duration::from_secs(30 * 86_400));
     assert_eq!(
@@ -354,7 +359,7 @@ fn retention_defaults_and_problems_name_the_key() {
         Duration::from_secs(28 * 86_400)
     );
 
-    let err = Settings::load_from(
+    let err = load_from(
         None,
         &env(&[
             ("HERALD__RETENTION__SENT", "0s"),
@@ -382,7 +387,7 @@ fn retention_defaults_and_problems_name_the_key() {
         "{text}"
     );
 
-    let s = Settings::load_from(None, &env(&[("HERALD__RETENTION__SKIPPED", "7d")])).unwrap();
+    let s = load_from(None, &env(&[("HERALD__RETENTION__SKIPPED", "7d")])).unwrap();
     assert_eq!(s.retention.shortest().0, "retention.skipped");
     assert_eq!(
         s.retention.trigger_horizon(),
@@ -392,7 +397,7 @@ fn retention_defaults_and_problems_name_the_key() {
 
 #[test]
 fn a_catch_up_as_long_as_the_retention_is_refused() {
-    let err = Settings::load_from(
+    let err = load_from(
         None,
         &env(&[
             ("HERALD__RETENTION__SENT", "3d"),
@@ -410,7 +415,7 @@ fn a_catch_up_as_long_as_the_retention_is_refused() {
 
 #[test]
 fn unknown_keys_are_refused() {
-    let err = Settings::load_from(None, &env(&[("HERALD__QUEUE__CONCURENCY", "3")])).unwrap_err();
+    let err = load_from(None, &env(&[("HERALD__QUEUE__CONCURENCY", "3")])).unwrap_err();
     assert!(err.to_string().contains("queue"), "{err}");
     assert!(err.to_string().contains("concurency"), "{err}");
 }
@@ -452,7 +457,7 @@ retry_per_second = "fast"
     )
     .unwrap();
     let path = file.to_str().unwrap();
-    let err = Settings::load_from(
+    let err = load_from(
         Some(path),
         &env(&[
             ("HERALD_HTTP_ADDR", "localhost"),
@@ -490,7 +495,7 @@ retry_per_second = "fast"
 
 #[test]
 fn a_file_that_cannot_be_read_does_not_hide_the_environment_s_problems() {
-    let err = Settings::load_from(
+    let err = load_from(
         Some("/nonexistent/herald.toml"),
         &env(&[
             ("HERALD__QUEUE__LEASE", "soon"),
@@ -522,7 +527,7 @@ fn a_file_that_is_not_toml_is_named_with_its_line_but_not_quoted() {
     let file = std::env::temp_dir().join(format!("herald-config-bad-{}.toml", std::process::id()));
     std::fs::write(&file, "[http]\napi_token = s3cr3t-unquoted\n").unwrap();
     let path = file.to_str().unwrap();
-    let err = Settings::load_from(Some(path), &env(&[("MAIL_FROM", "nobody")])).unwrap_err();
+    let err = load_from(Some(path), &env(&[("MAIL_FROM", "nobody")])).unwrap_err();
     std::fs::remove_file(&file).unwrap();
     let text = err.to_string();
     assert_eq!(err.0.len(), 2, "{text}");
@@ -538,9 +543,8 @@ fn a_file_that_is_not_toml_is_named_with_its_line_but_not_quoted() {
 
 #[test]
 fn the_http_address_may_be_a_host_name() {
-    let addr = |value: &str| {
-        Settings::load_from(None, &env(&[("HERALD_HTTP_ADDR", value)])).map(|s| s.http_addr)
-    };
+    let addr =
+        |value: &str| load_from(None, &env(&[("HERALD_HTTP_ADDR", value)])).map(|s| s.http_addr);
     let local = addr("localhost:8080").unwrap();
     assert!(local.ip().is_loopback() && local.port() == 8080, "{local}");
     assert_eq!(addr("0.0.0.0:9000").unwrap().to_string(), "0.0.0.0:9000");
@@ -566,14 +570,8 @@ fn the_http_address_may_be_a_host_name() {
 
 #[test]
 fn max_attempts_leaves_every_retry_its_claim() {
-    assert_eq!(
-        Settings::load_from(None, &env(&[]))
-            .unwrap()
-            .queue
-            .max_attempts,
-        10
-    );
-    let err = Settings::load_from(None, &env(&[("HERALD__QUEUE__MAX_ATTEMPTS", "3")]))
+    assert_eq!(load_from(None, &env(&[])).unwrap().queue.max_attempts, 10);
+    let err = load_from(None, &env(&[("HERALD__QUEUE__MAX_ATTEMPTS", "3")]))
         .unwrap_err()
         .to_string();
     assert!(

@@ -23,7 +23,7 @@ use crate::{config::ScheduleSettings, input};
     security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let pauses = state.store.schedule_pauses().await?;
-    let zones = crate::ui::schedules::zones(&state.store)
+    let zones = crate::schedule::user_zones(&state.store)
         .await
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?;
     let now = state.clock.now();
@@ -31,7 +31,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError
     for s in &state.settings.schedules {
         let pause = pauses.get(&s.name);
         let next = (s.enabled && pause.is_none())
-            .then(|| crate::ui::schedules::next_fires(s, &zones, now, 1))
+            .then(|| crate::schedule::next_fires(s, &zones, now, 1))
             .and_then(|f| f.into_iter().next())
             .map(|(at, tz)| json!({ "at": at, "zone": tz.name() }));
         out.push(json!({

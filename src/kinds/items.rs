@@ -8,96 +8,18 @@
 //! down) is recorded as missed under its own key, which blocks nothing else; a task whose due
 //! time moves gets a new key, and so one email for the new time.
 
-use std::{future::Future, time::Duration};
+use std::future::Future;
 
-use chrono::{DateTime, NaiveTime, TimeZone, Utc};
-use chrono_tz::Tz;
+use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde::Serialize;
 
 use super::{AnyKind, DefaultSchedule, Recipient, Sample, sample_at, sample_recipient};
 use crate::{
+    domain::When,
     payload::Payload,
     source::{Source, TaskPage, TaskRow},
 };
-
-/// When the email about one task goes, from the task's due time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum When {
-    /// This long before the due time (`[schedules.<kind>] before` changes it).
-    Before(Duration),
-    /// At this hour (00-23) of the owner's local clock, the first time it comes after the due
-    /// time: "the morning after it became overdue".
-    HourAfter(u32),
-}
-
-impl When {
-    /// The instant of the email about a task due at `due`, for an owner in `tz`. An hour that a
-    /// DST change skips that day is taken at the first instant after the gap.
-    pub fn instant(self, due: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
-        match self {
-            When::Before(before) => due - chrono::Duration::from_std(before).unwrap_or_default(),
-            When::HourAfter(hour) => {
-                let time = NaiveTime::from_hms_opt(hour, 0, 0).unwrap_or(NaiveTime::MIN);
-                let on = |date: chrono::NaiveDate| {
-                    let local = date.and_time(time);
-                    tz.from_local_datetime(&local)
-                        .earliest()
-                        .or_else(|| {
-                            tz.from_local_datetime(&(local + chrono::Duration::hours(1)))
-                                .earliest()
-                        })
-                        .map(|t| t.with_timezone(&Utc))
-                        .unwrap_or(due)
-                };
-                let date = due.with_timezone(&tz).date_naive();
-                let same_day = on(date);
-                if same_day > due {
-                    same_day
-                } else {
-                    on(date.succ_opt().unwrap_or(date))
-                }
-            }
-        }
-    }
-
-    /// The due times to read for the instants in `(from, to]`, in every zone; the planner
-    /// keeps the tasks whose own instant is inside.
-    pub fn due_window(
-        self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> (DateTime<Utc>, DateTime<Utc>) {
-        match self {
-            When::Before(before) => {
-                let before = chrono::Duration::from_std(before).unwrap_or_default();
-                (from + before, to + before)
-            }
-            // A day and the largest DST change before the instant.
-            When::HourAfter(_) => (from - chrono::Duration::hours(26), to),
-        }
-    }
-
-    /// How long an email stays current after its instant, for a trigger by hand: until the
-    /// task is due (`Before`), or for a day.
-    pub fn current_for(self) -> chrono::Duration {
-        match self {
-            When::Before(before) => chrono::Duration::from_std(before).unwrap_or_default(),
-            When::HourAfter(_) => chrono::Duration::days(1),
-        }
-    }
-
-    /// In a few words: `2h before each task is due`, `at 08:00 local after each task falls due`.
-    pub fn describe(self) -> String {
-        match self {
-            When::Before(before) => format!(
-                "{} before each task is due",
-                humantime::format_duration(before)
-            ),
-            When::HourAfter(hour) => format!("at {hour:02}:00 local after each task falls due"),
-        }
-    }
-}
 
 /// A kind that sends one email per task, at an instant given by the task's due time.
 pub trait ItemKind: Send + Sync + 'static {
@@ -214,6 +136,10 @@ pub fn item_key(item: &TaskRow) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use chrono_tz::Tz;
+
     use super::*;
 
     fn at(s: &str) -> DateTime<Utc> {

@@ -4,74 +4,8 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
-use strum::IntoEnumIterator;
 
-/// How a failed send should be handled. `ErrorClass::iter()` (strum) lists every class: the
-/// metrics show each one, also a class added later.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumIter)]
-pub enum ErrorClass {
-    /// Will not work as it is (SMTP 5xx, Resend 400/422, an invalid address): failed at once,
-    /// and never tried on another provider.
-    Permanent,
-    /// Might work later, and the provider said or showed that it did not take the email: a
-    /// connection refused or not opened within `mail.connect_timeout`, SMTP 4xx, Resend 503
-    /// (with or without `retry-after`). Retried after 2 s, 4 s, 8 s, or on the next provider.
-    Transient,
-    /// Herald cannot tell whether the provider took the email (a Resend request without an
-    /// answer: timeout, connection lost after sending; Resend 500, 502, 504 and any other 5xx
-    /// but 503: a gateway or server error after Resend may have taken the request, for a batch
-    /// up to 100 emails; a 2xx answer Herald cannot read; Resend 409
-    /// `concurrent_idempotent_requests` or `invalid_idempotent_request`; an SMTP timeout
-    /// without a reply code). Never tried on another provider: retried on the same one after
-    /// 2 s, 4 s, 8 s with the same idempotency key (Resend replays its first answer) or the same
-    /// Message-ID (SMTP), using an attempt each time. When the retries are used up the delivery
-    /// fails with a `last_error` saying that a copy may have been delivered.
-    Unknown,
-    /// The provider asks Herald to slow down (Resend 429 `rate_limit_exceeded`, SMTP
-    /// 421/450/451 with a throttling text): the provider is paused for `retry-after`, and the
-    /// wait does not use up an attempt.
-    RateLimited,
-    /// A daily or monthly quota is used up: the provider is paused until the reset, the emails
-    /// stay queued or go to the next provider.
-    Quota,
-    /// Herald's own setup is wrong (Resend 401/403, SMTP authentication, an unverified sender
-    /// domain, TLS): the provider is paused and nothing is marked failed.
-    Configuration,
-}
-
-impl ErrorClass {
-    /// The name stored in `delivery_attempts.outcome`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorClass::Permanent => "permanent",
-            ErrorClass::Transient => "transient",
-            ErrorClass::RateLimited => "rate_limited",
-            ErrorClass::Quota => "quota",
-            ErrorClass::Configuration => "configuration",
-            ErrorClass::Unknown => "unknown",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<ErrorClass> {
-        ErrorClass::iter().find(|c| c.as_str() == text)
-    }
-
-    /// Whether the email moves on to the next provider. A permanent failure belongs to the
-    /// recipient, a rate limit only asks to wait, and an unknown outcome may already be a sent
-    /// email: none of them fails over.
-    pub fn fails_over(self) -> bool {
-        matches!(
-            self,
-            ErrorClass::Transient | ErrorClass::Quota | ErrorClass::Configuration
-        )
-    }
-}
-
-impl std::fmt::Display for ErrorClass {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::domain::ErrorClass;
 
 /// A send that did not go through.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -5,11 +5,9 @@
 //!   pure mapping of each provider's answers into them.
 //! - [`resend`]: Resend's HTTP API on reqwest, single and batch.
 //! - [`smtp`]: one SMTP send, the MIME message, lettre's errors.
-//! - [`dkim`]: the DKIM key and signature of the SMTP and `.eml` messages.
 //! - [`smtp_pool`]: SMTP connections kept open between sends, with Nagle off.
 //! - [`null`]: marks emails sent without sending them, for benchmarks.
 
-pub mod dkim;
 pub mod error;
 pub mod null;
 pub mod resend;
@@ -52,7 +50,7 @@ pub struct Sender {
     pub from: Mailbox,
     pub reply_to: Option<Mailbox>,
     /// Signs every message [`smtp::build_message`] builds (SMTP and `.eml`); Resend signs its own.
-    pub dkim: Option<dkim::DkimSigner>,
+    pub dkim: Option<crate::dkim::DkimSigner>,
 }
 
 /// What a successful send returns.

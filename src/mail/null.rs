@@ -24,6 +24,7 @@ mod tests {
     #[tokio::test]
     async fn a_null_provider_is_named_null_and_its_receipt_says_so() {
         let settings = Settings::load_from(
+            &crate::kinds::defaults(),
             None,
             &[("HERALD__MAIL__PROVIDERS".into(), "[\"null\"]".into())],
         )

@@ -5,7 +5,8 @@
 //! body's `name` (`rate_limit_exceeded` vs `daily_quota_exceeded`, `invalid_api_key`) picks the
 //! error class, the `Idempotency-Key` must be the delivery's dedup key on every attempt, and a
 //! permissive batch answers per item. The resend-rs crate retries rate limits on its own and
-//! limits per process, where the limit is per team; the rate limit lives in `crate::gate`.
+//! limits per process, where the limit is per team; the rate limit lives in the gate,
+//! a layer above the providers.
 
 use std::{collections::BTreeMap, time::Duration};
 

@@ -54,6 +54,15 @@ pub struct RedisReading {
     pub providers: Vec<(&'static str, State)>,
 }
 
+/// What a scrape reads of the queue; `queue::Queue` is one. A trait, so that the metrics, which
+/// the queue's workers count into, need not know the queue.
+pub trait QueueReading: Sync {
+    /// Jobs waiting.
+    fn depth(&self) -> impl Future<Output = anyhow::Result<usize>> + Send;
+    /// Workers that said they were alive within `within`.
+    fn live_workers(&self, within: Duration) -> impl Future<Output = anyhow::Result<usize>> + Send;
+}
+
 /// The gauges read at scrape time. A source that failed or did not answer within
 /// [`SCRAPE_TIMEOUT`] is `None`: its gauges are left out and `herald_up` says 0.
 #[derive(Debug, Clone)]
@@ -67,7 +76,7 @@ impl Live {
     /// Reads PostgreSQL and Redis side by side, each within [`SCRAPE_TIMEOUT`].
     pub async fn read(
         store: &Store,
-        queue: &Queue,
+        queue: &impl QueueReading,
         gate: &Gate,
         providers: &[Provider],
         health: &Health,
@@ -133,7 +142,7 @@ impl Live {
             "jobs_dead_lettered",
             "Jobs this process moved to the queue's dead-letter list because their payload could not be decoded",
             prometheus_client::metrics::counter::ConstCounter::new(
-                crate::queue::workers::dead_letters(),
+                super::dead_letters(),
             ),
         );
         // Counted by the process since it started; a fresh registry every scrape, so the

@@ -13,7 +13,14 @@ mod live;
 
 pub use live::*;
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use prometheus_client::{
@@ -29,11 +36,10 @@ use prometheus_client::{
 use strum::IntoEnumIterator;
 
 use crate::{
+    domain::ErrorClass,
     gate::{Gate, State},
     health::{Health, PartState},
-    mail::{ErrorClass, Provider},
-    queue::Queue,
-    schedule::PlanReport,
+    mail::Provider,
     store::{AttemptOutcome, AttemptRecord, Claimed, Next, Store},
 };
 
@@ -127,6 +133,36 @@ fn lag_buckets() -> Histogram {
 fn plan_buckets() -> Histogram {
     // 10 ms to about 5 min.
     Histogram::new(exponential_buckets(0.01, 2.0, 15))
+}
+
+/// What one plan counted, as the metrics see it: the planner's report
+/// (`schedule::PlanReport::counts`) without what only the API shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlanCounts {
+    pub schedule: String,
+    pub dry_run: bool,
+    pub planned: usize,
+    pub already_planned: usize,
+    pub skipped: usize,
+    pub opted_out: usize,
+    pub suppressed: usize,
+    pub missed: usize,
+    pub invalid_timezones: usize,
+    /// Fires planned by the schedule; 0 for a manual plan.
+    pub fires: usize,
+    pub last_fire: Option<DateTime<Utc>>,
+}
+
+static DEAD_LETTERS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one job that the queue's workers moved to the dead-letter list.
+pub fn dead_lettered() {
+    DEAD_LETTERS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Jobs this process moved to the dead-letter list since it started.
+pub fn dead_letters() -> u64 {
+    DEAD_LETTERS.load(Ordering::Relaxed)
 }
 
 /// The counters and histograms; cheap to clone, shared by the workers, the planner and HTTP.
@@ -439,7 +475,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn planned(&self, trigger: &str, r: &PlanReport, took: Duration) {
+    pub fn planned(&self, trigger: &str, r: &PlanCounts, took: Duration) {
         if r.dry_run {
             return;
         }

@@ -110,8 +110,12 @@ pub fn job_size(providers: &[crate::mail::Provider]) -> usize {
 /// Connects to Redis with a response timeout of [`REDIS_RESPONSE_TIMEOUT`] (redis-rs's 500 ms
 /// default ends apalis workers during any slow moment).
 pub async fn connect(url: &str) -> anyhow::Result<ConnectionManager> {
-    let client = redis::Client::open(url)
-        .with_context(|| format!("REDIS_URL {} is not a Redis URL", crate::store::redact(url)))?;
+    let client = redis::Client::open(url).with_context(|| {
+        format!(
+            "REDIS_URL {} is not a Redis URL",
+            crate::config::redact(url)
+        )
+    })?;
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT))
         .set_connection_timeout(Some(Duration::from_secs(5)));
@@ -121,7 +125,7 @@ pub async fn connect(url: &str) -> anyhow::Result<ConnectionManager> {
         .with_context(|| {
             format!(
                 "cannot connect to Redis at {}; is it running?",
-                crate::store::redact(url)
+                crate::config::redact(url)
             )
         })
 }
@@ -358,4 +362,15 @@ async fn scan_keys(
     keys.sort();
     keys.dedup();
     Ok(keys)
+}
+
+/// The queue as a scrape of the metrics reads it.
+impl crate::metrics::QueueReading for Queue {
+    async fn depth(&self) -> anyhow::Result<usize> {
+        Ok(Queue::depth(self).await?)
+    }
+
+    async fn live_workers(&self, within: Duration) -> anyhow::Result<usize> {
+        Ok(Queue::live_workers(self, within).await?)
+    }
 }

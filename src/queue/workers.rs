@@ -17,14 +17,11 @@
 //! it meets the same job again. So the workers take each job's bytes as they are in Redis
 //! ([`RawJobs`], a pass-through codec) and the handler decodes them: a job it cannot read is moved
 //! to `{q}:dead-letter` with its bytes (the last [`DEAD_LETTER_KEEP`]), logged at warn, counted
-//! ([`dead_letters`]) and acked, and the worker goes on.
+//! ([`crate::metrics::dead_letters`]) and acked, and the worker goes on.
 
 use std::{
     convert::Infallible,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex},
     task::{Context, Poll},
     time::Duration,
 };
@@ -54,13 +51,6 @@ struct Ctx {
 
 /// How many undecodable jobs `{q}:dead-letter` keeps (the newest).
 pub const DEAD_LETTER_KEEP: isize = 1_000;
-
-static DEAD_LETTERS: AtomicU64 = AtomicU64::new(0);
-
-/// Jobs this process moved to the dead-letter list since it started.
-pub fn dead_letters() -> u64 {
-    DEAD_LETTERS.load(Ordering::Relaxed)
-}
 
 /// The codec the workers read jobs with: the bytes as they are, decoded by the handler.
 #[derive(Debug, Clone, Copy, Default)]
@@ -141,7 +131,7 @@ async fn handle(
     let ids = match serde_json::from_slice::<AnyJob>(&bytes) {
         Ok(job) => job.ids(),
         Err(e) => {
-            DEAD_LETTERS.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::dead_lettered();
             tracing::warn!(
                 task_id = %id,
                 error = %e,

@@ -14,7 +14,8 @@ use std::collections::{HashMap, HashSet};
 
 use super::*;
 use crate::{
-    kinds::{When, items::item_key},
+    domain::When,
+    kinds::{Kind, items::item_key},
     source::{TaskPage, TaskRow},
 };
 
@@ -82,7 +83,7 @@ async fn plan_pages(
         limit: ITEMS_PER_PAGE,
     };
     loop {
-        let items = plan.schedule.kind.items(&store.source, &page).await?;
+        let items = Kind::of(plan.schedule).items(&store.source, &page).await?;
         let last = items.last().and_then(|t| Some((t.due_at?, t.id.clone())));
         let full = items.len() == ITEMS_PER_PAGE;
         plan_items(store, plan, items, report).await?;
@@ -111,7 +112,7 @@ async fn plan_items(
     items: Vec<TaskRow>,
     report: &mut PlanReport,
 ) -> anyhow::Result<()> {
-    let kind = plan.schedule.kind;
+    let kind = Kind::of(plan.schedule);
     let mut owners: Vec<String> = items.iter().map(|t| t.user_id.clone()).collect();
     owners.sort();
     owners.dedup();

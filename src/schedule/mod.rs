@@ -21,10 +21,12 @@
 
 mod items;
 mod manual;
+mod next;
 pub mod occurrences;
 mod planner;
 
 pub use manual::*;
+pub use next::{next_fires, user_zones};
 pub use planner::Planner;
 
 use std::{collections::HashMap, fmt};
@@ -40,19 +42,12 @@ use crate::{
     config::{RetentionSettings, ScheduleSettings, ZoneMode},
     domain,
     health::{Dependency, Health, is_postgres},
-    kinds::Recipient,
+    kinds::{Kind, Recipient},
+    metrics::PlanCounts,
     shutdown::Shutdown,
     source::{UserFilter, UserRow},
-    store::{DeliveryStatus, NewDelivery, Store},
+    store::{DeliveryStatus, NewDelivery, PAGES_IN_FLIGHT, Store},
 };
-
-/// Pages of users planned at the same time, each on one connection at a time: while some pages'
-/// deliveries are inserted, the next pages' data is read and composed, on both sides of the
-/// connection and on every core. Four rather than two because, on a machine busy sending, more
-/// statements in flight keep the planner's share of PostgreSQL (100,000 weekly reports planned
-/// while 20,000 emails were sent: about 6.5 s with four, 8.5 s with two; idle, alike). The
-/// reserved pool (`store::RESERVED_CONNECTIONS`) counts on this number.
-pub const PAGES_IN_FLIGHT: usize = 4;
 
 /// How late a fire may be planned and still count as on time: the planner's own lag.
 const ON_TIME: chrono::Duration = chrono::Duration::minutes(1);
@@ -102,6 +97,23 @@ pub struct PlanReport {
 }
 
 impl PlanReport {
+    /// What the metrics count of this report.
+    pub fn counts(&self) -> PlanCounts {
+        PlanCounts {
+            schedule: self.schedule.clone(),
+            dry_run: self.dry_run,
+            planned: self.planned,
+            already_planned: self.already_planned,
+            skipped: self.skipped,
+            opted_out: self.opted_out,
+            suppressed: self.suppressed,
+            missed: self.missed,
+            invalid_timezones: self.invalid_timezones,
+            fires: self.fires,
+            last_fire: self.last_fire,
+        }
+    }
+
     /// Counts in one page of users (see [`plan_page`]); its ids when this report lists them.
     fn add_page(&mut self, page: PlanReport) {
         self.planned += page.planned;
@@ -381,7 +393,7 @@ async fn plan_page(
     let mut page = PlanReport::default();
     let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
     let opted_out = store
-        .opted_out_among(b.schedule.kind.name(), &ids)
+        .opted_out_among(&b.schedule.name, &ids)
         .await
         .context("cannot read the opt-outs")?;
     let emails: Vec<String> = users.iter().map(|u| u.email.clone()).collect();
@@ -504,7 +516,7 @@ async fn compose_batch(
     left: &Left<'_>,
     report: &mut PlanReport,
 ) -> anyhow::Result<Vec<NewDelivery>> {
-    let kind = b.schedule.kind;
+    let kind = Kind::of(b.schedule);
     let mut wanted: Vec<Recipient> = Vec::with_capacity(users.len());
     for (u, tz) in users.iter().zip(zones) {
         if !left.count(u, report) {

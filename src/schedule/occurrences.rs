@@ -125,14 +125,10 @@ pub fn any_zone_may_fire(cron: &cron::Schedule, since: DateTime<Utc>, now: DateT
     })
 }
 
-/// The widest spread window: the configuration refuses more, and [`spread_offset`] never
-/// returns more whatever it is given.
-pub const MAX_SPREAD: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
-
 /// A user's deterministic offset inside a schedule's spread window, so a burst is smoothed the
 /// same way every day (and on every Herald process).
 pub fn spread_offset(user_id: &str, spread: std::time::Duration) -> Duration {
-    let window = spread.min(MAX_SPREAD).as_secs();
+    let window = spread.min(crate::config::MAX_SPREAD).as_secs();
     if window == 0 {
         return Duration::zero();
     }

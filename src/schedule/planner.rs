@@ -56,7 +56,8 @@ impl Planner {
                             say_pause(&mut paused, r);
                         }
                         if let Some(r) = &r {
-                            self.metrics.planned("schedule", r, started.elapsed());
+                            self.metrics
+                                .planned("schedule", &r.counts(), started.elapsed());
                         }
                         if r.is_some_and(|r| r.planned > 0) {
                             planned();

@@ -1,11 +1,10 @@
 //! Checks a source against the contract: each relation and column there, of a fitting type,
 //! and ids unique. Every problem names the relation or column and the fix. `herald check`
-//! prints them; `herald run` refuses to start on any (see [`prepare`]).
+//! prints them; `herald run` refuses to start on any (see `store::prepare`).
 
 use std::fmt;
 
 use super::{ColumnType, Db, RELATIONS, Relation, Source};
-use crate::{config::SecretUrl, source::demo::Demo, store::Store};
 
 /// One way the source does not meet the contract.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,48 +75,6 @@ pub async fn check(source: &Source) -> anyhow::Result<Vec<Problem>> {
         }
     }
     Ok(problems)
-}
-
-/// The store, reading from `source_url` (or Herald's own database), checked: every problem of
-/// the contract stops Herald with the list. On Herald's own database without the views, the
-/// demo app's (empty) tables and views are created, so a first run works with nothing else.
-/// A source that cannot be reached is logged and planning retries on every tick.
-pub async fn prepare(store: Store, source_url: Option<&SecretUrl>) -> anyhow::Result<Store> {
-    let store = match source_url {
-        Some(url) => store
-            .with_source(Source::connect(url.expose(), crate::store::SOURCE_CONNECTIONS).await?),
-        None => {
-            let demo = Demo::connect(store.url()).await;
-            if let Ok(demo) = demo
-                && !demo.has_views().await.unwrap_or(true)
-            {
-                demo.install().await?;
-                tracing::info!(
-                    "created the demo app's empty tables and views in Herald's database (`herald seed` fills them; set source.url to read your app's data instead)"
-                );
-            }
-            store
-        }
-    };
-    match check(&store.source).await {
-        Ok(problems) if problems.is_empty() => Ok(store),
-        Ok(problems) => anyhow::bail!(
-            "the source ({}) does not meet the contract:\n  {}",
-            source_url.map_or("Herald's own database".to_owned(), |u| u.to_string()),
-            problems
-                .iter()
-                .map(Problem::to_string)
-                .collect::<Vec<_>>()
-                .join("\n  ")
-        ),
-        Err(e) => {
-            tracing::warn!(
-                error = crate::telemetry::chain(&e),
-                "cannot read the source's relations yet; planning will try again on every tick"
-            );
-            Ok(store)
-        }
-    }
 }
 
 /// The columns of a relation visible to the source's connection, with their declared types.

@@ -9,7 +9,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, postgres::PgPoolOptions};
 
-use crate::store::redact;
+use crate::config::redact;
 
 /// The demo's tables and the contract's views over them; safe to run again.
 const SCHEMA: &str = r#"

@@ -30,7 +30,28 @@ use sqlx::{
     postgres::PgConnectOptions,
 };
 
-use crate::store::{pool_options, redact};
+use crate::config::redact;
+
+/// The pool settings every pool of Herald's shares: its state's and the source's.
+pub(crate) fn pool_options<DB: sqlx::Database>(
+    max_connections: u32,
+) -> sqlx::pool::PoolOptions<DB> {
+    sqlx::pool::PoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        // sqlx warns on every acquire slower than 2 s: during a PostgreSQL restart that is one
+        // line per waiting worker. Herald logs the outage once instead (`health`). sqlx logs
+        // through `log`, whose records tracing's target filters do not reach.
+        .acquire_slow_level(log::LevelFilter::Debug)
+        // A connection's buffers grow to its largest message (a planner INSERT, a page of
+        // users) and would keep that size while idle in the pool; back to 8 KB when released.
+        .after_release(|conn, _| {
+            Box::pin(async move {
+                sqlx::Connection::shrink_buffers(conn);
+                Ok(true)
+            })
+        })
+}
 
 /// A source connection unused this long is closed: the planner holds them only while planning.
 const IDLE: Duration = Duration::from_secs(60);

@@ -11,7 +11,7 @@ use sqlx::{
 };
 use strum::IntoEnumIterator;
 
-use crate::mail::ErrorClass;
+use crate::domain::ErrorClass;
 
 /// Where a delivery stands (`deliveries.status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, strum::EnumIter)]

@@ -4,7 +4,7 @@
 use strum::IntoEnumIterator;
 
 use super::*;
-use crate::mail::ErrorClass;
+use crate::domain::ErrorClass;
 
 /// Sent or failed deliveries of one kind through one provider, in the last hour and day.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]

@@ -8,7 +8,7 @@
 //! `<expiry>.<nonce>.<mac>`: an expiry in Unix seconds, 16 random bytes, and HMAC-SHA256 of both
 //! keyed with the token and the session key. The session key is one random row in PostgreSQL
 //! (`ui_session_key`), so every Herald process behind a load balancer accepts the same cookie;
-//! each process reads it again at most every [`KEY_TTL`]. Replacing it (`herald sessions end`,
+//! each process reads it again at most every `KEY_TTL` ([`crate::http::sessions`]). Replacing it (`herald sessions end`,
 //! `POST /api/sessions/end`) logs every browser out and leaves the API token as it is; changing
 //! the token logs every browser out too. Failed logins count toward the API's limit per client
 //! address ([`crate::http::guard`]).
@@ -21,10 +21,7 @@
 //! cannot read it (HttpOnly, the same-origin policy), so it cannot compute the token: two
 //! independent locks. Both the cookie and the CSRF token are compared in constant time.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
 use axum::{
     body::{Body, Bytes},
@@ -39,50 +36,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use super::{Ui, UiError, page};
-use crate::{config::Secret, http::guard, store::Store};
-
-/// How long a process trusts the session key it read: another process's rotation takes effect
-/// here within it.
-pub const KEY_TTL: Duration = Duration::from_secs(2);
-
-/// The session key as this process last read it.
-#[derive(Debug, Clone, Default)]
-pub struct SessionKeys(Arc<Mutex<Option<(String, Instant)>>>);
-
-impl SessionKeys {
-    /// The key sessions are signed with now: read again from PostgreSQL when older than
-    /// [`KEY_TTL`]; while PostgreSQL does not answer, the last one read.
-    pub async fn current(&self, store: &Store) -> Result<String, UiError> {
-        let cached = self.0.lock().expect("never poisoned").clone();
-        if let Some((key, read)) = &cached
-            && read.elapsed() < KEY_TTL
-        {
-            return Ok(key.clone());
-        }
-        match store.session_key().await {
-            Ok(key) => {
-                *self.0.lock().expect("never poisoned") = Some((key.clone(), Instant::now()));
-                Ok(key)
-            }
-            Err(e) => match cached {
-                Some((key, _)) => Ok(key),
-                None => Err(e.into()),
-            },
-        }
-    }
-
-    /// Replaces the session key in PostgreSQL: every session of every process ends (in this one
-    /// at once, in the others within [`KEY_TTL`]).
-    pub async fn end_all(
-        &self,
-        store: &Store,
-    ) -> Result<chrono::DateTime<chrono::Utc>, sqlx::Error> {
-        let at = store.rotate_session_key().await?;
-        *self.0.lock().expect("never poisoned") = None;
-        tracing::info!("the session key was replaced: every dashboard session has ended");
-        Ok(at)
-    }
-}
+use crate::{config::Secret, http::guard};
 
 /// The key sessions are signed with: the token and the session key.
 async fn signing_key(ui: &Ui) -> Result<String, UiError> {

@@ -224,7 +224,7 @@ pub async fn act(State(ui): State<Ui>, body: Bytes) -> Result<Response, UiError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mail::ErrorClass;
+    use crate::domain::ErrorClass;
 
     fn now() -> DateTime<Utc> {
         crate::input::instant("2026-11-23T12:00:00Z").unwrap()

@@ -11,8 +11,8 @@ use axum::{
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
-use super::{Ui, UiError, auth::Session, chart, page, schedules};
-use crate::{gate::State as GateState, mail::ErrorClass, store::DeliveryStatus};
+use super::{Ui, UiError, auth::Session, chart, page};
+use crate::{domain::ErrorClass, gate::State as GateState, store::DeliveryStatus};
 
 /// What a provider is doing, as the overview shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -133,21 +133,21 @@ pub async fn overview(
         _ => "unknown".to_owned(),
     };
     let mut scheds = Vec::new();
-    let zones = schedules::zones(store).await?;
+    let zones = crate::schedule::user_zones(store).await?;
     let pauses = store.schedule_pauses().await?;
     for s in &ui.app.settings.schedules {
-        let last = store.ui_last_fire(s.kind.name()).await?;
+        let last = store.ui_last_fire(&s.name).await?;
         let paused = pauses.get(&s.name);
         // A schedule that does not fire has no next fire.
         let next = (s.enabled && paused.is_none())
-            .then(|| schedules::next_fires(s, &zones, now, 1))
+            .then(|| crate::schedule::next_fires(s, &zones, now, 1))
             .and_then(|f| f.into_iter().next());
         scheds.push(context! {
             name => s.name,
             enabled => s.enabled,
             paused => paused.map(|p| p.paused_at),
             last => last,
-            trigger => store.ui_last_trigger(s.kind.name()).await?,
+            trigger => store.ui_last_trigger(&s.name).await?,
             next => next.map(|(at, tz)| context! { at, zone => tz.name() }),
         });
     }

@@ -10,57 +10,15 @@ use axum::{
     response::Response,
 };
 use chrono::{DateTime, NaiveDateTime, Utc};
-use chrono_tz::Tz;
 use minijinja::context;
 
 use super::{Ui, UiError, auth::Session, auth::form_value, page};
-use crate::{
-    config::{ScheduleSettings, ZoneMode},
-    schedule::{PlanError, PlanOptions, check_at, check_manual, occurrences, plan},
-    store::Store,
+use crate::schedule::{
+    PlanError, PlanOptions, check_at, check_manual, next_fires, plan, user_zones,
 };
 
 /// How many recipients a dry run lists.
 const LISTED: usize = 100;
-
-/// The valid zones users live in.
-pub async fn zones(store: &Store) -> Result<Vec<Tz>, UiError> {
-    Ok(store
-        .source
-        .time_zones()
-        .await?
-        .iter()
-        .filter_map(|z| crate::domain::parse_zone(z).ok())
-        .collect())
-}
-
-/// The next `n` fires of a schedule after `now`, each with its zone: in its own zone, or in
-/// every zone its users live in.
-pub fn next_fires(
-    s: &ScheduleSettings,
-    zones: &[Tz],
-    now: DateTime<Utc>,
-    n: usize,
-) -> Vec<(DateTime<Utc>, Tz)> {
-    let wanted: Vec<Tz> = match s.zone {
-        ZoneMode::Fixed(tz) => vec![tz],
-        ZoneMode::Recipient if zones.is_empty() => vec![s.fallback_timezone],
-        ZoneMode::Recipient => zones.to_vec(),
-    };
-    let mut fires: Vec<_> = wanted
-        .iter()
-        .flat_map(|tz| {
-            s.cron
-                .iter()
-                .flat_map(move |c| occurrences::next(c, *tz, now, n))
-                .map(move |f| (f.at, *tz))
-        })
-        .collect();
-    fires.sort_by_key(|f| f.0);
-    fires.dedup_by_key(|f| f.0);
-    fires.truncate(n);
-    fires
-}
 
 /// `GET /ui/schedules`.
 pub async fn list(
@@ -69,7 +27,7 @@ pub async fn list(
 ) -> Result<Response, UiError> {
     let store = &ui.app.store;
     let now = ui.app.clock.now();
-    let zones = zones(store).await?;
+    let zones = user_zones(store).await?;
     let pauses = store.schedule_pauses().await?;
     let mut out = Vec::new();
     for s in &ui.app.settings.schedules {
@@ -88,7 +46,7 @@ pub async fn list(
             .collect();
         out.push(context! {
             name => s.name,
-            about => s.kind.about(),
+            about => crate::kinds::Kind::of(s).about(),
             cron => s.cron_expr,
             relative => s.relative.map(|w| w.describe()),
             zone => s.zone.to_string(),
@@ -98,9 +56,9 @@ pub async fn list(
             enabled => s.enabled,
             paused => paused,
             planned_up_to => store.watermark(&s.name).await?,
-            last => store.ui_last_fire(s.kind.name()).await?,
-            trigger => store.ui_last_trigger(s.kind.name()).await?,
-            opted_out => store.ui_opted_out(s.kind.name()).await?,
+            last => store.ui_last_fire(&s.name).await?,
+            trigger => store.ui_last_trigger(&s.name).await?,
+            opted_out => store.ui_opted_out(&s.name).await?,
             next,
         });
     }
@@ -216,7 +174,7 @@ async fn run(
                 templates,
                 &app.settings,
                 app.links.as_ref(),
-                schedule.kind,
+                crate::kinds::Kind::of(schedule),
                 p,
                 now,
             ) {

@@ -1,7 +1,7 @@
 //! `process_job`: claim the deliveries of one job, render, send through the providers in order,
 //! record every try.
 //!
-//! An apalis job carries the ids of up to [`crate::queue::JOB_SIZE`] deliveries that fell due
+//! An apalis job carries the ids of up to `queue::JOB_SIZE` deliveries that fell due
 //! together; everything else is read from PostgreSQL, so a duplicate job, a job that survived a
 //! crash, or a retry from the failed set all go through the same claim, and a delivery already
 //! sent is never sent again. Per job, not per email: one claim statement, one question to the
@@ -12,7 +12,7 @@
 //! # Batches
 //!
 //! When the first provider takes batches (Resend, `mail.resend.batch_size` > 1), a job holds one
-//! batch's worth of deliveries ([`crate::queue::job_size`]): the dispatcher cuts a burst into
+//! batch's worth of deliveries (`queue::job_size`): the dispatcher cuts a burst into
 //! full jobs, so 250 emails of one tick become requests of 100, 100 and 50.
 //!
 //! A batch is the same batch on every retry. Before its request goes out, a new batch's key (its

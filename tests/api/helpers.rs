@@ -11,10 +11,11 @@ use std::{
 use chrono::{DateTime, Utc};
 use herald::{
     config::Settings,
+    config::redact,
     queue::{self, Queue},
     source::demo::Demo,
     startup::Application,
-    store::{Store, redact},
+    store::Store,
 };
 use serde_json::Value;
 use tokio::{sync::oneshot, task::JoinHandle};
@@ -219,7 +220,8 @@ impl Env {
     }
 
     pub fn settings(&self) -> Settings {
-        Settings::load_from(None, &self.vars).expect("test settings are valid")
+        Settings::load_from(&herald::kinds::defaults(), None, &self.vars)
+            .expect("test settings are valid")
     }
 
     /// Drops the database and the queue's Redis keys.
@@ -551,7 +553,7 @@ pub async fn bare_store(env: &Env) -> (Store, EnvGuard) {
         .await
         .unwrap();
     store.migrate().await.unwrap();
-    let store = herald::source::check::prepare(store, None).await.unwrap();
+    let store = herald::store::prepare(store, None).await.unwrap();
     (store, guard)
 }
 

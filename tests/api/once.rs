@@ -494,7 +494,7 @@ async fn an_undecodable_job_goes_to_the_dead_letter_list_and_the_worker_carries_
         .await
         .unwrap();
     assert!(!data);
-    assert!(herald::queue::workers::dead_letters() >= 1);
+    assert!(herald::metrics::dead_letters() >= 1);
     drop(smtp);
     app.finish().await;
 }

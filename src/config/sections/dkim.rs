@@ -4,8 +4,8 @@
 
 use super::{super::RawDkim, Problems};
 use crate::{
+    dkim::{DkimSigner, how_to_make_a_key},
     domain::Mailbox,
-    mail::dkim::{DkimSigner, how_to_make_a_key},
 };
 
 const KEYS: [(&str, &str); 3] = [

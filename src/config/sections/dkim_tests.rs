@@ -31,7 +31,7 @@ fn load(pairs: &[(&str, &str)]) -> Result<Settings, String> {
         vars.retain(|(name, _)| name != k);
         vars.push((k.to_string(), v.to_string()));
     }
-    Settings::load_from(None, &vars).map_err(|e| e.to_string())
+    Settings::load_from(&crate::kinds::defaults(), None, &vars).map_err(|e| e.to_string())
 }
 
 fn dkim(key_file: &str) -> [(&str, &str); 3] {

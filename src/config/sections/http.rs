@@ -174,10 +174,11 @@ mod tests {
 
     #[test]
     fn unsubscribe_links_need_a_public_url_and_a_key_and_production_needs_them() {
-        let s = Settings::load_from(None, &[]).unwrap();
+        let s = Settings::load_from(&crate::kinds::defaults(), None, &[]).unwrap();
         assert!(s.unsubscribe.is_none(), "no link without http.public_url");
 
         let s = Settings::load_from(
+            &crate::kinds::defaults(),
             None,
             &env(&[
                 ("HERALD_PUBLIC_URL", "https://herald.example.com/"),
@@ -196,6 +197,7 @@ mod tests {
         assert_eq!(u.mailto.as_deref(), Some("unsubscribe@example.com"));
 
         let err = Settings::load_from(
+            &crate::kinds::defaults(),
             None,
             &env(&[
                 ("HERALD_PUBLIC_URL", "ftp://herald.example.com"),
@@ -213,6 +215,7 @@ mod tests {
         }
 
         let err = Settings::load_from(
+            &crate::kinds::defaults(),
             None,
             &env(&[
                 ("HERALD_ENV", "production"),
@@ -226,6 +229,7 @@ mod tests {
             "{err}"
         );
         let err = Settings::load_from(
+            &crate::kinds::defaults(),
             None,
             &env(&[
                 ("HERALD_ENV", "production"),

@@ -123,7 +123,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Settings::load_from(None, &vars).map_err(|e| e.to_string())
+        Settings::load_from(&crate::kinds::defaults(), None, &vars).map_err(|e| e.to_string())
     }
 
     #[test]

@@ -69,7 +69,11 @@ impl RawSettings {
 
     /// Checks every section and converts it; with any problem, here or found before (in
     /// `problems`), the error lists them all.
-    pub(super) fn validate(self, mut problems: Problems) -> Result<Settings, ConfigError> {
+    pub(super) fn validate(
+        self,
+        kinds: &[schedules::KindDefaults],
+        mut problems: Problems,
+    ) -> Result<Settings, ConfigError> {
         let p = &mut problems;
         let (database_url, database_max_connections) = stores::database(&self.database, p);
         let source_url = stores::source(&self.source, p);
@@ -94,7 +98,7 @@ impl RawSettings {
             p,
         );
         let retention = retention::check(&self.retention, p);
-        let schedules = schedules::check(&self.schedules, &retention, p);
+        let schedules = schedules::check(&self.schedules, kinds, &retention, p);
         let app = daemon::app(&self.app, p);
         let default_locale = daemon::default_locale(&self.templates, p);
         let shutdown_grace = daemon::shutdown_grace(&self.shutdown, p);

@@ -1,15 +1,12 @@
 //! `[schedules]`: one section per kind of email, named after it, and the switch for all.
 
-use std::{collections::BTreeMap, fmt, str::FromStr, time::Duration};
+use std::{collections::BTreeMap, fmt, time::Duration};
 
 use chrono_tz::Tz;
 use serde::Deserialize;
 
 use super::{Problems, duration, retention::RetentionSettings};
-use crate::{
-    domain,
-    kinds::{Kind, When},
-};
+use crate::domain::{self, When};
 
 /// `[schedules]` as written.
 #[derive(Debug, Clone)]
@@ -114,10 +111,35 @@ impl fmt::Display for ZoneMode {
     }
 }
 
+/// What the kinds registry tells the configuration of one kind at start-up
+/// (`kinds::defaults()`, handed to [`Settings::load`](crate::config::Settings::load)): the
+/// settings know each kind by its name and these defaults only, never the kind itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KindDefaults {
+    /// The kind's name, which is its schedule's: `[schedules.<name>]`.
+    pub name: &'static str,
+    /// The cron it fires at unless the configuration says otherwise (six fields, seconds
+    /// first); empty for a kind relative to each task's time.
+    pub cron: &'static str,
+    /// `"recipient"` or an IANA zone.
+    pub timezone: &'static str,
+    /// The path in the host app its email's button opens.
+    pub link: &'static str,
+    /// Whether its schedule runs unless the configuration switches it off.
+    pub enabled: bool,
+    /// For a kind relative to each task's time, when its email goes.
+    pub relative: Option<When>,
+}
+
+/// "task_reminders, overdue_summary, …", for error messages.
+pub fn kind_names(kinds: &[KindDefaults]) -> String {
+    kinds.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
+}
+
 #[derive(Debug, Clone)]
 pub struct ScheduleSettings {
+    /// The schedule's name, which is the name of the kind of email it sends.
     pub name: String,
-    pub kind: Kind,
     /// The cron as written; empty for a kind relative to each task's time.
     pub cron_expr: String,
     /// When it fires; `None` for a kind relative to each task's time, which the planner looks
@@ -148,6 +170,7 @@ impl ScheduleSettings {
 /// Every schedule, each checked in full: a bad cron does not hide a bad zone.
 pub(super) fn check(
     raw: &RawSchedules,
+    kinds: &[KindDefaults],
     retention: &RetentionSettings,
     p: &mut Problems,
 ) -> Vec<ScheduleSettings> {
@@ -155,7 +178,7 @@ pub(super) fn check(
         .iter()
         .filter_map(|(name, schedule)| {
             let enabled = schedule.enabled.unwrap_or(raw.enabled);
-            one(name, schedule, enabled, retention, p)
+            one(name, schedule, enabled, kinds, retention, p)
         })
         .collect()
 }
@@ -165,22 +188,23 @@ fn one(
     name: &str,
     raw: &RawSchedule,
     enabled: bool,
+    kinds: &[KindDefaults],
     retention: &RetentionSettings,
     p: &mut Problems,
 ) -> Option<ScheduleSettings> {
     let place = format!("schedules.{name}");
-    let Ok(kind) = Kind::from_str(name) else {
+    let Some(kind) = kinds.iter().find(|k| k.name == name) else {
         p.key(
             &place,
             format!(
                 "is not a known schedule; the schedules are {}",
-                Kind::names()
+                kind_names(kinds)
             ),
         );
         return None;
     };
-    if let Some(when) = kind.relative() {
-        return one_relative(&place, kind, when, raw, enabled, retention, p);
+    if let Some(when) = kind.relative {
+        return one_relative(&place, kind.name, when, raw, enabled, retention, p);
     }
     if raw.before.is_some() {
         p.key(
@@ -197,7 +221,6 @@ fn one(
     }
     Some(ScheduleSettings {
         name: name.to_owned(),
-        kind,
         cron_expr: raw.cron.clone(),
         cron: Some(cron.ok()?),
         relative: None,
@@ -226,7 +249,7 @@ fn link(place: &str, raw: &RawSchedule, p: &mut Problems) -> String {
 /// `enabled`; a cron, a fixed zone or a spread would mean nothing and are refused.
 fn one_relative(
     place: &str,
-    kind: Kind,
+    kind: &str,
     when: When,
     raw: &RawSchedule,
     enabled: bool,
@@ -285,8 +308,7 @@ fn one_relative(
     };
     let (fallback_timezone, catch_up) = fallback_and_catch_up(place, raw, retention, p);
     Some(ScheduleSettings {
-        name: kind.name().to_owned(),
-        kind,
+        name: kind.to_owned(),
         cron_expr: String::new(),
         cron: None,
         relative: Some(when?),
@@ -348,8 +370,12 @@ fn check_catch_up(
     }
 }
 
+/// The widest spread window: the configuration refuses more, and the planner's
+/// `occurrences::spread_offset` never returns more whatever it is given.
+pub const MAX_SPREAD: Duration = Duration::from_secs(24 * 3600);
+
 fn check_spread(place: &str, spread: Duration, p: &mut Problems) {
-    if spread > crate::schedule::occurrences::MAX_SPREAD {
+    if spread > MAX_SPREAD {
         p.key(
             &format!("{place}.spread"),
             format!(

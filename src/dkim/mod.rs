@@ -229,5 +229,4 @@ fn not_rsa_or_ed25519(what: &str) -> String {
 }
 
 #[cfg(test)]
-#[path = "dkim_tests.rs"]
 mod tests;

@@ -1,0 +1,284 @@
+//! The shape of the house: the top-level modules of `src/` depend on each other one way, and no
+//! file of `src/` passes 600 lines.
+//!
+//! A module depends on another when one of its files names `crate::<other>` (in a `use`, a path
+//! or a doc link; `use crate::{a, b::c}` names `a` and `b`), test modules aside: a file that its
+//! parent declares under `#[cfg(test)]` (at its `#[path]` if it has one), and everything from a `#[cfg(test)] mod tests` on. No
+//! build is needed: the test reads the sources.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+    path::{Path, PathBuf},
+};
+
+const MAX_LINES: usize = 600;
+
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+/// Every `.rs` file under `dir`, sorted.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+        .map(|e| e.expect("a directory entry").path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            files.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// The top-level modules of `src/`: each `x.rs` and each directory, `main` and `lib` aside.
+fn top_modules(src: &Path) -> BTreeSet<String> {
+    fs::read_dir(src)
+        .expect("src/ is readable")
+        .map(|e| e.expect("a directory entry").path())
+        .filter_map(|p| {
+            let name = p.file_name()?.to_str()?.to_owned();
+            if p.is_dir() {
+                Some(name)
+            } else {
+                name.strip_suffix(".rs")
+                    .filter(|m| *m != "main" && *m != "lib")
+                    .map(str::to_owned)
+            }
+        })
+        .collect()
+}
+
+/// The files that their parent module declares under `#[cfg(test)]` (`#[cfg(test)] mod x;`).
+fn test_files(files: &[PathBuf]) -> BTreeSet<PathBuf> {
+    let mut tests = BTreeSet::new();
+    for file in files {
+        let text = fs::read_to_string(file).expect("a source file is readable");
+        let dir = match file.file_name().and_then(|n| n.to_str()) {
+            Some("mod.rs" | "lib.rs" | "main.rs") => file.parent().expect("a parent").to_owned(),
+            _ => file.with_extension(""),
+        };
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        for (i, line) in lines.iter().enumerate() {
+            let Some(name) = line
+                .strip_prefix("mod ")
+                .or_else(|| line.strip_prefix("pub(crate) mod "))
+                .and_then(|rest| rest.strip_suffix(';'))
+            else {
+                continue;
+            };
+            let attributes: Vec<&str> = lines[..i]
+                .iter()
+                .rev()
+                .take_while(|l| l.starts_with("#["))
+                .copied()
+                .collect();
+            if attributes.iter().any(|a| a.starts_with("#[cfg(test)]")) {
+                tests.insert(dir.join(format!("{name}.rs")));
+                tests.insert(dir.join(name).join("mod.rs"));
+                // `#[path = "x.rs"]`: relative to the declaring file's directory.
+                for a in &attributes {
+                    if let Some(path) = a
+                        .strip_prefix("#[path = \"")
+                        .and_then(|rest| rest.strip_suffix("\"]"))
+                    {
+                        tests.insert(file.parent().expect("a parent").join(path));
+                    }
+                }
+            }
+        }
+    }
+    tests
+}
+
+/// The text of a file up to its `#[cfg(test)] mod tests`, if it has one.
+fn without_tests(text: &str) -> &str {
+    let mut from = 0;
+    while let Some(at) = text[from..].find("#[cfg(test)]") {
+        let at = from + at;
+        let rest = text[at + "#[cfg(test)]".len()..].trim_start();
+        if rest.starts_with("mod tests") {
+            return &text[..at];
+        }
+        from = at + 1;
+    }
+    text
+}
+
+/// The identifiers that follow `crate::` in `text`, and those that open a path in a
+/// `use crate::{...};` group.
+fn crate_paths(text: &str) -> BTreeSet<String> {
+    let ident = |s: &str| -> String {
+        s.chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut named = BTreeSet::new();
+    for (at, _) in text.match_indices("crate::") {
+        let rest = &text[at + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let group = &group[..group.find("};").unwrap_or(group.len())];
+            // Only the first segment of each path at depth 0 of the group.
+            let mut depth = 0;
+            let mut start = true;
+            for (i, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => start = true,
+                    c if start && depth == 0 && (c.is_alphanumeric() || c == '_') => {
+                        named.insert(ident(&group[i..]));
+                        start = false;
+                    }
+                    _ => {}
+                }
+            }
+        } else {
+            named.insert(ident(rest));
+        }
+    }
+    named
+}
+
+/// For each top-level module, the others it names, with the files that name each one.
+fn graph() -> BTreeMap<String, BTreeMap<String, BTreeSet<String>>> {
+    let src = src();
+    let modules = top_modules(&src);
+    let files = rust_files(&src);
+    let tests = test_files(&files);
+    let mut edges: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
+    for file in files.iter().filter(|f| !tests.contains(*f)) {
+        let rel = file.strip_prefix(&src).expect("under src/");
+        let first = rel
+            .components()
+            .next()
+            .expect("a first component")
+            .as_os_str()
+            .to_string_lossy();
+        let from = first.strip_suffix(".rs").unwrap_or(&first).to_owned();
+        if !modules.contains(&from) {
+            continue;
+        }
+        let text = fs::read_to_string(file).expect("a source file is readable");
+        for to in crate_paths(without_tests(&text)) {
+            if to != from && modules.contains(&to) {
+                edges
+                    .entry(from.clone())
+                    .or_default()
+                    .entry(to)
+                    .or_default()
+                    .insert(rel.display().to_string());
+            }
+        }
+    }
+    edges
+}
+
+/// A circle of `edges`, if there is one: the modules in order, the first repeated at the end.
+fn circle(edges: &BTreeMap<String, BTreeMap<String, BTreeSet<String>>>) -> Option<Vec<String>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Open,
+        Done,
+    }
+    fn visit(
+        node: &str,
+        edges: &BTreeMap<String, BTreeMap<String, BTreeSet<String>>>,
+        marks: &mut BTreeMap<String, Mark>,
+        path: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        marks.insert(node.to_owned(), Mark::Open);
+        path.push(node.to_owned());
+        for next in edges.get(node).into_iter().flat_map(|e| e.keys()) {
+            match marks.get(next.as_str()) {
+                Some(Mark::Open) => {
+                    let start = path.iter().position(|n| n == next).expect("on the path");
+                    let mut circle = path[start..].to_vec();
+                    circle.push(next.clone());
+                    return Some(circle);
+                }
+                Some(Mark::Done) => {}
+                None => {
+                    if let Some(c) = visit(next, edges, marks, path) {
+                        return Some(c);
+                    }
+                }
+            }
+        }
+        path.pop();
+        marks.insert(node.to_owned(), Mark::Done);
+        None
+    }
+    let mut marks = BTreeMap::new();
+    for node in edges.keys() {
+        if !marks.contains_key(node)
+            && let Some(c) = visit(node, edges, &mut marks, &mut Vec::new())
+        {
+            return Some(c);
+        }
+    }
+    None
+}
+
+#[test]
+fn the_top_level_modules_depend_on_each_other_one_way() {
+    let edges = graph();
+    if let Some(circle) = circle(&edges) {
+        let steps: Vec<String> = circle
+            .windows(2)
+            .map(|w| {
+                let files = &edges[&w[0]][&w[1]];
+                format!(
+                    "  {} -> {}  ({})",
+                    w[0],
+                    w[1],
+                    files.iter().cloned().collect::<Vec<_>>().join(", ")
+                )
+            })
+            .collect();
+        panic!(
+            "the modules of src/ depend on each other in a circle: {}\n{}\nMove what both need \
+             into the lower module, or pass it in from the upper one.",
+            circle.join(" -> "),
+            steps.join("\n")
+        );
+    }
+}
+
+#[test]
+fn no_file_of_src_passes_600_lines() {
+    let src = src();
+    let long: Vec<String> = rust_files(&src)
+        .into_iter()
+        .filter_map(|f| {
+            let lines = fs::read_to_string(&f).ok()?.lines().count();
+            (lines > MAX_LINES).then(|| {
+                format!(
+                    "  {} ({lines} lines)",
+                    f.strip_prefix(&src).unwrap_or(&f).display()
+                )
+            })
+        })
+        .collect();
+    assert!(
+        long.is_empty(),
+        "files of src/ over {MAX_LINES} lines; split them along their steps:\n{}",
+        long.join("\n")
+    );
+}
+
+#[test]
+fn the_reading_finds_each_kind_of_path() {
+    let text = "use crate::{a, b::{c, d}, e::f};\nfn x() { crate::g::h(); }\n/// [`crate::i`]\n\
+                #[cfg(test)]\nmod tests { use crate::j; }";
+    let named = crate_paths(without_tests(text));
+    assert_eq!(
+        named.into_iter().collect::<Vec<_>>(),
+        ["a", "b", "e", "g", "i"]
+    );
+}
