@@ -332,6 +332,13 @@ pub async fn process_job_as(
         lost: HashSet::new(),
         phase: "sending through the providers",
     });
+    // Dropped unfinished (apalis drops a stopped worker's tasks when Redis goes away): the
+    // claims still held go back at once.
+    let mut give_back = GiveBack {
+        store: &deps.store,
+        claims: &claims,
+        armed: true,
+    };
     let mut jobs: Vec<Job> = claimed.into_iter().map(|d| render(deps, d)).collect();
     let claims_ref = &claims;
     let work = async {
@@ -346,7 +353,7 @@ pub async fn process_job_as(
     };
     let max_hold = max_hold(deps.lease);
     let first = ids.first().copied().unwrap_or_default();
-    tokio::select! {
+    let finished = tokio::select! {
         result = work => result.map(|mut outcomes| {
             outcomes.extend(skipped);
             outcomes
@@ -367,6 +374,54 @@ pub async fn process_job_as(
                 humantime::format_duration(max_hold)
             ))
         }
+    };
+    give_back.armed = false;
+    finished
+}
+
+/// Gives back, when dropped armed, the claims its job still holds: a job dropped unfinished
+/// (its worker stopped because the queue went away) records nothing, and its rows would
+/// otherwise wait for their lease, then be claimed again at the cost of a second attempt. They
+/// go back at once, each only under its own token, with the attempt of the claim given back:
+/// the queue went away, not the provider ([`Store::give_back_claims`]). A row that was at the
+/// provider when the job was dropped may have gone out: sent again, it is a copy within the
+/// bound of emails in flight, as after a SIGKILL. In a task of its own, since a drop cannot
+/// wait.
+struct GiveBack<'a> {
+    store: &'a Store,
+    claims: &'a Mutex<Claims>,
+    armed: bool,
+}
+
+impl Drop for GiveBack<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let held = self
+            .claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .held
+            .clone();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let store = self.store.clone();
+        runtime.spawn(async move {
+            match store.give_back_claims(&held, true).await {
+                Ok(n) if n > 0 => tracing::info!(
+                    deliveries = n,
+                    "a job was dropped unfinished (its worker stopped); gave its claims back"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(
+                    deliveries = held.len(),
+                    error = %e,
+                    "cannot give back the claims of a job dropped unfinished; they wait for their lease"
+                ),
+            }
+        });
     }
 }
 

@@ -319,3 +319,63 @@ async fn a_dead_workers_claims_are_given_back_at_once_not_after_their_lease() {
     app.finish().await;
     drop(smtp);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_dropped_when_redis_goes_away_come_back_at_once_and_cost_no_attempt() {
+    let mut redis = tokio::task::block_in_place(PrivateRedis::start);
+    let smtp = SmtpServer::start().await;
+    let mut env = Env::new(&smtp);
+    env.set("REDIS_URL", &redis.url());
+    // Only giving the claims back can send the rows within the test: the lease is ten minutes.
+    env.set("HERALD__QUEUE__LEASE", "10m");
+    env.set("HERALD__MAIL__TIMEOUT", "1m");
+    let app = spawn_with(env.clone()).await;
+    let n = 12;
+    app.add_late_users("q", n).await;
+    // The server holds every message (no `250` for ten minutes) until Redis is gone.
+    smtp.set_delay(Duration::from_secs(600));
+    app.trigger_overdue().await;
+    // Waits (bounded only to stop a hung test) until every row is claimed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while app.count_status("sending").await < n as i64 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not every row was claimed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Redis goes away: apalis stops the worker and drops its job. Its claims go back while
+    // Redis is still away (waits, bounded, until no row is `sending`).
+    redis.stop();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while app.count_status("sending").await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "claims still held with Redis away"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    smtp.set_delay(Duration::ZERO);
+    tokio::task::block_in_place(|| redis.resume());
+    // Bounded by a fifth of the lease.
+    app.wait_for_status("sent", n as i64, Duration::from_secs(120))
+        .await;
+
+    // Counted where they arrive: each email once (the held sends were never accepted).
+    let counts = smtp.counts();
+    assert_eq!(counts.per_delivery.len(), n, "{:?}", counts.per_delivery);
+    assert_eq!(counts.duplicates(), 0, "{:?}", counts.per_delivery);
+    // The dropped claim cost nothing: one attempt (the send that went out), one attempt row.
+    let rows: Vec<(i64, i32, i64)> = sqlx::query_as(
+        "SELECT d.id, d.attempts, (SELECT count(*) FROM delivery_attempts a WHERE a.delivery_id = d.id)
+         FROM deliveries d ORDER BY d.id",
+    )
+    .fetch_all(&app.store.pool)
+    .await
+    .unwrap();
+    assert!(rows.iter().all(|r| r.1 == 1), "{rows:?}");
+    assert!(rows.iter().all(|r| r.2 == 1), "{rows:?}");
+    drop(smtp);
+    app.finish().await;
+}
