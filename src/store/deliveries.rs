@@ -112,34 +112,6 @@ impl Store {
         .rows_affected())
     }
 
-    /// Gives back claims that a worker dropped unfinished (apalis stops a worker and drops its
-    /// tasks when Redis goes away), if each is still held under its token: the rows become
-    /// queued and dispatchable at once. With `refund` the claim's attempt is given back too (the
-    /// queue went away, not the provider). Returns how many rows were given back.
-    pub async fn give_back_claims(
-        &self,
-        claims: &[(i64, uuid::Uuid)],
-        refund: bool,
-    ) -> sqlx::Result<u64> {
-        if claims.is_empty() {
-            return Ok(0);
-        }
-        Ok(sqlx::query(
-            "UPDATE deliveries d SET status = 'queued', dispatched_at = NULL, lease_until = NULL,
-                    claim_token = NULL, claimed_by = NULL, updated_at = now(),
-                    attempts = d.attempts - CASE WHEN $3 THEN 1 ELSE 0 END,
-                    round_attempts = d.round_attempts - CASE WHEN $3 THEN 1 ELSE 0 END
-             FROM unnest($1::bigint[], $2::uuid[]) AS c(id, token)
-             WHERE d.id = c.id AND d.claim_token = c.token AND d.status = 'sending'",
-        )
-        .bind(claims.iter().map(|c| c.0).collect::<Vec<_>>())
-        .bind(claims.iter().map(|c| c.1).collect::<Vec<_>>())
-        .bind(refund)
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
-    }
-
     // ----- the worker -----
 
     /// Claims the deliveries of one job that are queued and due at `now` (Herald's clock), with

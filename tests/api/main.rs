@@ -23,6 +23,7 @@ mod outage;
 mod planning;
 #[path = "../support/ports.rs"]
 mod ports;
+mod recording;
 mod resend;
 #[path = "../support/resend_stub.rs"]
 mod resend_stub;
@@ -33,6 +34,8 @@ mod seed;
 mod servers;
 mod sources;
 mod startup;
+#[path = "../support/tcp_proxy.rs"]
+mod tcp_proxy;
 mod triggers;
 mod unrecordable;
 mod unsubscribe;
