@@ -9,9 +9,13 @@
 //!
 //! The promises of the fenced claims hold: each row checks its own claim token, and a row whose
 //! claim was taken over is reported back to its worker as not recorded. A write that fails as a
-//! whole is tried again row by row, so one bad row never holds back the others; each worker then
-//! learns its own row's fate. A worker acks its job in Redis only after the answer, so a job is
-//! never acked before its outcome is committed.
+//! whole because of one row's value (a data or constraint error, [`belongs_to_a_row`]) is tried
+//! again row by row, so one bad row never holds back the others. Any other failure (PostgreSQL
+//! unreachable, restarting, a connection cut) is every row's: each worker gets the error at once
+//! and tries again itself until its lease is nearly spent ([`crate::worker`]). Going row by row
+//! then would only make each row wait for the pool's acquire timeout in turn, long enough for the
+//! leases to run out and the emails to go again. A worker acks its job in Redis only after the
+//! answer, so a job is never acked before its outcome is committed.
 //!
 //! The task runs under the [`crate::supervisor::Supervisor`] as the part `recorder`: should it
 //! end or panic, it is started again on the same queue of outcomes ([`Outcomes`]).
@@ -99,26 +103,89 @@ async fn run(store: Store, rx: &mut mpsc::Receiver<(Recording, Reply)>) {
     }
 }
 
-/// Writes a group, falling back to one row at a time when the group fails as a whole, and
-/// answers each worker.
+/// Writes a group and answers each worker. A failure that belongs to one row is narrowed down
+/// row by row; any other failure is answered to every worker of the group at once (each tries
+/// again), and so is the rest of a row-by-row pass that meets one.
 async fn write(store: &Store, group: Vec<(Recording, Reply)>) {
     let (rows, replies): (Vec<Recording>, Vec<Reply>) = group.into_iter().unzip();
-    match store.record_many(&rows).await {
+    let e = match store.record_many(&rows).await {
         Ok(recorded) => {
             for (reply, ok) in replies.into_iter().zip(recorded) {
                 let _ = reply.send(Ok(ok));
             }
+            return;
         }
-        Err(e) if rows.len() == 1 => {
-            if let Some(reply) = replies.into_iter().next() {
-                let _ = reply.send(Err(e));
+        Err(e) => e,
+    };
+    if rows.len() == 1 || !belongs_to_a_row(&e) {
+        tracing::debug!(rows = rows.len(), error = %e, "cannot record a group of outcomes; every worker of the group tries again");
+        answer_all(replies, &e);
+        return;
+    }
+    tracing::debug!(rows = rows.len(), error = %e, "cannot record a group of outcomes because of one row; recording them one by one");
+    let mut pending = rows.into_iter().zip(replies);
+    while let Some((row, reply)) = pending.next() {
+        match store.record(&row).await {
+            Err(e) if !belongs_to_a_row(&e) => {
+                let (_, rest): (Vec<Recording>, Vec<Reply>) = pending.unzip();
+                answer_all(std::iter::once(reply).chain(rest), &e);
+                return;
+            }
+            result => {
+                let _ = reply.send(result);
             }
         }
-        Err(e) => {
-            tracing::debug!(rows = rows.len(), error = %e, "cannot record a group of outcomes; recording them one by one");
-            for (row, reply) in rows.into_iter().zip(replies) {
-                let _ = reply.send(store.record(&row).await);
-            }
-        }
+    }
+}
+
+/// Answers every worker with a copy of `e`.
+fn answer_all(replies: impl IntoIterator<Item = Reply>, e: &sqlx::Error) {
+    for reply in replies {
+        let _ = reply.send(Err(shared(e)));
+    }
+}
+
+/// A copy of a group's error for each of its workers (`sqlx::Error` is not `Clone`).
+fn shared(e: &sqlx::Error) -> sqlx::Error {
+    let kind = match e {
+        sqlx::Error::Io(io) => io.kind(),
+        _ => std::io::ErrorKind::Other,
+    };
+    sqlx::Error::Io(std::io::Error::new(
+        kind,
+        format!("cannot record a group of outcomes: {e}"),
+    ))
+}
+
+/// Whether `e` is about one row's values, so that the other rows of the group would go through
+/// without it: a data exception (SQLSTATE class 22: text PostgreSQL will not store, a value out
+/// of range), an integrity constraint (23), a value over a limit (54), or a value that could not
+/// be encoded. Anything else (an I/O error, the pool, a connection, the server shutting down or
+/// starting, a deadlock) would fail every row alike.
+pub fn belongs_to_a_row(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| matches!(code.get(..2), Some("22" | "23" | "54"))),
+        sqlx::Error::Encode(_) => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_rows_own_errors_are_narrowed_down_row_by_row() {
+        let refused = sqlx::Error::Io(std::io::ErrorKind::ConnectionRefused.into());
+        assert!(!belongs_to_a_row(&refused));
+        assert!(!belongs_to_a_row(&sqlx::Error::PoolTimedOut));
+        assert!(!belongs_to_a_row(&sqlx::Error::PoolClosed));
+        assert!(belongs_to_a_row(&sqlx::Error::Encode("bad".into())));
+        let copy = shared(&refused);
+        assert!(
+            matches!(&copy, sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused)
+        );
     }
 }

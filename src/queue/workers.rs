@@ -144,7 +144,7 @@ async fn handle(
             return Ok(());
         }
     };
-    let result = process_job_as(&ctx.deps, &ids, Some(worker.name())).await;
+    let result = run_job(&ctx.deps, &ids, worker.name()).await;
     let done = result.is_ok();
     match result {
         Ok(_) => ctx.health.up(Dependency::Postgres),
@@ -170,6 +170,27 @@ async fn handle(
     // is gone, and a repeated job finds its delivery already recorded.
     let _ = ctx.health.check(Dependency::Redis, acked);
     Ok(())
+}
+
+/// Runs [`process_job_as`] in a task of its own and waits for it. apalis drops a worker's
+/// handlers when it stops the worker (Redis went away); the job's task goes on regardless: the
+/// sends under way finish and are recorded, their leases renewed until then, instead of being
+/// dropped with outcomes in hand and sent again once the leases run out. What it had not sent
+/// yet asks the gate, which cannot reach Redis either, and goes back to PostgreSQL untried,
+/// without an attempt, due at once: the dispatcher pushes it as soon as Redis is back.
+async fn run_job(deps: &Arc<WorkerDeps>, ids: &[i64], worker: &str) -> anyhow::Result<()> {
+    let (deps, job_ids, worker) = (deps.clone(), ids.to_vec(), worker.to_owned());
+    let job = tokio::spawn(async move {
+        process_job_as(&deps, &job_ids, Some(&worker))
+            .await
+            .map(drop)
+    });
+    match job.await {
+        Ok(result) => result,
+        Err(e) => Err(anyhow::anyhow!(
+            "the task processing deliveries {ids:?} ended abnormally: {e}"
+        )),
+    }
 }
 
 /// Removes a finished job from Redis, or (when `done` is false) puts it back in the scheduled set

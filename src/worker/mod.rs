@@ -51,8 +51,9 @@
 //!
 //! # Recording
 //!
-//! Each row is handed to the [`Recorder`] once no later provider will take it, with a few quick
-//! retries ([`RECORD_BACKOFF`]); a row that cannot be recorded does not stop the others.
+//! Each row is handed to the [`Recorder`] once no later provider will take it, and tried again
+//! through a PostgreSQL outage for as long as its lease lasts ([`record_margin`]); its lease is
+//! renewed until its record commits. A row that cannot be recorded does not stop the others.
 //! `process_job` fails, naming those rows, only after trying every one: they stay `sending`
 //! until their lease runs out and then go out again. The job is acked in Redis only after.
 
@@ -95,8 +96,17 @@ pub const WAIT_BUDGET: Duration = Duration::from_secs(2);
 /// which the old pause does not hold, sends it within seconds.
 pub const CONFIGURATION_RECHECK: Duration = Duration::from_secs(5);
 
-/// The waits between tries at recording one delivery's outcome (three tries in all).
-pub const RECORD_BACKOFF: [Duration; 2] = [Duration::from_millis(100), Duration::from_millis(400)];
+/// The first wait before trying again to record an outcome; it doubles up to
+/// [`RECORD_RETRY_MAX`], and the tries go on until the claim's lease is nearly spent.
+pub const RECORD_RETRY_FIRST: Duration = Duration::from_millis(100);
+pub const RECORD_RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// How much of its lease a claim keeps when its worker stops trying to record it: a tenth
+/// (at least 200 ms), room for the last write to land before [`Store::recover`] may take the
+/// row back.
+pub fn record_margin(lease: Duration) -> Duration {
+    (lease / 10).max(Duration::from_millis(200))
+}
 
 /// What the worker step needs, shared by every worker of the process.
 #[derive(Debug)]
@@ -277,6 +287,8 @@ pub async fn process_job_as(
     worker: Option<&str>,
 ) -> anyhow::Result<Vec<(i64, Outcome)>> {
     let _in_hand = deps.in_hand.take(ids.len()).await;
+    // The lease is counted from before the claim is asked for: never later than PostgreSQL's.
+    let claimed_at = tokio::time::Instant::now();
     let (claimed, capped) = deps
         .store
         .claim_many(
@@ -331,6 +343,7 @@ pub async fn process_job_as(
         held: claimed.iter().map(|d| (d.id, d.claim_token)).collect(),
         lost: HashSet::new(),
         phase: "sending through the providers",
+        lease_until: claimed_at + deps.lease,
     });
     let mut jobs: Vec<Job> = claimed.into_iter().map(|d| render(deps, d)).collect();
     let claims_ref = &claims;
@@ -346,27 +359,36 @@ pub async fn process_job_as(
     };
     let max_hold = max_hold(deps.lease);
     let first = ids.first().copied().unwrap_or_default();
+    // Renews the leases until `max_hold`, then gives the claims up (the leases run out and the
+    // rows go again) while the work goes on: an answer that still comes is recorded, a `sent`
+    // even after the lease ran out as long as no other worker claimed the row. One lease later
+    // the claims are surely gone, and the job stops waiting.
+    let holding = async {
+        tokio::select! {
+            never = keep_leases(deps, &claims) => match never {},
+            () = tokio::time::sleep(max_hold) => {}
+        }
+        let phase = claims.lock().expect("not poisoned").phase;
+        tracing::error!(
+            delivery_id = first,
+            deliveries = ids.len(),
+            held_for = %humantime::format_duration(max_hold),
+            phase,
+            "a delivery is taking far longer than its lease; giving its claim up so that it is sent again when the lease runs out (an answer that still comes is recorded)"
+        );
+        tokio::time::sleep(deps.lease).await;
+        phase
+    };
     tokio::select! {
         result = work => result.map(|mut outcomes| {
             outcomes.extend(skipped);
             outcomes
         }),
-        never = keep_leases(deps, &claims) => match never {},
-        () = tokio::time::sleep(max_hold) => {
-            let phase = claims.lock().expect("not poisoned").phase;
-            tracing::error!(
-                delivery_id = first,
-                deliveries = ids.len(),
-                held_for = %humantime::format_duration(max_hold),
-                phase,
-                "a delivery is taking far longer than its lease; giving its claim up so that it is sent again when the lease runs out"
-            );
-            Err(anyhow::anyhow!(
-                "deliveries {} were still {phase} after {}; their claims are given up",
-                list(ids),
-                humantime::format_duration(max_hold)
-            ))
-        }
+        phase = holding => Err(anyhow::anyhow!(
+            "deliveries {} were still {phase} after {}; their claims are given up",
+            list(ids),
+            humantime::format_duration(max_hold + deps.lease)
+        )),
     }
 }
 
@@ -417,9 +439,11 @@ fn set_phase(claims: &Mutex<Claims>, phase: &'static str) {
 /// How long one claim may be held, renewals included, before the worker gives it up: five
 /// leases. Renewal keeps a slow batch's claims (a Resend batch failing over to SMTP one email at
 /// a time), but a send stuck on something that never answers must not hold its row for ever:
-/// once the worker stops renewing, the lease runs out and the row is sent again. A lifecycle run
-/// saw one such row, claimed in the second between a Redis restart and a PostgreSQL restart,
-/// renewed for minutes while its send never finished; what it waited on is not known yet.
+/// once the worker stops renewing, the lease runs out and the row is sent again. The work goes
+/// on meanwhile, so an answer that comes after all is still recorded (see `process_job_as`). A
+/// lifecycle run saw one such row, claimed in the second between a Redis restart and a
+/// PostgreSQL restart, renewed for minutes while its send never finished (an SMTP connection
+/// dropped mid-transaction, since fixed in `mail::smtp::send`).
 pub fn max_hold(lease: Duration) -> Duration {
     lease * 5
 }
@@ -431,6 +455,9 @@ struct Claims {
     lost: HashSet<i64>,
     /// What the worker is doing, for the log line when a claim is held too long.
     phase: &'static str,
+    /// When the lease of the rows held runs out, as this worker knows it: the last claim or
+    /// renewal PostgreSQL answered, plus `queue.lease`, counted from before it was asked.
+    lease_until: tokio::time::Instant,
 }
 
 /// Renews the lease of every row still held every `lease / 3`, until dropped. A row the renewal
@@ -443,12 +470,16 @@ async fn keep_leases(deps: &WorkerDeps, claims: &Mutex<Claims>) -> Infallible {
         if asked.is_empty() {
             continue;
         }
+        let asked_at = tokio::time::Instant::now();
         match deps.store.renew(&asked, deps.lease).await {
             Ok(kept) => {
                 deps.health.up(Dependency::Postgres);
                 let kept: HashSet<i64> = kept.into_iter().collect();
                 let mut c = claims.lock().expect("not poisoned");
-                // A row recorded meanwhile has left `held`: its missing token is no takeover.
+                c.lease_until = asked_at + deps.lease;
+                // A row recorded meanwhile has left `held`, or leaves it as soon as its record
+                // returns: its missing token is no takeover, and marking it lost changes nothing
+                // for a row whose record has its answer.
                 let gone: Vec<i64> = c
                     .held
                     .iter()

@@ -1,6 +1,6 @@
 //! The record step of [`super::process_job`]: where each email goes after its tries (sent,
 //! retried after 2/4/8 s, given back untried, failed), decided by [`decide`] and handed to the
-//! recorder, with a few quick retries of its own.
+//! recorder, tried again until the claim's lease is nearly spent.
 
 use super::*;
 
@@ -15,35 +15,52 @@ pub(super) async fn settle(
 ) -> (i64, anyhow::Result<Outcome>) {
     job.settled = true;
     let id = job.d.id;
-    let taken_over = {
-        let mut c = claims.lock().expect("not poisoned");
-        c.held.retain(|h| h.0 != id);
-        c.lost.contains(&id)
-    };
+    let taken_over = claims.lock().expect("not poisoned").lost.contains(&id);
     let sent = job.tries.last().is_some_and(|t| t.result.is_ok());
-    if taken_over && !sent {
+    let result = if taken_over && !sent {
         tracing::warn!(
             delivery_id = id,
             "claim was taken over; another worker owns it now (this worker records nothing for it)"
         );
-        return (id, Ok(Outcome::NotQueued));
-    }
-    (id, finish(deps, job).await)
+        Ok(Outcome::NotQueued)
+    } else {
+        finish(deps, job, claims).await
+    };
+    // Only now does the row leave the renewal: while its record is being written (and tried
+    // again through an outage) its lease must not run out, or it would be sent again.
+    claims
+        .lock()
+        .expect("not poisoned")
+        .held
+        .retain(|h| h.0 != id);
+    (id, result)
 }
 
-/// Records one delivery, retrying a failed write after each of [`RECORD_BACKOFF`]. Returns
-/// whether the claim was still ours (false: nothing was written).
+/// Records one delivery, trying again after a failed write (every [`RECORD_RETRY_FIRST`],
+/// doubling up to [`RECORD_RETRY_MAX`]) for as long as the claim's lease lasts, less
+/// [`record_margin`]: a PostgreSQL restart of a few seconds then costs no copy. The lease is this
+/// worker's own reckoning, from the last claim or renewal PostgreSQL answered (renewals go on
+/// while the row is being recorded). Returns whether the claim was still ours (false: nothing
+/// was written).
 pub(super) async fn record_retrying(
     deps: &WorkerDeps,
     d: &Claimed,
     tries: &[AttemptRecord<'_>],
     next: &Next<'_>,
+    claims: &Mutex<Claims>,
 ) -> anyhow::Result<bool> {
     let mut failures = 0;
+    let mut pause = RECORD_RETRY_FIRST;
+    let margin = record_margin(deps.lease);
     let recording = Recording::new(d, tries, next);
     loop {
         match deps.recorder.record(recording.clone()).await {
-            Ok(true) => return Ok(true),
+            Ok(true) => {
+                if failures > 0 {
+                    deps.health.up(Dependency::Postgres);
+                }
+                return Ok(true);
+            }
             Ok(false) if failures > 0 => {
                 tracing::warn!(
                     delivery_id = d.id,
@@ -58,28 +75,31 @@ pub(super) async fn record_retrying(
                 );
                 return Ok(false);
             }
-            Err(e) => match RECORD_BACKOFF.get(failures) {
-                Some(&pause) => {
-                    failures += 1;
-                    // Usually PostgreSQL going away: the outage is logged once, by `health`.
-                    tracing::debug!(delivery_id = d.id, error = %e, retry_in = %humantime::format_duration(pause), "cannot record the attempt; retrying");
-                    deps.health.down(Dependency::Postgres, &e);
-                    tokio::time::sleep(pause).await;
-                }
-                None => {
+            Err(e) => {
+                failures += 1;
+                let lease_until = claims.lock().expect("not poisoned").lease_until;
+                if tokio::time::Instant::now() + pause + margin >= lease_until {
                     return Err(anyhow::Error::new(e).context(format!(
-                        "cannot record the attempt of delivery {} ({} tries)",
-                        d.id,
-                        failures + 1
+                        "cannot record the attempt of delivery {} ({failures} tries, until its lease was nearly spent)",
+                        d.id
                     )));
                 }
-            },
+                // Usually PostgreSQL going away: the outage is logged once, by `health`.
+                tracing::debug!(delivery_id = d.id, error = %e, retry_in = %humantime::format_duration(pause), "cannot record the attempt; retrying");
+                deps.health.down(Dependency::Postgres, &e);
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RECORD_RETRY_MAX);
+            }
         }
     }
 }
 
 /// Records a job's tries and where its delivery goes next.
-pub(super) async fn finish(deps: &WorkerDeps, job: &Job) -> anyhow::Result<Outcome> {
+pub(super) async fn finish(
+    deps: &WorkerDeps,
+    job: &Job,
+    claims: &Mutex<Claims>,
+) -> anyhow::Result<Outcome> {
     let id = job.d.id;
     if let Err(error) = &job.content {
         tracing::error!(delivery_id = id, error, "delivery failed");
@@ -91,7 +111,7 @@ pub(super) async fn finish(deps: &WorkerDeps, job: &Job) -> anyhow::Result<Outco
             error: Some(error),
         };
         let records = [record];
-        if !record_retrying(deps, &job.d, &records, &Next::Failed).await? {
+        if !record_retrying(deps, &job.d, &records, &Next::Failed, claims).await? {
             return Ok(Outcome::NotQueued);
         }
         deps.metrics.recorded(&job.d, &records, &Next::Failed);
@@ -192,7 +212,7 @@ pub(super) async fn finish(deps: &WorkerDeps, job: &Job) -> anyhow::Result<Outco
             }
         }
     };
-    if !record_retrying(deps, &job.d, &records, &next).await? {
+    if !record_retrying(deps, &job.d, &records, &next, claims).await? {
         return Ok(Outcome::NotQueued);
     }
     deps.metrics.recorded(&job.d, &records, &next);

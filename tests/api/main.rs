@@ -27,6 +27,7 @@ mod planning;
 #[path = "../support/ports.rs"]
 mod ports;
 mod preview;
+mod recording;
 mod resend;
 #[path = "../support/resend_stub.rs"]
 mod resend_stub;
@@ -37,6 +38,8 @@ mod seed;
 mod servers;
 mod sources;
 mod startup;
+#[path = "../support/tcp_proxy.rs"]
+mod tcp_proxy;
 mod triggers;
 mod unrecordable;
 mod unsubscribe;

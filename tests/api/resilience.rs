@@ -319,3 +319,90 @@ async fn a_dead_workers_claims_are_given_back_at_once_not_after_their_lease() {
     app.finish().await;
     drop(smtp);
 }
+
+/// Issue 19, items 11 and 6: Redis goes away while a job holds 12 claimed rows, two of them at
+/// the SMTP server (held there for a few seconds) and ten waiting behind them for the rate
+/// limit. apalis stops the worker and drops its handler; the job goes on in its own task. The
+/// two sends finish and are recorded (no copy), and the ten, which can no longer ask the gate,
+/// go back untried and cost no attempt: no row is left `sending` while Redis is away, and once
+/// it is back every email arrives once, each with one attempt. The lease is ten minutes, so a
+/// claim left to its lease fails the test at its bounded waits, never hangs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_dropped_when_redis_goes_away_come_back_at_once_and_cost_no_attempt() {
+    let mut redis = tokio::task::block_in_place(PrivateRedis::start);
+    let smtp = SmtpServer::start().await;
+    let mut env = Env::new(&smtp);
+    env.set("REDIS_URL", &redis.url());
+    env.set("HERALD__QUEUE__LEASE", "10m");
+    env.set("HERALD__MAIL__TIMEOUT", "1m");
+    // Two emails a second: two go to the server, the other ten wait in the job for the gate.
+    env.set("HERALD__MAIL__SMTP__MESSAGES_PER_SECOND", "2");
+    let app = spawn_with(env.clone()).await;
+    let n = 12;
+    app.add_late_users("q", n).await;
+    // The server holds the first messages for 4 s before its `250`.
+    smtp.set_delay(Duration::from_secs(4));
+    app.trigger_overdue().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while app.count_status("sending").await < n as i64 || smtp.counts().offered.len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not every row was claimed with two of them at the SMTP server within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    smtp.set_delay(Duration::ZERO);
+
+    // Redis goes away with two sends under way.
+    redis.stop();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let sending = app.count_status("sending").await;
+        if sending == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{sending} rows still `sending` 30 s after Redis went away (their claims wait for \
+             the 10-minute lease instead of coming back)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The sends that were under way (at least the two held) are recorded, not thrown away.
+    let offered = smtp.counts().offered.len() as i64;
+    assert!(offered >= 2, "{offered}");
+    assert_eq!(
+        app.count_status("sent").await,
+        offered,
+        "of the {offered} emails at the SMTP server when Redis went away, these many were recorded"
+    );
+    tokio::task::block_in_place(|| redis.resume());
+    app.wait_for_status("sent", n as i64, Duration::from_secs(60))
+        .await;
+    // A copy would be late: give it time to arrive before counting.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Counted where they arrive: each email once.
+    let counts = smtp.counts();
+    assert_eq!(counts.per_delivery.len(), n, "{:?}", counts.per_delivery);
+    assert_eq!(counts.duplicates(), 0, "copies: {:?}", counts.per_delivery);
+    // The claims given up because the queue went away cost nothing: one attempt (the send that
+    // went out), one attempt row.
+    let rows: Vec<(i64, i32, i64)> = sqlx::query_as(
+        "SELECT d.id, d.attempts, (SELECT count(*) FROM delivery_attempts a WHERE a.delivery_id = d.id)
+         FROM deliveries d ORDER BY d.id",
+    )
+    .fetch_all(&app.store.pool)
+    .await
+    .unwrap();
+    assert!(
+        rows.iter().all(|r| r.1 == 1),
+        "(id, attempts, attempt rows): {rows:?}"
+    );
+    assert!(
+        rows.iter().all(|r| r.2 == 1),
+        "(id, attempts, attempt rows): {rows:?}"
+    );
+    drop(smtp);
+    app.finish().await;
+}
