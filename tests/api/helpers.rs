@@ -138,6 +138,55 @@ pub fn with_password(url: &str, user: &str, password: &str) -> String {
     u.into()
 }
 
+/// Fails the whole test run if the test that holds it has not finished within its bound.
+///
+/// A test whose app runs on the test's own runtime cannot time itself out when the code under
+/// test blocks that runtime's threads (a broken build can): its deadlines never get to run. This
+/// watchdog runs on an OS thread of its own and ends the process with a message instead of
+/// letting the run hang.
+pub struct Watchdog(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Watchdog {
+    pub fn new(test: &'static str, bound: Duration) -> Watchdog {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = done.clone();
+        std::thread::spawn(move || {
+            let until = std::time::Instant::now() + bound;
+            while std::time::Instant::now() < until {
+                if seen.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            // Straight to the process's stderr: the test harness would keep an `eprintln!`
+            // for a report that the abort below never lets it print.
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("\n{test}: did not finish within {bound:?}: the code under test blocked it; failing the run\n").as_bytes(),
+            );
+            // Not `exit`: its clean-up takes locks that the blocked code may hold.
+            std::process::abort();
+        });
+        Watchdog(done)
+    }
+}
+
+/// The runtime of a test guarded by a [`Watchdog`]: built and dropped inside the guarded scope,
+/// so that a runtime whose shutdown hangs is caught too. Two worker threads, as the other tests.
+pub fn guarded_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 pub fn init_logs() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()))

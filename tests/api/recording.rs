@@ -32,8 +32,17 @@ fn through(url: &str, address: &str) -> (String, std::net::SocketAddr) {
 /// ones reset) once a fire of 3,000 emails is under way. The outcomes of the sends in flight
 /// are recorded once it is back, before their leases (10 s, as in the lifecycle test) run
 /// out: no email arrives twice and none is lost.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_postgres_outage_of_5_s_mid_fire_makes_no_copy() {
+/// Guarded: the code under test could block the runtime, and with it any deadline of the test.
+#[test]
+fn a_postgres_outage_of_5_s_mid_fire_makes_no_copy() {
+    let _watchdog = Watchdog::new(
+        "a_postgres_outage_of_5_s_mid_fire_makes_no_copy",
+        Duration::from_secs(180),
+    );
+    guarded_runtime().block_on(a_postgres_outage_of_5_s_mid_fire_makes_no_copy_run());
+}
+
+async fn a_postgres_outage_of_5_s_mid_fire_makes_no_copy_run() {
     let smtp = SmtpServer::start().await;
     let mut env = Env::new(&smtp);
     let direct = database_url(&env.database);
@@ -101,8 +110,18 @@ async fn a_postgres_outage_of_5_s_mid_fire_makes_no_copy() {
 /// `250`). apalis stops the worker and drops the job's handler; the job's own task still
 /// records the answer, so the email arrives once and its row is `sent` with one attempt, even
 /// though the lease (10 s) would have sent it again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_send_under_way_when_its_worker_stops_is_recorded_not_sent_again() {
+/// Guarded: the code under test could block the runtime, and with it any deadline of the test.
+#[test]
+fn a_send_under_way_when_its_worker_stops_is_recorded_not_sent_again() {
+    let _watchdog = Watchdog::new(
+        "a_send_under_way_when_its_worker_stops_is_recorded_not_sent_again",
+        Duration::from_secs(180),
+    );
+    guarded_runtime()
+        .block_on(a_send_under_way_when_its_worker_stops_is_recorded_not_sent_again_run());
+}
+
+async fn a_send_under_way_when_its_worker_stops_is_recorded_not_sent_again_run() {
     let mut redis = tokio::task::block_in_place(PrivateRedis::start);
     let smtp = SmtpServer::start().await;
     let mut env = Env::new(&smtp);

@@ -327,8 +327,18 @@ async fn a_dead_workers_claims_are_given_back_at_once_not_after_their_lease() {
 /// go back untried and cost no attempt: no row is left `sending` while Redis is away, and once
 /// it is back every email arrives once, each with one attempt. The lease is ten minutes, so a
 /// claim left to its lease fails the test at its bounded waits, never hangs it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claims_dropped_when_redis_goes_away_come_back_at_once_and_cost_no_attempt() {
+/// Guarded: the code under test could block the runtime, and with it any deadline of the test.
+#[test]
+fn claims_dropped_when_redis_goes_away_come_back_at_once_and_cost_no_attempt() {
+    let _watchdog = Watchdog::new(
+        "claims_dropped_when_redis_goes_away_come_back_at_once_and_cost_no_attempt",
+        Duration::from_secs(180),
+    );
+    guarded_runtime()
+        .block_on(claims_dropped_when_redis_goes_away_come_back_at_once_and_cost_no_attempt_run());
+}
+
+async fn claims_dropped_when_redis_goes_away_come_back_at_once_and_cost_no_attempt_run() {
     let mut redis = tokio::task::block_in_place(PrivateRedis::start);
     let smtp = SmtpServer::start().await;
     let mut env = Env::new(&smtp);
