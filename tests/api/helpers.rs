@@ -464,16 +464,8 @@ impl TestApp {
     }
 
     pub async fn trigger(&self, schedule: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .http
-            .post(format!("{}/api/schedules/{schedule}/trigger", self.address))
-            .bearer_auth(TOKEN)
-            .json(&body)
-            .send()
+        self.post(&format!("/api/schedules/{schedule}/trigger"), body)
             .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
     }
 
     /// `POST` of a JSON body with the token.

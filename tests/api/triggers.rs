@@ -329,21 +329,43 @@ async fn the_answer_has_counts_and_ids_only_when_asked_or_for_one_user() {
     app.finish().await;
 }
 
+/// `n` users' overdue summaries, sent, with the daemon stopped afterwards so that only the
+/// test's own retention passes change anything; the deliveries' ids.
+async fn sent_and_stopped(app: &mut TestApp, prefix: &str, n: usize) -> Vec<i64> {
+    for i in 0..n {
+        app.add_late_user(&format!("{prefix}{i}@example.com")).await;
+    }
+    let ids = app.trigger_overdue().await;
+    assert_eq!(ids.len(), n);
+    app.wait_for_status("sent", n as i64, Duration::from_secs(60))
+        .await;
+    app.stop().await.unwrap();
+    ids
+}
+
+/// Gives delivery `id` the status `status`, last changed `days` days ago.
+async fn age(app: &TestApp, id: i64, status: &str, days: i32) {
+    sqlx::query(
+        "UPDATE deliveries SET status = $2,
+             updated_at = now() - make_interval(days => $3),
+             sent_at = CASE WHEN $2 = 'sent' THEN now() - make_interval(days => $3) END
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(status)
+    .bind(days)
+    .execute(&app.store.pool)
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_deletes_old_deliveries_with_their_attempts_and_keeps_newer_ones() {
     let smtp = SmtpServer::start().await;
     let mut env = Env::new(&smtp);
     default_retention(&mut env);
     let mut app = spawn_with(env).await;
-    for i in 0..7 {
-        app.add_late_user(&format!("r{i}@example.com")).await;
-    }
-    let ids = app.trigger_overdue().await;
-    assert_eq!(ids.len(), 7);
-    app.wait_for_status("sent", 7, Duration::from_secs(60))
-        .await;
-    // Stopped, so that only this test's pass deletes anything.
-    app.stop().await.unwrap();
+    let ids = sent_and_stopped(&mut app, "r", 7).await;
 
     // (delivery, status it is given, its age in days, kept?)
     let cases = [
@@ -357,18 +379,7 @@ async fn retention_deletes_old_deliveries_with_their_attempts_and_keeps_newer_on
         (ids[6], "queued", 400, true),
     ];
     for (id, status, days, _) in cases {
-        sqlx::query(
-            "UPDATE deliveries SET status = $2,
-                 updated_at = now() - make_interval(days => $3),
-                 sent_at = CASE WHEN $2 = 'sent' THEN now() - make_interval(days => $3) END
-             WHERE id = $1",
-        )
-        .bind(id)
-        .bind(status)
-        .bind(days)
-        .execute(&app.store.pool)
-        .await
-        .unwrap();
+        age(&app, id, status, days).await;
     }
     let attempts = |id: i64| {
         let pool = app.store.pool.clone();
@@ -414,14 +425,7 @@ async fn sent_and_skipped_deliveries_lose_their_payload_after_its_retention_and_
     default_retention(&mut env);
     env.set("HERALD__RETENTION__PAYLOAD", "3d");
     let mut app = spawn_with(env).await;
-    for i in 0..5 {
-        app.add_late_user(&format!("p{i}@example.com")).await;
-    }
-    let ids = app.trigger_overdue().await;
-    assert_eq!(ids.len(), 5);
-    app.wait_for_status("sent", 5, Duration::from_secs(60))
-        .await;
-    app.stop().await.unwrap();
+    let ids = sent_and_stopped(&mut app, "p", 5).await;
 
     // (delivery, status it is given, its age in days, payload kept?)
     let cases = [
@@ -433,16 +437,7 @@ async fn sent_and_skipped_deliveries_lose_their_payload_after_its_retention_and_
         (ids[4], "queued", 20, true),
     ];
     for (id, status, days, _) in cases {
-        sqlx::query(
-            "UPDATE deliveries SET status = $2, updated_at = now() - make_interval(days => $3)
-             WHERE id = $1",
-        )
-        .bind(id)
-        .bind(status)
-        .bind(days)
-        .execute(&app.store.pool)
-        .await
-        .unwrap();
+        age(&app, id, status, days).await;
     }
     // The daemon's pass at start-up marked everything changed before three days ago as done;
     // these rows were aged after it, so forget the mark, as if they had been sent days ago.
