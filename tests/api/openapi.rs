@@ -165,11 +165,24 @@ async fn the_document_constrains_each_input_as_the_api_does() {
     };
     let trigger = body("/api/schedules/{name}/trigger");
     assert_eq!(trigger["additionalProperties"], false, "{trigger}");
-    let user_id = resolve(&doc, &trigger["properties"]["user_id"]);
-    let text = user_id.to_string();
     assert!(
-        text.contains("#/components/schemas/UserId") && text.contains("\"integer\""),
-        "a string user id or a whole number: {user_id}"
+        trigger["properties"]["user_id"]
+            .to_string()
+            .contains("#/components/schemas/TriggerUserId"),
+        "{trigger}"
+    );
+    // A string user id, or a whole number within what a double holds exactly.
+    let either = &doc["components"]["schemas"]["TriggerUserId"]["oneOf"];
+    assert_eq!(either[0]["$ref"], "#/components/schemas/UserId", "{either}");
+    let max = herald::input::MAX_NUMERIC_USER_ID;
+    assert_eq!(
+        (
+            &either[1]["type"],
+            &either[1]["minimum"],
+            &either[1]["maximum"]
+        ),
+        (&"integer".into(), &(-max).into(), &max.into()),
+        "{either}"
     );
 
     // And the API counts its characters, as maxLength does: 255 two-byte characters are an id.
