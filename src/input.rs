@@ -134,42 +134,36 @@ impl NotRetried {
     }
 }
 
-/// The largest whole number a user id may be given as (2^53 - 1, JavaScript's
-/// `Number.MAX_SAFE_INTEGER`), and the smallest is its negative: past it, a JSON number may have
-/// been rounded to another by a client that reads numbers as doubles, so a larger id comes as a
-/// string.
-pub const MAX_NUMERIC_USER_ID: i64 = (1 << 53) - 1;
+/// The largest whole number written with a fraction (`42.0`) taken as a user id, either side of
+/// 0: 2^52 - 1, below which a double's neighbours are at most half apart, so that serde_json's
+/// reading of a float (which may be a unit in the last place off) never lands on another whole
+/// number. Written as `42`, any 64-bit whole number is read exactly.
+pub const MAX_EXACT_WHOLE: i64 = (1 << 52) - 1;
 
-/// A user's id as the app gives it: a string (UUID, cuid, digits) or a whole number (`42`, or
-/// `42.0`, as JSON Schema's `integer` has it), which becomes its digits. 1 to 255 characters, no
-/// control characters.
+/// A user's id as the app gives it: a string (UUID, cuid, digits) or a whole number (`42`, any
+/// `i64` or `u64`; or `42.0`, a JSON Schema `integer` too, up to [`MAX_EXACT_WHOLE`]), which
+/// becomes its digits. 1 to 255 characters, no control characters.
 pub fn user_id(value: &serde_json::Value) -> Result<String, String> {
     let id = match value {
         serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Number(n) => whole(n).map(|i| i.to_string()),
+        serde_json::Value::Number(n) => whole(n),
         _ => None,
     };
     let id = id.ok_or_else(|| {
         format!(
-            "{value} is not a user id; give the app's id of the user as a string (\"42\", a UUID) or a whole number from -{MAX_NUMERIC_USER_ID} to {MAX_NUMERIC_USER_ID}"
+            "{value} is not a user id; give the app's id of the user as a string (\"42\", a UUID) or a whole number"
         )
     })?;
     text_id(&id)
 }
 
-/// The whole number `n` is, if it is one within [`MAX_NUMERIC_USER_ID`] either side of 0.
-fn whole(n: &serde_json::Number) -> Option<i64> {
-    let i = match n.as_i64() {
-        Some(i) => i,
-        None => {
-            let f = n.as_f64()?;
-            if f.fract() != 0.0 || f.abs() > MAX_NUMERIC_USER_ID as f64 {
-                return None;
-            }
-            f as i64
-        }
-    };
-    (i.abs() <= MAX_NUMERIC_USER_ID).then_some(i)
+/// The digits of the whole number `n` is, if it is one and they are sure.
+fn whole(n: &serde_json::Number) -> Option<String> {
+    if n.is_i64() || n.is_u64() {
+        return Some(n.to_string());
+    }
+    let f = n.as_f64()?;
+    (f.fract() == 0.0 && f.abs() <= MAX_EXACT_WHOLE as f64).then(|| (f as i64).to_string())
 }
 
 /// The most characters (Unicode scalar values, as JSON Schema's `maxLength` counts) in a user id.
@@ -337,31 +331,29 @@ mod tests {
             assert!(e.contains("1 to 255 characters"), "{bad:?}: {e}");
         }
         assert_eq!(user_id(&serde_json::json!(42)), Ok("42".to_owned()));
-        // A whole number in JSON Schema's sense, within what a double holds exactly.
-        let max = MAX_NUMERIC_USER_ID;
+        // A whole number in JSON Schema's sense: any 64-bit one as digits, and one written
+        // with a fraction while a double holds it exactly.
         for (number, id) in [
             ("42.0", "42"),
             ("-478.0", "-478"),
             ("-0.0", "0"),
-            ("9007199254740991", "9007199254740991"),
-            ("-9007199254740991", "-9007199254740991"),
+            ("4503599627370495.0", "4503599627370495"),
+            ("18446744073709551615", "18446744073709551615"),
+            ("-9223372036854775808", "-9223372036854775808"),
         ] {
             let v: serde_json::Value = serde_json::from_str(number).unwrap();
             assert_eq!(user_id(&v), Ok(id.to_owned()), "{number}");
         }
         for number in [
             "42.5",
-            "9007199254740992",
-            "18446744073709551615",
+            "4503599627370496.0",
+            "18446744073709551616",
             "1e300",
             "true",
         ] {
             let v: serde_json::Value = serde_json::from_str(number).unwrap();
             let e = user_id(&v).unwrap_err();
-            assert!(
-                e.contains(&format!("from -{max} to {max}")),
-                "{number}: {e}"
-            );
+            assert!(e.contains("is not a user id"), "{number}: {e}");
         }
     }
 
@@ -418,6 +410,19 @@ mod tests {
             fn a_user_id(id in drawn(&patterns::user_id().replace("]*", &format!("]{{1,{USER_ID_MAX_CHARS}}}")))) {
                 prop_assert_eq!(text_id(&id), Ok(id.clone()));
                 prop_assert_eq!(user_id(&serde_json::Value::String(id.clone())), Ok(id));
+            }
+
+            /// `n.0` is `n` while its digits fit a double's mantissa (serde_json reads it
+            /// exactly), and past that is `n` or refused, never another number.
+            #[test]
+            fn a_whole_number_with_a_fraction_is_its_digits_or_refused(n in -MAX_EXACT_WHOLE..=MAX_EXACT_WHOLE) {
+                let v: serde_json::Value = serde_json::from_str(&format!("{n}.0")).unwrap();
+                let read = user_id(&v);
+                if n.abs() <= ((1_i64 << 53) - 1) / 10 {
+                    prop_assert_eq!(read, Ok(n.to_string()));
+                } else if let Ok(id) = read {
+                    prop_assert_eq!(id, n.to_string());
+                }
             }
 
             #[test]

@@ -87,10 +87,11 @@ pub mod inputs {
                     ObjectBuilder::new()
                         .schema_type(Type::Integer)
                         .description(Some(
-                            "A whole number, for its digits (a larger one as a string)",
+                            "A whole number (a 64-bit one), for its digits; written with a \
+                             fraction (`42.0`), up to 2^52 - 1 either side of 0",
                         ))
-                        .minimum(Some(-input::MAX_NUMERIC_USER_ID as isize))
-                        .maximum(Some(input::MAX_NUMERIC_USER_ID as isize)),
+                        .minimum(Some(i64::MIN as isize))
+                        .maximum(Some(u64::MAX as usize)),
                 )
                 .into()
         }

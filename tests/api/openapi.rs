@@ -171,17 +171,16 @@ async fn the_document_constrains_each_input_as_the_api_does() {
             .contains("#/components/schemas/TriggerUserId"),
         "{trigger}"
     );
-    // A string user id, or a whole number within what a double holds exactly.
+    // A string user id, or a whole number of 64 bits.
     let either = &doc["components"]["schemas"]["TriggerUserId"]["oneOf"];
     assert_eq!(either[0]["$ref"], "#/components/schemas/UserId", "{either}");
-    let max = herald::input::MAX_NUMERIC_USER_ID;
     assert_eq!(
         (
             &either[1]["type"],
             &either[1]["minimum"],
             &either[1]["maximum"]
         ),
-        (&"integer".into(), &(-max).into(), &max.into()),
+        (&"integer".into(), &i64::MIN.into(), &u64::MAX.into()),
         "{either}"
     );
 
