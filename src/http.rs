@@ -153,7 +153,7 @@ pub fn app_and_document(
         ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
     let (open, open_doc) = open_routes(&state).split_for_parts();
-    let doc = openapi::document_of(open_doc, api_doc);
+    let doc = openapi::document_of(open_doc, api_doc, &state.settings);
     let known = Arc::new(openapi::Known::of(&doc));
     let router = open
         .nest("/api", api)
@@ -394,11 +394,12 @@ async fn stats(State(state): State<AppState>) -> Response {
 struct TriggerBody {
     /// One user's id (a string, or a whole number for its digits); anything else is 400, an
     /// unknown user 404.
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<openapi::inputs::TriggerUserId>)]
     user_id: Option<serde_json::Value>,
     #[serde(default)]
     dry_run: bool,
     /// An instant with its offset, read by [`input::instant`].
+    #[schema(value_type = Option<openapi::inputs::Instant>)]
     at: Option<String>,
     /// List the new deliveries' ids (always listed for one user).
     #[serde(default)]
@@ -414,6 +415,8 @@ struct TriggerBody {
         (status = 202, description = "What was planned", body = PlanReport),
         (status = 400, description = "A body or an instant that is not valid", body = ErrorBody),
         (status = 404, description = "No such schedule or user", body = ErrorBody),
+        (status = 409, description = "Not now: the schedule is paused, or `at` is after now or \
+            older than the retention allows (a dry run is never refused)", body = ErrorBody),
         (status = 413, description = "The body is too large", body = ErrorBody),
     ),
     security(("bearer" = [])))]
@@ -444,7 +447,9 @@ async fn trigger(
             .planned("manual", &r.counts(), started.elapsed())
     })
     .map_err(|e| match e {
-        PlanError::Refused(m) => ApiError::BadRequest(m),
+        // `at` is in range (checked above): what is refused is this trigger now, for the
+        // schedule's pause or the clock and the retention, which the document cannot say.
+        PlanError::Refused(m) => ApiError::Conflict(m),
         e @ PlanError::UnknownUser(_) => ApiError::NotFound(e.to_string()),
         PlanError::Failed(e) => ApiError::Internal(e),
     })?;

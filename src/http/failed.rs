@@ -18,8 +18,11 @@ use crate::input::{self, FailedFilter, NotRetried, Since};
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(super) struct FailedQuery {
+    #[param(value_type = Option<super::openapi::inputs::KindName>)]
     kind: Option<String>,
+    #[param(value_type = Option<super::openapi::inputs::Since>)]
     since: Option<String>,
+    #[param(value_type = Option<super::openapi::inputs::Limit>)]
     limit: Option<String>,
 }
 

@@ -24,7 +24,7 @@ struct PreferencesBody {
     kinds: BTreeMap<String, bool>,
 }
 
-#[utoipa::path(get, path = "/users/{id}/preferences", tag = "users", params(("id" = String, Path, description = "The app's id of the user")),
+#[utoipa::path(get, path = "/users/{id}/preferences", tag = "users", params(("id" = super::openapi::inputs::UserId, Path, description = "The app's id of the user")),
     description = "Which kinds the user gets: `{\"user_id\": \"42\", \"kinds\": {\"task_reminders\": true, …}}`.",
     responses(
         (status = 200, description = "Every kind, true when the user gets it", body = serde_json::Value),
@@ -40,9 +40,9 @@ pub async fn show(
     Ok(Json(preferences(&state, id).await?))
 }
 
-#[utoipa::path(put, path = "/users/{id}/preferences", tag = "users", params(("id" = String, Path, description = "The app's id of the user")),
+#[utoipa::path(put, path = "/users/{id}/preferences", tag = "users", params(("id" = super::openapi::inputs::UserId, Path, description = "The app's id of the user")),
     description = "Sets the kinds given (true: gets it; false: not) and answers as GET.",
-    request_body(content = serde_json::Value, content_type = "application/json",
+    request_body(content = super::openapi::inputs::PreferencesUpdate, content_type = "application/json",
         description = "`{\"kinds\": {\"weekly_report\": false}}`"),
     responses(
         (status = 200, description = "Every kind, true when the user gets it", body = serde_json::Value),
@@ -83,7 +83,7 @@ pub async fn update(
     Ok(Json(preferences(&state, id).await?))
 }
 
-#[utoipa::path(delete, path = "/users/{id}/preferences", tag = "users", params(("id" = String, Path, description = "The app's id of the user")),
+#[utoipa::path(delete, path = "/users/{id}/preferences", tag = "users", params(("id" = super::openapi::inputs::UserId, Path, description = "The app's id of the user")),
     description = "Removes every opt-out: the user gets every kind again.",
     responses(
         (status = 200, description = "Every kind, true when the user gets it", body = serde_json::Value),

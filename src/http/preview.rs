@@ -16,8 +16,10 @@ use crate::preview::{Answer, PreviewError};
 #[into_params(parameter_in = Query)]
 pub(super) struct PreviewQuery {
     /// The app's id of the user.
+    #[param(value_type = super::openapi::inputs::UserId)]
     user_id: String,
     /// The instant to preview, RFC 3339 with Z or an offset (`2026-11-24T09:00:00Z`); default now.
+    #[param(value_type = Option<super::openapi::inputs::Instant>)]
     at: Option<String>,
 }
 
@@ -25,7 +27,8 @@ pub(super) struct PreviewQuery {
     description = "The emails a user would get from a kind at an instant (subject, text, HTML, \
         headers and the whole message), with their real data; nothing is planned or sent. \
         `emails` is empty, and `none_because` says why, when they would get none.",
-    params(("kind" = String, Path, description = "The kind (`task_reminders`, `weekly_report`, …)"), PreviewQuery),
+    params(("kind" = String, Path, description = "The kind (`task_reminders`, `weekly_report`, …): \
+        one of this daemon's schedules"), PreviewQuery),
     responses(
         (status = 200, description = "The emails", body = Answer),
         (status = 400, description = "An unknown kind, a user id or an instant that is not valid", body = ErrorBody),

@@ -47,9 +47,12 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError
     Ok(Json(json!({ "schedules": out })))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The body of a pause; it may be left out.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PauseBody {
+pub(super) struct PauseBody {
+    /// Why, shown with the pause; any text but U+0000, which PostgreSQL does not store.
+    #[schema(pattern = "^[^\\u0000]*$")]
     reason: Option<String>,
 }
 
@@ -65,7 +68,8 @@ fn schedule<'a>(state: &'a AppState, name: &str) -> Result<&'a ScheduleSettings,
 /// Pausing a paused schedule keeps the first pause. 200 with the pause.
 #[utoipa::path(post, path = "/schedules/{name}/pause", tag = "schedules",
     params(("name" = String, Path, description = "The schedule's name")),
-    request_body(content = Option<serde_json::Value>, description = "Optional: `{\"reason\": \"…\"}`"),
+    request_body(content = Option<PauseBody>, content_type = "application/json",
+        description = "Optional: `{\"reason\": \"…\"}`"),
     description = "Pauses a schedule in every Herald process: its fires are skipped (not sent \
         late) and triggers are refused until it is resumed.",
     responses(
@@ -89,6 +93,12 @@ pub async fn pause(
             ))
         })?
     };
+    if body.reason.as_deref().is_some_and(|r| r.contains('\0')) {
+        return Err(ApiError::invalid(
+            "reason",
+            "a reason cannot hold U+0000 (NUL); send text without it".to_owned(),
+        ));
+    }
     let p = state
         .store
         .pause_schedule(&s.name, body.reason.as_deref())

@@ -16,6 +16,7 @@ use crate::store::Suppression;
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// How many, from 1 to 10,000 (100 by default).
+    #[param(value_type = Option<super::openapi::inputs::Limit>)]
     limit: Option<String>,
 }
 
@@ -59,6 +60,9 @@ pub async fn show(
     State(state): State<AppState>,
     Path(address): Path<String>,
 ) -> Result<Json<Suppression>, ApiError> {
+    if !storable(&address) {
+        return Err(not_suppressed(&address));
+    }
     state
         .store
         .suppression(&address)
@@ -80,11 +84,16 @@ pub async fn lift(
     State(state): State<AppState>,
     Path(address): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    if !state.store.lift_suppression(&address).await? {
+    if !storable(&address) || !state.store.lift_suppression(&address).await? {
         return Err(not_suppressed(&address));
     }
     tracing::info!(address = %address, "suppression lifted");
     Ok(Json(json!({ "lifted": address.to_lowercase() })))
+}
+
+/// Whether PostgreSQL could hold this address: one with U+0000 is no suppressed address.
+fn storable(address: &str) -> bool {
+    !address.contains('\0')
 }
 
 fn not_suppressed(address: &str) -> ApiError {

@@ -108,7 +108,7 @@ async fn a_paused_schedule_is_skipped_by_the_planner_and_refuses_triggers_until_
         Some(start + TimeDelta::hours(2))
     );
     let (status, refused) = app.trigger("overdue_summary", json!({})).await;
-    assert_eq!(status, 400, "{refused}");
+    assert_eq!(status, 409, "{refused}");
     let error = refused["error"].as_str().unwrap();
     assert!(
         error.contains("is paused") && error.contains("/api/schedules/overdue_summary/resume"),

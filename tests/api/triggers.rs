@@ -70,7 +70,7 @@ async fn a_trigger_at_a_future_instant_is_refused_and_says_to_use_a_dry_run() {
     // Tomorrow by the application's clock, though long past by the wall clock.
     let tomorrow = json!({ "at": "2026-11-24T09:00:00Z" });
     let (status, body) = app.trigger("task_reminders", tomorrow).await;
-    assert_eq!(status, 400, "{body}");
+    assert_eq!(status, 409, "{body}");
     let error = body["error"].as_str().unwrap();
     assert!(
         error.contains("\"at\" 2026-11-24T09:00:00+00:00 is in the future")
@@ -497,7 +497,7 @@ async fn a_trigger_older_than_the_retention_allows_is_refused() {
     let (status, body) = app
         .trigger("overdue_summary", json!({ "at": "2026-10-29T12:00:00Z" }))
         .await;
-    assert_eq!(status, 400, "{body}");
+    assert_eq!(status, 409, "{body}");
     let error = body["error"].as_str().unwrap();
     assert!(
         error.contains("is older than 28days ago")
