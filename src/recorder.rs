@@ -12,7 +12,7 @@
 //! whole because of one row's value (a data or constraint error, [`belongs_to_a_row`]) is tried
 //! again row by row, so one bad row never holds back the others. Any other failure (PostgreSQL
 //! unreachable, restarting, a connection cut) is every row's: each worker gets the error at once
-//! and tries again itself until its lease is nearly spent ([`crate::worker`]). Going row by row
+//! and tries again itself until its lease is nearly spent (see the worker module). Going row by row
 //! then would only make each row wait for the pool's acquire timeout in turn, long enough for the
 //! leases to run out and the emails to go again. A worker acks its job in Redis only after the
 //! answer, so a job is never acked before its outcome is committed.
