@@ -80,6 +80,54 @@ async fn when_redis_dies_readiness_fails_and_no_email_is_lost() {
     app.finish().await;
 }
 
+/// The test above loses Redis before planning; this one loses it while jobs wait in it, not yet
+/// fetched: only the marker key (missing after the restart) brings them back within the bound,
+/// since `queue.redispatch_after` is ten minutes here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_waiting_in_redis_when_it_dies_are_pushed_again_at_once_from_the_marker() {
+    let mut redis = tokio::task::block_in_place(PrivateRedis::start);
+    let smtp = SmtpServer::start().await;
+    // One email at a time, each held half a second at the server: the worker fetches its 64
+    // jobs and the rest wait in Redis.
+    smtp.set_delay(Duration::from_millis(500));
+    let mut env = Env::new(&smtp);
+    env.set("REDIS_URL", &redis.url());
+    env.set("HERALD__QUEUE__CONCURRENCY", "1");
+    env.set("HERALD__MAIL__POOL_SIZE", "1");
+    env.set("HERALD__QUEUE__REDISPATCH_AFTER", "10m");
+    let app = spawn_with(env).await;
+    let n = 100;
+    let users = app.add_late_users("w", n).await;
+    // One trigger per user: each email is a job of its own (or a few together).
+    app.trigger_overdue_each(&users).await;
+    let waiting = app.queue.depth().await.unwrap();
+    assert!(
+        waiting > 0,
+        "no job waited in Redis when it died: this run did not test the refill"
+    );
+
+    tokio::task::block_in_place(|| {
+        redis.stop();
+        redis.resume();
+    });
+    smtp.set_delay(Duration::ZERO);
+    smtp.wait_for(n, Duration::from_secs(120)).await;
+    app.wait_for_status("sent", n as i64, Duration::from_secs(30))
+        .await;
+    let mut per_user: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for m in smtp.messages() {
+        *per_user.entry(m.to().to_owned()).or_default() += 1;
+    }
+    let copies: usize = per_user.values().map(|&c| c - 1).sum();
+    assert_eq!(
+        (per_user.len(), copies),
+        (n, 0),
+        "{waiting} jobs were waiting in Redis when it died"
+    );
+    drop(smtp);
+    app.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_a_herald_process_is_killed_mid_tick_another_delivers_everything() {
     let smtp = SmtpServer::start().await;
