@@ -117,7 +117,14 @@ async fn write(store: &Store, group: Vec<(Recording, Reply)>) {
         }
         Err(e) => e,
     };
-    if rows.len() == 1 || !belongs_to_a_row(&e) {
+    if rows.len() == 1 {
+        // Its own error, as it is: the worker tells a row's error from an outage by it.
+        if let Some(reply) = replies.into_iter().next() {
+            let _ = reply.send(Err(e));
+        }
+        return;
+    }
+    if !belongs_to_a_row(&e) {
         tracing::debug!(rows = rows.len(), error = %e, "cannot record a group of outcomes; every worker of the group tries again");
         answer_all(replies, &e);
         return;
@@ -157,16 +164,21 @@ fn shared(e: &sqlx::Error) -> sqlx::Error {
     ))
 }
 
-/// Whether `e` is about one row's values, so that the other rows of the group would go through
-/// without it: a data exception (SQLSTATE class 22: text PostgreSQL will not store, a value out
-/// of range), an integrity constraint (23), a value over a limit (54), or a value that could not
-/// be encoded. Anything else (an I/O error, the pool, a connection, the server shutting down or
-/// starting, a deadlock) would fail every row alike.
+/// Whether `e` may be about one row, so that the other rows of the group would go through without
+/// it: an error the server answered about the statement (a data exception such as text
+/// PostgreSQL will not store, a constraint, a trigger refusing the row, a value over a limit), or
+/// a value that could not be encoded. Anything about the server or the session (an I/O error, the
+/// pool, a connection, the server shutting down or starting, no resources, a deadlock or
+/// serialization failure, an internal error) would fail every row alike, so the group goes back
+/// to its workers instead.
 pub fn belongs_to_a_row(e: &sqlx::Error) -> bool {
     match e {
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|code| matches!(code.get(..2), Some("22" | "23" | "54"))),
+        // The server answered: the statement failed on what it was given, unless the answer is
+        // about the server or the session (a connection exception, no resources, a shutdown or
+        // start-up, a system or internal error) or asks for the whole transaction again.
+        sqlx::Error::Database(db) => !db.code().is_some_and(|code| {
+            matches!(code.get(..2), Some("08" | "40" | "53" | "57" | "58" | "XX"))
+        }),
         sqlx::Error::Encode(_) => true,
         _ => false,
     }

@@ -36,6 +36,9 @@ pub(super) async fn settle(
     (id, result)
 }
 
+/// Tries at recording an outcome that PostgreSQL refuses because of the row's own values.
+const ROW_ERROR_TRIES: u32 = 3;
+
 /// Records one delivery, trying again after a failed write (every [`RECORD_RETRY_FIRST`],
 /// doubling up to [`RECORD_RETRY_MAX`]) for as long as the claim's lease lasts, less
 /// [`record_margin`]: a PostgreSQL restart of a few seconds then costs no copy. The lease is this
@@ -75,6 +78,16 @@ pub(super) async fn record_retrying(
                 );
                 return Ok(false);
             }
+            Err(e) if crate::recorder::belongs_to_a_row(&e) && failures + 1 >= ROW_ERROR_TRIES => {
+                // The row's own values are refused: trying until the lease runs out would not
+                // change that. Left `sending`, it is claimed again after its lease, and failed
+                // once it has been claimed `queue.max_attempts` times.
+                return Err(anyhow::Error::new(e).context(format!(
+                    "cannot record the attempt of delivery {} ({} tries)",
+                    d.id,
+                    failures + 1
+                )));
+            }
             Err(e) => {
                 failures += 1;
                 let lease_until = claims.lock().expect("not poisoned").lease_until;
@@ -84,9 +97,11 @@ pub(super) async fn record_retrying(
                         d.id
                     )));
                 }
-                // Usually PostgreSQL going away: the outage is logged once, by `health`.
                 tracing::debug!(delivery_id = d.id, error = %e, retry_in = %humantime::format_duration(pause), "cannot record the attempt; retrying");
-                deps.health.down(Dependency::Postgres, &e);
+                if !crate::recorder::belongs_to_a_row(&e) {
+                    // PostgreSQL going away: the outage is logged once, by `health`.
+                    deps.health.down(Dependency::Postgres, &e);
+                }
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(RECORD_RETRY_MAX);
             }
