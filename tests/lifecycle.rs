@@ -424,33 +424,27 @@ async fn dedup_keys(store: &Store, ids: &[i64]) -> Vec<String> {
 /// Waits until `n` of `keys` arrived at least once. On timeout the panic lists the deliveries
 /// that did not arrive, as PostgreSQL sees them.
 async fn wait_arrived(sink: &SmtpSink, store: &Store, keys: &[String], n: usize, within: Duration) {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let got = sink.arrived(keys);
-        if got >= n {
-            return;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let counts = sink.counts();
-            let missing: Vec<&String> = keys.iter().filter(|k| counts.delivery(k) == 0).collect();
-            let rows: Vec<String> = sqlx::query_scalar(
-                "SELECT json_build_object('id', id, 'status', status, 'attempts', attempts,
-                        'last_error', last_error, 'dispatched_at', dispatched_at,
-                        'lease_until', lease_until, 'updated_at', updated_at)::text
-                 FROM deliveries WHERE dedup_key = ANY($1) LIMIT 20",
-            )
-            .bind(missing.iter().map(|k| k.as_str()).collect::<Vec<_>>())
-            .fetch_all(&store.pool)
-            .await
-            .unwrap_or_default();
-            panic!(
-                "only {got} of {n} emails arrived ({} expected in all); missing, as PostgreSQL sees them: {rows:?}; now {}",
-                keys.len(),
-                chrono::Utc::now()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    if arrived_within(sink, keys, n, within).await {
+        return;
     }
+    let got = sink.arrived(keys);
+    let counts = sink.counts();
+    let missing: Vec<&String> = keys.iter().filter(|k| counts.delivery(k) == 0).collect();
+    let rows: Vec<String> = sqlx::query_scalar(
+        "SELECT json_build_object('id', id, 'status', status, 'attempts', attempts,
+                'last_error', last_error, 'dispatched_at', dispatched_at,
+                'lease_until', lease_until, 'updated_at', updated_at)::text
+         FROM deliveries WHERE dedup_key = ANY($1) LIMIT 20",
+    )
+    .bind(missing.iter().map(|k| k.as_str()).collect::<Vec<_>>())
+    .fetch_all(&store.pool)
+    .await
+    .unwrap_or_default();
+    panic!(
+        "only {got} of {n} emails arrived ({} expected in all); missing, as PostgreSQL sees them: {rows:?}; now {}",
+        keys.len(),
+        chrono::Utc::now()
+    );
 }
 
 /// Waits until all `n` of `keys` arrived, or `within` passed; says whether they all did. What

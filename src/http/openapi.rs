@@ -248,15 +248,7 @@ fn with_names(mut api: openapi::OpenApi, settings: &Settings) -> openapi::OpenAp
         } else {
             continue;
         };
-        for op in [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for op in operations(item) {
             for p in op.parameters.iter_mut().flatten() {
                 if let utoipa::openapi::RefOr::T(p) = p
                     && p.name == param
@@ -275,6 +267,20 @@ fn with_names(mut api: openapi::OpenApi, settings: &Settings) -> openapi::OpenAp
     api
 }
 
+/// The operations of a path that the API serves (it has no PATCH, HEAD or other method).
+fn operations(
+    item: &mut utoipa::openapi::PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+    ]
+    .into_iter()
+    .flatten()
+}
+
 /// A body that may be left out (`Option<T>` to utoipa, which also admits JSON `null`) is sent
 /// whole or not at all: the API reads no body, or whitespace, as none, and `null` as a body that
 /// is not valid.
@@ -282,15 +288,7 @@ fn bodies_left_out_not_null(doc: &mut openapi::OpenApi) {
     use utoipa::openapi::{RefOr, Required, Schema, Type, schema::SchemaType};
     let is_null = |s: &RefOr<Schema>| matches!(s, RefOr::T(Schema::Object(o)) if o.schema_type == SchemaType::Type(Type::Null));
     for item in doc.paths.paths.values_mut() {
-        for op in [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for op in operations(item) {
             let Some(RefOr::T(body)) = op.request_body.as_mut() else {
                 continue;
             };
@@ -325,15 +323,7 @@ fn with_door(mut api: openapi::OpenApi) -> openapi::OpenApi {
             .build()
     };
     for item in api.paths.paths.values_mut() {
-        for op in [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for op in operations(item) {
             for (code, what) in [
                 ("401", "Missing or wrong bearer token"),
                 ("403", "No token is configured: the API is closed"),
