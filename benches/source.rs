@@ -55,12 +55,14 @@ SELECT md5('t' || n || '.' || k)::uuid::text, md5(n::text)::uuid::text, 'Task ' 
        now() + ((hashint4(n * 3 + k) % (7 * 24 * 60)) - 4 * 24 * 60) * interval '1 minute',
        CASE WHEN k = 3 THEN now() - ((abs(hashint4(n)) % (6 * 24 * 60)) + 1) * interval '1 minute' END,
        CASE WHEN k = 2 AND n % 10 = 0 THEN now() END
-FROM generate_series(1, $1) AS n, generate_series(1, 3) AS k;
+FROM generate_series(1, $1) AS n, generate_series(1, 3) AS k
+ORDER BY md5('t' || n || '.' || k);
 INSERT INTO "FocusSession" ("id", "userId", "startedAt", "durationMinutes")
 SELECT md5('f' || n || '.' || k)::uuid::text, md5(n::text)::uuid::text,
        now() - ((abs(hashint4(n * 7 + k)) % (6 * 24 * 60)) + 1) * interval '1 minute', 25 + k * 10
-FROM generate_series(1, $1) AS n, generate_series(1, 2) AS k;
-ANALYZE "User", "Task", "FocusSession";
+FROM generate_series(1, $1) AS n, generate_series(1, 2) AS k
+ORDER BY md5('f' || n || '.' || k);
+VACUUM ANALYZE "User", "Task", "FocusSession";
 "#;
 
 fn rss_mb(field: &str) -> f64 {

@@ -7,7 +7,7 @@
 //! fails naming the circle otherwise (test modules aside), and on any file of `src/` over 600
 //! lines. From the bottom:
 //!
-//! 1. Foundations, no I/O of their own or only their own: [`domain`] (value types, the calendar,
+//! 1. Foundations, no I/O of their own or only their own: [`allocator`], [`domain`] (value types, the calendar,
 //!    [`domain::ErrorClass`], [`domain::When`]), [`clock`], [`shutdown`], [`telemetry`],
 //!    [`health`], [`supervisor`], [`webhooks`] (the signature check), [`dkim`].
 //! 2. Settings: [`config`]. It never knows the kinds: `kinds::defaults()` hands it each kind's
@@ -66,6 +66,7 @@
 //! PostgreSQL, not Redis, is the record of every email.
 
 pub mod cli;
+pub mod allocator;
 pub mod clock;
 pub mod config;
 pub mod dkim;
@@ -106,3 +107,4 @@ pub(crate) fn proptest_cases(default: u32) -> u32 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+

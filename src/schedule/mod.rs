@@ -441,7 +441,10 @@ async fn settle(
             return Ok(());
         }
         page.planned += new.len();
-        page.add_previews(new.into_iter().map(|r| {
+        // Only the emails the preview shows are read back; the others are counted.
+        let shown = new.len().min(PREVIEW_LIMIT.saturating_sub(page.preview.len()));
+        *page.preview_left_out.get_or_insert(0) += new.len() - shown;
+        page.add_previews(new.into_iter().take(shown).map(|r| {
             Preview {
                 user_id: r.user_id,
                 recipient: r.recipient,
