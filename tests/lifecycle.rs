@@ -75,7 +75,8 @@ pub struct Size {
     pub concurrency: usize,
     pub batch_size: usize,
     pub pool_size: usize,
-    /// `mail.resend.batch_size`: small, so that a fire through Resend is many requests.
+    /// `mail.resend.batch_size`: small, so that a fire through Resend is many requests, and
+    /// many of them meet the stand-in's faults.
     pub resend_batch: usize,
 }
 
@@ -90,7 +91,7 @@ impl Size {
             concurrency: 200,
             batch_size: 4,
             pool_size: 16,
-            resend_batch: 10,
+            resend_batch: 5,
         }
     }
 
@@ -156,12 +157,12 @@ impl Fire {
         };
         let plan = match self.plan {
             Plan::Trigger(_) => "trigger",
-            Plan::CronInOutage => "cron in PG stop",
+            Plan::CronInOutage => "cron during PG stop",
         };
         let event = match self.event {
             Event::Sigterm => "SIGTERM + restart",
             Event::Sigkill => "SIGKILL + restart",
-            Event::Restarts => "Redis + PG restart",
+            Event::Restarts => "Redis+PG restart",
         };
         format!("{provider}, {plan}: {event}")
     }
@@ -190,7 +191,7 @@ const FIRES: [Fire; 4] = [
     },
 ];
 
-/// The faults the Resend stand-in gives every third request during the restarts: held past
+/// The faults the Resend stand-in gives every other request during the restarts: held past
 /// Herald's timeout (taken, the answer too late), taken then answered 502, 500 or 504, not taken
 /// and answered 500 (retried at Resend) or 503 (sent by SMTP instead).
 fn resend_faults() -> Vec<Reply> {
@@ -512,7 +513,7 @@ impl Run {
     /// last server came back.
     async fn restarts(&mut self, name: &str, keys: &[String], provider: Provider) -> Instant {
         if provider == Provider::Resend {
-            self.stub.inject(3, &resend_faults());
+            self.stub.inject(2, &resend_faults());
         }
         let mark = self.h().log_len();
         let outage = Instant::now();
@@ -550,8 +551,14 @@ impl Run {
         });
         if provider == Provider::Resend {
             let faults = self.stub.stop_faults();
+            let count = |f: fn(&Reply) -> bool| faults.iter().filter(|r| f(r)).count();
             self.summary.notes.push(format!(
-                "fire {name}: the Resend stand-in gave {faults} requests a fault during the restarts"
+                "fire {name}: the Resend stand-in gave {} requests a fault during the restarts: {} held past the timeout, {} taken then 5xx, {} refused 500, {} refused 503",
+                faults.len(),
+                count(|r| matches!(r, Reply::Hang(_))),
+                count(|r| matches!(r, Reply::TakenThen(_))),
+                count(|r| matches!(r, Reply::Status(500, _))),
+                count(|r| matches!(r, Reply::Status(503, _))),
             ));
         }
         back
@@ -722,7 +729,7 @@ async fn wait_recorded(store: &Store, ids: &[i64], within: Duration) {
 }
 
 /// The most emails one Herald process holds claimed at once with these settings (jobs of
-/// [`herald::queue::JOB_SIZE`], a Resend batch of 10 being smaller).
+/// [`herald::queue::JOB_SIZE`], a Resend batch of 5 being smaller).
 fn claimed_at_once(size: &Size) -> u64 {
     size.concurrency as u64
 }

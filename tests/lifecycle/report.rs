@@ -142,13 +142,13 @@ impl Summary {
         let _ = writeln!(s, "baseline before fire 1: {}", self.baseline.short());
         let _ = writeln!(
             s,
-            "{:<7} {:<44} {:>7} {:>9} {:>7} {:>5} {:>7} {:>9}  redis before -> after",
+            "{:<7} {:<48} {:>7} {:>9} {:>7} {:>5} {:>7} {:>9}  redis before -> after",
             "fire", "event", "sent", "at event", "lost", "dup", "bound", "recover"
         );
         for f in &self.fires {
             let _ = writeln!(
                 s,
-                "{:<7} {:<44} {:>7} {:>9} {:>7} {:>5} {:>7} {:>9}  [{}] -> [{}]",
+                "{:<7} {:<48} {:>7} {:>9} {:>7} {:>5} {:>7} {:>9}  [{}] -> [{}]",
                 f.name,
                 f.event,
                 f.arrived,

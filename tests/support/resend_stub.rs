@@ -97,8 +97,8 @@ struct Inner {
     delay: Duration,
     /// Faults given to whole requests, whatever their recipients ([`ResendStub::inject`]).
     faults: Option<Faults>,
-    /// How many requests were given an injected fault.
-    injected: usize,
+    /// The injected faults given so far, in order.
+    injected: Vec<Reply>,
 }
 
 /// Every `every`-th request (counted from the call to [`ResendStub::inject`], replays answered
@@ -190,12 +190,12 @@ impl ResendStub {
         });
     }
 
-    /// No more injected faults; returns how many requests were given one since the first call
-    /// to [`ResendStub::inject`].
-    pub fn stop_faults(&self) -> usize {
+    /// No more injected faults; returns the faults given since the first call to
+    /// [`ResendStub::inject`], one per request, in order.
+    pub fn stop_faults(&self) -> Vec<Reply> {
         let mut inner = self.inner.lock().unwrap();
         inner.faults = None;
-        inner.injected
+        inner.injected.clone()
     }
 
     /// Emails "sent" per `X-Herald-Delivery` value (see `Inner::per_delivery`).
@@ -375,7 +375,7 @@ fn injected(inner: &mut Inner) -> Option<Reply> {
     }
     let reply = f.cycle[f.given % f.cycle.len()].clone();
     f.given += 1;
-    inner.injected += 1;
+    inner.injected.push(reply.clone());
     Some(reply)
 }
 
