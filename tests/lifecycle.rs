@@ -24,10 +24,10 @@
 //! `HERALD_LIFECYCLE_EMAILS=12000 cargo test --release --test lifecycle -- --nocapture`
 //! (see RELIABILITY.md).
 
-#[path = "lifecycle/process.rs"]
-mod process;
 #[path = "support/ports.rs"]
 mod ports;
+#[path = "lifecycle/process.rs"]
+mod process;
 #[path = "lifecycle/report.rs"]
 mod report;
 #[path = "support/resend_stub.rs"]
@@ -51,16 +51,14 @@ use herald::{
 };
 use serde_json::{Value, json};
 
-use process::{Herald, Logs, crash_lines, lines_with, ready, wait_healthy, warn_error_lines};
-use report::{FireRow, KEY_SLACK, OutageRow, Summary, figures, settle};
-use resend_stub::{Reply, ResendStub};
+use process::{Herald, Logs, Stand, ready, wait_healthy, warn_error_lines};
+use report::{FireRow, OutageRow, Summary, figures, settle};
+use resend_stub::Reply;
 use servers::{PrivatePostgres, PrivateRedis};
 use smtp_sink::SmtpSink;
 
 const TOKEN: &str = "lifecycle-token-0123456789abcdef";
 const RESEND_KEY: &str = "re_lifecycle_0123456789";
-/// An outage may add fewer WARN/ERROR lines than this to a process's log.
-const OUTAGE_LINES: usize = 20;
 /// How long Redis stays away in its restart (it comes back empty).
 const REDIS_DOWN: Duration = Duration::from_secs(2);
 /// How long PostgreSQL stays stopped in each of its restarts (issue 19: no copy from 5 s).
@@ -205,50 +203,6 @@ fn resend_faults() -> Vec<Reply> {
     ]
 }
 
-/// The Resend stand-in, on a runtime of its own: the test's runtime blocks now and then
-/// (pg_ctl), and the stand-in's answers must not wait for it.
-struct Stand {
-    stub: Option<ResendStub>,
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl Stand {
-    fn start() -> Stand {
-        let (runtime, stub) = std::thread::spawn(|| {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap();
-            let stub = runtime.block_on(ResendStub::start());
-            (runtime, stub)
-        })
-        .join()
-        .unwrap();
-        stub.lean();
-        Stand {
-            stub: Some(stub),
-            runtime: Some(runtime),
-        }
-    }
-}
-
-impl std::ops::Deref for Stand {
-    type Target = ResendStub;
-    fn deref(&self) -> &ResendStub {
-        self.stub.as_ref().unwrap()
-    }
-}
-
-impl Drop for Stand {
-    fn drop(&mut self) {
-        self.stub.take();
-        if let Some(r) = self.runtime.take() {
-            r.shutdown_background();
-        }
-    }
-}
-
 /// Everything a run holds. The summary is printed when the run is dropped, also on a panic.
 struct Run {
     size: Size,
@@ -304,7 +258,10 @@ impl Run {
                 ("RESEND_API_KEY", RESEND_KEY.into()),
                 ("HERALD__MAIL__RESEND__BASE_URL", self.stub.url.clone()),
                 ("HERALD__MAIL__PROVIDERS", r#"["resend", "smtp"]"#.into()),
-                ("HERALD__MAIL__RESEND__BATCH_SIZE", size.resend_batch.to_string()),
+                (
+                    "HERALD__MAIL__RESEND__BATCH_SIZE",
+                    size.resend_batch.to_string(),
+                ),
                 ("HERALD__MAIL__RESEND__REQUESTS_PER_SECOND", "1000".into()),
                 ("HERALD__MAIL__RESEND__TIMEOUT", humantime(SEND_TIMEOUT)),
             ]);
@@ -390,7 +347,10 @@ impl Run {
     /// Waits until `n` of `keys` arrived at least once. On timeout the panic lists the
     /// deliveries that did not arrive, as PostgreSQL sees them.
     async fn wait_arrived(&self, keys: &[String], n: usize) {
-        if self.arrived_within(keys, n, self.size.fire_deadline()).await {
+        if self
+            .arrived_within(keys, n, self.size.fire_deadline())
+            .await
+        {
             return;
         }
         let counts = self.counts(keys);
@@ -808,7 +768,9 @@ async fn herald_survives_sigterm_sigkill_and_redis_and_postgres_restarts_mid_sen
         String::from_utf8_lossy(&migrate.stderr)
     );
     run.store.pool.close().await;
-    run.store = Store::connect(&run.pg.url("herald"), 4, false).await.unwrap();
+    run.store = Store::connect(&run.pg.url("herald"), 4, false)
+        .await
+        .unwrap();
     let demo = Demo::connect(&run.pg.url("herald")).await.unwrap();
     demo.install().await.unwrap();
     let late = days_ago(10);
@@ -859,7 +821,7 @@ async fn herald_survives_sigterm_sigkill_and_redis_and_postgres_restarts_mid_sen
             .failures
             .push(format!("the last SIGTERM: herald exited with {other:?}")),
     }
-    verdicts(&mut run).await;
+    report::verdicts(&mut run).await;
     run.store.pool.close().await;
     run.sink.stop();
     let failures = run.summary.failures.clone();
@@ -868,100 +830,4 @@ async fn herald_survives_sigterm_sigkill_and_redis_and_postgres_restarts_mid_sen
         "{} of the lifecycle's checks failed (see the summary)",
         failures.len()
     );
-}
-
-/// The checks of the whole run, added to the summary's failures.
-async fn verdicts(run: &mut Run) {
-    let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status <> 'sent'")
-        .fetch_one(&run.store.pool)
-        .await
-        .unwrap();
-    let s = &mut run.summary;
-    if failed != 0 {
-        s.failures
-            .push(format!("{failed} deliveries are not recorded as sent"));
-    }
-    // Every email that arrived anywhere, whatever fire planned it.
-    let mut all: HashMap<String, u32> = run.stub.per_delivery();
-    for (k, c) in run.sink.counts().per_delivery {
-        *all.entry(k).or_default() += c;
-    }
-    let total_copies: u64 = all.values().map(|&c| u64::from(c.saturating_sub(1))).sum();
-    let per_fire: u64 = s.fires.iter().map(|f| f.copies).sum();
-    s.notes.push(format!(
-        "SMTP server: {} messages; Resend stand-in: {} emails taken, {} requests; {} distinct deliveries, {} copies in all",
-        run.sink.total(),
-        run.stub.total(),
-        run.stub.request_count(),
-        all.len(),
-        total_copies
-    ));
-    if total_copies != per_fire || all.keys().any(|k| !run.seen.contains_key(k)) {
-        s.failures.push(format!(
-            "copies or emails that no fire planned: {total_copies} copies in all, {per_fire} in the fires"
-        ));
-    }
-    for f in &s.fires {
-        if f.arrived < f.expected {
-            s.failures.push(format!(
-                "fire {} ({}): {} of {} emails never arrived",
-                f.name,
-                f.event,
-                f.expected - f.arrived,
-                f.expected
-            ));
-        }
-        if f.copies > f.copy_bound {
-            s.failures.push(format!(
-                "fire {} ({}): {} copies, more than the {} allowed",
-                f.name, f.event, f.copies, f.copy_bound
-            ));
-        }
-        if !f.after.within(&run.baseline, KEY_SLACK) {
-            s.failures.push(format!(
-                "fire {}: the queue's Redis figures did not come back within {KEY_SLACK} of the baseline: [{}] vs [{}]",
-                f.name,
-                f.after.short(),
-                run.baseline.short()
-            ));
-        }
-    }
-    for o in &s.outages {
-        if o.warn_error_lines >= OUTAGE_LINES {
-            s.failures.push(format!(
-                "{}: {} WARN/ERROR lines (fewer than {OUTAGE_LINES} allowed)",
-                o.name, o.warn_error_lines
-            ));
-        }
-        if o.recover.is_none() {
-            s.failures.push(format!(
-                "{}: sending did not resume while emails were waiting",
-                o.name
-            ));
-        }
-    }
-    // Not a failure: the worker's safety net for a send that never finishes (see
-    // `worker::max_hold`). Counted so that a run says whether it was needed.
-    let given_up = lines_with(&run.logs.0, &["taking far longer than its lease"]);
-    s.notes.push(format!(
-        "claims given up by the worker's five-lease limit: {}{}",
-        given_up.len(),
-        given_up
-            .first()
-            .map(|l| format!(" (the first: {l})"))
-            .unwrap_or_default()
-    ));
-    let crashes = crash_lines(&run.logs.0);
-    if !crashes.is_empty() {
-        s.failures.push(format!(
-            "{} log lines say a worker crashed; the first: {}",
-            crashes.len(),
-            crashes
-                .iter()
-                .take(3)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(" | ")
-        ));
-    }
 }

@@ -9,7 +9,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::servers::free_port;
+use crate::{resend_stub::ResendStub, servers::free_port};
 
 /// Lines that mean a worker crashed, in any process's log.
 const CRASH_MARKERS: [&str; 3] = ["worker stopped", "too many results to unpack", "panicked"];
@@ -169,3 +169,46 @@ pub fn lines_with(logs: &Path, markers: &[&str]) -> Vec<String> {
     found
 }
 
+/// The Resend stand-in, on a runtime of its own: the test's runtime blocks now and then
+/// (pg_ctl), and the stand-in's answers must not wait for it.
+pub struct Stand {
+    stub: Option<ResendStub>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Stand {
+    pub fn start() -> Stand {
+        let (runtime, stub) = std::thread::spawn(|| {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            let stub = runtime.block_on(ResendStub::start());
+            (runtime, stub)
+        })
+        .join()
+        .unwrap();
+        stub.lean();
+        Stand {
+            stub: Some(stub),
+            runtime: Some(runtime),
+        }
+    }
+}
+
+impl std::ops::Deref for Stand {
+    type Target = ResendStub;
+    fn deref(&self) -> &ResendStub {
+        self.stub.as_ref().unwrap()
+    }
+}
+
+impl Drop for Stand {
+    fn drop(&mut self) {
+        self.stub.take();
+        if let Some(r) = self.runtime.take() {
+            r.shutdown_background();
+        }
+    }
+}

@@ -3,7 +3,15 @@
 
 use std::{fmt::Write as _, path::PathBuf, time::Duration};
 
-use crate::Size;
+use std::collections::HashMap;
+
+use crate::{
+    Run, Size,
+    process::{crash_lines, lines_with},
+};
+
+/// An outage may add fewer WARN/ERROR lines than this to a process's log.
+const OUTAGE_LINES: usize = 20;
 
 /// The queue's Redis figures may end a fire this much above the baseline (dead workers' entries,
 /// the gate's keys).
@@ -216,3 +224,98 @@ pub async fn settle(redis_url: &str, queue: &str, baseline: &Figures) -> Figures
     }
 }
 
+/// The checks of the whole run, added to the summary's failures.
+pub async fn verdicts(run: &mut Run) {
+    let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status <> 'sent'")
+        .fetch_one(&run.store.pool)
+        .await
+        .unwrap();
+    let s = &mut run.summary;
+    if failed != 0 {
+        s.failures
+            .push(format!("{failed} deliveries are not recorded as sent"));
+    }
+    // Every email that arrived anywhere, whatever fire planned it.
+    let mut all: HashMap<String, u32> = run.stub.per_delivery();
+    for (k, c) in run.sink.counts().per_delivery {
+        *all.entry(k).or_default() += c;
+    }
+    let total_copies: u64 = all.values().map(|&c| u64::from(c.saturating_sub(1))).sum();
+    let per_fire: u64 = s.fires.iter().map(|f| f.copies).sum();
+    s.notes.push(format!(
+        "SMTP server: {} messages; Resend stand-in: {} emails taken, {} requests; {} distinct deliveries, {} copies in all",
+        run.sink.total(),
+        run.stub.total(),
+        run.stub.request_count(),
+        all.len(),
+        total_copies
+    ));
+    if total_copies != per_fire || all.keys().any(|k| !run.seen.contains_key(k)) {
+        s.failures.push(format!(
+            "copies or emails that no fire planned: {total_copies} copies in all, {per_fire} in the fires"
+        ));
+    }
+    for f in &s.fires {
+        if f.arrived < f.expected {
+            s.failures.push(format!(
+                "fire {} ({}): {} of {} emails never arrived",
+                f.name,
+                f.event,
+                f.expected - f.arrived,
+                f.expected
+            ));
+        }
+        if f.copies > f.copy_bound {
+            s.failures.push(format!(
+                "fire {} ({}): {} copies, more than the {} allowed",
+                f.name, f.event, f.copies, f.copy_bound
+            ));
+        }
+        if !f.after.within(&run.baseline, KEY_SLACK) {
+            s.failures.push(format!(
+                "fire {}: the queue's Redis figures did not come back within {KEY_SLACK} of the baseline: [{}] vs [{}]",
+                f.name,
+                f.after.short(),
+                run.baseline.short()
+            ));
+        }
+    }
+    for o in &s.outages {
+        if o.warn_error_lines >= OUTAGE_LINES {
+            s.failures.push(format!(
+                "{}: {} WARN/ERROR lines (fewer than {OUTAGE_LINES} allowed)",
+                o.name, o.warn_error_lines
+            ));
+        }
+        if o.recover.is_none() {
+            s.failures.push(format!(
+                "{}: sending did not resume while emails were waiting",
+                o.name
+            ));
+        }
+    }
+    // Not a failure: the worker's safety net for a send that never finishes (see
+    // `worker::max_hold`). Counted so that a run says whether it was needed.
+    let given_up = lines_with(&run.logs.0, &["taking far longer than its lease"]);
+    s.notes.push(format!(
+        "claims given up by the worker's five-lease limit: {}{}",
+        given_up.len(),
+        given_up
+            .first()
+            .map(|l| format!(" (the first: {l})"))
+            .unwrap_or_default()
+    ));
+    let crashes = crash_lines(&run.logs.0);
+    if !crashes.is_empty() {
+        s.failures.push(format!(
+            "{} log lines say a worker crashed; the first: {}",
+            crashes.len(),
+            crashes
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" | ")
+        ));
+    }
+}

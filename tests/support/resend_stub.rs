@@ -306,7 +306,11 @@ fn admit(inner: &mut Inner, path: &str, headers: &HeaderMap, body: &Value) -> Op
         Some(k) => headers.get("authorization") == Some(&format!("Bearer {k}")),
     };
     let key = headers.get("idempotency-key").cloned();
-    let kept = if inner.lean { Value::Null } else { body.clone() };
+    let kept = if inner.lean {
+        Value::Null
+    } else {
+        body.clone()
+    };
     inner.requests.push(Recorded {
         path: path.to_owned(),
         at: Instant::now(),
