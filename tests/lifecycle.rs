@@ -554,14 +554,26 @@ impl Run {
                 "fire {name}: every email had arrived before the event"
             ));
         }
-        let mut row = FireRow {
+        let copy_bound = match fire.event {
+            // A SIGTERM lets in-flight sends finish and be recorded: no copies at all.
+            Event::Sigterm => 0,
+            // At most the emails claimed and not yet recorded at the kill: those of the jobs the
+            // workers held (fetched jobs not yet claimed are claimed once, after the restart).
+            Event::Sigkill => claimed_at_once(&self.size),
+            // The worker keeps trying to record an outcome (and renewing its lease) until the
+            // lease is nearly spent: a 5 s outage within a 10 s lease makes no copy, and what
+            // Redis lost is pushed again from PostgreSQL, claimed once.
+            Event::Restarts => 0,
+        };
+        self.summary.fires.push(FireRow {
             name: name.into(),
             event: fire.describe(),
             expected: n,
             arrived_at_event,
             before,
+            copy_bound,
             ..Default::default()
-        };
+        });
         let from = match fire.event {
             Event::Sigterm => {
                 let term = Instant::now();
@@ -575,30 +587,15 @@ impl Run {
                         "fire {name}: SIGTERM: herald exited with {other:?} (None: not within 60 s)"
                     )),
                 }
-                // A SIGTERM lets in-flight sends finish and be recorded: no copies at all.
-                row.copy_bound = 0;
                 self.respawn().await
             }
             Event::Sigkill => {
                 self.hm().child.kill().unwrap();
                 self.hm().child.wait().unwrap();
-                // At most the emails claimed and not yet recorded at the kill: those of the jobs
-                // the workers held (fetched jobs not yet claimed are claimed once, after the
-                // restart).
-                row.copy_bound = claimed_at_once(&self.size);
                 self.respawn().await
             }
-            Event::Restarts => {
-                // The worker keeps trying to record an outcome (and renewing its lease) until
-                // the lease is nearly spent: a 5 s outage within a 10 s lease makes no copy.
-                row.copy_bound = 0;
-                self.summary.fires.push(row);
-                let back = self.restarts(name, &keys, fire.provider).await;
-                row = self.summary.fires.pop().unwrap();
-                back
-            }
+            Event::Restarts => self.restarts(name, &keys, fire.provider).await,
         };
-        self.summary.fires.push(row);
         let all = self
             .arrived_within(&keys, n, self.size.fire_deadline())
             .await;
