@@ -436,8 +436,8 @@ impl Run {
         let when = format!(
             "the cron fire at {} UTC, PostgreSQL stopped from {} to {}",
             at.format("%H:%M:%S"),
-            stopped.format("%H:%M:%S%.1f"),
-            back_at.format("%H:%M:%S%.1f")
+            stopped.format("%H:%M:%S%.3f"),
+            back_at.format("%H:%M:%S%.3f")
         );
         if stopped < at && at < back_at {
             self.summary.notes.push(when);
