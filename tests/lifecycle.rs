@@ -587,6 +587,7 @@ impl Run {
             copy_bound,
             ..Default::default()
         });
+        let event_at = Utc::now();
         let from = match fire.event {
             Event::Sigterm => {
                 let term = Instant::now();
@@ -625,6 +626,12 @@ impl Run {
         row.copies = copies;
         row.recover = Some(recover);
         row.after = after;
+        if all {
+            let last = last_recorded(&self.store, &ids, event_at).await;
+            self.summary.notes.push(format!(
+                "fire {name}: the last delivery recorded, its attempts (seconds after the event): {last}"
+            ));
+        }
         if fire.provider == Provider::Resend {
             let smtp: u32 = counts.iter().map(|c| c.0).sum();
             let resend: u32 = counts.iter().map(|c| c.1).sum();
@@ -696,6 +703,24 @@ async fn wait_recorded(store: &Store, ids: &[i64], within: Duration) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The attempts of the delivery among `ids` recorded last, each with its time after `event`:
+/// what the slowest email of a fire went through.
+async fn last_recorded(store: &Store, ids: &[i64], event: DateTime<Utc>) -> String {
+    sqlx::query_scalar(
+        "WITH last AS (SELECT id FROM deliveries WHERE id = ANY($1) ORDER BY updated_at DESC LIMIT 1)
+         SELECT string_agg(format('%s %s %s +%ss%s', a.provider, a.outcome, coalesce(a.code::text, '-'),
+                    round(extract(epoch FROM a.at - $2)::numeric, 1),
+                    coalesce(' (' || left(a.error, 80) || ')', '')), '; ' ORDER BY a.attempt)
+         FROM delivery_attempts a JOIN last ON a.delivery_id = last.id",
+    )
+    .bind(ids)
+    .bind(event)
+    .fetch_one(&store.pool)
+    .await
+    .unwrap_or_else(|e| Some(format!("cannot read: {e}")))
+    .unwrap_or_default()
 }
 
 /// The most emails one Herald process holds claimed at once with these settings (jobs of
