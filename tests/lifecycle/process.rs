@@ -88,12 +88,13 @@ impl Drop for Herald {
     }
 }
 
-/// The folder of the processes' logs: removed at the end of a passing run, kept otherwise.
+/// The folder of the processes' logs: removed at the end of a passing run, kept otherwise (and
+/// always with `HERALD_LIFECYCLE_KEEP_LOGS` set).
 pub struct Logs(pub PathBuf);
 
 impl Drop for Logs {
     fn drop(&mut self) {
-        if !std::thread::panicking() {
+        if !std::thread::panicking() && std::env::var_os("HERALD_LIFECYCLE_KEEP_LOGS").is_none() {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
