@@ -100,11 +100,14 @@ impl Size {
         d.min(Duration::from_millis(150))
     }
 
-    /// How long the Resend stand-in waits before looking at each request: the same ~5 s.
+    /// How long the Resend stand-in waits before looking at each request: the same ~5 s. A job
+    /// ([`herald::queue::JOB_SIZE`] emails) sends its batches one after the other, so the
+    /// requests in flight are the jobs a process holds at once.
     pub fn resend_delay(&self) -> Duration {
         let requests = self.emails.div_ceil(self.resend_batch).max(1) as u32;
-        let d = Duration::from_secs(5) * self.pool_size as u32 / requests;
-        d.min(Duration::from_millis(1500))
+        let in_flight = (self.concurrency / herald::queue::JOB_SIZE).max(1) as u32;
+        let d = Duration::from_secs(5) * in_flight / requests;
+        d.min(Duration::from_millis(500))
     }
 
     /// A generous bound on the wait for one fire's emails (it only stops a hung test).
