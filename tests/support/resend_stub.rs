@@ -3,7 +3,9 @@
 //! recipient, every request is recorded with its headers, body and arrival time, and idempotency
 //! keys behave as Resend's: the same key with the same body replays the first success, with
 //! another body gets 409 `invalid_idempotent_request`, and while its first request is still being
-//! processed gets 409 `concurrent_idempotent_requests`.
+//! processed gets 409 `concurrent_idempotent_requests`. It counts the emails Resend would have
+//! sent per `X-Herald-Delivery` (a replay is not one), and can be slow ([`ResendStub::set_delay`])
+//! and give faults to whole requests for a while ([`ResendStub::inject`]).
 
 #![allow(dead_code)]
 
@@ -85,6 +87,27 @@ struct Inner {
     delivered: Vec<Value>,
     /// Every email "sent", with the idempotency key of its request.
     accepted: Vec<(Option<String>, Value)>,
+    /// Emails "sent" per `X-Herald-Delivery` header: every email Resend would have sent, a
+    /// replay under an idempotency key it already answered not among them.
+    per_delivery: HashMap<String, u32>,
+    /// Lean: requests are recorded without their bodies, and `delivered` and `accepted` stay
+    /// empty (only `per_delivery` counts); for runs of many thousand emails.
+    lean: bool,
+    /// How long each request waits before it is looked at (a slow API).
+    delay: Duration,
+    /// Faults given to whole requests, whatever their recipients ([`ResendStub::inject`]).
+    faults: Option<Faults>,
+    /// The injected faults given so far, in order.
+    injected: Vec<Reply>,
+}
+
+/// Every `every`-th request (counted from the call to [`ResendStub::inject`], replays answered
+/// from an idempotency key not counted) gets the next reply of `cycle`.
+struct Faults {
+    every: usize,
+    cycle: Vec<Reply>,
+    seen: usize,
+    given: usize,
 }
 
 /// The running stand-in; stops when dropped.
@@ -143,6 +166,60 @@ impl ResendStub {
     /// Every email "sent" with the idempotency key of the request that sent it.
     pub fn accepted(&self) -> Vec<(Option<String>, Value)> {
         self.inner.lock().unwrap().accepted.clone()
+    }
+
+    /// Lean mode: see `Inner::lean`.
+    pub fn lean(&self) {
+        self.inner.lock().unwrap().lean = true;
+    }
+
+    /// Every request waits this long before it is looked at.
+    pub fn set_delay(&self, delay: Duration) {
+        self.inner.lock().unwrap().delay = delay;
+    }
+
+    /// From now on every `every`-th request, whatever its recipients, gets the next reply of
+    /// `cycle` (in turn) instead of its script: the whole request is held, taken then answered
+    /// with an error, or refused. Replays of an idempotency key already answered are not counted.
+    pub fn inject(&self, every: usize, cycle: &[Reply]) {
+        self.inner.lock().unwrap().faults = Some(Faults {
+            every: every.max(1),
+            cycle: cycle.to_vec(),
+            seen: 0,
+            given: 0,
+        });
+    }
+
+    /// No more injected faults; returns the faults given since the first call to
+    /// [`ResendStub::inject`], one per request, in order.
+    pub fn stop_faults(&self) -> Vec<Reply> {
+        let mut inner = self.inner.lock().unwrap();
+        inner.faults = None;
+        inner.injected.clone()
+    }
+
+    /// Emails "sent" per `X-Herald-Delivery` value (see `Inner::per_delivery`).
+    pub fn per_delivery(&self) -> HashMap<String, u32> {
+        self.inner.lock().unwrap().per_delivery.clone()
+    }
+
+    /// How many times each of `keys` was "sent" (see `Inner::per_delivery`), in order.
+    pub fn delivery_counts(&self, keys: &[String]) -> Vec<u32> {
+        let inner = self.inner.lock().unwrap();
+        keys.iter()
+            .map(|k| inner.per_delivery.get(k).copied().unwrap_or(0))
+            .collect()
+    }
+
+    /// Emails "sent" in all, replays not counted.
+    pub fn total(&self) -> u64 {
+        let inner = self.inner.lock().unwrap();
+        inner.per_delivery.values().map(|&n| u64::from(n)).sum()
+    }
+
+    /// Requests received in all (replays and refusals too).
+    pub fn request_count(&self) -> usize {
+        self.inner.lock().unwrap().requests.len()
     }
 
     /// The number of requests that were being held when asked.
@@ -229,11 +306,16 @@ fn admit(inner: &mut Inner, path: &str, headers: &HeaderMap, body: &Value) -> Op
         Some(k) => headers.get("authorization") == Some(&format!("Bearer {k}")),
     };
     let key = headers.get("idempotency-key").cloned();
+    let kept = if inner.lean {
+        Value::Null
+    } else {
+        body.clone()
+    };
     inner.requests.push(Recorded {
         path: path.to_owned(),
         at: Instant::now(),
         headers,
-        body: body.clone(),
+        body: kept,
         status: 0,
     });
     if !key_ok {
@@ -288,6 +370,38 @@ fn next_reply(inner: &mut Inner, rcpt: &str) -> Reply {
     Reply::Accept
 }
 
+/// The injected fault for this request, if it is one of the `every`-th.
+fn injected(inner: &mut Inner) -> Option<Reply> {
+    let f = inner.faults.as_mut()?;
+    f.seen += 1;
+    if f.cycle.is_empty() || f.seen % f.every != 0 {
+        return None;
+    }
+    let reply = f.cycle[f.given % f.cycle.len()].clone();
+    f.given += 1;
+    inner.injected.push(reply.clone());
+    Some(reply)
+}
+
+/// Records an email as "sent" under the request's idempotency key.
+fn take(inner: &mut Inner, key: &Option<String>, email: &Value) {
+    if let Some(d) = email["headers"]["X-Herald-Delivery"].as_str() {
+        *inner.per_delivery.entry(d.to_owned()).or_default() += 1;
+    }
+    if !inner.lean {
+        inner.accepted.push((key.clone(), email.clone()));
+        inner.delivered.push(email.clone());
+    }
+}
+
+/// Waits the stand-in's delay, if any.
+async fn slow(state: &Shared) {
+    let delay = state.lock().unwrap().delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+}
+
 fn peek_reply(inner: &Inner, rcpt: &str) -> Reply {
     let rcpt = rcpt.to_lowercase();
     for key in [rcpt.as_str(), "*"] {
@@ -311,12 +425,13 @@ async fn one(State(state): State<Shared>, headers: HeaderMap, Json(body): Json<V
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let rcpt = recipient(&body);
+    slow(&state).await;
     let reply = {
         let mut inner = state.lock().unwrap();
         if let Some(r) = admit(&mut inner, "/emails", &headers, &body) {
             return finish(&mut inner, r);
         }
-        next_reply(&mut inner, &rcpt)
+        injected(&mut inner).unwrap_or_else(|| next_reply(&mut inner, &rcpt))
     };
     if let Reply::Silent(wait) = reply {
         tokio::time::sleep(wait).await;
@@ -334,8 +449,7 @@ async fn one(State(state): State<Shared>, headers: HeaderMap, Json(body): Json<V
                     .answers
                     .insert(k.clone(), (body.clone(), answer.clone()));
             }
-            inner.accepted.push((key.clone(), body.clone()));
-            inner.delivered.push(body);
+            take(&mut inner, &key, &body);
             match reply {
                 Reply::TakenThen(status) => taken_then(status),
                 _ => (StatusCode::OK, Json(answer)).into_response(),
@@ -362,7 +476,8 @@ async fn batch(
     let rcpt = recipient;
     let mut hold = None;
     let mut then = None;
-    {
+    slow(&state).await;
+    let fault = {
         let mut inner = state.lock().unwrap();
         if let Some(r) = admit(&mut inner, "/emails/batch", &headers, &body) {
             return finish(&mut inner, r);
@@ -371,9 +486,17 @@ async fn batch(
             let r = error(422, "validation_error", "a batch holds 1 to 100 emails");
             return finish(&mut inner, r);
         }
+        let fault = injected(&mut inner);
+        match &fault {
+            None | Some(Reply::Accept) => {}
+            Some(Reply::Hang(wait)) => hold = Some(*wait),
+            Some(Reply::TakenThen(status)) => then = Some(*status),
+            Some(Reply::Silent(_)) => {}
+            Some(other) => return finish(&mut inner, reply_response(other)),
+        }
         // A scripted answer that concerns the whole request (429, 5xx, 401, a hang) is for the
         // whole batch.
-        for e in &items {
+        for e in items.iter().take_while(|_| fault.is_none()) {
             let who = rcpt(e);
             match peek_reply(&inner, &who) {
                 Reply::Accept | Reply::Status(422, _) => {}
@@ -394,6 +517,14 @@ async fn batch(
                 }
             }
         }
+        fault
+    };
+    if let Some(Reply::Silent(wait)) = fault {
+        tokio::time::sleep(wait).await;
+        return finish(
+            &mut state.lock().unwrap(),
+            error(504, "gateway_timeout", "held without taking the batch"),
+        );
     }
     let r = {
         let mut inner = state.lock().unwrap();
@@ -404,7 +535,12 @@ async fn batch(
         let mut errors = Vec::new();
         let mut accepted = Vec::new();
         for (index, e) in items.iter().enumerate() {
-            match next_reply(&mut inner, &rcpt(e)) {
+            // An injected fault is for the whole request: its emails are taken.
+            let reply = match fault {
+                Some(_) => Reply::Accept,
+                None => next_reply(&mut inner, &rcpt(e)),
+            };
+            match reply {
                 Reply::Accept | Reply::Hang(_) | Reply::TakenThen(_) => {
                     data.push(json!({ "id": uuid::Uuid::new_v4().to_string() }));
                     accepted.push(e.clone());
@@ -425,9 +561,8 @@ async fn batch(
                 .insert(k.clone(), (body.clone(), answer.clone()));
         }
         for e in &accepted {
-            inner.accepted.push((key.clone(), e.clone()));
+            take(&mut inner, &key, e);
         }
-        inner.delivered.extend(accepted);
         match then {
             Some(status) => taken_then(status),
             None => (StatusCode::OK, Json(answer)).into_response(),

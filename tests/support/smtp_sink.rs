@@ -346,6 +346,12 @@ impl SmtpSink {
             .count()
     }
 
+    /// How many times each of `keys` arrived, in order.
+    pub fn delivery_counts(&self, keys: &[String]) -> Vec<u32> {
+        let book = self.shared.book.lock().unwrap();
+        keys.iter().map(|k| book.counts.delivery(k)).collect()
+    }
+
     /// Every accepted message, in the order accepted. Only for a server started with
     /// [`SmtpSink::recording`].
     pub fn messages(&self) -> Vec<Received> {
