@@ -65,8 +65,8 @@
 //! configuration, outage) is paused for every worker and the row waits without using an attempt.
 //! PostgreSQL, not Redis, is the record of every email.
 
-pub mod cli;
 pub mod allocator;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod dkim;
@@ -107,4 +107,3 @@ pub(crate) fn proptest_cases(default: u32) -> u32 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
-

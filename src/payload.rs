@@ -121,7 +121,14 @@ impl Instant {
         put(11, 2, t.hour());
         put(14, 2, t.minute());
         put(17, 2, t.second());
-        for (at, sep) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':'), (19, b'Z')] {
+        for (at, sep) in [
+            (4, b'-'),
+            (7, b'-'),
+            (10, b'T'),
+            (13, b':'),
+            (16, b':'),
+            (19, b'Z'),
+        ] {
             text[at] = sep;
         }
         Some(std::str::from_utf8(text).expect("digits and separators are ASCII"))
@@ -178,19 +185,33 @@ mod tests {
     fn an_instant_is_written_as_chrono_writes_it() {
         // Every second of a leap day, the first and last instants of four-digit years, and a
         // sweep of a century in uneven steps.
-        let start = DateTime::parse_from_rfc3339("2024-02-29T00:00:00Z").unwrap().to_utc();
-        let mut instants: Vec<DateTime<Utc>> =
-            (0..86_400).map(|s| start + chrono::Duration::seconds(s)).collect();
+        let start = DateTime::parse_from_rfc3339("2024-02-29T00:00:00Z")
+            .unwrap()
+            .to_utc();
+        let mut instants: Vec<DateTime<Utc>> = (0..86_400)
+            .map(|s| start + chrono::Duration::seconds(s))
+            .collect();
         instants.extend((0..40_000).map(|i| start + chrono::Duration::seconds(i * 86_399 + 7)));
-        for edge in ["0000-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "1970-01-01T00:00:00Z"] {
+        for edge in [
+            "0000-01-01T00:00:00Z",
+            "9999-12-31T23:59:59Z",
+            "1970-01-01T00:00:00Z",
+        ] {
             instants.push(DateTime::parse_from_rfc3339(edge).unwrap().to_utc());
         }
         for t in instants {
             let ours = serde_json::to_string(&Instant(t)).unwrap();
-            assert_eq!(ours, format!("\"{}\"", t.format("%Y-%m-%dT%H:%M:%SZ")), "{t:?}");
+            assert_eq!(
+                ours,
+                format!("\"{}\"", t.format("%Y-%m-%dT%H:%M:%SZ")),
+                "{t:?}"
+            );
         }
         let far = DateTime::<Utc>::from_timestamp(253_402_300_800, 0).unwrap(); // year 10000
         let ours = serde_json::to_string(&Instant(far)).unwrap();
-        assert_eq!(ours, format!("\"{}\"", far.to_rfc3339_opts(SecondsFormat::Secs, true)));
+        assert_eq!(
+            ours,
+            format!("\"{}\"", far.to_rfc3339_opts(SecondsFormat::Secs, true))
+        );
     }
 }

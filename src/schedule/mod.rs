@@ -442,7 +442,9 @@ async fn settle(
         }
         page.planned += new.len();
         // Only the emails the preview shows are read back; the others are counted.
-        let shown = new.len().min(PREVIEW_LIMIT.saturating_sub(page.preview.len()));
+        let shown = new
+            .len()
+            .min(PREVIEW_LIMIT.saturating_sub(page.preview.len()));
         *page.preview_left_out.get_or_insert(0) += new.len() - shown;
         page.add_previews(new.into_iter().take(shown).map(|r| {
             Preview {
