@@ -280,6 +280,11 @@ impl Source {
                     .parse::<PgConnectOptions>()
                     .with_context(|| format!("source.url {} is not a PostgreSQL URL", redact(url)))?
                     .options([("default_transaction_read_only", "on")]);
+                let name = crate::store::application_name(
+                    options.get_application_name(),
+                    crate::store::SOURCE_POOL,
+                );
+                let options = options.application_name(&name);
                 let pool = pool_options::<Postgres>(max_connections)
                     .idle_timeout(IDLE)
                     .connect_lazy_with(options);

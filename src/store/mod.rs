@@ -79,9 +79,27 @@ pub const RESERVED_CONNECTIONS: u32 = 1 + PAGES_IN_FLIGHT as u32 + 2;
 /// the next page of users streams in, and one for the claim's and the API's look-ups.
 pub const SOURCE_CONNECTIONS: u32 = PAGES_IN_FLIGHT as u32 + 2;
 
+/// What each pool's connections are called in `pg_stat_activity` (their `application_name`),
+/// after the name the URL gives (`?application_name=`, or `PGAPPNAME`), else `herald`: the
+/// workers' pool ([`Store::pool`]) is `herald workers`, the reserved one ([`Store::reserved`])
+/// `herald reserved`, and the source's (PostgreSQL only) `herald source`. PostgreSQL keeps the
+/// first 63 bytes.
+pub fn application_name(given: Option<&str>, pool: &str) -> String {
+    let base = given
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .unwrap_or("herald");
+    format!("{base} {pool}")
+}
+
+/// The pools' own part of [`application_name`].
+pub const WORKERS_POOL: &str = "workers";
+pub const RESERVED_POOL: &str = "reserved";
+pub const SOURCE_POOL: &str = "source";
+
 /// A handle to the database; cheap to clone.
 ///
-/// Two pools, because the workers can take every connection: while they claim and record as
+/// Two pools (told apart in `pg_stat_activity` by [`application_name`]), because the workers can take every connection: while they claim and record as
 /// fast as the providers take emails, each statement of the planner (about five for each 1,000
 /// users), of the dispatcher and of the API waited in line behind theirs. The workers (and their
 /// recorder) run on the main pool (`database.max_connections`); everything else runs on
@@ -354,13 +372,17 @@ impl Store {
                 ("idle_in_transaction_session_timeout", "60s"),
                 ("search_path", STATE_SCHEMA),
             ]);
+        let named = |pool: &str| {
+            let name = application_name(options.get_application_name(), pool);
+            options.clone().application_name(&name)
+        };
         let pool = pool_options::<Postgres>(max_connections)
-            .connect_with(options.clone())
+            .connect_with(named(WORKERS_POOL))
             .await
             .with_context(|| format!("cannot connect to PostgreSQL at {}; is it running and does the database exist? (`herald migrate` creates it)", redact(url)))?;
         let reserved = pool_options::<Postgres>(RESERVED_CONNECTIONS)
             .idle_timeout(Duration::from_secs(60))
-            .connect_lazy_with(options);
+            .connect_lazy_with(named(RESERVED_POOL));
         let source = Source::connect(url, SOURCE_CONNECTIONS).await?;
         Ok(Store {
             pool,
@@ -437,5 +459,23 @@ impl Store {
     pub async fn ping(&self) -> anyhow::Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_pool_is_named_after_the_urls_application_name_else_herald() {
+        assert_eq!(application_name(None, WORKERS_POOL), "herald workers");
+        assert_eq!(
+            application_name(Some("  "), RESERVED_POOL),
+            "herald reserved"
+        );
+        assert_eq!(
+            application_name(Some("billing"), SOURCE_POOL),
+            "billing source"
+        );
     }
 }
