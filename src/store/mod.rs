@@ -17,7 +17,7 @@ use sqlx::{PgPool, Postgres, migrate::MigrateDatabase, postgres::PgConnectOption
 
 use crate::{
     config::redact,
-    source::{Source, pool_options},
+    source::{RESERVED_POOL, Source, WORKERS_POOL, application_name, pool_options},
 };
 
 mod deliveries;
@@ -79,27 +79,9 @@ pub const RESERVED_CONNECTIONS: u32 = 1 + PAGES_IN_FLIGHT as u32 + 2;
 /// the next page of users streams in, and one for the claim's and the API's look-ups.
 pub const SOURCE_CONNECTIONS: u32 = PAGES_IN_FLIGHT as u32 + 2;
 
-/// What each pool's connections are called in `pg_stat_activity` (their `application_name`),
-/// after the name the URL gives (`?application_name=`, or `PGAPPNAME`), else `herald`: the
-/// workers' pool ([`Store::pool`]) is `herald workers`, the reserved one ([`Store::reserved`])
-/// `herald reserved`, and the source's (PostgreSQL only) `herald source`. PostgreSQL keeps the
-/// first 63 bytes.
-pub fn application_name(given: Option<&str>, pool: &str) -> String {
-    let base = given
-        .map(str::trim)
-        .filter(|g| !g.is_empty())
-        .unwrap_or("herald");
-    format!("{base} {pool}")
-}
-
-/// The pools' own part of [`application_name`].
-pub const WORKERS_POOL: &str = "workers";
-pub const RESERVED_POOL: &str = "reserved";
-pub const SOURCE_POOL: &str = "source";
-
 /// A handle to the database; cheap to clone.
 ///
-/// Two pools (told apart in `pg_stat_activity` by [`application_name`]), because the workers can take every connection: while they claim and record as
+/// Two pools (told apart in `pg_stat_activity` by [`application_name`](crate::source::application_name)), because the workers can take every connection: while they claim and record as
 /// fast as the providers take emails, each statement of the planner (about five for each 1,000
 /// users), of the dispatcher and of the API waited in line behind theirs. The workers (and their
 /// recorder) run on the main pool (`database.max_connections`); everything else runs on
@@ -459,23 +441,5 @@ impl Store {
     pub async fn ping(&self) -> anyhow::Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_pool_is_named_after_the_urls_application_name_else_herald() {
-        assert_eq!(application_name(None, WORKERS_POOL), "herald workers");
-        assert_eq!(
-            application_name(Some("  "), RESERVED_POOL),
-            "herald reserved"
-        );
-        assert_eq!(
-            application_name(Some("billing"), SOURCE_POOL),
-            "billing source"
-        );
     }
 }
