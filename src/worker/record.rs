@@ -427,4 +427,52 @@ mod tests {
         };
         assert_eq!(decide(&[down], &[], 4), retry(2, false));
     }
+
+    fn claimed(batch_key: Option<&str>) -> Claimed {
+        let t = chrono::DateTime::UNIX_EPOCH;
+        Claimed {
+            id: 42,
+            claim_token: uuid::Uuid::nil(),
+            kind: "overdue_summary".into(),
+            user_id: "7".into(),
+            created_at: t,
+            dedup_key: "overdue_summary:7:2026-11-23".into(),
+            recipient: "a@example.com".into(),
+            payload: serde_json::Value::Null,
+            attempts: 4,
+            round_attempts: 4,
+            message_id: "<42@example.com>".into(),
+            batch_key: batch_key.map(str::to_owned),
+            batch_size: batch_key.map(|_| 2),
+            held_by: None,
+            due_at: t,
+            opted_out: false,
+            suppressed: false,
+            over_cap: false,
+        }
+    }
+
+    #[test]
+    fn an_unknown_outcome_used_up_names_what_marks_the_copy() {
+        let e = SendError::new(ErrorClass::Unknown, Some(502), "Resend answered 502");
+        assert_eq!(
+            unknown_exhausted(&claimed(None), "resend", &e),
+            "Resend answered 502. The outcome at resend stayed unknown after 4 attempts: a copy \
+             may have been delivered (Resend idempotency key overdue_summary:7:2026-11-23, \
+             Message-ID <42@example.com>, X-Herald-Delivery overdue_summary:7:2026-11-23). Check \
+             with the provider before `herald failed retry`, which sends it to resend again."
+        );
+        // Sent in a batch: the batch's key is the one Resend knows.
+        let batch = unknown_exhausted(&claimed(Some("batch-9")), "resend", &e);
+        assert!(
+            batch.contains("(Resend idempotency key batch-9, Message-ID"),
+            "{batch}"
+        );
+        // SMTP has no idempotency key: the Message-ID is what marks the copy.
+        let smtp = unknown_exhausted(&claimed(None), "smtp", &e);
+        assert!(
+            smtp.contains("delivered (Message-ID <42@example.com>"),
+            "{smtp}"
+        );
+    }
 }
