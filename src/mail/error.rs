@@ -256,6 +256,11 @@ mod refusal_tests {
         assert_eq!(refuses_mailbox(&e(554, "5.1.1 User unknown")), None);
         let not_permanent = SendError::new(ErrorClass::Configuration, Some(550), "5.1.1 x");
         assert_eq!(refuses_mailbox(&not_permanent), None);
+        // The enhanced code is three numbers: a host name of three parts before it is not one.
+        assert_eq!(
+            refuses_mailbox(&e(550, "550 mx1.example.net 5.1.1 User unknown")).as_deref(),
+            Some("smtp 550 5.1.1")
+        );
         // The enhanced code may stand before a colon or a comma.
         assert_eq!(
             refuses_mailbox(&e(551, "551 5.1.6:moved,try elsewhere")).as_deref(),
