@@ -267,36 +267,13 @@ impl Gate {
             .invoke_async(&mut conn)
             .await
             .with_context(|| format!("cannot ask Redis whether {} may send", p.name()))?;
-        if go == 0 {
-            return Ok(Permit::Go {
-                probe: why == "1",
-                count: usize::try_from(amount).unwrap_or(1).max(1),
-            });
-        }
-        let wait = Duration::from_millis(amount.max(1) as u64);
-        let mut parts = why.splitn(3, '|');
-        let (_, class, message) = (
-            parts.next().unwrap_or(""),
-            parts.next().unwrap_or(""),
-            parts.next().unwrap_or(""),
-        );
-        Ok(match class {
-            "rate" => Permit::Wait {
-                wait,
-                why: Why::Rate,
-            },
-            "circuit" => Permit::Wait {
-                wait: wait.min(self.pauses.probe_interval),
-                why: Why::Circuit,
-            },
-            _ => Permit::Wait {
-                wait,
-                why: Why::Paused {
-                    class: paused_class(&self.key(p, "pause"), class)?,
-                    message: message.to_owned(),
-                },
-            },
-        })
+        permit(
+            go,
+            amount,
+            &why,
+            self.pauses.probe_interval,
+            &self.key(p, "pause"),
+        )
     }
 
     /// Asks until `p` may send some of `wanted` requests, sleeping through waits that fit in
@@ -388,18 +365,8 @@ impl Gate {
         let Some(pause) = pause else {
             return Ok(None);
         };
-        let fingerprint = if e.class == ErrorClass::Configuration {
-            p.fingerprint.as_str()
-        } else {
-            ""
-        };
-        let class = if e.unreachable {
-            "circuit"
-        } else {
-            e.class.as_str()
-        };
         let note = cut_from.map_or(String::new(), |asked| cut_note(asked, pause));
-        let value = format!("{fingerprint}|{class}|{}{note}", e.message);
+        let value = pause_value(e, &p.fingerprint, &note);
         let set = self
             .pause
             .key(self.key(p, "pause"))
@@ -458,26 +425,104 @@ impl Gate {
             .query_async(&mut conn)
             .await
             .context("cannot read the provider's state from Redis")?;
-        if let Some(value) = paused {
-            let mut parts = value.splitn(3, '|');
-            let fp = parts.next().unwrap_or("");
-            let class = parts.next().unwrap_or("");
-            let message = parts.next().unwrap_or("").to_owned();
-            if class == "circuit" {
-                return Ok(State::Circuit);
-            }
-            let class = paused_class(&self.key(p, "pause"), class)?;
-            let ours = class != ErrorClass::Configuration || fp == p.fingerprint;
-            if ours {
-                return Ok(State::Paused {
-                    class,
-                    message,
-                    remaining: Duration::from_millis(ttl.max(0) as u64),
-                });
-            }
-        }
-        Ok(if circuit { State::Circuit } else { State::Ok })
+        state_of(
+            paused.as_deref(),
+            ttl,
+            circuit,
+            &p.fingerprint,
+            &self.key(p, "pause"),
+        )
     }
+}
+
+/// What the admission script's answer means: `go` 0 to go (`amount` requests, `why` "1" when
+/// probing), else wait `amount` ms for `why` (`fingerprint|class|message`, or `|rate|` or
+/// `|circuit|…`). `key` is the pause's, for the error about a class this Herald does not know.
+fn permit(
+    go: i64,
+    amount: i64,
+    why: &str,
+    probe_interval: Duration,
+    key: &str,
+) -> anyhow::Result<Permit> {
+    if go == 0 {
+        return Ok(Permit::Go {
+            probe: why == "1",
+            count: usize::try_from(amount).unwrap_or(1).max(1),
+        });
+    }
+    let wait = Duration::from_millis(amount.max(1) as u64);
+    let mut parts = why.splitn(3, '|');
+    let (_, class, message) = (
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+    );
+    Ok(match class {
+        "rate" => Permit::Wait {
+            wait,
+            why: Why::Rate,
+        },
+        "circuit" => Permit::Wait {
+            wait: wait.min(probe_interval),
+            why: Why::Circuit,
+        },
+        _ => Permit::Wait {
+            wait,
+            why: Why::Paused {
+                class: paused_class(key, class)?,
+                message: message.to_owned(),
+            },
+        },
+    })
+}
+
+/// The pause [`Gate::failed`] writes for `e` (`fingerprint|class|message`, `note` after the
+/// message): only a configuration pause carries the process's `fingerprint` (it holds only
+/// processes with the same credentials), and an unreachable provider's pause is its circuit's.
+fn pause_value(e: &SendError, fingerprint: &str, note: &str) -> String {
+    let fingerprint = if e.class == ErrorClass::Configuration {
+        fingerprint
+    } else {
+        ""
+    };
+    let class = if e.unreachable {
+        "circuit"
+    } else {
+        e.class.as_str()
+    };
+    format!("{fingerprint}|{class}|{}{note}", e.message)
+}
+
+/// A provider's [`State`] from its pause in Redis (`paused`, with `ttl` ms left) and whether its
+/// circuit is open, for a process whose credentials have `fingerprint`: another process's
+/// configuration pause is not this one's.
+fn state_of(
+    paused: Option<&str>,
+    ttl: i64,
+    circuit: bool,
+    fingerprint: &str,
+    key: &str,
+) -> anyhow::Result<State> {
+    if let Some(value) = paused {
+        let mut parts = value.splitn(3, '|');
+        let fp = parts.next().unwrap_or("");
+        let class = parts.next().unwrap_or("");
+        let message = parts.next().unwrap_or("").to_owned();
+        if class == "circuit" {
+            return Ok(State::Circuit);
+        }
+        let class = paused_class(key, class)?;
+        let ours = class != ErrorClass::Configuration || fp == fingerprint;
+        if ours {
+            return Ok(State::Paused {
+                class,
+                message,
+                remaining: Duration::from_millis(ttl.max(0) as u64),
+            });
+        }
+    }
+    Ok(if circuit { State::Circuit } else { State::Ok })
 }
 
 /// The error class of the pause in Redis key `key`, as [`Gate::failed`] wrote it.
@@ -492,63 +537,5 @@ fn paused_class(key: &str, class: &str) -> anyhow::Result<ErrorClass> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_pauses_that_belong_to_the_provider_fail_over() {
-        let paused = |class| Why::Paused {
-            class,
-            message: String::new(),
-        };
-        assert!(!Why::Rate.fails_over());
-        assert!(Why::Circuit.fails_over());
-        assert!(!paused(ErrorClass::RateLimited).fails_over());
-        assert!(paused(ErrorClass::Quota).fails_over());
-        assert!(paused(ErrorClass::Configuration).fails_over());
-    }
-
-    #[test]
-    fn a_rate_limit_pauses_at_most_max_pause() {
-        let secs = Duration::from_secs;
-        let pauses = Pauses {
-            configuration: secs(60),
-            probe_interval: secs(2),
-            throttle: secs(10),
-            probe_lease: secs(30),
-            max: secs(300),
-        };
-        assert_eq!(pauses.rate_limit(Some(secs(3))), (secs(3), None));
-        assert_eq!(pauses.rate_limit(Some(secs(300))), (secs(300), None));
-        assert_eq!(
-            pauses.rate_limit(Some(secs(2_592_000))),
-            (secs(300), Some(secs(2_592_000)))
-        );
-        assert_eq!(
-            pauses.rate_limit(Some(crate::mail::error::MAX_WAIT)),
-            (secs(300), Some(crate::mail::error::MAX_WAIT))
-        );
-        // SMTP throttling says no wait: mail.throttle_pause.
-        assert_eq!(pauses.rate_limit(None), (secs(10), None));
-        assert_eq!(
-            cut_note(secs(2_592_000), secs(300)),
-            " (it asked for a pause of 30days; cut to mail.max_pause, 5m)"
-        );
-    }
-
-    #[test]
-    fn a_pause_of_a_class_this_herald_does_not_know_says_so() {
-        assert_eq!(
-            paused_class("q:provider:smtp:pause", "quota").unwrap(),
-            ErrorClass::Quota
-        );
-        let e = paused_class("q:provider:smtp:pause", "melted").unwrap_err();
-        let e = format!("{e:#}");
-        assert!(
-            e.contains("q:provider:smtp:pause")
-                && e.contains("\"melted\"")
-                && e.contains("delete the key"),
-            "{e}"
-        );
-    }
-}
+#[path = "gate_tests.rs"]
+mod tests;

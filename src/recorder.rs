@@ -195,9 +195,59 @@ mod tests {
         assert!(!belongs_to_a_row(&sqlx::Error::PoolTimedOut));
         assert!(!belongs_to_a_row(&sqlx::Error::PoolClosed));
         assert!(belongs_to_a_row(&sqlx::Error::Encode("bad".into())));
+        // What the server answered, by SQLSTATE class: about the statement and its row...
+        for code in ["22021", "23505", "P0001", "54000", "42P01"] {
+            assert!(belongs_to_a_row(&Answered::error(Some(code))), "{code}");
+        }
+        assert!(belongs_to_a_row(&Answered::error(None)));
+        // ...or about the server or the session, which every row would meet alike.
+        for code in [
+            "08006", "40001", "40P01", "53300", "57P01", "58030", "XX000",
+        ] {
+            assert!(!belongs_to_a_row(&Answered::error(Some(code))), "{code}");
+        }
         let copy = shared(&refused);
         assert!(
             matches!(&copy, sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused)
         );
+    }
+
+    /// An answer of the server with SQLSTATE `code`, as sqlx reports it.
+    #[derive(Debug)]
+    struct Answered(Option<&'static str>);
+
+    impl Answered {
+        fn error(code: Option<&'static str>) -> sqlx::Error {
+            sqlx::Error::Database(Box::new(Answered(code)))
+        }
+    }
+
+    impl std::fmt::Display for Answered {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "SQLSTATE {:?}", self.0)
+        }
+    }
+
+    impl std::error::Error for Answered {}
+
+    impl sqlx::error::DatabaseError for Answered {
+        fn message(&self) -> &str {
+            "answered"
+        }
+        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+            self.0.map(std::borrow::Cow::Borrowed)
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
     }
 }

@@ -252,6 +252,24 @@ mod refusal_tests {
         assert_eq!(refuses_mailbox(&e(550, "Recipient rejected")), None);
         let transient = SendError::new(ErrorClass::Transient, Some(450), "4.1.1 try later");
         assert_eq!(refuses_mailbox(&transient), None);
+        // Both must hold: a permanent answer, and one of the mailbox's codes.
+        assert_eq!(refuses_mailbox(&e(554, "5.1.1 User unknown")), None);
+        let not_permanent = SendError::new(ErrorClass::Configuration, Some(550), "5.1.1 x");
+        assert_eq!(refuses_mailbox(&not_permanent), None);
+        // The enhanced code is three numbers: a host name of three parts before it is not one.
+        assert_eq!(
+            refuses_mailbox(&e(550, "550 mx1.example.net 5.1.1 User unknown")).as_deref(),
+            Some("smtp 550 5.1.1")
+        );
+        // The enhanced code may stand before a colon or a comma.
+        assert_eq!(
+            refuses_mailbox(&e(551, "551 5.1.6:moved,try elsewhere")).as_deref(),
+            Some("smtp 551 5.1.6")
+        );
+        assert_eq!(
+            refuses_mailbox(&e(553, "553 5.1.3,bad address")).as_deref(),
+            Some("smtp 553 5.1.3")
+        );
     }
 }
 
@@ -297,6 +315,20 @@ mod tests {
             (504, "gateway_timeout", "upstream slow", Unknown),
             (599, "", "odd", Unknown),
             (503, "service_unavailable", "down", Transient),
+            // A 422 is the sender's setup only when it says the domain is not verified.
+            (
+                422,
+                "validation_error",
+                "The example.com domain is not verified",
+                Configuration,
+            ),
+            (
+                422,
+                "validation_error",
+                "The domain field is missing",
+                Permanent,
+            ),
+            (422, "validation_error", "Verify the `to` field", Permanent),
         ];
         for (status, name, message, class) in cases {
             let e = resend(status, name, message);
@@ -426,6 +458,12 @@ mod tests {
         assert_eq!(parse_seconds("1e20"), Some(MAX_WAIT));
         assert_eq!(parse_seconds("18446744073709551616"), Some(MAX_WAIT));
         assert_eq!(parse_seconds("99999999"), Some(MAX_WAIT));
+        // 31 days, a monthly quota's longest reset, is still read as it is.
+        assert_eq!(MAX_WAIT, Duration::from_secs(31 * 86_400));
+        assert_eq!(
+            parse_seconds("2678400"),
+            Some(Duration::from_secs(2_678_400))
+        );
     }
 
     mod props {

@@ -53,6 +53,24 @@ pub(crate) fn pool_options<DB: sqlx::Database>(
         })
 }
 
+/// What each pool's connections are called in `pg_stat_activity` (their `application_name`),
+/// after the name the URL gives (`?application_name=`, or `PGAPPNAME`), else `herald`: the
+/// workers' pool (`Store::pool`) is `herald workers`, the reserved one (`Store::reserved`)
+/// `herald reserved`, and the source's (PostgreSQL only) `herald source`. PostgreSQL keeps the
+/// first 63 bytes.
+pub fn application_name(given: Option<&str>, pool: &str) -> String {
+    let base = given
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .unwrap_or("herald");
+    format!("{base} {pool}")
+}
+
+/// The pools' own part of [`application_name`].
+pub const WORKERS_POOL: &str = "workers";
+pub const RESERVED_POOL: &str = "reserved";
+pub const SOURCE_POOL: &str = "source";
+
 /// A source connection unused this long is closed: the planner holds them only while planning.
 const IDLE: Duration = Duration::from_secs(60);
 
@@ -280,6 +298,8 @@ impl Source {
                     .parse::<PgConnectOptions>()
                     .with_context(|| format!("source.url {} is not a PostgreSQL URL", redact(url)))?
                     .options([("default_transaction_read_only", "on")]);
+                let name = application_name(options.get_application_name(), SOURCE_POOL);
+                let options = options.application_name(&name);
                 let pool = pool_options::<Postgres>(max_connections)
                     .idle_timeout(IDLE)
                     .connect_lazy_with(options);
@@ -510,5 +530,23 @@ impl Source {
             qb.push_in(owners);
             qb.build_query_as::<FocusRow>().fetch_all(pool).await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_pool_is_named_after_the_urls_application_name_else_herald() {
+        assert_eq!(application_name(None, WORKERS_POOL), "herald workers");
+        assert_eq!(
+            application_name(Some("  "), RESERVED_POOL),
+            "herald reserved"
+        );
+        assert_eq!(
+            application_name(Some("billing"), SOURCE_POOL),
+            "billing source"
+        );
     }
 }

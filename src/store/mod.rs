@@ -17,7 +17,7 @@ use sqlx::{PgPool, Postgres, migrate::MigrateDatabase, postgres::PgConnectOption
 
 use crate::{
     config::redact,
-    source::{Source, pool_options},
+    source::{RESERVED_POOL, Source, WORKERS_POOL, application_name, pool_options},
 };
 
 mod deliveries;
@@ -81,7 +81,7 @@ pub const SOURCE_CONNECTIONS: u32 = PAGES_IN_FLIGHT as u32 + 2;
 
 /// A handle to the database; cheap to clone.
 ///
-/// Two pools, because the workers can take every connection: while they claim and record as
+/// Two pools (told apart in `pg_stat_activity` by [`application_name`](crate::source::application_name)), because the workers can take every connection: while they claim and record as
 /// fast as the providers take emails, each statement of the planner (about five for each 1,000
 /// users), of the dispatcher and of the API waited in line behind theirs. The workers (and their
 /// recorder) run on the main pool (`database.max_connections`); everything else runs on
@@ -354,13 +354,17 @@ impl Store {
                 ("idle_in_transaction_session_timeout", "60s"),
                 ("search_path", STATE_SCHEMA),
             ]);
+        let named = |pool: &str| {
+            let name = application_name(options.get_application_name(), pool);
+            options.clone().application_name(&name)
+        };
         let pool = pool_options::<Postgres>(max_connections)
-            .connect_with(options.clone())
+            .connect_with(named(WORKERS_POOL))
             .await
             .with_context(|| format!("cannot connect to PostgreSQL at {}; is it running and does the database exist? (`herald migrate` creates it)", redact(url)))?;
         let reserved = pool_options::<Postgres>(RESERVED_CONNECTIONS)
             .idle_timeout(Duration::from_secs(60))
-            .connect_lazy_with(options);
+            .connect_lazy_with(named(RESERVED_POOL));
         let source = Source::connect(url, SOURCE_CONNECTIONS).await?;
         Ok(Store {
             pool,

@@ -17,7 +17,7 @@ pub(super) async fn settle(
     let id = job.d.id;
     let taken_over = claims.lock().expect("not poisoned").lost.contains(&id);
     let sent = job.tries.last().is_some_and(|t| t.result.is_ok());
-    let result = if taken_over && !sent {
+    let result = if !records_it(taken_over, sent) {
         tracing::warn!(
             delivery_id = id,
             "claim was taken over; another worker owns it now (this worker records nothing for it)"
@@ -78,24 +78,28 @@ pub(super) async fn record_retrying(
                 );
                 return Ok(false);
             }
-            Err(e) if crate::recorder::belongs_to_a_row(&e) && failures + 1 >= ROW_ERROR_TRIES => {
-                // The row's own values are refused: trying until the lease runs out would not
-                // change that. Left `sending`, it is claimed again after its lease, and failed
-                // once it has been claimed `queue.max_attempts` times.
-                return Err(anyhow::Error::new(e).context(format!(
-                    "cannot record the attempt of delivery {} ({} tries)",
-                    d.id,
-                    failures + 1
-                )));
-            }
             Err(e) => {
                 failures += 1;
                 let lease_until = claims.lock().expect("not poisoned").lease_until;
-                if tokio::time::Instant::now() + pause + margin >= lease_until {
-                    return Err(anyhow::Error::new(e).context(format!(
-                        "cannot record the attempt of delivery {} ({failures} tries, until its lease was nearly spent)",
-                        d.id
-                    )));
+                let next_try_ends = tokio::time::Instant::now() + pause + margin;
+                let row = crate::recorder::belongs_to_a_row(&e);
+                match gives_up(row, failures, next_try_ends, lease_until) {
+                    // The row's own values are refused: trying until the lease runs out would
+                    // not change that. Left `sending`, it is claimed again after its lease, and
+                    // failed once it has been claimed `queue.max_attempts` times.
+                    Some(GiveUp::RowRefused) => {
+                        return Err(anyhow::Error::new(e).context(format!(
+                            "cannot record the attempt of delivery {} ({failures} tries)",
+                            d.id
+                        )));
+                    }
+                    Some(GiveUp::LeaseSpent) => {
+                        return Err(anyhow::Error::new(e).context(format!(
+                            "cannot record the attempt of delivery {} ({failures} tries, until its lease was nearly spent)",
+                            d.id
+                        )));
+                    }
+                    None => {}
                 }
                 tracing::debug!(delivery_id = d.id, error = %e, retry_in = %humantime::format_duration(pause), "cannot record the attempt; retrying");
                 if !crate::recorder::belongs_to_a_row(&e) {
@@ -278,6 +282,37 @@ pub(super) fn unknown_exhausted(d: &Claimed, provider: &str, e: &SendError) -> S
     )
 }
 
+/// Whether this worker writes its row's outcome: not when the lease renewal found the row taken
+/// over by another worker (the new owner does), unless the email was sent, which is always
+/// offered ([`Store::record`] takes it only while no other worker has claimed the row since).
+pub fn records_it(taken_over: bool, sent: bool) -> bool {
+    !taken_over || sent
+}
+
+/// Why `record_retrying` stops trying to write an outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GiveUp {
+    /// PostgreSQL refused the row's own values `ROW_ERROR_TRIES` times.
+    RowRefused,
+    /// The next try, and the margin, would end past the claim's lease.
+    LeaseSpent,
+}
+
+/// After `tries` failed writes of an outcome (`row`: the last error was about the row's own
+/// values), whether to stop: the next try would end (with its pause and the margin) at
+/// `next_try_ends`, and the claim's lease lasts until `lease_until`.
+pub fn gives_up(
+    row: bool,
+    tries: u32,
+    next_try_ends: tokio::time::Instant,
+    lease_until: tokio::time::Instant,
+) -> Option<GiveUp> {
+    if row && tries >= ROW_ERROR_TRIES {
+        return Some(GiveUp::RowRefused);
+    }
+    (next_try_ends >= lease_until).then_some(GiveUp::LeaseSpent)
+}
+
 /// One try as [`decide`] sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TryView {
@@ -385,6 +420,38 @@ mod tests {
     }
 
     #[test]
+    fn a_row_taken_over_is_recorded_by_its_new_owner_unless_it_was_sent() {
+        assert!(records_it(false, false));
+        assert!(records_it(false, true));
+        assert!(!records_it(true, false));
+        assert!(records_it(true, true));
+    }
+
+    #[test]
+    fn recording_stops_after_three_refusals_of_the_row_or_at_the_end_of_the_lease() {
+        let now = tokio::time::Instant::now();
+        let lease_until = now + secs(60);
+        let ends = |s| now + secs(s);
+        // The row's own values: three tries, however long the lease.
+        assert_eq!(gives_up(true, 1, ends(1), lease_until), None);
+        assert_eq!(gives_up(true, 2, ends(1), lease_until), None);
+        assert_eq!(
+            gives_up(true, 3, ends(1), lease_until),
+            Some(GiveUp::RowRefused)
+        );
+        // PostgreSQL away: as long as the next try ends before the lease.
+        assert_eq!(gives_up(false, 30, ends(59), lease_until), None);
+        assert_eq!(
+            gives_up(false, 1, ends(60), lease_until),
+            Some(GiveUp::LeaseSpent)
+        );
+        assert_eq!(
+            gives_up(true, 1, ends(61), lease_until),
+            Some(GiveUp::LeaseSpent)
+        );
+    }
+
+    #[test]
     fn decisions() {
         use ErrorClass::*;
         let delays = [2, 4, 8].map(Duration::from_secs);
@@ -426,5 +493,53 @@ mod tests {
             wait: Some(secs(2)),
         };
         assert_eq!(decide(&[down], &[], 4), retry(2, false));
+    }
+
+    fn claimed(batch_key: Option<&str>) -> Claimed {
+        let t = chrono::DateTime::UNIX_EPOCH;
+        Claimed {
+            id: 42,
+            claim_token: uuid::Uuid::nil(),
+            kind: "overdue_summary".into(),
+            user_id: "7".into(),
+            created_at: t,
+            dedup_key: "overdue_summary:7:2026-11-23".into(),
+            recipient: "a@example.com".into(),
+            payload: serde_json::Value::Null,
+            attempts: 4,
+            round_attempts: 4,
+            message_id: "<42@example.com>".into(),
+            batch_key: batch_key.map(str::to_owned),
+            batch_size: batch_key.map(|_| 2),
+            held_by: None,
+            due_at: t,
+            opted_out: false,
+            suppressed: false,
+            over_cap: false,
+        }
+    }
+
+    #[test]
+    fn an_unknown_outcome_used_up_names_what_marks_the_copy() {
+        let e = SendError::new(ErrorClass::Unknown, Some(502), "Resend answered 502");
+        assert_eq!(
+            unknown_exhausted(&claimed(None), "resend", &e),
+            "Resend answered 502. The outcome at resend stayed unknown after 4 attempts: a copy \
+             may have been delivered (Resend idempotency key overdue_summary:7:2026-11-23, \
+             Message-ID <42@example.com>, X-Herald-Delivery overdue_summary:7:2026-11-23). Check \
+             with the provider before `herald failed retry`, which sends it to resend again."
+        );
+        // Sent in a batch: the batch's key is the one Resend knows.
+        let batch = unknown_exhausted(&claimed(Some("batch-9")), "resend", &e);
+        assert!(
+            batch.contains("(Resend idempotency key batch-9, Message-ID"),
+            "{batch}"
+        );
+        // SMTP has no idempotency key: the Message-ID is what marks the copy.
+        let smtp = unknown_exhausted(&claimed(None), "smtp", &e);
+        assert!(
+            smtp.contains("delivered (Message-ID <42@example.com>"),
+            "{smtp}"
+        );
     }
 }

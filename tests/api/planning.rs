@@ -107,6 +107,49 @@ async fn pages_planned_at_once_count_every_user_once_and_list_the_ids_in_user_or
     assert_eq!(r.delivery_ids.unwrap(), ids_on(&store, "2026-11-24").await);
 }
 
+/// Logs, for every row written to `deliveries`, which pool's connection wrote it (its
+/// `application_name`, see `herald::store::application_name`), into `pool_log`.
+async fn log_which_pool_writes(store: &Store) {
+    for statement in [
+        "CREATE TABLE pool_log (op text, old_status text, new_status text, dispatched bool, app text)",
+        "CREATE FUNCTION pool_log() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             INSERT INTO pool_log VALUES (TG_OP,
+                 CASE WHEN TG_OP = 'UPDATE' THEN OLD.status END, NEW.status,
+                 CASE WHEN TG_OP = 'UPDATE' THEN OLD.dispatched_at IS NULL
+                     AND NEW.dispatched_at IS NOT NULL END,
+                 current_setting('application_name'));
+             RETURN NULL;
+         END $$",
+        "CREATE TRIGGER pool_log AFTER INSERT OR UPDATE ON deliveries
+         FOR EACH ROW EXECUTE FUNCTION pool_log()",
+    ] {
+        sqlx::query(statement).execute(&store.pool).await.unwrap();
+    }
+}
+
+/// The pools (by `application_name`) that wrote the rows of `pool_log` matching `filter`, each
+/// with its count of rows.
+async fn writers(store: &Store, filter: &str) -> Vec<(String, i64)> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT app, count(*) FROM pool_log WHERE {filter} GROUP BY app ORDER BY app"
+    )))
+    .fetch_all(&store.pool)
+    .await
+    .unwrap()
+}
+
+/// This database's connections in `pg_stat_activity`, by `application_name`.
+async fn connections_by_name(store: &Store) -> Vec<(String, i64)> {
+    sqlx::query_as(
+        "SELECT application_name, count(*) FROM pg_stat_activity
+         WHERE datname = current_database() GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(&store.pool)
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn planning_never_waits_for_the_connections_the_workers_hold() {
     let smtp = SmtpServer::start().await;
@@ -114,16 +157,32 @@ async fn planning_never_waits_for_the_connections_the_workers_hold() {
     let (store, _guard) = bare_store(&env).await;
     let settings = env.settings();
     add_users(&store, "w", 0..30).await;
+    log_which_pool_writes(&store).await;
     // Every connection of the workers' pool taken, as by workers busy sending. Planning on the
     // main pool would fail here after the acquire timeout.
+    let workers = store.pool.options().get_max_connections();
     let mut held = Vec::new();
-    for _ in 0..store.pool.options().get_max_connections() {
+    for _ in 0..workers {
         held.push(store.pool.acquire().await.unwrap());
     }
-    let r = plan_overdue(&store.reserved(), &settings, "2026-11-23T07:00:00Z").await;
+    let reserved = store.reserved();
+    let r = plan_overdue(&reserved, &settings, "2026-11-23T07:00:00Z").await;
+    let wanted = (0..30).filter(|i| i % 7 != 0 && i % 10 != 0).count();
+    assert_eq!(r.planned, wanted);
+    // Every delivery was written by a reserved connection, none by a worker's.
     assert_eq!(
-        r.planned,
-        (0..30).filter(|i| i % 7 != 0 && i % 10 != 0).count()
+        writers(&reserved, "op = 'INSERT'").await,
+        [("herald reserved".to_owned(), wanted as i64)]
+    );
+    // The workers' connections are the ones held, all of them, under their own name.
+    let names = connections_by_name(&reserved).await;
+    assert!(
+        names.contains(&("herald workers".to_owned(), i64::from(workers))),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|(name, _)| name == "herald reserved"),
+        "{names:?}"
     );
     drop(held);
 }
@@ -133,9 +192,47 @@ async fn the_daemons_own_parts_run_on_the_reserved_connections() {
     let smtp = SmtpServer::start().await;
     let app = spawn_app(&smtp).await;
     // The state the planner, the dispatcher and the API use; the workers have their own.
+    let store = &app.state.store;
+    let name: String = sqlx::query_scalar("SELECT current_setting('application_name')")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(name, "herald reserved");
     assert_eq!(
-        app.state.store.pool.options().get_max_connections(),
+        store.pool.options().get_max_connections(),
         RESERVED_CONNECTIONS
     );
+
+    // One email through every part: planned by the API, dispatched, claimed, sent, recorded.
+    log_which_pool_writes(store).await;
+    app.add_late_user("pools@example.com").await;
+    assert_eq!(app.trigger_overdue().await.len(), 1);
+    app.wait_for_status("sent", 1, std::time::Duration::from_secs(20))
+        .await;
+    let names = async |filter: &str| -> Vec<String> {
+        writers(store, filter)
+            .await
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
+    };
+    // The API's planning and the dispatcher on the reserved connections...
+    assert_eq!(names("op = 'INSERT'").await, ["herald reserved"]);
+    assert_eq!(names("dispatched").await, ["herald reserved"]);
+    // ...the claim, the lease's renewals and the recorder on the workers'.
+    assert_eq!(
+        names("new_status IN ('sending', 'sent')").await,
+        ["herald workers"]
+    );
+    // What an operator sees: each pool by its name, the source's too (the app's data is in
+    // Herald's own database here).
+    let names: Vec<_> = connections_by_name(store)
+        .await
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    for pool in ["herald reserved", "herald source", "herald workers"] {
+        assert!(names.iter().any(|n| n == pool), "{pool}: {names:?}");
+    }
     app.finish().await;
 }
