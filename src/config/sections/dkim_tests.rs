@@ -42,13 +42,25 @@ fn dkim(key_file: &str) -> [(&str, &str); 3] {
     ]
 }
 
+/// A key file in a folder of its own, removed with the folder when dropped.
+struct KeyFile {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl Drop for KeyFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir); // best effort: the test's verdict is made
+    }
+}
+
 /// A file holding `content`, in a folder of its own.
-fn file(content: &[u8]) -> PathBuf {
+fn file(content: &[u8]) -> KeyFile {
     let dir = std::env::temp_dir().join(format!("herald-dkim-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("dkim.pem");
     std::fs::write(&path, content).unwrap();
-    path
+    KeyFile { dir, path }
 }
 
 #[test]
@@ -157,8 +169,8 @@ fn a_file_that_is_no_signing_key_is_refused_without_quoting_it() {
         ),
     ];
     for (content, expected) in cases {
-        let path = file(content);
-        let shown = path.display().to_string();
+        let key = file(content);
+        let shown = key.path.display().to_string();
         let err = load(&dkim(&shown)).unwrap_err();
         assert!(
             err.contains(&format!(
@@ -177,8 +189,8 @@ fn a_small_rsa_key_is_refused() {
     use rsa::pkcs8::{EncodePrivateKey, LineEnding};
     // 512 bits: quick to make, and far under what receivers accept.
     let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 512).unwrap();
-    let path = file(key.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes());
-    let err = load(&dkim(&path.display().to_string())).unwrap_err();
+    let file = file(key.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes());
+    let err = load(&dkim(&file.path.display().to_string())).unwrap_err();
     assert!(
         err.contains("is a 512-bit RSA key, which receivers refuse (RFC 8301: 1024 bits at least)"),
         "{err}"
