@@ -79,6 +79,17 @@ fn browser_or_skip() -> Option<(PathBuf, PathBuf)> {
 struct Driver {
     url: String,
     _child: Child,
+    /// The TMPDIR of chromedriver and the Chromium it starts, removed after them (Chromium
+    /// killed with its driver leaves its `org.chromium.Chromium.*` folders behind otherwise).
+    _tmp: TmpDir,
+}
+
+struct TmpDir(PathBuf);
+
+impl Drop for TmpDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0); // best effort: the test's verdict is made
+    }
 }
 
 async fn start_driver(driver: &Path) -> Driver {
@@ -87,8 +98,11 @@ async fn start_driver(driver: &Path) -> Driver {
         .local_addr()
         .unwrap()
         .port();
+    let tmp = TmpDir(std::env::temp_dir().join(format!("herald-browser-{port}")));
+    std::fs::create_dir_all(&tmp.0).unwrap();
     let child = Command::new(driver)
         .arg(format!("--port={port}"))
+        .env("TMPDIR", &tmp.0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -109,7 +123,11 @@ async fn start_driver(driver: &Path) -> Driver {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Driver { url, _child: child }
+    Driver {
+        url,
+        _child: child,
+        _tmp: tmp,
+    }
 }
 
 async fn open_browser(chromium: &Path, driver: &Driver) -> Client {
