@@ -452,12 +452,7 @@ fn permit(
         });
     }
     let wait = Duration::from_millis(amount.max(1) as u64);
-    let mut parts = why.splitn(3, '|');
-    let (_, class, message) = (
-        parts.next().unwrap_or(""),
-        parts.next().unwrap_or(""),
-        parts.next().unwrap_or(""),
-    );
+    let (_, class, message) = pause_parts(why);
     Ok(match class {
         "rate" => Permit::Wait {
             wait,
@@ -494,6 +489,14 @@ fn pause_value(e: &SendError, fingerprint: &str, note: &str) -> String {
     format!("{fingerprint}|{class}|{}{note}", e.message)
 }
 
+/// A pause as [`pause_value`] writes it, `fingerprint|class|message`, in its three parts (empty
+/// where missing).
+fn pause_parts(value: &str) -> (&str, &str, &str) {
+    let mut parts = value.splitn(3, '|');
+    let mut next = || parts.next().unwrap_or("");
+    (next(), next(), next())
+}
+
 /// A provider's [`State`] from its pause in Redis (`paused`, with `ttl` ms left) and whether its
 /// circuit is open, for a process whose credentials have `fingerprint`: another process's
 /// configuration pause is not this one's.
@@ -505,10 +508,8 @@ fn state_of(
     key: &str,
 ) -> anyhow::Result<State> {
     if let Some(value) = paused {
-        let mut parts = value.splitn(3, '|');
-        let fp = parts.next().unwrap_or("");
-        let class = parts.next().unwrap_or("");
-        let message = parts.next().unwrap_or("").to_owned();
+        let (fp, class, message) = pause_parts(value);
+        let message = message.to_owned();
         if class == "circuit" {
             return Ok(State::Circuit);
         }

@@ -83,26 +83,21 @@ pub(super) async fn record_retrying(
                 let lease_until = claims.lock().expect("not poisoned").lease_until;
                 let next_try_ends = tokio::time::Instant::now() + pause + margin;
                 let row = crate::recorder::belongs_to_a_row(&e);
-                match gives_up(row, failures, next_try_ends, lease_until) {
-                    // The row's own values are refused: trying until the lease runs out would
-                    // not change that. Left `sending`, it is claimed again after its lease, and
-                    // failed once it has been claimed `queue.max_attempts` times.
-                    Some(GiveUp::RowRefused) => {
-                        return Err(anyhow::Error::new(e).context(format!(
-                            "cannot record the attempt of delivery {} ({failures} tries)",
-                            d.id
-                        )));
-                    }
-                    Some(GiveUp::LeaseSpent) => {
-                        return Err(anyhow::Error::new(e).context(format!(
-                            "cannot record the attempt of delivery {} ({failures} tries, until its lease was nearly spent)",
-                            d.id
-                        )));
-                    }
-                    None => {}
+                if let Some(why) = gives_up(row, failures, next_try_ends, lease_until) {
+                    let until = match why {
+                        // The row's own values are refused: trying until the lease runs out
+                        // would not change that. Left `sending`, it is claimed again after its
+                        // lease, and failed once it has been claimed `queue.max_attempts` times.
+                        GiveUp::RowRefused => "",
+                        GiveUp::LeaseSpent => ", until its lease was nearly spent",
+                    };
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "cannot record the attempt of delivery {} ({failures} tries{until})",
+                        d.id
+                    )));
                 }
                 tracing::debug!(delivery_id = d.id, error = %e, retry_in = %humantime::format_duration(pause), "cannot record the attempt; retrying");
-                if !crate::recorder::belongs_to_a_row(&e) {
+                if !row {
                     // PostgreSQL going away: the outage is logged once, by `health`.
                     deps.health.down(Dependency::Postgres, &e);
                 }
