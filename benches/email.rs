@@ -138,7 +138,8 @@ impl Bench {
         let admin = Store::connect(&support::database(&pg, "postgres"), 2, false)
             .await
             .context("the bench needs PostgreSQL (DATABASE_URL's server, else 127.0.0.1:5432)")?
-            .pool;
+            .pg()
+            .clone();
         let redis_url = support::redis_url()?;
         let redis = redis::Client::open(redis_url.as_str())?
             .get_multiplexed_async_connection()
@@ -187,7 +188,7 @@ impl Bench {
                 Utc::now(),
             )
             .await?;
-            store.pool.close().await;
+            store.pg().close().await;
             println!(
                 "# seed users={} tasks={} seconds={:.1}",
                 seeded.users,
@@ -304,10 +305,10 @@ impl Bench {
                (SELECT id FROM herald.deliveries WHERE status = 'queued' ORDER BY id LIMIT $1)",
         )
         .bind(keep)
-        .execute(&store.pool)
+        .execute(store.pg())
         .await?;
         let n = sqlx::query_scalar("SELECT count(*) FROM herald.deliveries")
-            .fetch_one(&store.pool)
+            .fetch_one(store.pg())
             .await?;
         Ok((store, n))
     }
@@ -449,7 +450,7 @@ async fn fire(
     store
         .prune_payloads(Utc::now() + chrono::Duration::minutes(1), 1000)
         .await?;
-    store.pool.close().await;
+    store.pg().close().await;
     let storage_pruned = Storage::measure(&mut conn).await?;
     conn.close().await?;
     Ok(Fire {
@@ -542,7 +543,7 @@ async fn latency_run(b: &mut Bench, k: &Knobs, rep: usize) -> anyhow::Result<(f6
     let (store, n) = b.plan_overdue(k.lat_n).await?;
     // Not due until the daemon is ready.
     sqlx::query("UPDATE herald.deliveries SET due_at = now() + interval '1 day'")
-        .execute(&store.pool)
+        .execute(store.pg())
         .await?;
     let daemon = b.start(&vars, &addr, &format!("latency-{rep}")).await?;
     sqlx::query(
@@ -551,17 +552,17 @@ async fn latency_run(b: &mut Bench, k: &Knobs, rep: usize) -> anyhow::Result<(f6
          FROM o WHERE d.id = o.id",
     )
     .bind(1000.0 / k.lat_rate)
-    .execute(&store.pool)
+    .execute(store.pg())
     .await?;
     sink.wait_for(n as u64, STALL).await?;
     daemon.stop().await?;
     let due: HashMap<String, DateTime<Utc>> =
         sqlx::query_as("SELECT dedup_key, due_at FROM herald.deliveries")
-            .fetch_all(&store.pool)
+            .fetch_all(store.pg())
             .await?
             .into_iter()
             .collect();
-    store.pool.close().await;
+    store.pg().close().await;
     let mut first: HashMap<String, SystemTime> = HashMap::new();
     let kept = sink.in_repo().expect("the in-repo sink").messages();
     for message in kept {
@@ -622,7 +623,7 @@ async fn plan_under_load_run(
     let addr = format!("127.0.0.1:{}", free_port()?);
     let vars = b.vars(Some(&sink), &addr);
     let (store, load) = b.plan_overdue(k.load_emails).await?;
-    store.pool.close().await;
+    store.pg().close().await;
     let daemon = b
         .start(&vars, &addr, &format!("plan_under_load-{rep}"))
         .await?;

@@ -49,7 +49,7 @@ async fn run(n: usize, batch_size: usize, rate: &str) -> anyhow::Result<()> {
     let admin = Store::connect(&format!("{PG}/postgres"), 1, false).await?;
     let drop_db = format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)");
     sqlx::query(sqlx::AssertSqlSafe(drop_db.clone()))
-        .execute(&admin.pool)
+        .execute(admin.pg())
         .await?;
     let mut conn = redis::Client::open(REDIS)?
         .get_multiplexed_async_connection()
@@ -137,7 +137,7 @@ async fn run(n: usize, batch_size: usize, rate: &str) -> anyhow::Result<()> {
         let done: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM deliveries WHERE status IN ('sent', 'failed')",
         )
-        .fetch_one(&store.pool)
+        .fetch_one(store.pg())
         .await?;
         if done >= report.planned as i64 {
             break;
@@ -146,7 +146,7 @@ async fn run(n: usize, batch_size: usize, rate: &str) -> anyhow::Result<()> {
     }
     let secs = started.elapsed().as_secs_f64();
     let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = 'failed'")
-        .fetch_one(&store.pool)
+        .fetch_one(store.pg())
         .await?;
     let _ = tx.send(());
     handle.await??;
@@ -156,9 +156,9 @@ async fn run(n: usize, batch_size: usize, rate: &str) -> anyhow::Result<()> {
         stub.requests().len(),
         report.planned as f64 / secs
     );
-    store.pool.close().await;
+    store.pg().close().await;
     sqlx::query(sqlx::AssertSqlSafe(drop_db))
-        .execute(&admin.pool)
+        .execute(admin.pg())
         .await?;
     herald::queue::delete_queue_keys(&mut conn, QUEUE).await?;
     Ok(())

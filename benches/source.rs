@@ -198,7 +198,7 @@ async fn main() -> anyhow::Result<()> {
             None => println!("  {line}"),
         }
     }
-    store.pool.close().await;
+    store.pg().close().await;
     drop(app);
     drop_database(STATE_DB).await?;
     if !keep {

@@ -42,7 +42,7 @@ fn rss_mb(field: &str) -> f64 {
 async fn cpu_seconds(store: &Store) -> anyhow::Result<(f64, f64)> {
     let pids: Vec<i32> =
         sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
-            .fetch_all(&store.pool)
+            .fetch_all(store.pg())
             .await?;
     let pg = pids
         .iter()
@@ -74,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS {DB} WITH (FORCE)"
     )))
-    .execute(&admin.pool)
+    .execute(admin.pg())
     .await?;
 
     let settings = support::planning_settings(DB, &[])?;
@@ -141,7 +141,7 @@ async fn main() -> anyhow::Result<()> {
     for schedule in settings.schedules.iter().filter(planned) {
         let name = &schedule.name;
         sqlx::query("DELETE FROM deliveries")
-            .execute(&store.pool)
+            .execute(store.pg())
             .await?;
         // A kind relative to each task's time has no fires of its own to time here.
         let Some(cron) = &schedule.cron else {
@@ -155,7 +155,7 @@ async fn main() -> anyhow::Result<()> {
         sqlx::query("INSERT INTO schedule_watermarks (schedule, planned_up_to) VALUES ($1, $2) ON CONFLICT (schedule) DO UPDATE SET planned_up_to = $2")
             .bind(name)
             .bind(now - span)
-            .execute(&store.pool)
+            .execute(store.pg())
             .await?;
         let started = Instant::now();
         let report = herald::schedule::plan_due(&planner, &schedule, now)
@@ -171,11 +171,11 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
-    store.pool.close().await;
+    store.pg().close().await;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS {DB} WITH (FORCE)"
     )))
-    .execute(&admin.pool)
+    .execute(admin.pg())
     .await?;
     println!(
         "# peak RSS of the bench process itself (seeding and planning): {:.1} MB",

@@ -30,9 +30,9 @@ async fn drop_database() -> anyhow::Result<()> {
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS {DB} WITH (FORCE)"
     )))
-    .execute(&admin.pool)
+    .execute(admin.pg())
     .await?;
-    admin.pool.close().await;
+    admin.pg().close().await;
     Ok(())
 }
 
@@ -61,7 +61,7 @@ async fn seed(store: &Store, n: i64) -> anyhow::Result<()> {
          ) s",
     )
     .bind(n)
-    .execute(&store.pool)
+    .execute(store.pg())
     .await?;
     sqlx::query(
         "INSERT INTO delivery_attempts (delivery_id, attempt, at, provider, outcome, code, error)
@@ -73,9 +73,9 @@ async fn seed(store: &Store, n: i64) -> anyhow::Result<()> {
          FROM deliveries d, generate_series(1, d.attempts) a
          WHERE d.status IN ('sent', 'failed')",
     )
-    .execute(&store.pool)
+    .execute(store.pg())
     .await?;
-    sqlx::query("ANALYZE").execute(&store.pool).await?;
+    sqlx::query("ANALYZE").execute(store.pg()).await?;
     Ok(())
 }
 
@@ -166,7 +166,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     server.abort();
-    state.store.pool.close().await;
+    state.store.pg().close().await;
     drop(app);
     if env("KEEP_DB", "0") != "1" {
         drop_database().await?;

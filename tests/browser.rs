@@ -213,12 +213,12 @@ async fn an_operator_filters_the_failed_set_retries_one_and_sees_it_sent() {
     smtp.wait_for(1, Duration::from_secs(30)).await;
     let gone: i64 =
         sqlx::query_scalar("SELECT id FROM deliveries WHERE recipient = 'gone@example.com'")
-            .fetch_one(&app.store.pool)
+            .fetch_one(app.store.pg())
             .await
             .unwrap();
     let flaky: i64 =
         sqlx::query_scalar("SELECT id FROM deliveries WHERE recipient = 'flaky@example.com'")
-            .fetch_one(&app.store.pool)
+            .fetch_one(app.store.pg())
             .await
             .unwrap();
 
@@ -328,7 +328,7 @@ async fn an_operator_filters_the_failed_set_retries_one_and_sees_it_sent() {
         .unwrap();
     shot(&c, "schedules").await;
     let before: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries")
-        .fetch_one(&app.store.pool)
+        .fetch_one(app.store.pg())
         .await
         .unwrap();
     click(&c, "#dry-run-overdue_summary").await;
@@ -337,7 +337,7 @@ async fn an_operator_filters_the_failed_set_retries_one_and_sees_it_sent() {
     assert!(text(&c, "#recipients").await.contains("ok@example.com"));
     shot(&c, "dry-run").await;
     let after: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries")
-        .fetch_one(&app.store.pool)
+        .fetch_one(app.store.pg())
         .await
         .unwrap();
     assert_eq!(before, after, "a dry run queues nothing");
@@ -383,7 +383,7 @@ async fn an_operator_filters_the_failed_set_retries_one_and_sees_it_sent() {
     assert_eq!(r.headers()["location"], "/ui/login");
     let status: String = sqlx::query_scalar("SELECT status FROM deliveries WHERE id = $1")
         .bind(flaky)
-        .fetch_one(&app.store.pool)
+        .fetch_one(app.store.pg())
         .await
         .unwrap();
     assert_eq!(status, "failed", "the refused retries changed nothing");
@@ -461,7 +461,7 @@ async fn a_bulk_retry_spreads_the_failures_at_the_configured_rate() {
     let offsets: Vec<f64> = sqlx::query_scalar(
         "SELECT extract(epoch FROM due_at - min(due_at) OVER ())::float8 FROM deliveries ORDER BY due_at, id",
     )
-    .fetch_all(&app.store.pool)
+    .fetch_all(app.store.pg())
     .await
     .unwrap();
     assert_eq!(offsets, vec![0.0, 0.0, 1.0, 1.0, 2.0, 2.0]);
@@ -485,7 +485,7 @@ async fn the_trigger_button_keeps_the_apis_rules_and_a_purge_wants_confirming() 
             .send()
     };
     let count = |sql: &'static str| {
-        let pool = app.store.pool.clone();
+        let pool = app.store.pg().clone();
         async move {
             sqlx::query_scalar::<_, i64>(sql)
                 .fetch_one(&pool)
@@ -784,7 +784,7 @@ async fn an_operator_pauses_a_schedule_browses_by_status_and_retries_from_a_deli
     app.wait_for_status("sent", 1, Duration::from_secs(60))
         .await;
     let id = |email: &'static str| {
-        let pool = app.store.pool.clone();
+        let pool = app.store.pg().clone();
         async move {
             sqlx::query_scalar::<_, i64>("SELECT id FROM deliveries WHERE recipient = $1")
                 .bind(email)
@@ -800,7 +800,7 @@ async fn an_operator_pauses_a_schedule_browses_by_status_and_retries_from_a_deli
          SELECT 'overdue_summary', 'bulk', 'bulk:' || g, 'bulk@example.com', '{}', now(), now(), 'sent', now(), now()
          FROM generate_series(1, 1942) g",
     )
-    .execute(&app.store.pool)
+    .execute(app.store.pg())
     .await
     .unwrap();
 
@@ -930,7 +930,7 @@ async fn an_operator_pauses_a_schedule_browses_by_status_and_retries_from_a_deli
     );
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE id = $1")
         .bind(lost)
-        .fetch_one(&app.store.pool)
+        .fetch_one(app.store.pg())
         .await
         .unwrap();
     assert_eq!(left, 0);

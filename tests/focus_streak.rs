@@ -103,7 +103,7 @@ async fn at_eight_pm_local_each_user_who_focused_gets_their_day_and_streak_once(
     let planned: HashMap<String, DateTime<Utc>> = sqlx::query_as::<_, (String, DateTime<Utc>)>(
         "SELECT recipient, planned_for FROM deliveries",
     )
-    .fetch_all(&app.store.pool)
+    .fetch_all(app.store.pg())
     .await
     .unwrap()
     .into_iter()

@@ -370,7 +370,7 @@ impl Run {
              FROM deliveries WHERE dedup_key = ANY($1) LIMIT 20",
         )
         .bind(&missing)
-        .fetch_all(&self.store.pool)
+        .fetch_all(self.store.pg())
         .await
         .unwrap_or_default();
         panic!(
@@ -455,7 +455,7 @@ impl Run {
             let ids: Vec<i64> = sqlx::query_scalar(
                 "SELECT id FROM deliveries WHERE dedup_key LIKE 'overdue_summary:%' ORDER BY id",
             )
-            .fetch_all(&self.store.pool)
+            .fetch_all(self.store.pg())
             .await
             .unwrap_or_default();
             if ids.len() as i64 >= n {
@@ -682,7 +682,7 @@ async fn trigger(http: &reqwest::Client, address: &str, at: DateTime<Utc>) -> Ve
 async fn dedup_keys(store: &Store, ids: &[i64]) -> Vec<String> {
     sqlx::query_scalar("SELECT dedup_key FROM deliveries WHERE id = ANY($1)")
         .bind(ids)
-        .fetch_all(&store.pool)
+        .fetch_all(store.pg())
         .await
         .unwrap()
 }
@@ -694,7 +694,7 @@ async fn wait_recorded(store: &Store, ids: &[i64], within: Duration) {
             "SELECT count(*) FROM deliveries WHERE id = ANY($1) AND status = 'sent'",
         )
         .bind(ids)
-        .fetch_one(&store.pool)
+        .fetch_one(store.pg())
         .await;
         if sent.as_ref().is_ok_and(|&n| n as usize == ids.len()) {
             return;
@@ -720,7 +720,7 @@ async fn last_recorded(store: &Store, ids: &[i64], event: DateTime<Utc>) -> Stri
     )
     .bind(ids)
     .bind(event)
-    .fetch_one(&store.pool)
+    .fetch_one(store.pg())
     .await
     .unwrap_or_else(|e| Some(format!("cannot read: {e}")))
     .unwrap_or_default()
@@ -805,7 +805,7 @@ async fn herald_survives_sigterm_sigkill_and_redis_and_postgres_restarts_mid_sen
         "herald migrate: {}",
         String::from_utf8_lossy(&migrate.stderr)
     );
-    run.store.pool.close().await;
+    run.store.pg().close().await;
     run.store = Store::connect(&run.pg.url("herald"), 4, false)
         .await
         .unwrap();
@@ -860,7 +860,7 @@ async fn herald_survives_sigterm_sigkill_and_redis_and_postgres_restarts_mid_sen
             .push(format!("the last SIGTERM: herald exited with {other:?}")),
     }
     report::verdicts(&mut run).await;
-    run.store.pool.close().await;
+    run.store.pg().close().await;
     run.sink.stop();
     let failures = run.summary.failures.clone();
     assert!(

@@ -11,6 +11,7 @@ impl Store {
     /// Marks up to `limit` deliveries due at `now` as dispatched and returns their ids, oldest
     /// first. `SKIP LOCKED` lets several Herald processes dispatch side by side without overlap.
     pub async fn take_due(&self, limit: i64, now: DateTime<Utc>) -> sqlx::Result<Vec<i64>> {
+        let pool = pg_or!(self, lite => lite.take_due(limit, now).await);
         sqlx::query_scalar(
             "UPDATE deliveries SET dispatched_at = now(), updated_at = now()
              WHERE id IN (
@@ -23,27 +24,29 @@ impl Store {
         )
         .bind(limit)
         .bind(now)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await
     }
 
     /// When the next delivery waiting for the dispatcher falls due, if any: when the
     /// dispatcher wakes up next.
     pub async fn next_due(&self) -> sqlx::Result<Option<DateTime<Utc>>> {
+        let pool = pg_or!(self, lite => lite.next_due().await);
         sqlx::query_scalar(
             "SELECT min(due_at) FROM deliveries WHERE status = 'queued' AND dispatched_at IS NULL",
         )
-        .fetch_one(&self.pool)
+        .fetch_one(pool)
         .await
     }
 
     /// Puts deliveries back for the dispatcher, after a push to Redis failed.
     pub async fn untake(&self, ids: &[i64]) -> sqlx::Result<()> {
+        let pool = pg_or!(self, lite => lite.untake(ids).await);
         sqlx::query(
             "UPDATE deliveries SET dispatched_at = NULL WHERE id = ANY($1) AND status = 'queued'",
         )
         .bind(ids)
-        .execute(&self.pool)
+        .execute(pool)
         .await?;
         Ok(())
     }
@@ -51,11 +54,12 @@ impl Store {
     /// Makes every row that PostgreSQL says waits in Redis dispatchable again: for a Redis that
     /// came back without the queue. Returns how many.
     pub async fn redispatch_all(&self) -> sqlx::Result<u64> {
+        let pool = pg_or!(self, lite => lite.redispatch_all().await);
         Ok(sqlx::query(
             "UPDATE deliveries SET dispatched_at = NULL, updated_at = now()
              WHERE status = 'queued' AND dispatched_at IS NOT NULL",
         )
-        .execute(&self.pool)
+        .execute(pool)
         .await?
         .rows_affected())
     }
@@ -71,13 +75,14 @@ impl Store {
         redispatch_after: Duration,
         now: DateTime<Utc>,
     ) -> sqlx::Result<(u64, u64)> {
+        let pool = pg_or!(self, lite => lite.recover(redispatch_after, now).await);
         let leases = sqlx::query(
             "UPDATE deliveries SET status = 'queued', dispatched_at = NULL, lease_until = NULL,
                     claim_token = NULL, due_at = LEAST(due_at, $1), updated_at = now()
              WHERE status = 'sending' AND lease_until < now()",
         )
         .bind(now)
-        .execute(&self.pool)
+        .execute(pool)
         .await?
         .rows_affected();
         let stale = sqlx::query(
@@ -85,7 +90,7 @@ impl Store {
              WHERE status = 'queued' AND dispatched_at < now() - $1::interval",
         )
         .bind(format!("{} milliseconds", redispatch_after.as_millis()))
-        .execute(&self.pool)
+        .execute(pool)
         .await?
         .rows_affected();
         Ok((leases, stale))
@@ -98,6 +103,7 @@ impl Store {
     /// still recorded while no other worker has claimed the row) and the attempt kept, since the
     /// email may have left. Returns how many rows were given back.
     pub async fn release_claims_of(&self, workers: &[String]) -> sqlx::Result<u64> {
+        let pool = pg_or!(self, lite => lite.release_claims_of(workers).await);
         if workers.is_empty() {
             return Ok(0);
         }
@@ -107,7 +113,7 @@ impl Store {
              WHERE status = 'sending' AND claimed_by = ANY($1)",
         )
         .bind(workers)
-        .execute(&self.pool)
+        .execute(pool)
         .await?
         .rows_affected())
     }
@@ -145,6 +151,7 @@ impl Store {
         now: DateTime<Utc>,
         claimed_by: Option<&str>,
     ) -> sqlx::Result<(Vec<Claimed>, Vec<Claimed>)> {
+        let pool = pg_or!(self, lite => lite.claim_many(ids, lease, message_id_domain, max_attempts, now, claimed_by).await);
         let token = uuid::Uuid::new_v4();
         let mut rows: Vec<Claimed> = sqlx::query_as(
             "WITH asked AS (
@@ -191,14 +198,14 @@ impl Store {
         .bind(max_attempts)
         .bind(capped_reason(max_attempts))
         .bind(claimed_by)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
         rows.sort_by_key(|r| r.id);
         let (capped, claimed): (Vec<Claimed>, Vec<Claimed>) =
             rows.into_iter().partition(|r| r.over_cap);
         let left: Vec<String> = capped.iter().filter_map(|r| r.batch_key.clone()).collect();
         if !left.is_empty() {
-            let mut conn = self.pool.acquire().await?;
+            let mut conn = pool.acquire().await?;
             delete_empty_batches(&mut conn, &left).await?;
         }
         Ok((claimed, capped))
@@ -207,12 +214,13 @@ impl Store {
     /// The members of batch `key` still on their way (queued, or being sent by some worker),
     /// and the smallest of their ids.
     pub async fn batch_live_members(&self, key: &str) -> sqlx::Result<(i64, Option<i64>)> {
+        let pool = pg_or!(self, lite => lite.batch_live_members(key).await);
         sqlx::query_as(
             "SELECT count(*), min(id) FROM deliveries
              WHERE batch_key = $1 AND status IN ('queued', 'sending')",
         )
         .bind(key)
-        .fetch_one(&self.pool)
+        .fetch_one(pool)
         .await
     }
 
@@ -227,7 +235,8 @@ impl Store {
         provider: &str,
         members: &[(i64, uuid::Uuid)],
     ) -> sqlx::Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let pool = pg_or!(self, lite => lite.start_batch(key, provider, members).await);
+        let mut tx = pool.begin().await?;
         sqlx::query("INSERT INTO batches (key, provider, size) VALUES ($1, $2, $3)")
             .bind(key)
             .bind(provider)
@@ -266,6 +275,7 @@ impl Store {
         claims: &[(i64, uuid::Uuid)],
         lease: Duration,
     ) -> sqlx::Result<Vec<i64>> {
+        let pool = pg_or!(self, lite => lite.renew(claims, lease).await);
         if claims.is_empty() {
             return Ok(Vec::new());
         }
@@ -278,7 +288,7 @@ impl Store {
         .bind(claims.iter().map(|c| c.0).collect::<Vec<_>>())
         .bind(claims.iter().map(|c| c.1).collect::<Vec<_>>())
         .bind(format!("{} milliseconds", lease.as_millis()))
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await
     }
 
@@ -290,7 +300,8 @@ impl Store {
         token: uuid::Uuid,
         reason: &str,
     ) -> sqlx::Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let pool = pg_or!(self, lite => lite.skip_claimed(id, token, reason).await);
+        let mut tx = pool.begin().await?;
         let left: Option<Option<String>> = sqlx::query_scalar(
             "WITH old AS (SELECT batch_key FROM deliveries WHERE id = $1)
              UPDATE deliveries
@@ -333,6 +344,7 @@ impl Store {
     /// written: the caller may try the rows one by one, so that one bad row never holds back
     /// the others.
     pub async fn record_many(&self, rows: &[Recording]) -> sqlx::Result<Vec<bool>> {
+        let pool = pg_or!(self, lite => lite.record_many(rows).await);
         if rows.is_empty() {
             return Ok(Vec::new());
         }
@@ -347,7 +359,7 @@ impl Store {
                 tries.error.push(clean_opt(t.error.as_deref()));
             }
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = pool.begin().await?;
         let done: Vec<(i64, Option<String>)> = sqlx::query_as(
             "WITH r AS (
                  SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::text[], $4::timestamptz[],
@@ -422,6 +434,7 @@ impl Store {
         since: Option<DateTime<Utc>>,
         limit: i64,
     ) -> sqlx::Result<Vec<DeliveryRow>> {
+        let pool = pg_or!(self, lite => lite.failed(kind, since, limit).await);
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {DELIVERY_COLUMNS} FROM deliveries
              WHERE status = 'failed' AND ($1::text IS NULL OR kind = $1) AND ($2::timestamptz IS NULL OR updated_at >= $2)
@@ -430,26 +443,28 @@ impl Store {
         .bind(kind)
         .bind(since)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await
     }
 
     pub async fn delivery(&self, id: i64) -> sqlx::Result<Option<DeliveryRow>> {
+        let pool = pg_or!(self, lite => lite.delivery(id).await);
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1"
         )))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(pool)
         .await
     }
 
     pub async fn attempts(&self, id: i64) -> sqlx::Result<Vec<AttemptRow>> {
+        let pool = pg_or!(self, lite => lite.attempts(id).await);
         sqlx::query_as(
             "SELECT attempt, at, provider, outcome, code, error FROM delivery_attempts
              WHERE delivery_id = $1 ORDER BY attempt, id",
         )
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await
     }
 
@@ -462,6 +477,7 @@ impl Store {
         ids: Option<&[i64]>,
         now: DateTime<Utc>,
     ) -> sqlx::Result<Vec<i64>> {
+        let pool = pg_or!(self, lite => lite.retry_failed(ids, now).await);
         sqlx::query_scalar(
             "UPDATE deliveries
              SET status = 'queued', round_attempts = 0, due_at = LEAST(due_at, $2), dispatched_at = NULL, updated_at = now()
@@ -470,16 +486,17 @@ impl Store {
         )
         .bind(ids)
         .bind(now)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await
     }
 
     /// Deletes failed deliveries (and their attempts) that failed before `before`.
     pub async fn purge_failed(&self, before: DateTime<Utc>) -> sqlx::Result<u64> {
+        let pool = pg_or!(self, lite => lite.purge_failed(before).await);
         Ok(
             sqlx::query("DELETE FROM deliveries WHERE status = 'failed' AND updated_at < $1")
                 .bind(before)
-                .execute(&self.pool)
+                .execute(pool)
                 .await?
                 .rows_affected(),
         )
@@ -487,8 +504,9 @@ impl Store {
 
     /// How many deliveries are in each status.
     pub async fn status_counts(&self) -> sqlx::Result<Vec<(DeliveryStatus, i64)>> {
+        let pool = pg_or!(self, lite => lite.status_counts().await);
         sqlx::query_as("SELECT status, count(*) FROM deliveries GROUP BY status ORDER BY status")
-            .fetch_all(&self.pool)
+            .fetch_all(pool)
             .await
     }
 }

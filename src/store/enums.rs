@@ -4,10 +4,10 @@
 use std::fmt;
 
 use sqlx::{
-    Postgres,
+    Database,
     encode::IsNull,
     error::BoxDynError,
-    postgres::{PgArgumentBuffer, PgHasArrayType, PgTypeInfo, PgValueRef},
+    postgres::{PgHasArrayType, PgTypeInfo},
 };
 use strum::IntoEnumIterator;
 
@@ -82,7 +82,7 @@ impl From<ErrorClass> for AttemptOutcome {
 }
 
 /// Shows, serializes, encodes and decodes an enum as the TEXT its `as_str` gives (and its
-/// `parse` takes back), the same name in PostgreSQL, in JSON and in templates. A name the enum
+/// `parse` takes back), the same name in PostgreSQL, SQLite, in JSON and in templates. A name the enum
 /// does not know, read from the database, is an error that lists the names it knows.
 macro_rules! stored_as_text {
     ($enum:ident, $what:literal) => {
@@ -98,13 +98,17 @@ macro_rules! stored_as_text {
             }
         }
 
-        impl sqlx::Type<Postgres> for $enum {
-            fn type_info() -> PgTypeInfo {
-                <&str as sqlx::Type<Postgres>>::type_info()
+        // For each database whose text type it is (PostgreSQL's `text`, SQLite's TEXT).
+        impl<DB: Database> sqlx::Type<DB> for $enum
+        where
+            str: sqlx::Type<DB>,
+        {
+            fn type_info() -> DB::TypeInfo {
+                <str as sqlx::Type<DB>>::type_info()
             }
 
-            fn compatible(ty: &PgTypeInfo) -> bool {
-                <&str as sqlx::Type<Postgres>>::compatible(ty)
+            fn compatible(ty: &DB::TypeInfo) -> bool {
+                <str as sqlx::Type<DB>>::compatible(ty)
             }
         }
 
@@ -114,15 +118,21 @@ macro_rules! stored_as_text {
             }
         }
 
-        impl sqlx::Encode<'_, Postgres> for $enum {
-            fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
-                <&str as sqlx::Encode<'_, Postgres>>::encode(self.as_str(), buf)
+        impl<'q, DB: Database> sqlx::Encode<'q, DB> for $enum
+        where
+            &'static str: sqlx::Encode<'q, DB>,
+        {
+            fn encode_by_ref(&self, buf: &mut DB::ArgumentBuffer) -> Result<IsNull, BoxDynError> {
+                <&str as sqlx::Encode<'q, DB>>::encode(self.as_str(), buf)
             }
         }
 
-        impl sqlx::Decode<'_, Postgres> for $enum {
-            fn decode(value: PgValueRef<'_>) -> Result<$enum, BoxDynError> {
-                let text = <&str as sqlx::Decode<'_, Postgres>>::decode(value)?;
+        impl<'r, DB: Database> sqlx::Decode<'r, DB> for $enum
+        where
+            &'r str: sqlx::Decode<'r, DB>,
+        {
+            fn decode(value: DB::ValueRef<'r>) -> Result<$enum, BoxDynError> {
+                let text = <&str as sqlx::Decode<'r, DB>>::decode(value)?;
                 $enum::parse(text).ok_or_else(|| {
                     let known: Vec<&str> = $enum::all().map($enum::as_str).collect();
                     format!(

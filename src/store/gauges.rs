@@ -21,6 +21,7 @@ pub struct DeliveryGauges {
 impl Store {
     /// The deliveries' gauges at `now`.
     pub async fn delivery_gauges(&self, now: DateTime<Utc>) -> sqlx::Result<DeliveryGauges> {
+        let pool = pg_or!(self, lite => Err(lite.unported("delivery_gauges")));
         sqlx::query_as(
             "SELECT
                  (SELECT count(*) FROM deliveries
@@ -33,14 +34,15 @@ impl Store {
                  (SELECT count(*) FROM deliveries WHERE status = 'failed') AS failed",
         )
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(pool)
         .await
     }
 
     /// Every schedule's watermark.
     pub async fn watermarks(&self) -> sqlx::Result<Vec<(String, DateTime<Utc>)>> {
+        let pool = pg_or!(self, lite => Err(lite.unported("watermarks")));
         sqlx::query_as("SELECT schedule, planned_up_to FROM schedule_watermarks ORDER BY schedule")
-            .fetch_all(&self.pool)
+            .fetch_all(pool)
             .await
     }
 }

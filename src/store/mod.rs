@@ -23,6 +23,7 @@ use crate::{
 mod deliveries;
 mod enums;
 mod gauges;
+pub mod lite;
 mod pauses;
 mod preferences;
 mod prepare;
@@ -40,6 +41,7 @@ pub use pauses::Pause;
 pub use preferences::{Forgotten, Preferences};
 pub use prepare::prepare;
 pub use retention::{Cutoffs, Deleted};
+pub use schedules::ScheduleLock;
 pub use suppressions::{EventRow, NewEvent, Rates, Suppression};
 
 /// The PostgreSQL schema that holds Herald's state (deliveries, attempts, watermarks, batches,
@@ -90,16 +92,38 @@ pub const SOURCE_CONNECTIONS: u32 = PAGES_IN_FLIGHT as u32 + 2;
 /// that is not planning holds about two.
 #[derive(Clone, Debug)]
 pub struct Store {
-    /// The pool this handle's statements run on: the main pool, or the reserved one for a
-    /// handle from [`Store::reserved`].
-    pub pool: PgPool,
-    reserved: PgPool,
+    db: Db,
     /// The app's data ([`Source`]), carried here so that the planner and the claim reach both:
     /// by default Herald's own database, read through its default `search_path`.
     pub source: Source,
     /// The URL this store connected to: the demo app's default home.
     url: PrivateUrl,
 }
+
+/// Where the state lives.
+#[derive(Clone, Debug)]
+enum Db {
+    Postgres {
+        /// The pool this handle's statements run on: the main pool, or the reserved one for a
+        /// handle from [`Store::reserved`].
+        pool: PgPool,
+        reserved: PgPool,
+    },
+    /// The embedded mode's file ([`lite`]).
+    Sqlite(lite::Lite),
+}
+
+/// The PostgreSQL pool of this handle; or, when the state is embedded, returns from the calling
+/// method what `$embedded` (the [`lite`] function of the same name) returns.
+macro_rules! pg_or {
+    ($self:ident, $lite:ident => $embedded:expr) => {
+        match &$self.db {
+            Db::Postgres { pool, .. } => pool,
+            Db::Sqlite($lite) => return $embedded,
+        }
+    };
+}
+use pg_or;
 
 /// A URL that keeps its password out of `Debug`.
 #[derive(Clone)]
@@ -367,11 +391,36 @@ impl Store {
             .connect_lazy_with(named(RESERVED_POOL));
         let source = Source::connect(url, SOURCE_CONNECTIONS).await?;
         Ok(Store {
-            pool,
-            reserved,
+            db: Db::Postgres { pool, reserved },
             source,
             url: PrivateUrl(url.into()),
         })
+    }
+
+    /// The embedded store: Herald's state in the SQLite file at `path` (created, locked for this
+    /// process and migrated), the app's data in `source`.
+    pub async fn open_embedded(path: &std::path::Path, source: Source) -> anyhow::Result<Store> {
+        Ok(Store {
+            db: Db::Sqlite(lite::Lite::open(path).await?),
+            source,
+            url: PrivateUrl(format!("sqlite://{}", path.display()).into()),
+        })
+    }
+
+    /// Whether the state is in a SQLite file (else PostgreSQL).
+    pub fn is_embedded(&self) -> bool {
+        matches!(self.db, Db::Sqlite(_))
+    }
+
+    /// The PostgreSQL pool, for tests and benches that read or write the state directly.
+    ///
+    /// # Panics
+    /// When the state is embedded: such a test is PostgreSQL's only.
+    pub fn pg(&self) -> &PgPool {
+        match &self.db {
+            Db::Postgres { pool, .. } => pool,
+            Db::Sqlite(_) => panic!("this store keeps its state in SQLite, not PostgreSQL"),
+        }
     }
 
     /// The URL of Herald's database, password included: not for logs.
@@ -388,9 +437,16 @@ impl Store {
     /// This store on the reserved connections, which the workers never take: for the planner,
     /// the dispatcher, the API and the other background parts (see [`Store`]).
     pub fn reserved(&self) -> Store {
+        let db = match &self.db {
+            Db::Postgres { reserved, .. } => Db::Postgres {
+                pool: reserved.clone(),
+                reserved: reserved.clone(),
+            },
+            // One writer serves everybody in the process: nothing to reserve.
+            Db::Sqlite(lite) => Db::Sqlite(lite.clone()),
+        };
         Store {
-            pool: self.reserved.clone(),
-            reserved: self.reserved.clone(),
+            db,
             source: self.source.clone(),
             url: self.url.clone(),
         }
@@ -399,7 +455,9 @@ impl Store {
     /// Creates the state schema, moves the state of an install from before it out of `public`,
     /// and applies the migrations.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        let mut tx = self.pool.begin().await?;
+        // The embedded file is migrated when opened.
+        let pool = pg_or!(self, _lite => Ok(()));
+        let mut tx = pool.begin().await?;
         // Several processes may start together: one at a time past this point.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('herald:state-schema'))")
             .execute(&mut *tx)
@@ -433,13 +491,14 @@ impl Store {
         }
         tx.commit().await?;
         MIGRATOR
-            .run(&self.pool)
+            .run(pool)
             .await
             .context("cannot apply the migrations")
     }
 
     pub async fn ping(&self) -> anyhow::Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        let pool = pg_or!(self, lite => lite.ping().await);
+        sqlx::query("SELECT 1").execute(pool).await?;
         Ok(())
     }
 }

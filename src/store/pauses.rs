@@ -19,6 +19,7 @@ impl Store {
         schedule: &str,
         reason: Option<&str>,
     ) -> sqlx::Result<Pause> {
+        let pool = pg_or!(self, lite => Err(lite.unported("pause_schedule")));
         sqlx::query_as(
             "WITH new AS (
                  INSERT INTO schedule_pauses (schedule, reason) VALUES ($1, $2)
@@ -32,34 +33,37 @@ impl Store {
         )
         .bind(schedule)
         .bind(reason)
-        .fetch_one(&self.pool)
+        .fetch_one(pool)
         .await
     }
 
     /// Resumes `schedule`. Returns whether it was paused.
     pub async fn resume_schedule(&self, schedule: &str) -> sqlx::Result<bool> {
+        let pool = pg_or!(self, lite => Err(lite.unported("resume_schedule")));
         let done = sqlx::query("DELETE FROM schedule_pauses WHERE schedule = $1")
             .bind(schedule)
-            .execute(&self.pool)
+            .execute(pool)
             .await?;
         Ok(done.rows_affected() > 0)
     }
 
     /// The pause of `schedule`, if it is paused.
     pub async fn schedule_pause(&self, schedule: &str) -> sqlx::Result<Option<Pause>> {
+        let pool = pg_or!(self, lite => Err(lite.unported("schedule_pause")));
         sqlx::query_as(
             "SELECT schedule, paused_at, reason FROM schedule_pauses WHERE schedule = $1",
         )
         .bind(schedule)
-        .fetch_optional(&self.pool)
+        .fetch_optional(pool)
         .await
     }
 
     /// Every paused schedule, by name.
     pub async fn schedule_pauses(&self) -> sqlx::Result<std::collections::HashMap<String, Pause>> {
+        let pool = pg_or!(self, lite => Err(lite.unported("schedule_pauses")));
         let rows: Vec<Pause> =
             sqlx::query_as("SELECT schedule, paused_at, reason FROM schedule_pauses")
-                .fetch_all(&self.pool)
+                .fetch_all(pool)
                 .await?;
         Ok(rows.into_iter().map(|p| (p.schedule.clone(), p)).collect())
     }

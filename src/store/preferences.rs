@@ -20,6 +20,7 @@ impl Store {
         kind: &str,
         ids: &[String],
     ) -> sqlx::Result<HashSet<String>> {
+        let pool = pg_or!(self, lite => Err(lite.unported("opted_out_among")));
         if ids.is_empty() {
             return Ok(HashSet::new());
         }
@@ -28,16 +29,17 @@ impl Store {
         )
         .bind(kind)
         .bind(ids)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
         Ok(rows.into_iter().collect())
     }
 
     /// The kinds `user_id` opted out of.
     pub async fn opt_outs(&self, user_id: &str) -> sqlx::Result<Vec<String>> {
+        let pool = pg_or!(self, lite => Err(lite.unported("opt_outs")));
         sqlx::query_scalar("SELECT kind FROM email_opt_outs WHERE user_id = $1 ORDER BY kind")
             .bind(user_id)
-            .fetch_all(&self.pool)
+            .fetch_all(pool)
             .await
     }
 
@@ -54,10 +56,11 @@ impl Store {
         user_id: &str,
         kinds: &[(String, bool)],
     ) -> sqlx::Result<()> {
+        let pool = pg_or!(self, lite => Err(lite.unported("set_preferences")));
         let (off, on): (Vec<_>, Vec<_>) = kinds.iter().partition(|(_, wanted)| !wanted);
         let off: Vec<&str> = off.iter().map(|(k, _)| k.as_str()).collect();
         let on: Vec<&str> = on.iter().map(|(k, _)| k.as_str()).collect();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = pool.begin().await?;
         sqlx::query(
             "INSERT INTO email_opt_outs (user_id, kind) SELECT $1, k FROM UNNEST($2::text[]) AS k
              ON CONFLICT DO NOTHING",
@@ -76,9 +79,10 @@ impl Store {
 
     /// Removes every opt-out of `user_id`: they get every kind again. Returns how many went.
     pub async fn clear_preferences(&self, user_id: &str) -> sqlx::Result<u64> {
+        let pool = pg_or!(self, lite => Err(lite.unported("clear_preferences")));
         Ok(sqlx::query("DELETE FROM email_opt_outs WHERE user_id = $1")
             .bind(user_id)
-            .execute(&self.pool)
+            .execute(pool)
             .await?
             .rows_affected())
     }
@@ -97,7 +101,8 @@ impl Store {
     /// Deletes everything Herald keeps about these users (deliveries with their attempts and
     /// batches, opt-outs), in one transaction; `herald seed --reset` uses it.
     pub async fn forget_users(&self, ids: &[String]) -> sqlx::Result<Forgotten> {
-        let mut tx = self.pool.begin().await?;
+        let pool = pg_or!(self, lite => Err(lite.unported("forget_users")));
+        let mut tx = pool.begin().await?;
         let deliveries: Vec<i64> = sqlx::query_scalar(
             "SELECT id FROM deliveries WHERE user_id = ANY($1) ORDER BY id FOR UPDATE",
         )

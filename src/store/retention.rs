@@ -60,11 +60,12 @@ impl Store {
     /// index grows. A row another pass or a webhook holds at that moment is skipped and keeps
     /// its payload until the row itself expires.
     pub async fn prune_payloads(&self, before: DateTime<Utc>, batch: i64) -> sqlx::Result<u64> {
+        let pool = pg_or!(self, lite => Err(lite.unported("prune_payloads")));
         const MARK: &str = "payloads";
         let from: DateTime<Utc> =
             sqlx::query_scalar("SELECT up_to FROM housekeeping_marks WHERE name = $1")
                 .bind(MARK)
-                .fetch_optional(&self.pool)
+                .fetch_optional(pool)
                 .await?
                 // No delivery is older than that.
                 .unwrap_or(DateTime::UNIX_EPOCH);
@@ -90,7 +91,7 @@ impl Store {
                 .bind(low)
                 .bind(before)
                 .bind(batch.max(1))
-                .fetch_all(&self.pool)
+                .fetch_all(pool)
                 .await?;
                 total += changed.len() as u64;
                 if (changed.len() as i64) < batch.max(1) {
@@ -106,13 +107,14 @@ impl Store {
         )
         .bind(MARK)
         .bind(before)
-        .execute(&self.pool)
+        .execute(pool)
         .await?;
         Ok(total)
     }
 
     /// Deletes the webhook events received before `before`, `batch` per statement.
     async fn delete_old_events(&self, before: DateTime<Utc>, batch: i64) -> sqlx::Result<u64> {
+        let pool = pg_or!(self, lite => Err(lite.unported("delete_old_events")));
         let mut total = 0;
         loop {
             let n = sqlx::query(
@@ -122,7 +124,7 @@ impl Store {
             )
             .bind(before)
             .bind(batch.max(1))
-            .execute(&self.pool)
+            .execute(pool)
             .await?
             .rows_affected();
             total += n;
@@ -155,6 +157,7 @@ impl Store {
         before: DateTime<Utc>,
         limit: i64,
     ) -> sqlx::Result<u64> {
+        let pool = pg_or!(self, lite => Err(lite.unported("delete_expired_batch")));
         // The status is written into the statement, not bound: only a literal lets PostgreSQL
         // match the partial index of that status (0005_retention.sql) in a prepared statement.
         let status = status.as_str();
@@ -167,7 +170,7 @@ impl Store {
         )))
         .bind(before)
         .bind(limit.max(1))
-        .execute(&self.pool)
+        .execute(pool)
         .await?
         .rows_affected())
     }

@@ -6,8 +6,9 @@ use super::*;
 impl Store {
     /// The session key, made (at random) the first time it is asked for.
     pub async fn session_key(&self) -> Result<String, sqlx::Error> {
+        let pool = pg_or!(self, lite => Err(lite.unported("session_key")));
         if let Some(key) = sqlx::query_scalar("SELECT key FROM ui_session_key")
-            .fetch_optional(&self.pool)
+            .fetch_optional(pool)
             .await?
         {
             return Ok(key);
@@ -18,20 +19,21 @@ impl Store {
              ON CONFLICT (one) DO UPDATE SET key = ui_session_key.key RETURNING key",
         )
         .bind(random_key())
-        .fetch_one(&self.pool)
+        .fetch_one(pool)
         .await
     }
 
     /// Replaces the session key: every session cookie signed with the old one stops working.
     /// Returns when it was replaced.
     pub async fn rotate_session_key(&self) -> Result<DateTime<Utc>, sqlx::Error> {
+        let pool = pg_or!(self, lite => Err(lite.unported("rotate_session_key")));
         sqlx::query_scalar(
             "INSERT INTO ui_session_key (key) VALUES ($1) \
              ON CONFLICT (one) DO UPDATE SET key = EXCLUDED.key, rotated_at = now() \
              RETURNING rotated_at",
         )
         .bind(random_key())
-        .fetch_one(&self.pool)
+        .fetch_one(pool)
         .await
     }
 }

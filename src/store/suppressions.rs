@@ -50,6 +50,7 @@ impl Store {
     /// Records an event once: `None` when its id was seen before (a replay), else the delivery
     /// it belongs to, found by the provider's id (`None` inside when none is known).
     pub async fn record_event(&self, e: &NewEvent<'_>) -> sqlx::Result<Option<Option<i64>>> {
+        let pool = pg_or!(self, lite => Err(lite.unported("record_event")));
         let inserted: Option<Option<i64>> = sqlx::query_scalar(
             "INSERT INTO webhook_events (svix_id, type, provider_id, delivery_id, payload)
              VALUES ($1, $2, $3,
@@ -62,19 +63,20 @@ impl Store {
         .bind(clean_text(e.kind))
         .bind(clean_opt(e.provider_id))
         .bind(e.payload)
-        .fetch_optional(&self.pool)
+        .fetch_optional(pool)
         .await?;
         Ok(inserted)
     }
 
     /// The events of one delivery, oldest first.
     pub async fn events(&self, delivery_id: i64) -> sqlx::Result<Vec<EventRow>> {
+        let pool = pg_or!(self, lite => Err(lite.unported("events")));
         sqlx::query_as(
             "SELECT svix_id, type, received_at FROM webhook_events
              WHERE delivery_id = $1 ORDER BY received_at, svix_id",
         )
         .bind(delivery_id)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await
     }
 
@@ -87,6 +89,7 @@ impl Store {
         detail: Option<&str>,
         delivery_id: Option<i64>,
     ) -> sqlx::Result<bool> {
+        let pool = pg_or!(self, lite => Err(lite.unported("suppress")));
         let done = sqlx::query(
             "INSERT INTO suppressions (address, reason, event, detail, delivery_id)
              VALUES (lower($1), $2, $3, $4, $5) ON CONFLICT (address) DO NOTHING",
@@ -96,13 +99,14 @@ impl Store {
         .bind(event)
         .bind(detail.map(clean_text))
         .bind(delivery_id)
-        .execute(&self.pool)
+        .execute(pool)
         .await?;
         Ok(done.rows_affected() == 1)
     }
 
     /// The addresses among `addresses` that are suppressed (compared lowercased).
     pub async fn suppressed_among(&self, addresses: &[String]) -> sqlx::Result<HashSet<String>> {
+        let pool = pg_or!(self, lite => Err(lite.unported("suppressed_among")));
         if addresses.is_empty() {
             return Ok(HashSet::new());
         }
@@ -110,24 +114,26 @@ impl Store {
         let rows: Vec<String> =
             sqlx::query_scalar("SELECT address FROM suppressions WHERE address = ANY($1)")
                 .bind(&lower)
-                .fetch_all(&self.pool)
+                .fetch_all(pool)
                 .await?;
         Ok(rows.into_iter().collect())
     }
 
     /// Suppressions, newest first.
     pub async fn suppressions(&self, limit: i64) -> sqlx::Result<Vec<Suppression>> {
+        let pool = pg_or!(self, lite => Err(lite.unported("suppressions")));
         sqlx::query_as("SELECT * FROM suppressions ORDER BY created_at DESC, address LIMIT $1")
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(pool)
             .await
     }
 
     /// One suppression.
     pub async fn suppression(&self, address: &str) -> sqlx::Result<Option<Suppression>> {
+        let pool = pg_or!(self, lite => Err(lite.unported("suppression")));
         sqlx::query_as("SELECT * FROM suppressions WHERE address = lower($1)")
             .bind(address)
-            .fetch_optional(&self.pool)
+            .fetch_optional(pool)
             .await
     }
 
@@ -135,21 +141,23 @@ impl Store {
     /// complaint: the dashboard's rates. A sent row's `updated_at` is when it was recorded sent,
     /// which the sent rows' partial index (0005_retention.sql) covers.
     pub async fn suppression_rates(&self, since: DateTime<Utc>) -> sqlx::Result<Rates> {
+        let pool = pg_or!(self, lite => Err(lite.unported("suppression_rates")));
         sqlx::query_as(
             "SELECT (SELECT count(*) FROM deliveries WHERE status = 'sent' AND updated_at >= $1) AS sent,
                     (SELECT count(*) FROM suppressions WHERE reason = 'bounced' AND created_at >= $1) AS bounced,
                     (SELECT count(*) FROM suppressions WHERE reason = 'complained' AND created_at >= $1) AS complained",
         )
         .bind(since)
-        .fetch_one(&self.pool)
+        .fetch_one(pool)
         .await
     }
 
     /// Lifts a suppression: the address gets email again. Returns whether there was one.
     pub async fn lift_suppression(&self, address: &str) -> sqlx::Result<bool> {
+        let pool = pg_or!(self, lite => Err(lite.unported("lift_suppression")));
         let done = sqlx::query("DELETE FROM suppressions WHERE address = lower($1)")
             .bind(address)
-            .execute(&self.pool)
+            .execute(pool)
             .await?;
         Ok(done.rows_affected() == 1)
     }

@@ -162,6 +162,7 @@ fn bind_filter<'q, O>(
 impl Store {
     /// Sent and failed deliveries by kind and provider, over the day before `now`.
     pub async fn ui_outcomes(&self, now: DateTime<Utc>) -> sqlx::Result<Vec<OutcomeCount>> {
+        let pool = pg_or!(self, lite => Err(lite.unported("ui_outcomes")));
         sqlx::query_as(
             "SELECT kind, COALESCE(provider, '') AS provider, status,
                     count(*) FILTER (WHERE updated_at >= $1 - interval '1 hour') AS last_hour,
@@ -171,12 +172,13 @@ impl Store {
              GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
         )
         .bind(now)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await
     }
 
     /// Sent and failed per minute over the hour before `now`.
     pub async fn ui_throughput(&self, now: DateTime<Utc>) -> sqlx::Result<Vec<MinuteCount>> {
+        let pool = pg_or!(self, lite => Err(lite.unported("ui_throughput")));
         sqlx::query_as(
             "SELECT floor(extract(epoch FROM ($1 - updated_at)) / 60)::int AS minutes_ago, status,
                     count(*) AS n
@@ -186,12 +188,13 @@ impl Store {
              GROUP BY 1, 2",
         )
         .bind(now)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await
     }
 
     /// Queued (due, later, retrying) and sending deliveries.
     pub async fn ui_active(&self, now: DateTime<Utc>) -> sqlx::Result<ActiveCounts> {
+        let pool = pg_or!(self, lite => Err(lite.unported("ui_active")));
         sqlx::query_as(
             "SELECT count(*) FILTER (WHERE status = 'queued' AND due_at <= $1) AS due,
                     count(*) FILTER (WHERE status = 'queued' AND due_at > $1) AS later,
@@ -200,12 +203,13 @@ impl Store {
              FROM deliveries WHERE status IN ('queued', 'sending')",
         )
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(pool)
         .await
     }
 
     /// The last fire of `kind`'s schedule (manual triggers aside), with its counts by outcome.
     pub async fn ui_last_fire(&self, kind: &str) -> sqlx::Result<Option<FireCounts>> {
+        let pool = pg_or!(self, lite => Err(lite.unported("ui_last_fire")));
         sqlx::query_as(
             "WITH last AS (
                  SELECT max(planned_for) AS at FROM deliveries
@@ -221,15 +225,16 @@ impl Store {
              GROUP BY last.at",
         )
         .bind(kind)
-        .fetch_optional(&self.pool)
+        .fetch_optional(pool)
         .await
     }
 
     /// Users who opted out of `kind` (now: opt-outs are not recorded per fire).
     pub async fn ui_opted_out(&self, kind: &str) -> sqlx::Result<i64> {
+        let pool = pg_or!(self, lite => Err(lite.unported("ui_opted_out")));
         sqlx::query_scalar("SELECT count(*) FROM email_opt_outs WHERE kind = $1")
             .bind(kind)
-            .fetch_one(&self.pool)
+            .fetch_one(pool)
             .await
     }
 
@@ -240,6 +245,7 @@ impl Store {
         f: &FailedFilter,
         limit: i64,
     ) -> sqlx::Result<(Vec<FailedRow>, i64)> {
+        let pool = pg_or!(self, lite => Err(lite.unported("ui_failed")));
         let rows = bind_filter(
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT d.id, d.kind, d.user_id, d.recipient, d.provider, d.attempts, d.last_error,
@@ -251,7 +257,7 @@ impl Store {
             f,
         )
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
         let (total,): (i64,) = bind_filter(
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -259,13 +265,14 @@ impl Store {
             ))),
             f,
         )
-        .fetch_one(&self.pool)
+        .fetch_one(pool)
         .await?;
         Ok((rows, total))
     }
 
     /// The values the failed set's filters can take: kinds, classes and providers present.
     pub async fn ui_failed_facets(&self) -> sqlx::Result<Vec<(String, String)>> {
+        let pool = pg_or!(self, lite => Err(lite.unported("ui_failed_facets")));
         sqlx::query_as(
             "SELECT DISTINCT 'kind', kind FROM deliveries WHERE status = 'failed'
              UNION SELECT DISTINCT 'provider', provider FROM deliveries
@@ -275,7 +282,7 @@ impl Store {
                    WHERE d.status = 'failed' AND a.outcome <> 'sent'
              ORDER BY 1, 2",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await
     }
 
@@ -290,6 +297,7 @@ impl Store {
         start: DateTime<Utc>,
         per_second: u32,
     ) -> sqlx::Result<(i64, Option<DateTime<Utc>>)> {
+        let pool = pg_or!(self, lite => Err(lite.unported("ui_retry_failed")));
         bind_filter(
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "WITH picked AS (
@@ -311,7 +319,7 @@ impl Store {
         .bind(ids)
         .bind(start)
         .bind(f64::from(per_second.max(1)))
-        .fetch_one(&self.pool)
+        .fetch_one(pool)
         .await
     }
 
@@ -322,6 +330,7 @@ impl Store {
         f: &FailedFilter,
         ids: Option<&[i64]>,
     ) -> sqlx::Result<i64> {
+        let pool = pg_or!(self, lite => Err(lite.unported("ui_purge_failed")));
         let (n,): (i64,) = bind_filter(
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "WITH picked AS (
@@ -336,13 +345,14 @@ impl Store {
             f,
         )
         .bind(ids)
-        .fetch_one(&self.pool)
+        .fetch_one(pool)
         .await?;
         Ok(n)
     }
 
     /// Deliveries by user id, recipient address or dedup key, newest first.
     pub async fn ui_search(&self, q: &str, limit: i64) -> sqlx::Result<Vec<DeliveryRow>> {
+        let pool = pg_or!(self, lite => Err(lite.unported("ui_search")));
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {} FROM deliveries
              WHERE user_id = $1 OR lower(recipient) = lower($1) OR dedup_key = $1
@@ -351,18 +361,19 @@ impl Store {
         )))
         .bind(q)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await
     }
 
     /// One delivery with its payload.
     pub async fn ui_delivery(&self, id: i64) -> sqlx::Result<Option<DeliveryDetail>> {
+        let pool = pg_or!(self, lite => Err(lite.unported("ui_delivery")));
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {}, payload FROM deliveries WHERE id = $1",
             COLUMNS
         )))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(pool)
         .await
     }
 }

@@ -87,6 +87,7 @@ pub struct TriggerCounts {
 impl Store {
     /// One list of deliveries, at most `limit`.
     pub async fn ui_browse(&self, list: Browse, limit: i64) -> sqlx::Result<Vec<DeliveryRow>> {
+        let pool = pg_or!(self, lite => Err(lite.unported("ui_browse")));
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT id, kind, user_id, dedup_key, status, recipient, attempts, last_error, \
              provider, message_id, provider_id, planned_for, due_at, sent_at, updated_at
@@ -94,12 +95,13 @@ impl Store {
             list.sql()
         )))
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await
     }
 
     /// The longest wait of a due email, and the lag from due to sent over the last 5 minutes.
     pub async fn ui_waits(&self, now: DateTime<Utc>) -> sqlx::Result<Waits> {
+        let pool = pg_or!(self, lite => Err(lite.unported("ui_waits")));
         sqlx::query_as(
             "SELECT (SELECT extract(epoch FROM $1 - min(due_at))::float8 FROM deliveries
                      WHERE status = 'queued' AND due_at <= $1) AS oldest_due_s,
@@ -109,13 +111,14 @@ impl Store {
              WHERE status = 'sent' AND updated_at > $1 - interval '5 minutes' AND sent_at IS NOT NULL",
         )
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(pool)
         .await
     }
 
     /// The last manual trigger of `kind`'s schedule: the latest instant a trigger planned,
     /// with every manual delivery of that instant counted.
     pub async fn ui_last_trigger(&self, kind: &str) -> sqlx::Result<Option<TriggerCounts>> {
+        let pool = pg_or!(self, lite => Err(lite.unported("ui_last_trigger")));
         sqlx::query_as(
             "WITH last AS (
                  SELECT planned_for AS at FROM deliveries
@@ -131,7 +134,7 @@ impl Store {
              GROUP BY last.at",
         )
         .bind(kind)
-        .fetch_optional(&self.pool)
+        .fetch_optional(pool)
         .await
     }
 }

@@ -60,7 +60,7 @@ async fn failed_deliveries(app: &TestApp, smtp: &SmtpServer, emails: &[&str]) ->
     for user in users {
         let id: i64 = sqlx::query_scalar("SELECT id FROM deliveries WHERE user_id = $1")
             .bind(user.to_string())
-            .fetch_one(&app.store.pool)
+            .fetch_one(app.store.pg())
             .await
             .unwrap();
         ids.push(id);
@@ -138,7 +138,7 @@ async fn since_an_age_or_an_instant_lists_the_same_failures_on_both_sides() {
     // The first failed three days ago.
     sqlx::query("UPDATE deliveries SET updated_at = now() - interval '3 days' WHERE id = $1")
         .bind(old)
-        .execute(&app.store.pool)
+        .execute(app.store.pg())
         .await
         .unwrap();
     let two_days_ago = (Utc::now() - chrono::Duration::days(2))

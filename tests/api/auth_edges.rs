@@ -238,7 +238,7 @@ async fn readyz_keeps_why_for_the_token_and_a_retry_of_what_did_not_fail_is_a_co
     );
 
     // PostgreSQL goes away (for this app): the open /readyz says so without PostgreSQL's words.
-    app.state.store.pool.close().await;
+    app.state.store.pg().close().await;
     let r = app
         .http
         .get(format!("{}/readyz", app.address))

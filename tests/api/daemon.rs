@@ -110,7 +110,7 @@ async fn a_dead_workers_inflight_set_above_the_unpack_limit_is_drained_and_sent_
     let ids: Vec<i64> = sqlx::query_scalar(
         "UPDATE deliveries SET dispatched_at = now() WHERE status = 'queued' RETURNING id",
     )
-    .fetch_all(&store.pool)
+    .fetch_all(store.pg())
     .await
     .unwrap();
     let q = &settings.queue.name;

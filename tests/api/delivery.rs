@@ -86,7 +86,7 @@ async fn a_reminder_tick_emails_exactly_the_users_with_tasks_due_tomorrow() {
 
     let stored: String = sqlx::query_scalar("SELECT message_id FROM deliveries WHERE user_id = $1")
         .bind(ada.to_string())
-        .fetch_one(&app.store.pool)
+        .fetch_one(app.store.pg())
         .await
         .unwrap();
     assert_eq!(stored, message_id);

@@ -262,13 +262,13 @@ async fn an_smtp_reset_after_the_data_is_retried_on_smtp_and_never_goes_to_resen
     let held_by: Option<String> =
         sqlx::query_scalar("SELECT held_by FROM deliveries WHERE id = $1")
             .bind(ids[0])
-            .fetch_one(&store.pool)
+            .fetch_one(store.pg())
             .await
             .unwrap();
     assert_eq!(held_by.as_deref(), Some("smtp"), "{:?}", d.last_error);
 
     sqlx::query("UPDATE deliveries SET due_at = now() - interval '1 second'")
-        .execute(&store.pool)
+        .execute(store.pg())
         .await
         .unwrap();
     process_job(&deps, &ids).await.unwrap();

@@ -125,7 +125,7 @@ async fn a_claim_taken_over_after_its_lease_ran_out_cannot_record() {
     // The first worker stalls past its lease; recovery takes the row back.
     sqlx::query("UPDATE deliveries SET lease_until = now() - interval '1 second' WHERE id = $1")
         .bind(id)
-        .execute(&store.pool)
+        .execute(store.pg())
         .await
         .unwrap();
     assert_eq!(
@@ -174,7 +174,7 @@ async fn a_claim_taken_over_after_its_lease_ran_out_cannot_record() {
     let lease_until: chrono::DateTime<Utc> =
         sqlx::query_scalar("SELECT lease_until FROM deliveries WHERE id = $1")
             .bind(id)
-            .fetch_one(&store.pool)
+            .fetch_one(store.pg())
             .await
             .unwrap();
     assert!(lease_until > Utc::now() + chrono::Duration::minutes(30));
@@ -202,7 +202,7 @@ async fn a_claim_taken_over_after_its_lease_ran_out_cannot_record() {
     );
     assert_eq!(status(&store, id).await, DeliveryStatus::Sent);
     assert_eq!(store.attempts(id).await.unwrap().len(), 1);
-    store.pool.close().await;
+    store.pg().close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,7 +221,7 @@ async fn a_known_send_is_recorded_when_its_lease_was_recovered_but_nobody_claime
     // The worker stalls past its lease; recovery makes the row queued again, with no token.
     sqlx::query("UPDATE deliveries SET lease_until = now() - interval '1 second' WHERE id = $1")
         .bind(id)
-        .execute(&store.pool)
+        .execute(store.pg())
         .await
         .unwrap();
     assert_eq!(
@@ -263,7 +263,7 @@ async fn a_known_send_is_recorded_when_its_lease_was_recovered_but_nobody_claime
     assert!(process_job(&deps, &[id]).await.unwrap().is_empty());
     assert_eq!(smtp.total(), 0);
     assert_eq!(status(&store, id).await, DeliveryStatus::Sent);
-    store.pool.close().await;
+    store.pg().close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,7 +295,7 @@ async fn a_group_commit_writes_each_row_only_under_its_own_claim() {
     // The middle row's lease runs out and another worker takes it over.
     sqlx::query("UPDATE deliveries SET lease_until = now() - interval '1 second' WHERE id = $1")
         .bind(ids[1])
-        .execute(&store.pool)
+        .execute(store.pg())
         .await
         .unwrap();
     store
@@ -341,7 +341,7 @@ async fn a_group_commit_writes_each_row_only_under_its_own_claim() {
         [true]
     );
     assert_eq!(status(&store, ids[1]).await, DeliveryStatus::Sent);
-    store.pool.close().await;
+    store.pg().close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -365,14 +365,14 @@ async fn a_row_that_cannot_be_recorded_does_not_stop_the_rest_of_its_batch() {
         "CREATE FUNCTION fencing_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN RAISE EXCEPTION 'test: refusing to record delivery %', NEW.id; END $$",
     )
-    .execute(&store.pool)
+    .execute(store.pg())
     .await
     .unwrap();
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "CREATE TRIGGER fencing_refuse_one BEFORE UPDATE ON deliveries FOR EACH ROW
          WHEN (NEW.id = {bad} AND NEW.status <> 'sending') EXECUTE FUNCTION fencing_refuse()"
     )))
-    .execute(&store.pool)
+    .execute(store.pg())
     .await
     .unwrap();
 
@@ -412,7 +412,7 @@ async fn a_row_that_cannot_be_recorded_does_not_stop_the_rest_of_its_batch() {
     }
     assert_eq!(status(&store, bad).await, DeliveryStatus::Sending);
     assert!(store.attempts(bad).await.unwrap().is_empty());
-    store.pool.close().await;
+    store.pg().close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -480,7 +480,7 @@ async fn a_part_of_a_batch_of_unknown_outcome_waits_for_the_rest_and_they_go_who
     assert_eq!(first.status, DeliveryStatus::Queued);
     let due_now = || async {
         sqlx::query("UPDATE deliveries SET due_at = now() - interval '1 second'")
-            .execute(&store.pool)
+            .execute(store.pg())
             .await
             .unwrap();
     };
@@ -491,7 +491,7 @@ async fn a_part_of_a_batch_of_unknown_outcome_waits_for_the_rest_and_they_go_who
         "UPDATE deliveries SET status = 'sending', claim_token = gen_random_uuid() WHERE id = $1",
     )
     .bind(ids[2])
-    .execute(&store.pool)
+    .execute(store.pg())
     .await
     .unwrap();
     let attempts_before = store.delivery(ids[0]).await.unwrap().unwrap().attempts;
@@ -519,7 +519,7 @@ async fn a_part_of_a_batch_of_unknown_outcome_waits_for_the_rest_and_they_go_who
     // The other job gave its part back too; the first part, when due, brings it along.
     sqlx::query("UPDATE deliveries SET status = 'queued', claim_token = NULL WHERE id = $1")
         .bind(ids[2])
-        .execute(&store.pool)
+        .execute(store.pg())
         .await
         .unwrap();
     // Past the 2 s Resend takes to answer the first request (until then it answers 409).
@@ -543,7 +543,7 @@ async fn a_part_of_a_batch_of_unknown_outcome_waits_for_the_rest_and_they_go_who
     );
     assert_eq!(requests[0].recipients(), requests[1].recipients());
     assert_delivered_once(&stub, &emails);
-    store.pool.close().await;
+    store.pg().close().await;
 }
 
 fn overdue() -> Kind {

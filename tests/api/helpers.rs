@@ -291,10 +291,10 @@ impl Env {
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
             self.database
         )))
-        .execute(&admin.pool)
+        .execute(admin.pg())
         .await
         .unwrap();
-        admin.pool.close().await;
+        admin.pg().close().await;
     }
 }
 
@@ -458,7 +458,7 @@ impl TestApp {
             "SELECT claimed_by, count(*) FROM deliveries WHERE claimed_by IS NOT NULL
              GROUP BY claimed_by ORDER BY claimed_by",
         )
-        .fetch_all(&self.store.pool)
+        .fetch_all(self.store.pg())
         .await
         .unwrap()
     }
@@ -515,7 +515,7 @@ impl TestApp {
     pub async fn count_status(&self, status: &str) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = $1")
             .bind(status)
-            .fetch_one(&self.store.pool)
+            .fetch_one(self.store.pg())
             .await
             .unwrap()
     }
@@ -551,7 +551,7 @@ impl TestApp {
     /// operator restarting Herald with a corrected configuration.
     pub async fn restart_with(mut self, env: Env) -> TestApp {
         self.stop().await.expect("the app stops cleanly");
-        self.store.pool.close().await;
+        self.store.pg().close().await;
         self.owns_env = false;
         drop(self);
         spawn_with(env).await
@@ -561,7 +561,7 @@ impl TestApp {
     pub async fn round_attempts(&self, id: i64) -> i32 {
         sqlx::query_scalar("SELECT round_attempts FROM deliveries WHERE id = $1")
             .bind(id)
-            .fetch_one(&self.store.pool)
+            .fetch_one(self.store.pg())
             .await
             .unwrap()
     }
@@ -569,7 +569,7 @@ impl TestApp {
     /// Stops the app cleanly; dropping it then removes its database and Redis keys.
     pub async fn finish(mut self) {
         self.stop().await.expect("the app stops cleanly");
-        self.store.pool.close().await;
+        self.store.pg().close().await;
     }
 }
 

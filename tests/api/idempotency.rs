@@ -144,7 +144,7 @@ async fn two_processes_send_each_user_one_scheduled_and_one_manual_email_and_sto
     assert!(per_user.values().all(|&n| n == 2), "{per_user:?}");
     // One manual and one scheduled delivery per user.
     let keys: Vec<String> = sqlx::query_scalar("SELECT dedup_key FROM deliveries")
-        .fetch_all(&store.pool)
+        .fetch_all(store.pg())
         .await
         .unwrap();
     let manual = keys.iter().filter(|k| k.starts_with("manual:")).count();
@@ -157,6 +157,6 @@ async fn two_processes_send_each_user_one_scheduled_and_one_manual_email_and_sto
             "herald exited with {status} after SIGTERM"
         );
     }
-    store.pool.close().await;
+    store.pg().close().await;
     drop(smtp);
 }

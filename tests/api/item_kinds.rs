@@ -24,7 +24,7 @@ async fn move_task(app: &TestApp, title: &str, due: DateTime<Utc>) {
     let moved = sqlx::query("UPDATE herald_demo.tasks SET due_at = $1 WHERE title = $2")
         .bind(due)
         .bind(title)
-        .execute(&app.store.pool)
+        .execute(app.store.pg())
         .await
         .unwrap()
         .rows_affected();
@@ -130,7 +130,7 @@ async fn one_email_per_task_at_its_instant_across_midnight_an_outage_and_a_dst_c
             // after the outage" (07:20) is 20 minutes late and goes.
             app.owns_env = false;
             app.stop().await.unwrap();
-            app.store.pool.close().await;
+            app.store.pg().close().await;
             drop(app);
             t = at("2026-10-25T07:40:00Z");
             clock.set(t);
@@ -180,7 +180,7 @@ async fn one_email_per_task_at_its_instant_across_midnight_an_outage_and_a_dst_c
     let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
         "SELECT dedup_key, status, last_error FROM deliveries WHERE kind = 'due_soon' ORDER BY planned_for",
     )
-    .fetch_all(&app.store.pool)
+    .fetch_all(app.store.pg())
     .await
     .unwrap();
     assert_eq!(rows.len(), expected.len() + 1, "{rows:?}");
@@ -272,7 +272,7 @@ async fn overdue_morning_tells_each_open_task_once_at_eight_the_morning_after_in
                 "UPDATE herald_demo.tasks SET completed_at = $1 WHERE title = 'Done in time'",
             )
             .bind(t)
-            .execute(&app.store.pool)
+            .execute(app.store.pg())
             .await
             .unwrap();
         }
@@ -300,7 +300,7 @@ async fn overdue_morning_tells_each_open_task_once_at_eight_the_morning_after_in
     let planned: Vec<DateTime<Utc>> = sqlx::query_scalar(
         "SELECT planned_for FROM deliveries WHERE kind = 'overdue_morning' ORDER BY planned_for",
     )
-    .fetch_all(&app.store.pool)
+    .fetch_all(app.store.pg())
     .await
     .unwrap();
     assert_eq!(planned, expected.map(|e| e.1));
@@ -350,7 +350,7 @@ async fn thousands_of_tasks_falling_due_in_one_tick_are_read_in_pages_and_each_t
     let (rows, keys): (i64, i64) = sqlx::query_as(
         "SELECT count(*), count(DISTINCT dedup_key) FROM deliveries WHERE kind = 'due_soon'",
     )
-    .fetch_one(&app.store.pool)
+    .fetch_one(app.store.pg())
     .await
     .unwrap();
     assert_eq!((rows, keys), (2_500, 2_500));

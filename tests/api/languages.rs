@@ -45,7 +45,7 @@ async fn a_french_user_gets_french_and_a_missing_message_comes_in_english_counte
     .await;
     sqlx::query("UPDATE herald_demo.users SET locale = 'fr-CA' WHERE id::text = $1")
         .bind(lea.to_string())
-        .execute(&app.store.pool)
+        .execute(app.store.pg())
         .await
         .unwrap();
     let fallbacks_before = fallbacks(&app.metrics_text().await);

@@ -89,7 +89,7 @@ async fn through_a_simulated_day_each_user_gets_one_reminder_at_their_own_nine()
     // Each email was planned for the instant of its user's local 09:00, and says "Saturday".
     let planned: Vec<(String, DateTime<Utc>)> =
         sqlx::query_as("SELECT recipient, planned_for FROM deliveries")
-            .fetch_all(&app.store.pool)
+            .fetch_all(app.store.pg())
             .await
             .unwrap();
     for (email, planned_for) in planned {
@@ -144,7 +144,7 @@ async fn a_restart_at_0940_sends_what_was_missed_and_one_at_1100_records_it_as_s
             assert_eq!(smtp.count(), 0);
             let (status, note): (String, String) =
                 sqlx::query_as("SELECT status, last_error FROM deliveries")
-                    .fetch_one(&second.store.pool)
+                    .fetch_one(second.store.pg())
                     .await
                     .unwrap();
             assert_eq!(status, "skipped");
@@ -189,7 +189,7 @@ async fn three_processes_plan_one_email_per_user() {
     assert_eq!(per_user.len(), users.len(), "{per_user:?}");
     assert!(per_user.values().all(|&n| n == 1), "{per_user:?}");
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries")
-        .fetch_one(&apps[0].store.pool)
+        .fetch_one(apps[0].store.pg())
         .await
         .unwrap();
     assert_eq!(rows, 5);
@@ -233,7 +233,7 @@ async fn a_user_with_an_invalid_zone_gets_the_fallback_and_the_others_are_not_he
     let planned_for: DateTime<Utc> = sqlx::query_scalar(
         "SELECT planned_for FROM deliveries WHERE recipient = 'mars@example.com'",
     )
-    .fetch_one(&app.store.pool)
+    .fetch_one(app.store.pg())
     .await
     .unwrap();
     assert_eq!(planned_for, at("2026-11-20T09:00:00Z"));

@@ -48,7 +48,7 @@ fn one(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
 /// Rows of a grouping query as the same map as [`by`].
 async fn rows(app: &TestApp, sql: &str) -> BTreeMap<Vec<String>, i64> {
     let rows: Vec<(Vec<String>, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned()))
-        .fetch_all(&app.store.pool)
+        .fetch_all(app.store.pg())
         .await
         .unwrap();
     rows.into_iter().collect()
@@ -130,7 +130,7 @@ async fn the_counters_match_the_deliveries_of_a_fire_with_mixed_outcomes() {
     while sqlx::query_scalar::<_, i64>(
         "SELECT count(*) FROM delivery_attempts WHERE outcome = 'transient'",
     )
-    .fetch_one(&app.store.pool)
+    .fetch_one(app.store.pg())
     .await
     .unwrap()
         == 0
@@ -228,7 +228,7 @@ async fn the_counters_match_the_deliveries_of_a_fire_with_mixed_outcomes() {
     // The fire: planned, skipped, the invalid zone, when.
     let schedule = [("schedule", "overdue_summary")];
     let planned: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries")
-        .fetch_one(&app.store.pool)
+        .fetch_one(app.store.pg())
         .await
         .unwrap();
     assert_eq!(

@@ -152,12 +152,12 @@ async fn a_batch_that_times_out_is_retried_whole_under_its_key_and_sent_once() {
     }
     let unknown: i64 =
         sqlx::query_scalar("SELECT count(*) FROM delivery_attempts WHERE outcome = 'unknown'")
-            .fetch_one(&app.store.pool)
+            .fetch_one(app.store.pg())
             .await
             .unwrap();
     assert!(unknown > 0, "the timeout was not recorded as unknown");
     let batches: i64 = sqlx::query_scalar("SELECT count(*) FROM batches")
-        .fetch_one(&app.store.pool)
+        .fetch_one(app.store.pg())
         .await
         .unwrap();
     assert_eq!(batches, 0, "a finished batch is forgotten");
@@ -255,7 +255,7 @@ async fn a_batch_resend_took_before_answering_502_is_retried_there_and_arrives_o
     }
     let unknown: i64 =
         sqlx::query_scalar("SELECT count(*) FROM delivery_attempts WHERE outcome = 'unknown'")
-            .fetch_one(&app.store.pool)
+            .fetch_one(app.store.pg())
             .await
             .unwrap();
     assert!(unknown > 0, "the 502 was not recorded as unknown");
@@ -282,13 +282,13 @@ async fn an_email_resend_holds_after_going_alone_goes_alone_again_under_its_key_
     let held_by: Option<String> =
         sqlx::query_scalar("SELECT held_by FROM deliveries WHERE id = $1")
             .bind(ids[0])
-            .fetch_one(&store.pool)
+            .fetch_one(store.pg())
             .await
             .unwrap();
     assert_eq!(held_by.as_deref(), Some("resend"), "{:?}", solo.last_error);
     // Its retry falls due with two other emails, and one job carries all three.
     sqlx::query("UPDATE deliveries SET due_at = now() - interval '1 second'")
-        .execute(&store.pool)
+        .execute(store.pg())
         .await
         .unwrap();
     process_job(&deps, &ids).await.unwrap();
@@ -384,7 +384,7 @@ async fn a_process_killed_while_resend_holds_its_batch_does_not_send_it_again() 
     drop(daemon);
     let sending: i64 =
         sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = 'sending'")
-            .fetch_one(&store.pool)
+            .fetch_one(store.pg())
             .await
             .unwrap();
     assert!(sending > 0);
@@ -415,7 +415,7 @@ async fn a_clock_ahead_of_real_time_claims_and_sends_what_it_says_is_due() {
     let due: chrono::DateTime<chrono::Utc> =
         sqlx::query_scalar("SELECT due_at FROM deliveries WHERE id = $1")
             .bind(id)
-            .fetch_one(&app.store.pool)
+            .fetch_one(app.store.pg())
             .await
             .unwrap();
     assert!(due > chrono::Utc::now() + chrono::Duration::days(1));

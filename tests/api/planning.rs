@@ -69,7 +69,7 @@ async fn ids_on(store: &Store, date: &str) -> Vec<i64> {
         "SELECT id FROM deliveries WHERE dedup_key LIKE 'manual:overdue_summary:%:' || $1 ORDER BY user_id",
     )
     .bind(date)
-    .fetch_all(&store.pool)
+    .fetch_all(store.pg())
     .await
     .unwrap()
 }
@@ -124,7 +124,7 @@ async fn log_which_pool_writes(store: &Store) {
         "CREATE TRIGGER pool_log AFTER INSERT OR UPDATE ON deliveries
          FOR EACH ROW EXECUTE FUNCTION pool_log()",
     ] {
-        sqlx::query(statement).execute(&store.pool).await.unwrap();
+        sqlx::query(statement).execute(store.pg()).await.unwrap();
     }
 }
 
@@ -134,7 +134,7 @@ async fn writers(store: &Store, filter: &str) -> Vec<(String, i64)> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT app, count(*) FROM pool_log WHERE {filter} GROUP BY app ORDER BY app"
     )))
-    .fetch_all(&store.pool)
+    .fetch_all(store.pg())
     .await
     .unwrap()
 }
@@ -145,7 +145,7 @@ async fn connections_by_name(store: &Store) -> Vec<(String, i64)> {
         "SELECT application_name, count(*) FROM pg_stat_activity
          WHERE datname = current_database() GROUP BY 1 ORDER BY 1",
     )
-    .fetch_all(&store.pool)
+    .fetch_all(store.pg())
     .await
     .unwrap()
 }
@@ -160,10 +160,10 @@ async fn planning_never_waits_for_the_connections_the_workers_hold() {
     log_which_pool_writes(&store).await;
     // Every connection of the workers' pool taken, as by workers busy sending. Planning on the
     // main pool would fail here after the acquire timeout.
-    let workers = store.pool.options().get_max_connections();
+    let workers = store.pg().options().get_max_connections();
     let mut held = Vec::new();
     for _ in 0..workers {
-        held.push(store.pool.acquire().await.unwrap());
+        held.push(store.pg().acquire().await.unwrap());
     }
     let reserved = store.reserved();
     let r = plan_overdue(&reserved, &settings, "2026-11-23T07:00:00Z").await;
@@ -194,12 +194,12 @@ async fn the_daemons_own_parts_run_on_the_reserved_connections() {
     // The state the planner, the dispatcher and the API use; the workers have their own.
     let store = &app.state.store;
     let name: String = sqlx::query_scalar("SELECT current_setting('application_name')")
-        .fetch_one(&store.pool)
+        .fetch_one(store.pg())
         .await
         .unwrap();
     assert_eq!(name, "herald reserved");
     assert_eq!(
-        store.pool.options().get_max_connections(),
+        store.pg().options().get_max_connections(),
         RESERVED_CONNECTIONS
     );
 

@@ -95,7 +95,7 @@ async fn the_api_previews_every_kind_for_a_seeded_user_and_plans_nothing() {
     );
     // Nothing was planned or sent.
     let planned: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries")
-        .fetch_one(&app.store.pool)
+        .fetch_one(app.store.pg())
         .await
         .unwrap();
     assert_eq!(planned, 0);

@@ -119,7 +119,7 @@ async fn a_429_with_retry_after_holds_every_worker_and_costs_no_attempt() {
     }
     let slow: i64 =
         sqlx::query_scalar("SELECT id FROM deliveries WHERE recipient = 'slow@example.com'")
-            .fetch_one(&app.store.pool)
+            .fetch_one(app.store.pg())
             .await
             .unwrap();
     let attempts = app.store.attempts(slow).await.unwrap();
@@ -377,7 +377,7 @@ async fn a_tick_of_250_goes_out_as_3_batches_and_a_bad_address_fails_alone() {
     let with_ids: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM deliveries WHERE status = 'sent' AND provider = 'resend' AND provider_id IS NOT NULL",
     )
-    .fetch_one(&app.store.pool)
+    .fetch_one(app.store.pg())
     .await
     .unwrap();
     assert_eq!(with_ids, 249);

@@ -201,7 +201,7 @@ async fn when_a_herald_process_is_killed_mid_tick_another_delivers_everything() 
     // What the dead process held: rows claimed and not recorded. Only these may go twice.
     let in_flight: std::collections::HashSet<String> =
         sqlx::query_scalar("SELECT recipient FROM deliveries WHERE status = 'sending'")
-            .fetch_all(&store.pool)
+            .fetch_all(store.pg())
             .await
             .unwrap()
             .into_iter()
@@ -217,7 +217,7 @@ async fn when_a_herald_process_is_killed_mid_tick_another_delivers_everything() 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
         let sent: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = 'sent'")
-            .fetch_one(&store.pool)
+            .fetch_one(store.pg())
             .await
             .unwrap();
         if sent == users as i64 {
@@ -240,7 +240,7 @@ async fn when_a_herald_process_is_killed_mid_tick_another_delivers_everything() 
     }
     assert_eq!(per_user.len(), users, "only the planned users got an email");
     let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = 'failed'")
-        .fetch_one(&store.pool)
+        .fetch_one(store.pg())
         .await
         .unwrap();
     assert_eq!(failed, 0);
@@ -261,7 +261,7 @@ async fn when_a_herald_process_is_killed_mid_tick_another_delivers_everything() 
     }
 
     assert!(second.stop().success());
-    store.pool.close().await;
+    store.pg().close().await;
     drop(smtp);
 }
 
@@ -320,7 +320,7 @@ async fn a_dead_workers_claims_are_given_back_at_once_not_after_their_lease() {
     loop {
         let sending: i64 =
             sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = 'sending'")
-                .fetch_one(&store.pool)
+                .fetch_one(store.pg())
                 .await
                 .unwrap();
         if sending == n as i64 {
@@ -359,11 +359,11 @@ async fn a_dead_workers_claims_are_given_back_at_once_not_after_their_lease() {
     // Given back like an expired lease: the attempt of the lost send stays counted, the
     // second claim adds its own.
     let attempts: Vec<i32> = sqlx::query_scalar("SELECT attempts FROM deliveries ORDER BY id")
-        .fetch_all(&store.pool)
+        .fetch_all(store.pg())
         .await
         .unwrap();
     assert!(attempts.iter().all(|&a| a == 2), "{attempts:?}");
-    store.pool.close().await;
+    store.pg().close().await;
     app.finish().await;
     drop(smtp);
 }
@@ -450,7 +450,7 @@ async fn claims_dropped_when_redis_goes_away_come_back_at_once_and_cost_no_attem
         "SELECT d.id, d.attempts, (SELECT count(*) FROM delivery_attempts a WHERE a.delivery_id = d.id)
          FROM deliveries d ORDER BY d.id",
     )
-    .fetch_all(&app.store.pool)
+    .fetch_all(app.store.pg())
     .await
     .unwrap();
     assert!(

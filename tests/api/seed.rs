@@ -14,14 +14,14 @@ async fn seeded_rows(app: &TestApp, table: &str, user_column: &str) -> i64 {
          WHERE u.email ~ $1"
     )))
     .bind(herald::seed::SEEDED_EMAILS)
-    .fetch_one(&app.store.pool)
+    .fetch_one(app.store.pg())
     .await
     .unwrap()
 }
 
 async fn count(app: &TestApp, table: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
-        .fetch_one(&app.store.pool)
+        .fetch_one(app.store.pg())
         .await
         .unwrap()
 }
@@ -40,7 +40,7 @@ async fn seed_counts_the_users_and_reset_removes_only_the_seeded_ones() {
     let seeded: Vec<String> =
         sqlx::query_scalar("SELECT id FROM herald_demo.users WHERE id <> $1 ORDER BY id")
             .bind(keep.to_string())
-            .fetch_all(&app.store.pool)
+            .fetch_all(app.store.pg())
             .await
             .unwrap();
     app.store
@@ -75,7 +75,7 @@ async fn seed_counts_the_users_and_reset_removes_only_the_seeded_ones() {
          WHERE d.user_id <> $1",
     )
     .bind(keep.to_string())
-    .fetch_one(&app.store.pool)
+    .fetch_one(app.store.pg())
     .await
     .unwrap();
     // Seed 1 gives these users overdue tasks: there is something of each kind to remove.
@@ -97,7 +97,7 @@ async fn seed_counts_the_users_and_reset_removes_only_the_seeded_ones() {
     let kept: Vec<String> =
         sqlx::query_scalar("SELECT email FROM herald_demo.users WHERE email !~ $1")
             .bind(herald::seed::SEEDED_EMAILS)
-            .fetch_all(&app.store.pool)
+            .fetch_all(app.store.pg())
             .await
             .unwrap();
     assert_eq!(kept, ["keep@example.com"]);
@@ -107,7 +107,7 @@ async fn seed_counts_the_users_and_reset_removes_only_the_seeded_ones() {
                 (SELECT count(*) FROM deliveries WHERE user_id = $1)",
     )
     .bind(keep.to_string())
-    .fetch_one(&app.store.pool)
+    .fetch_one(app.store.pg())
     .await
     .unwrap();
     assert_eq!(keeps, (1, 1));

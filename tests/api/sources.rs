@@ -118,7 +118,7 @@ async fn planned_reminders(app: &TestApp) -> Vec<(String, Vec<String>)> {
     let rows: Vec<(String, Value)> = sqlx::query_as(
         "SELECT user_id, payload FROM deliveries WHERE kind = 'task_reminders' ORDER BY user_id",
     )
-    .fetch_all(&app.store.pool)
+    .fetch_all(app.store.pg())
     .await
     .unwrap();
     rows.into_iter()
@@ -267,7 +267,7 @@ async fn a_laravel_app_on_mariadb_gets_its_emails_through_its_own_views() {
     // task time is written in Paris time.
     let (_, payload): (String, Value) =
         sqlx::query_as("SELECT user_id, payload FROM deliveries WHERE user_id = '1'")
-            .fetch_one(&app.store.pool)
+            .fetch_one(app.store.pg())
             .await
             .unwrap();
     assert_eq!(payload["user"]["timezone"], "Europe/Paris");
@@ -369,13 +369,13 @@ async fn a_user_deleted_in_the_app_after_planning_is_skipped_at_claim_with_the_r
         crate::fencing::due_deliveries(&store, &["stays@example.com", "leaves@example.com"]).await;
     let user: String = sqlx::query_scalar("SELECT user_id FROM deliveries WHERE id = $1")
         .bind(ids[1])
-        .fetch_one(&store.pool)
+        .fetch_one(store.pg())
         .await
         .unwrap();
     store.demo().await.soft_delete_user(&user).await.unwrap();
     // Planned a while ago (an email claimed within a minute of planning is not looked up).
     sqlx::query("UPDATE deliveries SET created_at = now() - interval '5 minutes'")
-        .execute(&store.pool)
+        .execute(store.pg())
         .await
         .unwrap();
 
@@ -535,7 +535,7 @@ async fn an_install_from_before_the_state_schema_keeps_its_deliveries_and_opt_ou
     store.migrate().await.unwrap();
     let moved: (String, String) =
         sqlx::query_as("SELECT user_id, dedup_key FROM herald.deliveries")
-            .fetch_one(&store.pool)
+            .fetch_one(store.pg())
             .await
             .unwrap();
     assert_eq!(
@@ -547,7 +547,7 @@ async fn an_install_from_before_the_state_schema_keeps_its_deliveries_and_opt_ou
         "SELECT to_regclass('public.deliveries') IS NULL, to_regclass('public.users') IS NOT NULL,
                 (SELECT count(*) FROM herald._sqlx_migrations)",
     )
-    .fetch_one(&store.pool)
+    .fetch_one(store.pg())
     .await
     .unwrap();
     let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
@@ -560,5 +560,5 @@ async fn an_install_from_before_the_state_schema_keeps_its_deliveries_and_opt_ou
     );
     // Migrating again changes nothing.
     store.migrate().await.unwrap();
-    store.pool.close().await;
+    store.pg().close().await;
 }

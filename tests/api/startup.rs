@@ -57,7 +57,7 @@ async fn a_dry_run_shows_the_emails_and_enqueues_nothing() {
     assert_eq!(report["preview"][0]["payload"]["tasks"][0]["title"], "Late");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries")
-        .fetch_one(&app.store.pool)
+        .fetch_one(app.store.pg())
         .await
         .unwrap();
     assert_eq!(rows, 0);

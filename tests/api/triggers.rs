@@ -43,7 +43,7 @@ fn per_recipient(smtp: &SmtpServer) -> HashMap<String, usize> {
 
 async fn count_deliveries(app: &TestApp) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM deliveries")
-        .fetch_one(&app.store.pool)
+        .fetch_one(app.store.pg())
         .await
         .unwrap()
 }
@@ -155,7 +155,7 @@ async fn the_quick_start_trigger_leaves_every_users_real_email_to_go_out_at_thei
     assert!(per.values().all(|&n| n == 2), "{per:?}");
     let keys: Vec<(String, String, DateTime<Utc>)> =
         sqlx::query_as("SELECT recipient, dedup_key, planned_for FROM deliveries")
-            .fetch_all(&app.store.pool)
+            .fetch_all(app.store.pg())
             .await
             .unwrap();
     for (email, id) in &users {
@@ -289,7 +289,7 @@ async fn the_answer_has_counts_and_ids_only_when_asked_or_for_one_user() {
     let on_the_24th: Vec<i64> = sqlx::query_scalar(
         "SELECT id FROM deliveries WHERE dedup_key LIKE 'manual:overdue_summary:%:2026-11-24' ORDER BY id",
     )
-    .fetch_all(&app.store.pool)
+    .fetch_all(app.store.pg())
     .await
     .unwrap();
     assert_eq!(ids, on_the_24th);
@@ -305,7 +305,7 @@ async fn the_answer_has_counts_and_ids_only_when_asked_or_for_one_user() {
     assert_eq!(ids.len(), 1, "{r}");
     let key: String = sqlx::query_scalar("SELECT dedup_key FROM deliveries WHERE id = $1")
         .bind(ids[0])
-        .fetch_one(&app.store.pool)
+        .fetch_one(app.store.pg())
         .await
         .unwrap();
     assert_eq!(
@@ -354,7 +354,7 @@ async fn age(app: &TestApp, id: i64, status: &str, days: i32) {
     .bind(id)
     .bind(status)
     .bind(days)
-    .execute(&app.store.pool)
+    .execute(app.store.pg())
     .await
     .unwrap();
 }
@@ -382,7 +382,7 @@ async fn retention_deletes_old_deliveries_with_their_attempts_and_keeps_newer_on
         age(&app, id, status, days).await;
     }
     let attempts = |id: i64| {
-        let pool = app.store.pool.clone();
+        let pool = app.store.pg().clone();
         async move {
             sqlx::query_scalar::<_, i64>(
                 "SELECT count(*) FROM delivery_attempts WHERE delivery_id = $1",
@@ -442,7 +442,7 @@ async fn sent_and_skipped_deliveries_lose_their_payload_after_its_retention_and_
     // The daemon's pass at start-up marked everything changed before three days ago as done;
     // these rows were aged after it, so forget the mark, as if they had been sent days ago.
     sqlx::query("DELETE FROM housekeeping_marks")
-        .execute(&app.store.pool)
+        .execute(app.store.pg())
         .await
         .unwrap();
     let settings = app.env.settings();
@@ -462,7 +462,7 @@ async fn sent_and_skipped_deliveries_lose_their_payload_after_its_retention_and_
              FROM deliveries d WHERE id = $1",
         )
         .bind(id)
-        .fetch_one(&app.store.pool)
+        .fetch_one(app.store.pg())
         .await
         .unwrap();
         assert_eq!(has_payload, kept, "{status}, {days} days old");

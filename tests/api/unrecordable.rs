@@ -18,7 +18,7 @@ async fn expire_leases(store: &Store) {
     sqlx::query(
         "UPDATE deliveries SET lease_until = now() - interval '1 second' WHERE status = 'sending'",
     )
-    .execute(&store.pool)
+    .execute(store.pg())
     .await
     .unwrap();
     store
@@ -56,7 +56,7 @@ async fn a_refusal_with_a_nul_byte_is_recorded_once_and_not_sent_every_lease() {
     let attempts = store.attempts(id).await.unwrap();
     assert_eq!(attempts.len(), 1);
     assert!(!attempts[0].error.as_deref().unwrap_or("").contains('\0'));
-    store.pool.close().await;
+    store.pg().close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,7 +70,7 @@ async fn a_row_at_max_attempts_is_failed_at_claim_and_not_sent() {
     // Five claims of this round went by without an outcome recorded.
     sqlx::query("UPDATE deliveries SET attempts = 5, round_attempts = 5 WHERE id = $1")
         .bind(id)
-        .execute(&store.pool)
+        .execute(store.pg())
         .await
         .unwrap();
     let deps = worker_deps(&env, store.clone()).await;
@@ -102,5 +102,5 @@ async fn a_row_at_max_attempts_is_failed_at_claim_and_not_sent() {
         store.delivery(id).await.unwrap().unwrap().status,
         DeliveryStatus::Sent
     );
-    store.pool.close().await;
+    store.pg().close().await;
 }

@@ -174,7 +174,7 @@ async fn an_email_queued_before_the_user_opts_out_of_everything_is_skipped_at_cl
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(smtp.count(), 0, "the email went out after the opt-out");
     let note: String = sqlx::query_scalar("SELECT last_error FROM deliveries")
-        .fetch_one(&app.store.pool)
+        .fetch_one(app.store.pg())
         .await
         .unwrap();
     assert_eq!(

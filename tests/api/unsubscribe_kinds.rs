@@ -91,7 +91,7 @@ async fn every_kind_unsubscribes(resend: bool, locale: Locale) {
     sqlx::query("UPDATE herald_demo.users SET locale = $2 WHERE id::text = $1")
         .bind(lea.to_string())
         .bind(locale.tag())
-        .execute(&app.store.pool)
+        .execute(app.store.pg())
         .await
         .unwrap();
 

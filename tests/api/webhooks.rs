@@ -46,7 +46,7 @@ fn event(kind: &str, email_id: &str, to: &str) -> Value {
 
 async fn count(app: &TestApp, sql: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
-        .fetch_one(&app.store.pool)
+        .fetch_one(app.store.pg())
         .await
         .unwrap()
 }
@@ -68,7 +68,7 @@ async fn a_signed_hard_bounce_suppresses_the_address_and_forged_or_stale_ones_ar
     let (ida_delivery, email_id): (i64, String) = sqlx::query_as(
         "SELECT id, provider_id FROM deliveries WHERE recipient = 'ida@example.com'",
     )
-    .fetch_one(&app.store.pool)
+    .fetch_one(app.store.pg())
     .await
     .unwrap();
     let now = chrono::Utc::now().timestamp();
@@ -218,7 +218,7 @@ async fn an_smtp_refusal_of_the_mailbox_suppresses_it_and_a_queued_email_to_it_i
         .await;
     let note: String =
         sqlx::query_scalar("SELECT last_error FROM deliveries WHERE kind = 'weekly_report'")
-            .fetch_one(&app.store.pool)
+            .fetch_one(app.store.pg())
             .await
             .unwrap();
     assert!(

@@ -227,7 +227,7 @@ pub async fn settle(redis_url: &str, queue: &str, baseline: &Figures) -> Figures
 /// The checks of the whole run, added to the summary's failures.
 pub async fn verdicts(run: &mut Run) {
     let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status <> 'sent'")
-        .fetch_one(&run.store.pool)
+        .fetch_one(run.store.pg())
         .await
         .unwrap();
     let s = &mut run.summary;

@@ -1,0 +1,128 @@
+//! Herald's state in one SQLite file: the embedded mode's half of [`super::Store`].
+//!
+//! Each `impl Store` file of the parent module runs its PostgreSQL statement, or hands over to the
+//! function of the same name here when the store is embedded. The SQL differs where the two
+//! databases do: SQLite has no arrays (a list travels as one JSON parameter, read with
+//! `json_each`), no `FOR UPDATE SKIP LOCKED` (one process, one writer: nothing to skip), no
+//! clock in the statements (every instant, "now" included, is bound from Rust) and no
+//! `UPDATE … FROM … RETURNING` of joined columns (a transaction reads, then writes).
+//!
+//! # One file, one writer
+//!
+//! The file is in WAL mode: readers never wait for the writer, nor it for them. Every write goes
+//! through one connection ([`Lite::writer`]), so writes queue in the process instead of meeting
+//! `SQLITE_BUSY` in the file, and a transaction that reads before it writes cannot be refused its
+//! upgrade. The workers' outcomes, the hottest writes, already arrive grouped (the recorder
+//! commits every worker's outcomes of a moment together), so the one writer commits them in one
+//! transaction. `synchronous = NORMAL`: a commit survives the process being killed, and a power
+//! cut loses at most the last commits, never the file.
+
+mod deliveries;
+pub mod lock;
+mod schedules;
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    str::FromStr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::Context;
+use sqlx::{
+    SqlitePool,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+
+pub use lock::StateLock;
+pub use schedules::ScheduleGuard;
+
+/// Herald's SQLite migrations (`migrations/sqlite/`), recorded in a table of their own: the
+/// queue's crate (apalis-sqlite) keeps its migrations in the same file under sqlx's default name.
+pub fn migrator() -> sqlx::migrate::Migrator {
+    let mut m = sqlx::migrate!("./migrations/sqlite");
+    m.dangerous_set_table_name("herald_migrations");
+    m
+}
+
+/// Connections that only read: the API, the dashboard and the planner's look-ups read while the
+/// writer writes.
+const READERS: u32 = 4;
+
+/// How long a statement waits for the file's lock (held by a checkpoint, or by a reader of the
+/// same file from outside Herald, `sqlite3` say) before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The state file, opened: its lock, one writer, some readers.
+#[derive(Debug, Clone)]
+pub struct Lite {
+    /// Every write, one at a time.
+    pub writer: SqlitePool,
+    /// Reads that need not see a write in flight.
+    pub reader: SqlitePool,
+    /// Each schedule's planning lock ([`schedules`]).
+    schedule_locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    _lock: Arc<StateLock>,
+}
+
+impl Lite {
+    /// Opens (creating it if needed) the state file at `path`, takes its lock (one process per
+    /// file) and applies the migrations.
+    pub async fn open(path: &Path) -> anyhow::Result<Lite> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| {
+                format!(
+                    "cannot create {}, the folder of the state file",
+                    dir.display()
+                )
+            })?;
+        }
+        let lock = StateLock::take(path)?;
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(options.clone())
+            .await
+            .with_context(|| format!("cannot open the state file {}", path.display()))?;
+        migrator()
+            .run(&writer)
+            .await
+            .with_context(|| format!("cannot apply the migrations to {}", path.display()))?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .connect_lazy_with(options.read_only(true));
+        Ok(Lite {
+            writer,
+            reader,
+            schedule_locks: Arc::default(),
+            _lock: Arc::new(lock),
+        })
+    }
+}
+
+impl Lite {
+    /// The error of a store function the embedded mode does not have yet.
+    pub fn unported(&self, what: &str) -> sqlx::Error {
+        sqlx::Error::Configuration(
+            format!("{what} is not available with the state in SQLite yet; use PostgreSQL").into(),
+        )
+    }
+
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+}
+
+/// A list as one parameter: SQLite reads it with `json_each(?)`, where PostgreSQL takes an array.
+pub fn json_list<T: serde::Serialize>(items: &[T]) -> String {
+    serde_json::to_string(items).expect("a list of ids or strings is JSON")
+}
