@@ -4,9 +4,9 @@
 //! [`Gate`] is the one type the workers, `/readyz`, `/metrics`, the dashboard and `herald check`
 //! use. It keeps its state in one of two places, with the same rules:
 //!
-//! - in Redis ([`Gate::new`], [`in_redis`]), shared by every process on that Redis, under the
+//! - in Redis ([`Gate::new`], `in_redis.rs`), shared by every process on that Redis, under the
 //!   queue's name; what Herald runs with today;
-//! - in the process ([`Gate::in_process`], [`in_process`]), for a Herald that runs alone.
+//! - in the process ([`Gate::in_process`], `in_process.rs`), for a Herald that runs alone.
 //!
 //! The rules:
 //!
@@ -24,7 +24,7 @@
 //! - **Logs.** A configuration error is logged once a minute, not once per email.
 //!
 //! This file holds what both backends share: the admission loop, which pause an error sets,
-//! the logs; [`decide`] what their answers mean. The backends only keep the state.
+//! the logs; `decide.rs` what their answers mean. The backends only keep the state.
 
 mod decide;
 mod in_process;
