@@ -44,7 +44,8 @@
 //!   events (Standard Webhooks).
 //! - [`mail`]: the providers (Resend, SMTP, file outbox) and one taxonomy for their errors;
 //!   [`dkim`]: the DKIM key and signature of the SMTP and `.eml` messages.
-//! - [`gate`]: what providers say, shared through Redis: rate limit, pauses, circuit.
+//! - [`gate`]: what providers say: rate limit, pauses, circuit; shared through Redis, or kept in
+//!   the process ([`gate::Gate::in_process`]).
 //! - [`retention`]: deletes finished deliveries once they are older than `retention.*`.
 //! - [`http`]: the axum routes, bearer auth and API errors; [`ui`]: the operator's dashboard at
 //!   `/ui`, behind the same token; [`input`]: what the CLI and the API both take from an

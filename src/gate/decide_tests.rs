@@ -230,3 +230,23 @@ fn a_pause_in_redis_reads_back_as_the_state_of_this_process() {
     );
     assert!(state_of(Some("|melted|x"), 1, false, "fp1", KEY).is_err());
 }
+
+#[test]
+fn a_configuration_pause_holds_only_the_same_credentials_any_other_everyone() {
+    assert!(holds("fp1|configuration|bad key", "fp1"));
+    assert!(!holds("fp1|configuration|bad key", "fp2"));
+    assert!(holds("|rate_limited|slow", "fp2"));
+    assert!(holds("fp1|quota|used up", "fp2"));
+    assert!(holds("|circuit|refused", "fp2"));
+}
+
+#[test]
+fn a_wait_is_given_in_whole_milliseconds_rounded_up_and_at_least_one() {
+    let us = Duration::from_micros;
+    assert_eq!(millis(Duration::ZERO), 1);
+    assert_eq!(millis(us(1)), 1);
+    assert_eq!(millis(us(1_000)), 1);
+    assert_eq!(millis(us(1_001)), 2);
+    assert_eq!(millis(Duration::from_secs(3)), 3_000);
+    assert_eq!(millis(Duration::MAX), i64::MAX);
+}
