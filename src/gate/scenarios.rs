@@ -313,10 +313,22 @@ where
         !(11..=15).contains(&db),
         "REDIS_URL names database {db}: the tests never use databases 11 to 15"
     );
-    let mut conn = client
-        .get_connection_manager()
-        .await
-        .expect("these tests need Redis at REDIS_URL, else 127.0.0.1:6379");
+    let mut conn = match client.get_connection_manager().await {
+        Ok(conn) => conn,
+        Err(e) if std::env::var("HERALD_REQUIRE_SERVERS").as_deref() == Ok("1") => {
+            panic!(
+                "Redis at {url} is not reachable ({e}); start it (bash .ci/run does) or unset HERALD_REQUIRE_SERVERS to skip"
+            )
+        }
+        Err(e) => {
+            eprintln!(
+                "\n!!!!!!!! SKIPPED: gate::scenarios::in_redis::{name}: Redis at {url} is not \
+                 reachable ({e}); this test did not run. Start Redis (bash .ci/run does) or set \
+                 REDIS_URL; set HERALD_REQUIRE_SERVERS=1 to make this a failure.\n"
+            );
+            return;
+        }
+    };
     let prefix = format!("herald-gate-test-{name}-{}", uuid::Uuid::new_v4().simple());
     let gate = Gate::new(conn.clone(), &prefix, pauses());
     let outcome = tokio::spawn(scenario(gate)).await;

@@ -1,5 +1,5 @@
 //! The app's data, read where it lives: users, tasks and focus sessions, through the source
-//! contract, from PostgreSQL or MariaDB/MySQL. Read-only: every session is opened read-only, and
+//! contract, from PostgreSQL, MariaDB/MySQL or SQLite. Read-only: every session is opened read-only, and
 //! Herald never writes to the app's database (`herald seed` fills a demo, through its own
 //! connection, see [`demo`]).
 //!
@@ -18,7 +18,13 @@
 //! (`user_id IN (…)`), which the app's index on the owner column serves.
 
 pub mod check;
+mod contract;
 pub mod demo;
+#[macro_use]
+mod dialect;
+
+pub use contract::{Column, ColumnType, RELATIONS, Relation};
+use dialect::{Instants, PushIn};
 
 use std::time::Duration;
 
@@ -26,8 +32,8 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use sqlx::{
-    MySql, MySqlPool, PgPool, Postgres, QueryBuilder, mysql::MySqlConnectOptions,
-    postgres::PgConnectOptions,
+    MySql, MySqlPool, PgPool, Postgres, QueryBuilder, Sqlite, SqlitePool,
+    mysql::MySqlConnectOptions, postgres::PgConnectOptions, sqlite::SqliteConnectOptions,
 };
 
 use crate::config::redact;
@@ -76,110 +82,6 @@ const IDLE: Duration = Duration::from_secs(60);
 
 /// Users per page of the planner.
 pub const PAGE: usize = 1000;
-
-/// The relations of the contract, with their columns and what each must hold.
-pub const RELATIONS: &[Relation] = &[
-    Relation {
-        name: "herald_users",
-        about: "one row per user who may get email",
-        columns: &[
-            Column::text("id", "the user's id in the app, as text (unique)"),
-            Column::text("email", "the address emails go to"),
-            Column::text("display_name", "how emails greet them"),
-            Column::text_or_null(
-                "time_zone",
-                "an IANA zone such as Europe/Paris; NULL: the schedule's fallback zone",
-            ),
-            Column::text_or_null(
-                "locale",
-                "a BCP 47 tag such as fr-CA; NULL: the default language",
-            ),
-            Column::boolean("active", "false: the account gets no email"),
-        ],
-    },
-    Relation {
-        name: "herald_tasks",
-        about: "one row per task",
-        columns: &[
-            Column::text("id", "the task's id in the app, as text (unique)"),
-            Column::text("user_id", "the owner: an id of herald_users"),
-            Column::text("title", "what the email calls the task"),
-            Column::time("due_at", "when it is due (UTC); NULL: no due time"),
-            Column::time(
-                "completed_at",
-                "when it was completed (UTC); NULL: still open",
-            ),
-            Column::text_or_null("link_path", "the task's path in the app, such as /tasks/42"),
-        ],
-    },
-    Relation {
-        name: "herald_focus_sessions",
-        about: "one row per focus session",
-        columns: &[
-            Column::text("id", "the session's id in the app, as text"),
-            Column::text("user_id", "the owner: an id of herald_users"),
-            Column::time("started_at", "when it started (UTC)"),
-            Column::integer("minutes", "how long it lasted"),
-        ],
-    },
-];
-
-/// A relation of the contract.
-#[derive(Debug, Clone, Copy)]
-pub struct Relation {
-    pub name: &'static str,
-    pub about: &'static str,
-    pub columns: &'static [Column],
-}
-
-/// A column of the contract.
-#[derive(Debug, Clone, Copy)]
-pub struct Column {
-    pub name: &'static str,
-    pub ty: ColumnType,
-    pub nullable: bool,
-    pub about: &'static str,
-}
-
-/// The types the contract knows, as each database names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ColumnType {
-    Text,
-    Boolean,
-    Time,
-    Integer,
-}
-
-impl Column {
-    const fn new(
-        name: &'static str,
-        ty: ColumnType,
-        nullable: bool,
-        about: &'static str,
-    ) -> Column {
-        Column {
-            name,
-            ty,
-            nullable,
-            about,
-        }
-    }
-    const fn text(name: &'static str, about: &'static str) -> Column {
-        Column::new(name, ColumnType::Text, false, about)
-    }
-    const fn text_or_null(name: &'static str, about: &'static str) -> Column {
-        Column::new(name, ColumnType::Text, true, about)
-    }
-    const fn boolean(name: &'static str, about: &'static str) -> Column {
-        Column::new(name, ColumnType::Boolean, false, about)
-    }
-    const fn time(name: &'static str, about: &'static str) -> Column {
-        Column::new(name, ColumnType::Time, true, about)
-    }
-    const fn integer(name: &'static str, about: &'static str) -> Column {
-        Column::new(name, ColumnType::Integer, false, about)
-    }
-}
 
 /// A user of the app, as `herald_users` gives them (only active ones are read).
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -236,6 +138,8 @@ pub struct UserFilter {
 pub enum Db {
     Postgres(PgPool),
     MySql(MySqlPool),
+    /// The embedded mode's file (its demo tables and their views), or an app's own SQLite file.
+    Sqlite(SqlitePool),
 }
 
 /// The app's database, read-only.
@@ -246,46 +150,6 @@ pub struct Source {
 
 const USER_COLUMNS: &str = "id, email, display_name, time_zone, locale";
 const TASK_COLUMNS: &str = "id, user_id, title, due_at, completed_at, link_path";
-
-/// Runs the same query-building code for either database: `$qb` is a `QueryBuilder` of the
-/// source's kind and `$pool` its pool.
-macro_rules! on_source {
-    ($source:expr, |$pool:ident, $qb:ident| $body:block) => {
-        match &$source.db {
-            Db::Postgres($pool) => {
-                let mut $qb = QueryBuilder::<Postgres>::new("");
-                $body
-            }
-            Db::MySql($pool) => {
-                let mut $qb = QueryBuilder::<MySql>::new("");
-                $body
-            }
-        }
-    };
-}
-
-/// "is one of these": PostgreSQL takes the list as one array parameter (`= ANY($1)`: one value
-/// to encode and one plan, whatever the length), MariaDB/MySQL as `IN (?, ?, …)`.
-trait PushIn {
-    fn push_in(&mut self, values: &[String]);
-}
-
-impl PushIn for QueryBuilder<Postgres> {
-    fn push_in(&mut self, values: &[String]) {
-        self.push(" = ANY(").push_bind(values.to_vec()).push(")");
-    }
-}
-
-impl PushIn for QueryBuilder<MySql> {
-    fn push_in(&mut self, values: &[String]) {
-        self.push(" IN (");
-        let mut list = self.separated(", ");
-        for v in values {
-            list.push_bind(v.clone());
-        }
-        self.push(")");
-    }
-}
 
 impl Source {
     /// Connects to the app's database at `url` (`postgres://…` or `mysql://…`/`mariadb://…`),
@@ -329,8 +193,26 @@ impl Source {
                     db: Db::MySql(pool),
                 })
             }
+            "sqlite" => {
+                let options: SqliteConnectOptions = url.parse().with_context(|| {
+                    format!(
+                        "source.url {} is not a SQLite URL (sqlite://path/to/file.db)",
+                        redact(url)
+                    )
+                })?;
+                let pool = pool_options::<Sqlite>(max_connections)
+                    .idle_timeout(IDLE)
+                    .connect_lazy_with(
+                        options
+                            .read_only(true)
+                            .busy_timeout(Duration::from_secs(10)),
+                    );
+                Ok(Source {
+                    db: Db::Sqlite(pool),
+                })
+            }
             _ => anyhow::bail!(
-                "source.url {} is neither PostgreSQL (postgres://…) nor MariaDB/MySQL (mysql://…); point it at the database that holds the herald_users, herald_tasks and herald_focus_sessions views",
+                "source.url {} is neither PostgreSQL (postgres://…), MariaDB/MySQL (mysql://…) nor SQLite (sqlite://…); point it at the database that holds the herald_users, herald_tasks and herald_focus_sessions views",
                 redact(url)
             ),
         }
@@ -426,6 +308,7 @@ impl Source {
         match &self.db {
             Db::Postgres(p) => sqlx::query_scalar(sql).fetch_all(p).await,
             Db::MySql(p) => sqlx::query_scalar(sql).fetch_all(p).await,
+            Db::Sqlite(p) => sqlx::query_scalar(sql).fetch_all(p).await,
         }
     }
 
@@ -441,9 +324,13 @@ impl Source {
         }
         on_source!(self, |pool, qb| {
             qb.push(format!(
-                "SELECT {TASK_COLUMNS} FROM herald_tasks WHERE completed_at IS NULL AND due_at >= "
+                "SELECT {TASK_COLUMNS} FROM herald_tasks WHERE completed_at IS NULL AND "
             ));
-            qb.push_bind(from).push(" AND due_at < ").push_bind(to);
+            qb.push_column("due_at").push(" >= ").push_instant(from);
+            qb.push(" AND ")
+                .push_column("due_at")
+                .push(" < ")
+                .push_instant(to);
             qb.push(" AND user_id");
             qb.push_in(owners);
             qb.push(" ORDER BY user_id, due_at, id");
@@ -458,14 +345,16 @@ impl Source {
     pub async fn open_tasks_due_between(&self, page: &TaskPage<'_>) -> sqlx::Result<Vec<TaskRow>> {
         on_source!(self, |pool, qb| {
             qb.push(format!(
-                "SELECT {TASK_COLUMNS} FROM herald_tasks WHERE completed_at IS NULL AND due_at > "
+                "SELECT {TASK_COLUMNS} FROM herald_tasks WHERE completed_at IS NULL AND "
             ));
-            qb.push_bind(page.from)
-                .push(" AND due_at <= ")
-                .push_bind(page.to);
+            qb.push_column("due_at").push(" > ").push_instant(page.from);
+            qb.push(" AND ")
+                .push_column("due_at")
+                .push(" <= ")
+                .push_instant(page.to);
             if let Some((due, id)) = &page.after {
-                qb.push(" AND (due_at, id) > (")
-                    .push_bind(*due)
+                qb.push(" AND (").push_column("due_at").push(", id) > (");
+                qb.push_instant(*due)
                     .push(", ")
                     .push_bind(id.clone())
                     .push(")");
@@ -473,7 +362,9 @@ impl Source {
             if let Some(owner) = page.owner {
                 qb.push(" AND user_id = ").push_bind(owner.to_owned());
             }
-            qb.push(" ORDER BY due_at, id LIMIT ")
+            qb.push(" ORDER BY ")
+                .push_column("due_at")
+                .push(", id LIMIT ")
                 .push_bind(page.limit as i64);
             qb.build_query_as::<TaskRow>().fetch_all(pool).await
         })
@@ -494,14 +385,20 @@ impl Source {
         }
         on_source!(self, |pool, qb| {
             qb.push(format!(
-                "SELECT {TASK_COLUMNS} FROM herald_tasks WHERE ((completed_at IS NULL AND due_at < "
+                "SELECT {TASK_COLUMNS} FROM herald_tasks WHERE ((completed_at IS NULL AND "
             ));
-            qb.push_bind(due_before)
-                .push(") OR (completed_at >= ")
-                .push_bind(from)
-                .push(" AND completed_at < ")
-                .push_bind(to)
-                .push(")) AND user_id");
+            qb.push_column("due_at")
+                .push(" < ")
+                .push_instant(due_before);
+            qb.push(") OR (")
+                .push_column("completed_at")
+                .push(" >= ")
+                .push_instant(from);
+            qb.push(" AND ")
+                .push_column("completed_at")
+                .push(" < ")
+                .push_instant(to);
+            qb.push(")) AND user_id");
             qb.push_in(owners);
             qb.push(" ORDER BY user_id, due_at, id");
             qb.build_query_as::<TaskRow>().fetch_all(pool).await
@@ -518,14 +415,20 @@ impl Source {
         if owners.is_empty() {
             return Ok(Vec::new());
         }
-        let minutes = if self.is_mysql() {
-            "CAST(minutes AS SIGNED)"
-        } else {
-            "minutes::bigint"
+        let minutes = match self.db {
+            Db::Postgres(_) => "minutes::bigint",
+            Db::MySql(_) => "CAST(minutes AS SIGNED)",
+            Db::Sqlite(_) => "CAST(minutes AS INTEGER)",
         };
         on_source!(self, |pool, qb| {
-            qb.push(format!("SELECT user_id, started_at, {minutes} AS minutes FROM herald_focus_sessions WHERE started_at >= "));
-            qb.push_bind(from).push(" AND started_at < ").push_bind(to);
+            qb.push(format!(
+                "SELECT user_id, started_at, {minutes} AS minutes FROM herald_focus_sessions WHERE "
+            ));
+            qb.push_column("started_at").push(" >= ").push_instant(from);
+            qb.push(" AND ")
+                .push_column("started_at")
+                .push(" < ")
+                .push_instant(to);
             qb.push(" AND user_id");
             qb.push_in(owners);
             qb.build_query_as::<FocusRow>().fetch_all(pool).await

@@ -296,6 +296,103 @@ async fn a_laravel_app_on_mariadb_gets_its_emails_through_its_own_views() {
 }
 
 #[tokio::test]
+async fn a_laravel_app_on_sqlite_gets_its_emails_through_its_own_views() {
+    // Laravel's default database: one file, instants as 'YYYY-MM-DD HH:MM:SS' text in UTC.
+    let dir =
+        std::env::temp_dir().join(format!("herald-laravel-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("database.sqlite").display());
+    let options: sqlx::sqlite::SqliteConnectOptions = url.parse().unwrap();
+    let app_db = sqlx::SqlitePool::connect_with(options.create_if_missing(true))
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let laravel = |at: DateTime<Utc>| at.format("%Y-%m-%d %H:%M:%S").to_string();
+    let due = |tz: Tz| laravel(tomorrow_at_ten(tz, now));
+    let script = format!(
+        "{schema}\n{views}\n
+         INSERT INTO users (id, name, email, timezone, locale, password, deleted_at) VALUES
+           (1, 'Léa', 'lea@example.com', 'Europe/Paris', 'fr', 'x', NULL),
+           (2, 'Sam', 'sam@example.com', NULL, NULL, 'x', NULL),
+           (3, 'Old', 'old@example.com', 'UTC', NULL, 'x', '{now}');
+         INSERT INTO tasks (id, user_id, title, due_at, completed_at, deleted_at) VALUES
+           (10, 1, 'Payer le loyer', '{paris}', NULL, NULL),
+           (11, 1, 'Soft-deleted task', '{paris}', NULL, '{now}'),
+           (12, 2, 'Renew the domain', '{utc}', NULL, NULL),
+           (13, 3, 'Never announced', '{utc}', NULL, NULL);
+         INSERT INTO focus_sessions (user_id, started_at, minutes) VALUES (2, '{now}', 25);",
+        schema = example("laravel-sqlite/schema.sql"),
+        views = example("laravel-sqlite/views.sql"),
+        now = laravel(now),
+        paris = due(chrono_tz::Europe::Paris),
+        utc = due(chrono_tz::UTC),
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(script))
+        .execute(&app_db)
+        .await
+        .unwrap();
+
+    let (smtp, app) = remind_two_users(&url, now).await;
+    assert_eq!(
+        planned_reminders(&app).await,
+        vec![
+            ("1".to_owned(), vec!["Payer le loyer".to_owned()]),
+            ("2".to_owned(), vec!["Renew the domain".to_owned()]),
+        ]
+    );
+    smtp.wait_for_total(2, Duration::from_secs(20)).await;
+    assert_eq!(smtp.counts().recipient("lea@example.com"), 1);
+    assert_eq!(smtp.counts().recipient("sam@example.com"), 1);
+    assert_eq!(smtp.counts().recipient("old@example.com"), 0);
+
+    // Laravel's text instants compare as instants: a task due exactly at a page's end is in
+    // `(from, to]`, one due exactly at its start is not, whatever the text form.
+    let source = Source::connect(&url, 1).await.unwrap();
+    let at = tomorrow_at_ten(chrono_tz::UTC, now);
+    let page = |from: DateTime<Utc>, to: DateTime<Utc>| herald::source::TaskPage {
+        from,
+        to,
+        owner: Some("2"),
+        after: None,
+        limit: 10,
+    };
+    let hour = chrono::Duration::hours(1);
+    let ids =
+        |rows: Vec<herald::source::TaskRow>| rows.into_iter().map(|t| t.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(source
+            .open_tasks_due_between(&page(at - hour, at))
+            .await
+            .unwrap()),
+        ["12"]
+    );
+    assert!(
+        source
+            .open_tasks_due_between(&page(at, at + hour))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let focus = source
+        .focus_sessions(&["2".to_owned()], now - hour, now + hour)
+        .await
+        .unwrap();
+    assert_eq!(focus.iter().map(|f| f.minutes).collect::<Vec<_>>(), [25]);
+    // Read-only: a write through the source's connection fails.
+    let herald::source::Db::Sqlite(pool) = &source.db else {
+        unreachable!()
+    };
+    let write = sqlx::query("UPDATE users SET name = 'x' WHERE id = 1")
+        .execute(pool)
+        .await;
+    assert!(write.is_err(), "a write through the source succeeded");
+    pool.close().await;
+    app.finish().await;
+    app_db.close().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
 async fn herald_check_names_a_missing_column_a_wrong_type_and_duplicate_ids() {
     let app_db = nestjs_app().await;
     // The app's team forgot link_path, and left the focus sessions' minutes as text.
@@ -550,9 +647,7 @@ async fn an_install_from_before_the_state_schema_keeps_its_deliveries_and_opt_ou
     .fetch_one(store.pg())
     .await
     .unwrap();
-    let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
-        .unwrap()
-        .count() as i64;
+    let migrations = herald::store::MIGRATOR.iter().count() as i64;
     assert_eq!(
         left,
         (true, true, migrations),

@@ -37,7 +37,7 @@ pub(super) fn source(s: &RawSource, p: &mut Problems) -> Option<SecretUrl> {
     check_url(
         "source.url",
         &s.url,
-        &["postgres", "postgresql", "mysql", "mariadb"],
+        &["postgres", "postgresql", "mysql", "mariadb", "sqlite"],
         p,
     );
     Some(s.url.clone())
@@ -52,10 +52,17 @@ pub(super) fn redis(r: &RawRedis, p: &mut Problems) -> SecretUrl {
 fn check_url(key: &str, url: &SecretUrl, schemes: &[&str], p: &mut Problems) {
     match url::Url::parse(url.expose()) {
         Ok(u) if schemes.contains(&u.scheme()) => {}
-        Ok(u) => p.key(
-            key,
-            format!("has scheme {:?}; expected {}://…", u.scheme(), schemes[0]),
-        ),
+        Ok(u) => {
+            let expected: Vec<String> = schemes.iter().map(|s| format!("{s}://…")).collect();
+            p.key(
+                key,
+                format!(
+                    "has scheme {:?}; expected one of {}",
+                    u.scheme(),
+                    expected.join(", ")
+                ),
+            )
+        }
         Err(e) => p.key(
             key,
             format!(
