@@ -26,7 +26,8 @@
 //!   `FIRE_USERS` users while `LOAD_EMAILS` (20,000) overdue summaries are being sent.
 //!
 //! Under `cargo test` (no `--bench` argument) every phase runs at a tiny size, so CI checks that
-//! the bench still works; nothing here asserts a time.
+//! the bench still works; nothing here asserts a time. There, without PostgreSQL or Redis, it
+//! prints a loud `SKIPPED:` line and passes, unless `HERALD_REQUIRE_SERVERS=1`.
 //!
 //! Other knobs: `SINK_CMD` (a sink taking `HOST PORT COUNT_FILE`, e.g. the peers' smtp-sink;
 //! default: the in-repo sink inside this process), `HERALD_BIN` (the daemon's binary), `CONC` and
@@ -42,6 +43,8 @@
 //! `herald_bench_email_<pid>` and `…_seed_<users>` and the queue `herald-bench-email-<pid>`, all
 //! removed at the end.
 
+#[path = "../tests/support/shared_servers.rs"]
+mod shared_servers;
 #[path = "support/mod.rs"]
 mod support;
 
@@ -700,6 +703,11 @@ async fn run(b: &mut Bench, k: &Knobs) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let knobs = Knobs::read()?;
+    // Under `cargo test` (no `--bench`), as the tests: without the servers, a loud SKIPPED line.
+    let tiny = !std::env::args().any(|a| a == "--bench");
+    if tiny && !shared_servers::servers_answer("benches/email.rs (tiny, under cargo test)") {
+        return Ok(());
+    }
     let mut bench = Bench::new().await?;
     let result = run(&mut bench, &knobs).await;
     bench.clean_up().await?;

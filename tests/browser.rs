@@ -6,6 +6,12 @@
 //!
 //! Without `chromium` and `chromedriver` (`apt-get install -y chromium chromium-driver`) the
 //! browser test prints a loud message and passes, unless `HERALD_REQUIRE_BROWSER=1` (CI sets it).
+//! Without PostgreSQL or Redis every test here is skipped as loudly, unless
+//! `HERALD_REQUIRE_SERVERS=1` (tests/support/shared_servers.rs).
+
+#[macro_use]
+#[path = "support/shared_servers.rs"]
+mod shared_servers;
 
 #[path = "api/helpers.rs"]
 #[allow(dead_code)]
@@ -187,6 +193,7 @@ async fn text(c: &Client, css: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_filters_the_failed_set_retries_one_and_sees_it_sent() {
+    skip_without_servers!();
     let Some((chromium, driver)) = browser_or_skip() else {
         return;
     };
@@ -401,6 +408,7 @@ async fn an_operator_filters_the_failed_set_retries_one_and_sees_it_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_is_closed_without_a_token() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let mut env = Env::new(&smtp);
     env.set("HERALD_API_TOKEN", "");
@@ -432,6 +440,7 @@ async fn the_dashboard_is_closed_without_a_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bulk_retry_spreads_the_failures_at_the_configured_rate() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     smtp.script(&[("*", &["550 5.1.1 No such user here"; 12])]);
     let mut env = Env::new(&smtp);
@@ -471,6 +480,7 @@ async fn a_bulk_retry_spreads_the_failures_at_the_configured_rate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_trigger_button_keeps_the_apis_rules_and_a_purge_wants_confirming() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     smtp.script(&[("gone@example.com", &["550 5.1.1 No such user here"])]);
     let app = spawn_with(Env::new(&smtp)).await;
@@ -647,6 +657,7 @@ async fn login(base: &str) -> LoggedIn {
 /// changes nothing until one is pressed; the first opts the user out of that kind only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_unsubscribe_page_opts_out_of_one_kind_when_its_button_is_pressed() {
+    skip_without_servers!();
     let Some((chromium, driver)) = browser_or_skip() else {
         return;
     };
@@ -694,6 +705,7 @@ async fn the_unsubscribe_page_opts_out_of_one_kind_when_its_button_is_pressed() 
 /// the row's button (a form with the session's CSRF token).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_sees_a_suppressed_address_and_lifts_it() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let app = spawn_with(Env::new(&smtp)).await;
     app.store
@@ -766,6 +778,7 @@ async fn an_operator_sees_a_suppressed_address_and_lifts_it() {
 /// delivery's own page retries and deletes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_pauses_a_schedule_browses_by_status_and_retries_from_a_delivery_page() {
+    skip_without_servers!();
     let Some((chromium, driver)) = browser_or_skip() else {
         return;
     };

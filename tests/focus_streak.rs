@@ -1,6 +1,10 @@
 //! The `focus_streak` kind end to end: at 20:00 in each user's zone, one email to each user who
 //! focused that day, with the day's minutes and the streak of local days with a session.
 
+#[macro_use]
+#[path = "support/shared_servers.rs"]
+mod shared_servers;
+
 #[allow(dead_code)]
 #[path = "api/helpers.rs"]
 mod helpers;
@@ -24,6 +28,7 @@ fn local(zone: &str, date: &str, h: u32, m: u32) -> DateTime<Utc> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_eight_pm_local_each_user_who_focused_gets_their_day_and_streak_once() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let mut env = Env::new(&smtp);
     env.set("HERALD__SCHEDULES__FOCUS_STREAK__ENABLED", "true");

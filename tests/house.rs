@@ -1,5 +1,5 @@
-//! The shape of the house: the top-level modules of `src/` depend on each other one way, and no
-//! file of `src/` passes 600 lines.
+//! The shape of the house: the top-level modules of `src/` depend on each other one way, no
+//! file of `src/` passes 600 lines, and every test that needs a server skips loudly without it.
 //!
 //! A module depends on another when one of its files names `crate::<other>` (in a `use`, a path
 //! or a doc link; `use crate::{a, b::c}` names `a` and `b`), test modules aside: a file that its
@@ -281,4 +281,82 @@ fn the_reading_finds_each_kind_of_path() {
         named.into_iter().collect::<Vec<_>>(),
         ["a", "b", "e", "g", "i"]
     );
+}
+
+/// The tests that need the shared PostgreSQL and Redis, or programs to start private ones, and
+/// the line each must open with (tests/support/shared_servers.rs): without it, `cargo test` on a
+/// machine without them fails or hangs instead of skipping.
+fn guarded_tests() -> Vec<(PathBuf, &'static str)> {
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let mut files: Vec<(PathBuf, &str)> = rust_files(&tests.join("api"))
+        .into_iter()
+        // The harness: its own tests (of URLs) need no server.
+        .filter(|f| !f.ends_with("helpers.rs"))
+        .map(|f| (f, "skip_without_servers!("))
+        .collect();
+    files.push((tests.join("focus_streak.rs"), "skip_without_servers!("));
+    files.push((tests.join("browser.rs"), "skip_without_servers!("));
+    files.push((tests.join("lifecycle.rs"), "skip_without_programs!("));
+    files
+}
+
+/// The tests of `text` (`#[test]`, `#[tokio::test]`) whose body does not open with `opening`.
+fn unguarded(text: &str, opening: &str) -> Vec<String> {
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    let mut found = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if *line != "#[test]" && !line.starts_with("#[tokio::test") {
+            continue;
+        }
+        let Some(sig) = (i + 1..lines.len()).find(|&j| lines[j].contains("fn ")) else {
+            continue;
+        };
+        let name = lines[sig]
+            .split("fn ")
+            .nth(1)
+            .and_then(|rest| rest.split('(').next())
+            .unwrap_or("?");
+        let Some(open) = (sig..lines.len()).find(|&j| lines[j].ends_with('{')) else {
+            continue;
+        };
+        let first = lines[open + 1..].iter().find(|l| !l.is_empty());
+        if !first.is_some_and(|l| l.starts_with(opening)) {
+            found.push(name.to_owned());
+        }
+    }
+    found
+}
+
+#[test]
+fn every_test_that_needs_a_server_opens_by_skipping_without_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut missing = Vec::new();
+    let mut seen = 0;
+    for (file, opening) in guarded_tests() {
+        let text = fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
+        seen += text.matches("#[tokio::test").count() + text.matches("#[test]").count();
+        for test in unguarded(&text, opening) {
+            let shown = file
+                .strip_prefix(root)
+                .unwrap_or(&file)
+                .display()
+                .to_string();
+            missing.push(format!("  {shown}: {test} (open it with {opening});)"));
+        }
+    }
+    assert!(seen > 100, "only {seen} tests found: has tests/api moved?");
+    assert!(
+        missing.is_empty(),
+        "tests that need PostgreSQL and Redis (or the programs of private servers) without \
+         opening with the line that skips them loudly when those are missing:\n{}",
+        missing.join("\n")
+    );
+}
+
+#[test]
+fn an_unguarded_test_is_found() {
+    let text = "#[tokio::test(flavor = \"multi_thread\")]\nasync fn guarded() {\n    \
+                skip_without_servers!();\n}\n\n#[test]\nfn bare() {\n    let x = 1;\n}\n";
+    assert_eq!(unguarded(text, "skip_without_servers!("), ["bare"]);
 }

@@ -22,7 +22,13 @@
 //!
 //! `cargo test --test lifecycle` runs it with 600 emails per fire; the full size is
 //! `HERALD_LIFECYCLE_EMAILS=12000 cargo test --release --test lifecycle -- --nocapture`
-//! (see RELIABILITY.md).
+//! (see RELIABILITY.md). Without `redis-server`, or PostgreSQL's `initdb` and `pg_ctl`, it is
+//! skipped with a loud `SKIPPED:` line, unless `HERALD_REQUIRE_SERVERS=1`.
+
+// First, apart: the test below uses its macros.
+#[macro_use]
+#[path = "support/shared_servers.rs"]
+mod shared_servers;
 
 #[path = "support/ports.rs"]
 mod ports;
@@ -750,6 +756,7 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn herald_survives_sigterm_sigkill_and_redis_and_postgres_restarts_mid_send() {
+    skip_without_programs!("redis-server", "initdb", "pg_ctl");
     let size = Size::from_env();
     let n = size.emails;
     let mut summary = Summary::default();

@@ -70,6 +70,7 @@ async fn failed_deliveries(app: &TestApp, smtp: &SmtpServer, emails: &[&str]) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_kind_or_limit_is_refused_by_both_with_the_same_words() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let app = spawn_app(&smtp).await;
     let cases: [(&str, &[&str], String); 6] = [
@@ -131,6 +132,7 @@ async fn a_bad_kind_or_limit_is_refused_by_both_with_the_same_words() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn since_an_age_or_an_instant_lists_the_same_failures_on_both_sides() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let app = spawn_app(&smtp).await;
     let ids = failed_deliveries(&app, &smtp, &["old@example.com", "new@example.com"]).await;
@@ -180,6 +182,7 @@ async fn since_an_age_or_an_instant_lists_the_same_failures_on_both_sides() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retrying_an_unknown_or_unfailed_delivery_is_refused_by_both() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let app = spawn_app(&smtp).await;
     let failed = failed_deliveries(&app, &smtp, &["gone@example.com"]).await[0];
@@ -261,6 +264,7 @@ async fn retrying_an_unknown_or_unfailed_delivery_is_refused_by_both() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trigger_at_without_an_offset_is_refused_by_both_and_says_to_add_one() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let app = spawn_app(&smtp).await;
     let naive = "2026-11-30T09:00:00";
@@ -312,6 +316,7 @@ async fn a_trigger_at_without_an_offset_is_refused_by_both_and_says_to_add_one()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_error_of_the_server_is_json() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let app = spawn_app(&smtp).await;
     let url = |path: &str| format!("{}{path}", app.address);
@@ -385,6 +390,7 @@ async fn every_error_of_the_server_is_json() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bearer_scheme_is_matched_in_any_case() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let app = spawn_app(&smtp).await;
     let status = |authorization: String| {

@@ -6,6 +6,7 @@ use crate::helpers::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_refuses_missing_and_wrong_tokens() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let app = spawn_app(&smtp).await;
     let url = format!("{}/api/schedules/task_reminders/trigger", app.address);
@@ -50,6 +51,7 @@ async fn api_refuses_missing_and_wrong_tokens() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_is_closed_when_no_token_is_configured() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let mut env = Env::new(&smtp);
     env.set("HERALD_API_TOKEN", "");
@@ -82,6 +84,7 @@ async fn api_is_closed_when_no_token_is_configured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_clear_errors() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let app = spawn_app(&smtp).await;
     let (status, body) = app.trigger("monthly_digest", json!({})).await;

@@ -17,6 +17,7 @@ fn client_from(n: u8) -> reqwest::Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_paths_and_wrong_methods_under_api_ask_for_the_token_first() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let app = spawn_app(&smtp).await;
     let http = client_from(1);
@@ -63,6 +64,7 @@ async fn unknown_paths_and_wrong_methods_under_api_ask_for_the_token_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_address_that_fails_the_token_ten_times_is_told_to_wait_and_others_are_not() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let app = spawn_app(&smtp).await;
     let guesser = client_from(2);
@@ -154,6 +156,7 @@ fn pair(set_cookie: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secure_cookies_and_ending_every_session() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let app = spawn_app(&smtp).await;
     let http = client_from(5);
@@ -214,6 +217,7 @@ async fn secure_cookies_and_ending_every_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_keeps_why_for_the_token_and_a_retry_of_what_did_not_fail_is_a_conflict() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let app = spawn_app(&smtp).await;
     app.add_late_user("sent@example.com").await;

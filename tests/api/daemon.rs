@@ -48,6 +48,7 @@ fn assert_each_once(mail: &[Received], n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_fire_redis_holds_no_job_of_it() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let app = spawn_app(&smtp).await;
     let n = 400;
@@ -76,6 +77,7 @@ async fn after_a_fire_redis_holds_no_job_of_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_workers_inflight_set_above_the_unpack_limit_is_drained_and_sent_once() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let env = Env::new(&smtp);
     let _cleanup = EnvGuard(env.clone());
@@ -164,6 +166,7 @@ async fn a_dead_workers_inflight_set_above_the_unpack_limit_is_drained_and_sent_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_background_part_that_panics_is_restarted_and_readiness_says_so_meanwhile() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let app = spawn_app(&smtp).await;
     app.add_late_user("ada@example.com").await;

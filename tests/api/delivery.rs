@@ -8,6 +8,7 @@ use crate::helpers::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reminder_tick_emails_exactly_the_users_with_tasks_due_tomorrow() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let app = spawn_app(&smtp).await;
     let now = at("2026-11-23T09:00:00Z");
@@ -112,6 +113,7 @@ async fn a_reminder_tick_emails_exactly_the_users_with_tasks_due_tomorrow() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tomorrow_is_computed_in_each_users_zone() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let app = spawn_app(&smtp).await;
     // 2026-11-23 20:00 UTC: Tuesday 24th 09:00 in Auckland (+13), Monday 23rd 12:00 in LA (-8).

@@ -11,6 +11,7 @@ use crate::resend_stub::ResendStub;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtp_4xx_twice_then_accepted_gives_three_attempts_and_one_email() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     smtp.script(&[(
         "flaky@example.com",
@@ -66,6 +67,7 @@ async fn smtp_4xx_twice_then_accepted_gives_three_attempts_and_one_email() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtp_5xx_fails_at_once_and_herald_failed_retry_sends_it() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     // A refusal for policy, not of the mailbox: the address is not suppressed (a 5.1.1 is, see
     // webhooks.rs), so the operator can retry once the cause is fixed.
@@ -121,6 +123,7 @@ async fn smtp_5xx_fails_at_once_and_herald_failed_retry_sends_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_failures_past_the_last_delay_end_in_the_failed_set() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     smtp.script(&[("down@example.com", &["451 a", "451 b", "451 c"])]);
     let mut env = Env::new(&smtp);
@@ -158,6 +161,7 @@ async fn transient_failures_past_the_last_delay_end_in_the_failed_set() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_smtp_throttling_reply_pauses_without_using_an_attempt() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     smtp.script(&[(
         "busy@example.com",
@@ -189,6 +193,7 @@ async fn an_smtp_throttling_reply_pauses_without_using_an_attempt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtp_messages_per_second_holds_across_every_worker() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let mut env = Env::new(&smtp);
     env.set("HERALD__MAIL__SMTP__MESSAGES_PER_SECOND", "2");
@@ -247,6 +252,7 @@ async fn smtp_messages_per_second_holds_across_every_worker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_smtp_reset_after_the_data_is_retried_on_smtp_and_never_goes_to_resend() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
     // The server reads the whole message, then closes the connection without a reply.

@@ -110,6 +110,7 @@ fn tally<I: IntoIterator<Item = String>>(addresses: I) -> HashMap<String, usize>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_taken_over_after_its_lease_ran_out_cannot_record() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let env = Env::new(&smtp);
     let (store, _guard) = bare_store(&env).await;
@@ -207,6 +208,7 @@ async fn a_claim_taken_over_after_its_lease_ran_out_cannot_record() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_known_send_is_recorded_when_its_lease_was_recovered_but_nobody_claimed_it_again() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let env = Env::new(&smtp);
     let (store, _guard) = bare_store(&env).await;
@@ -268,6 +270,7 @@ async fn a_known_send_is_recorded_when_its_lease_was_recovered_but_nobody_claime
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_commit_writes_each_row_only_under_its_own_claim() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let env = Env::new(&smtp);
     let (store, _guard) = bare_store(&env).await;
@@ -346,6 +349,7 @@ async fn a_group_commit_writes_each_row_only_under_its_own_claim() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_that_cannot_be_recorded_does_not_stop_the_rest_of_its_batch() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
     let mut env = Env::new(&smtp).with_resend(&stub.url);
@@ -417,6 +421,7 @@ async fn a_row_that_cannot_be_recorded_does_not_stop_the_rest_of_its_batch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_slower_than_its_lease_keeps_its_claims() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
     // Resend refuses the batch as a whole (503: not taken); its emails then go one by one over
@@ -463,6 +468,7 @@ async fn a_batch_slower_than_its_lease_keeps_its_claims() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_part_of_a_batch_of_unknown_outcome_waits_for_the_rest_and_they_go_whole() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
     // Resend takes the batch but answers after Herald's timeout: the outcome is unknown.

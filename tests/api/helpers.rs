@@ -226,6 +226,7 @@ pub struct Env {
 
 impl Env {
     pub fn new(smtp: &SmtpServer) -> Env {
+        crate::shared_servers::assert_guarded("Env::new");
         let id = uuid::Uuid::new_v4().simple().to_string();
         let database = format!("herald_test_{id}");
         let queue = format!("herald-test-{id}");

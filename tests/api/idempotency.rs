@@ -10,6 +10,7 @@ use crate::{helpers::*, servers::free_port};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_tick_triggered_twice_sends_one_email_per_user() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let app = spawn_app(&smtp).await;
     for i in 0..5 {
@@ -55,6 +56,7 @@ async fn the_same_tick_triggered_twice_sends_one_email_per_user() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_send_each_user_one_scheduled_and_one_manual_email_and_stop_on_sigterm() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let mut env = Env::new(&smtp);
     // Both processes fire the reminder schedule every second: many ticks, one date.

@@ -44,6 +44,7 @@ fn by_title(mail: &[Received]) -> HashMap<String, Vec<&Received>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_email_per_task_at_its_instant_across_midnight_an_outage_and_a_dst_change() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let start = at("2026-10-24T17:00:00Z");
     let clock = Clock::manual(start);
@@ -205,6 +206,7 @@ async fn one_email_per_task_at_its_instant_across_midnight_an_outage_and_a_dst_c
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manual_trigger_sends_the_reminders_current_at_its_instant_and_counts_say_what_happened()
 {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let now = at("2026-11-23T09:00:00Z");
     let app = spawn_with_clock(env(&smtp), Clock::manual(now)).await;
@@ -236,6 +238,7 @@ async fn a_manual_trigger_sends_the_reminders_current_at_its_instant_and_counts_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overdue_morning_tells_each_open_task_once_at_eight_the_morning_after_in_the_owners_zone() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let start = at("2026-11-22T12:00:00Z");
     let mut env = Env::new(&smtp);
@@ -310,6 +313,7 @@ async fn overdue_morning_tells_each_open_task_once_at_eight_the_morning_after_in
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_tasks_falling_due_in_one_tick_are_read_in_pages_and_each_told_once() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let start = at("2026-11-23T09:00:00Z");
     let app = spawn_with_clock(env(&smtp), Clock::manual(start)).await;

@@ -51,6 +51,7 @@ async fn users_in_zones(app: &TestApp, due_date: &str) -> HashMap<String, &'stat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_a_simulated_day_each_user_gets_one_reminder_at_their_own_nine() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let clock = Clock::manual(at("2026-11-19T10:00:00Z"));
     let app = spawn_with_clock(reminders_env(&smtp), clock).await;
@@ -108,6 +109,7 @@ async fn through_a_simulated_day_each_user_gets_one_reminder_at_their_own_nine()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_at_0940_sends_what_was_missed_and_one_at_1100_records_it_as_skipped() {
+    skip_without_servers!();
     for (restart, sent) in [
         ("2026-11-20T09:40:00Z", true),
         ("2026-11-20T11:00:00Z", false),
@@ -161,6 +163,7 @@ async fn a_restart_at_0940_sends_what_was_missed_and_one_at_1100_records_it_as_s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_plan_one_email_per_user() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let env = reminders_env(&smtp);
     let clock = Clock::manual(at("2026-11-19T18:00:00Z"));
@@ -201,6 +204,7 @@ async fn three_processes_plan_one_email_per_user() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_with_an_invalid_zone_gets_the_fallback_and_the_others_are_not_held_up() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let mut env = reminders_env(&smtp);
     env.set(
@@ -243,6 +247,7 @@ async fn a_user_with_an_invalid_zone_gets_the_fallback_and_the_others_are_not_he
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn herald_schedules_shows_the_next_emails_in_local_time_and_utc() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let app = spawn_app(&smtp).await;
     let id = app.add_user("ktm@example.com", "Asia/Kathmandu", &[]).await;

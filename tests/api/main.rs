@@ -1,4 +1,11 @@
-//! Black-box tests: the real app against a real PostgreSQL, Redis and SMTP server.
+//! Black-box tests: the real app against a real PostgreSQL, Redis and SMTP server. Each test
+//! opens with `skip_without_servers!()`: without PostgreSQL or Redis it is skipped, loudly, unless
+//! `HERALD_REQUIRE_SERVERS=1`.
+
+// First, apart: the modules below use its macros, which exist only after it.
+#[macro_use]
+#[path = "../support/shared_servers.rs"]
+mod shared_servers;
 
 mod agree;
 mod auth;

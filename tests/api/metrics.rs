@@ -75,6 +75,7 @@ async fn scrape(app: &TestApp) -> Scrape {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_counters_match_the_deliveries_of_a_fire_with_mixed_outcomes() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     smtp.script(&[
         ("gone1@example.com", &["550 5.1.1 No such user here"]),
@@ -284,6 +285,7 @@ async fn the_counters_match_the_deliveries_of_a_fire_with_mixed_outcomes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_token_the_scrape_is_open_and_the_api_closed() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let mut env = Env::new(&smtp);
     env.vars.retain(|(k, _)| k != "HERALD_API_TOKEN");

@@ -64,6 +64,7 @@ fn outcomes(attempts: &[herald::store::AttemptRow]) -> Vec<(&str, &str)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resend_timeout_is_retried_at_resend_under_the_same_key_never_by_smtp() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
     // Resend takes the email but answers after 2 s; Herald gives up after 1 s.
@@ -96,6 +97,7 @@ async fn a_resend_timeout_is_retried_at_resend_under_the_same_key_never_by_smtp(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_outcomes_past_the_retries_fail_saying_a_copy_may_have_been_delivered() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
     // Resend never answers in time (nor takes the email).
@@ -132,6 +134,7 @@ async fn unknown_outcomes_past_the_retries_fail_saying_a_copy_may_have_been_deli
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_that_times_out_is_retried_whole_under_its_key_and_sent_once() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
     stub.script(&[("b1@example.com", &[Reply::Hang(Duration::from_secs(2))])]);
@@ -167,6 +170,7 @@ async fn a_batch_that_times_out_is_retried_whole_under_its_key_and_sent_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_that_fails_as_a_whole_is_retried_under_the_same_key() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
     stub.script(&[(
@@ -217,6 +221,7 @@ async fn a_batch_that_fails_as_a_whole_is_retried_under_the_same_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_resend_took_before_answering_502_is_retried_there_and_arrives_once() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
     // Resend takes the batch, and a gateway answers 502: the answer does not say "not taken".
@@ -265,6 +270,7 @@ async fn a_batch_resend_took_before_answering_502_is_retried_there_and_arrives_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_email_resend_holds_after_going_alone_goes_alone_again_under_its_key_in_a_shared_job() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
     // Resend takes the lone email, and a gateway answers 502: its outcome is unknown.
@@ -318,6 +324,7 @@ async fn an_email_resend_holds_after_going_alone_goes_alone_again_under_its_key_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_killed_while_resend_holds_its_batch_does_not_send_it_again() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
     // Resend takes the batch and holds the answer past the kill.
@@ -403,6 +410,7 @@ async fn a_process_killed_while_resend_holds_its_batch_does_not_send_it_again() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clock_ahead_of_real_time_claims_and_sends_what_it_says_is_due() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     // Herald's clock is two days ahead of PostgreSQL's.
     let clock = Clock::manual(chrono::Utc::now() + chrono::Duration::days(2));
@@ -436,6 +444,7 @@ fn ulid() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undecodable_job_goes_to_the_dead_letter_list_and_the_worker_carries_on() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let app = spawn_app(&smtp).await;
     let q = app.env.settings().queue.name;
@@ -501,6 +510,7 @@ async fn an_undecodable_job_goes_to_the_dead_letter_list_and_the_worker_carries_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_or_title_with_line_breaks_adds_no_header_and_no_recipient() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let app = spawn_app(&smtp).await;
     let id = app

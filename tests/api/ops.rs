@@ -12,6 +12,7 @@ use crate::helpers::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_predicts_the_real_answer_and_caps_its_preview() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let app = spawn_app(&smtp).await;
     app.add_late_users("dry", 130).await;
@@ -48,6 +49,7 @@ async fn a_dry_run_predicts_the_real_answer_and_caps_its_preview() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_schedule_is_skipped_by_the_planner_and_refuses_triggers_until_resumed() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let mut env = Env::new(&smtp);
     env.set("HERALD__SCHEDULES__OVERDUE_SUMMARY__ENABLED", "true");
@@ -145,6 +147,7 @@ async fn a_paused_schedule_is_skipped_by_the_planner_and_refuses_triggers_until_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn to_carries_the_users_name_and_the_outbox_names_files_by_delivery_id() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let app = spawn_app(&smtp).await;
     add_named(&app, "ada@example.com", "Ada Lovelace").await;

@@ -20,6 +20,7 @@ fn outcomes(attempts: &[herald::store::AttemptRow]) -> Vec<(&str, &str)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_smtp_server_that_drops_packets_is_unreachable_and_resend_takes_the_email() {
+    skip_without_servers!();
     let hole = Blackhole::start().await;
     let placeholder = SmtpServer::start().await;
     let stub = ResendStub::start().await;
@@ -52,6 +53,7 @@ async fn an_smtp_server_that_drops_packets_is_unreachable_and_resend_takes_the_e
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resend_that_drops_packets_is_unreachable_and_smtp_takes_the_email() {
+    skip_without_servers!();
     let hole = Blackhole::start().await;
     let smtp = SmtpServer::start().await;
     let mut env = Env::new(&smtp).with_resend(&format!("http://127.0.0.1:{}", hole.port()));
@@ -87,6 +89,7 @@ async fn a_resend_that_drops_packets_is_unreachable_and_smtp_takes_the_email() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_smtp_server_refusing_connections_for_30_s_loses_and_fails_nothing() {
+    skip_without_servers!();
     // Nothing listens there, and no other test's server can take the port while it is held.
     let held = HeldPort::any();
     let port = held.port();

@@ -76,6 +76,7 @@ async fn ids_on(store: &Store, date: &str) -> Vec<i64> {
 
 #[tokio::test]
 async fn pages_planned_at_once_count_every_user_once_and_list_the_ids_in_user_order() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let env = Env::new(&smtp);
     let (store, _guard) = bare_store(&env).await;
@@ -152,6 +153,7 @@ async fn connections_by_name(store: &Store) -> Vec<(String, i64)> {
 
 #[tokio::test]
 async fn planning_never_waits_for_the_connections_the_workers_hold() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let env = Env::new(&smtp);
     let (store, _guard) = bare_store(&env).await;
@@ -189,6 +191,7 @@ async fn planning_never_waits_for_the_connections_the_workers_hold() {
 
 #[tokio::test]
 async fn the_daemons_own_parts_run_on_the_reserved_connections() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let app = spawn_app(&smtp).await;
     // The state the planner, the dispatcher and the API use; the workers have their own.

@@ -41,6 +41,7 @@ async fn seeded(app: &TestApp) -> (i64, Vec<(&'static str, &'static str)>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_previews_every_kind_for_a_seeded_user_and_plans_nothing() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let app = spawn_app(&smtp).await;
     let (id, kinds) = seeded(&app).await;
@@ -147,6 +148,7 @@ async fn the_api_previews_every_kind_for_a_seeded_user_and_plans_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn herald_preview_prints_every_kind_for_a_seeded_user() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let app = spawn_app(&smtp).await;
     let (id, kinds) = seeded(&app).await;

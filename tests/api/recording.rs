@@ -35,6 +35,7 @@ fn through(url: &str, address: &str) -> (String, std::net::SocketAddr) {
 /// Guarded: the code under test could block the runtime, and with it any deadline of the test.
 #[test]
 fn a_postgres_outage_of_5_s_mid_fire_makes_no_copy() {
+    skip_without_servers!();
     let _watchdog = Watchdog::new(
         "a_postgres_outage_of_5_s_mid_fire_makes_no_copy",
         Duration::from_secs(180),
@@ -113,6 +114,8 @@ async fn a_postgres_outage_of_5_s_mid_fire_makes_no_copy_run() {
 /// Guarded: the code under test could block the runtime, and with it any deadline of the test.
 #[test]
 fn a_send_under_way_when_its_worker_stops_is_recorded_not_sent_again() {
+    skip_without_servers!();
+    skip_without_programs!("redis-server");
     let _watchdog = Watchdog::new(
         "a_send_under_way_when_its_worker_stops_is_recorded_not_sent_again",
         Duration::from_secs(180),

@@ -15,6 +15,7 @@ fn outcomes(attempts: &[herald::store::AttemptRow]) -> Vec<(&str, &str, Option<i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_attempt_and_a_retry_from_the_failed_set_carry_the_dedup_key() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
     stub.script(&[(
@@ -91,6 +92,7 @@ async fn every_attempt_and_a_retry_from_the_failed_set_carry_the_dedup_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_with_retry_after_holds_every_worker_and_costs_no_attempt() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
     stub.script(&[("slow@example.com", &[Reply::RateLimited(3)])]);
@@ -145,6 +147,7 @@ async fn a_429_with_retry_after_holds_every_worker_and_costs_no_attempt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_asking_for_30_days_pauses_resend_only_for_mail_max_pause() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
     // retry-after: 2592000, 30 days.
@@ -176,6 +179,7 @@ async fn a_429_asking_for_30_days_pauses_resend_only_for_mail_max_pause() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_never_exceed_the_rate_in_any_second() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
     let mut env = Env::new(&smtp).with_resend(&stub.url);
@@ -226,6 +230,7 @@ async fn two_processes_never_exceed_the_rate_in_any_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_key_pauses_sending_without_failing_and_the_right_key_resumes() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
     stub.accept_key(Some("re_the_right_key"));
@@ -293,6 +298,7 @@ async fn a_refused_key_pauses_sending_without_failing_and_the_right_key_resumes(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resend_answering_503_fails_over_to_smtp() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
     // 503 says the request was not taken, so another provider may send the email (a 500, 502
@@ -324,6 +330,7 @@ async fn resend_answering_503_fails_over_to_smtp() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tick_of_250_goes_out_as_3_batches_and_a_bad_address_fails_alone() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
     stub.script(&[(
@@ -387,6 +394,7 @@ async fn a_tick_of_250_goes_out_as_3_batches_and_a_bad_address_fails_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spent_daily_quota_pauses_resend_and_the_emails_go_by_smtp() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
     stub.script(&[("q0@example.com", &[Reply::DailyQuota])]);

@@ -12,6 +12,8 @@ use crate::{
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_redis_dies_readiness_fails_and_no_email_is_lost() {
+    skip_without_servers!();
+    skip_without_programs!("redis-server");
     // Killed and started again on the same port, which no other test's server can take.
     let mut redis = tokio::task::block_in_place(PrivateRedis::start);
     let smtp = SmtpServer::start().await;
@@ -85,6 +87,8 @@ async fn when_redis_dies_readiness_fails_and_no_email_is_lost() {
 /// since `queue.redispatch_after` is ten minutes here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_waiting_in_redis_when_it_dies_are_pushed_again_at_once_from_the_marker() {
+    skip_without_servers!();
+    skip_without_programs!("redis-server");
     let mut redis = tokio::task::block_in_place(PrivateRedis::start);
     let smtp = SmtpServer::start().await;
     // One email at a time, each held half a second at the server: the worker fetches its 64
@@ -130,6 +134,7 @@ async fn jobs_waiting_in_redis_when_it_dies_are_pushed_again_at_once_from_the_ma
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_a_herald_process_is_killed_mid_tick_another_delivers_everything() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let mut env = Env::new(&smtp);
     // Slow enough that the kill lands mid-tick: 150 emails at 25 per second.
@@ -267,6 +272,7 @@ async fn when_a_herald_process_is_killed_mid_tick_another_delivers_everything() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_workers_claims_are_given_back_at_once_not_after_their_lease() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let mut env = Env::new(&smtp);
     // A lease far longer than the test waits: only giving the dead worker's claims back can send
@@ -378,6 +384,8 @@ async fn a_dead_workers_claims_are_given_back_at_once_not_after_their_lease() {
 /// Guarded: the code under test could block the runtime, and with it any deadline of the test.
 #[test]
 fn claims_dropped_when_redis_goes_away_come_back_at_once_and_cost_no_attempt() {
+    skip_without_servers!();
+    skip_without_programs!("redis-server");
     let _watchdog = Watchdog::new(
         "claims_dropped_when_redis_goes_away_come_back_at_once_and_cost_no_attempt",
         Duration::from_secs(180),

@@ -33,6 +33,7 @@ async fn get_with(app: &TestApp, path: &str, token: &str) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_stay_out_of_debug_readyz_stats_the_failed_set_and_check() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
     stub.script(&[("ida@example.com", &[Reply::Status(422, "validation_error")])]);
@@ -76,6 +77,7 @@ async fn secrets_stay_out_of_debug_readyz_stats_the_failed_set_and_check() {
 
 #[tokio::test]
 async fn errors_about_bad_urls_do_not_quote_their_password() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let env = Env::new(&smtp);
     let cases = [
@@ -115,6 +117,7 @@ async fn errors_about_bad_urls_do_not_quote_their_password() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_file_provider_says_it_writes_to_a_folder_and_production_refuses_it() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let mut env = Env::new(&smtp);
     env.vars.retain(|(k, _)| k != "SMTP_URL");
@@ -163,6 +166,7 @@ async fn the_file_provider_says_it_writes_to_a_folder_and_production_refuses_it(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_says_the_null_provider_discards_every_email() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let mut env = Env::new(&smtp);
     env.set("HERALD__MAIL__PROVIDERS", r#"["null"]"#);
@@ -185,6 +189,7 @@ async fn readiness_says_the_null_provider_discards_every_email() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instant_to_plan_outside_the_calendar_is_a_400_naming_at() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let app = spawn_app(&smtp).await;
     for at in ["+262142-12-31T23:59:59Z", "0001-01-01T00:00:00Z"] {

@@ -28,6 +28,7 @@ async fn count(app: &TestApp, table: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_counts_the_users_and_reset_removes_only_the_seeded_ones() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let app = spawn_app(&smtp).await;
     let keep = app.add_late_user("keep@example.com").await;

@@ -150,6 +150,7 @@ async fn remind_two_users(source_url: &str, now: DateTime<Utc>) -> (SmtpServer, 
 
 #[tokio::test]
 async fn a_nestjs_app_on_postgresql_gets_its_emails_through_its_own_views() {
+    skip_without_servers!();
     let app_db = nestjs_app().await;
     let now = Utc::now();
     let paris = chrono_tz::Europe::Paris;
@@ -224,6 +225,7 @@ async fn a_nestjs_app_on_postgresql_gets_its_emails_through_its_own_views() {
 
 #[tokio::test]
 async fn a_laravel_app_on_mariadb_gets_its_emails_through_its_own_views() {
+    skip_without_servers!();
     let Some(maria) = laravel_app().await else {
         return;
     };
@@ -394,6 +396,7 @@ async fn a_laravel_app_on_sqlite_gets_its_emails_through_its_own_views() {
 
 #[tokio::test]
 async fn herald_check_names_a_missing_column_a_wrong_type_and_duplicate_ids() {
+    skip_without_servers!();
     let app_db = nestjs_app().await;
     // The app's team forgot link_path, and left the focus sessions' minutes as text.
     app_db
@@ -459,6 +462,7 @@ async fn herald_check_names_a_missing_column_a_wrong_type_and_duplicate_ids() {
 
 #[tokio::test]
 async fn a_user_deleted_in_the_app_after_planning_is_skipped_at_claim_with_the_reason() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let env = Env::new(&smtp);
     let (store, _guard) = bare_store(&env).await;
@@ -508,6 +512,7 @@ async fn a_user_deleted_in_the_app_after_planning_is_skipped_at_claim_with_the_r
 
 #[tokio::test]
 async fn the_apps_settings_page_reads_and_writes_preferences_that_the_planner_honours() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let app = spawn_app(&smtp).await;
     let id = app.add_late_user("prefs@example.com").await;
@@ -592,6 +597,7 @@ async fn the_apps_settings_page_reads_and_writes_preferences_that_the_planner_ho
 
 #[tokio::test]
 async fn an_install_from_before_the_state_schema_keeps_its_deliveries_and_opt_outs() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let env = Env::new(&smtp);
     let _guard = EnvGuard(env.clone());

@@ -9,6 +9,7 @@ use crate::helpers::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_template_stops_start_up_with_its_file_and_line() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let dir = templates_with(
         "overdue_summary/body.html",
@@ -33,6 +34,7 @@ async fn a_broken_template_stops_start_up_with_its_file_and_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_shows_the_emails_and_enqueues_nothing() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let app = spawn_app(&smtp).await;
     let id = app
@@ -69,6 +71,7 @@ async fn a_dry_run_shows_the_emails_and_enqueues_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_is_503_when_redis_is_unreachable() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let app = spawn_app(&smtp).await;
     let (status, body) = app.get("/readyz").await;
@@ -93,6 +96,7 @@ async fn readyz_is_503_when_redis_is_unreachable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn herald_check_lists_every_problem_with_its_fix() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let mut env = Env::new(&smtp);
     assert!(herald_cmd(&env).arg("migrate").status().unwrap().success());

@@ -57,6 +57,7 @@ fn default_retention(env: &mut Env) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trigger_at_a_future_instant_is_refused_and_says_to_use_a_dry_run() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let clock = Clock::manual(at("2026-11-23T08:00:00Z"));
     let app = spawn_with_clock(Env::new(&smtp), clock).await;
@@ -106,6 +107,7 @@ async fn a_trigger_at_a_future_instant_is_refused_and_says_to_use_a_dry_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quick_start_trigger_leaves_every_users_real_email_to_go_out_at_their_nine() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let mut env = Env::new(&smtp);
     env.set("HERALD__SCHEDULES__TASK_REMINDERS__ENABLED", "true");
@@ -186,6 +188,7 @@ async fn the_quick_start_trigger_leaves_every_users_real_email_to_go_out_at_thei
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn triggering_twice_the_same_day_sends_once() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let clock = Clock::manual(at("2026-11-23T10:00:00Z"));
     let app = spawn_with_clock(Env::new(&smtp), clock.clone()).await;
@@ -222,6 +225,7 @@ async fn triggering_twice_the_same_day_sends_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_user_is_404_naming_the_id() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let app = spawn_app(&smtp).await;
     app.add_late_user("known@example.com").await;
@@ -254,6 +258,7 @@ async fn an_unknown_user_is_404_naming_the_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_answer_has_counts_and_ids_only_when_asked_or_for_one_user() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let clock = Clock::manual(at("2026-11-25T12:00:00Z"));
     let app = spawn_with_clock(Env::new(&smtp), clock).await;
@@ -361,6 +366,7 @@ async fn age(app: &TestApp, id: i64, status: &str, days: i32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_deletes_old_deliveries_with_their_attempts_and_keeps_newer_ones() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let mut env = Env::new(&smtp);
     default_retention(&mut env);
@@ -420,6 +426,7 @@ async fn retention_deletes_old_deliveries_with_their_attempts_and_keeps_newer_on
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sent_and_skipped_deliveries_lose_their_payload_after_its_retention_and_keep_their_record()
 {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let mut env = Env::new(&smtp);
     default_retention(&mut env);
@@ -480,6 +487,7 @@ async fn sent_and_skipped_deliveries_lose_their_payload_after_its_retention_and_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trigger_older_than_the_retention_allows_is_refused() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let mut env = Env::new(&smtp);
     default_retention(&mut env);

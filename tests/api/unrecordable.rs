@@ -29,6 +29,7 @@ async fn expire_leases(store: &Store) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_with_a_nul_byte_is_recorded_once_and_not_sent_every_lease() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let env = Env::new(&smtp);
     let (store, _guard) = bare_store(&env).await;
@@ -61,6 +62,7 @@ async fn a_refusal_with_a_nul_byte_is_recorded_once_and_not_sent_every_lease() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_at_max_attempts_is_failed_at_claim_and_not_sent() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let mut env = Env::new(&smtp);
     env.set("HERALD__QUEUE__MAX_ATTEMPTS", "5");

@@ -58,6 +58,7 @@ pub async fn kinds_of(app: &TestApp, user: i64) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_click_opts_out_of_the_kind_and_a_get_never_does() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let app = spawn_with(env(&smtp)).await;
     let late = || [("Late", at(LATE), None)];
@@ -149,6 +150,7 @@ async fn one_click_opts_out_of_the_kind_and_a_get_never_does() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_email_queued_before_the_user_opts_out_of_everything_is_skipped_at_claim() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let mut env = env(&smtp);
     // Spread over an hour of a clock that stands still: planned, not sent yet.
@@ -194,6 +196,7 @@ async fn an_email_queued_before_the_user_opts_out_of_everything_is_skipped_at_cl
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_resend_the_headers_go_in_its_headers_field() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
     let mut env = env(&smtp).with_resend(&stub.url);

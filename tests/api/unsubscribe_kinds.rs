@@ -18,21 +18,25 @@ const AT: &str = "2026-11-23T09:00:00Z";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_in_french_through_smtp_unsubscribes_in_one_click() {
+    skip_without_servers!();
     every_kind_unsubscribes(false, French).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_in_french_through_resend_unsubscribes_in_one_click() {
+    skip_without_servers!();
     every_kind_unsubscribes(true, French).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_in_english_through_smtp_unsubscribes_in_one_click() {
+    skip_without_servers!();
     every_kind_unsubscribes(false, English).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_in_english_through_resend_unsubscribes_in_one_click() {
+    skip_without_servers!();
     every_kind_unsubscribes(true, English).await;
 }
 

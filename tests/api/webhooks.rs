@@ -53,6 +53,7 @@ async fn count(app: &TestApp, sql: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_hard_bounce_suppresses_the_address_and_forged_or_stale_ones_are_refused() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
     let mut env = Env::new(&smtp).with_resend(&stub.url);
@@ -191,6 +192,7 @@ async fn a_signed_hard_bounce_suppresses_the_address_and_forged_or_stale_ones_ar
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_smtp_refusal_of_the_mailbox_suppresses_it_and_a_queued_email_to_it_is_skipped() {
+    skip_without_servers!();
     let smtp = SmtpServer::start().await;
     smtp.script(&[(
         "gone@example.com",

@@ -45,10 +45,17 @@ impl TestMariaDb {
                          does) or unset HERALD_REQUIRE_SERVERS to skip"
                     );
                 }
-                eprintln!(
-                    "\n!!!!!!!! SKIPPED: MariaDB at {shown} is not reachable ({reason}); this test \
-                     did not run. Start MariaDB (bash .ci/run does), or set HERALD_TEST_MYSQL_URL; \
-                     set HERALD_REQUIRE_SERVERS=1 to make this a failure.\n"
+                // Straight to the process's stderr: the harness shows an `eprintln!` of a
+                // passing test only with --nocapture.
+                let _ = std::io::Write::write_all(
+                    &mut std::io::stderr(),
+                    format!(
+                        "!!!!!!!! SKIPPED: MariaDB at {shown} is not reachable ({reason}); this \
+                         test did not run. Start MariaDB (bash .ci/run does), or set \
+                         HERALD_TEST_MYSQL_URL; set HERALD_REQUIRE_SERVERS=1 to make this a \
+                         failure.\n"
+                    )
+                    .as_bytes(),
                 );
                 return None;
             }
