@@ -3,6 +3,7 @@
 //! folder of its own per test, removed after). Planning is idempotent, dispatch takes only due
 //! rows, a claim fences out every earlier holder, an expired lease comes back, a capped row
 //! fails instead of going out again, batches keep their members, the schedule lock is exclusive.
+//! Without PostgreSQL the PostgreSQL half skips loudly (`HERALD_REQUIRE_SERVERS=1`: fails).
 
 use std::time::Duration;
 
@@ -12,6 +13,10 @@ use herald::{
     source::Source,
     store::{AttemptOutcome, DeliveryStatus, NewDelivery, Recording, Store, TryRecording},
 };
+
+#[path = "support/shared_servers.rs"]
+#[macro_use]
+mod shared_servers;
 
 /// A store of one kind, and how to take it down.
 struct Home {
@@ -74,6 +79,7 @@ macro_rules! in_both_homes {
         mod postgres {
             $(#[tokio::test]
             async fn $scenario() {
+                skip_without_servers!();
                 let home = super::postgres().await;
                 super::$scenario(&home.store).await;
                 (home.gone)().await;
