@@ -358,7 +358,7 @@ impl Store {
     /// One delivery with its payload.
     pub async fn ui_delivery(&self, id: i64) -> sqlx::Result<Option<DeliveryDetail>> {
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {}, payload FROM deliveries WHERE id = $1",
+            "SELECT {}, payload::json FROM deliveries WHERE id = $1",
             COLUMNS
         )))
         .bind(id)
