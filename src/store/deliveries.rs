@@ -183,7 +183,7 @@ impl Store {
              FROM claimed c
              WHERE deliveries.id = c.id
              RETURNING deliveries.id, $5::uuid AS claim_token, kind, user_id, created_at, dedup_key, recipient,
-                       payload, attempts, round_attempts, message_id, c.batch_key, held_by, due_at, c.over_cap,
+                       payload::json, attempts, round_attempts, message_id, c.batch_key, held_by, due_at, c.over_cap,
                        (SELECT b.size FROM batches b WHERE b.key = deliveries.batch_key) AS batch_size,
                        EXISTS (SELECT 1 FROM email_opt_outs o
                                WHERE o.user_id = deliveries.user_id AND o.kind = deliveries.kind) AS opted_out,

@@ -94,7 +94,9 @@ impl Store {
         Ok(found.into_iter().collect())
     }
 
-    /// Inserts the deliveries whose dedup key is new. Returns the ids of the rows inserted.
+    /// Inserts the deliveries whose dedup key is new. Returns the ids of the rows inserted. The
+    /// payload goes in as the text the planner serialized: the column is `text`, not `json`, so
+    /// PostgreSQL does not parse it again (migration 0015).
     pub async fn insert_deliveries(&self, rows: &[NewDelivery]) -> sqlx::Result<Vec<i64>> {
         let pool = pg_or!(self, lite => lite.insert_deliveries(rows).await);
         if rows.is_empty() {
@@ -103,7 +105,7 @@ impl Store {
         let text = |f: fn(&NewDelivery) -> &str| rows.iter().map(f).collect::<Vec<_>>();
         sqlx::query_scalar(
             "INSERT INTO deliveries (kind, user_id, dedup_key, recipient, payload, planned_for, due_at, status, last_error)
-             SELECT kind, user_id, dedup_key, recipient, payload::json, planned_for, due_at, status, note
+             SELECT kind, user_id, dedup_key, recipient, payload, planned_for, due_at, status, note
              FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[])
                   AS t (kind, user_id, dedup_key, recipient, payload, planned_for, due_at, status, note)
              ON CONFLICT (dedup_key) DO NOTHING

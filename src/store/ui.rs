@@ -369,7 +369,7 @@ impl Store {
     pub async fn ui_delivery(&self, id: i64) -> sqlx::Result<Option<DeliveryDetail>> {
         let pool = pg_or!(self, lite => Err(lite.unported("ui_delivery")));
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {}, payload FROM deliveries WHERE id = $1",
+            "SELECT {}, payload::json FROM deliveries WHERE id = $1",
             COLUMNS
         )))
         .bind(id)

@@ -116,7 +116,7 @@ fn tomorrow_at_ten(tz: Tz, now: DateTime<Utc>) -> DateTime<Utc> {
 /// `(user_id, task titles)` of every planned task reminder, by user id.
 async fn planned_reminders(app: &TestApp) -> Vec<(String, Vec<String>)> {
     let rows: Vec<(String, Value)> = sqlx::query_as(
-        "SELECT user_id, payload FROM deliveries WHERE kind = 'task_reminders' ORDER BY user_id",
+        "SELECT user_id, payload::json FROM deliveries WHERE kind = 'task_reminders' ORDER BY user_id",
     )
     .fetch_all(app.store.pg())
     .await
@@ -268,7 +268,7 @@ async fn a_laravel_app_on_mariadb_gets_its_emails_through_its_own_views() {
     // The user whose zone is NULL (the app's default, UTC) was planned in UTC; the Paris user's
     // task time is written in Paris time.
     let (_, payload): (String, Value) =
-        sqlx::query_as("SELECT user_id, payload FROM deliveries WHERE user_id = '1'")
+        sqlx::query_as("SELECT user_id, payload::json FROM deliveries WHERE user_id = '1'")
             .fetch_one(app.store.pg())
             .await
             .unwrap();
