@@ -1,56 +1,24 @@
-//! The demo app that `herald seed` fills and the tests use: tables of its own in the schema
-//! `herald_demo` of a PostgreSQL database, and the contract's views over them, exactly as a real
-//! app's team writes them, so that the demo and a real app take the same path through Herald.
+//! The demo app that `herald seed` fills and the tests use: tables of its own, and the
+//! contract's views over them, exactly as a real app's team writes them, so that the demo and a
+//! real app take the same path through Herald. It lives in PostgreSQL (the schema `herald_demo`
+//! of Herald's database or the source's, [`postgres`]) or in a SQLite file (the embedded mode's
+//! `herald.db`, tables prefixed `herald_demo_`, [`sqlite`]); each operation below has the same
+//! meaning on both.
 //!
 //! Ids are text from a sequence (`"1"`, `"2"`, …); users and tasks are soft-deleted with
 //! `deleted_at`, which the views leave out.
 
-use anyhow::Context;
+mod postgres;
+mod sqlite;
+#[cfg(test)]
+mod tests;
+
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::{PgPool, SqlitePool, postgres::PgPoolOptions};
+
+use anyhow::Context;
 
 use crate::config::redact;
-
-/// The demo's tables and the contract's views over them; safe to run again.
-const SCHEMA: &str = r#"
-CREATE SCHEMA IF NOT EXISTS herald_demo;
-CREATE SEQUENCE IF NOT EXISTS herald_demo.ids;
-CREATE TABLE IF NOT EXISTS herald_demo.users (
-    id           TEXT PRIMARY KEY DEFAULT nextval('herald_demo.ids')::text,
-    email        TEXT NOT NULL UNIQUE,
-    display_name TEXT NOT NULL,
-    timezone     TEXT,
-    locale       TEXT,
-    active       BOOLEAN NOT NULL DEFAULT true,
-    deleted_at   TIMESTAMPTZ
-);
-CREATE TABLE IF NOT EXISTS herald_demo.tasks (
-    id           TEXT PRIMARY KEY DEFAULT nextval('herald_demo.ids')::text,
-    owner_id     TEXT NOT NULL REFERENCES herald_demo.users (id) ON DELETE CASCADE,
-    title        TEXT NOT NULL,
-    due_at       TIMESTAMPTZ,
-    completed_at TIMESTAMPTZ,
-    deleted_at   TIMESTAMPTZ
-);
-CREATE INDEX IF NOT EXISTS tasks_owner ON herald_demo.tasks (owner_id, due_at);
-CREATE INDEX IF NOT EXISTS tasks_due ON herald_demo.tasks (due_at);
-CREATE TABLE IF NOT EXISTS herald_demo.focus_sessions (
-    id         TEXT PRIMARY KEY DEFAULT nextval('herald_demo.ids')::text,
-    owner_id   TEXT NOT NULL REFERENCES herald_demo.users (id) ON DELETE CASCADE,
-    started_at TIMESTAMPTZ NOT NULL,
-    minutes    INTEGER NOT NULL CHECK (minutes >= 0)
-);
-CREATE INDEX IF NOT EXISTS focus_sessions_owner ON herald_demo.focus_sessions (owner_id, started_at);
-
-CREATE OR REPLACE VIEW herald_users AS
-    SELECT id, email, display_name, timezone AS time_zone, locale, active
-    FROM herald_demo.users WHERE deleted_at IS NULL;
-CREATE OR REPLACE VIEW herald_tasks AS
-    SELECT t.id, t.owner_id AS user_id, t.title, t.due_at, t.completed_at, '/tasks/' || t.id AS link_path
-    FROM herald_demo.tasks t WHERE t.deleted_at IS NULL;
-CREATE OR REPLACE VIEW herald_focus_sessions AS
-    SELECT id, owner_id AS user_id, started_at, minutes FROM herald_demo.focus_sessions;
-"#;
 
 /// A demo user to insert.
 #[derive(Debug, Clone)]
@@ -92,15 +60,28 @@ pub struct RemovedUsers {
 /// A writable connection to the database that holds the demo app.
 #[derive(Debug, Clone)]
 pub struct Demo {
-    pool: PgPool,
+    db: Db,
+}
+
+/// The demo's database, of either kind.
+#[derive(Debug, Clone)]
+enum Db {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
 }
 
 impl Demo {
-    /// Connects to the demo's database (PostgreSQL only).
+    /// Connects to the demo's database: PostgreSQL (`postgres://…`) or a SQLite file
+    /// (`sqlite://path`, created with its folder if missing).
     pub async fn connect(url: &str) -> anyhow::Result<Demo> {
+        if url.starts_with("sqlite:") {
+            return Ok(Demo {
+                db: Db::Sqlite(sqlite::connect(url).await?),
+            });
+        }
         anyhow::ensure!(
             url.starts_with("postgres://") || url.starts_with("postgresql://"),
-            "the demo app lives in PostgreSQL; {} is not a PostgreSQL URL (a MariaDB app writes its own views: see examples/laravel-mariadb)",
+            "the demo app lives in PostgreSQL or a SQLite file; {} is neither a PostgreSQL URL nor a SQLite one (a MariaDB app writes its own views: see examples/laravel-mariadb)",
             redact(url)
         );
         let pool = PgPoolOptions::new()
@@ -108,65 +89,57 @@ impl Demo {
             .connect(url)
             .await
             .with_context(|| format!("cannot connect to the demo's database at {}", redact(url)))?;
-        Ok(Demo { pool })
+        Ok(Demo {
+            db: Db::Postgres(pool),
+        })
+    }
+
+    /// Closes the demo's connections (a SQLite file is checkpointed: its `-wal` emptied).
+    pub async fn close(&self) {
+        match &self.db {
+            Db::Postgres(pool) => pool.close().await,
+            Db::Sqlite(pool) => pool.close().await,
+        }
+    }
+
+    /// Where the demo's users are, for messages: `herald_demo.users` or `herald_demo_users`.
+    pub fn users_table(&self) -> &'static str {
+        match self.db {
+            Db::Postgres(_) => "herald_demo.users",
+            Db::Sqlite(_) => "herald_demo_users",
+        }
     }
 
     /// Whether the database has the contract's views already (the demo's or an app's).
     pub async fn has_views(&self) -> sqlx::Result<bool> {
-        sqlx::query_scalar("SELECT to_regclass('herald_users') IS NOT NULL")
-            .fetch_one(&self.pool)
-            .await
+        match &self.db {
+            Db::Postgres(pool) => postgres::has_views(pool).await,
+            Db::Sqlite(pool) => sqlite::has_views(pool).await,
+        }
     }
 
     /// Creates the demo's tables and views (nothing that exists already is touched).
     pub async fn install(&self) -> anyhow::Result<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('herald:demo'))")
-            .execute(&mut *tx)
-            .await?;
-        sqlx::raw_sql(SCHEMA)
-            .execute(&mut *tx)
-            .await
-            .context("cannot create the demo's tables and views (herald_demo, herald_users, herald_tasks, herald_focus_sessions)")?;
-        tx.commit().await?;
-        Ok(())
+        match &self.db {
+            Db::Postgres(pool) => postgres::install(pool).await,
+            Db::Sqlite(pool) => sqlite::install(pool).await,
+        }
     }
 
     /// Inserts users and returns their ids, in order.
     pub async fn insert_users(&self, users: &[NewUser]) -> sqlx::Result<Vec<String>> {
-        let column = |f: fn(&NewUser) -> Option<String>| users.iter().map(f).collect::<Vec<_>>();
-        sqlx::query_scalar(
-            "INSERT INTO herald_demo.users (email, display_name, timezone, locale)
-             SELECT email, display_name, timezone, locale
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY
-                  AS t (email, display_name, timezone, locale, n)
-             ORDER BY n
-             RETURNING id",
-        )
-        .bind(column(|u| Some(u.email.clone())))
-        .bind(column(|u| Some(u.display_name.clone())))
-        .bind(column(|u| Some(u.timezone.clone())))
-        .bind(column(|u| u.locale.clone()))
-        .fetch_all(&self.pool)
-        .await
+        match &self.db {
+            Db::Postgres(pool) => postgres::insert_users(pool, users).await,
+            Db::Sqlite(pool) => sqlite::insert_users(pool, users).await,
+        }
     }
 
     /// Inserts tasks and returns their ids, in order.
     pub async fn insert_tasks(&self, tasks: &[NewTask]) -> sqlx::Result<Vec<String>> {
-        sqlx::query_scalar(
-            "INSERT INTO herald_demo.tasks (owner_id, title, due_at, completed_at)
-             SELECT owner_id, title, due_at, completed_at
-             FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[]) WITH ORDINALITY
-                  AS t (owner_id, title, due_at, completed_at, n)
-             ORDER BY n
-             RETURNING id",
-        )
-        .bind(tasks.iter().map(|t| t.owner_id.clone()).collect::<Vec<_>>())
-        .bind(tasks.iter().map(|t| t.title.clone()).collect::<Vec<_>>())
-        .bind(tasks.iter().map(|t| t.due_at).collect::<Vec<_>>())
-        .bind(tasks.iter().map(|t| t.completed_at).collect::<Vec<_>>())
-        .fetch_all(&self.pool)
-        .await
+        match &self.db {
+            Db::Postgres(pool) => postgres::insert_tasks(pool, tasks).await,
+            Db::Sqlite(pool) => sqlite::insert_tasks(pool, tasks).await,
+        }
     }
 
     /// Inserts focus sessions: (owner, started at, minutes).
@@ -174,74 +147,44 @@ impl Demo {
         &self,
         sessions: &[(String, DateTime<Utc>, i32)],
     ) -> sqlx::Result<u64> {
-        Ok(sqlx::query(
-            "INSERT INTO herald_demo.focus_sessions (owner_id, started_at, minutes)
-             SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::int[])",
-        )
-        .bind(sessions.iter().map(|s| s.0.clone()).collect::<Vec<_>>())
-        .bind(sessions.iter().map(|s| s.1).collect::<Vec<_>>())
-        .bind(sessions.iter().map(|s| s.2).collect::<Vec<_>>())
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
+        match &self.db {
+            Db::Postgres(pool) => postgres::insert_focus_sessions(pool, sessions).await,
+            Db::Sqlite(pool) => sqlite::insert_focus_sessions(pool, sessions).await,
+        }
     }
 
     /// Soft-deletes a user, as the app would: the views leave them out from now on.
     pub async fn soft_delete_user(&self, id: &str) -> sqlx::Result<()> {
-        sqlx::query("UPDATE herald_demo.users SET deleted_at = now() WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map(drop)
+        match &self.db {
+            Db::Postgres(pool) => postgres::soft_delete_user(pool, id).await,
+            Db::Sqlite(pool) => sqlite::soft_delete_user(pool, id).await,
+        }
     }
 
     /// The highest N of the seeded addresses `user<N>@example.com`, so that a second seed run
     /// picks new ones.
     pub async fn max_seeded_index(&self) -> sqlx::Result<i64> {
-        sqlx::query_scalar(
-            "SELECT COALESCE(max(substring(email from '^user([0-9]+)@example\\.com$')::bigint), 0)
-             FROM herald_demo.users",
-        )
-        .fetch_one(&self.pool)
-        .await
+        match &self.db {
+            Db::Postgres(pool) => postgres::max_seeded_index(pool).await,
+            Db::Sqlite(pool) => sqlite::max_seeded_index(pool).await,
+        }
     }
 
     /// How many users the demo has (soft-deleted ones too).
     pub async fn count_users(&self) -> sqlx::Result<i64> {
-        sqlx::query_scalar("SELECT count(*) FROM herald_demo.users")
-            .fetch_one(&self.pool)
-            .await
+        match &self.db {
+            Db::Postgres(pool) => postgres::count_users(pool).await,
+            Db::Sqlite(pool) => sqlite::count_users(pool).await,
+        }
     }
 
     /// Deletes the users whose email matches the regular expression `pattern`, with their tasks
-    /// and focus sessions, in one transaction.
+    /// and focus sessions, in one transaction. The pattern is read by PostgreSQL (`~`) or by the
+    /// `regex` crate (SQLite's `REGEXP`): write it in the syntax both share (`^user[0-9]+@…$`).
     pub async fn delete_users_matching(&self, pattern: &str) -> sqlx::Result<RemovedUsers> {
-        let mut tx = self.pool.begin().await?;
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM herald_demo.users WHERE email ~ $1 ORDER BY id FOR UPDATE",
-        )
-        .bind(pattern)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut removed = RemovedUsers::default();
-        for (table, count) in [
-            ("tasks", &mut removed.tasks),
-            ("focus_sessions", &mut removed.focus_sessions),
-        ] {
-            *count = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM herald_demo.{table} WHERE owner_id = ANY($1)"
-            )))
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        match &self.db {
+            Db::Postgres(pool) => postgres::delete_users_matching(pool, pattern).await,
+            Db::Sqlite(pool) => sqlite::delete_users_matching(pool, pattern).await,
         }
-        sqlx::query("DELETE FROM herald_demo.users WHERE id = ANY($1)")
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        removed.ids = ids;
-        Ok(removed)
     }
 }
