@@ -363,8 +363,8 @@ async fn deleting_the_users_matching_a_pattern_takes_their_tasks_and_sessions_on
     let source = Source::connect(&url, 1).await.unwrap();
     let users = all_users(&source).await;
     assert_eq!(
-        users.iter().map(|u| u.id.clone()).collect::<Vec<_>>(),
-        [ada.clone()]
+        users.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(),
+        [ada.as_str()]
     );
     assert_eq!(
         source
