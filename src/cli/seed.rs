@@ -50,5 +50,6 @@ pub async fn seed(settings: &Settings, args: SeedArgs) -> anyhow::Result<()> {
         demo.count_users().await?,
         demo.users_table()
     );
+    demo.close().await;
     Ok(())
 }
