@@ -1,8 +1,8 @@
 //! The demo app that `herald seed` fills and the tests use: tables of its own, and the
 //! contract's views over them, exactly as a real app's team writes them, so that the demo and a
 //! real app take the same path through Herald. It lives in PostgreSQL (the schema `herald_demo`
-//! of Herald's database or the source's, [`postgres`]) or in a SQLite file (the embedded mode's
-//! `herald.db`, tables prefixed `herald_demo_`, [`sqlite`]); each operation below has the same
+//! of Herald's database or the source's, `demo/postgres.rs`) or in a SQLite file (the embedded mode's
+//! `herald.db`, tables prefixed `herald_demo_`, `demo/sqlite.rs`); each operation below has the same
 //! meaning on both.
 //!
 //! Ids are text from a sequence (`"1"`, `"2"`, …); users and tasks are soft-deleted with
@@ -13,10 +13,9 @@ mod sqlite;
 #[cfg(test)]
 mod tests;
 
+use anyhow::Context;
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, SqlitePool, postgres::PgPoolOptions};
-
-use anyhow::Context;
 
 use crate::config::redact;
 

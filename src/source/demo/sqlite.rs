@@ -112,7 +112,7 @@ pub(super) async fn connect(url: &str) -> anyhow::Result<SqlitePool> {
 
 pub(super) async fn has_views(pool: &SqlitePool) -> sqlx::Result<bool> {
     sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'view' AND name = 'herald_users')",
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type IN ('view', 'table') AND name = 'herald_users')",
     )
     .fetch_one(pool)
     .await
