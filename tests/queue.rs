@@ -82,10 +82,7 @@ async fn home(in_redis: bool) -> Home {
     let settings = settings(&dir);
     let store = open_store(&dir).await;
     let queue = if in_redis {
-        Queue::new(
-            queue::connect(&redis_url()).await.unwrap(),
-            &settings.queue,
-        )
+        Queue::new(queue::connect(&redis_url()).await.unwrap(), &settings.queue)
     } else {
         Queue::embedded(&store, &settings.queue).await.unwrap()
     };
@@ -113,9 +110,7 @@ impl Home {
             store: self.store.clone(),
             recorder: herald::recorder::Recorder::start(self.store.clone()),
             in_hand: InHand::new(s.queue.concurrency),
-            templates: Arc::new(
-                Templates::from_settings(s, &herald::kinds::samples()).unwrap(),
-            ),
+            templates: Arc::new(Templates::from_settings(s, &herald::kinds::samples()).unwrap()),
             providers: Provider::build_all(m).unwrap(),
             gate: Gate::in_process(Pauses {
                 configuration: m.configuration_pause,
@@ -251,7 +246,9 @@ impl Workers {
 }
 
 fn emails(prefix: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("{prefix}-{i}@example.com")).collect()
+    (0..n)
+        .map(|i| format!("{prefix}-{i}@example.com"))
+        .collect()
 }
 
 /// Each scenario as one test per backend.
@@ -328,10 +325,7 @@ async fn an_undecodable_job_is_dead_lettered_and_the_worker_carries_on(home: &Ho
     home.wait_empty().await;
     workers.stop().await;
     assert_eq!(home.outbox().len(), 1);
-    assert_eq!(
-        home.queue.dead_letters().await.unwrap(),
-        [garbage.to_vec()]
-    );
+    assert_eq!(home.queue.dead_letters().await.unwrap(), [garbage.to_vec()]);
 }
 
 /// A process died holding jobs, one of its deliveries claimed (mid-send, its lease still

@@ -99,7 +99,11 @@ pub enum When {
 /// [`ORPHAN_AFTER`], it has an inflight set but no registration, or (when `Starting`) its process
 /// on this host is gone. Also deletes the metadata of workers that are gone. Returns how many
 /// jobs were given back.
-pub async fn drain_dead_workers(queue: &RedisQueue, store: &Store, when: When) -> anyhow::Result<usize> {
+pub async fn drain_dead_workers(
+    queue: &RedisQueue,
+    store: &Store,
+    when: When,
+) -> anyhow::Result<usize> {
     let c = queue.config();
     let mut conn = queue.conn();
     let before = chrono::Utc::now().timestamp() - ORPHAN_AFTER.as_secs() as i64;

@@ -178,7 +178,11 @@ async fn handle(
 /// dropped with outcomes in hand and sent again once the leases run out. What it had not sent
 /// yet asks the gate, which cannot reach Redis either, and goes back to PostgreSQL untried,
 /// without an attempt, due at once: the dispatcher pushes it as soon as Redis is back.
-pub(super) async fn run_job(deps: &Arc<WorkerDeps>, ids: &[i64], worker: &str) -> anyhow::Result<()> {
+pub(super) async fn run_job(
+    deps: &Arc<WorkerDeps>,
+    ids: &[i64],
+    worker: &str,
+) -> anyhow::Result<()> {
     let (deps, job_ids, worker) = (deps.clone(), ids.to_vec(), worker.to_owned());
     let job = tokio::spawn(async move {
         process_job_as(&deps, &job_ids, Some(&worker))
@@ -195,7 +199,12 @@ pub(super) async fn run_job(deps: &Arc<WorkerDeps>, ids: &[i64], worker: &str) -
 
 /// Removes a finished job from Redis, or (when `done` is false) puts it back in the scheduled set
 /// to be fetched again after [`INFRA_RETRY`].
-async fn ack(queue: &RedisQueue, worker: &str, task_id: &str, done: bool) -> redis::RedisResult<()> {
+async fn ack(
+    queue: &RedisQueue,
+    worker: &str,
+    task_id: &str,
+    done: bool,
+) -> redis::RedisResult<()> {
     let c = queue.config();
     let mut pipe = redis::pipe();
     pipe.atomic()

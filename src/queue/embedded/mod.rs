@@ -167,11 +167,12 @@ impl Embedded {
 
     /// Jobs waiting to be fetched (now or later).
     pub async fn depth(&self) -> sqlx::Result<usize> {
-        let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM Jobs WHERE job_type = ? AND status = 'Pending'")
-                .bind(self.name())
-                .fetch_one(&self.reader)
-                .await?;
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM Jobs WHERE job_type = ? AND status = 'Pending'",
+        )
+        .bind(self.name())
+        .fetch_one(&self.reader)
+        .await?;
         Ok(n as usize)
     }
 
@@ -338,10 +339,12 @@ impl Embedded {
         .rows_affected();
         // Whatever else still names them (nothing, unless another program used the table), so
         // that their rows can go (`Jobs.lock_by` refers to `Workers`).
-        sqlx::query("UPDATE Jobs SET lock_by = NULL WHERE lock_by IN (SELECT value FROM json_each(?))")
-            .bind(&list)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE Jobs SET lock_by = NULL WHERE lock_by IN (SELECT value FROM json_each(?))",
+        )
+        .bind(&list)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("DELETE FROM Workers WHERE id IN (SELECT value FROM json_each(?))")
             .bind(&list)
             .execute(&mut *tx)
@@ -362,10 +365,11 @@ impl Embedded {
     /// ([`Self::give_back`]). Returns how many jobs came back.
     pub async fn give_back_orphans(&self, store: &Store) -> anyhow::Result<u64> {
         let mine = this_process();
-        let workers: Vec<String> = sqlx::query_scalar("SELECT id FROM Workers WHERE worker_type = ?")
-            .bind(self.name())
-            .fetch_all(&self.writer)
-            .await?;
+        let workers: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM Workers WHERE worker_type = ?")
+                .bind(self.name())
+                .fetch_all(&self.writer)
+                .await?;
         let dead: Vec<String> = workers.into_iter().filter(|w| !w.contains(&mine)).collect();
         self.give_back(store, &dead).await
     }
@@ -397,9 +401,5 @@ impl Embedded {
 /// What the names of this process's workers contain ([`super::workers::worker_name`]:
 /// `herald-<host>-<pid>-<process id>.<run>-<restarts>`).
 fn this_process() -> String {
-    format!(
-        "-{}-{}.",
-        std::process::id(),
-        super::workers::process_id()
-    )
+    format!("-{}-{}.", std::process::id(), super::workers::process_id())
 }

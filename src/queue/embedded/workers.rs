@@ -156,7 +156,10 @@ pub async fn run_workers(
         .map_err(|e| anyhow::anyhow!("the workers stopped with an error: {e}"));
     let names = std::mem::take(&mut *names.lock().unwrap_or_else(|p| p.into_inner()));
     if let Err(e) = queue.give_back(&store, &names).await {
-        tracing::warn!(error = crate::telemetry::chain(&e), "cannot deregister the workers; the next start will");
+        tracing::warn!(
+            error = crate::telemetry::chain(&e),
+            "cannot deregister the workers; the next start will"
+        );
     }
     stopped
 }
