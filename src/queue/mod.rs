@@ -193,7 +193,8 @@ pub struct Queue {
 
 #[derive(Clone, Debug)]
 enum Backend {
-    Redis(RedisQueue),
+    /// Boxed: apalis-redis's storage is several times the size of the embedded half.
+    Redis(Box<RedisQueue>),
     Sqlite(Embedded),
 }
 
@@ -207,7 +208,7 @@ impl Queue {
     /// The queue in Redis.
     pub fn new(conn: ConnectionManager, settings: &QueueSettings) -> Queue {
         Queue {
-            backend: Backend::Redis(RedisQueue::new(conn, settings)),
+            backend: Backend::Redis(Box::new(RedisQueue::new(conn, settings))),
         }
     }
 
@@ -231,7 +232,7 @@ impl Queue {
     /// The Redis half, when the queue is in Redis.
     pub fn redis(&self) -> Option<&RedisQueue> {
         match &self.backend {
-            Backend::Redis(r) => Some(r),
+            Backend::Redis(r) => Some(r.as_ref()),
             Backend::Sqlite(_) => None,
         }
     }
@@ -342,7 +343,9 @@ pub async fn run_workers(
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     match queue.backend {
-        Backend::Redis(r) => workers::run_workers(r, store, deps, q, grace, health, shutdown).await,
+        Backend::Redis(r) => {
+            workers::run_workers(*r, store, deps, q, grace, health, shutdown).await
+        }
         Backend::Sqlite(e) => {
             embedded::run_workers(e, store, deps, q, grace, health, shutdown).await
         }
@@ -353,7 +356,7 @@ pub async fn run_workers(
 /// [`housekeeping::janitor`] and [`embedded::janitor`].
 pub async fn janitor(queue: Queue, store: Store, health: Health, shutdown: Shutdown) {
     match queue.backend {
-        Backend::Redis(r) => housekeeping::janitor(r, store, health, shutdown).await,
+        Backend::Redis(r) => housekeeping::janitor(*r, store, health, shutdown).await,
         Backend::Sqlite(e) => embedded::janitor(e, store, health, shutdown).await,
     }
 }
