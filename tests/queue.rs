@@ -150,6 +150,14 @@ impl Home {
 
     /// One due overdue summary per address, taken for dispatch; their ids.
     async fn due(&self, emails: &[String]) -> Vec<i64> {
+        let ids = self.waiting(emails).await;
+        let taken = self.store.take_due(10_000, Utc::now()).await.unwrap();
+        assert_eq!(taken.len(), ids.len());
+        ids
+    }
+
+    /// Inserts one due overdue summary per address, left for the dispatcher; their ids.
+    async fn waiting(&self, emails: &[String]) -> Vec<i64> {
         let kind = Kind::find("overdue_summary").expect("a registered kind");
         let now = Utc::now();
         let rows: Vec<NewDelivery> = emails
@@ -168,8 +176,6 @@ impl Home {
             .collect();
         let ids = self.store.insert_deliveries(&rows).await.unwrap();
         assert_eq!(ids.len(), emails.len());
-        let taken = self.store.take_due(10_000, Utc::now()).await.unwrap();
-        assert_eq!(taken.len(), ids.len());
         ids
     }
 
@@ -279,6 +285,7 @@ macro_rules! on_both {
 on_both!(
     every_job_is_processed_once_and_the_queue_ends_empty,
     an_undecodable_job_is_dead_lettered_and_the_worker_carries_on,
+    the_dispatcher_feeds_the_workers_from_the_state_store,
 );
 
 async fn every_job_is_processed_once_and_the_queue_ends_empty(home: &Home) {
@@ -326,6 +333,29 @@ async fn an_undecodable_job_is_dead_lettered_and_the_worker_carries_on(home: &Ho
     workers.stop().await;
     assert_eq!(home.outbox().len(), 1);
     assert_eq!(home.queue.dead_letters().await.unwrap(), [garbage.to_vec()]);
+}
+
+async fn the_dispatcher_feeds_the_workers_from_the_state_store(home: &Home) {
+    let to = emails("dispatched", 30);
+    let ids = home.waiting(&to).await;
+    let workers = home.start_workers();
+    let (trigger, shutdown) = herald::shutdown::channel();
+    let dispatcher = tokio::spawn(queue::Dispatcher::new(4).run(
+        home.store.clone(),
+        home.queue.clone(),
+        home.settings.queue.clone(),
+        herald::clock::Clock::System,
+        Default::default(),
+        shutdown,
+    ));
+    home.wait_sent(&ids).await;
+    home.wait_empty().await;
+    trigger.trigger();
+    dispatcher.await.unwrap();
+    workers.stop().await;
+    let outbox = home.outbox();
+    assert_eq!(outbox.len(), to.len(), "{outbox:?}");
+    assert!(outbox.values().all(|&n| n == 1), "{outbox:?}");
 }
 
 /// A process died holding jobs, one of its deliveries claimed (mid-send, its lease still
