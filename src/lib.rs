@@ -34,8 +34,8 @@
 //! - [`kinds`]: the kinds of email, one file each: default schedule, data, payload, sample.
 //! - [`payload`]: what an email says as its templates see it, shared by kinds and `render`.
 //! - [`schedule`]: cron ticks and the planner that turns a tick into deliveries.
-//! - [`queue`]: the apalis-redis queue, the dispatcher that feeds it from PostgreSQL, and its
-//!   housekeeping.
+//! - [`queue`]: the queue (apalis-redis, or apalis-sqlite in the state file in the embedded
+//!   mode), the dispatcher that feeds it from the state store, and its housekeeping.
 //! - [`worker`]: `process_job`, the step that claims, renders, sends and records one job's deliveries.
 //! - [`recorder`]: group commit of the outcomes of every worker.
 //! - [`render`]: minijinja templates, checked at start, and the filters that write times when an

@@ -1,5 +1,6 @@
-//! The dispatcher: moves due deliveries from PostgreSQL into Redis in chunks, never past the
-//! queue's high-water mark, and refills Redis at once when it comes back empty.
+//! The dispatcher: moves due deliveries from the state store into the queue in chunks, never past
+//! the queue's high-water mark, and refills Redis at once when it comes back empty (the embedded
+//! queue lives in the state file and cannot).
 //!
 //! It sleeps until the next delivery falls due (read from PostgreSQL after each round), or until
 //! nudged by the planner or an operator's retry, and at most `queue.dispatch_interval`, which
@@ -12,7 +13,7 @@ use std::{sync::Arc, time::Duration};
 use anyhow::Context;
 use tokio::sync::Notify;
 
-use super::Queue;
+use super::{Queue, RedisQueue};
 use crate::{
     clock::Clock,
     config::QueueSettings,
@@ -101,7 +102,7 @@ impl Dispatcher {
             let started = tokio::time::Instant::now();
             let next = match round(&store, &queue, &q, self.job_size, clock.now()).await {
                 Ok(next) => {
-                    health.up(Dependency::Redis);
+                    health.up(queue.dependency());
                     health.up(Dependency::Postgres);
                     next
                 }
@@ -148,13 +149,23 @@ async fn round(
     job_size: usize,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Next, RoundError> {
-    let (depth, marker) = queue
-        .depth_and_marker()
-        .await
-        .map_err(|e| RoundError::redis(e, "cannot read the queue depth"))?;
-    if !marker {
-        refill(store, queue).await?;
-    }
+    let depth = match queue.redis() {
+        Some(redis) => {
+            let (depth, marker) = redis
+                .depth_and_marker()
+                .await
+                .map_err(|e| RoundError::redis(e, "cannot read the queue depth"))?;
+            if !marker {
+                refill(store, redis).await?;
+            }
+            depth
+        }
+        // The embedded queue is in the state file: it cannot come back empty while the state
+        // does not, so it has no marker.
+        None => queue.depth().await.map_err(|e| {
+            RoundError(queue.dependency(), e.context("cannot read the queue depth"))
+        })?,
+    };
     // `high_water` counts jobs, as the crate's scripts do; a chunk holds whole jobs.
     let room = q
         .high_water
@@ -195,7 +206,7 @@ async fn push(
             .untake(ids)
             .await
             .map_err(|e| RoundError::pg(e, "cannot give back undispatched deliveries"))?;
-        return Err(RoundError(Dependency::Redis, e));
+        return Err(RoundError(queue.dependency(), e));
     }
     Ok(())
 }
@@ -204,7 +215,7 @@ async fn push(
 /// waiting in Redis may be gone. Make them all dispatchable again now, rather than after
 /// `queue.redispatch_after`, then set the marker. `SET NX` makes one process do it; a job pushed
 /// twice meanwhile is harmless, because the claim in PostgreSQL lets only one worker send.
-async fn refill(store: &Store, queue: &Queue) -> Result<(), RoundError> {
+async fn refill(store: &Store, queue: &RedisQueue) -> Result<(), RoundError> {
     let mut conn = queue.conn();
     let first: bool = redis::cmd("SET")
         .arg(queue.marker_key())

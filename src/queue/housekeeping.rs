@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::{AnyJob, ORPHAN_AFTER, Queue, scan_keys};
+use super::{AnyJob, ORPHAN_AFTER, RedisQueue, in_redis::scan_keys};
 use crate::{
     health::{Dependency, Health},
     shutdown::Shutdown,
@@ -29,7 +29,7 @@ const CHUNK: usize = 500;
 const EVERY: Duration = Duration::from_secs(5);
 
 /// Cleans up every [`EVERY`] until `shutdown`; failures are reported to `health`.
-pub async fn janitor(queue: Queue, store: Store, health: Health, shutdown: Shutdown) {
+pub async fn janitor(queue: RedisQueue, store: Store, health: Health, shutdown: Shutdown) {
     loop {
         tokio::select! {
             _ = shutdown.wait() => break,
@@ -53,7 +53,7 @@ pub async fn janitor(queue: Queue, store: Store, health: Health, shutdown: Shutd
 /// Removes the data of jobs in `{q}:done` and `{q}:dead`, which apalis-redis fills only when it
 /// acks itself (Herald's handler acks instead, so these stay empty unless something else used the
 /// queue). Their outcome lives in PostgreSQL. Returns how many were removed.
-pub async fn sweep_finished(queue: &Queue) -> redis::RedisResult<usize> {
+pub async fn sweep_finished(queue: &RedisQueue) -> redis::RedisResult<usize> {
     let c = queue.config();
     let mut conn = queue.conn();
     let mut total = 0;
@@ -75,7 +75,7 @@ pub async fn sweep_finished(queue: &Queue) -> redis::RedisResult<usize> {
 }
 
 /// Deletes the data and metadata of these jobs.
-async fn remove_jobs(queue: &Queue, ids: &[String]) -> redis::RedisResult<()> {
+async fn remove_jobs(queue: &RedisQueue, ids: &[String]) -> redis::RedisResult<()> {
     let mut pipe = redis::pipe();
     pipe.hdel(queue.config().job_data_hash(), ids).ignore();
     for id in ids {
@@ -99,7 +99,11 @@ pub enum When {
 /// [`ORPHAN_AFTER`], it has an inflight set but no registration, or (when `Starting`) its process
 /// on this host is gone. Also deletes the metadata of workers that are gone. Returns how many
 /// jobs were given back.
-pub async fn drain_dead_workers(queue: &Queue, store: &Store, when: When) -> anyhow::Result<usize> {
+pub async fn drain_dead_workers(
+    queue: &RedisQueue,
+    store: &Store,
+    when: When,
+) -> anyhow::Result<usize> {
     let c = queue.config();
     let mut conn = queue.conn();
     let before = chrono::Utc::now().timestamp() - ORPHAN_AFTER.as_secs() as i64;
@@ -194,7 +198,7 @@ pub fn gone_from_this_host(worker: &str, host: &str, pid: u32, process: &str) ->
 /// ([`Store::release_claims_of`]: a dead worker's claims do not wait for their lease, nor do
 /// those a stopped worker's dropped sends left), then removes its name and metadata. Returns how
 /// many jobs it still held.
-pub async fn deregister(queue: &Queue, store: &Store, worker: &str) -> anyhow::Result<usize> {
+pub async fn deregister(queue: &RedisQueue, store: &Store, worker: &str) -> anyhow::Result<usize> {
     let drained = drain(queue, store, worker).await?;
     let released = store
         .release_claims_of(&[worker.to_owned()])
@@ -224,7 +228,7 @@ pub async fn deregister(queue: &Queue, store: &Store, worker: &str) -> anyhow::R
 /// Empties `worker`'s inflight set [`CHUNK`] ids at a time. Each chunk's deliveries are given
 /// back to the dispatcher in PostgreSQL before their ids leave Redis, so a failure halfway loses
 /// nothing: the next round starts again from what is left.
-async fn drain(queue: &Queue, store: &Store, worker: &str) -> anyhow::Result<usize> {
+async fn drain(queue: &RedisQueue, store: &Store, worker: &str) -> anyhow::Result<usize> {
     let key = queue.inflight_key(worker);
     let mut conn = queue.conn();
     let mut total = 0;

@@ -1,5 +1,7 @@
-//! The apalis-redis queue: its configuration and keys, the dispatcher that feeds it from
-//! PostgreSQL, the workers that drain it, and the housekeeping that keeps Redis at its baseline.
+//! The queue: [`Queue`], one type over its two backends (apalis-redis beside PostgreSQL, in
+//! [`in_redis`] with [`workers`] and [`housekeeping`]; apalis-sqlite in the state file in the
+//! embedded mode, in [`embedded`]), the dispatcher that feeds it from the state store, the
+//! workers that drain it, and the housekeeping that keeps it at its baseline.
 //!
 //! # How Herald uses apalis-redis 1.0.0, and why
 //!
@@ -19,6 +21,27 @@
 //! | a job that cannot be decoded fails the worker's fetch; restarted, it meets the same job | the workers read raw bytes (a pass-through codec) and the handler decodes; an undecodable job goes to `{q}:dead-letter` | [`workers`] |
 //! | Redis may come back from a restart empty | a marker key tells; its absence makes the dispatcher push every waiting row again at once | [`dispatch`] |
 //!
+//! # How Herald uses apalis-sqlite 1.0.0 (the embedded mode), and why
+//!
+//! Without PostgreSQL and Redis, the jobs are rows of apalis-sqlite's `Jobs` table in the state
+//! file, written through the state store's one writer ([`embedded`] says why: no `SQLITE_BUSY`).
+//! Its gaps, each handled in one place:
+//!
+//! | gap in apalis-sqlite 1.0.0 | what Herald does | where |
+//! |---|---|---|
+//! | `setup` sets `synchronous = OFF` (and cache and journal pragmas) on whichever pooled connection runs it: the store's writer would lose its durability | Herald runs only the crate's migrations (`SqliteStorage::migrations`, in sqlx's `_sqlx_migrations`; Herald's own are in `herald_migrations`); the file keeps `synchronous = NORMAL` | [`embedded::Embedded::open`] |
+//! | `connect_with_callback` (the update hook that wakes workers) opens a pool of its own: a second writer in the file, which refuses the store's read-then-write transactions with `SQLITE_BUSY`; and the hook fires at the insert, before its commit | the queue writes through the store's writer; the workers wake on each push of this process (after its commit), which is every push: one process per file | [`embedded`] |
+//! | with `persist_results(false)` nothing acks: every finished job stays `Queued` under its worker; with results persisted, it stays `Done` for good (the crate's `vacuum` deletes those, then runs `VACUUM` on the whole state file) | the handler deletes each job once its outcome is committed, or puts it back `Pending` 5 s later when the state could not be written; the janitor deletes any finished row something else left | [`embedded`] |
+//! | a job that cannot be decoded fails the worker's fetch | the same raw-bytes codec as the Redis half; an undecodable job's row moves to `job_type = <q>:dead-letter` (`Killed`, the newest 1,000 kept), counted, and the worker goes on | [`embedded`] |
+//! | a dead worker's jobs come back only through another worker's heartbeat, after `heartbeat × missed_heartbeats`, each time with one more attempt out of 25; dead workers' rows are never deleted | one process per file: at start every worker that is not this process's is dead, so its claims are given back, its jobs set `Pending` and its row deleted at once; the janitor does the same for this process's stopped workers after [`ORPHAN_AFTER`] (the crate's own rule comes after twice that) | [`embedded`] |
+//! | `Jobs.lock_by` refers to `Workers(id)`, and the store's connection enforces foreign keys | a worker's jobs are let go before its row is deleted | [`embedded::Embedded::give_back`] |
+//! | instants are whole seconds (`strftime('%s')`) | a job put back for 5 s waits up to a second more; the live workers are counted by the second | |
+//! | a heartbeat is a write transaction (keep-alive and re-enqueue) | it stays at `queue.heartbeat` (100 ms): ten small writes a second through the writer, which bound the pickup of a job put back for later | [`embedded::apalis_config`] |
+//! | a worker name seen within a heartbeat cannot register | the unique names of the Redis half | [`workers::worker_name`] |
+//!
+//! Redis's "came back empty" has no counterpart: the queue is in the same file as the state,
+//! committed by the same connection, so the dispatcher reads no marker for it.
+//!
 //! # Jobs of many deliveries
 //!
 //! A job carries the ids of up to [`JOB_SIZE`] deliveries that fell due together (a Resend
@@ -30,22 +53,25 @@
 //! size of its jobs (up to [`JOBS_AT_ONCE`] jobs run side by side, each taking its share first).
 
 pub mod dispatch;
+pub mod embedded;
 pub mod housekeeping;
+mod in_redis;
 pub mod workers;
 
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
-use apalis::prelude::*;
-use apalis_redis::{ConnectionManager, RedisStorage};
+use apalis_redis::ConnectionManager;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
 
-use crate::config::QueueSettings;
+use crate::{
+    config::QueueSettings, health::Dependency, health::Health, shutdown::Shutdown, store::Store,
+    worker::WorkerDeps,
+};
 
 pub use dispatch::Dispatcher;
-pub use housekeeping::janitor;
-pub use workers::run_workers;
+pub use embedded::Embedded;
+pub use in_redis::{RedisQueue, delete_queue_keys};
 
 /// How long one Redis call may take before it fails. Short enough that an outage is noticed
 /// quickly, and a small fraction of [`ORPHAN_AFTER`], so a slow but living worker is never taken
@@ -151,226 +177,197 @@ pub fn apalis_config(q: &QueueSettings) -> apalis_redis::Config {
         .emit_events(false)
 }
 
-/// A handle to push jobs, read the queue's depth and reach its keys.
+/// The queue, whichever backend carries it: apalis-redis beside PostgreSQL, or apalis-sqlite in
+/// the state file in the embedded mode.
+///
+/// One type with a private `enum` of backends, as [`crate::gate::Gate`] is, rather than callers
+/// generic over a backend: the backend is chosen at start from the configuration, a choice made
+/// at run time, and a type parameter would spread through `AppState`, the router, the UI and the
+/// supervisor's closures for no gain. The dispatcher, the workers' entry point
+/// ([`run_workers`]), the janitor, the metrics and the API call these methods; what only one
+/// backend has stays in its half ([`RedisQueue`], [`Embedded`]).
 #[derive(Clone)]
 pub struct Queue {
-    storage: RedisStorage<DeliveryJob>,
-    conn: ConnectionManager,
-    config: apalis_redis::Config,
-    /// Wakes this process's idle worker right after a push, instead of at its next heartbeat.
-    pushed: Arc<Notify>,
+    backend: Backend,
+}
+
+#[derive(Clone, Debug)]
+enum Backend {
+    /// Boxed: apalis-redis's storage is several times the size of the embedded half.
+    Redis(Box<RedisQueue>),
+    Sqlite(Embedded),
 }
 
 impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Queue({})", self.config.queue)
+        write!(f, "Queue({})", self.name())
     }
 }
 
 impl Queue {
+    /// The queue in Redis.
     pub fn new(conn: ConnectionManager, settings: &QueueSettings) -> Queue {
-        let config = apalis_config(settings);
-        let storage = RedisStorage::new(conn.clone()).with_config(config.clone());
         Queue {
-            storage,
-            conn,
-            config,
-            pushed: Arc::new(Notify::new()),
+            backend: Backend::Redis(Box::new(RedisQueue::new(conn, settings))),
         }
+    }
+
+    /// The queue in the embedded store's file (apalis-sqlite's tables, created if needed).
+    pub async fn embedded(store: &Store, settings: &QueueSettings) -> anyhow::Result<Queue> {
+        let lite = store
+            .lite()
+            .context("the embedded queue needs the state in SQLite (Store::open_embedded)")?;
+        Ok(Queue {
+            backend: Backend::Sqlite(Embedded::open(lite, settings).await?),
+        })
     }
 
     pub fn name(&self) -> &str {
-        self.config.queue.as_ref()
+        match &self.backend {
+            Backend::Redis(r) => r.name(),
+            Backend::Sqlite(e) => e.name(),
+        }
     }
 
-    pub fn storage(&self) -> RedisStorage<DeliveryJob> {
-        self.storage.clone()
+    /// The Redis half, when the queue is in Redis.
+    pub fn redis(&self) -> Option<&RedisQueue> {
+        match &self.backend {
+            Backend::Redis(r) => Some(r.as_ref()),
+            Backend::Sqlite(_) => None,
+        }
     }
 
-    pub(crate) fn conn(&self) -> ConnectionManager {
-        self.conn.clone()
+    /// The embedded half, when the queue is in the state file.
+    pub fn embedded_half(&self) -> Option<&Embedded> {
+        match &self.backend {
+            Backend::Redis(_) => None,
+            Backend::Sqlite(e) => Some(e),
+        }
     }
 
-    pub(crate) fn config(&self) -> &apalis_redis::Config {
-        &self.config
+    /// What a failure of the queue is reported as: Redis, or the state store whose file holds
+    /// the embedded queue.
+    pub fn dependency(&self) -> Dependency {
+        match &self.backend {
+            Backend::Redis(_) => Dependency::Redis,
+            Backend::Sqlite(_) => Dependency::Postgres,
+        }
     }
 
-    /// The key whose absence tells that Redis lost the queue (restarted without persistence, or
-    /// flushed): it is set once the queue's contents are known to match PostgreSQL.
-    pub(crate) fn marker_key(&self) -> String {
-        format!("{}:herald:marker", self.config.queue)
-    }
-
-    /// `{q}:inflight:<worker>`.
-    pub(crate) fn inflight_key(&self, worker: &str) -> String {
-        format!("{}:{worker}", self.config.inflight_jobs_set())
-    }
-
-    /// `{q}:dead-letter`: the bytes of jobs that could not be decoded, newest first.
-    pub fn dead_letter_key(&self) -> String {
-        format!("{}:dead-letter", self.config.queue)
-    }
-
-    /// `{q}:meta:<task id>`.
-    pub(crate) fn meta_key(&self, task_id: &str) -> String {
-        format!("{}:{task_id}", self.config.job_meta_hash())
-    }
-
-    /// A stream that yields after each push from this process: the worker's extra wake-up.
-    /// Other processes' workers still find the jobs at their next heartbeat (`queue.heartbeat`).
-    fn pushes(&self) -> futures::stream::BoxStream<'static, ()> {
-        let pushed = self.pushed.clone();
-        Box::pin(futures::stream::unfold(pushed, |pushed| async move {
-            pushed.notified().await;
-            Some(((), pushed))
-        }))
-    }
-
-    /// Jobs waiting in Redis: scheduled plus active.
-    pub async fn depth(&self) -> redis::RedisResult<usize> {
-        Ok(self.depth_and_marker().await?.0)
-    }
-
-    /// The depth, and whether the marker key is there, in one round trip.
-    pub(crate) async fn depth_and_marker(&self) -> redis::RedisResult<(usize, bool)> {
-        let mut conn = self.conn.clone();
-        let (scheduled, active, marker): (usize, usize, bool) = redis::pipe()
-            .zcard(self.config.scheduled_jobs_set())
-            .llen(self.config.active_jobs_list())
-            .exists(self.marker_key())
-            .query_async(&mut conn)
-            .await?;
-        Ok((scheduled + active, marker))
+    /// Jobs waiting: scheduled plus active in Redis, pending in the embedded table.
+    pub async fn depth(&self) -> anyhow::Result<usize> {
+        match &self.backend {
+            Backend::Redis(r) => Ok(r.depth().await?),
+            Backend::Sqlite(e) => Ok(e.depth().await?),
+        }
     }
 
     /// Pushes `ids`, in order, as jobs of `job_size` ids (the last one may be smaller), in one
-    /// round trip: a burst of 250 for a provider with batches of 100 makes jobs, and so
-    /// requests, of 100, 100 and 50.
+    /// round trip (one transaction in the embedded queue), and wakes this process's workers.
     pub async fn push(&self, ids: &[i64], job_size: usize) -> anyhow::Result<()> {
-        let mut storage = self.storage.clone();
-        let jobs: Vec<_> = ids
-            .chunks(job_size.max(1))
-            .map(|chunk| DeliveryJob {
-                delivery_ids: chunk.to_vec(),
-            })
-            .collect();
-        storage
-            .push_bulk(jobs)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot push to Redis: {e}"))?;
-        self.pushed.notify_one();
-        Ok(())
+        match &self.backend {
+            Backend::Redis(r) => r.push(ids, job_size).await,
+            Backend::Sqlite(e) => e.push(ids, job_size).await,
+        }
     }
 
-    pub async fn ping(&self) -> redis::RedisResult<()> {
-        let mut conn = self.conn.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut conn)
-            .await
-            .map(|_| ())
+    /// Pushes one job of exactly these bytes, as another program or a damaged store may leave
+    /// one: what tests push to see the dead-letter path.
+    pub async fn push_bytes(&self, bytes: &[u8]) -> anyhow::Result<()> {
+        match &self.backend {
+            Backend::Redis(r) => Ok(r.push_bytes(bytes).await?),
+            Backend::Sqlite(e) => Ok(e.push_bytes(bytes).await?),
+        }
+    }
+
+    /// The bytes of the jobs that could not be decoded (the newest first).
+    pub async fn dead_letters(&self) -> anyhow::Result<Vec<Vec<u8>>> {
+        match &self.backend {
+            Backend::Redis(r) => Ok(r.dead_letters().await?),
+            Backend::Sqlite(e) => Ok(e.dead_letters().await?),
+        }
+    }
+
+    /// Jobs the backend still stores, waiting or in hand (not the dead letters): 0 is the
+    /// baseline once every job is done.
+    pub async fn stored_jobs(&self) -> anyhow::Result<usize> {
+        match &self.backend {
+            Backend::Redis(r) => Ok(r.stored_jobs().await?),
+            Backend::Sqlite(e) => Ok(e.stored_jobs().await?),
+        }
+    }
+
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        match &self.backend {
+            Backend::Redis(r) => Ok(r.ping().await?),
+            Backend::Sqlite(e) => Ok(e.ping().await?),
+        }
     }
 
     /// Workers that sent a heartbeat within the last `within`.
-    pub async fn live_workers(&self, within: Duration) -> redis::RedisResult<usize> {
-        let mut conn = self.conn.clone();
-        let since = chrono::Utc::now().timestamp() - within.as_secs() as i64;
-        redis::cmd("ZCOUNT")
-            .arg(self.config.workers_set())
-            .arg(since)
-            .arg("+inf")
-            .query_async(&mut conn)
-            .await
-    }
-
-    /// Every key of this queue with its size (entries of a hash, set, list or sorted set; 1 for
-    /// a string): what the lifecycle test and `herald` operators compare with the baseline.
-    pub async fn keys(&self) -> redis::RedisResult<Vec<(String, usize)>> {
-        let mut conn = self.conn.clone();
-        let keys = scan_keys(&mut conn, &format!("{}:*", self.config.queue)).await?;
-        let mut sized = Vec::with_capacity(keys.len());
-        for key in keys {
-            let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut conn).await?;
-            let cmd = match kind.as_str() {
-                "hash" => "HLEN",
-                "set" => "SCARD",
-                "zset" => "ZCARD",
-                "list" => "LLEN",
-                _ => {
-                    sized.push((key, 1));
-                    continue;
-                }
-            };
-            let n: usize = redis::cmd(cmd).arg(&key).query_async(&mut conn).await?;
-            sized.push((key, n));
+    pub async fn live_workers(&self, within: Duration) -> anyhow::Result<usize> {
+        match &self.backend {
+            Backend::Redis(r) => Ok(r.live_workers(within).await?),
+            Backend::Sqlite(e) => Ok(e.live_workers(within).await?),
         }
-        sized.sort();
-        Ok(sized)
     }
 
-    /// Deletes every key of this queue, and its entry in apalis-redis's registry of queues
-    /// (`core:apalis:queues:list`, shared by every queue). For tests and benchmarks.
-    pub async fn delete_all_keys(&self) -> redis::RedisResult<usize> {
-        let mut conn = self.conn.clone();
-        delete_queue_keys(&mut conn, self.config.queue.as_ref()).await
+    /// What the queue holds, as `(name, size)` pairs: each Redis key with its size, or each of
+    /// the embedded queue's row sets with its count. What tests compare with the baseline.
+    pub async fn keys(&self) -> anyhow::Result<Vec<(String, usize)>> {
+        match &self.backend {
+            Backend::Redis(r) => Ok(r.keys().await?),
+            Backend::Sqlite(e) => Ok(e.keys().await?),
+        }
+    }
+
+    /// Deletes everything of this queue (for tests and benchmarks). Returns how many keys or
+    /// rows went.
+    pub async fn delete_all_keys(&self) -> anyhow::Result<usize> {
+        match &self.backend {
+            Backend::Redis(r) => Ok(r.delete_all_keys().await?),
+            Backend::Sqlite(e) => Ok(e.delete_all().await?),
+        }
     }
 }
 
-/// Deletes the keys of the queue named `queue` (`<queue>:*`) and its entry in apalis-redis's
-/// registry of queues, and nothing else in the database. Returns how many keys were deleted.
-pub async fn delete_queue_keys(
-    conn: &mut impl redis::aio::ConnectionLike,
-    queue: &str,
-) -> redis::RedisResult<usize> {
-    redis::cmd("ZREM")
-        .arg("core:apalis:queues:list")
-        .arg(format!("{queue}:workers"))
-        .query_async::<()>(conn)
-        .await?;
-    let keys = scan_keys(conn, &format!("{queue}:*")).await?;
-    let mut deleted = 0;
-    for chunk in keys.chunks(500) {
-        deleted += redis::cmd("DEL")
-            .arg(chunk)
-            .query_async::<usize>(conn)
-            .await?;
+/// Runs the delivery workers until `shutdown`, on whichever backend carries the queue: see
+/// [`workers::run_workers`] and [`embedded::run_workers`].
+pub async fn run_workers(
+    queue: Queue,
+    store: Store,
+    deps: Arc<WorkerDeps>,
+    q: QueueSettings,
+    grace: Duration,
+    health: Health,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    match queue.backend {
+        Backend::Redis(r) => {
+            workers::run_workers(*r, store, deps, q, grace, health, shutdown).await
+        }
+        Backend::Sqlite(e) => {
+            embedded::run_workers(e, store, deps, q, grace, health, shutdown).await
+        }
     }
-    Ok(deleted)
 }
 
-/// Every key matching `pattern`, found with SCAN (never KEYS, which blocks Redis).
-async fn scan_keys(
-    conn: &mut impl redis::aio::ConnectionLike,
-    pattern: &str,
-) -> redis::RedisResult<Vec<String>> {
-    let mut cursor = 0u64;
-    let mut keys = Vec::new();
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(conn)
-            .await?;
-        keys.extend(batch);
-        if next == 0 {
-            break;
-        }
-        cursor = next;
+/// Cleans up after the workers every few seconds until `shutdown`: see
+/// [`housekeeping::janitor`] and [`embedded::janitor`].
+pub async fn janitor(queue: Queue, store: Store, health: Health, shutdown: Shutdown) {
+    match queue.backend {
+        Backend::Redis(r) => housekeeping::janitor(*r, store, health, shutdown).await,
+        Backend::Sqlite(e) => embedded::janitor(e, store, health, shutdown).await,
     }
-    keys.sort();
-    keys.dedup();
-    Ok(keys)
 }
 
 /// The queue as a scrape of the metrics reads it.
 impl crate::metrics::QueueReading for Queue {
     async fn depth(&self) -> anyhow::Result<usize> {
-        Ok(Queue::depth(self).await?)
+        Queue::depth(self).await
     }
 
     async fn live_workers(&self, within: Duration) -> anyhow::Result<usize> {
-        Ok(Queue::live_workers(self, within).await?)
+        Queue::live_workers(self, within).await
     }
 }

@@ -29,7 +29,7 @@ use std::{
 use apalis::prelude::*;
 use apalis_core::backend::{BackendConfig, WireFormatBackend};
 
-use super::{AnyJob, Queue, housekeeping};
+use super::{AnyJob, RedisQueue, housekeeping};
 use crate::{
     config::QueueSettings,
     health::{Dependency, Health, is_postgres},
@@ -39,13 +39,13 @@ use crate::{
 };
 
 /// A job whose delivery could not be looked at (PostgreSQL is down) comes back this much later.
-const INFRA_RETRY: Duration = Duration::from_secs(5);
+pub(super) const INFRA_RETRY: Duration = Duration::from_secs(5);
 
 /// What the handler needs besides the worker step.
 #[derive(Debug, Clone)]
 struct Ctx {
     deps: Arc<WorkerDeps>,
-    queue: Queue,
+    queue: RedisQueue,
     health: Health,
 }
 
@@ -178,7 +178,11 @@ async fn handle(
 /// dropped with outcomes in hand and sent again once the leases run out. What it had not sent
 /// yet asks the gate, which cannot reach Redis either, and goes back to PostgreSQL untried,
 /// without an attempt, due at once: the dispatcher pushes it as soon as Redis is back.
-async fn run_job(deps: &Arc<WorkerDeps>, ids: &[i64], worker: &str) -> anyhow::Result<()> {
+pub(super) async fn run_job(
+    deps: &Arc<WorkerDeps>,
+    ids: &[i64],
+    worker: &str,
+) -> anyhow::Result<()> {
     let (deps, job_ids, worker) = (deps.clone(), ids.to_vec(), worker.to_owned());
     let job = tokio::spawn(async move {
         process_job_as(&deps, &job_ids, Some(&worker))
@@ -195,7 +199,12 @@ async fn run_job(deps: &Arc<WorkerDeps>, ids: &[i64], worker: &str) -> anyhow::R
 
 /// Removes a finished job from Redis, or (when `done` is false) puts it back in the scheduled set
 /// to be fetched again after [`INFRA_RETRY`].
-async fn ack(queue: &Queue, worker: &str, task_id: &str, done: bool) -> redis::RedisResult<()> {
+async fn ack(
+    queue: &RedisQueue,
+    worker: &str,
+    task_id: &str,
+    done: bool,
+) -> redis::RedisResult<()> {
     let c = queue.config();
     let mut pipe = redis::pipe();
     pipe.atomic()
@@ -216,7 +225,7 @@ async fn ack(queue: &Queue, worker: &str, task_id: &str, done: bool) -> redis::R
 /// Moves an undecodable job's bytes to `{q}:dead-letter` (keeping the newest
 /// [`DEAD_LETTER_KEEP`]) and removes the job, in one round trip.
 async fn dead_letter(
-    queue: &Queue,
+    queue: &RedisQueue,
     worker: &str,
     task_id: &str,
     bytes: &[u8],
@@ -269,10 +278,10 @@ pub fn worker_name() -> String {
 /// How long a failed worker waits before apalis restarts it: 1 s, doubling to 10 s while it
 /// keeps failing (Redis down), back to 1 s after a minute without failure.
 #[derive(Debug, Default)]
-struct Backoff(Mutex<Option<(std::time::Instant, Duration)>>);
+pub(super) struct Backoff(Mutex<Option<(std::time::Instant, Duration)>>);
 
 impl Backoff {
-    fn next(&self) -> Duration {
+    pub(super) fn next(&self) -> Duration {
         let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let pause = match *last {
             Some((at, pause)) if at.elapsed() < Duration::from_secs(60) => {
@@ -289,7 +298,7 @@ impl Backoff {
 /// and deregisters them. Dead workers' leftovers are drained first, so that apalis-redis never
 /// meets an inflight set too big for its scripts.
 pub async fn run_workers(
-    queue: Queue,
+    queue: RedisQueue,
     store: Store,
     deps: Arc<WorkerDeps>,
     q: QueueSettings,

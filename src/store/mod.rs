@@ -412,6 +412,14 @@ impl Store {
         matches!(self.db, Db::Sqlite(_))
     }
 
+    /// The state file, when the state is embedded: the embedded queue keeps its tables there.
+    pub fn lite(&self) -> Option<&lite::Lite> {
+        match &self.db {
+            Db::Sqlite(lite) => Some(lite),
+            Db::Postgres { .. } => None,
+        }
+    }
+
     /// The PostgreSQL pool, for tests and benches that read or write the state directly.
     ///
     /// # Panics
