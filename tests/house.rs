@@ -294,6 +294,11 @@ fn guarded_tests() -> Vec<(PathBuf, &'static str)> {
         .filter(|f| !f.ends_with("helpers.rs"))
         .map(|f| (f, "skip_without_servers!("))
         .collect();
+    // The store's scenarios run in both homes from tests/store.rs's macro (which skips the
+    // PostgreSQL half); a test of its own in tests/store/ needs the line itself.
+    for file in rust_files(&tests.join("store")) {
+        files.push((file, "skip_without_servers!("));
+    }
     files.push((tests.join("focus_streak.rs"), "skip_without_servers!("));
     files.push((tests.join("browser.rs"), "skip_without_servers!("));
     files.push((tests.join("lifecycle.rs"), "skip_without_programs!("));

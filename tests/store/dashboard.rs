@@ -373,6 +373,7 @@ fn strip(v: &mut Value) {
 
 #[tokio::test]
 async fn both_homes_answer_the_dashboard_alike() {
+    skip_without_servers!();
     let (pg, lite) = (super::postgres().await, super::sqlite().await);
     seed(&pg.store).await;
     seed(&lite.store).await;
