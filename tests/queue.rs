@@ -435,3 +435,46 @@ async fn a_restart_gets_back_the_jobs_the_previous_process_held() {
     assert_eq!(home.queue.keys().await.unwrap(), Vec::new());
     home.gone().await;
 }
+
+/// The embedded queue's writes (pushes, fetches, heartbeats, acks) share the store's one writer
+/// with the claims and the recorder: a thousand emails go out once each, the state file never
+/// reported down (a `SQLITE_BUSY` would fail a job and put it back for 5 s), and the rate is
+/// printed for the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_emails_share_the_one_writer_without_a_busy_file() {
+    let home = home(false).await;
+    let to = emails("busy", 1000);
+    let ids = home.due(&to).await;
+    let health = herald::health::Health::default();
+    let (trigger, shutdown) = herald::shutdown::channel();
+    let started = std::time::Instant::now();
+    // Jobs of 10, so that many run side by side, each with its own claim, records and ack.
+    home.queue.push(&ids, 10).await.unwrap();
+    let workers = tokio::spawn(queue::run_workers(
+        home.queue.clone(),
+        home.store.clone(),
+        home.deps(),
+        home.settings.queue.clone(),
+        Duration::from_secs(5),
+        health.clone(),
+        shutdown,
+    ));
+    home.wait_sent(&ids).await;
+    home.wait_empty().await;
+    let took = started.elapsed();
+    trigger.trigger();
+    workers.await.unwrap().unwrap();
+    eprintln!(
+        "1000 emails through the embedded queue in {took:?} ({:.0}/s)",
+        1000.0 / took.as_secs_f64()
+    );
+    assert_eq!(health.is_down(herald::health::Dependency::Postgres), None);
+    // Each claimed once: no job failed and came back.
+    for id in &ids {
+        assert_eq!(home.store.delivery(*id).await.unwrap().unwrap().attempts, 1);
+    }
+    let outbox = home.outbox();
+    assert_eq!(outbox.len(), to.len());
+    assert!(outbox.values().all(|&n| n == 1));
+    home.gone().await;
+}
