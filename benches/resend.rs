@@ -80,7 +80,15 @@ async fn run(n: usize, batch_size: usize, rate: &str) -> anyhow::Result<()> {
     let settings = Settings::load_from(&herald::kinds::defaults(), None, &vars)?;
 
     // n users with one overdue task each: the overdue summary plans one email per user.
-    let store = Store::connect(&settings.database_url, 8, true).await?;
+    let store = Store::connect(
+        &settings
+            .servers()
+            .expect("on PostgreSQL and Redis")
+            .database_url,
+        8,
+        true,
+    )
+    .await?;
     store.migrate().await?;
     let now = Utc::now();
     let users: Vec<_> = (0..n)

@@ -138,7 +138,15 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut app = PgConnection::connect(&app_url).await?;
     let settings = support::planning_settings(STATE_DB, &[("SOURCE_URL", app_url.clone())])?;
-    let store = Store::connect(&settings.database_url, 8, true).await?;
+    let store = Store::connect(
+        &settings
+            .servers()
+            .expect("on PostgreSQL and Redis")
+            .database_url,
+        8,
+        true,
+    )
+    .await?;
     store.migrate().await?;
     let store = herald::store::prepare(store, settings.source_url.as_ref()).await?;
     let planner = store.reserved();

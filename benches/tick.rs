@@ -79,7 +79,15 @@ async fn main() -> anyhow::Result<()> {
 
     let settings = support::planning_settings(DB, &[])?;
 
-    let store = Store::connect(&settings.database_url, 8, true).await?;
+    let store = Store::connect(
+        &settings
+            .servers()
+            .expect("on PostgreSQL and Redis")
+            .database_url,
+        8,
+        true,
+    )
+    .await?;
     store.migrate().await?;
     let now: DateTime<Utc> = Utc::now();
     let started = Instant::now();

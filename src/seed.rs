@@ -1,6 +1,6 @@
 //! `herald seed`: realistic demo users, tasks and focus sessions across many time zones, in the
-//! demo app's tables ([`crate::source::demo`]), read by Herald through the same views a real app
-//! writes; and `--reset` to remove them with what Herald keeps about them.
+//! demo app's tables ([`crate::source::demo`], in PostgreSQL or a SQLite file), read by Herald
+//! through the same views a real app writes; and `--reset` to remove them with what Herald keeps about them.
 
 use anyhow::Context;
 use chrono::{DateTime, Duration, Utc};
@@ -92,8 +92,9 @@ const TASKS: [&str; 12] = [
 /// Users written per round trip.
 const CHUNK: usize = 5000;
 
-/// The addresses seeded users get, as a PostgreSQL regular expression: `user<N>@example.com`
-/// (example.com is reserved for examples, so no real user has one).
+/// The addresses seeded users get, as a regular expression that PostgreSQL and SQLite's `REGEXP`
+/// (the `regex` crate) read alike: `user<N>@example.com` (example.com is reserved for examples,
+/// so no real user has one).
 pub const SEEDED_EMAILS: &str = r"^user[0-9]+@example\.com$";
 
 /// The address of the seeded user numbered `index`; [`SEEDED_EMAILS`] matches it.

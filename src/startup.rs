@@ -7,7 +7,7 @@ use tokio::net::TcpListener;
 
 use crate::{
     clock::Clock,
-    config::Settings,
+    config::{Home, Settings},
     gate::{Gate, Pauses},
     health::Health,
     http::{AppState, app},
@@ -46,16 +46,23 @@ impl Application {
             &settings,
             &crate::kinds::samples(),
         )?);
-        let store = Store::connect(
-            &settings.database_url,
-            settings.database_max_connections,
-            true,
-        )
-        .await?;
-        store.migrate().await?;
+        let (store, queue, gate) = match &settings.home {
+            Home::Servers(servers) => {
+                let store = Store::open(&settings.home, servers.max_connections).await?;
+                let redis = queue::connect(&servers.redis_url).await?;
+                let queue = Queue::new(redis.clone(), &settings.queue);
+                (store, queue, gate(redis, &settings))
+            }
+            // One process, one file: the state, the queue (apalis-sqlite) and the demo app in
+            // it, the gate in the process.
+            Home::Embedded { file } => {
+                let store = Store::open(&settings.home, 0).await?;
+                let queue = Queue::embedded(&store, &settings.queue).await?;
+                tracing::info!(file = %file.display(), "embedded: state and queue in one SQLite file (set DATABASE_URL and REDIS_URL to run several processes on PostgreSQL and Redis)");
+                (store, queue, Gate::in_process(pauses(&settings)))
+            }
+        };
         let store = crate::store::prepare(store, settings.source_url.as_ref()).await?;
-        let redis = queue::connect(&settings.redis_url).await?;
-        let queue = Queue::new(redis.clone(), &settings.queue);
         let providers = Provider::build_all(&settings.mail)?;
         if let Some(warning) = settings.mail.not_sending_warning() {
             tracing::warn!("{warning}");
@@ -64,7 +71,6 @@ impl Application {
         if links.is_none() {
             tracing::warn!("{}", crate::unsubscribe::NO_LINKS);
         }
-        let gate = gate(redis, &settings);
         let listener = TcpListener::bind(settings.http_addr)
             .await
             .with_context(|| format!("cannot listen on {} (http.addr / HERALD_HTTP_ADDR); is another process using it?", settings.http_addr))?;
@@ -264,18 +270,19 @@ impl Application {
 
 /// The gate in front of the providers, with its keys under the queue's name.
 pub fn gate(redis: apalis_redis::ConnectionManager, settings: &Settings) -> Gate {
+    Gate::new(redis, &settings.queue.name, pauses(settings))
+}
+
+/// How long the gate pauses a provider for each reason, from `[mail]`.
+fn pauses(settings: &Settings) -> Pauses {
     let m = &settings.mail;
-    Gate::new(
-        redis,
-        &settings.queue.name,
-        Pauses {
-            configuration: m.configuration_pause,
-            probe_interval: m.probe_interval,
-            throttle: m.throttle_pause,
-            probe_lease: mail::send_timeout(m),
-            max: m.max_pause,
-        },
-    )
+    Pauses {
+        configuration: m.configuration_pause,
+        probe_interval: m.probe_interval,
+        throttle: m.throttle_pause,
+        probe_lease: mail::send_timeout(m),
+        max: m.max_pause,
+    }
 }
 
 /// Resolves on SIGINT (ctrl-c) or SIGTERM (what `docker stop` sends).

@@ -47,6 +47,8 @@ fn settings(dir: &Path) -> Settings {
     let templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
     let vars: Vec<(String, String)> = [
         ("REDIS_URL", redis_url()),
+        // Only the queue's and the mail's settings are read: the store is opened by hand.
+        ("DATABASE_URL", "postgres://127.0.0.1/unused".to_owned()),
         ("MAIL_FROM", "Herald <herald@example.com>".to_owned()),
         ("HERALD__QUEUE__NAME", format!("herald-queue-test-{id}")),
         (

@@ -3,7 +3,7 @@
 use std::{process::ExitCode, time::Duration};
 
 use crate::{
-    config::{ProviderSettings, Settings},
+    config::{Home, ProviderSettings, Settings},
     gate::State,
     mail::Provider,
     queue::{self, Queue},
@@ -51,21 +51,35 @@ pub async fn check() -> anyhow::Result<ExitCode> {
         }
         Err(e) => report("templates", Err(e.into())),
     }
-    let pg = async {
-        let store = Store::connect(&settings.database_url, 1, false).await?;
-        store.ping().await
-    };
-    report("postgresql", timeout(pg).await);
+    let servers = settings.servers();
+    match (&settings.home, servers) {
+        (_, Some(servers)) => {
+            let pg = async {
+                let store = Store::connect(&servers.database_url, 1, false).await?;
+                store.ping().await
+            };
+            report("postgresql", timeout(pg).await);
+        }
+        (Home::Embedded { file }, None) => report(
+            &format!(
+                "state: embedded, in {} (one process; PostgreSQL and Redis unused)",
+                file.display()
+            ),
+            state_folder(file),
+        ),
+        (Home::Servers(_), None) => unreachable!("servers() is Some for Home::Servers"),
+    }
     let source_name = settings
         .source_url
         .as_ref()
         .map_or("Herald's own database".to_owned(), ToString::to_string);
     let source = async {
-        let url = settings
-            .source_url
-            .as_ref()
-            .unwrap_or(&settings.database_url);
-        let source = Source::connect(url.expose(), 1).await?;
+        let url = match (&settings.source_url, &settings.home) {
+            (Some(url), _) => url.expose().to_owned(),
+            (None, Home::Servers(s)) => s.database_url.expose().to_owned(),
+            (None, Home::Embedded { file }) => format!("sqlite://{}", file.display()),
+        };
+        let source = Source::connect(&url, 1).await?;
         crate::source::check::check(&source).await
     };
     match timeout(source).await {
@@ -83,12 +97,14 @@ pub async fn check() -> anyhow::Result<ExitCode> {
         }
         Err(e) => report(&format!("source ({source_name})"), Err(e)),
     }
-    let redis = async {
-        Queue::new(queue::connect(&settings.redis_url).await?, &settings.queue)
-            .ping()
-            .await
-    };
-    report("redis", timeout(redis).await);
+    if let Some(servers) = servers {
+        let redis = async {
+            Queue::new(queue::connect(&servers.redis_url).await?, &settings.queue)
+                .ping()
+                .await
+        };
+        report("redis", timeout(redis).await);
+    }
     for s in &settings.mail.providers {
         let p = match Provider::build(s, &settings.mail) {
             Ok(p) => p,
@@ -102,8 +118,10 @@ pub async fn check() -> anyhow::Result<ExitCode> {
             timeout(p.test_connection()).await,
         );
         // What the workers found out: a pause for a configuration problem names the fix.
+        // Embedded, what the workers found out lives in the running process only.
+        let Some(servers) = servers else { continue };
         let state = async {
-            let redis = queue::connect(&settings.redis_url).await?;
+            let redis = queue::connect(&servers.redis_url).await?;
             crate::startup::gate(redis, &settings).state(&p).await
         };
         match timeout(state).await {
@@ -175,4 +193,25 @@ async fn timeout<T>(f: impl Future<Output = anyhow::Result<T>>) -> anyhow::Resul
     tokio::time::timeout(Duration::from_secs(10), f)
         .await
         .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within 10 s")))
+}
+
+/// The state file's folder exists or can be made, and is writable.
+fn state_folder(file: &std::path::Path) -> anyhow::Result<()> {
+    let dir = match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => std::path::PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create {} ({e}); set state.file to a writable place",
+            dir.display()
+        )
+    })?;
+    let meta = std::fs::metadata(&dir)?;
+    anyhow::ensure!(
+        !meta.permissions().readonly(),
+        "{} is read-only; set state.file to a writable place",
+        dir.display()
+    );
+    Ok(())
 }

@@ -125,8 +125,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             app.run_until_stopped(stop_signal()).await?;
         }
         Command::Migrate => {
-            let store = Store::connect(&settings.database_url, 2, true).await?;
-            store.migrate().await?;
+            let store = Store::open(&settings.home, 2).await?;
             crate::store::prepare(store, settings.source_url.as_ref()).await?;
             println!("migrations applied");
         }
@@ -152,8 +151,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 /// The store, migrated: every command but `run`, `migrate` and `check` starts here.
 async fn connect(settings: &Settings) -> anyhow::Result<Store> {
-    let store = Store::connect(&settings.database_url, 4, true).await?;
-    store.migrate().await?;
+    let store = Store::open(&settings.home, 4).await?;
     crate::store::prepare(store, settings.source_url.as_ref()).await
 }
 

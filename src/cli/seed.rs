@@ -20,7 +20,8 @@ pub struct SeedArgs {
 
 pub async fn seed(settings: &Settings, args: SeedArgs) -> anyhow::Result<()> {
     let store = super::connect(settings).await?;
-    // The demo app lives where the source is: Herald's own database unless source.url says.
+    // The demo app lives where the source is: Herald's own database (PostgreSQL, or the
+    // embedded mode's SQLite file) unless source.url says.
     let url = settings
         .source_url
         .as_ref()
@@ -45,8 +46,10 @@ pub async fn seed(settings: &Settings, args: SeedArgs) -> anyhow::Result<()> {
         started.elapsed()
     );
     println!(
-        "{} demo users now exist (herald_demo.users, read through the herald_users view)",
-        demo.count_users().await?
+        "{} demo users now exist ({}, read through the herald_users view)",
+        demo.count_users().await?,
+        demo.users_table()
     );
+    demo.close().await;
     Ok(())
 }

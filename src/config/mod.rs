@@ -14,6 +14,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 mod deploy;
 mod environment;
 #[cfg(test)]
+mod home_tests;
+#[cfg(test)]
 mod inputs;
 mod layers;
 mod mail;
@@ -38,7 +40,7 @@ pub use sections::{
     schedules::{
         KindDefaults, MAX_SPREAD, RawSchedule, RawSchedules, ScheduleSettings, ZoneMode, kind_names,
     },
-    stores::{RawDatabase, RawRedis, RawSource},
+    stores::{Home, RawDatabase, RawRedis, RawSource, RawState, Servers},
 };
 
 /// Validated settings, ready to use. Secrets print as `***` and URLs without their password.
@@ -46,11 +48,10 @@ pub use sections::{
 pub struct Settings {
     /// Production refuses the `file` provider.
     pub environment: Environment,
-    pub database_url: SecretUrl,
-    pub database_max_connections: u32,
+    /// Where the state and the queue live: one SQLite file, or PostgreSQL and Redis.
+    pub home: Home,
     /// `source.url`: the app's database; `None` reads the views from Herald's own.
     pub source_url: Option<SecretUrl>,
-    pub redis_url: SecretUrl,
     pub queue: QueueSettings,
     pub mail: MailSettings,
     pub templates_dir: PathBuf,
@@ -97,6 +98,14 @@ impl Settings {
         match read(kinds, file, env) {
             (Some(raw), problems) => raw.validate(kinds, problems),
             (None, problems) => Err(problems.into_error()),
+        }
+    }
+
+    /// PostgreSQL and Redis, unless Herald runs embedded.
+    pub fn servers(&self) -> Option<&Servers> {
+        match &self.home {
+            Home::Servers(s) => Some(s),
+            Home::Embedded { .. } => None,
         }
     }
 

@@ -241,7 +241,7 @@ mod tests {
         assert!(!text.contains(SECRET), "{text}");
         assert!(text.contains("redis://default:***@redis:6379/0"), "{text}");
         // What connects still has the real values.
-        assert!(settings.database_url.contains(SECRET));
+        assert!(settings.servers().unwrap().database_url.contains(SECRET));
         assert_eq!(
             settings.api_token.as_ref().map(Secret::expose),
             Some(format!("{SECRET}-0123456789").as_str())

@@ -216,7 +216,13 @@ fn problems_name_the_key_and_the_fix() {
 fn any_redis_database_is_accepted() {
     for db in [0, 11, 15] {
         let url = format!("redis://127.0.0.1:6379/{db}");
-        let settings = load_from(None, &env(&[("REDIS_URL", url.as_str())]));
+        let settings = load_from(
+            None,
+            &env(&[
+                ("REDIS_URL", url.as_str()),
+                ("DATABASE_URL", "postgres://127.0.0.1/herald"),
+            ]),
+        );
         assert!(settings.is_ok(), "database {db}: {settings:?}");
     }
 }

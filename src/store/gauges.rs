@@ -21,7 +21,7 @@ pub struct DeliveryGauges {
 impl Store {
     /// The deliveries' gauges at `now`.
     pub async fn delivery_gauges(&self, now: DateTime<Utc>) -> sqlx::Result<DeliveryGauges> {
-        let pool = pg_or!(self, lite => Err(lite.unported("delivery_gauges")));
+        let pool = pg_or!(self, lite => lite.delivery_gauges(now).await);
         sqlx::query_as(
             "SELECT
                  (SELECT count(*) FROM deliveries
@@ -40,7 +40,7 @@ impl Store {
 
     /// Every schedule's watermark.
     pub async fn watermarks(&self) -> sqlx::Result<Vec<(String, DateTime<Utc>)>> {
-        let pool = pg_or!(self, lite => Err(lite.unported("watermarks")));
+        let pool = pg_or!(self, lite => lite.watermarks().await);
         sqlx::query_as("SELECT schedule, planned_up_to FROM schedule_watermarks ORDER BY schedule")
             .fetch_all(pool)
             .await

@@ -397,6 +397,24 @@ impl Store {
         })
     }
 
+    /// The store where the settings say the state lives, migrated: PostgreSQL (created if
+    /// missing, `max_connections` for the workers' pool), or the embedded file, reading the
+    /// app's data from that same file until [`prepare`] is told otherwise.
+    pub async fn open(home: &crate::config::Home, max_connections: u32) -> anyhow::Result<Store> {
+        match home {
+            crate::config::Home::Servers(s) => {
+                let store = Store::connect(&s.database_url, max_connections, true).await?;
+                store.migrate().await?;
+                Ok(store)
+            }
+            crate::config::Home::Embedded { file } => {
+                let url = format!("sqlite://{}", file.display());
+                let source = Source::connect(&url, SOURCE_CONNECTIONS).await?;
+                Store::open_embedded(file, source).await
+            }
+        }
+    }
+
     /// The embedded store: Herald's state in the SQLite file at `path` (created, locked for this
     /// process and migrated), the app's data in `source`.
     pub async fn open_embedded(path: &std::path::Path, source: Source) -> anyhow::Result<Store> {

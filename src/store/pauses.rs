@@ -19,7 +19,7 @@ impl Store {
         schedule: &str,
         reason: Option<&str>,
     ) -> sqlx::Result<Pause> {
-        let pool = pg_or!(self, lite => Err(lite.unported("pause_schedule")));
+        let pool = pg_or!(self, lite => lite.pause_schedule(schedule, reason).await);
         sqlx::query_as(
             "WITH new AS (
                  INSERT INTO schedule_pauses (schedule, reason) VALUES ($1, $2)
@@ -39,7 +39,7 @@ impl Store {
 
     /// Resumes `schedule`. Returns whether it was paused.
     pub async fn resume_schedule(&self, schedule: &str) -> sqlx::Result<bool> {
-        let pool = pg_or!(self, lite => Err(lite.unported("resume_schedule")));
+        let pool = pg_or!(self, lite => lite.resume_schedule(schedule).await);
         let done = sqlx::query("DELETE FROM schedule_pauses WHERE schedule = $1")
             .bind(schedule)
             .execute(pool)
@@ -49,7 +49,7 @@ impl Store {
 
     /// The pause of `schedule`, if it is paused.
     pub async fn schedule_pause(&self, schedule: &str) -> sqlx::Result<Option<Pause>> {
-        let pool = pg_or!(self, lite => Err(lite.unported("schedule_pause")));
+        let pool = pg_or!(self, lite => lite.schedule_pause(schedule).await);
         sqlx::query_as(
             "SELECT schedule, paused_at, reason FROM schedule_pauses WHERE schedule = $1",
         )
@@ -60,7 +60,7 @@ impl Store {
 
     /// Every paused schedule, by name.
     pub async fn schedule_pauses(&self) -> sqlx::Result<std::collections::HashMap<String, Pause>> {
-        let pool = pg_or!(self, lite => Err(lite.unported("schedule_pauses")));
+        let pool = pg_or!(self, lite => lite.schedule_pauses().await);
         let rows: Vec<Pause> =
             sqlx::query_as("SELECT schedule, paused_at, reason FROM schedule_pauses")
                 .fetch_all(pool)

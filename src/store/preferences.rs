@@ -20,7 +20,7 @@ impl Store {
         kind: &str,
         ids: &[String],
     ) -> sqlx::Result<HashSet<String>> {
-        let pool = pg_or!(self, lite => Err(lite.unported("opted_out_among")));
+        let pool = pg_or!(self, lite => lite.opted_out_among(kind, ids).await);
         if ids.is_empty() {
             return Ok(HashSet::new());
         }
@@ -36,7 +36,7 @@ impl Store {
 
     /// The kinds `user_id` opted out of.
     pub async fn opt_outs(&self, user_id: &str) -> sqlx::Result<Vec<String>> {
-        let pool = pg_or!(self, lite => Err(lite.unported("opt_outs")));
+        let pool = pg_or!(self, lite => lite.opt_outs(user_id).await);
         sqlx::query_scalar("SELECT kind FROM email_opt_outs WHERE user_id = $1 ORDER BY kind")
             .bind(user_id)
             .fetch_all(pool)
@@ -56,7 +56,7 @@ impl Store {
         user_id: &str,
         kinds: &[(String, bool)],
     ) -> sqlx::Result<()> {
-        let pool = pg_or!(self, lite => Err(lite.unported("set_preferences")));
+        let pool = pg_or!(self, lite => lite.set_preferences(user_id, kinds).await);
         let (off, on): (Vec<_>, Vec<_>) = kinds.iter().partition(|(_, wanted)| !wanted);
         let off: Vec<&str> = off.iter().map(|(k, _)| k.as_str()).collect();
         let on: Vec<&str> = on.iter().map(|(k, _)| k.as_str()).collect();
@@ -79,7 +79,7 @@ impl Store {
 
     /// Removes every opt-out of `user_id`: they get every kind again. Returns how many went.
     pub async fn clear_preferences(&self, user_id: &str) -> sqlx::Result<u64> {
-        let pool = pg_or!(self, lite => Err(lite.unported("clear_preferences")));
+        let pool = pg_or!(self, lite => lite.clear_preferences(user_id).await);
         Ok(sqlx::query("DELETE FROM email_opt_outs WHERE user_id = $1")
             .bind(user_id)
             .execute(pool)
@@ -101,7 +101,7 @@ impl Store {
     /// Deletes everything Herald keeps about these users (deliveries with their attempts and
     /// batches, opt-outs), in one transaction; `herald seed --reset` uses it.
     pub async fn forget_users(&self, ids: &[String]) -> sqlx::Result<Forgotten> {
-        let pool = pg_or!(self, lite => Err(lite.unported("forget_users")));
+        let pool = pg_or!(self, lite => lite.forget_users(ids).await);
         let mut tx = pool.begin().await?;
         let deliveries: Vec<i64> = sqlx::query_scalar(
             "SELECT id FROM deliveries WHERE user_id = ANY($1) ORDER BY id FOR UPDATE",

@@ -60,7 +60,7 @@ impl Store {
     /// index grows. A row another pass or a webhook holds at that moment is skipped and keeps
     /// its payload until the row itself expires.
     pub async fn prune_payloads(&self, before: DateTime<Utc>, batch: i64) -> sqlx::Result<u64> {
-        let pool = pg_or!(self, lite => Err(lite.unported("prune_payloads")));
+        let pool = pg_or!(self, lite => lite.prune_payloads(before, batch).await);
         const MARK: &str = "payloads";
         let from: DateTime<Utc> =
             sqlx::query_scalar("SELECT up_to FROM housekeeping_marks WHERE name = $1")
@@ -114,7 +114,7 @@ impl Store {
 
     /// Deletes the webhook events received before `before`, `batch` per statement.
     async fn delete_old_events(&self, before: DateTime<Utc>, batch: i64) -> sqlx::Result<u64> {
-        let pool = pg_or!(self, lite => Err(lite.unported("delete_old_events")));
+        let pool = pg_or!(self, lite => lite.delete_old_events(before, batch).await);
         let mut total = 0;
         loop {
             let n = sqlx::query(
@@ -157,7 +157,7 @@ impl Store {
         before: DateTime<Utc>,
         limit: i64,
     ) -> sqlx::Result<u64> {
-        let pool = pg_or!(self, lite => Err(lite.unported("delete_expired_batch")));
+        let pool = pg_or!(self, lite => lite.delete_expired_batch(status, before, limit).await);
         // The status is written into the statement, not bound: only a literal lets PostgreSQL
         // match the partial index of that status (0005_retention.sql) in a prepared statement.
         let status = status.as_str();

@@ -6,7 +6,7 @@ use super::*;
 impl Store {
     /// The session key, made (at random) the first time it is asked for.
     pub async fn session_key(&self) -> Result<String, sqlx::Error> {
-        let pool = pg_or!(self, lite => Err(lite.unported("session_key")));
+        let pool = pg_or!(self, lite => lite.session_key(random_key()).await);
         if let Some(key) = sqlx::query_scalar("SELECT key FROM ui_session_key")
             .fetch_optional(pool)
             .await?
@@ -26,7 +26,7 @@ impl Store {
     /// Replaces the session key: every session cookie signed with the old one stops working.
     /// Returns when it was replaced.
     pub async fn rotate_session_key(&self) -> Result<DateTime<Utc>, sqlx::Error> {
-        let pool = pg_or!(self, lite => Err(lite.unported("rotate_session_key")));
+        let pool = pg_or!(self, lite => lite.rotate_session_key(random_key()).await);
         sqlx::query_scalar(
             "INSERT INTO ui_session_key (key) VALUES ($1) \
              ON CONFLICT (one) DO UPDATE SET key = EXCLUDED.key, rotated_at = now() \

@@ -50,7 +50,7 @@ impl Store {
     /// Records an event once: `None` when its id was seen before (a replay), else the delivery
     /// it belongs to, found by the provider's id (`None` inside when none is known).
     pub async fn record_event(&self, e: &NewEvent<'_>) -> sqlx::Result<Option<Option<i64>>> {
-        let pool = pg_or!(self, lite => Err(lite.unported("record_event")));
+        let pool = pg_or!(self, lite => lite.record_event(e).await);
         let inserted: Option<Option<i64>> = sqlx::query_scalar(
             "INSERT INTO webhook_events (svix_id, type, provider_id, delivery_id, payload)
              VALUES ($1, $2, $3,
@@ -70,7 +70,7 @@ impl Store {
 
     /// The events of one delivery, oldest first.
     pub async fn events(&self, delivery_id: i64) -> sqlx::Result<Vec<EventRow>> {
-        let pool = pg_or!(self, lite => Err(lite.unported("events")));
+        let pool = pg_or!(self, lite => lite.events(delivery_id).await);
         sqlx::query_as(
             "SELECT svix_id, type, received_at FROM webhook_events
              WHERE delivery_id = $1 ORDER BY received_at, svix_id",
@@ -89,7 +89,8 @@ impl Store {
         detail: Option<&str>,
         delivery_id: Option<i64>,
     ) -> sqlx::Result<bool> {
-        let pool = pg_or!(self, lite => Err(lite.unported("suppress")));
+        let pool =
+            pg_or!(self, lite => lite.suppress(address, reason, event, detail, delivery_id).await);
         let done = sqlx::query(
             "INSERT INTO suppressions (address, reason, event, detail, delivery_id)
              VALUES (lower($1), $2, $3, $4, $5) ON CONFLICT (address) DO NOTHING",
@@ -106,7 +107,7 @@ impl Store {
 
     /// The addresses among `addresses` that are suppressed (compared lowercased).
     pub async fn suppressed_among(&self, addresses: &[String]) -> sqlx::Result<HashSet<String>> {
-        let pool = pg_or!(self, lite => Err(lite.unported("suppressed_among")));
+        let pool = pg_or!(self, lite => lite.suppressed_among(addresses).await);
         if addresses.is_empty() {
             return Ok(HashSet::new());
         }
@@ -121,7 +122,7 @@ impl Store {
 
     /// Suppressions, newest first.
     pub async fn suppressions(&self, limit: i64) -> sqlx::Result<Vec<Suppression>> {
-        let pool = pg_or!(self, lite => Err(lite.unported("suppressions")));
+        let pool = pg_or!(self, lite => lite.suppressions(limit).await);
         sqlx::query_as("SELECT * FROM suppressions ORDER BY created_at DESC, address LIMIT $1")
             .bind(limit)
             .fetch_all(pool)
@@ -130,7 +131,7 @@ impl Store {
 
     /// One suppression.
     pub async fn suppression(&self, address: &str) -> sqlx::Result<Option<Suppression>> {
-        let pool = pg_or!(self, lite => Err(lite.unported("suppression")));
+        let pool = pg_or!(self, lite => lite.suppression(address).await);
         sqlx::query_as("SELECT * FROM suppressions WHERE address = lower($1)")
             .bind(address)
             .fetch_optional(pool)
@@ -141,7 +142,7 @@ impl Store {
     /// complaint: the dashboard's rates. A sent row's `updated_at` is when it was recorded sent,
     /// which the sent rows' partial index (0005_retention.sql) covers.
     pub async fn suppression_rates(&self, since: DateTime<Utc>) -> sqlx::Result<Rates> {
-        let pool = pg_or!(self, lite => Err(lite.unported("suppression_rates")));
+        let pool = pg_or!(self, lite => lite.suppression_rates(since).await);
         sqlx::query_as(
             "SELECT (SELECT count(*) FROM deliveries WHERE status = 'sent' AND updated_at >= $1) AS sent,
                     (SELECT count(*) FROM suppressions WHERE reason = 'bounced' AND created_at >= $1) AS bounced,
@@ -154,7 +155,7 @@ impl Store {
 
     /// Lifts a suppression: the address gets email again. Returns whether there was one.
     pub async fn lift_suppression(&self, address: &str) -> sqlx::Result<bool> {
-        let pool = pg_or!(self, lite => Err(lite.unported("lift_suppression")));
+        let pool = pg_or!(self, lite => lite.lift_suppression(address).await);
         let done = sqlx::query("DELETE FROM suppressions WHERE address = lower($1)")
             .bind(address)
             .execute(pool)

@@ -162,7 +162,7 @@ fn bind_filter<'q, O>(
 impl Store {
     /// Sent and failed deliveries by kind and provider, over the day before `now`.
     pub async fn ui_outcomes(&self, now: DateTime<Utc>) -> sqlx::Result<Vec<OutcomeCount>> {
-        let pool = pg_or!(self, lite => Err(lite.unported("ui_outcomes")));
+        let pool = pg_or!(self, lite => lite.ui_outcomes(now).await);
         sqlx::query_as(
             "SELECT kind, COALESCE(provider, '') AS provider, status,
                     count(*) FILTER (WHERE updated_at >= $1 - interval '1 hour') AS last_hour,
@@ -178,7 +178,7 @@ impl Store {
 
     /// Sent and failed per minute over the hour before `now`.
     pub async fn ui_throughput(&self, now: DateTime<Utc>) -> sqlx::Result<Vec<MinuteCount>> {
-        let pool = pg_or!(self, lite => Err(lite.unported("ui_throughput")));
+        let pool = pg_or!(self, lite => lite.ui_throughput(now).await);
         sqlx::query_as(
             "SELECT floor(extract(epoch FROM ($1 - updated_at)) / 60)::int AS minutes_ago, status,
                     count(*) AS n
@@ -194,7 +194,7 @@ impl Store {
 
     /// Queued (due, later, retrying) and sending deliveries.
     pub async fn ui_active(&self, now: DateTime<Utc>) -> sqlx::Result<ActiveCounts> {
-        let pool = pg_or!(self, lite => Err(lite.unported("ui_active")));
+        let pool = pg_or!(self, lite => lite.ui_active(now).await);
         sqlx::query_as(
             "SELECT count(*) FILTER (WHERE status = 'queued' AND due_at <= $1) AS due,
                     count(*) FILTER (WHERE status = 'queued' AND due_at > $1) AS later,
@@ -209,7 +209,7 @@ impl Store {
 
     /// The last fire of `kind`'s schedule (manual triggers aside), with its counts by outcome.
     pub async fn ui_last_fire(&self, kind: &str) -> sqlx::Result<Option<FireCounts>> {
-        let pool = pg_or!(self, lite => Err(lite.unported("ui_last_fire")));
+        let pool = pg_or!(self, lite => lite.ui_last_fire(kind).await);
         sqlx::query_as(
             "WITH last AS (
                  SELECT max(planned_for) AS at FROM deliveries
@@ -231,7 +231,7 @@ impl Store {
 
     /// Users who opted out of `kind` (now: opt-outs are not recorded per fire).
     pub async fn ui_opted_out(&self, kind: &str) -> sqlx::Result<i64> {
-        let pool = pg_or!(self, lite => Err(lite.unported("ui_opted_out")));
+        let pool = pg_or!(self, lite => lite.ui_opted_out(kind).await);
         sqlx::query_scalar("SELECT count(*) FROM email_opt_outs WHERE kind = $1")
             .bind(kind)
             .fetch_one(pool)
@@ -245,7 +245,7 @@ impl Store {
         f: &FailedFilter,
         limit: i64,
     ) -> sqlx::Result<(Vec<FailedRow>, i64)> {
-        let pool = pg_or!(self, lite => Err(lite.unported("ui_failed")));
+        let pool = pg_or!(self, lite => lite.ui_failed(f, limit).await);
         let rows = bind_filter(
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT d.id, d.kind, d.user_id, d.recipient, d.provider, d.attempts, d.last_error,
@@ -272,7 +272,7 @@ impl Store {
 
     /// The values the failed set's filters can take: kinds, classes and providers present.
     pub async fn ui_failed_facets(&self) -> sqlx::Result<Vec<(String, String)>> {
-        let pool = pg_or!(self, lite => Err(lite.unported("ui_failed_facets")));
+        let pool = pg_or!(self, lite => lite.ui_failed_facets().await);
         sqlx::query_as(
             "SELECT DISTINCT 'kind', kind FROM deliveries WHERE status = 'failed'
              UNION SELECT DISTINCT 'provider', provider FROM deliveries
@@ -297,7 +297,7 @@ impl Store {
         start: DateTime<Utc>,
         per_second: u32,
     ) -> sqlx::Result<(i64, Option<DateTime<Utc>>)> {
-        let pool = pg_or!(self, lite => Err(lite.unported("ui_retry_failed")));
+        let pool = pg_or!(self, lite => lite.ui_retry_failed(f, ids, start, per_second).await);
         bind_filter(
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "WITH picked AS (
@@ -330,7 +330,7 @@ impl Store {
         f: &FailedFilter,
         ids: Option<&[i64]>,
     ) -> sqlx::Result<i64> {
-        let pool = pg_or!(self, lite => Err(lite.unported("ui_purge_failed")));
+        let pool = pg_or!(self, lite => lite.ui_purge_failed(f, ids).await);
         let (n,): (i64,) = bind_filter(
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "WITH picked AS (
@@ -352,7 +352,7 @@ impl Store {
 
     /// Deliveries by user id, recipient address or dedup key, newest first.
     pub async fn ui_search(&self, q: &str, limit: i64) -> sqlx::Result<Vec<DeliveryRow>> {
-        let pool = pg_or!(self, lite => Err(lite.unported("ui_search")));
+        let pool = pg_or!(self, lite => lite.ui_search(q, limit).await);
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {} FROM deliveries
              WHERE user_id = $1 OR lower(recipient) = lower($1) OR dedup_key = $1
@@ -367,7 +367,7 @@ impl Store {
 
     /// One delivery with its payload.
     pub async fn ui_delivery(&self, id: i64) -> sqlx::Result<Option<DeliveryDetail>> {
-        let pool = pg_or!(self, lite => Err(lite.unported("ui_delivery")));
+        let pool = pg_or!(self, lite => lite.ui_delivery(id).await);
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {}, payload::json FROM deliveries WHERE id = $1",
             COLUMNS

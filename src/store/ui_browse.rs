@@ -49,7 +49,7 @@ impl Browse {
     }
 
     /// The `WHERE … ORDER BY` of the list (each served by an index on status).
-    fn sql(self) -> &'static str {
+    pub(crate) fn sql(self) -> &'static str {
         match self {
             Browse::Queued => "status = 'queued' ORDER BY due_at, id",
             Browse::Sending => "status = 'sending' ORDER BY due_at, id",
@@ -87,7 +87,7 @@ pub struct TriggerCounts {
 impl Store {
     /// One list of deliveries, at most `limit`.
     pub async fn ui_browse(&self, list: Browse, limit: i64) -> sqlx::Result<Vec<DeliveryRow>> {
-        let pool = pg_or!(self, lite => Err(lite.unported("ui_browse")));
+        let pool = pg_or!(self, lite => lite.ui_browse(list, limit).await);
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT id, kind, user_id, dedup_key, status, recipient, attempts, last_error, \
              provider, message_id, provider_id, planned_for, due_at, sent_at, updated_at
@@ -101,7 +101,7 @@ impl Store {
 
     /// The longest wait of a due email, and the lag from due to sent over the last 5 minutes.
     pub async fn ui_waits(&self, now: DateTime<Utc>) -> sqlx::Result<Waits> {
-        let pool = pg_or!(self, lite => Err(lite.unported("ui_waits")));
+        let pool = pg_or!(self, lite => lite.ui_waits(now).await);
         sqlx::query_as(
             "SELECT (SELECT extract(epoch FROM $1 - min(due_at))::float8 FROM deliveries
                      WHERE status = 'queued' AND due_at <= $1) AS oldest_due_s,
@@ -118,7 +118,7 @@ impl Store {
     /// The last manual trigger of `kind`'s schedule: the latest instant a trigger planned,
     /// with every manual delivery of that instant counted.
     pub async fn ui_last_trigger(&self, kind: &str) -> sqlx::Result<Option<TriggerCounts>> {
-        let pool = pg_or!(self, lite => Err(lite.unported("ui_last_trigger")));
+        let pool = pg_or!(self, lite => lite.ui_last_trigger(kind).await);
         sqlx::query_as(
             "WITH last AS (
                  SELECT planned_for AS at FROM deliveries

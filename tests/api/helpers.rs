@@ -591,9 +591,16 @@ impl Drop for TestApp {
 pub async fn bare_store(env: &Env) -> (Store, EnvGuard) {
     init_logs();
     let guard = EnvGuard(env.clone());
-    let store = Store::connect(&env.settings().database_url, 8, true)
-        .await
-        .unwrap();
+    let store = Store::connect(
+        &env.settings()
+            .servers()
+            .expect("tests run on PostgreSQL and Redis")
+            .database_url,
+        8,
+        true,
+    )
+    .await
+    .unwrap();
     store.migrate().await.unwrap();
     let store = herald::store::prepare(store, None).await.unwrap();
     (store, guard)

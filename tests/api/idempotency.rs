@@ -70,9 +70,16 @@ async fn two_processes_send_each_user_one_scheduled_and_one_manual_email_and_sto
     );
 
     let _guard = EnvGuard(env.clone());
-    let store = herald::store::Store::connect(&env.settings().database_url, 2, false)
-        .await
-        .unwrap();
+    let store = herald::store::Store::connect(
+        &env.settings()
+            .servers()
+            .expect("tests run on PostgreSQL and Redis")
+            .database_url,
+        2,
+        false,
+    )
+    .await
+    .unwrap();
     // Due in 30 hours is tomorrow in UTC for most of the day; plan as UTC users at a fixed tick
     // through HTTP as well, so the test does not depend on the wall clock's hour.
     let now = Utc::now();

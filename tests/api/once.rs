@@ -343,9 +343,16 @@ async fn a_process_killed_while_resend_holds_its_batch_does_not_send_it_again() 
         String::from_utf8_lossy(&out.stderr)
     );
     let settings = env.settings();
-    let store = herald::store::Store::connect(&settings.database_url, 2, false)
-        .await
-        .unwrap();
+    let store = herald::store::Store::connect(
+        &settings
+            .servers()
+            .expect("on PostgreSQL and Redis")
+            .database_url,
+        2,
+        false,
+    )
+    .await
+    .unwrap();
     let n = 4;
     for i in 0..n {
         add_user(

@@ -147,9 +147,16 @@ async fn when_a_herald_process_is_killed_mid_tick_another_delivers_everything() 
     env.set("HERALD__QUEUE__REDISPATCH_AFTER", "10s");
     herald_ok(&env, &["migrate"]);
     let _guard = EnvGuard(env.clone());
-    let store = herald::store::Store::connect(&env.settings().database_url, 2, false)
-        .await
-        .unwrap();
+    let store = herald::store::Store::connect(
+        &env.settings()
+            .servers()
+            .expect("tests run on PostgreSQL and Redis")
+            .database_url,
+        2,
+        false,
+    )
+    .await
+    .unwrap();
     let users = 150;
     for i in 0..users {
         add_user(
@@ -282,9 +289,16 @@ async fn a_dead_workers_claims_are_given_back_at_once_not_after_their_lease() {
     herald_ok(&env, &["migrate"]);
     let _guard = EnvGuard(env.clone());
     let settings = env.settings();
-    let store = herald::store::Store::connect(&settings.database_url, 2, false)
-        .await
-        .unwrap();
+    let store = herald::store::Store::connect(
+        &settings
+            .servers()
+            .expect("on PostgreSQL and Redis")
+            .database_url,
+        2,
+        false,
+    )
+    .await
+    .unwrap();
     let n = 12;
     for i in 0..n {
         add_user(

@@ -602,7 +602,13 @@ async fn an_install_from_before_the_state_schema_keeps_its_deliveries_and_opt_ou
     let smtp = SmtpServer::start().await;
     let env = Env::new(&smtp);
     let _guard = EnvGuard(env.clone());
-    let url = env.settings().database_url.expose().to_owned();
+    let url = env
+        .settings()
+        .servers()
+        .expect("tests run on PostgreSQL and Redis")
+        .database_url
+        .expose()
+        .to_owned();
     // The layout of c8c3890: migrations 0001 to 0007 in `public`, with users and state side by side.
     let old = std::env::temp_dir().join(format!("herald-old-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&old).unwrap();

@@ -24,7 +24,7 @@ use http::RawHttp;
 use queue::RawQueue;
 use retention::RawRetention;
 use schedules::RawSchedules;
-use stores::{RawDatabase, RawRedis, RawSource};
+use stores::{RawDatabase, RawRedis, RawSource, RawState};
 
 /// The settings as written: durations and addresses are still strings.
 #[derive(Debug, Clone, Deserialize)]
@@ -32,6 +32,7 @@ use stores::{RawDatabase, RawRedis, RawSource};
 pub struct RawSettings {
     /// "development" or "production" (HERALD_ENV).
     pub environment: String,
+    pub state: RawState,
     pub database: RawDatabase,
     pub source: RawSource,
     pub redis: RawRedis,
@@ -75,9 +76,8 @@ impl RawSettings {
         mut problems: Problems,
     ) -> Result<Settings, ConfigError> {
         let p = &mut problems;
-        let (database_url, database_max_connections) = stores::database(&self.database, p);
+        let home = stores::home(&self.state, &self.database, &self.redis, p);
         let source_url = stores::source(&self.source, p);
-        let redis_url = stores::redis(&self.redis, p);
         let queue = queue::check(&self.queue, p);
         let mail = mail::check(&self.mail, p);
         queue::check_lease(
@@ -106,10 +106,8 @@ impl RawSettings {
         let ui_retry_per_second = daemon::ui_retry_per_second(&self.ui, p);
         problems.or(Settings {
             environment,
-            database_url,
-            database_max_connections,
+            home,
             source_url,
-            redis_url,
             queue,
             mail,
             templates_dir: self.templates.dir.into(),

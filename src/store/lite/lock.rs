@@ -51,8 +51,9 @@ impl StateLock {
                 };
                 anyhow::bail!(
                     "{holder} is already using {}; the embedded mode runs one process per file. \
-                     Stop that one first, or run several processes on PostgreSQL and Redis \
-                     (set DATABASE_URL and REDIS_URL, and `herald migrate-state` moves this state there)",
+                     While it runs, use its API or dashboard; stop it first for a command that \
+                     opens the file. Several processes need PostgreSQL and Redis (DATABASE_URL \
+                     and REDIS_URL)",
                     db.display()
                 );
             }

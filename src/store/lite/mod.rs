@@ -18,8 +18,16 @@
 //! cut loses at most the last commits, never the file.
 
 mod deliveries;
+mod gauges;
 pub mod lock;
+mod pauses;
+mod preferences;
+mod retention;
 mod schedules;
+mod sessions;
+mod suppressions;
+mod ui;
+mod ui_browse;
 
 use std::{
     collections::HashMap,
@@ -109,13 +117,6 @@ impl Lite {
 }
 
 impl Lite {
-    /// The error of a store function the embedded mode does not have yet.
-    pub fn unported(&self, what: &str) -> sqlx::Error {
-        sqlx::Error::Configuration(
-            format!("{what} is not available with the state in SQLite yet; use PostgreSQL").into(),
-        )
-    }
-
     pub async fn ping(&self) -> anyhow::Result<()> {
         sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
