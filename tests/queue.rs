@@ -1,7 +1,9 @@
 //! The queue's promises, each written once and run on both backends where both make it: jobs
 //! pushed are each processed once by the workers and leave the queue at its baseline (nothing
-//! stored), and an undecodable job is dead-lettered without wedging the worker. The embedded
-//! queue's own: a restart gets back the jobs the previous process held.
+//! stored), an undecodable job is dead-lettered without wedging the worker, and the dispatcher
+//! feeds the workers from the state store. The embedded queue's own: a restart gets back the jobs
+//! the previous process held, the janitor those of a silent worker, and a thousand emails share
+//! the store's one writer without a busy file.
 //!
 //! The state is the embedded store (a SQLite file in a folder of its own, removed after) in both;
 //! the queue is apalis-sqlite in the same file, or apalis-redis on the shared Redis (a queue name
@@ -435,5 +437,109 @@ async fn a_restart_gets_back_the_jobs_the_previous_process_held() {
     assert!(outbox.values().all(|&n| n == 1), "{outbox:?}");
     // Nothing of the dead worker is left, nor of this one after its shutdown.
     assert_eq!(home.queue.keys().await.unwrap(), Vec::new());
+    home.gone().await;
+}
+
+/// The embedded queue's writes (pushes, fetches, heartbeats, acks) share the store's one writer
+/// with the claims and the recorder: a thousand emails go out once each, the state file never
+/// reported down (a `SQLITE_BUSY` would fail a job and put it back for 5 s), and the rate is
+/// printed for the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_emails_share_the_one_writer_without_a_busy_file() {
+    let home = home(false).await;
+    let to = emails("busy", 1000);
+    let ids = home.due(&to).await;
+    let health = herald::health::Health::default();
+    let (trigger, shutdown) = herald::shutdown::channel();
+    let started = std::time::Instant::now();
+    // Jobs of 10, so that many run side by side, each with its own claim, records and ack.
+    home.queue.push(&ids, 10).await.unwrap();
+    let workers = tokio::spawn(queue::run_workers(
+        home.queue.clone(),
+        home.store.clone(),
+        home.deps(),
+        home.settings.queue.clone(),
+        Duration::from_secs(5),
+        health.clone(),
+        shutdown,
+    ));
+    home.wait_sent(&ids).await;
+    home.wait_empty().await;
+    let took = started.elapsed();
+    trigger.trigger();
+    workers.await.unwrap().unwrap();
+    eprintln!(
+        "1000 emails through the embedded queue in {took:?} ({:.0}/s)",
+        1000.0 / took.as_secs_f64()
+    );
+    assert_eq!(health.is_down(herald::health::Dependency::Postgres), None);
+    // Each claimed once: no job failed and came back.
+    for id in &ids {
+        assert_eq!(home.store.delivery(*id).await.unwrap().unwrap().attempts, 1);
+    }
+    let outbox = home.outbox();
+    assert_eq!(outbox.len(), to.len());
+    assert!(outbox.values().all(|&n| n == 1));
+    home.gone().await;
+}
+
+/// A worker of this process that apalis stopped and replaced falls silent: the janitor puts its
+/// jobs back within a few seconds of [`queue::ORPHAN_AFTER`] and deletes its row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_janitor_puts_back_the_jobs_of_a_silent_worker() {
+    let home = home(false).await;
+    let ids = home.due(&emails("silent", 4)).await;
+    home.queue.push(&ids, 2).await.unwrap();
+    let silent = "herald-silent-1-0badf00d.0-0";
+    let q = home.queue.name().to_owned();
+    let writer = &home.store.lite().unwrap().writer;
+    let long_ago = Utc::now().timestamp() - queue::ORPHAN_AFTER.as_secs() as i64 - 1;
+    sqlx::query(
+        "INSERT INTO Workers (id, worker_type, storage_name, last_seen, started_at)
+         VALUES (?, ?, 'SqliteStorage', ?, ?)",
+    )
+    .bind(silent)
+    .bind(&q)
+    .bind(long_ago)
+    .bind(long_ago)
+    .execute(writer)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE Jobs SET status = 'Queued', lock_by = ? WHERE job_type = ?")
+        .bind(silent)
+        .bind(&q)
+        .execute(writer)
+        .await
+        .unwrap();
+    assert_eq!(home.queue.depth().await.unwrap(), 0);
+    let (trigger, shutdown) = herald::shutdown::channel();
+    let janitor = tokio::spawn(queue::janitor(
+        home.queue.clone(),
+        home.store.clone(),
+        Default::default(),
+        shutdown,
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while home.queue.depth().await.unwrap() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            home.queue.keys().await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    trigger.trigger();
+    janitor.await.unwrap();
+    assert_eq!(
+        home.queue
+            .live_workers(Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        home.queue.keys().await.unwrap(),
+        [(format!("{q}:jobs:Pending"), 2)]
+    );
     home.gone().await;
 }
