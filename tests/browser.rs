@@ -84,17 +84,29 @@ fn browser_or_skip() -> Option<(PathBuf, PathBuf)> {
 /// chromedriver on a free port, killed when dropped.
 struct Driver {
     url: String,
-    _child: Child,
+    child: Child,
     /// The TMPDIR of chromedriver and the Chromium it starts, removed after them (Chromium
-    /// killed with its driver leaves its `org.chromium.Chromium.*` folders behind otherwise).
-    _tmp: TmpDir,
+    /// outlives a killed driver and leaves its `org.chromium.Chromium.*` folders behind).
+    tmp: PathBuf,
 }
 
-struct TmpDir(PathBuf);
-
-impl Drop for TmpDir {
+impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0); // best effort: the test's verdict is made
+        // chromedriver leads a process group of its own (`process_group(0)`), which the Chromium
+        // it starts joins: end the whole group, then remove their TMPDIR once nothing writes
+        // there any more. Best effort: the test's verdict is made.
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &format!("-{pid}")])
+                .stderr(Stdio::null())
+                .status();
+        }
+        for _ in 0..50 {
+            if std::fs::remove_dir_all(&self.tmp).is_ok() || !self.tmp.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
@@ -104,11 +116,12 @@ async fn start_driver(driver: &Path) -> Driver {
         .local_addr()
         .unwrap()
         .port();
-    let tmp = TmpDir(std::env::temp_dir().join(format!("herald-browser-{port}")));
-    std::fs::create_dir_all(&tmp.0).unwrap();
+    let tmp = std::env::temp_dir().join(format!("herald-browser-{port}"));
+    std::fs::create_dir_all(&tmp).unwrap();
     let child = Command::new(driver)
         .arg(format!("--port={port}"))
-        .env("TMPDIR", &tmp.0)
+        .env("TMPDIR", &tmp)
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -129,11 +142,7 @@ async fn start_driver(driver: &Path) -> Driver {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Driver {
-        url,
-        _child: child,
-        _tmp: tmp,
-    }
+    Driver { url, child, tmp }
 }
 
 async fn open_browser(chromium: &Path, driver: &Driver) -> Client {
