@@ -319,6 +319,19 @@ mod tests {
         assert!(e.contains("RFC 3339"), "{e}");
     }
 
+    /// A number with a fraction is no user id, also where a fast float parser rounds it to a
+    /// whole one (serde_json without `float_roundtrip` read this as -4084908491582525.0, and
+    /// the trigger sent to user "-4084908491582525": a proptest case found it).
+    #[test]
+    fn a_number_with_a_fraction_is_refused_however_close_to_a_whole_one() {
+        for text in ["-4084908491582524.5", "4084908491582524.5", "42.5", "1e-7"] {
+            let value: serde_json::Value = serde_json::from_str(text).unwrap();
+            let refused = user_id(&value).expect_err(text);
+            assert!(refused.contains("is not a user id"), "{text}: {refused}");
+        }
+        assert_eq!(user_id(&serde_json::json!(42.0)).unwrap(), "42");
+    }
+
     #[test]
     fn a_user_id_is_1_to_255_characters_without_control_characters() {
         assert!(text_id("42").is_ok());
