@@ -46,20 +46,21 @@ impl Application {
             &settings,
             &crate::kinds::samples(),
         )?);
-        let (store, queue, gate) = match &settings.home {
+        // The workers' pool on PostgreSQL; the embedded file has its one writer.
+        let workers = settings.servers().map_or(0, |s| s.max_connections);
+        let store = Store::open(&settings.home, workers).await?;
+        let (queue, gate) = match &settings.home {
             Home::Servers(servers) => {
-                let store = Store::open(&settings.home, servers.max_connections).await?;
                 let redis = queue::connect(&servers.redis_url).await?;
                 let queue = Queue::new(redis.clone(), &settings.queue);
-                (store, queue, gate(redis, &settings))
+                (queue, gate(redis, &settings))
             }
             // One process, one file: the state, the queue (apalis-sqlite) and the demo app in
             // it, the gate in the process.
             Home::Embedded { file } => {
-                let store = Store::open(&settings.home, 0).await?;
                 let queue = Queue::embedded(&store, &settings.queue).await?;
                 tracing::info!(file = %file.display(), "embedded: state and queue in one SQLite file (set DATABASE_URL and REDIS_URL to run several processes on PostgreSQL and Redis)");
-                (store, queue, Gate::in_process(pauses(&settings)))
+                (queue, Gate::in_process(pauses(&settings)))
             }
         };
         let store = crate::store::prepare(store, settings.source_url.as_ref()).await?;
