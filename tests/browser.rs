@@ -95,9 +95,12 @@ impl Drop for Driver {
         // chromedriver leads a process group of its own (`process_group(0)`), which the Chromium
         // it starts joins: end the whole group, then remove their TMPDIR once nothing writes
         // there any more. Best effort: the test's verdict is made.
+        // `-s KILL -- -PID`, never `-KILL -PID`: Debian's kill (procps) keeps only the first
+        // digit of the latter's "-PID", so -4852 signals group 4 and -1999 is kill(-1): every
+        // process on the machine (a CI run died so). Checked under strace.
         if let Some(pid) = self.child.id() {
             let _ = std::process::Command::new("kill")
-                .args(["-KILL", &format!("-{pid}")])
+                .args(["-s", "KILL", "--", &format!("-{pid}")])
                 .stderr(Stdio::null())
                 .status();
         }

@@ -1,5 +1,6 @@
 //! The shape of the house: the top-level modules of `src/` depend on each other one way, no
-//! file of `src/` passes 600 lines, and every test that needs a server skips loudly without it.
+//! file of `src/` passes 600 lines, every test that needs a server skips loudly without it, and no
+//! process group is signalled in a way Debian's `kill` misreads.
 //!
 //! A module depends on another when one of its files names `crate::<other>` (in a `use`, a path
 //! or a doc link; `use crate::{a, b::c}` names `a` and `b`), test modules aside: a file that its
@@ -364,4 +365,53 @@ fn an_unguarded_test_is_found() {
     let text = "#[tokio::test(flavor = \"multi_thread\")]\nasync fn guarded() {\n    \
                 skip_without_servers!();\n}\n\n#[test]\nfn bare() {\n    let x = 1;\n}\n";
     assert_eq!(unguarded(text, "skip_without_servers!("), ["bare"]);
+}
+
+/// Lines that signal a process group by `kill -SIG -PID`: Debian's kill (procps) keeps only the
+/// first digit of "-PID", so `-KILL -1999` is kill(-1, SIGKILL), every process on the machine.
+/// `kill -s SIG -- -PID` says the same thing unambiguously.
+fn group_kills_without_dashes(text: &str) -> Vec<String> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| line.contains("format!(\"-{") && !line.contains("\"--\""))
+        .filter(|(n, _)| {
+            let from = n.saturating_sub(4);
+            text.lines()
+                .skip(from)
+                .take(n - from + 1)
+                .any(|l| l.contains("\"kill\""))
+        })
+        .map(|(n, line)| format!("line {}: {}", n + 1, line.trim()))
+        .collect()
+}
+
+#[test]
+fn a_process_group_is_signalled_with_dashes_before_its_negative_id() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut found = Vec::new();
+    for dir in ["src", "tests", "benches"] {
+        for file in rust_files(&root.join(dir)) {
+            let text = fs::read_to_string(&file).unwrap();
+            for hit in group_kills_without_dashes(&text) {
+                found.push(format!(
+                    "  {} {hit}",
+                    file.strip_prefix(root).unwrap().display()
+                ));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "`kill -SIG -PID` signals the wrong group on Debian; write `kill -s SIG -- -PID`:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn a_group_kill_without_dashes_is_found() {
+    let bad = "Command::new(\"kill\")\n    .args([\"-KILL\", &format!(\"-{pid}\")])";
+    let good =
+        "Command::new(\"kill\")\n    .args([\"-s\", \"KILL\", \"--\", &format!(\"-{pid}\")])";
+    assert_eq!(group_kills_without_dashes(bad).len(), 1);
+    assert!(group_kills_without_dashes(good).is_empty());
 }
