@@ -40,6 +40,7 @@ use openapi::ErrorBody;
 use crate::{
     config::Settings,
     gate::Gate,
+    health::Dependency,
     input,
     mail::Provider,
     queue::{Dispatcher, Queue},
@@ -230,8 +231,10 @@ async fn metrics(State(state): State<AppState>) -> Response {
 const HIDDEN: &str = "unreachable (the reason: GET /readyz with the API token, or Herald's log)";
 
 #[utoipa::path(get, path = "/readyz", tag = "health",
-    description = "Readiness: PostgreSQL, Redis, the providers and Herald's own parts. Open; with \
-        the bearer token it also says why a dependency is unreachable.",
+    description = "Readiness: the state and the queue (keys `postgres` and `redis` on the servers, \
+        `state_file` and `queue` in the embedded home, with `home` saying which), the providers and \
+        Herald's own parts. Open; with the bearer token it also says why a dependency is \
+        unreachable.",
     responses(
         (status = 200, description = "Ready", body = serde_json::Value),
         (status = 503, description = "Not ready, and what is wrong", body = serde_json::Value),
@@ -244,6 +247,7 @@ async fn readyz(State(state): State<AppState>, headers: HeaderMap) -> Response {
         .as_ref()
         .is_some_and(|t| guard::bearer_matches(&headers, t.expose()));
     let within = Duration::from_secs(2);
+    let names = state.health.names();
     let down = |e: &dyn std::fmt::Display| {
         if detailed {
             format!("unreachable: {e}")
@@ -267,7 +271,11 @@ async fn readyz(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if !detailed {
         for text in providers.values_mut() {
             if text.as_str().is_some_and(|t| t.starts_with("unknown: ")) {
-                *text = "unknown: Redis could not be read".into();
+                *text = format!(
+                    "unknown: {} could not be read",
+                    names.name(Dependency::Queue)
+                )
+                .into();
             }
         }
     }
@@ -281,11 +289,14 @@ async fn readyz(State(state): State<AppState>, headers: HeaderMap) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        Json(json!({ "postgres": pg, "redis": redis, "providers": providers, "parts": parts })),
-    )
-        .into_response()
+    let mut body = json!({
+        "home": if state.store.is_embedded() { "embedded" } else { "servers" },
+        "providers": providers,
+        "parts": parts,
+    });
+    body[names.key(Dependency::State)] = pg.into();
+    body[names.key(Dependency::Queue)] = redis.into();
+    (status, Json(body)).into_response()
 }
 
 /// What `/readyz` and the dashboard say of the `null` provider while it works.
@@ -328,6 +339,8 @@ async fn provider_states(state: &AppState) -> (serde_json::Map<String, serde_jso
     responses((status = 200, description = "The overview", body = serde_json::Value)),
     security(("bearer" = [])))]
 async fn stats(State(state): State<AppState>) -> Response {
+    let names = state.health.names();
+    let (db, queue) = (names.key(Dependency::State), names.key(Dependency::Queue));
     let mut unreachable = serde_json::Map::new();
     let mut note = |what: &str, e: &dyn std::fmt::Display| {
         unreachable
@@ -341,21 +354,16 @@ async fn stats(State(state): State<AppState>) -> Response {
                 .collect::<serde_json::Map<_, _>>()
         ),
         Err(e) => {
-            note("postgres", &e);
+            note(db, &e);
             serde_json::Value::Null
         }
     };
-    let depth = state
-        .queue
-        .depth()
-        .await
-        .map_err(|e| note("redis", &e))
-        .ok();
+    let depth = state.queue.depth().await.map_err(|e| note(queue, &e)).ok();
     let workers = state
         .queue
         .live_workers(Duration::from_secs(10))
         .await
-        .map_err(|e| note("redis", &e))
+        .map_err(|e| note(queue, &e))
         .ok();
     let (providers, _) = provider_states(&state).await;
     let mut schedules = Vec::new();
@@ -363,7 +371,7 @@ async fn stats(State(state): State<AppState>) -> Response {
         let planned_up_to = match state.store.watermark(&s.name).await {
             Ok(w) => json!(w),
             Err(e) => {
-                note("postgres", &e);
+                note(db, &e);
                 serde_json::Value::Null
             }
         };

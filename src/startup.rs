@@ -9,7 +9,7 @@ use crate::{
     clock::Clock,
     config::{Home, Settings},
     gate::{Gate, Pauses},
-    health::Health,
+    health::{Health, Names},
     http::{AppState, app},
     mail::{self, Provider},
     metrics::Metrics,
@@ -75,7 +75,11 @@ impl Application {
         let listener = TcpListener::bind(settings.http_addr)
             .await
             .with_context(|| format!("cannot listen on {} (http.addr / HERALD_HTTP_ADDR); is another process using it?", settings.http_addr))?;
-        let health = Health::default();
+        let health = Health::new(if store.is_embedded() {
+            Names::EMBEDDED
+        } else {
+            Names::SERVERS
+        });
         let metrics = Metrics::new(
             &providers.iter().map(Provider::name).collect::<Vec<_>>(),
             &settings

@@ -101,6 +101,16 @@ impl Running {
         r.json().await.unwrap()
     }
 
+    async fn get(&self, path: &str) -> (u16, String) {
+        let r = reqwest::Client::new()
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
     async fn finish(self) {
         let _ = self.stop.send(());
         self.handle.await.unwrap().unwrap();
@@ -133,6 +143,25 @@ async fn a_seeded_demo_gets_its_emails_once_from_one_file_across_a_restart() {
         second.contains(&format!("pid {}", std::process::id())) && second.contains("herald.db"),
         "{second}"
     );
+    // Readiness and metrics name what this home has: the file and its queue, not PostgreSQL and
+    // Redis.
+    let (status, readyz) = first.get("/readyz").await;
+    let readyz: Value = serde_json::from_str(&readyz).unwrap();
+    assert_eq!(status, 200, "{readyz}");
+    assert_eq!(readyz["home"], "embedded", "{readyz}");
+    assert_eq!(readyz["state_file"], "ok", "{readyz}");
+    assert_eq!(readyz["queue"], "ok", "{readyz}");
+    assert!(
+        readyz.get("postgres").is_none() && readyz.get("redis").is_none(),
+        "{readyz}"
+    );
+    let (_, metrics) = first.get("/metrics").await;
+    for dependency in ["state_file", "queue"] {
+        let up = format!("herald_up{{dependency=\"{dependency}\"}} 1");
+        assert!(metrics.contains(&up), "{up} missing:\n{metrics}");
+    }
+    assert!(!metrics.contains("dependency=\"postgres\""), "{metrics}");
+
     // Seeded users each have overdue tasks: one summary each.
     let report = first.trigger("overdue_summary").await;
     let planned = report["planned"].as_u64().unwrap();

@@ -472,7 +472,7 @@ async fn a_thousand_emails_share_the_one_writer_without_a_busy_file() {
         "1000 emails through the embedded queue in {took:?} ({:.0}/s)",
         1000.0 / took.as_secs_f64()
     );
-    assert_eq!(health.is_down(herald::health::Dependency::Postgres), None);
+    assert_eq!(health.is_down(herald::health::Dependency::State), None);
     // Each claimed once: no job failed and came back.
     for id in &ids {
         assert_eq!(home.store.delivery(*id).await.unwrap().unwrap().attempts, 1);

@@ -67,6 +67,8 @@ pub trait QueueReading: Sync {
 /// [`SCRAPE_TIMEOUT`] is `None`: its gauges are left out and `herald_up` says 0.
 #[derive(Debug, Clone)]
 pub struct Live {
+    /// What the two readings are called in this home (`herald_up`'s `dependency` label).
+    pub names: Names,
     pub postgres: Option<PostgresReading>,
     pub redis: Option<RedisReading>,
     pub parts: BTreeMap<&'static str, PartState>,
@@ -111,6 +113,7 @@ impl Live {
         };
         let (postgres, redis) = tokio::join!(within(postgres), within(redis));
         Live {
+            names: health.names(),
             postgres,
             redis,
             parts: health.parts(),
@@ -125,8 +128,8 @@ impl Live {
         }
         let up = Family::<Dependency, Gauge>::default();
         for (name, ok) in [
-            ("postgres", self.postgres.is_some()),
-            ("redis", self.redis.is_some()),
+            (self.names.key(Dep::State), self.postgres.is_some()),
+            (self.names.key(Dep::Queue), self.redis.is_some()),
         ] {
             up.get_or_create(&Dependency {
                 dependency: name.to_owned(),

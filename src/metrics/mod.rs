@@ -38,7 +38,7 @@ use strum::IntoEnumIterator;
 use crate::{
     domain::ErrorClass,
     gate::{Gate, State},
-    health::{Health, PartState},
+    health::{Dependency as Dep, Health, Names, PartState},
     mail::Provider,
     store::{AttemptOutcome, AttemptRecord, Claimed, Next, Store},
 };
@@ -546,6 +546,7 @@ mod tests {
     fn every_error_class_is_listed_before_it_happens() {
         let m = Metrics::new(&["smtp"], &["overdue_summary"]);
         let live = Live {
+            names: Names::SERVERS,
             postgres: None,
             redis: None,
             parts: BTreeMap::new(),

@@ -44,14 +44,14 @@ struct RoundError(Dependency, anyhow::Error);
 impl RoundError {
     fn redis(e: redis::RedisError, what: &str) -> RoundError {
         RoundError(
-            Dependency::Redis,
+            Dependency::Queue,
             anyhow::Error::new(e).context(what.to_owned()),
         )
     }
 
     fn pg(e: sqlx::Error, what: &str) -> RoundError {
         RoundError(
-            Dependency::Postgres,
+            Dependency::State,
             anyhow::Error::new(e).context(what.to_owned()),
         )
     }
@@ -88,7 +88,7 @@ impl Dispatcher {
             if last_recovery.elapsed() >= RECOVER_EVERY {
                 last_recovery = tokio::time::Instant::now();
                 match health.check(
-                    Dependency::Postgres,
+                    Dependency::State,
                     store.recover(q.redispatch_after, clock.now()).await,
                 ) {
                     Ok((0, 0)) | Err(_) => {}
@@ -102,8 +102,8 @@ impl Dispatcher {
             let started = tokio::time::Instant::now();
             let next = match round(&store, &queue, &q, self.job_size, clock.now()).await {
                 Ok(next) => {
-                    health.up(queue.dependency());
-                    health.up(Dependency::Postgres);
+                    health.up(Dependency::Queue);
+                    health.up(Dependency::State);
                     next
                 }
                 Err(RoundError(dep, e)) => {
@@ -162,9 +162,10 @@ async fn round(
         }
         // The embedded queue is in the state file: it cannot come back empty while the state
         // does not, so it has no marker.
-        None => queue.depth().await.map_err(|e| {
-            RoundError(queue.dependency(), e.context("cannot read the queue depth"))
-        })?,
+        None => queue
+            .depth()
+            .await
+            .map_err(|e| RoundError(Dependency::Queue, e.context("cannot read the queue depth")))?,
     };
     // `high_water` counts jobs, as the crate's scripts do; a chunk holds whole jobs.
     let room = q
@@ -206,7 +207,7 @@ async fn push(
             .untake(ids)
             .await
             .map_err(|e| RoundError::pg(e, "cannot give back undispatched deliveries"))?;
-        return Err(RoundError(queue.dependency(), e));
+        return Err(RoundError(Dependency::Queue, e));
     }
     Ok(())
 }
@@ -225,7 +226,7 @@ async fn refill(store: &Store, queue: &RedisQueue) -> Result<(), RoundError> {
         .await
         .map(|r| r.is_some())
         .context("cannot set the queue's marker key")
-        .map_err(|e| RoundError(Dependency::Redis, e))?;
+        .map_err(|e| RoundError(Dependency::Queue, e))?;
     if !first {
         return Ok(());
     }
@@ -245,7 +246,7 @@ async fn refill(store: &Store, queue: &RedisQueue) -> Result<(), RoundError> {
                 .query_async::<()>(&mut conn)
                 .await;
             Err(RoundError(
-                Dependency::Postgres,
+                Dependency::State,
                 anyhow::Error::new(e).context("cannot re-dispatch the lost queue"),
             ))
         }

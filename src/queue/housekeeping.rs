@@ -36,7 +36,7 @@ pub async fn janitor(queue: RedisQueue, store: Store, health: Health, shutdown: 
             _ = tokio::time::sleep(EVERY) => {}
         }
         let swept = sweep_finished(&queue).await;
-        if let Ok(n) = health.check(Dependency::Redis, swept)
+        if let Ok(n) = health.check(Dependency::Queue, swept)
             && n > 0
         {
             tracing::debug!(jobs = n, "removed finished jobs' data");

@@ -65,8 +65,7 @@ use apalis_redis::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    config::QueueSettings, health::Dependency, health::Health, shutdown::Shutdown, store::Store,
-    worker::WorkerDeps,
+    config::QueueSettings, health::Health, shutdown::Shutdown, store::Store, worker::WorkerDeps,
 };
 
 pub use dispatch::Dispatcher;
@@ -242,15 +241,6 @@ impl Queue {
         match &self.backend {
             Backend::Redis(_) => None,
             Backend::Sqlite(e) => Some(e),
-        }
-    }
-
-    /// What a failure of the queue is reported as: Redis, or the state store whose file holds
-    /// the embedded queue.
-    pub fn dependency(&self) -> Dependency {
-        match &self.backend {
-            Backend::Redis(_) => Dependency::Redis,
-            Backend::Sqlite(_) => Dependency::Postgres,
         }
     }
 

@@ -32,7 +32,7 @@ use apalis_core::backend::{BackendConfig, WireFormatBackend};
 use super::{AnyJob, RedisQueue, housekeeping};
 use crate::{
     config::QueueSettings,
-    health::{Dependency, Health, is_postgres},
+    health::{Dependency, Health, is_state_error},
     shutdown::Shutdown,
     store::Store,
     worker::{WorkerDeps, process_job_as},
@@ -140,24 +140,24 @@ async fn handle(
                 "cannot decode a job (not a list of delivery ids); moved to the dead-letter list"
             );
             let moved = dead_letter(&ctx.queue, worker.name(), &id, &bytes).await;
-            let _ = ctx.health.check(Dependency::Redis, moved);
+            let _ = ctx.health.check(Dependency::Queue, moved);
             return Ok(());
         }
     };
     let result = run_job(&ctx.deps, &ids, worker.name()).await;
     let done = result.is_ok();
     match result {
-        Ok(_) => ctx.health.up(Dependency::Postgres),
+        Ok(_) => ctx.health.up(Dependency::State),
         // PostgreSQL could not be read or written. Whatever was claimed keeps its lease, and the
         // job comes back in a few seconds; the outage is logged once.
-        Err(e) if is_postgres(&e) => {
+        Err(e) if is_state_error(&e) => {
             tracing::debug!(
                 deliveries = ?ids,
                 error = crate::telemetry::chain(&e),
                 "cannot process the job's deliveries; the job comes back in 5 s"
             );
             ctx.health
-                .down(Dependency::Postgres, crate::telemetry::chain(&e));
+                .down(Dependency::State, crate::telemetry::chain(&e));
         }
         Err(e) => tracing::error!(
             deliveries = ?ids,
@@ -168,7 +168,7 @@ async fn handle(
     let acked = ack(&ctx.queue, worker.name(), &id, done).await;
     // A failed ack leaves the id in this worker's inflight set; it is drained when the worker
     // is gone, and a repeated job finds its delivery already recorded.
-    let _ = ctx.health.check(Dependency::Redis, acked);
+    let _ = ctx.health.check(Dependency::Queue, acked);
     Ok(())
 }
 
@@ -350,7 +350,7 @@ pub async fn run_workers(
         .should_restart(move |worker, error| {
             // Almost always Redis going away under the worker: one warning per outage.
             health.down(
-                Dependency::Redis,
+                Dependency::Queue,
                 format!("worker {} stopped: {error}", worker.name()),
             );
             // apalis restarts at once; while Redis is unreachable that would spin. The callback

@@ -41,7 +41,7 @@ use crate::{
     clock::Clock,
     config::{RetentionSettings, ScheduleSettings, ZoneMode},
     domain,
-    health::{Dependency, Health, is_postgres},
+    health::{Dependency, Health, is_state_error},
     kinds::{Kind, Recipient},
     metrics::PlanCounts,
     shutdown::Shutdown,

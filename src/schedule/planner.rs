@@ -51,7 +51,7 @@ impl Planner {
                 let started = std::time::Instant::now();
                 match plan_due(&store, schedule, clock.now()).await {
                     Ok(r) => {
-                        health.up(Dependency::Postgres);
+                        health.up(Dependency::State);
                         if let Some(r) = &r {
                             say_pause(&mut paused, r);
                         }
@@ -63,9 +63,9 @@ impl Planner {
                             planned();
                         }
                     }
-                    Err(e) if is_postgres(&e) => {
+                    Err(e) if is_state_error(&e) => {
                         tracing::debug!(schedule = %schedule.name, error = crate::telemetry::chain(&e), "planning failed; will retry on the next tick");
-                        health.down(Dependency::Postgres, crate::telemetry::chain(&e));
+                        health.down(Dependency::State, crate::telemetry::chain(&e));
                     }
                     Err(e) => {
                         tracing::error!(schedule = %schedule.name, error = crate::telemetry::chain(&e), "planning failed; will retry on the next tick")

@@ -473,7 +473,7 @@ async fn keep_leases(deps: &WorkerDeps, claims: &Mutex<Claims>) -> Infallible {
         let asked_at = tokio::time::Instant::now();
         match deps.store.renew(&asked, deps.lease).await {
             Ok(kept) => {
-                deps.health.up(Dependency::Postgres);
+                deps.health.up(Dependency::State);
                 let kept: HashSet<i64> = kept.into_iter().collect();
                 let mut c = claims.lock().expect("not poisoned");
                 c.lease_until = asked_at + deps.lease;
@@ -496,7 +496,7 @@ async fn keep_leases(deps: &WorkerDeps, claims: &Mutex<Claims>) -> Infallible {
                     error = %e,
                     "cannot renew the lease of claimed deliveries; trying again"
                 );
-                deps.health.down(Dependency::Postgres, &e);
+                deps.health.down(Dependency::State, &e);
             }
         }
     }

@@ -60,7 +60,7 @@ pub(super) async fn record_retrying(
         match deps.recorder.record(recording.clone()).await {
             Ok(true) => {
                 if failures > 0 {
-                    deps.health.up(Dependency::Postgres);
+                    deps.health.up(Dependency::State);
                 }
                 return Ok(true);
             }
@@ -99,7 +99,7 @@ pub(super) async fn record_retrying(
                 tracing::debug!(delivery_id = d.id, error = %e, retry_in = %humantime::format_duration(pause), "cannot record the attempt; retrying");
                 if !row {
                     // PostgreSQL going away: the outage is logged once, by `health`.
-                    deps.health.down(Dependency::Postgres, &e);
+                    deps.health.down(Dependency::State, &e);
                 }
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(RECORD_RETRY_MAX);

@@ -153,7 +153,7 @@ pub(super) async fn send_each(
 pub(super) async fn permit(deps: &WorkerDeps, p: &Provider, wanted: usize) -> Permit {
     let acquired = deps.gate.acquire(p, wanted, WAIT_BUDGET).await;
     let acquired = deps.health.check(
-        Dependency::Redis,
+        Dependency::Queue,
         acquired.map_err(|e| crate::telemetry::chain(&e)),
     );
     acquired.unwrap_or_else(|e| {
@@ -181,7 +181,7 @@ pub(super) async fn feedback(
         Some(e) => deps.gate.failed(p, e, probe).await,
     };
     let result = deps.health.check(
-        Dependency::Redis,
+        Dependency::Queue,
         result.map_err(|e| crate::telemetry::chain(&e)),
     );
     result.unwrap_or_else(|e| {

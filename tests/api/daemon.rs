@@ -158,7 +158,7 @@ async fn a_dead_workers_inflight_set_above_the_unpack_limit_is_drained_and_sent_
         "the dead worker is still registered: {keys:?}"
     );
     // No worker of the new process ever failed: Redis was never reported down.
-    assert_eq!(app.state.health.is_down(Dependency::Redis), None);
+    assert_eq!(app.state.health.is_down(Dependency::Queue), None);
     assert_eq!(app.count_status("failed").await, 0);
     drop(smtp);
     app.finish().await;

@@ -484,6 +484,7 @@ async fn a_user_deleted_in_the_app_after_planning_is_skipped_at_claim_with_the_r
     let deps = crate::fencing::worker_deps(&env, store.clone()).await;
     process_job(&deps, &ids).await.unwrap();
     let metrics = deps.metrics.encode(&herald::metrics::Live {
+        names: herald::health::Names::SERVERS,
         postgres: None,
         redis: None,
         parts: Default::default(),

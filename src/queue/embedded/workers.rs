@@ -13,7 +13,7 @@ use apalis::prelude::*;
 use super::Embedded;
 use crate::{
     config::QueueSettings,
-    health::{Dependency, Health, is_postgres},
+    health::{Dependency, Health, is_state_error},
     queue::{
         AnyJob, JOBS_AT_ONCE, ORPHAN_AFTER, job_size,
         workers::{Backoff, INFRA_RETRY, RawJobs, run_job, worker_name},
@@ -22,10 +22,6 @@ use crate::{
     store::Store,
     worker::WorkerDeps,
 };
-
-/// The state file is what the embedded queue's failures are reported as: it is the state
-/// store's ([`crate::queue::Queue::dependency`]).
-const FILE: Dependency = Dependency::Postgres;
 
 /// How often the janitor runs.
 const EVERY: Duration = Duration::from_secs(5);
@@ -59,21 +55,22 @@ async fn handle(
                 "cannot decode a job (not a list of delivery ids); moved to the dead letters"
             );
             let moved = ctx.queue.dead_letter(&id).await;
-            let _ = ctx.health.check(FILE, moved);
+            let _ = ctx.health.check(Dependency::Queue, moved);
             return Ok(());
         }
     };
     let result = run_job(&ctx.deps, &ids, worker.name()).await;
     let done = result.is_ok();
     match result {
-        Ok(_) => ctx.health.up(FILE),
-        Err(e) if is_postgres(&e) => {
+        Ok(_) => ctx.health.up(Dependency::State),
+        Err(e) if is_state_error(&e) => {
             tracing::debug!(
                 deliveries = ?ids,
                 error = crate::telemetry::chain(&e),
                 "cannot process the job's deliveries; the job comes back in 5 s"
             );
-            ctx.health.down(FILE, crate::telemetry::chain(&e));
+            ctx.health
+                .down(Dependency::State, crate::telemetry::chain(&e));
         }
         Err(e) => tracing::error!(
             deliveries = ?ids,
@@ -84,7 +81,7 @@ async fn handle(
     // A failed ack leaves the job `Queued` under this worker; it comes back when the worker is
     // gone, and a repeated job finds its deliveries already recorded.
     let acked = ctx.queue.ack(&id, done, INFRA_RETRY).await;
-    let _ = ctx.health.check(FILE, acked);
+    let _ = ctx.health.check(Dependency::Queue, acked);
     Ok(())
 }
 
@@ -137,7 +134,10 @@ pub async fn run_workers(
                 .build(handle)
         })
         .should_restart(move |worker, error| {
-            health.down(FILE, format!("worker {} stopped: {error}", worker.name()));
+            health.down(
+                Dependency::Queue,
+                format!("worker {} stopped: {error}", worker.name()),
+            );
             let pause = backoff.next();
             if tokio::runtime::Handle::try_current()
                 .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
@@ -173,12 +173,12 @@ pub async fn janitor(queue: Embedded, store: Store, health: Health, shutdown: Sh
             _ = shutdown.wait() => break,
             _ = tokio::time::sleep(EVERY) => {}
         }
-        if let Ok(n) = health.check(FILE, queue.sweep_finished().await)
+        if let Ok(n) = health.check(Dependency::Queue, queue.sweep_finished().await)
             && n > 0
         {
             tracing::debug!(jobs = n, "removed finished jobs");
         }
-        let dead = match health.check(FILE, queue.silent_workers(ORPHAN_AFTER).await) {
+        let dead = match health.check(Dependency::Queue, queue.silent_workers(ORPHAN_AFTER).await) {
             Ok(dead) => dead,
             Err(_) => continue,
         };
