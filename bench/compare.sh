@@ -10,6 +10,8 @@
 #   2. builds the peers' Rust SMTP sink (smtp-sink-rs) and installs BullMQ with the peers' setup.sh;
 #   3. runs Herald's phases (benches/email.rs: email, null, latency, fire100k, plan_under_load)
 #      with SINK_CMD set to that sink;
+#   3b. runs the same email phase on one SQLite file (benches/embedded.rs: no PostgreSQL, no
+#      Redis; EMBEDDED=0 skips it), the same USERS, against the same sink;
 #   4. runs BullMQ's email phase (the peers' run_bullmq.sh) with as many emails as Herald's email
 #      phase sent, against the same sink;
 #      on a free port (SMTP_PORT), with nodemailer's default of 5 SMTP connections, then again
@@ -119,6 +121,11 @@ fi
 say "Herald: benches/email.rs, REPS=$REPS${SINK:+, SINK_CMD=$SINK}"
 (cd "$ROOT" && SINK_CMD="$SINK" cargo bench --locked --bench email) | tee "$OUT_DIR/herald.txt"
 
+if [ "${EMBEDDED:-1}" = 1 ]; then
+  say "Herald embedded: benches/embedded.rs, USERS=${USERS:-20000} REPS=$REPS${SINK:+, SINK_CMD=$SINK}"
+  (cd "$ROOT" && SINK_CMD="$SINK" cargo bench --locked --bench embedded) | tee -a "$OUT_DIR/herald.txt"
+fi
+
 # The email phase's count of emails, for BullMQ's run of the same size.
 EMAIL_N=$(awk '/^peer=herald phase=email /{for (i = 1; i <= NF; i++) if ($i ~ /^n=/) print substr($i, 3)}' \
   "$OUT_DIR/herald.txt" | tail -1)
@@ -191,6 +198,9 @@ row "email: the same, after planning (4)" email send_emails_per_s 0
 row "email: peak RSS MB" email peak_rss_mb 1
 row "email: Redis commands per email (1)" email redis_cmds_per_email 2
 row "email: PostgreSQL commits per email (2)" email pg_commits_per_email 2
+row "embedded, one file: emails/s (6)" embedded emails_per_s 0
+row "embedded: the same, after planning (4)" embedded send_emails_per_s 0
+row "embedded: peak RSS MB" embedded peak_rss_mb 1
 row "null provider: rows marked sent per s (3)" null emails_per_s 0
 row "null provider: the same, after planning (4)" null send_emails_per_s 0
 row "null provider: peak RSS MB" null peak_rss_mb 1
@@ -220,5 +230,7 @@ fixed text.
 (5) SMTP connections: the first row with each side's default, Herald $HERALD_POOL (mail.pool_size)
     and BullMQ's nodemailer $NODEMAILER_POOL (maxConnections); the second with BullMQ at Herald's
     $HERALD_POOL (SMTP_POOL), the same count on both sides.
+(6) Herald with no PostgreSQL and no Redis: state and queue in one SQLite file (benches/embedded.rs),
+    $(size embedded users) users, $(size embedded n) emails, beside BullMQ's first row.
 Raw output: $OUT_DIR/herald.txt, $OUT_DIR/bullmq.txt, $OUT_DIR/bullmq-pool.txt
 EOF
