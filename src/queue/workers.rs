@@ -278,10 +278,10 @@ pub fn worker_name() -> String {
 /// How long a failed worker waits before apalis restarts it: 1 s, doubling to 10 s while it
 /// keeps failing (Redis down), back to 1 s after a minute without failure.
 #[derive(Debug, Default)]
-pub(super) struct Backoff(Mutex<Option<(std::time::Instant, Duration)>>);
+struct Backoff(Mutex<Option<(std::time::Instant, Duration)>>);
 
 impl Backoff {
-    pub(super) fn next(&self) -> Duration {
+    fn next(&self) -> Duration {
         let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let pause = match *last {
             Some((at, pause)) if at.elapsed() < Duration::from_secs(60) => {
@@ -292,6 +292,65 @@ impl Backoff {
         *last = Some((std::time::Instant::now(), pause));
         pause
     }
+}
+
+/// The names apalis's monitor gave the workers it started (`<name>-<restarts>`), to deregister
+/// them or give back what they held once the monitor has stopped.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Started(Arc<Mutex<Vec<String>>>);
+
+impl Started {
+    /// The name of the worker the monitor starts for the `restarts`-th time, remembered.
+    pub(super) fn name(&self, name: &str, restarts: usize) -> String {
+        let worker = format!("{name}-{restarts}");
+        self.lock().push(worker.clone());
+        worker
+    }
+
+    /// Every name given so far, taken.
+    pub(super) fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Runs a monitor whose workers are registered until `shutdown`, then lets in-flight jobs finish
+/// within `grace`. A worker that stops (its queue went away under it) is reported to `health`
+/// once per outage and restarted after a pause that grows while it keeps stopping.
+pub(super) async fn supervise(
+    monitor: Monitor,
+    health: Health,
+    grace: Duration,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let backoff = Backoff::default();
+    monitor
+        .should_restart(move |worker, error| {
+            health.down(
+                Dependency::Queue,
+                format!("worker {} stopped: {error}", worker.name()),
+            );
+            // apalis restarts at once; while the queue is unreachable that would spin. The
+            // callback is synchronous, so pause here, letting the runtime move other tasks off
+            // this thread.
+            let pause = backoff.next();
+            if tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+            {
+                tokio::task::block_in_place(|| std::thread::sleep(pause));
+            }
+            true
+        })
+        .shutdown_timeout(grace)
+        .run_with_signal(async move {
+            shutdown.wait().await;
+            Ok(())
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("the workers stopped with an error: {e}"))
 }
 
 /// Runs the delivery workers until `shutdown`, then lets in-flight sends finish within `grace`
@@ -323,56 +382,25 @@ pub async fn run_workers(
         queue: queue.clone(),
         health: health.clone(),
     };
-    let names = Arc::new(Mutex::new(Vec::new()));
-    let registered = names.clone();
-    let backoff = Arc::new(Backoff::default());
+    let started = Started::default();
+    let names = started.clone();
     let workers_queue = queue.clone();
-    let monitor = Monitor::new()
-        .register(move |restarts| {
-            let worker = format!("{name}-{restarts}");
-            registered
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(worker.clone());
-            WorkerBuilder::new(worker)
-                // Pushed jobs land in `{q}:scheduled`; an idle worker only promotes them when it
-                // polls. Waking it on each local push (a stream, not apalis's interval polling,
-                // which was seen to stall) cuts the pickup delay from a heartbeat to a few ms.
-                .backend(RawJobs(
-                    workers_queue
-                        .storage()
-                        .poll_with_stream(workers_queue.pushes()),
-                ))
-                .data(ctx.clone())
-                .concurrency(jobs)
-                .build(handle)
-        })
-        .should_restart(move |worker, error| {
-            // Almost always Redis going away under the worker: one warning per outage.
-            health.down(
-                Dependency::Queue,
-                format!("worker {} stopped: {error}", worker.name()),
-            );
-            // apalis restarts at once; while Redis is unreachable that would spin. The callback
-            // is synchronous, so pause here, letting the runtime move other tasks off this thread.
-            let pause = backoff.next();
-            if tokio::runtime::Handle::try_current()
-                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
-            {
-                tokio::task::block_in_place(|| std::thread::sleep(pause));
-            }
-            true
-        })
-        .shutdown_timeout(grace);
-    let stopped = monitor
-        .run_with_signal(async move {
-            shutdown.wait().await;
-            Ok(())
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("the workers stopped with an error: {e}"));
-    let names = std::mem::take(&mut *names.lock().unwrap_or_else(|p| p.into_inner()));
-    for worker in names {
+    let monitor = Monitor::new().register(move |restarts| {
+        WorkerBuilder::new(names.name(&name, restarts))
+            // Pushed jobs land in `{q}:scheduled`; an idle worker only promotes them when it
+            // polls. Waking it on each local push (a stream, not apalis's interval polling,
+            // which was seen to stall) cuts the pickup delay from a heartbeat to a few ms.
+            .backend(RawJobs(
+                workers_queue
+                    .storage()
+                    .poll_with_stream(workers_queue.pushes()),
+            ))
+            .data(ctx.clone())
+            .concurrency(jobs)
+            .build(handle)
+    });
+    let stopped = supervise(monitor, health, grace, shutdown).await;
+    for worker in started.take() {
         if let Err(e) = housekeeping::deregister(&queue, &store, &worker).await {
             tracing::warn!(worker = %worker, error = crate::telemetry::chain(&e), "cannot deregister the worker; the janitor of another process will");
         }

@@ -3,10 +3,7 @@
 //! the raw-bytes codec, [`run_job`]), and the ack that deletes the job from the table once its
 //! outcome is committed.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use apalis::prelude::*;
 
@@ -16,7 +13,7 @@ use crate::{
     health::{Dependency, Health, is_state_error},
     queue::{
         AnyJob, JOBS_AT_ONCE, ORPHAN_AFTER, job_size,
-        workers::{Backoff, INFRA_RETRY, RawJobs, run_job, worker_name},
+        workers::{INFRA_RETRY, RawJobs, Started, run_job, supervise, worker_name},
     },
     shutdown::Shutdown,
     store::Store,
@@ -111,51 +108,23 @@ pub async fn run_workers(
         queue: queue.clone(),
         health: health.clone(),
     };
-    let names = Arc::new(Mutex::new(Vec::new()));
-    let registered = names.clone();
-    let backoff = Arc::new(Backoff::default());
+    let started = Started::default();
+    let names = started.clone();
     let workers_queue = queue.clone();
-    let monitor = Monitor::new()
-        .register(move |restarts| {
-            let worker = format!("{name}-{restarts}");
-            registered
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(worker.clone());
-            WorkerBuilder::new(worker)
-                // Woken on each push (all pushes are this process's), not at the heartbeat.
-                .backend(RawJobs(
-                    workers_queue
-                        .storage()
-                        .poll_with_stream(workers_queue.pushes()),
-                ))
-                .data(ctx.clone())
-                .concurrency(JOBS_AT_ONCE)
-                .build(handle)
-        })
-        .should_restart(move |worker, error| {
-            health.down(
-                Dependency::Queue,
-                format!("worker {} stopped: {error}", worker.name()),
-            );
-            let pause = backoff.next();
-            if tokio::runtime::Handle::try_current()
-                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
-            {
-                tokio::task::block_in_place(|| std::thread::sleep(pause));
-            }
-            true
-        })
-        .shutdown_timeout(grace);
-    let stopped = monitor
-        .run_with_signal(async move {
-            shutdown.wait().await;
-            Ok(())
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("the workers stopped with an error: {e}"));
-    let names = std::mem::take(&mut *names.lock().unwrap_or_else(|p| p.into_inner()));
-    if let Err(e) = queue.give_back(&store, &names).await {
+    let monitor = Monitor::new().register(move |restarts| {
+        WorkerBuilder::new(names.name(&name, restarts))
+            // Woken on each push (all pushes are this process's), not at the heartbeat.
+            .backend(RawJobs(
+                workers_queue
+                    .storage()
+                    .poll_with_stream(workers_queue.pushes()),
+            ))
+            .data(ctx.clone())
+            .concurrency(JOBS_AT_ONCE)
+            .build(handle)
+    });
+    let stopped = supervise(monitor, health, grace, shutdown).await;
+    if let Err(e) = queue.give_back(&store, &started.take()).await {
         tracing::warn!(
             error = crate::telemetry::chain(&e),
             "cannot deregister the workers; the next start will"
