@@ -43,6 +43,8 @@
 //! `herald_bench_email_<pid>` and `…_seed_<users>` and the queue `herald-bench-email-<pid>`, all
 //! removed at the end.
 
+#[path = "email/bench.rs"]
+mod bench;
 #[path = "../tests/support/shared_servers.rs"]
 mod shared_servers;
 #[path = "support/mod.rs"]
@@ -50,25 +52,18 @@ mod support;
 
 use std::{
     collections::HashMap,
-    path::PathBuf,
     time::{Duration, Instant, SystemTime},
 };
 
-use anyhow::Context;
+use bench::{Bench, Transport, trigger, wait_rows_done};
 use chrono::{DateTime, Utc};
-use herald::{
-    config::Settings,
-    schedule::{PlanOptions, plan},
-    store::Store,
-};
-use sqlx::{Connection, PgConnection, PgPool};
-use support::{
-    daemon::Daemon, env, env_num, free_port, quantile, sink::Sink, stat3, storage::Storage,
-};
+use herald::store::Store;
+use sqlx::{Connection, PgConnection};
+use support::{env, env_num, free_port, quantile, sink::Sink, stat3, storage::Storage};
 
 const PHASES: [&str; 5] = ["email", "null", "latency", "fire100k", "plan_under_load"];
 /// How long a count may stand still before a run is called hung (not a judgement of speed).
-const STALL: Duration = Duration::from_secs(60);
+pub(crate) const STALL: Duration = Duration::from_secs(60);
 
 /// The sizes, from the environment; tiny ones under `cargo test`.
 struct Knobs {
@@ -109,286 +104,6 @@ impl Knobs {
 
     fn runs(&self, phase: &str) -> bool {
         self.phases.iter().any(|p| p == phase)
-    }
-}
-
-/// What the daemon sends through.
-#[derive(Clone, Copy, PartialEq)]
-enum Transport {
-    Smtp,
-    Null,
-}
-
-/// The bench's own databases, queue and folder.
-struct Bench {
-    /// The PostgreSQL server the databases are made on.
-    pg: url::Url,
-    admin: PgPool,
-    redis_url: String,
-    redis: redis::aio::MultiplexedConnection,
-    /// The database each run gets afresh; templates are `<name>_seed_<users>`.
-    name: String,
-    queue: String,
-    token: String,
-    dir: PathBuf,
-    seeded: Vec<usize>,
-}
-
-impl Bench {
-    async fn new() -> anyhow::Result<Bench> {
-        let id = std::process::id();
-        let pg = support::pg_server()?;
-        let admin = Store::connect(&support::database(&pg, "postgres"), 2, false)
-            .await
-            .context("the bench needs PostgreSQL (DATABASE_URL's server, else 127.0.0.1:5432)")?
-            .pg()
-            .clone();
-        let redis_url = support::redis_url()?;
-        let redis = redis::Client::open(redis_url.as_str())?
-            .get_multiplexed_async_connection()
-            .await
-            .context("the bench needs Redis (REDIS_URL, else 127.0.0.1:6379)")?;
-        let dir = std::env::temp_dir().join(format!("herald-bench-email-{id}"));
-        std::fs::create_dir_all(&dir)?;
-        Ok(Bench {
-            pg,
-            admin,
-            redis_url,
-            redis,
-            name: format!("herald_bench_email_{id}"),
-            queue: format!("herald-bench-email-{id}"),
-            token: uuid::Uuid::new_v4().simple().to_string(),
-            dir,
-            seeded: Vec::new(),
-        })
-    }
-
-    async fn exec(&self, sql: String) -> anyhow::Result<()> {
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(&self.admin)
-            .await?;
-        Ok(())
-    }
-
-    fn url(&self) -> String {
-        support::database(&self.pg, &self.name)
-    }
-
-    /// A fresh database holding `users` seeded users (a copy of a template seeded once per size)
-    /// and an empty queue.
-    async fn fresh(&mut self, users: usize) -> anyhow::Result<()> {
-        let template = format!("{}_seed_{users}", self.name);
-        if !self.seeded.contains(&users) {
-            self.exec(format!("CREATE DATABASE {template}")).await?;
-            self.seeded.push(users);
-            let store = Store::connect(&support::database(&self.pg, &template), 8, true).await?;
-            store.migrate().await?;
-            let started = Instant::now();
-            let seeded = herald::seed::seed(
-                &herald::source::demo::Demo::connect(store.url()).await?,
-                users,
-                1,
-                Utc::now(),
-            )
-            .await?;
-            store.pg().close().await;
-            println!(
-                "# seed users={} tasks={} seconds={:.1}",
-                seeded.users,
-                seeded.tasks,
-                started.elapsed().as_secs_f64()
-            );
-        }
-        self.exec(format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ))
-        .await?;
-        self.exec(format!("CREATE DATABASE {} TEMPLATE {template}", self.name))
-            .await?;
-        herald::queue::delete_queue_keys(&mut self.redis, &self.queue).await?;
-        Ok(())
-    }
-
-    /// The daemon's whole configuration: nothing comes from the caller's environment.
-    fn vars(&self, sink: Option<&Sink>, addr: &str) -> Vec<(String, String)> {
-        let mut vars = vec![
-            ("DATABASE_URL", self.url()),
-            ("REDIS_URL", self.redis_url.clone()),
-            ("HERALD_HTTP_ADDR", addr.to_owned()),
-            ("HERALD_API_TOKEN", self.token.clone()),
-            ("HERALD__QUEUE__NAME", self.queue.clone()),
-            (
-                "HERALD__TEMPLATES__DIR",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/templates").to_owned(),
-            ),
-            // Only the bench's triggers plan.
-            ("HERALD__SCHEDULES__ENABLED", "false".to_owned()),
-            // As in production: every email carries its signed unsubscribe link and headers.
-            ("HERALD_PUBLIC_URL", "https://herald.example.com".to_owned()),
-            (
-                "HERALD_UNSUBSCRIBE_KEY",
-                "bench-unsubscribe-key-0123456789abcdef".to_owned(),
-            ),
-        ];
-        match sink {
-            Some(sink) => {
-                vars.push(("SMTP_URL", sink.url()));
-                vars.push(("HERALD__MAIL__PROVIDERS", r#"["smtp"]"#.to_owned()));
-            }
-            None => vars.push(("HERALD__MAIL__PROVIDERS", r#"["null"]"#.to_owned())),
-        }
-        for (knob, key) in [
-            ("CONC", "HERALD__QUEUE__CONCURRENCY"),
-            ("POOL", "HERALD__MAIL__POOL_SIZE"),
-        ] {
-            if let Ok(value) = std::env::var(knob) {
-                vars.push((key, value));
-            }
-        }
-        vars.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
-    }
-
-    /// Redis's `total_commands_processed`.
-    async fn redis_commands(&mut self) -> anyhow::Result<u64> {
-        let info: String = redis::cmd("INFO")
-            .arg("stats")
-            .query_async(&mut self.redis)
-            .await?;
-        info.lines()
-            .find_map(|l| l.strip_prefix("total_commands_processed:"))
-            .and_then(|v| v.trim().parse().ok())
-            .context("Redis's INFO stats has no total_commands_processed")
-    }
-
-    /// `xact_commit` of the run's database, once no session is left on it: a backend reports
-    /// its counts when it exits (or, while idle, up to seconds later).
-    async fn commits(&self) -> anyhow::Result<i64> {
-        for _ in 0..200 {
-            let sessions: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
-                    .bind(&self.name)
-                    .fetch_one(&self.admin)
-                    .await?;
-            if sessions == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(sqlx::query_scalar(
-            "SELECT coalesce(xact_commit, 0) FROM pg_stat_database WHERE datname = $1",
-        )
-        .bind(&self.name)
-        .fetch_one(&self.admin)
-        .await?)
-    }
-
-    /// Plans one overdue summary per user with something overdue (as the trigger would) and
-    /// keeps the first `keep` of them, all queued.
-    async fn plan_overdue(&self, keep: i64) -> anyhow::Result<(Store, i64)> {
-        let settings = Settings::load_from(
-            &herald::kinds::defaults(),
-            None,
-            &self.vars(None, "127.0.0.1:0"),
-        )?;
-        let store = Store::connect(&self.url(), 4, true).await?;
-        let schedule = settings
-            .schedule("overdue_summary")
-            .context("the built-in overdue_summary schedule")?;
-        let options = PlanOptions {
-            at: Utc::now(),
-            user_id: None,
-            dry_run: false,
-            ids: false,
-        };
-        let clock = herald::clock::Clock::System;
-        plan(&store, schedule, &options, &clock, &settings.retention).await?;
-        sqlx::query(
-            "DELETE FROM herald.deliveries WHERE id NOT IN
-               (SELECT id FROM herald.deliveries WHERE status = 'queued' ORDER BY id LIMIT $1)",
-        )
-        .bind(keep)
-        .execute(store.pg())
-        .await?;
-        let n = sqlx::query_scalar("SELECT count(*) FROM herald.deliveries")
-            .fetch_one(store.pg())
-            .await?;
-        Ok((store, n))
-    }
-
-    async fn start(
-        &self,
-        vars: &[(String, String)],
-        addr: &str,
-        tag: &str,
-    ) -> anyhow::Result<Daemon> {
-        let mut daemon = Daemon::start(vars, &self.dir.join(format!("herald-{tag}.log")))?;
-        daemon.wait_ready(addr, Duration::from_secs(60)).await?;
-        Ok(daemon)
-    }
-
-    /// Removes the bench's databases, queue keys and folder.
-    async fn clean_up(mut self) -> anyhow::Result<()> {
-        self.exec(format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ))
-        .await?;
-        for users in std::mem::take(&mut self.seeded) {
-            self.exec(format!(
-                "DROP DATABASE IF EXISTS {}_seed_{users} WITH (FORCE)",
-                self.name
-            ))
-            .await?;
-        }
-        herald::queue::delete_queue_keys(&mut self.redis, &self.queue).await?;
-        let _ = std::fs::remove_dir_all(&self.dir);
-        Ok(())
-    }
-}
-
-/// Plans `schedule` for every user through the API; returns how many deliveries it planned.
-async fn trigger(addr: &str, token: &str, schedule: &str) -> anyhow::Result<i64> {
-    let answer = reqwest::Client::new()
-        .post(format!("http://{addr}/api/schedules/{schedule}/trigger"))
-        .bearer_auth(token)
-        .timeout(Duration::from_secs(600))
-        .send()
-        .await?;
-    let status = answer.status();
-    let body: serde_json::Value = answer.json().await.unwrap_or_default();
-    anyhow::ensure!(
-        status == reqwest::StatusCode::ACCEPTED,
-        "POST /api/schedules/{schedule}/trigger answered {status}: {body}"
-    );
-    body["planned"]
-        .as_i64()
-        .with_context(|| format!("the trigger's answer has no count `planned`: {body}"))
-}
-
-/// Waits until `n` deliveries are sent or failed and returns the last `sent_at`. The reads run in
-/// one transaction that is rolled back, so they add nothing to the database's commits.
-async fn wait_rows_done(url: &str, n: i64) -> anyhow::Result<SystemTime> {
-    let mut conn = PgConnection::connect(url).await?;
-    let mut reads = conn.begin().await?;
-    let mut progress = (-1, Instant::now());
-    loop {
-        let (done, last): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE status IN ('sent', 'failed')), max(sent_at) FROM herald.deliveries",
-        )
-        .fetch_one(&mut *reads)
-        .await?;
-        if done >= n {
-            reads.rollback().await?;
-            conn.close().await?;
-            return Ok(last.map(SystemTime::from).unwrap_or_else(SystemTime::now));
-        }
-        if done != progress.0 {
-            progress = (done, Instant::now());
-        } else if progress.1.elapsed() > STALL {
-            anyhow::bail!("{done} of {n} deliveries were done and no more for {STALL:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
