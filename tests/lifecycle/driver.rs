@@ -26,6 +26,9 @@ const RESEND_KEY: &str = "re_lifecycle_0123456789";
 
 /// Everything a run holds. The summary is printed when the run is dropped, also on a panic.
 pub struct Run {
+    /// The running process (`None` only before the first starts). First, so that it is killed
+    /// before the home's files go.
+    pub herald: Option<Herald>,
     pub size: Size,
     pub http: reqwest::Client,
     pub home: Home,
@@ -36,8 +39,6 @@ pub struct Run {
     pub logs: Logs,
     /// The variables of the running process.
     pub vars: Vec<(String, String)>,
-    /// The running process (`None` only before the first starts).
-    pub herald: Option<Herald>,
     pub provider: Provider,
     pub spawned: usize,
     pub baseline: Leftovers,

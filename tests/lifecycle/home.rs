@@ -31,14 +31,20 @@ pub enum Home {
         redis: PrivateRedis,
         pg: PrivatePostgres,
     },
-    /// The state file `file` in the folder `dir`, removed with the home.
+    /// The state file `file` in the folder `dir`, removed with the home unless the run failed
+    /// (as its logs are; or `HERALD_LIFECYCLE_KEEP_LOGS` is set).
     Embedded { dir: PathBuf, file: PathBuf },
 }
 
 impl Drop for Home {
     fn drop(&mut self) {
         if let Home::Embedded { dir, .. } = self {
-            let _ = std::fs::remove_dir_all(dir);
+            if std::thread::panicking() || std::env::var_os("HERALD_LIFECYCLE_KEEP_LOGS").is_some()
+            {
+                eprintln!("the state file is kept in {}", dir.display());
+            } else {
+                let _ = std::fs::remove_dir_all(dir);
+            }
         }
     }
 }
