@@ -430,6 +430,22 @@ async fn a_lived_in_state_moves_to_postgresql_and_every_email_arrives_once_over_
     }
     pg.close().await;
 
+    // Counted at the SMTP server, never deduplicated: each email once.
+    let counts = smtp.counts();
+    assert_eq!(counts.duplicates(), 0);
+    assert_eq!(counts.total, expected);
+    assert_eq!(counts.offered(&bounced.1), 1, "the bounced address, once");
+    assert_eq!(counts.recipient(&bounced.1), 0);
+    assert_eq!(
+        counts.recipient(&retried.1),
+        2,
+        "today's after its retry, and yesterday's"
+    );
+    assert_eq!(counts.recipient(&opted_out.1), 1, "today's only");
+    for (_, email) in [&users[2]].into_iter().chain(&users[4..]) {
+        assert_eq!(counts.recipient(email), 2, "{email}");
+    }
+
     // The failed set, the suppression and the opt-out came along.
     let failed = servers.get("/failed").await;
     assert_eq!(failed["failed"].as_array().unwrap().len(), 1, "{failed}");
@@ -448,22 +464,6 @@ async fn a_lived_in_state_moves_to_postgresql_and_every_email_arrives_once_over_
         "{preferences}"
     );
     servers.finish().await;
-
-    // Counted at the SMTP server, never deduplicated: each email once.
-    let counts = smtp.counts();
-    assert_eq!(counts.duplicates(), 0);
-    assert_eq!(counts.total, expected);
-    assert_eq!(counts.offered(&bounced.1), 1, "the bounced address, once");
-    assert_eq!(counts.recipient(&bounced.1), 0);
-    assert_eq!(
-        counts.recipient(&retried.1),
-        2,
-        "today's after its retry, and yesterday's"
-    );
-    assert_eq!(counts.recipient(&opted_out.1), 1, "today's only");
-    for (_, email) in [&users[2]].into_iter().chain(&users[4..]) {
-        assert_eq!(counts.recipient(email), 2, "{email}");
-    }
 }
 
 #[tokio::test]
@@ -496,11 +496,14 @@ async fn a_running_embedded_herald_is_named_and_the_move_refused() {
     assert!(!exists);
 }
 
-/// A state file with two deliveries (the second's `due_at` given), an opt-out and a watermark
-/// with nine fraction digits.
-async fn small_state(place: &Place, second_due_at: &str) {
+/// A state file with two deliveries, an opt-out recorded at `opted_out_at` and a watermark with
+/// nine fraction digits. The opt-out is copied after the deliveries.
+async fn small_state(place: &Place, opted_out_at: &str) {
     let lite = herald::store::lite::Lite::open(&place.db()).await.unwrap();
-    for (id, due_at) in [(1, "2026-12-06T09:00:00.123+00:00"), (2, second_due_at)] {
+    for (id, due_at) in [
+        (1, "2026-12-06T09:00:00.123+00:00"),
+        (2, "2026-12-06 09:00:00"),
+    ] {
         sqlx::query(
             "INSERT INTO deliveries (id, kind, user_id, dedup_key, status, payload, recipient,
                                      planned_for, due_at)
@@ -515,10 +518,16 @@ async fn small_state(place: &Place, second_due_at: &str) {
         .await
         .unwrap();
     }
-    sqlx::raw_sql(
-        "INSERT INTO email_opt_outs (user_id, kind) VALUES ('1', 'weekly_report');
-         INSERT INTO schedule_watermarks (schedule, planned_up_to)
-             VALUES ('overdue_summary', '2026-12-06T07:00:00.123456789+00:00');",
+    sqlx::query(
+        "INSERT INTO email_opt_outs (user_id, kind, created_at) VALUES ('1', 'weekly_report', ?)",
+    )
+    .bind(opted_out_at)
+    .execute(&lite.writer)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO schedule_watermarks (schedule, planned_up_to)
+         VALUES ('overdue_summary', '2026-12-06T07:00:00.123456789+00:00')",
     )
     .execute(&lite.writer)
     .await
@@ -546,9 +555,13 @@ async fn a_row_that_cannot_be_converted_is_named_and_nothing_is_written() {
         .unwrap_err();
     let refused = format!("{refused:#}");
     assert!(
-        refused.contains("deliveries with id 2: its due_at \"next tuesday\" is not an instant"),
+        refused.contains(
+            "email_opt_outs with user and kind 1 weekly_report: its created_at \"next tuesday\" \
+             is not an instant"
+        ),
         "{refused}"
     );
+    // The deliveries, copied before the opt-outs, were rolled back with them.
     assert_eq!(target_deliveries(&place).await, 0, "all or nothing");
 }
 
@@ -557,7 +570,7 @@ async fn a_target_that_holds_a_state_is_refused_and_left_as_it_was() {
     skip_without_servers!();
     let place = Place::new();
     let smtp = SmtpSink::start().await;
-    small_state(&place, "2026-12-06T09:00:00Z").await;
+    small_state(&place, "2026-12-06T08:00:00Z").await;
     // A servers home started once on the empty target wrote a watermark and a housekeeping
     // mark: no state yet, and replaced by the file's (its watermark, no mark).
     let target = Store::connect(&place.pg_url(), 1, true).await.unwrap();
