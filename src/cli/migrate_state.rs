@@ -31,11 +31,30 @@ pub async fn migrate(settings: &Settings, args: MigrateStateArgs) -> anyhow::Res
              embedded Herald's file (herald.db)"
         ),
     };
-    // The demo goes along when the embedded Herald read the app's data from the file itself.
-    let demo = settings.source_url.is_none();
+    let demo = reads_the_file(settings, &from);
     let moved = migrate_state(&from, &args.to, demo).await?;
     print!("{}", report(&moved, &from, &args.to, settings));
     Ok(())
+}
+
+/// Whether the embedded Herald read the app's data from the state file itself (no `source.url`,
+/// or one naming that file): then the file's demo goes along.
+fn reads_the_file(settings: &Settings, from: &Path) -> bool {
+    let Some(url) = &settings.source_url else {
+        return true;
+    };
+    let url = url.expose();
+    let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
+        return false;
+    };
+    let path = Path::new(path.split('?').next().unwrap_or(path));
+    match (path.canonicalize(), from.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => path == from,
+    }
 }
 
 /// What the move did and what to set now.
@@ -82,9 +101,50 @@ fn report(moved: &Moved, from: &Path, to: &str, settings: &Settings) -> String {
          With both set, state.file is no longer read. Keep {file} as a backup, but start no \
          embedded Herald on it again: it would send what it still holds queued a second time.\n"
     );
-    if let Some(source) = &settings.source_url {
-        out +=
-            &format!("source.url stays {source}: the app's data is read from there as before.\n");
+    match (&settings.source_url, moved.demo) {
+        (Some(source), DemoMove::Copied) => {
+            out += &format!(
+                "Unset source.url ({source}, the old file): the demo app is read from PostgreSQL now.\n"
+            )
+        }
+        (Some(source), _) => {
+            out += &format!(
+                "source.url stays {source}: the app's data is read from there as before.\n"
+            )
+        }
+        (None, _) => {}
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(source_url: Option<&str>) -> Settings {
+        let vars: Vec<(String, String)> = source_url
+            .map(|u| ("SOURCE_URL".to_owned(), u.to_owned()))
+            .into_iter()
+            .collect();
+        Settings::load_from(&crate::kinds::defaults(), None, &vars).unwrap()
+    }
+
+    #[test]
+    fn the_demo_goes_along_only_when_the_app_data_was_read_from_the_file_itself() {
+        let from = Path::new("state/herald.db");
+        assert!(reads_the_file(&settings(None), from));
+        assert!(reads_the_file(
+            &settings(Some("sqlite://state/herald.db")),
+            from
+        ));
+        assert!(reads_the_file(
+            &settings(Some("sqlite:state/herald.db")),
+            from
+        ));
+        assert!(!reads_the_file(&settings(Some("sqlite://app.db")), from));
+        assert!(!reads_the_file(
+            &settings(Some("postgres://app@127.0.0.1/app")),
+            from
+        ));
+    }
 }

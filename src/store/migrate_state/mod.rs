@@ -52,16 +52,18 @@
 //!
 //! # The demo app
 //!
-//! When the embedded Herald read the app's data from the file itself (no `source.url`) and the
-//! file holds the demo app (`herald_demo_*`, filled by `herald seed`), the demo's users, tasks
-//! and focus sessions are copied into the target's demo tables (the schema `herald_demo` and
-//! the `herald_users` views over it, as `herald seed` makes them on PostgreSQL), in the same
-//! transaction. The servers home then reads them where it reads its demo by default, its own
-//! database: nothing more to set, and the file is left a backup only. Pointing `source.url` at
-//! the file instead would keep the servers home reading a file that no process owns any more,
-//! on the one machine that holds it. A target that has views `herald_users` of its own (an
-//! app's, in the same database) keeps them, and the demo is left out ([`Moved::demo`] says so).
-//! With `source.url` set, the app's data is already elsewhere and stays there.
+//! When the embedded Herald read the app's data from the file itself (no `source.url`, or one
+//! naming the file) and the file holds the demo app (`herald_demo_*`, filled by `herald seed`),
+//! the demo's users, tasks and focus sessions are copied into the target's demo tables (the
+//! schema `herald_demo` and the `herald_users` views over it, as `herald seed` makes them on
+//! PostgreSQL), in the same transaction. The servers home then reads them where it reads its
+//! demo by default, its own database: nothing more to set (a `source.url` naming the file is to
+//! be unset), and the file is left a backup only. Pointing `source.url` at the file instead
+//! would keep the servers home reading a file that no process owns any more, on the one machine
+//! that holds it, and the processes the servers home is for would each need that file. A target
+//! that has views `herald_users` of its own (an app's, in the same database) keeps them, and the
+//! demo is left out ([`Moved::demo`] says so).
+//! With `source.url` naming another database, the app's data is there and stays there.
 
 mod tables;
 
