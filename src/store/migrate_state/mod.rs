@@ -70,7 +70,10 @@ mod tables;
 use std::path::Path;
 
 use anyhow::Context;
-use sqlx::{Connection, PgConnection, SqlitePool};
+use sqlx::{
+    ConnectOptions, Connection, PgConnection, SqlitePool,
+    sqlite::{SqliteConnectOptions, SqlitePoolOptions},
+};
 
 use super::{STATE_SCHEMA, Store, lite::Lite};
 use crate::config::redact;
@@ -124,6 +127,18 @@ pub async fn migrate_state(from: &Path, to: &str, demo: bool) -> anyhow::Result<
     let lite = Lite::open(from)
         .await
         .with_context(|| format!("cannot open the state file {file}"))?;
+    // A reader of its own: one query streams a whole table while PostgreSQL takes it in, which
+    // sqlx's slow-statement warning would report as a slow query.
+    let reader = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            SqliteConnectOptions::new()
+                .filename(from)
+                .read_only(true)
+                .disable_statement_logging(),
+        )
+        .await
+        .with_context(|| format!("cannot read the state file {file}"))?;
     let store = Store::connect(to, 2, true).await?;
     store.migrate().await?;
     store.pg().close().await;
@@ -135,7 +150,7 @@ pub async fn migrate_state(from: &Path, to: &str, demo: bool) -> anyhow::Result<
         .execute(&mut *tx)
         .await?;
     refuse_unless_empty(&mut tx, to).await?;
-    let demo = if demo && has_table(&lite.reader, tables::DEMO[0].source).await? {
+    let demo = if demo && has_table(&reader, tables::DEMO[0].source).await? {
         demo_target(&mut tx, to).await?
     } else {
         DemoMove::NotThere
@@ -152,10 +167,10 @@ pub async fn migrate_state(from: &Path, to: &str, demo: bool) -> anyhow::Result<
             "SELECT count(*) FROM {}",
             table.source
         )))
-        .fetch_one(&lite.reader)
+        .fetch_one(&reader)
         .await
         .with_context(|| format!("cannot count the rows of {} in {file}", table.source))?;
-        tables::copy(&lite.reader, &mut tx, table, &file).await?;
+        tables::copy(&reader, &mut tx, table, &file).await?;
         let target: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT count(*) FROM {}",
             table.target
@@ -171,15 +186,16 @@ pub async fn migrate_state(from: &Path, to: &str, demo: bool) -> anyhow::Result<
     check_counts(&counts)?;
 
     let (released_claims, redispatched) = hand_over_the_queue(&mut tx).await?;
-    move_sequences(&lite.reader, &mut tx).await?;
+    move_sequences(&reader, &mut tx).await?;
     if demo == DemoMove::Copied {
-        move_demo_ids(&lite.reader, &mut tx).await?;
+        move_demo_ids(&reader, &mut tx).await?;
     }
-    let queue_jobs = queue_jobs(&lite.reader).await?;
+    let queue_jobs = queue_jobs(&reader).await?;
     tx.commit()
         .await
         .context("cannot commit the move into PostgreSQL; nothing was written, run it again")?;
     conn.close().await?;
+    reader.close().await;
     lite.reader.close().await;
     lite.writer.close().await;
     Ok(Moved {

@@ -273,7 +273,7 @@ pub async fn copy(
     file: &str,
 ) -> anyhow::Result<i64> {
     let select = format!(
-        "SELECT {}, CAST({} AS TEXT) FROM {} ORDER BY 1",
+        "SELECT {}, CAST({} AS TEXT) FROM {}",
         table
             .columns
             .iter()
