@@ -301,6 +301,7 @@ fn guarded_tests() -> Vec<(PathBuf, &'static str)> {
         files.push((file, "skip_without_servers!("));
     }
     files.push((tests.join("focus_streak.rs"), "skip_without_servers!("));
+    files.push((tests.join("migrate_state.rs"), "skip_without_servers!("));
     files.push((tests.join("browser.rs"), "skip_without_servers!("));
     for file in rust_files(&tests.join("browser")) {
         files.push((file, "skip_without_servers!("));

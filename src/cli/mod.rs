@@ -14,6 +14,7 @@ use crate::{
 mod check;
 mod failed;
 mod healthcheck;
+mod migrate_state;
 mod preview;
 mod schedules;
 mod seed;
@@ -40,6 +41,9 @@ pub enum Command {
     Run,
     /// Create the database if needed and apply the migrations.
     Migrate,
+    /// Move an embedded Herald's state (its SQLite file) into PostgreSQL, to run on PostgreSQL
+    /// and Redis from now on: stop the embedded Herald first.
+    MigrateState(migrate_state::MigrateStateArgs),
     /// Validate the configuration, templates and connections, and say how to fix each problem.
     Check,
     /// Create demo users, tasks and focus sessions across 40 time zones.
@@ -129,6 +133,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             crate::store::prepare(store, settings.source_url.as_ref()).await?;
             println!("migrations applied");
         }
+        Command::MigrateState(args) => migrate_state::migrate(&settings, args).await?,
         Command::Seed(args) => seed::seed(&settings, args).await?,
         Command::Trigger(args) => trigger::trigger(&settings, args).await?,
         Command::Preview(args) => preview::preview(&settings, args).await?,

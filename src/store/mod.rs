@@ -5,7 +5,7 @@
 //! `search_path`), apart from the app's data, which Herald reads through [`crate::source`] and
 //! never writes. One `impl Store` per group of tables: [`preferences`] (opt-outs per kind),
 //! [`schedules`] (watermarks and the planner's inserts), [`deliveries`] (dispatch, claims,
-//! outcomes, the failed set), [`pauses`] (schedules an operator paused), [`retention`] (deleting old finished deliveries), [`prepare`] (the source chosen and checked at start). The row types
+//! outcomes, the failed set), [`pauses`] (schedules an operator paused), [`retention`] (deleting old finished deliveries), [`prepare`] (the source chosen and checked at start), [`migrate_state`] (an embedded state moved into PostgreSQL). The row types
 //! live here, and the enums of their TEXT columns in [`enums`].
 
 use std::time::Duration;
@@ -24,6 +24,7 @@ mod deliveries;
 mod enums;
 mod gauges;
 pub mod lite;
+pub mod migrate_state;
 mod pauses;
 mod preferences;
 mod prepare;

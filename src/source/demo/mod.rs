@@ -56,6 +56,12 @@ pub struct RemovedUsers {
     pub focus_sessions: u64,
 }
 
+/// Creates the demo's tables and views in PostgreSQL inside the caller's transaction
+/// (`herald migrate-state` copies a file's demo into them with the rest of the state).
+pub async fn install_postgres(tx: &mut sqlx::PgConnection) -> anyhow::Result<()> {
+    postgres::install_in(tx).await
+}
+
 /// A writable connection to the database that holds the demo app.
 #[derive(Debug, Clone)]
 pub struct Demo {

@@ -57,6 +57,13 @@ pub(super) async fn has_views(pool: &PgPool) -> sqlx::Result<bool> {
 
 pub(super) async fn install(pool: &PgPool) -> anyhow::Result<()> {
     let mut tx = pool.begin().await?;
+    install_in(&mut tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// [`install`] inside a transaction the caller holds.
+pub(super) async fn install_in(tx: &mut sqlx::PgConnection) -> anyhow::Result<()> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('herald:demo'))")
         .execute(&mut *tx)
         .await?;
@@ -64,7 +71,6 @@ pub(super) async fn install(pool: &PgPool) -> anyhow::Result<()> {
         .execute(&mut *tx)
         .await
         .context("cannot create the demo's tables and views (herald_demo, herald_users, herald_tasks, herald_focus_sessions)")?;
-    tx.commit().await?;
     Ok(())
 }
 
