@@ -25,15 +25,16 @@ ENV SQLX_OFFLINE=true \
 #    sources, so this layer is reused until Cargo.toml or Cargo.lock changes.
 #    (Explicit [[test]]/[[bench]]/[[example]] targets or a build.rs added to
 #    Cargo.toml would need their files copied or stubbed here as well.)
+# .cargo/config.toml sets how mimalloc is compiled (src/allocator.rs): before the first build.
 COPY Cargo.toml Cargo.lock ./
-# benches/tick.rs, resend.rs, ui.rs and email.rs are declared in Cargo.toml, so cargo needs the
-# files to exist; the stubs stay for the real build below, which builds only the herald binary.
+COPY .cargo ./.cargo
+# Every [[bench]] of Cargo.toml must exist for cargo to read the manifest: a stub each, kept for
+# the real build below, which builds only the herald binary (src/config/deploy.rs checks the list).
 RUN mkdir src benches \
  && echo 'fn main() {}' > src/main.rs \
- && echo 'fn main() {}' > benches/tick.rs \
- && echo 'fn main() {}' > benches/resend.rs \
- && echo 'fn main() {}' > benches/ui.rs \
- && echo 'fn main() {}' > benches/email.rs \
+ && for bench in tick resend ui source email embedded dkim render; do \
+      echo 'fn main() {}' > "benches/$bench.rs"; \
+    done \
  && touch src/lib.rs \
  && cargo build --release --locked --bin herald \
  && rm -rf src

@@ -1,5 +1,7 @@
 //! The container files agree with how Herald finds its settings: the file docker-compose.yml
 //! mounts is the one the image names in `HERALD_CONFIG`, it is in the repository, and it loads.
+//! And the image's build can read the manifest: every bench Cargo.toml declares has a stub in the
+//! Dockerfile's dependency layer (cargo refuses a manifest whose target files are missing).
 
 use std::{collections::BTreeMap, path::Path};
 
@@ -90,4 +92,45 @@ fn the_config_file_compose_mounts_is_the_one_the_image_reads_and_it_loads() {
     // The published port reaches Herald only if it listens on every interface.
     assert_eq!(settings.http_addr.to_string(), "0.0.0.0:8080");
     assert_eq!(settings.mail.from.address, "herald@example.com");
+}
+
+/// The names of Cargo.toml's `[[bench]]` targets.
+fn benches(manifest: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut in_bench = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_bench = line == "[[bench]]";
+        } else if in_bench && let Some(name) = line.strip_prefix("name = ") {
+            names.push(name.trim_matches('"').to_owned());
+        }
+    }
+    names
+}
+
+#[test]
+fn the_image_stubs_every_bench_the_manifest_declares() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let declared = benches(&read(&root.join("Cargo.toml")));
+    assert!(declared.len() >= 8, "{declared:?}");
+    let dockerfile = read(&root.join("Dockerfile"));
+    let stubbed: Vec<&str> = dockerfile
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("&& for bench in "))
+        .and_then(|rest| rest.strip_suffix("; do \\"))
+        .expect("the Dockerfile stubs the benches in one `for bench in …; do` loop")
+        .split_whitespace()
+        .collect();
+    let missing: Vec<&String> = declared
+        .iter()
+        .filter(|name| !stubbed.contains(&name.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the Dockerfile's build would stop at reading Cargo.toml: add {missing:?} to its `for bench in` loop"
+    );
+    assert!(
+        dockerfile.contains("COPY .cargo ./.cargo"),
+        "the image must be built with .cargo/config.toml (how mimalloc is compiled)"
+    );
 }
