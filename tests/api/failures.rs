@@ -200,13 +200,6 @@ async fn an_smtp_throttling_reply_pauses_without_using_an_attempt(home: Home) {
     app.finish().await;
 }
 
-in_both_homes!(
-    smtp_4xx_twice_then_accepted_gives_three_attempts_and_one_email,
-    smtp_5xx_fails_at_once_and_herald_failed_retry_sends_it,
-    transient_failures_past_the_last_delay_end_in_the_failed_set,
-    an_smtp_throttling_reply_pauses_without_using_an_attempt,
-);
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtp_messages_per_second_holds_across_every_worker() {
     skip_without_servers!();
@@ -266,14 +259,12 @@ async fn smtp_messages_per_second_holds_across_every_worker() {
     app.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_smtp_reset_after_the_data_is_retried_on_smtp_and_never_goes_to_resend() {
-    skip_without_servers!();
+async fn an_smtp_reset_after_the_data_is_retried_on_smtp_and_never_goes_to_resend(home: Home) {
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
     // The server reads the whole message, then closes the connection without a reply.
     smtp.script(&[("cut@example.com", &["close"])]);
-    let mut env = Env::new(&smtp).with_resend(&stub.url);
+    let mut env = home.env(&smtp).with_resend(&stub.url);
     env.set("HERALD__MAIL__PROVIDERS", r#"["smtp", "resend"]"#);
     let (store, _guard) = bare_store(&env).await;
     let ids = crate::fencing::due_deliveries(&store, &["cut@example.com"]).await;
@@ -281,18 +272,10 @@ async fn an_smtp_reset_after_the_data_is_retried_on_smtp_and_never_goes_to_resen
     process_job(&deps, &ids).await.unwrap();
     let d = store.delivery(ids[0]).await.unwrap().unwrap();
     assert_eq!(d.status, DeliveryStatus::Queued, "{:?}", d.last_error);
-    let held_by: Option<String> =
-        sqlx::query_scalar("SELECT held_by FROM deliveries WHERE id = $1")
-            .bind(ids[0])
-            .fetch_one(store.pg())
-            .await
-            .unwrap();
+    let held_by = crate::fencing::held_by(&store, ids[0]).await;
     assert_eq!(held_by.as_deref(), Some("smtp"), "{:?}", d.last_error);
 
-    sqlx::query("UPDATE deliveries SET due_at = now() - interval '1 second'")
-        .execute(store.pg())
-        .await
-        .unwrap();
+    crate::fencing::all_due_now(&store).await;
     process_job(&deps, &ids).await.unwrap();
     let d = store.delivery(ids[0]).await.unwrap().unwrap();
     assert_eq!(d.status, DeliveryStatus::Sent, "{:?}", d.last_error);
@@ -313,3 +296,11 @@ async fn an_smtp_reset_after_the_data_is_retried_on_smtp_and_never_goes_to_resen
     assert!(at_resend.is_empty(), "a copy went to Resend: {at_resend:?}");
     drop(smtp);
 }
+
+in_both_homes!(
+    smtp_4xx_twice_then_accepted_gives_three_attempts_and_one_email,
+    smtp_5xx_fails_at_once_and_herald_failed_retry_sends_it,
+    transient_failures_past_the_last_delay_end_in_the_failed_set,
+    an_smtp_throttling_reply_pauses_without_using_an_attempt,
+    an_smtp_reset_after_the_data_is_retried_on_smtp_and_never_goes_to_resend,
+);

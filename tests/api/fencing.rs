@@ -42,6 +42,21 @@ pub(crate) async fn due_deliveries(store: &Store, emails: &[&str]) -> Vec<i64> {
     ids
 }
 
+/// The provider delivery `id` is held by (after an unknown outcome), if any.
+pub(crate) async fn held_by(store: &Store, id: i64) -> Option<String> {
+    store
+        .sql_scalar("SELECT held_by FROM deliveries WHERE id = $1", &[id.into()])
+        .await
+}
+
+/// Every delivery due a second ago: a retry comes due without waiting for its delay.
+pub(crate) async fn all_due_now(store: &Store) {
+    let due = Utc::now() - chrono::Duration::seconds(1);
+    store
+        .sql_execute("UPDATE deliveries SET due_at = $1", &[due.into()])
+        .await;
+}
+
 /// One try that SMTP accepted, and the delivery moving on to `sent`: what a worker records.
 fn sent_over_smtp() -> (AttemptRecord<'static>, Next<'static>) {
     let sent = AttemptRecord {
@@ -57,10 +72,17 @@ fn sent_over_smtp() -> (AttemptRecord<'static>, Next<'static>) {
     (sent, next)
 }
 
-/// The worker's dependencies as `herald run` builds them from these settings.
+/// The worker's dependencies as `herald run` builds them from these settings, in their home:
+/// the gate in Redis, or in the process.
 pub(crate) async fn worker_deps(env: &Env, store: Store) -> WorkerDeps {
     let settings = env.settings();
-    let redis = herald::queue::connect(&redis_url()).await.unwrap();
+    let gate = match env.folder {
+        None => {
+            let redis = herald::queue::connect(&redis_url()).await.unwrap();
+            herald::startup::gate(redis, &settings)
+        }
+        Some(_) => herald::startup::in_process_gate(&settings),
+    };
     WorkerDeps {
         recorder: herald::recorder::Recorder::start(store.clone()),
         in_hand: herald::worker::InHand::new(settings.queue.concurrency),
@@ -69,7 +91,7 @@ pub(crate) async fn worker_deps(env: &Env, store: Store) -> WorkerDeps {
             Templates::from_settings(&settings, &herald::kinds::samples()).unwrap(),
         ),
         providers: Provider::build_all(&settings.mail).unwrap(),
-        gate: herald::startup::gate(redis, &settings),
+        gate,
         retry_delays: settings.queue.retry_delays.clone(),
         max_attempts: settings.queue.max_attempts as i32,
         lease: settings.queue.lease,

@@ -618,23 +618,13 @@ impl Drop for TestApp {
     }
 }
 
-/// A migrated database of its own for `env`, with no Herald running on it: the test drives the
-/// store, the planner or the worker step itself. Dropping the guard removes the database and
-/// Redis keys.
+/// A migrated store of its own for `env`, in its home, with no Herald running on it: the test
+/// drives the store, the planner or the worker step itself. Dropping the guard removes the
+/// database and Redis keys, or the embedded home's folder.
 pub async fn bare_store(env: &Env) -> (Store, EnvGuard) {
     init_logs();
     let guard = EnvGuard(env.clone());
-    let store = Store::connect(
-        &env.settings()
-            .servers()
-            .expect("tests run on PostgreSQL and Redis")
-            .database_url,
-        8,
-        true,
-    )
-    .await
-    .unwrap();
-    store.migrate().await.unwrap();
+    let store = Store::open(&env.settings().home, 8).await.unwrap();
     let store = herald::store::prepare(store, None).await.unwrap();
     (store, guard)
 }

@@ -10,7 +10,8 @@
 //! In both homes: dedup keys and "once" (`idempotency`, `once`), retries and the failed set
 //! (`failures`), manual triggers and retention (`triggers`), metrics (`metrics`), the dashboard's
 //! API (`ops`: dry runs, pauses, `/api/schedules`, `/api/stats`), one-click unsubscribe
-//! (`unsubscribe`). The command line's part of a test runs on the servers: beside an embedded
+//! (`unsubscribe`). A worker driven by hand (`bare_store`, `fencing::worker_deps`) runs in
+//! either home too: its gate in Redis or in the process. The command line's part of a test runs on the servers: beside an embedded
 //! Herald it is refused, naming the pid (one process per file), which the embedded half checks.
 //!
 //! On the servers only, because they test PostgreSQL or Redis themselves, or several processes:
@@ -20,8 +21,6 @@
 //! - `fencing`, `local_time` (three processes planning), `idempotency::two_processes_…`,
 //!   `failures::smtp_messages_per_second_holds_across_every_worker`: several processes or
 //!   workers on one queue; the embedded home runs one process per file.
-//! - `failures::an_smtp_reset_after_the_data_…`, `once::an_email_resend_holds_…`: a worker
-//!   driven by hand on a bare PostgreSQL store with the gate in Redis.
 //! - `once::a_process_killed_while_resend_holds_its_batch_…`: a `herald run` of its own killed
 //!   with SIGKILL (the lifecycle test's part in the embedded home).
 //! - `once::an_undecodable_job_…`: writes into apalis-redis's keys (tests/queue.rs dead-letters

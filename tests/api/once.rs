@@ -2,8 +2,8 @@
 //! provider under the same idempotency key and never failed over; a batch is the same batch on
 //! every retry, also after its process was killed mid-request; one clock decides what is due.
 //! Duplicates are counted at the provider, never deduplicated by the test. In both homes, but
-//! for the tests that drive a worker by hand through Redis's gate, kill a `herald` process of
-//! their own, or push a job into Redis (servers-only: tests/api/main.rs says why).
+//! for the tests that kill a `herald` process of their own or push a job into Redis
+//! (servers-only: tests/api/main.rs says why).
 
 use std::{collections::HashMap, process::Stdio, time::Duration};
 
@@ -264,14 +264,14 @@ async fn a_batch_resend_took_before_answering_502_is_retried_there_and_arrives_o
     app.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_email_resend_holds_after_going_alone_goes_alone_again_under_its_key_in_a_shared_job() {
-    skip_without_servers!();
+async fn an_email_resend_holds_after_going_alone_goes_alone_again_under_its_key_in_a_shared_job(
+    home: Home,
+) {
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
     // Resend takes the lone email, and a gateway answers 502: its outcome is unknown.
     stub.script(&[("solo@example.com", &[Reply::TakenThen(502)])]);
-    let mut env = resend_env(Home::Servers, &smtp, &stub);
+    let mut env = resend_env(home, &smtp, &stub);
     env.set("HERALD__MAIL__RESEND__BATCH_SIZE", "10");
     let (store, _guard) = bare_store(&env).await;
     let emails = ["solo@example.com", "r1@example.com", "r2@example.com"];
@@ -281,18 +281,10 @@ async fn an_email_resend_holds_after_going_alone_goes_alone_again_under_its_key_
     process_job(&deps, &ids[..1]).await.unwrap();
     let solo = store.delivery(ids[0]).await.unwrap().unwrap();
     assert_eq!(solo.status, DeliveryStatus::Queued);
-    let held_by: Option<String> =
-        sqlx::query_scalar("SELECT held_by FROM deliveries WHERE id = $1")
-            .bind(ids[0])
-            .fetch_one(store.pg())
-            .await
-            .unwrap();
+    let held_by = crate::fencing::held_by(&store, ids[0]).await;
     assert_eq!(held_by.as_deref(), Some("resend"), "{:?}", solo.last_error);
     // Its retry falls due with two other emails, and one job carries all three.
-    sqlx::query("UPDATE deliveries SET due_at = now() - interval '1 second'")
-        .execute(store.pg())
-        .await
-        .unwrap();
+    crate::fencing::all_due_now(&store).await;
     process_job(&deps, &ids).await.unwrap();
 
     for &id in &ids {
@@ -556,4 +548,5 @@ in_both_homes!(
     a_batch_resend_took_before_answering_502_is_retried_there_and_arrives_once,
     a_clock_ahead_of_real_time_claims_and_sends_what_it_says_is_due,
     a_name_or_title_with_line_breaks_adds_no_header_and_no_recipient,
+    an_email_resend_holds_after_going_alone_goes_alone_again_under_its_key_in_a_shared_job,
 );
