@@ -174,6 +174,7 @@ pub enum Bind {
     Int(i64),
     Text(String),
     Time(DateTime<Utc>),
+    Uuid(uuid::Uuid),
 }
 
 impl From<i64> for Bind {
@@ -197,6 +198,12 @@ impl From<&str> for Bind {
 impl From<DateTime<Utc>> for Bind {
     fn from(v: DateTime<Utc>) -> Bind {
         Bind::Time(v)
+    }
+}
+
+impl From<uuid::Uuid> for Bind {
+    fn from(v: uuid::Uuid) -> Bind {
+        Bind::Uuid(v)
     }
 }
 
@@ -309,6 +316,7 @@ fn pg_args(binds: &[Bind]) -> PgArguments {
             Bind::Int(v) => args.add(*v),
             Bind::Text(v) => args.add(v.clone()),
             Bind::Time(v) => args.add(*v),
+            Bind::Uuid(v) => args.add(*v),
         }
         .expect("a value PostgreSQL encodes");
     }
@@ -322,6 +330,7 @@ fn lite_args(binds: &[Bind]) -> SqliteArguments {
             Bind::Int(v) => args.add(*v),
             Bind::Text(v) => args.add(v.clone()),
             Bind::Time(v) => args.add(*v),
+            Bind::Uuid(v) => args.add(*v),
         }
         .expect("a value SQLite encodes");
     }

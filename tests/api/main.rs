@@ -7,8 +7,8 @@
 //!
 //! # The split
 //!
-//! In both homes: dedup keys and "once" (`idempotency`, `once`), retries and the failed set
-//! (`failures`), manual triggers and retention (`triggers`), metrics (`metrics`), the dashboard's
+//! In both homes: dedup keys and "once" (`idempotency`, `once`), fenced claims (`fencing`),
+//! retries and the failed set (`failures`), manual triggers and retention (`triggers`), metrics (`metrics`), the dashboard's
 //! API (`ops`: dry runs, pauses, `/api/schedules`, `/api/stats`), one-click unsubscribe
 //! (`unsubscribe`). A worker driven by hand (`bare_store`, `fencing::worker_deps`) runs in
 //! either home too: its gate in Redis or in the process. The command line's part of a test runs on the servers: beside an embedded
@@ -18,9 +18,10 @@
 //! - `outage`, `resilience`, `recording`, `daemon`, `load`: Redis or PostgreSQL going away and
 //!   coming back, Redis's baseline and inflight sets, apalis-redis's limit on due jobs.
 //! - `planning`: the connection pools the planner and the workers share on PostgreSQL.
-//! - `fencing`, `local_time` (three processes planning), `idempotency::two_processes_…`,
-//!   `failures::smtp_messages_per_second_holds_across_every_worker`: several processes or
-//!   workers on one queue; the embedded home runs one process per file.
+//! - `local_time` (three processes planning), `idempotency::two_processes_…`,
+//!   `failures::smtp_messages_per_second_holds_across_every_worker`: several processes on one
+//!   queue; the embedded home runs one process per file.
+//! - `fencing::a_row_that_cannot_be_recorded_…`: a PL/pgSQL trigger makes PostgreSQL refuse it.
 //! - `once::a_process_killed_while_resend_holds_its_batch_…`: a `herald run` of its own killed
 //!   with SIGKILL (the lifecycle test's part in the embedded home).
 //! - `once::an_undecodable_job_…`: writes into apalis-redis's keys (tests/queue.rs dead-letters
