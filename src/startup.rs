@@ -60,7 +60,7 @@ impl Application {
             Home::Embedded { file } => {
                 let queue = Queue::embedded(&store, &settings.queue).await?;
                 tracing::info!(file = %file.display(), "embedded: state and queue in one SQLite file (set DATABASE_URL and REDIS_URL to run several processes on PostgreSQL and Redis)");
-                (queue, Gate::in_process(pauses(&settings)))
+                (queue, in_process_gate(&settings))
             }
         };
         let store = crate::store::prepare(store, settings.source_url.as_ref()).await?;
@@ -276,6 +276,11 @@ impl Application {
 /// The gate in front of the providers, with its keys under the queue's name.
 pub fn gate(redis: apalis_redis::ConnectionManager, settings: &Settings) -> Gate {
     Gate::new(redis, &settings.queue.name, pauses(settings))
+}
+
+/// The embedded home's gate: its state (rate limits, pauses, the circuit) in this process.
+pub fn in_process_gate(settings: &Settings) -> Gate {
+    Gate::in_process(pauses(settings))
 }
 
 /// How long the gate pauses a provider for each reason, from `[mail]`.

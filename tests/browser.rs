@@ -16,6 +16,9 @@ mod shared_servers;
 #[path = "api/helpers.rs"]
 #[allow(dead_code)]
 mod helpers;
+// The harness's two homes, which it names.
+#[path = "api/homes.rs"]
+mod homes;
 
 #[path = "browser/chromium.rs"]
 mod chromium;

@@ -8,6 +8,9 @@ mod shared_servers;
 #[allow(dead_code)]
 #[path = "api/helpers.rs"]
 mod helpers;
+// The harness's two homes, which it names.
+#[path = "api/homes.rs"]
+mod homes;
 
 use std::{collections::HashMap, time::Duration};
 

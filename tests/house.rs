@@ -284,29 +284,38 @@ fn the_reading_finds_each_kind_of_path() {
     );
 }
 
+/// The line a test that needs the shared PostgreSQL and Redis opens with
+/// (tests/support/shared_servers.rs): without it, `cargo test` on a machine without them fails or
+/// hangs instead of skipping.
+const SERVERS: &str = "skip_without_servers!(";
+/// The line the embedded half of a test in both homes opens with (tests/api/homes.rs): it needs
+/// no server, and the harness refuses to reach PostgreSQL or Redis from it.
+const EMBEDDED: &str = "embedded_home!(";
+
 /// The tests that need the shared PostgreSQL and Redis, or programs to start private ones, and
-/// the line each must open with (tests/support/shared_servers.rs): without it, `cargo test` on a
-/// machine without them fails or hangs instead of skipping.
-fn guarded_tests() -> Vec<(PathBuf, &'static str)> {
+/// the lines each may open with. In tests/api a test runs on the servers or, declared once
+/// through `in_both_homes!` (whose two halves tests/api/homes.rs writes out, each opening with
+/// its line), also in the embedded home.
+fn guarded_tests() -> Vec<(PathBuf, &'static [&'static str])> {
     let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
-    let mut files: Vec<(PathBuf, &str)> = rust_files(&tests.join("api"))
+    let mut files: Vec<(PathBuf, &'static [&'static str])> = rust_files(&tests.join("api"))
         .into_iter()
         // The harness: its own tests (of URLs) need no server.
         .filter(|f| !f.ends_with("helpers.rs"))
-        .map(|f| (f, "skip_without_servers!("))
+        .map(|f| (f, &[SERVERS, EMBEDDED][..]))
         .collect();
     // The store's scenarios run in both homes from tests/store.rs's macro (which skips the
     // PostgreSQL half); a test of its own in tests/store/ needs the line itself.
     for file in rust_files(&tests.join("store")) {
-        files.push((file, "skip_without_servers!("));
+        files.push((file, &[SERVERS]));
     }
-    files.push((tests.join("focus_streak.rs"), "skip_without_servers!("));
-    files.push((tests.join("migrate_state.rs"), "skip_without_servers!("));
-    files.push((tests.join("browser.rs"), "skip_without_servers!("));
+    files.push((tests.join("focus_streak.rs"), &[SERVERS]));
+    files.push((tests.join("migrate_state.rs"), &[SERVERS]));
+    files.push((tests.join("browser.rs"), &[SERVERS]));
     for file in rust_files(&tests.join("browser")) {
-        files.push((file, "skip_without_servers!("));
+        files.push((file, &[SERVERS]));
     }
-    files.push((tests.join("lifecycle.rs"), "skip_without_programs!("));
+    files.push((tests.join("lifecycle.rs"), &["skip_without_programs!("]));
     files
 }
 
@@ -318,8 +327,8 @@ const NEED_NO_SERVER: [(&str, &str, &str); 1] = [(
     "the embedded home: the state and the queue in one SQLite file",
 )];
 
-/// The tests of `text` (`#[test]`, `#[tokio::test]`) whose body does not open with `opening`.
-fn unguarded(text: &str, opening: &str) -> Vec<String> {
+/// The tests of `text` (`#[test]`, `#[tokio::test]`) whose body opens with none of `openings`.
+fn unguarded(text: &str, openings: &[&str]) -> Vec<String> {
     let lines: Vec<&str> = text.lines().map(str::trim).collect();
     let mut found = Vec::new();
     for (i, line) in lines.iter().enumerate() {
@@ -338,11 +347,23 @@ fn unguarded(text: &str, opening: &str) -> Vec<String> {
             continue;
         };
         let first = lines[open + 1..].iter().find(|l| !l.is_empty());
-        if !first.is_some_and(|l| l.starts_with(opening)) {
+        if !first.is_some_and(|l| openings.iter().any(|o| l.starts_with(o))) {
             found.push(name.to_owned());
         }
     }
     found
+}
+
+/// How many tests `text` declares: its test attributes, and two for each name it lists in an
+/// `in_both_homes!(…)` (one per home).
+fn tests_declared(text: &str) -> usize {
+    let mut n = text.matches("#[tokio::test").count() + text.matches("#[test]").count();
+    for (at, _) in text.match_indices("\nin_both_homes!(") {
+        let list = &text[at + "\nin_both_homes!(".len()..];
+        let list = &list[..list.find(')').unwrap_or(list.len())];
+        n += 2 * list.split(',').filter(|t| !t.trim().is_empty()).count();
+    }
+    n
 }
 
 #[test]
@@ -351,11 +372,11 @@ fn every_test_that_needs_a_server_opens_by_skipping_without_it() {
     let mut missing = Vec::new();
     let mut seen = 0;
     let mut exempt_found = 0;
-    for (file, opening) in guarded_tests() {
+    for (file, openings) in guarded_tests() {
         let text = fs::read_to_string(&file)
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
-        seen += text.matches("#[tokio::test").count() + text.matches("#[test]").count();
-        for test in unguarded(&text, opening) {
+        seen += tests_declared(&text);
+        for test in unguarded(&text, openings) {
             if NEED_NO_SERVER
                 .iter()
                 .any(|(f, t, _)| file.ends_with(f) && test == *t)
@@ -368,7 +389,11 @@ fn every_test_that_needs_a_server_opens_by_skipping_without_it() {
                 .unwrap_or(&file)
                 .display()
                 .to_string();
-            missing.push(format!("  {shown}: {test} (open it with {opening});)"));
+            let lines: Vec<String> = openings.iter().map(|o| format!("{o});")).collect();
+            missing.push(format!(
+                "  {shown}: {test} (open it with {})",
+                lines.join(" or ")
+            ));
         }
     }
     assert!(seen > 100, "only {seen} tests found: has tests/api moved?");
@@ -389,7 +414,22 @@ fn every_test_that_needs_a_server_opens_by_skipping_without_it() {
 fn an_unguarded_test_is_found() {
     let text = "#[tokio::test(flavor = \"multi_thread\")]\nasync fn guarded() {\n    \
                 skip_without_servers!();\n}\n\n#[test]\nfn bare() {\n    let x = 1;\n}\n";
-    assert_eq!(unguarded(text, "skip_without_servers!("), ["bare"]);
+    assert_eq!(unguarded(text, &[SERVERS]), ["bare"]);
+    // The embedded half's line is no guard where only the servers' is allowed.
+    let embedded = "#[tokio::test]\nasync fn inside() {\n    embedded_home!();\n}\n";
+    assert_eq!(unguarded(embedded, &[SERVERS]), ["inside"]);
+    assert!(unguarded(embedded, &[SERVERS, EMBEDDED]).is_empty());
+    // A macro's half without its line is found as any other test.
+    let half = "$(\n    #[tokio::test(flavor = \"multi_thread\")]\n    async fn $test() {\n        \
+                super::$test(Home::Servers).await;\n    }\n)*\n";
+    assert_eq!(unguarded(half, &[SERVERS, EMBEDDED]), ["$test"]);
+}
+
+#[test]
+fn a_test_in_both_homes_counts_twice() {
+    let text =
+        "async fn a(home: Home) {}\n\nin_both_homes!(\n    a,\n    b,\n);\n#[test]\nfn c() {}\n";
+    assert_eq!(tests_declared(text), 5);
 }
 
 /// Lines that signal a process group by `kill -SIG -PID`: Debian's kill (procps) keeps only the

@@ -1,6 +1,8 @@
 //! Transient failures are retried after 2 s and 4 s; permanent ones land in the failed set, which
-//! the operator lists and retries from the command line. A connection cut after an SMTP message
-//! was written is no transient failure: the email is retried on SMTP only.
+//! the operator lists and retries from the command line (the API beside an embedded Herald); a
+//! throttling reply costs no attempt. All of that in both homes. On the servers: the rate limit
+//! holds across processes, and a connection cut after an SMTP message was written is no
+//! transient failure: the email is retried on SMTP only.
 
 use std::time::Duration;
 
@@ -9,15 +11,13 @@ use herald::{store::DeliveryStatus, worker::process_job};
 use crate::helpers::*;
 use crate::resend_stub::ResendStub;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn smtp_4xx_twice_then_accepted_gives_three_attempts_and_one_email() {
-    skip_without_servers!();
+async fn smtp_4xx_twice_then_accepted_gives_three_attempts_and_one_email(home: Home) {
     let smtp = SmtpServer::start().await;
     smtp.script(&[(
         "flaky@example.com",
         &["451 4.7.1 Try again later", "421 4.3.2 Busy", "accept"],
     )]);
-    let app = spawn_app(&smtp).await;
+    let app = home.spawn(&smtp).await;
     app.add_late_user("flaky@example.com").await;
     let id = app.trigger_overdue().await[0];
     app.wait_for_status("sent", 1, Duration::from_secs(60))
@@ -65,14 +65,12 @@ async fn smtp_4xx_twice_then_accepted_gives_three_attempts_and_one_email() {
     app.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn smtp_5xx_fails_at_once_and_herald_failed_retry_sends_it() {
-    skip_without_servers!();
+async fn smtp_5xx_fails_at_once_and_herald_failed_retry_sends_it(home: Home) {
     let smtp = SmtpServer::start().await;
     // A refusal for policy, not of the mailbox: the address is not suppressed (a 5.1.1 is, see
     // webhooks.rs), so the operator can retry once the cause is fixed.
     smtp.script(&[("gone@example.com", &["550 5.7.1 No such user here"])]);
-    let app = spawn_app(&smtp).await;
+    let app = home.spawn(&smtp).await;
     app.add_late_user("gone@example.com").await;
     let id = app.trigger_overdue().await[0];
     app.wait_for_status("failed", 1, Duration::from_secs(60))
@@ -87,9 +85,13 @@ async fn smtp_5xx_fails_at_once_and_herald_failed_retry_sends_it() {
     );
     assert_eq!(smtp.count(), 0);
 
-    // The operator sees it in `herald failed list` and `herald failed show`...
-    let listed: serde_json::Value =
-        serde_json::from_str(&herald_ok(&app.env, &["failed", "list", "--json"])).unwrap();
+    // The operator sees it in `herald failed list` and `herald failed show` (beside an embedded
+    // Herald, the commands are refused: one process per file; the API answers there)...
+    let (_, api) = app.get("/api/failed").await;
+    let listed: serde_json::Value = match herald_ok_beside(&app, &["failed", "list", "--json"]) {
+        Some(out) => serde_json::from_str(&out).unwrap(),
+        None => api["failed"].clone(),
+    };
     assert_eq!(listed[0]["id"], id);
     assert!(
         listed[0]["last_error"]
@@ -98,35 +100,44 @@ async fn smtp_5xx_fails_at_once_and_herald_failed_retry_sends_it() {
             .contains("No such user here"),
         "{listed}"
     );
-    let table = herald_ok(&app.env, &["failed", "list"]);
-    assert!(
-        table.contains("gone@example.com") && table.contains("overdue_summary"),
-        "{table}"
-    );
-    let shown = herald_ok(&app.env, &["failed", "show", &id.to_string()]);
-    assert!(
-        shown.contains("#1") && shown.contains("permanent") && shown.contains("code=550"),
-        "{shown}"
-    );
+    if let Some(table) = herald_ok_beside(&app, &["failed", "list"]) {
+        assert!(
+            table.contains("gone@example.com") && table.contains("overdue_summary"),
+            "{table}"
+        );
+    }
+    if let Some(shown) = herald_ok_beside(&app, &["failed", "show", &id.to_string()]) {
+        assert!(
+            shown.contains("#1") && shown.contains("permanent") && shown.contains("code=550"),
+            "{shown}"
+        );
+    }
 
     // ...fixes the cause, and retries it through the normal path.
-    herald_ok(&app.env, &["failed", "retry", &id.to_string()]);
+    if herald_ok_beside(&app, &["failed", "retry", &id.to_string()]).is_none() {
+        let (status, body) = app
+            .post(&format!("/api/failed/{id}/retry"), serde_json::json!({}))
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
     let mail = smtp.wait_for(1, Duration::from_secs(60)).await;
     assert_eq!(mail[0].to(), "gone@example.com");
     app.wait_for_status("sent", 1, Duration::from_secs(10))
         .await;
     assert_eq!(app.store.attempts(id).await.unwrap().len(), 2);
-    assert!(herald_ok(&app.env, &["failed", "list"]).contains("no failed deliveries"));
+    if let Some(table) = herald_ok_beside(&app, &["failed", "list"]) {
+        assert!(table.contains("no failed deliveries"), "{table}");
+    }
+    let (_, left) = app.get("/api/failed").await;
+    assert_eq!(left["failed"], serde_json::json!([]), "{left}");
     drop(smtp);
     app.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn transient_failures_past_the_last_delay_end_in_the_failed_set() {
-    skip_without_servers!();
+async fn transient_failures_past_the_last_delay_end_in_the_failed_set(home: Home) {
     let smtp = SmtpServer::start().await;
     smtp.script(&[("down@example.com", &["451 a", "451 b", "451 c"])]);
-    let mut env = Env::new(&smtp);
+    let mut env = home.env(&smtp);
     // Short delays keep the test quick; the count of attempts is what matters here.
     env.set("HERALD__QUEUE__RETRY_DELAYS", "[\"100ms\", \"100ms\"]");
     let app = spawn_with(env).await;
@@ -159,15 +170,13 @@ async fn transient_failures_past_the_last_delay_end_in_the_failed_set() {
     app.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_smtp_throttling_reply_pauses_without_using_an_attempt() {
-    skip_without_servers!();
+async fn an_smtp_throttling_reply_pauses_without_using_an_attempt(home: Home) {
     let smtp = SmtpServer::start().await;
     smtp.script(&[(
         "busy@example.com",
         &["451 4.7.1 Too many messages, slow down", "accept"],
     )]);
-    let mut env = Env::new(&smtp);
+    let mut env = home.env(&smtp);
     env.set("HERALD__MAIL__THROTTLE_PAUSE", "2s");
     let app = spawn_with(env).await;
     app.add_late_user("busy@example.com").await;
@@ -250,14 +259,12 @@ async fn smtp_messages_per_second_holds_across_every_worker() {
     app.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_smtp_reset_after_the_data_is_retried_on_smtp_and_never_goes_to_resend() {
-    skip_without_servers!();
+async fn an_smtp_reset_after_the_data_is_retried_on_smtp_and_never_goes_to_resend(home: Home) {
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
     // The server reads the whole message, then closes the connection without a reply.
     smtp.script(&[("cut@example.com", &["close"])]);
-    let mut env = Env::new(&smtp).with_resend(&stub.url);
+    let mut env = home.env(&smtp).with_resend(&stub.url);
     env.set("HERALD__MAIL__PROVIDERS", r#"["smtp", "resend"]"#);
     let (store, _guard) = bare_store(&env).await;
     let ids = crate::fencing::due_deliveries(&store, &["cut@example.com"]).await;
@@ -265,18 +272,10 @@ async fn an_smtp_reset_after_the_data_is_retried_on_smtp_and_never_goes_to_resen
     process_job(&deps, &ids).await.unwrap();
     let d = store.delivery(ids[0]).await.unwrap().unwrap();
     assert_eq!(d.status, DeliveryStatus::Queued, "{:?}", d.last_error);
-    let held_by: Option<String> =
-        sqlx::query_scalar("SELECT held_by FROM deliveries WHERE id = $1")
-            .bind(ids[0])
-            .fetch_one(store.pg())
-            .await
-            .unwrap();
+    let held_by = crate::fencing::held_by(&store, ids[0]).await;
     assert_eq!(held_by.as_deref(), Some("smtp"), "{:?}", d.last_error);
 
-    sqlx::query("UPDATE deliveries SET due_at = now() - interval '1 second'")
-        .execute(store.pg())
-        .await
-        .unwrap();
+    crate::fencing::all_due_now(&store).await;
     process_job(&deps, &ids).await.unwrap();
     let d = store.delivery(ids[0]).await.unwrap().unwrap();
     assert_eq!(d.status, DeliveryStatus::Sent, "{:?}", d.last_error);
@@ -297,3 +296,11 @@ async fn an_smtp_reset_after_the_data_is_retried_on_smtp_and_never_goes_to_resen
     assert!(at_resend.is_empty(), "a copy went to Resend: {at_resend:?}");
     drop(smtp);
 }
+
+in_both_homes!(
+    smtp_4xx_twice_then_accepted_gives_three_attempts_and_one_email,
+    smtp_5xx_fails_at_once_and_herald_failed_retry_sends_it,
+    transient_failures_past_the_last_delay_end_in_the_failed_set,
+    an_smtp_throttling_reply_pauses_without_using_an_attempt,
+    an_smtp_reset_after_the_data_is_retried_on_smtp_and_never_goes_to_resend,
+);

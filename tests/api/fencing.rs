@@ -1,6 +1,7 @@
 //! Fenced claims: a worker whose lease ran out cannot overwrite the next owner's record, a slow
 //! batch renews its leases instead of being taken over, one row that cannot be recorded does
 //! not stop the rest of its batch, and a batch whose outcome is unknown goes again only whole.
+//! In both homes, but for the row PostgreSQL refuses to record (a trigger of its own).
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -42,6 +43,32 @@ pub(crate) async fn due_deliveries(store: &Store, emails: &[&str]) -> Vec<i64> {
     ids
 }
 
+/// The provider delivery `id` is held by (after an unknown outcome), if any.
+pub(crate) async fn held_by(store: &Store, id: i64) -> Option<String> {
+    store
+        .sql_scalar("SELECT held_by FROM deliveries WHERE id = $1", &[id.into()])
+        .await
+}
+
+/// Delivery `id`'s lease ran out a second ago: recovery may take it back.
+async fn lease_ran_out(store: &Store, id: i64) {
+    let past = Utc::now() - chrono::Duration::seconds(1);
+    store
+        .sql_execute(
+            "UPDATE deliveries SET lease_until = $2 WHERE id = $1",
+            &[id.into(), past.into()],
+        )
+        .await;
+}
+
+/// Every delivery due a second ago: a retry comes due without waiting for its delay.
+pub(crate) async fn all_due_now(store: &Store) {
+    let due = Utc::now() - chrono::Duration::seconds(1);
+    store
+        .sql_execute("UPDATE deliveries SET due_at = $1", &[due.into()])
+        .await;
+}
+
 /// One try that SMTP accepted, and the delivery moving on to `sent`: what a worker records.
 fn sent_over_smtp() -> (AttemptRecord<'static>, Next<'static>) {
     let sent = AttemptRecord {
@@ -57,10 +84,17 @@ fn sent_over_smtp() -> (AttemptRecord<'static>, Next<'static>) {
     (sent, next)
 }
 
-/// The worker's dependencies as `herald run` builds them from these settings.
+/// The worker's dependencies as `herald run` builds them from these settings, in their home:
+/// the gate in Redis, or in the process.
 pub(crate) async fn worker_deps(env: &Env, store: Store) -> WorkerDeps {
     let settings = env.settings();
-    let redis = herald::queue::connect(&redis_url()).await.unwrap();
+    let gate = match env.folder {
+        None => {
+            let redis = herald::queue::connect(&redis_url()).await.unwrap();
+            herald::startup::gate(redis, &settings)
+        }
+        Some(_) => herald::startup::in_process_gate(&settings),
+    };
     WorkerDeps {
         recorder: herald::recorder::Recorder::start(store.clone()),
         in_hand: herald::worker::InHand::new(settings.queue.concurrency),
@@ -69,7 +103,7 @@ pub(crate) async fn worker_deps(env: &Env, store: Store) -> WorkerDeps {
             Templates::from_settings(&settings, &herald::kinds::samples()).unwrap(),
         ),
         providers: Provider::build_all(&settings.mail).unwrap(),
-        gate: herald::startup::gate(redis, &settings),
+        gate,
         retry_delays: settings.queue.retry_delays.clone(),
         max_attempts: settings.queue.max_attempts as i32,
         lease: settings.queue.lease,
@@ -108,11 +142,9 @@ fn tally<I: IntoIterator<Item = String>>(addresses: I) -> HashMap<String, usize>
     n
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_claim_taken_over_after_its_lease_ran_out_cannot_record() {
-    skip_without_servers!();
+async fn a_claim_taken_over_after_its_lease_ran_out_cannot_record(home: Home) {
     let smtp = SmtpServer::start().await;
-    let env = Env::new(&smtp);
+    let env = home.env(&smtp);
     let (store, _guard) = bare_store(&env).await;
     let id = due_deliveries(&store, &["stale@example.com"]).await[0];
     let lease = Duration::from_secs(60);
@@ -124,11 +156,7 @@ async fn a_claim_taken_over_after_its_lease_ran_out_cannot_record() {
         .0;
     let old = &old[0];
     // The first worker stalls past its lease; recovery takes the row back.
-    sqlx::query("UPDATE deliveries SET lease_until = now() - interval '1 second' WHERE id = $1")
-        .bind(id)
-        .execute(store.pg())
-        .await
-        .unwrap();
+    lease_ran_out(&store, id).await;
     assert_eq!(
         store
             .recover(Duration::from_secs(300), chrono::Utc::now())
@@ -172,12 +200,12 @@ async fn a_claim_taken_over_after_its_lease_ran_out_cannot_record() {
             .unwrap(),
         [id]
     );
-    let lease_until: chrono::DateTime<Utc> =
-        sqlx::query_scalar("SELECT lease_until FROM deliveries WHERE id = $1")
-            .bind(id)
-            .fetch_one(store.pg())
-            .await
-            .unwrap();
+    let lease_until: chrono::DateTime<Utc> = store
+        .sql_scalar(
+            "SELECT lease_until FROM deliveries WHERE id = $1",
+            &[id.into()],
+        )
+        .await;
     assert!(lease_until > Utc::now() + chrono::Duration::minutes(30));
     let (sent_by_new, _) = sent_over_smtp();
     assert!(
@@ -203,14 +231,14 @@ async fn a_claim_taken_over_after_its_lease_ran_out_cannot_record() {
     );
     assert_eq!(status(&store, id).await, DeliveryStatus::Sent);
     assert_eq!(store.attempts(id).await.unwrap().len(), 1);
-    store.pg().close().await;
+    crate::homes::close(&store).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_known_send_is_recorded_when_its_lease_was_recovered_but_nobody_claimed_it_again() {
-    skip_without_servers!();
+async fn a_known_send_is_recorded_when_its_lease_was_recovered_but_nobody_claimed_it_again(
+    home: Home,
+) {
     let smtp = SmtpServer::start().await;
-    let env = Env::new(&smtp);
+    let env = home.env(&smtp);
     let (store, _guard) = bare_store(&env).await;
     let id = due_deliveries(&store, &["recovered@example.com"]).await[0];
     let lease = Duration::from_secs(60);
@@ -221,11 +249,7 @@ async fn a_known_send_is_recorded_when_its_lease_was_recovered_but_nobody_claime
         .0;
     let old = &old[0];
     // The worker stalls past its lease; recovery makes the row queued again, with no token.
-    sqlx::query("UPDATE deliveries SET lease_until = now() - interval '1 second' WHERE id = $1")
-        .bind(id)
-        .execute(store.pg())
-        .await
-        .unwrap();
+    lease_ran_out(&store, id).await;
     assert_eq!(
         store
             .recover(Duration::from_secs(300), Utc::now())
@@ -265,14 +289,12 @@ async fn a_known_send_is_recorded_when_its_lease_was_recovered_but_nobody_claime
     assert!(process_job(&deps, &[id]).await.unwrap().is_empty());
     assert_eq!(smtp.total(), 0);
     assert_eq!(status(&store, id).await, DeliveryStatus::Sent);
-    store.pg().close().await;
+    crate::homes::close(&store).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_group_commit_writes_each_row_only_under_its_own_claim() {
-    skip_without_servers!();
+async fn a_group_commit_writes_each_row_only_under_its_own_claim(home: Home) {
     let smtp = SmtpServer::start().await;
-    let env = Env::new(&smtp);
+    let env = home.env(&smtp);
     let (store, _guard) = bare_store(&env).await;
     let ids = due_deliveries(
         &store,
@@ -296,11 +318,7 @@ async fn a_group_commit_writes_each_row_only_under_its_own_claim() {
             .is_empty()
     );
     // The middle row's lease runs out and another worker takes it over.
-    sqlx::query("UPDATE deliveries SET lease_until = now() - interval '1 second' WHERE id = $1")
-        .bind(ids[1])
-        .execute(store.pg())
-        .await
-        .unwrap();
+    lease_ran_out(&store, ids[1]).await;
     store
         .recover(Duration::from_secs(300), Utc::now())
         .await
@@ -344,7 +362,7 @@ async fn a_group_commit_writes_each_row_only_under_its_own_claim() {
         [true]
     );
     assert_eq!(status(&store, ids[1]).await, DeliveryStatus::Sent);
-    store.pg().close().await;
+    crate::homes::close(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -416,18 +434,16 @@ async fn a_row_that_cannot_be_recorded_does_not_stop_the_rest_of_its_batch() {
     }
     assert_eq!(status(&store, bad).await, DeliveryStatus::Sending);
     assert!(store.attempts(bad).await.unwrap().is_empty());
-    store.pg().close().await;
+    crate::homes::close(&store).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_slower_than_its_lease_keeps_its_claims() {
-    skip_without_servers!();
+async fn a_batch_slower_than_its_lease_keeps_its_claims(home: Home) {
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
     // Resend refuses the batch as a whole (503: not taken); its emails then go one by one over
     // SMTP at one a second: 14 emails take about 14 s, more than two leases of 6 s.
     stub.script(&[("*", &[Reply::Status(503, "service_unavailable")])]);
-    let mut env = Env::new(&smtp).with_resend(&stub.url);
+    let mut env = home.env(&smtp).with_resend(&stub.url);
     env.set("HERALD__MAIL__SMTP__MESSAGES_PER_SECOND", "1");
     env.set("HERALD__MAIL__TIMEOUT", "2s");
     env.set("HERALD__MAIL__RESEND__TIMEOUT", "2s");
@@ -466,14 +482,12 @@ async fn a_batch_slower_than_its_lease_keeps_its_claims() {
     app.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_part_of_a_batch_of_unknown_outcome_waits_for_the_rest_and_they_go_whole() {
-    skip_without_servers!();
+async fn a_part_of_a_batch_of_unknown_outcome_waits_for_the_rest_and_they_go_whole(home: Home) {
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
     // Resend takes the batch but answers after Herald's timeout: the outcome is unknown.
     stub.script(&[("b0@example.com", &[Reply::Hang(Duration::from_secs(2))])]);
-    let mut env = Env::new(&smtp).with_resend(&stub.url);
+    let mut env = home.env(&smtp).with_resend(&stub.url);
     env.set("HERALD__MAIL__PROVIDERS", r#"["resend"]"#);
     env.set("HERALD__MAIL__RESEND__TIMEOUT", "1s");
     env.set("HERALD__MAIL__CONNECT_TIMEOUT", "500ms");
@@ -484,22 +498,15 @@ async fn a_part_of_a_batch_of_unknown_outcome_waits_for_the_rest_and_they_go_who
     process_job(&deps, &ids).await.unwrap();
     let first = store.delivery(ids[0]).await.unwrap().unwrap();
     assert_eq!(first.status, DeliveryStatus::Queued);
-    let due_now = || async {
-        sqlx::query("UPDATE deliveries SET due_at = now() - interval '1 second'")
-            .execute(store.pg())
-            .await
-            .unwrap();
-    };
-    due_now().await;
+    all_due_now(&store).await;
 
     // Another job claimed the third at the same moment as this one claimed the first two.
-    sqlx::query(
-        "UPDATE deliveries SET status = 'sending', claim_token = gen_random_uuid() WHERE id = $1",
-    )
-    .bind(ids[2])
-    .execute(store.pg())
-    .await
-    .unwrap();
+    store
+        .sql_execute(
+            "UPDATE deliveries SET status = 'sending', claim_token = $2 WHERE id = $1",
+            &[ids[2].into(), uuid::Uuid::new_v4().into()],
+        )
+        .await;
     let attempts_before = store.delivery(ids[0]).await.unwrap().unwrap().attempts;
     process_job(&deps, &ids[..2]).await.unwrap();
     assert_eq!(stub.requests().len(), 1, "the part went alone");
@@ -523,14 +530,15 @@ async fn a_part_of_a_batch_of_unknown_outcome_waits_for_the_rest_and_they_go_who
     );
 
     // The other job gave its part back too; the first part, when due, brings it along.
-    sqlx::query("UPDATE deliveries SET status = 'queued', claim_token = NULL WHERE id = $1")
-        .bind(ids[2])
-        .execute(store.pg())
-        .await
-        .unwrap();
+    store
+        .sql_execute(
+            "UPDATE deliveries SET status = 'queued', claim_token = NULL WHERE id = $1",
+            &[ids[2].into()],
+        )
+        .await;
     // Past the 2 s Resend takes to answer the first request (until then it answers 409).
     tokio::time::sleep(Duration::from_secs(2)).await;
-    due_now().await;
+    all_due_now(&store).await;
     process_job(&deps, &ids[..1]).await.unwrap();
     for &id in &ids {
         assert_eq!(
@@ -549,9 +557,17 @@ async fn a_part_of_a_batch_of_unknown_outcome_waits_for_the_rest_and_they_go_who
     );
     assert_eq!(requests[0].recipients(), requests[1].recipients());
     assert_delivered_once(&stub, &emails);
-    store.pg().close().await;
+    crate::homes::close(&store).await;
 }
 
 fn overdue() -> Kind {
     Kind::find("overdue_summary").expect("a registered kind")
 }
+
+in_both_homes!(
+    a_claim_taken_over_after_its_lease_ran_out_cannot_record,
+    a_known_send_is_recorded_when_its_lease_was_recovered_but_nobody_claimed_it_again,
+    a_group_commit_writes_each_row_only_under_its_own_claim,
+    a_batch_slower_than_its_lease_keeps_its_claims,
+    a_part_of_a_batch_of_unknown_outcome_waits_for_the_rest_and_they_go_whole,
+);

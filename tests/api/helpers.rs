@@ -8,6 +8,9 @@ use std::{
     time::Duration,
 };
 
+// Only tests/api names each of these.
+#[allow(unused_imports)]
+pub use crate::homes::{Home, StateSql, herald_beside, herald_ok_beside};
 use chrono::{DateTime, Utc};
 use herald::{
     config::Settings,
@@ -49,6 +52,7 @@ pub const LOCAL_REDIS: &str = "redis://127.0.0.1:6379/0";
 /// its own, and the app creates it through the server's `postgres` database, as
 /// [`Env::cleanup_database`] drops it.
 pub fn database_url(database: &str) -> String {
+    crate::homes::assert_on_servers("database_url");
     database_url_from(env_var("DATABASE_URL").as_deref(), database)
         .unwrap_or_else(|e| panic!("{e}"))
 }
@@ -56,6 +60,7 @@ pub fn database_url(database: &str) -> String {
 /// The Redis tests use: `REDIS_URL` (database 0 when it names none), else [`LOCAL_REDIS`].
 /// Databases 11 to 15 are refused: other tools keep their data there.
 pub fn redis_url() -> String {
+    crate::homes::assert_on_servers("redis_url");
     redis_url_from(env_var("REDIS_URL").as_deref()).unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -217,23 +222,36 @@ impl Deref for SmtpServer {
     }
 }
 
-/// Everything a test needs to boot Herald against its own database and queue.
+/// Everything a test needs to boot Herald against its own database and queue: on PostgreSQL
+/// and Redis ([`Env::new`]), or in a state file of its own ([`Env::embedded`](crate::homes)).
 #[derive(Clone, Debug)]
 pub struct Env {
+    /// The test's database on PostgreSQL; in the embedded home, only the test's name.
     pub database: String,
     pub vars: Vec<(String, String)>,
+    /// The embedded home's folder, which holds the state file (`None` on the servers).
+    pub folder: Option<PathBuf>,
 }
 
 impl Env {
+    /// A database of its own on PostgreSQL and a queue name of its own on Redis.
     pub fn new(smtp: &SmtpServer) -> Env {
         crate::shared_servers::assert_guarded("Env::new");
+        crate::homes::assert_on_servers("Env::new");
+        let mut env = Env::common(smtp);
+        env.set("DATABASE_URL", &database_url(&env.database));
+        env.set("REDIS_URL", &redis_url());
+        env
+    }
+
+    /// What the test's settings are in either home: the SMTP sink, the token, a port of its
+    /// own, a name of its own (the database's and the queue's), no cron ticks.
+    pub(crate) fn common(smtp: &SmtpServer) -> Env {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let database = format!("herald_test_{id}");
         let queue = format!("herald-test-{id}");
         let templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
         let vars = [
-            ("DATABASE_URL", database_url(&database)),
-            ("REDIS_URL", redis_url()),
             ("SMTP_URL", smtp.url()),
             ("MAIL_FROM", "Herald <herald@example.com>".to_owned()),
             ("HERALD_API_TOKEN", TOKEN.to_owned()),
@@ -254,7 +272,11 @@ impl Env {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-        Env { database, vars }
+        Env {
+            database,
+            vars,
+            folder: None,
+        }
     }
 
     /// Sends through the Resend stand-in (first), then SMTP.
@@ -274,8 +296,12 @@ impl Env {
             .expect("test settings are valid")
     }
 
-    /// Drops the database and the queue's Redis keys.
+    /// Drops the database and the queue's Redis keys; in the embedded home, removes the folder.
     pub async fn cleanup(&self) {
+        if let Some(folder) = &self.folder {
+            crate::homes::remove_folder(folder);
+            return;
+        }
         self.cleanup_database().await;
         let queue = Queue::new(
             queue::connect(&redis_url()).await.unwrap(),
@@ -335,6 +361,12 @@ pub async fn spawn_with_clock(env: Env, clock: herald::clock::Clock) -> TestApp 
     let address = format!("http://{}", app.address());
     let store = app.state().store.clone();
     let queue = app.state().queue.clone();
+    // The home the settings chose, and none other: an embedded env never reaches the servers.
+    assert_eq!(
+        store.is_embedded(),
+        env.folder.is_some(),
+        "the app's state is not in the home its Env names"
+    );
     let (tx, rx) = oneshot::channel();
     let handle = tokio::spawn(app.run_until_stopped(async move {
         let _ = rx.await;
@@ -455,13 +487,13 @@ impl TestApp {
     /// How many deliveries each worker claimed (`deliveries.claimed_by`, which the outcome
     /// leaves in place), by worker name.
     pub async fn claims_by_worker(&self) -> Vec<(String, i64)> {
-        sqlx::query_as(
-            "SELECT claimed_by, count(*) FROM deliveries WHERE claimed_by IS NOT NULL
-             GROUP BY claimed_by ORDER BY claimed_by",
-        )
-        .fetch_all(self.store.pg())
-        .await
-        .unwrap()
+        self.store
+            .sql_rows(
+                "SELECT claimed_by, count(*) FROM deliveries WHERE claimed_by IS NOT NULL
+                 GROUP BY claimed_by ORDER BY claimed_by",
+                &[],
+            )
+            .await
     }
 
     pub async fn trigger(&self, schedule: &str, body: Value) -> (u16, Value) {
@@ -514,11 +546,11 @@ impl TestApp {
     }
 
     pub async fn count_status(&self, status: &str) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = $1")
-            .bind(status)
-            .fetch_one(self.store.pg())
-            .await
-            .unwrap()
+        let counts = self.store.status_counts().await.unwrap();
+        counts
+            .iter()
+            .find(|(s, _)| s.as_str() == status)
+            .map_or(0, |(_, n)| *n)
     }
 
     /// Waits until `n` deliveries have this status (the bound only stops a hung test).
@@ -552,7 +584,7 @@ impl TestApp {
     /// operator restarting Herald with a corrected configuration.
     pub async fn restart_with(mut self, env: Env) -> TestApp {
         self.stop().await.expect("the app stops cleanly");
-        self.store.pg().close().await;
+        crate::homes::close(&self.store).await;
         self.owns_env = false;
         drop(self);
         spawn_with(env).await
@@ -560,17 +592,18 @@ impl TestApp {
 
     /// The delivery's `round_attempts`: attempts used in this round of retries.
     pub async fn round_attempts(&self, id: i64) -> i32 {
-        sqlx::query_scalar("SELECT round_attempts FROM deliveries WHERE id = $1")
-            .bind(id)
-            .fetch_one(self.store.pg())
+        self.store
+            .sql_scalar(
+                "SELECT round_attempts FROM deliveries WHERE id = $1",
+                &[id.into()],
+            )
             .await
-            .unwrap()
     }
 
     /// Stops the app cleanly; dropping it then removes its database and Redis keys.
     pub async fn finish(mut self) {
         self.stop().await.expect("the app stops cleanly");
-        self.store.pg().close().await;
+        crate::homes::close(&self.store).await;
     }
 }
 
@@ -585,23 +618,13 @@ impl Drop for TestApp {
     }
 }
 
-/// A migrated database of its own for `env`, with no Herald running on it: the test drives the
-/// store, the planner or the worker step itself. Dropping the guard removes the database and
-/// Redis keys.
+/// A migrated store of its own for `env`, in its home, with no Herald running on it: the test
+/// drives the store, the planner or the worker step itself. Dropping the guard removes the
+/// database and Redis keys, or the embedded home's folder.
 pub async fn bare_store(env: &Env) -> (Store, EnvGuard) {
     init_logs();
     let guard = EnvGuard(env.clone());
-    let store = Store::connect(
-        &env.settings()
-            .servers()
-            .expect("tests run on PostgreSQL and Redis")
-            .database_url,
-        8,
-        true,
-    )
-    .await
-    .unwrap();
-    store.migrate().await.unwrap();
+    let store = Store::open(&env.settings().home, 8).await.unwrap();
     let store = herald::store::prepare(store, None).await.unwrap();
     (store, guard)
 }
@@ -637,7 +660,12 @@ pub trait DemoData {
 
 impl DemoData for Store {
     async fn demo(&self) -> Demo {
-        let demo = Demo::connect(self.url()).await.unwrap();
+        let demo = match self.lite() {
+            // Through the state file's one writer: a second writer in the file would refuse the
+            // running app's read-then-write transactions (SQLITE_BUSY).
+            Some(lite) => Demo::on_sqlite(lite.writer.clone()),
+            None => Demo::connect(self.url()).await.unwrap(),
+        };
         demo.install().await.unwrap();
         demo
     }

@@ -1,5 +1,6 @@
-//! One email per user per tick: when a tick is triggered twice, and when two Herald processes
-//! both fire it (and both are asked for the same manual trigger, a test send of its own).
+//! One email per user per tick: when a tick is triggered twice (in both homes), and when two
+//! Herald processes both fire it (and both are asked for the same manual trigger, a test send of
+//! its own; on the servers, where several processes run).
 
 use std::{collections::HashMap, process::Stdio, time::Duration};
 
@@ -8,11 +9,9 @@ use serde_json::json;
 
 use crate::{helpers::*, servers::free_port};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_same_tick_triggered_twice_sends_one_email_per_user() {
-    skip_without_servers!();
+async fn the_same_tick_triggered_twice_sends_one_email_per_user(home: Home) {
     let smtp = SmtpServer::start().await;
-    let app = spawn_app(&smtp).await;
+    let app = home.spawn(&smtp).await;
     for i in 0..5 {
         app.add_user(
             &format!("u{i}@example.com"),
@@ -53,6 +52,8 @@ async fn the_same_tick_triggered_twice_sends_one_email_per_user() {
     drop(smtp);
     app.finish().await;
 }
+
+in_both_homes!(the_same_tick_triggered_twice_sends_one_email_per_user);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_send_each_user_one_scheduled_and_one_manual_email_and_stop_on_sigterm() {

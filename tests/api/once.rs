@@ -1,7 +1,9 @@
 //! Once to the provider: an outcome Herald cannot tell (a timeout, a 502) is retried on the same
 //! provider under the same idempotency key and never failed over; a batch is the same batch on
 //! every retry, also after its process was killed mid-request; one clock decides what is due.
-//! Duplicates are counted at the provider, never deduplicated by the test.
+//! Duplicates are counted at the provider, never deduplicated by the test. In both homes, but
+//! for the tests that kill a `herald` process of their own or push a job into Redis
+//! (servers-only: tests/api/main.rs says why).
 
 use std::{collections::HashMap, process::Stdio, time::Duration};
 
@@ -12,8 +14,8 @@ use crate::helpers::*;
 use crate::resend_stub::{Reply, ResendStub};
 
 /// Resend first, then SMTP; Herald gives Resend 1 s, and retries every 300 ms.
-fn resend_env(smtp: &SmtpServer, stub: &ResendStub) -> Env {
-    let mut env = Env::new(smtp).with_resend(&stub.url);
+fn resend_env(home: Home, smtp: &SmtpServer, stub: &ResendStub) -> Env {
+    let mut env = home.env(smtp).with_resend(&stub.url);
     env.set("HERALD__MAIL__PROVIDERS", r#"["resend", "smtp"]"#);
     env.set("HERALD__MAIL__RESEND__TIMEOUT", "1s");
     env.set("HERALD__MAIL__CONNECT_TIMEOUT", "500ms");
@@ -62,14 +64,12 @@ fn outcomes(attempts: &[herald::store::AttemptRow]) -> Vec<(&str, &str)> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_resend_timeout_is_retried_at_resend_under_the_same_key_never_by_smtp() {
-    skip_without_servers!();
+async fn a_resend_timeout_is_retried_at_resend_under_the_same_key_never_by_smtp(home: Home) {
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
     // Resend takes the email but answers after 2 s; Herald gives up after 1 s.
     stub.script(&[("ida@example.com", &[Reply::Hang(Duration::from_secs(2))])]);
-    let mut env = resend_env(&smtp, &stub);
+    let mut env = resend_env(home, &smtp, &stub);
     env.set("HERALD__MAIL__RESEND__BATCH_SIZE", "1");
     let app = spawn_with(env).await;
     app.add_late_user("ida@example.com").await;
@@ -95,15 +95,13 @@ async fn a_resend_timeout_is_retried_at_resend_under_the_same_key_never_by_smtp(
     app.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_outcomes_past_the_retries_fail_saying_a_copy_may_have_been_delivered() {
-    skip_without_servers!();
+async fn unknown_outcomes_past_the_retries_fail_saying_a_copy_may_have_been_delivered(home: Home) {
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
     // Resend never answers in time (nor takes the email).
     let silent = Reply::Silent(Duration::from_secs(5));
     stub.script(&[("ida@example.com", &[silent.clone(), silent.clone(), silent])]);
-    let mut env = resend_env(&smtp, &stub);
+    let mut env = resend_env(home, &smtp, &stub);
     env.set("HERALD__MAIL__RESEND__BATCH_SIZE", "1");
     env.set("HERALD__QUEUE__RETRY_DELAYS", r#"["100ms", "100ms"]"#);
     let app = spawn_with(env).await;
@@ -132,13 +130,11 @@ async fn unknown_outcomes_past_the_retries_fail_saying_a_copy_may_have_been_deli
     app.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_that_times_out_is_retried_whole_under_its_key_and_sent_once() {
-    skip_without_servers!();
+async fn a_batch_that_times_out_is_retried_whole_under_its_key_and_sent_once(home: Home) {
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
     stub.script(&[("b1@example.com", &[Reply::Hang(Duration::from_secs(2))])]);
-    let app = spawn_with(resend_env(&smtp, &stub)).await;
+    let app = spawn_with(resend_env(home, &smtp, &stub)).await;
     let n = 5;
     for i in 0..n {
         app.add_late_user(&format!("b{i}@example.com")).await;
@@ -153,24 +149,24 @@ async fn a_batch_that_times_out_is_retried_whole_under_its_key_and_sent_once() {
     for (key, sends) in batch_keys(&stub) {
         assert!(sends.windows(2).all(|w| w[0] == w[1]), "{key}: {sends:?}");
     }
-    let unknown: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM delivery_attempts WHERE outcome = 'unknown'")
-            .fetch_one(app.store.pg())
-            .await
-            .unwrap();
+    let unknown: i64 = app
+        .store
+        .sql_scalar(
+            "SELECT count(*) FROM delivery_attempts WHERE outcome = 'unknown'",
+            &[],
+        )
+        .await;
     assert!(unknown > 0, "the timeout was not recorded as unknown");
-    let batches: i64 = sqlx::query_scalar("SELECT count(*) FROM batches")
-        .fetch_one(app.store.pg())
-        .await
-        .unwrap();
+    let batches: i64 = app
+        .store
+        .sql_scalar("SELECT count(*) FROM batches", &[])
+        .await;
     assert_eq!(batches, 0, "a finished batch is forgotten");
     drop(smtp);
     app.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_that_fails_as_a_whole_is_retried_under_the_same_key() {
-    skip_without_servers!();
+async fn a_batch_that_fails_as_a_whole_is_retried_under_the_same_key(home: Home) {
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
     stub.script(&[(
@@ -180,7 +176,7 @@ async fn a_batch_that_fails_as_a_whole_is_retried_under_the_same_key() {
             Reply::Status(500, "internal_server_error"),
         ],
     )]);
-    let mut env = resend_env(&smtp, &stub);
+    let mut env = resend_env(home, &smtp, &stub);
     env.set("HERALD__MAIL__PROVIDERS", r#"["resend"]"#);
     let app = spawn_with(env).await;
     let n = 6;
@@ -219,14 +215,12 @@ async fn a_batch_that_fails_as_a_whole_is_retried_under_the_same_key() {
     app.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_resend_took_before_answering_502_is_retried_there_and_arrives_once() {
-    skip_without_servers!();
+async fn a_batch_resend_took_before_answering_502_is_retried_there_and_arrives_once(home: Home) {
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
     // Resend takes the batch, and a gateway answers 502: the answer does not say "not taken".
     stub.script(&[("g0@example.com", &[Reply::TakenThen(502)])]);
-    let app = spawn_with(resend_env(&smtp, &stub)).await;
+    let app = spawn_with(resend_env(home, &smtp, &stub)).await;
     let n = 5;
     for i in 0..n {
         app.add_late_user(&format!("g{i}@example.com")).await;
@@ -258,24 +252,26 @@ async fn a_batch_resend_took_before_answering_502_is_retried_there_and_arrives_o
         assert!(seen.iter().all(|(p, _)| *p == "resend"), "{seen:?}");
         assert_eq!(seen.last(), Some(&("resend", "sent")), "{seen:?}");
     }
-    let unknown: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM delivery_attempts WHERE outcome = 'unknown'")
-            .fetch_one(app.store.pg())
-            .await
-            .unwrap();
+    let unknown: i64 = app
+        .store
+        .sql_scalar(
+            "SELECT count(*) FROM delivery_attempts WHERE outcome = 'unknown'",
+            &[],
+        )
+        .await;
     assert!(unknown > 0, "the 502 was not recorded as unknown");
     drop(smtp);
     app.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_email_resend_holds_after_going_alone_goes_alone_again_under_its_key_in_a_shared_job() {
-    skip_without_servers!();
+async fn an_email_resend_holds_after_going_alone_goes_alone_again_under_its_key_in_a_shared_job(
+    home: Home,
+) {
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
     // Resend takes the lone email, and a gateway answers 502: its outcome is unknown.
     stub.script(&[("solo@example.com", &[Reply::TakenThen(502)])]);
-    let mut env = resend_env(&smtp, &stub);
+    let mut env = resend_env(home, &smtp, &stub);
     env.set("HERALD__MAIL__RESEND__BATCH_SIZE", "10");
     let (store, _guard) = bare_store(&env).await;
     let emails = ["solo@example.com", "r1@example.com", "r2@example.com"];
@@ -285,18 +281,10 @@ async fn an_email_resend_holds_after_going_alone_goes_alone_again_under_its_key_
     process_job(&deps, &ids[..1]).await.unwrap();
     let solo = store.delivery(ids[0]).await.unwrap().unwrap();
     assert_eq!(solo.status, DeliveryStatus::Queued);
-    let held_by: Option<String> =
-        sqlx::query_scalar("SELECT held_by FROM deliveries WHERE id = $1")
-            .bind(ids[0])
-            .fetch_one(store.pg())
-            .await
-            .unwrap();
+    let held_by = crate::fencing::held_by(&store, ids[0]).await;
     assert_eq!(held_by.as_deref(), Some("resend"), "{:?}", solo.last_error);
     // Its retry falls due with two other emails, and one job carries all three.
-    sqlx::query("UPDATE deliveries SET due_at = now() - interval '1 second'")
-        .execute(store.pg())
-        .await
-        .unwrap();
+    crate::fencing::all_due_now(&store).await;
     process_job(&deps, &ids).await.unwrap();
 
     for &id in &ids {
@@ -329,7 +317,7 @@ async fn a_process_killed_while_resend_holds_its_batch_does_not_send_it_again() 
     let stub = ResendStub::start().await;
     // Resend takes the batch and holds the answer past the kill.
     stub.script(&[("k0@example.com", &[Reply::Hang(Duration::from_secs(600))])]);
-    let mut env = resend_env(&smtp, &stub);
+    let mut env = resend_env(Home::Servers, &smtp, &stub);
     // The kill lands while the request is still in flight, well within its timeout.
     env.set("HERALD__MAIL__RESEND__TIMEOUT", "1s");
     env.set("HERALD__MAIL__TIMEOUT", "1s");
@@ -415,24 +403,17 @@ async fn a_process_killed_while_resend_holds_its_batch_does_not_send_it_again() 
     app.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_clock_ahead_of_real_time_claims_and_sends_what_it_says_is_due() {
-    skip_without_servers!();
+async fn a_clock_ahead_of_real_time_claims_and_sends_what_it_says_is_due(home: Home) {
     let smtp = SmtpServer::start().await;
     // Herald's clock is two days ahead of PostgreSQL's.
     let clock = Clock::manual(chrono::Utc::now() + chrono::Duration::days(2));
-    let app = spawn_with_clock(Env::new(&smtp), clock).await;
+    let app = spawn_with_clock(home.env(&smtp), clock).await;
     app.add_late_user("ahead@example.com").await;
     // Planned at Herald's now: due two days after PostgreSQL's now.
     let (status, report) = app.trigger("overdue_summary", json!({ "ids": true })).await;
     assert_eq!(status, 202, "{report}");
     let id = report["delivery_ids"][0].as_i64().unwrap();
-    let due: chrono::DateTime<chrono::Utc> =
-        sqlx::query_scalar("SELECT due_at FROM deliveries WHERE id = $1")
-            .bind(id)
-            .fetch_one(app.store.pg())
-            .await
-            .unwrap();
+    let due = app.store.delivery(id).await.unwrap().unwrap().due_at;
     assert!(due > chrono::Utc::now() + chrono::Duration::days(1));
     // Well within redispatch_after (5 min), which is how long a refused claim waited.
     app.wait_for_status("sent", 1, Duration::from_secs(60))
@@ -515,11 +496,9 @@ async fn an_undecodable_job_goes_to_the_dead_letter_list_and_the_worker_carries_
     app.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_name_or_title_with_line_breaks_adds_no_header_and_no_recipient() {
-    skip_without_servers!();
+async fn a_name_or_title_with_line_breaks_adds_no_header_and_no_recipient(home: Home) {
     let smtp = SmtpServer::start().await;
-    let app = spawn_app(&smtp).await;
+    let app = home.spawn(&smtp).await;
     let id = app
         .store
         .insert_users(&[crate::helpers::NewUser {
@@ -560,3 +539,14 @@ async fn a_name_or_title_with_line_breaks_adds_no_header_and_no_recipient() {
     drop(smtp);
     app.finish().await;
 }
+
+in_both_homes!(
+    a_resend_timeout_is_retried_at_resend_under_the_same_key_never_by_smtp,
+    unknown_outcomes_past_the_retries_fail_saying_a_copy_may_have_been_delivered,
+    a_batch_that_times_out_is_retried_whole_under_its_key_and_sent_once,
+    a_batch_that_fails_as_a_whole_is_retried_under_the_same_key,
+    a_batch_resend_took_before_answering_502_is_retried_there_and_arrives_once,
+    a_clock_ahead_of_real_time_claims_and_sends_what_it_says_is_due,
+    a_name_or_title_with_line_breaks_adds_no_header_and_no_recipient,
+    an_email_resend_holds_after_going_alone_goes_alone_again_under_its_key_in_a_shared_job,
+);

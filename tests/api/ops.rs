@@ -10,11 +10,9 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dry_run_predicts_the_real_answer_and_caps_its_preview() {
-    skip_without_servers!();
+async fn a_dry_run_predicts_the_real_answer_and_caps_its_preview(home: Home) {
     let smtp = SmtpServer::start().await;
-    let app = spawn_app(&smtp).await;
+    let app = home.spawn(&smtp).await;
     app.add_late_users("dry", 130).await;
     let body = json!({ "at": at(TICK), "dry_run": true });
 
@@ -47,11 +45,11 @@ async fn a_dry_run_predicts_the_real_answer_and_caps_its_preview() {
     app.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_paused_schedule_is_skipped_by_the_planner_and_refuses_triggers_until_resumed() {
-    skip_without_servers!();
+async fn a_paused_schedule_is_skipped_by_the_planner_and_refuses_triggers_until_resumed(
+    home: Home,
+) {
     let smtp = SmtpServer::start().await;
-    let mut env = Env::new(&smtp);
+    let mut env = home.env(&smtp);
     env.set("HERALD__SCHEDULES__OVERDUE_SUMMARY__ENABLED", "true");
     // 07:00 UTC every day. The app's clock stays at `start`: its planner only starts the
     // watermark there, and the test plans later instants itself.
@@ -145,11 +143,9 @@ async fn a_paused_schedule_is_skipped_by_the_planner_and_refuses_triggers_until_
     app.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn to_carries_the_users_name_and_the_outbox_names_files_by_delivery_id() {
-    skip_without_servers!();
+async fn to_carries_the_users_name_and_the_outbox_names_files_by_delivery_id(home: Home) {
     let smtp = SmtpServer::start().await;
-    let app = spawn_app(&smtp).await;
+    let app = home.spawn(&smtp).await;
     add_named(&app, "ada@example.com", "Ada Lovelace").await;
     app.trigger_overdue().await;
     smtp.wait_for(1, Duration::from_secs(30)).await;
@@ -157,7 +153,7 @@ async fn to_carries_the_users_name_and_the_outbox_names_files_by_delivery_id() {
     assert_eq!(to, "\"Ada Lovelace\" <ada@example.com>");
     app.finish().await;
 
-    let mut env = Env::new(&smtp);
+    let mut env = home.env(&smtp);
     env.vars.retain(|(k, _)| k != "SMTP_URL");
     let outbox = std::env::temp_dir().join(format!("herald-outbox-{}", env.database));
     env.set("HERALD__MAIL__OUTBOX_DIR", &outbox.display().to_string());
@@ -195,3 +191,9 @@ async fn add_named(app: &TestApp, email: &str, name: &str) {
         .await
         .unwrap();
 }
+
+in_both_homes!(
+    a_dry_run_predicts_the_real_answer_and_caps_its_preview,
+    a_paused_schedule_is_skipped_by_the_planner_and_refuses_triggers_until_resumed,
+    to_carries_the_users_name_and_the_outbox_names_files_by_delivery_id,
+);

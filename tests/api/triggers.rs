@@ -1,5 +1,6 @@
 //! Manual triggers are test sends that never cancel a real email, and retention deletes old
-//! deliveries without letting a trigger send anything twice.
+//! deliveries without letting a trigger send anything twice: every test in both homes (the
+//! command line's half on the servers; beside an embedded Herald it is refused).
 
 use std::{collections::HashMap, time::Duration};
 
@@ -42,10 +43,9 @@ fn per_recipient(smtp: &SmtpServer) -> HashMap<String, usize> {
 }
 
 async fn count_deliveries(app: &TestApp) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM deliveries")
-        .fetch_one(app.store.pg())
+    app.store
+        .sql_scalar("SELECT count(*) FROM deliveries", &[])
         .await
-        .unwrap()
 }
 
 /// The test's own retention: the built-in defaults, not the harness's ten years.
@@ -55,12 +55,10 @@ fn default_retention(env: &mut Env) {
     env.set("HERALD__RETENTION__SKIPPED", "30d");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_trigger_at_a_future_instant_is_refused_and_says_to_use_a_dry_run() {
-    skip_without_servers!();
+async fn a_trigger_at_a_future_instant_is_refused_and_says_to_use_a_dry_run(home: Home) {
     let smtp = SmtpServer::start().await;
     let clock = Clock::manual(at("2026-11-23T08:00:00Z"));
-    let app = spawn_with_clock(Env::new(&smtp), clock).await;
+    let app = spawn_with_clock(home.env(&smtp), clock).await;
     app.add_user(
         "soon@example.com",
         "UTC",
@@ -90,26 +88,22 @@ async fn a_trigger_at_a_future_instant_is_refused_and_says_to_use_a_dry_run() {
 
     // The command line: a non-zero exit and the same advice.
     let future = (Utc::now() + chrono::Duration::days(1)).to_rfc3339();
-    let out = herald_cmd(&app.env)
-        .args(["trigger", "task_reminders", "--at", &future])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("is in the future") && stderr.contains("\"dry_run\": true"),
-        "{stderr}"
-    );
+    if let Some(out) = herald_beside(&app, &["trigger", "task_reminders", "--at", &future]) {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("is in the future") && stderr.contains("\"dry_run\": true"),
+            "{stderr}"
+        );
+    }
     assert_eq!(count_deliveries(&app).await, 0);
     drop(smtp);
     app.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_quick_start_trigger_leaves_every_users_real_email_to_go_out_at_their_nine() {
-    skip_without_servers!();
+async fn the_quick_start_trigger_leaves_every_users_real_email_to_go_out_at_their_nine(home: Home) {
     let smtp = SmtpServer::start().await;
-    let mut env = Env::new(&smtp);
+    let mut env = home.env(&smtp);
     env.set("HERALD__SCHEDULES__TASK_REMINDERS__ENABLED", "true");
     let clock = Clock::manual(at("2026-11-20T06:00:00Z"));
     let app = spawn_with_clock(env, clock).await;
@@ -155,11 +149,13 @@ async fn the_quick_start_trigger_leaves_every_users_real_email_to_go_out_at_thei
     let per = per_recipient(&smtp);
     assert_eq!(per.len(), 3, "{per:?}");
     assert!(per.values().all(|&n| n == 2), "{per:?}");
-    let keys: Vec<(String, String, DateTime<Utc>)> =
-        sqlx::query_as("SELECT recipient, dedup_key, planned_for FROM deliveries")
-            .fetch_all(app.store.pg())
-            .await
-            .unwrap();
+    let keys: Vec<(String, String, DateTime<Utc>)> = app
+        .store
+        .sql_rows(
+            "SELECT recipient, dedup_key, planned_for FROM deliveries",
+            &[],
+        )
+        .await;
     for (email, id) in &users {
         let mut mine: Vec<&str> = keys
             .iter()
@@ -186,12 +182,10 @@ async fn the_quick_start_trigger_leaves_every_users_real_email_to_go_out_at_thei
     app.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn triggering_twice_the_same_day_sends_once() {
-    skip_without_servers!();
+async fn triggering_twice_the_same_day_sends_once(home: Home) {
     let smtp = SmtpServer::start().await;
     let clock = Clock::manual(at("2026-11-23T10:00:00Z"));
-    let app = spawn_with_clock(Env::new(&smtp), clock.clone()).await;
+    let app = spawn_with_clock(home.env(&smtp), clock.clone()).await;
     for i in 0..3 {
         app.add_late_user(&format!("t{i}@example.com")).await;
     }
@@ -223,11 +217,9 @@ async fn triggering_twice_the_same_day_sends_once() {
     app.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unknown_user_is_404_naming_the_id() {
-    skip_without_servers!();
+async fn an_unknown_user_is_404_naming_the_id(home: Home) {
     let smtp = SmtpServer::start().await;
-    let app = spawn_app(&smtp).await;
+    let app = home.spawn(&smtp).await;
     app.add_late_user("known@example.com").await;
     for (user_id, named) in [
         (json!(987654), "987654"),
@@ -244,24 +236,20 @@ async fn an_unknown_user_is_404_naming_the_id() {
             "{error}"
         );
     }
-    let out = herald_cmd(&app.env)
-        .args(["trigger", "overdue_summary", "--user", "987654"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
-    assert!(stderr.contains("no user with id 987654"), "{stderr}");
+    if let Some(out) = herald_beside(&app, &["trigger", "overdue_summary", "--user", "987654"]) {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(stderr.contains("no user with id 987654"), "{stderr}");
+    }
     assert_eq!(count_deliveries(&app).await, 0);
     drop(smtp);
     app.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_answer_has_counts_and_ids_only_when_asked_or_for_one_user() {
-    skip_without_servers!();
+async fn the_answer_has_counts_and_ids_only_when_asked_or_for_one_user(home: Home) {
     let smtp = SmtpServer::start().await;
     let clock = Clock::manual(at("2026-11-25T12:00:00Z"));
-    let app = spawn_with_clock(Env::new(&smtp), clock).await;
+    let app = spawn_with_clock(home.env(&smtp), clock).await;
     let mut users = Vec::new();
     for i in 0..3 {
         users.push(app.add_late_user(&format!("c{i}@example.com")).await);
@@ -291,12 +279,13 @@ async fn the_answer_has_counts_and_ids_only_when_asked_or_for_one_user() {
         .await;
     let ids = ids_of(&r);
     assert_eq!(ids.len(), 3, "{r}");
-    let on_the_24th: Vec<i64> = sqlx::query_scalar(
-        "SELECT id FROM deliveries WHERE dedup_key LIKE 'manual:overdue_summary:%:2026-11-24' ORDER BY id",
-    )
-    .fetch_all(app.store.pg())
-    .await
-    .unwrap();
+    let on_the_24th: Vec<i64> = app
+        .store
+        .sql_column(
+            "SELECT id FROM deliveries WHERE dedup_key LIKE 'manual:overdue_summary:%:2026-11-24' ORDER BY id",
+            &[],
+        )
+        .await;
     assert_eq!(ids, on_the_24th);
 
     // One user: always.
@@ -308,28 +297,32 @@ async fn the_answer_has_counts_and_ids_only_when_asked_or_for_one_user() {
         .await;
     let ids = ids_of(&r);
     assert_eq!(ids.len(), 1, "{r}");
-    let key: String = sqlx::query_scalar("SELECT dedup_key FROM deliveries WHERE id = $1")
-        .bind(ids[0])
-        .fetch_one(app.store.pg())
-        .await
-        .unwrap();
+    let key: String = app
+        .store
+        .sql_scalar(
+            "SELECT dedup_key FROM deliveries WHERE id = $1",
+            &[ids[0].into()],
+        )
+        .await;
     assert_eq!(
         key,
         format!("manual:overdue_summary:{}:2026-11-25", users[1])
     );
 
     // The command line: --ids lists them (the CLI runs on the wall clock).
-    let out = herald_ok(&app.env, &["trigger", "overdue_summary"]);
-    let r: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(r["planned"], 3, "{r}");
-    assert!(r.get("delivery_ids").is_none(), "{r}");
-    let yesterday = (Utc::now() - chrono::Duration::days(1)).to_rfc3339();
-    let out = herald_ok(
-        &app.env,
-        &["trigger", "overdue_summary", "--at", &yesterday, "--ids"],
-    );
-    let r: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(ids_of(&r).len(), 3, "{r}");
+    if let Some(out) = herald_ok_beside(&app, &["trigger", "overdue_summary"]) {
+        let r: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(r["planned"], 3, "{r}");
+        assert!(r.get("delivery_ids").is_none(), "{r}");
+        let yesterday = (Utc::now() - chrono::Duration::days(1)).to_rfc3339();
+        let out = herald_ok_beside(
+            &app,
+            &["trigger", "overdue_summary", "--at", &yesterday, "--ids"],
+        )
+        .unwrap();
+        let r: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(ids_of(&r).len(), 3, "{r}");
+    }
     drop(smtp);
     app.finish().await;
 }
@@ -349,26 +342,31 @@ async fn sent_and_stopped(app: &mut TestApp, prefix: &str, n: usize) -> Vec<i64>
 }
 
 /// Gives delivery `id` the status `status`, last changed `days` days ago.
-async fn age(app: &TestApp, id: i64, status: &str, days: i32) {
-    sqlx::query(
-        "UPDATE deliveries SET status = $2,
-             updated_at = now() - make_interval(days => $3),
-             sent_at = CASE WHEN $2 = 'sent' THEN now() - make_interval(days => $3) END
-         WHERE id = $1",
-    )
-    .bind(id)
-    .bind(status)
-    .bind(days)
-    .execute(app.store.pg())
-    .await
-    .unwrap();
+async fn age(app: &TestApp, id: i64, status: &str, days: i64) {
+    let then = Utc::now() - chrono::Duration::days(days);
+    app.store
+        .sql_execute(
+            "UPDATE deliveries SET status = $2, updated_at = $3,
+                 sent_at = CASE WHEN $2 = 'sent' THEN $3 END
+             WHERE id = $1",
+            &[id.into(), status.into(), then.into()],
+        )
+        .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retention_deletes_old_deliveries_with_their_attempts_and_keeps_newer_ones() {
-    skip_without_servers!();
+/// How many attempts delivery `id` has.
+async fn attempts_of(app: &TestApp, id: i64) -> i64 {
+    app.store
+        .sql_scalar(
+            "SELECT count(*) FROM delivery_attempts WHERE delivery_id = $1",
+            &[id.into()],
+        )
+        .await
+}
+
+async fn retention_deletes_old_deliveries_with_their_attempts_and_keeps_newer_ones(home: Home) {
     let smtp = SmtpServer::start().await;
-    let mut env = Env::new(&smtp);
+    let mut env = home.env(&smtp);
     default_retention(&mut env);
     let mut app = spawn_with(env).await;
     let ids = sent_and_stopped(&mut app, "r", 7).await;
@@ -387,20 +385,11 @@ async fn retention_deletes_old_deliveries_with_their_attempts_and_keeps_newer_on
     for (id, status, days, _) in cases {
         age(&app, id, status, days).await;
     }
-    let attempts = |id: i64| {
-        let pool = app.store.pg().clone();
-        async move {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT count(*) FROM delivery_attempts WHERE delivery_id = $1",
-            )
-            .bind(id)
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-        }
-    };
     for (id, ..) in cases {
-        assert!(attempts(id).await > 0, "delivery {id} has an attempt");
+        assert!(
+            attempts_of(&app, id).await > 0,
+            "delivery {id} has an attempt"
+        );
     }
 
     let settings = app.env.settings();
@@ -415,7 +404,11 @@ async fn retention_deletes_old_deliveries_with_their_attempts_and_keeps_newer_on
     for (id, status, days, kept) in cases {
         let row = app.store.delivery(id).await.unwrap();
         assert_eq!(row.is_some(), kept, "{status} {days} days old");
-        assert_eq!(attempts(id).await > 0, kept, "the attempts of {id}");
+        assert_eq!(
+            attempts_of(&app, id).await > 0,
+            kept,
+            "the attempts of {id}"
+        );
     }
     let again = app.store.delete_expired(&before, 1000).await.unwrap();
     assert_eq!(again.total(), 0, "{again:?}");
@@ -423,12 +416,11 @@ async fn retention_deletes_old_deliveries_with_their_attempts_and_keeps_newer_on
     app.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sent_and_skipped_deliveries_lose_their_payload_after_its_retention_and_keep_their_record()
-{
-    skip_without_servers!();
+async fn sent_and_skipped_deliveries_lose_their_payload_after_its_retention_and_keep_their_record(
+    home: Home,
+) {
     let smtp = SmtpServer::start().await;
-    let mut env = Env::new(&smtp);
+    let mut env = home.env(&smtp);
     default_retention(&mut env);
     env.set("HERALD__RETENTION__PAYLOAD", "3d");
     let mut app = spawn_with(env).await;
@@ -448,10 +440,9 @@ async fn sent_and_skipped_deliveries_lose_their_payload_after_its_retention_and_
     }
     // The daemon's pass at start-up marked everything changed before three days ago as done;
     // these rows were aged after it, so forget the mark, as if they had been sent days ago.
-    sqlx::query("DELETE FROM housekeeping_marks")
-        .execute(app.store.pg())
-        .await
-        .unwrap();
+    app.store
+        .sql_execute("DELETE FROM housekeeping_marks", &[])
+        .await;
     let settings = app.env.settings();
     let before = herald::retention::cutoffs(&settings.retention, Utc::now());
     // One row per statement: the pass goes on from where each statement stopped.
@@ -463,15 +454,14 @@ async fn sent_and_skipped_deliveries_lose_their_payload_after_its_retention_and_
         "{pass:?}"
     );
     for (id, status, days, kept) in cases {
-        let (has_payload, attempts): (bool, i64) = sqlx::query_as(
-            "SELECT payload IS NOT NULL,
-                    (SELECT count(*) FROM delivery_attempts a WHERE a.delivery_id = d.id)
-             FROM deliveries d WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_one(app.store.pg())
-        .await
-        .unwrap();
+        let has_payload: bool = app
+            .store
+            .sql_scalar(
+                "SELECT payload IS NOT NULL FROM deliveries WHERE id = $1",
+                &[id.into()],
+            )
+            .await;
+        let attempts = attempts_of(&app, id).await;
         assert_eq!(has_payload, kept, "{status}, {days} days old");
         assert!(attempts > 0, "the record of {id} keeps its attempts");
     }
@@ -485,11 +475,9 @@ async fn sent_and_skipped_deliveries_lose_their_payload_after_its_retention_and_
     app.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_trigger_older_than_the_retention_allows_is_refused() {
-    skip_without_servers!();
+async fn a_trigger_older_than_the_retention_allows_is_refused(home: Home) {
     let smtp = SmtpServer::start().await;
-    let mut env = Env::new(&smtp);
+    let mut env = home.env(&smtp);
     default_retention(&mut env);
     let clock = Clock::manual(at("2026-11-29T12:00:00Z"));
     let app = spawn_with_clock(env, clock).await;
@@ -521,13 +509,22 @@ async fn a_trigger_older_than_the_retention_allows_is_refused() {
     assert_eq!((status, body["planned"].as_i64()), (202, Some(1)), "{body}");
 
     let old = (Utc::now() - chrono::Duration::days(31)).to_rfc3339();
-    let out = herald_cmd(&app.env)
-        .args(["trigger", "overdue_summary", "--at", &old])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
-    assert!(stderr.contains("could be sent twice"), "{stderr}");
+    if let Some(out) = herald_beside(&app, &["trigger", "overdue_summary", "--at", &old]) {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(stderr.contains("could be sent twice"), "{stderr}");
+    }
     drop(smtp);
     app.finish().await;
 }
+
+in_both_homes!(
+    a_trigger_at_a_future_instant_is_refused_and_says_to_use_a_dry_run,
+    the_quick_start_trigger_leaves_every_users_real_email_to_go_out_at_their_nine,
+    triggering_twice_the_same_day_sends_once,
+    an_unknown_user_is_404_naming_the_id,
+    the_answer_has_counts_and_ids_only_when_asked_or_for_one_user,
+    retention_deletes_old_deliveries_with_their_attempts_and_keeps_newer_ones,
+    sent_and_skipped_deliveries_lose_their_payload_after_its_retention_and_keep_their_record,
+    a_trigger_older_than_the_retention_allows_is_refused,
+);

@@ -1,6 +1,7 @@
 //! One-click unsubscribe (RFC 8058), end to end: the headers and the link of every email as it
 //! arrives at the SMTP server, a GET that never unsubscribes, the one-click POST, a forged token,
-//! the next fire without the user, and an email already queued that is skipped at claim.
+//! the next fire without the user, and an email already queued that is skipped at claim: in both
+//! homes.
 
 use std::time::Duration;
 
@@ -11,8 +12,8 @@ use crate::{helpers::*, resend_stub::ResendStub};
 
 const PUBLIC: &str = "https://herald.example.com";
 
-pub fn env(smtp: &SmtpServer) -> Env {
-    let mut env = Env::new(smtp);
+pub fn env(home: Home, smtp: &SmtpServer) -> Env {
+    let mut env = home.env(smtp);
     env.set("HERALD_PUBLIC_URL", PUBLIC);
     env.set(
         "HERALD_UNSUBSCRIBE_KEY",
@@ -56,11 +57,9 @@ pub async fn kinds_of(app: &TestApp, user: i64) -> serde_json::Value {
     prefs["kinds"].clone()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_click_opts_out_of_the_kind_and_a_get_never_does() {
-    skip_without_servers!();
+async fn one_click_opts_out_of_the_kind_and_a_get_never_does(home: Home) {
     let smtp = SmtpServer::start().await;
-    let app = spawn_with(env(&smtp)).await;
+    let app = spawn_with(env(home, &smtp)).await;
     let late = || [("Late", at(LATE), None)];
     let ada = app.add_user("ada@example.com", "UTC", &late()).await;
     app.add_user("bob@example.com", "UTC", &late()).await;
@@ -148,11 +147,9 @@ async fn one_click_opts_out_of_the_kind_and_a_get_never_does() {
     app.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_email_queued_before_the_user_opts_out_of_everything_is_skipped_at_claim() {
-    skip_without_servers!();
+async fn an_email_queued_before_the_user_opts_out_of_everything_is_skipped_at_claim(home: Home) {
     let smtp = SmtpServer::start().await;
-    let mut env = env(&smtp);
+    let mut env = env(home, &smtp);
     // Spread over an hour of a clock that stands still: planned, not sent yet.
     env.set("HERALD__SCHEDULES__OVERDUE_SUMMARY__SPREAD", "1h");
     let now = at(TICK);
@@ -175,10 +172,10 @@ async fn an_email_queued_before_the_user_opts_out_of_everything_is_skipped_at_cl
         .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(smtp.count(), 0, "the email went out after the opt-out");
-    let note: String = sqlx::query_scalar("SELECT last_error FROM deliveries")
-        .fetch_one(app.store.pg())
-        .await
-        .unwrap();
+    let note: String = app
+        .store
+        .sql_scalar("SELECT last_error FROM deliveries", &[])
+        .await;
     assert_eq!(
         note,
         format!("skipped: user {ada} opted out of overdue_summary after this email was planned")
@@ -194,12 +191,10 @@ async fn an_email_queued_before_the_user_opts_out_of_everything_is_skipped_at_cl
     app.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn through_resend_the_headers_go_in_its_headers_field() {
-    skip_without_servers!();
+async fn through_resend_the_headers_go_in_its_headers_field(home: Home) {
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
-    let mut env = env(&smtp).with_resend(&stub.url);
+    let mut env = env(home, &smtp).with_resend(&stub.url);
     env.set("HERALD__MAIL__PROVIDERS", r#"["resend"]"#);
     let app = spawn_with(env).await;
     app.add_late_user("ida@example.com").await;
@@ -222,3 +217,9 @@ async fn through_resend_the_headers_go_in_its_headers_field() {
     drop(smtp);
     app.finish().await;
 }
+
+in_both_homes!(
+    one_click_opts_out_of_the_kind_and_a_get_never_does,
+    an_email_queued_before_the_user_opts_out_of_everything_is_skipped_at_claim,
+    through_resend_the_headers_go_in_its_headers_field,
+);

@@ -68,7 +68,7 @@ impl Locale {
 async fn every_kind_unsubscribes(resend: bool, locale: Locale) {
     let smtp = SmtpServer::start().await;
     let stub = ResendStub::start().await;
-    let mut env = env(&smtp);
+    let mut env = env(Home::Servers, &smtp);
     if resend {
         env = env.with_resend(&stub.url);
         env.set("HERALD__MAIL__PROVIDERS", r#"["resend"]"#);

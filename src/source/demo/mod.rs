@@ -99,6 +99,17 @@ impl Demo {
         })
     }
 
+    /// The demo in a SQLite file already open on `pool`: the embedded state file's one writer,
+    /// so that writing the demo's rows while Herald runs on that file adds no second writer
+    /// (which would refuse Herald's read-then-write transactions with `SQLITE_BUSY`). Its
+    /// connections have no `REGEXP`: not for [`Demo::max_seeded_index`] nor
+    /// [`Demo::delete_users_matching`].
+    pub fn on_sqlite(pool: SqlitePool) -> Demo {
+        Demo {
+            db: Db::Sqlite(pool),
+        }
+    }
+
     /// Closes the demo's connections (a SQLite file is checkpointed: its `-wal` emptied).
     pub async fn close(&self) {
         match &self.db {
