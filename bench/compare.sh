@@ -30,12 +30,14 @@
 #   FIRE_USERS [100000], LOAD_EMAILS [20000], CONC, POOL: handed to benches/email.rs (see its
 #   header). EMAIL_CONC [50]: BullMQ's worker concurrency.
 #   CARGO_BUILD_JOBS: cargo's parallelism, as usual.
+#   REPORT_ONLY    a finished run's OUT_DIR: print its table again (after a change to this table's
+#                  rows), measuring nothing.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/peers}
 PEERS_INSTALL=${PEERS_INSTALL:-/tmp/peers}
-OUT_DIR=${OUT_DIR:-/tmp/herald-compare/$(date -u +%Y%m%dT%H%M%SZ)}
+OUT_DIR=${REPORT_ONLY:-${OUT_DIR:-/tmp/herald-compare/$(date -u +%Y%m%dT%H%M%SZ)}}
 export REPS=${REPS:-3}
 mkdir -p "$OUT_DIR"
 
@@ -68,6 +70,7 @@ loud() {
   echo >&2
 }
 
+if [ -z "${REPORT_ONLY:-}" ]; then
 # --- 0. Services, started as .ci/run starts them when they do not answer ----------------------
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   say "starting Redis on 127.0.0.1:6379 (no persistence)"
@@ -146,6 +149,15 @@ else
   : >"$OUT_DIR/bullmq-pool.txt"
 fi
 
+fi # REPORT_ONLY
+EMAIL_N=$(awk '/^peer=herald phase=email /{for (i = 1; i <= NF; i++) if ($i ~ /^n=/) print substr($i, 3)}' \
+  "$OUT_DIR/herald.txt" | tail -1)
+SINK=$(grep -o 'sink=[^ ]*' "$OUT_DIR/herald.txt" | head -1 | cut -d= -f2)
+[ "$SINK" = in-repo ] && SINK=""
+# When Herald's phases began, and how many repetitions they made, as the run printed them.
+WHEN=$(grep -m1 -o '20[0-9][0-9]-[0-9-]*T[0-9][0-9]:[0-9][0-9]' "$OUT_DIR/herald.txt" || date -u +%Y-%m-%dT%H:%M)
+REPS=$(grep -m1 -o ' reps=[0-9]*' "$OUT_DIR/herald.txt" | cut -d= -f2 || echo "$REPS")
+
 # --- 5. The table -------------------------------------------------------------------------------
 # values FILE PEER PHASE KEY: KEY's value on each per-repetition line ("# rep=…") of that phase.
 values() {
@@ -167,12 +179,12 @@ shown() {
   [ "$1" = "-" ] && { echo "-"; return; }
   awk -v s="$1" -v d="$2" 'BEGIN { split(s, v, " "); printf "%.*f [%.*f-%.*f]", d, v[1], d, v[2], d, v[3] }'
 }
-# row LABEL PHASE KEY DIGITS [BULLMQ_FILE]: Herald's figure, BullMQ's when it has one (from
-# bullmq.txt, or the file given), and their ratio.
+# row LABEL PHASE KEY DIGITS [BULLMQ_FILE [BULLMQ_PHASE]]: Herald's figure, BullMQ's when it has
+# one (from bullmq.txt, or the file given; of the same phase, or the phase given), and their ratio.
 row() {
   local h b ratio="-"
   h=$(values "$OUT_DIR/herald.txt" herald "$2" "$3" | stat3)
-  b=$(values "${5:-$OUT_DIR/bullmq.txt}" bullmq "$2" "$3" | stat3)
+  b=$(values "${5:-$OUT_DIR/bullmq.txt}" bullmq "${6:-$2}" "$3" | stat3)
   if [ "$h" != "-" ] && [ "$b" != "-" ]; then
     ratio=$(awk -v h="${h%% *}" -v b="${b%% *}" 'BEGIN { if (b + 0 == 0) print "-"; else printf "%.2f", h / b }')
   fi
@@ -190,7 +202,7 @@ size() {
 
 sink_label=${SINK:+$(basename "$SINK")}
 echo
-echo "Herald beside BullMQ: median [min-max] of REPS=$REPS, $(date -u +%Y-%m-%dT%H:%MZ), sink ${sink_label:-in-repo (Herald only)}"
+echo "Herald beside BullMQ: median [min-max] of REPS=$REPS, ${WHEN}Z, sink ${sink_label:-in-repo (Herald only)}"
 printf '%-44s %-26s %-26s %s\n' "figure" "Herald" "BullMQ" "Herald / BullMQ"
 row "email: emails/s (n=$EMAIL_N) (5)" email emails_per_s 0
 row "email: emails/s, both $HERALD_POOL SMTP conns (5)" email emails_per_s 0 "$OUT_DIR/bullmq-pool.txt"
@@ -198,9 +210,9 @@ row "email: the same, after planning (4)" email send_emails_per_s 0
 row "email: peak RSS MB" email peak_rss_mb 1
 row "email: Redis commands per email (1)" email redis_cmds_per_email 2
 row "email: PostgreSQL commits per email (2)" email pg_commits_per_email 2
-row "embedded, one file: emails/s (6)" embedded emails_per_s 0
+row "embedded, one file: emails/s (6)" embedded emails_per_s 0 "$OUT_DIR/bullmq.txt" email
 row "embedded: the same, after planning (4)" embedded send_emails_per_s 0
-row "embedded: peak RSS MB" embedded peak_rss_mb 1
+row "embedded: peak RSS MB" embedded peak_rss_mb 1 "$OUT_DIR/bullmq.txt" email
 row "null provider: rows marked sent per s (3)" null emails_per_s 0
 row "null provider: the same, after planning (4)" null send_emails_per_s 0
 row "null provider: peak RSS MB" null peak_rss_mb 1
