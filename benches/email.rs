@@ -55,11 +55,11 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use bench::{Bench, Transport, trigger, wait_rows_done};
+use bench::{Bench, Transport, wait_rows_done};
 use chrono::{DateTime, Utc};
 use herald::store::Store;
 use sqlx::{Connection, PgConnection};
-use support::{env, env_num, free_port, quantile, sink::Sink, stat3, storage::Storage};
+use support::{env, env_num, free_port, quantile, sink::Sink, stat3, storage::Storage, trigger};
 
 const PHASES: [&str; 5] = ["email", "null", "latency", "fire100k", "plan_under_load"];
 /// How long a count may stand still before a run is called hung (not a judgement of speed).

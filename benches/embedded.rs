@@ -29,7 +29,7 @@ use std::{
 };
 
 use anyhow::Context;
-use support::{daemon::Daemon, env_num, free_port, sink::Sink, stat3};
+use support::{daemon::Daemon, env_num, free_port, sink::Sink, stat3, trigger};
 
 /// How long a count may stand still before a run is called hung (not a judgement of speed).
 const STALL: Duration = Duration::from_secs(60);
@@ -104,27 +104,6 @@ fn vars(file: &Path, sink: &Sink, addr: &str, token: &str) -> Vec<(String, Strin
     vars.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
-/// Plans `overdue_summary` for every user through the API; returns how many it planned.
-async fn trigger(addr: &str, token: &str) -> anyhow::Result<u64> {
-    let answer = reqwest::Client::new()
-        .post(format!(
-            "http://{addr}/api/schedules/overdue_summary/trigger"
-        ))
-        .bearer_auth(token)
-        .timeout(Duration::from_secs(600))
-        .send()
-        .await?;
-    let status = answer.status();
-    let body: serde_json::Value = answer.json().await.unwrap_or_default();
-    anyhow::ensure!(
-        status == reqwest::StatusCode::ACCEPTED,
-        "the trigger answered {status}: {body}"
-    );
-    body["planned"]
-        .as_u64()
-        .with_context(|| format!("the trigger's answer has no count `planned`: {body}"))
-}
-
 /// Megabytes of `file` and its write-ahead log.
 fn file_mb(file: &Path) -> f64 {
     let size = |p: PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
@@ -143,7 +122,7 @@ async fn fire(dir: &Path, seed: &Path, rep: usize) -> anyhow::Result<Fire> {
     let mut daemon = Daemon::start(&vars(&file, &sink, &addr, &token), &run.join("herald.log"))?;
     daemon.wait_ready(&addr, Duration::from_secs(60)).await?;
     let triggered = SystemTime::now();
-    let n = trigger(&addr, &token).await?;
+    let n = u64::try_from(trigger(&addr, &token, "overdue_summary").await?)?;
     let planned = SystemTime::now();
     let last = sink.wait_for(n, STALL).await?;
     let peak_rss_mb = daemon.peak_rss_mb();

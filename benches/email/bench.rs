@@ -253,25 +253,6 @@ impl Bench {
     }
 }
 
-/// Plans `schedule` for every user through the API; returns how many deliveries it planned.
-pub async fn trigger(addr: &str, token: &str, schedule: &str) -> anyhow::Result<i64> {
-    let answer = reqwest::Client::new()
-        .post(format!("http://{addr}/api/schedules/{schedule}/trigger"))
-        .bearer_auth(token)
-        .timeout(Duration::from_secs(600))
-        .send()
-        .await?;
-    let status = answer.status();
-    let body: serde_json::Value = answer.json().await.unwrap_or_default();
-    anyhow::ensure!(
-        status == reqwest::StatusCode::ACCEPTED,
-        "POST /api/schedules/{schedule}/trigger answered {status}: {body}"
-    );
-    body["planned"]
-        .as_i64()
-        .with_context(|| format!("the trigger's answer has no count `planned`: {body}"))
-}
-
 /// Waits until `n` deliveries are sent or failed and returns the last `sent_at`. The reads run in
 /// one transaction that is rolled back, so they add nothing to the database's commits.
 pub async fn wait_rows_done(url: &str, n: i64) -> anyhow::Result<SystemTime> {

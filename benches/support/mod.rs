@@ -209,3 +209,22 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     let rank = (q * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
+
+/// Plans `schedule` for every user through the API; returns how many deliveries it planned.
+pub async fn trigger(addr: &str, token: &str, schedule: &str) -> anyhow::Result<i64> {
+    let answer = reqwest::Client::new()
+        .post(format!("http://{addr}/api/schedules/{schedule}/trigger"))
+        .bearer_auth(token)
+        .timeout(std::time::Duration::from_secs(600))
+        .send()
+        .await?;
+    let status = answer.status();
+    let body: serde_json::Value = answer.json().await.unwrap_or_default();
+    anyhow::ensure!(
+        status == reqwest::StatusCode::ACCEPTED,
+        "POST /api/schedules/{schedule}/trigger answered {status}: {body}"
+    );
+    anyhow::Context::with_context(body["planned"].as_i64(), || {
+        format!("the trigger's answer has no count `planned`: {body}")
+    })
+}
