@@ -74,34 +74,15 @@ async fn seeded(dir: &Path, users: usize) -> anyhow::Result<PathBuf> {
 
 /// The daemon's whole configuration: the state file, and nothing of the caller's environment.
 fn vars(file: &Path, sink: &Sink, addr: &str, token: &str) -> Vec<(String, String)> {
-    let mut vars = vec![
+    let mut vars = support::daemon::bench_vars(addr, token);
+    for (key, value) in [
         ("HERALD__STATE__FILE", file.display().to_string()),
-        ("HERALD_HTTP_ADDR", addr.to_owned()),
-        ("HERALD_API_TOKEN", token.to_owned()),
-        (
-            "HERALD__TEMPLATES__DIR",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/templates").to_owned(),
-        ),
-        // Only the bench's trigger plans.
-        ("HERALD__SCHEDULES__ENABLED", "false".to_owned()),
-        // As in production: every email carries its signed unsubscribe link and headers.
-        ("HERALD_PUBLIC_URL", "https://herald.example.com".to_owned()),
-        (
-            "HERALD_UNSUBSCRIBE_KEY",
-            "bench-unsubscribe-key-0123456789abcdef".to_owned(),
-        ),
         ("SMTP_URL", sink.url()),
         ("HERALD__MAIL__PROVIDERS", r#"["smtp"]"#.to_owned()),
-    ];
-    for (knob, key) in [
-        ("CONC", "HERALD__QUEUE__CONCURRENCY"),
-        ("POOL", "HERALD__MAIL__POOL_SIZE"),
     ] {
-        if let Ok(value) = std::env::var(knob) {
-            vars.push((key, value));
-        }
+        vars.push((key.to_owned(), value));
     }
-    vars.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    vars
 }
 
 /// Megabytes of `file` and its write-ahead log.

@@ -118,41 +118,19 @@ impl Bench {
 
     /// The daemon's whole configuration: nothing comes from the caller's environment.
     pub fn vars(&self, sink: Option<&Sink>, addr: &str) -> Vec<(String, String)> {
-        let mut vars = vec![
-            ("DATABASE_URL", self.url()),
-            ("REDIS_URL", self.redis_url.clone()),
-            ("HERALD_HTTP_ADDR", addr.to_owned()),
-            ("HERALD_API_TOKEN", self.token.clone()),
-            ("HERALD__QUEUE__NAME", self.queue.clone()),
-            (
-                "HERALD__TEMPLATES__DIR",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/templates").to_owned(),
-            ),
-            // Only the bench's triggers plan.
-            ("HERALD__SCHEDULES__ENABLED", "false".to_owned()),
-            // As in production: every email carries its signed unsubscribe link and headers.
-            ("HERALD_PUBLIC_URL", "https://herald.example.com".to_owned()),
-            (
-                "HERALD_UNSUBSCRIBE_KEY",
-                "bench-unsubscribe-key-0123456789abcdef".to_owned(),
-            ),
-        ];
+        let mut vars = support::daemon::bench_vars(addr, &self.token);
+        let mut add = |key: &str, value: String| vars.push((key.to_owned(), value));
+        add("DATABASE_URL", self.url());
+        add("REDIS_URL", self.redis_url.clone());
+        add("HERALD__QUEUE__NAME", self.queue.clone());
         match sink {
             Some(sink) => {
-                vars.push(("SMTP_URL", sink.url()));
-                vars.push(("HERALD__MAIL__PROVIDERS", r#"["smtp"]"#.to_owned()));
+                add("SMTP_URL", sink.url());
+                add("HERALD__MAIL__PROVIDERS", r#"["smtp"]"#.to_owned());
             }
-            None => vars.push(("HERALD__MAIL__PROVIDERS", r#"["null"]"#.to_owned())),
+            None => add("HERALD__MAIL__PROVIDERS", r#"["null"]"#.to_owned()),
         }
-        for (knob, key) in [
-            ("CONC", "HERALD__QUEUE__CONCURRENCY"),
-            ("POOL", "HERALD__MAIL__POOL_SIZE"),
-        ] {
-            if let Ok(value) = std::env::var(knob) {
-                vars.push((key, value));
-            }
-        }
-        vars.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+        vars
     }
 
     /// Redis's `total_commands_processed`.

@@ -17,6 +17,36 @@ pub fn herald_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_herald")))
 }
 
+/// What every bench's daemon runs with, whatever its home: `addr` and `token` for the API, the
+/// repository's templates, no schedule of its own (only the bench's triggers plan), links and
+/// headers signed as in production, and `CONC`/`POOL` as `queue.concurrency`/`mail.pool_size`
+/// when set. Where its state lives and what it sends through, each bench adds.
+pub fn bench_vars(addr: &str, token: &str) -> Vec<(String, String)> {
+    let mut vars = vec![
+        ("HERALD_HTTP_ADDR", addr.to_owned()),
+        ("HERALD_API_TOKEN", token.to_owned()),
+        (
+            "HERALD__TEMPLATES__DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/templates").to_owned(),
+        ),
+        ("HERALD__SCHEDULES__ENABLED", "false".to_owned()),
+        ("HERALD_PUBLIC_URL", "https://herald.example.com".to_owned()),
+        (
+            "HERALD_UNSUBSCRIBE_KEY",
+            "bench-unsubscribe-key-0123456789abcdef".to_owned(),
+        ),
+    ];
+    for (knob, key) in [
+        ("CONC", "HERALD__QUEUE__CONCURRENCY"),
+        ("POOL", "HERALD__MAIL__POOL_SIZE"),
+    ] {
+        if let Ok(value) = std::env::var(knob) {
+            vars.push((key, value));
+        }
+    }
+    vars.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
 pub struct Daemon {
     child: Child,
     log: PathBuf,
