@@ -39,6 +39,8 @@ pub enum Dependency {
 /// `name` in logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Names {
+    /// The home itself, as `/readyz` calls it.
+    home: &'static str,
     state: (&'static str, &'static str),
     queue: (&'static str, &'static str),
 }
@@ -46,14 +48,20 @@ pub struct Names {
 impl Names {
     /// PostgreSQL and Redis (the keys `postgres` and `redis`, as before the embedded home).
     pub const SERVERS: Names = Names {
+        home: "servers",
         state: ("postgres", "PostgreSQL"),
         queue: ("redis", "Redis"),
     };
     /// One SQLite file holding both.
     pub const EMBEDDED: Names = Names {
+        home: "embedded",
         state: ("state_file", "the state file"),
         queue: ("queue", "the queue in the state file"),
     };
+
+    pub fn home(&self) -> &'static str {
+        self.home
+    }
 
     pub fn key(&self, dep: Dependency) -> &'static str {
         self.pick(dep).0

@@ -290,7 +290,7 @@ async fn readyz(State(state): State<AppState>, headers: HeaderMap) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let mut body = json!({
-        "home": if state.store.is_embedded() { "embedded" } else { "servers" },
+        "home": names.home(),
         "providers": providers,
         "parts": parts,
     });
