@@ -133,14 +133,19 @@ pub fn job_size(providers: &[crate::mail::Provider]) -> usize {
 }
 
 /// Connects to Redis with a response timeout of [`REDIS_RESPONSE_TIMEOUT`] (redis-rs's 500 ms
-/// default ends apalis workers during any slow moment).
+/// default ends apalis workers during any slow moment) and with `TCP_NODELAY`, which redis-rs
+/// leaves off by default: with Nagle's algorithm a command written while an earlier one is
+/// unanswered waits for that answer's ACK before it leaves.
 pub async fn connect(url: &str) -> anyhow::Result<ConnectionManager> {
-    let client = redis::Client::open(url).with_context(|| {
-        format!(
-            "REDIS_URL {} is not a Redis URL",
-            crate::config::redact(url)
-        )
-    })?;
+    let info = redis::IntoConnectionInfo::into_connection_info(url)
+        .with_context(|| {
+            format!(
+                "REDIS_URL {} is not a Redis URL",
+                crate::config::redact(url)
+            )
+        })?
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    let client = redis::Client::open(info)?;
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT))
         .set_connection_timeout(Some(Duration::from_secs(5)));
