@@ -137,15 +137,7 @@ pub fn job_size(providers: &[crate::mail::Provider]) -> usize {
 /// leaves off by default: with Nagle's algorithm a command written while an earlier one is
 /// unanswered waits for that answer's ACK before it leaves.
 pub async fn connect(url: &str) -> anyhow::Result<ConnectionManager> {
-    let info = redis::IntoConnectionInfo::into_connection_info(url)
-        .with_context(|| {
-            format!(
-                "REDIS_URL {} is not a Redis URL",
-                crate::config::redact(url)
-            )
-        })?
-        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-    let client = redis::Client::open(info)?;
+    let client = redis::Client::open(connection_info(url)?)?;
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT))
         .set_connection_timeout(Some(Duration::from_secs(5)));
@@ -158,6 +150,17 @@ pub async fn connect(url: &str) -> anyhow::Result<ConnectionManager> {
                 crate::config::redact(url)
             )
         })
+}
+
+/// `url` as redis-rs's connection settings, with `TCP_NODELAY` on.
+fn connection_info(url: &str) -> anyhow::Result<redis::ConnectionInfo> {
+    let info = redis::IntoConnectionInfo::into_connection_info(url).with_context(|| {
+        format!(
+            "REDIS_URL {} is not a Redis URL",
+            crate::config::redact(url)
+        )
+    })?;
+    Ok(info.set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true)))
 }
 
 /// The apalis-redis configuration for Herald's queue.
@@ -364,5 +367,24 @@ impl crate::metrics::QueueReading for Queue {
 
     async fn live_workers(&self, within: Duration) -> anyhow::Result<usize> {
         Queue::live_workers(self, within).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_connections_turn_nagles_algorithm_off() {
+        let info = connection_info("redis://127.0.0.1:6379/3").unwrap();
+        assert!(info.tcp_settings().nodelay());
+    }
+
+    #[test]
+    fn a_url_that_is_not_redis_is_named_without_its_password() {
+        let e = connection_info("http://user:secret@host/").unwrap_err();
+        let text = format!("{e:#}");
+        assert!(text.contains("is not a Redis URL"), "{text}");
+        assert!(!text.contains("secret"), "{text}");
     }
 }
