@@ -376,6 +376,15 @@ async fn a_lived_in_state_moves_to_postgresql_and_every_email_arrives_once_over_
     // The move, by the real binary.
     let out = place.migrate_state(&smtp, &["--to", &place.pg_url()]);
     assert!(out.status.success(), "{}", text(&out));
+    // The file is marked: an embedded Herald started on it again refuses, naming where it went.
+    let (config, vars) = place.embedded(&smtp);
+    let again = herald(&config, &vars).arg("run").output().unwrap();
+    assert!(!again.status.success(), "{}", text(&again));
+    assert!(
+        text(&again).contains("was moved into PostgreSQL"),
+        "{}",
+        text(&again)
+    );
     let printed = String::from_utf8_lossy(&out.stdout);
     let expected_deliveries = (2 * USERS - 1).to_string();
     let row = printed

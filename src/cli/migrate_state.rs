@@ -98,8 +98,9 @@ fn report(moved: &Moved, from: &Path, to: &str, settings: &Settings) -> String {
         "\nNow point Herald at its new home, both at once (one without the other is refused):\n  \
          DATABASE_URL={to}   (the --to URL, with its password; or url in [database] of the configuration file)\n  \
          REDIS_URL=redis://127.0.0.1:6379   (your Redis; or url in [redis])\n\
-         With both set, state.file is no longer read. Keep {file} as a backup, but start no \
-         embedded Herald on it again: it would send what it still holds queued a second time.\n"
+         With both set, state.file is no longer read. Keep {file} as a backup: it is marked as \
+         moved, and an embedded Herald refuses to start on it (it would send what it still holds \
+         queued a second time).\n"
     );
     match (&settings.source_url, moved.demo) {
         (Some(source), DemoMove::Copied) => {

@@ -418,9 +418,14 @@ impl Store {
 
     /// The embedded store: Herald's state in the SQLite file at `path` (created, locked for this
     /// process and migrated), the app's data in `source`.
+    /// A file that `herald migrate-state` moved into PostgreSQL is refused ([`lite::moved`]).
     pub async fn open_embedded(path: &std::path::Path, source: Source) -> anyhow::Result<Store> {
+        let lite = lite::Lite::open(path).await?;
+        if let Some(moved) = lite.moved_to().await? {
+            return Err(lite::moved::refusal(path, &moved));
+        }
         Ok(Store {
-            db: Db::Sqlite(lite::Lite::open(path).await?),
+            db: Db::Sqlite(lite),
             source,
             url: PrivateUrl(format!("sqlite://{}", path.display()).into()),
         })

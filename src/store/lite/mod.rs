@@ -20,6 +20,7 @@
 mod deliveries;
 mod gauges;
 pub mod lock;
+pub mod moved;
 mod pauses;
 mod preferences;
 mod retention;

@@ -23,10 +23,12 @@
 //! session key. After the copy, each table is counted on both sides and a difference rolls
 //! everything back ([`check_counts`]).
 //!
-//! # The file stays still
+//! # The file stays still, then stays out
 //!
 //! The file's own lock ([`super::lite::StateLock`]) is held for the whole move: an embedded
 //! Herald running on it is named (its pid) and the move refused, and none can start meanwhile.
+//! Afterwards the file is marked as moved ([`super::lite::moved`]): an embedded Herald refuses
+//! to start on it again, which would send its queued emails a second time.
 //!
 //! # Claims and the embedded queue: none lost, none sent twice
 //!
@@ -191,9 +193,18 @@ pub async fn migrate_state(from: &Path, to: &str, demo: bool) -> anyhow::Result<
         move_demo_ids(&reader, &mut tx).await?;
     }
     let queue_jobs = queue_jobs(&reader).await?;
-    tx.commit()
+    // The mark first: a process stopped between the two commits leaves a marked file (the
+    // refusal says how to drop the mark), never an unmarked one whose state is in PostgreSQL too.
+    lite.mark_moved(&redact(to), chrono::Utc::now())
         .await
-        .context("cannot commit the move into PostgreSQL; nothing was written, run it again")?;
+        .with_context(|| format!("cannot mark {file} as moved; nothing was written"))?;
+    if let Err(e) = tx.commit().await {
+        lite.unmark_moved().await.with_context(|| {
+            format!("the move did not commit ({e}), and the mark in {file} could not be taken back")
+        })?;
+        return Err(anyhow::Error::new(e)
+            .context("cannot commit the move into PostgreSQL; nothing was written, run it again"));
+    }
     conn.close().await?;
     reader.close().await;
     lite.reader.close().await;
