@@ -2,13 +2,15 @@
 //! `store/deliveries.rs`, function for function (the promises are written there).
 //!
 //! Where PostgreSQL needs one statement per step (a round trip each, and `SKIP LOCKED` between
-//! processes), a step here is one transaction on the one writer, reading and writing row by row:
-//! a statement costs microseconds in the process, and no other writer can come between.
+//! processes), a step here is one transaction on the one writer: no other writer can come
+//! between its reads and its writes. Steps over many rows still write them set by set
+//! (`json_each` lists, multi-row `VALUES`): each statement is a round trip between the task
+//! and the writer's thread, which row by row cost more than the writes themselves.
 
 use std::{collections::HashMap, time::Duration};
 
 use chrono::{DateTime, Utc};
-use sqlx::SqliteConnection;
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
 use super::{Lite, json_list};
 use crate::store::{
@@ -18,6 +20,14 @@ use crate::store::{
 
 const DELIVERY_COLUMNS: &str = "id, kind, user_id, dedup_key, status, recipient, attempts, last_error, \
      provider, message_id, provider_id, planned_for, due_at, sent_at, updated_at";
+
+/// Rows per multi-row statement: 10 parameters each stay far under SQLite's 32,766.
+///
+/// Such a statement has as many shapes as there are group sizes, and each compiled shape of a
+/// few hundred rows is large: kept in the connection's statement cache (a hundred of them),
+/// they raised the embedded daemon's peak memory by 15 MB. They are run unprepared
+/// (`persistent(false)`): compiled for the one use, then freed.
+pub(super) const ROWS_PER_STATEMENT: usize = 500;
 
 /// `now` plus a lease or minus an age, for the columns that live on real time.
 fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
@@ -323,76 +333,107 @@ impl Lite {
         Ok(true)
     }
 
+    /// Three statements for the whole group, whatever its size: the batches the rows were in,
+    /// the update of the rows still ours (their claim, or a `sent` for a row given back and not
+    /// claimed since) with their outcomes, and their tries. Row by row, a group of a hundred
+    /// was three hundred statements, each a round trip to the writer's thread.
     pub async fn record_many(&self, rows: &[Recording]) -> sqlx::Result<Vec<bool>> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
         let real = Utc::now();
         let mut tx = self.writer.begin().await?;
-        let mut recorded = Vec::with_capacity(rows.len());
-        let mut left = Vec::new();
-        for r in rows {
-            // Still ours: our claim, or a `sent` for a row given back and not claimed since.
-            let batch: Option<Option<String>> = sqlx::query_scalar(
-                "SELECT batch_key FROM deliveries
-                 WHERE id = $1 AND ((status = 'sending' AND claim_token = $2)
-                                    OR ($3 = 'sent' AND status = 'queued' AND claim_token IS NULL))",
-            )
-            .bind(r.id)
-            .bind(r.claim_token)
-            .bind(r.status)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(batch) = batch else {
-                recorded.push(false);
-                continue;
-            };
-            sqlx::query(
-                "UPDATE deliveries
-                 SET status = $2, due_at = COALESCE($3, due_at), lease_until = NULL,
-                     dispatched_at = NULL, claim_token = NULL,
-                     round_attempts = round_attempts - $4, attempts = attempts - $5,
-                     last_error = CASE WHEN $2 = 'sent' THEN NULL ELSE COALESCE($6, last_error) END,
-                     provider = COALESCE($7, provider),
-                     provider_id = COALESCE($8, provider_id),
-                     batch_key = CASE WHEN $2 = 'queued' THEN batch_key END,
-                     held_by = CASE WHEN $2 = 'sent' THEN NULL ELSE COALESCE($9, held_by) END,
-                     sent_at = CASE WHEN $2 = 'sent' THEN $10 ELSE sent_at END,
-                     updated_at = $10
-                 WHERE id = $1",
-            )
-            .bind(r.id)
-            .bind(r.status)
-            .bind(r.due_at)
-            .bind(i32::from(r.give_back))
-            .bind(i32::from(r.untried))
-            .bind(clean_opt(r.last_error.as_deref()))
-            .bind(clean_opt(r.provider.as_deref()))
-            .bind(clean_opt(r.provider_id.as_deref()))
-            .bind(clean_opt(r.held_by.as_deref()))
-            .bind(real)
-            .execute(&mut *tx)
-            .await?;
-            for t in &r.tries {
-                sqlx::query(
-                    "INSERT INTO delivery_attempts (delivery_id, attempt, provider, outcome, code, error, at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let batches: HashMap<i64, String> = sqlx::query_as(
+            "SELECT id, batch_key FROM deliveries
+             WHERE id IN (SELECT value FROM json_each($1)) AND batch_key IS NOT NULL",
+        )
+        .bind(json_list(&ids))
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        let mut done = std::collections::HashSet::new();
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut update = QueryBuilder::<Sqlite>::new(
+                "WITH r (id, token, status, due_at, give_back, untried, last_error, provider,
+                         provider_id, held_by) AS (",
+            );
+            update.push_values(chunk, |mut row, r| {
+                row.push_bind(r.id)
+                    .push_bind(r.claim_token)
+                    .push_bind(r.status)
+                    .push_bind(r.due_at)
+                    .push_bind(i32::from(r.give_back))
+                    .push_bind(i32::from(r.untried))
+                    .push_bind(clean_opt(r.last_error.as_deref()))
+                    .push_bind(clean_opt(r.provider.as_deref()))
+                    .push_bind(clean_opt(r.provider_id.as_deref()))
+                    .push_bind(clean_opt(r.held_by.as_deref()));
+            });
+            update
+                .push(
+                    ")
+                 UPDATE deliveries
+                 SET status = r.status, due_at = COALESCE(r.due_at, deliveries.due_at),
+                     lease_until = NULL, dispatched_at = NULL, claim_token = NULL,
+                     round_attempts = deliveries.round_attempts - r.give_back,
+                     attempts = deliveries.attempts - r.untried,
+                     last_error = CASE WHEN r.status = 'sent' THEN NULL
+                                       ELSE COALESCE(r.last_error, deliveries.last_error) END,
+                     provider = COALESCE(r.provider, deliveries.provider),
+                     provider_id = COALESCE(r.provider_id, deliveries.provider_id),
+                     batch_key = CASE WHEN r.status = 'queued' THEN deliveries.batch_key END,
+                     held_by = CASE WHEN r.status = 'sent' THEN NULL
+                                    ELSE COALESCE(r.held_by, deliveries.held_by) END,
+                     sent_at = CASE WHEN r.status = 'sent' THEN ",
                 )
-                .bind(r.id)
-                .bind(r.attempt)
-                .bind(clean_text(&t.provider))
-                .bind(t.outcome)
-                .bind(t.code)
-                .bind(clean_opt(t.error.as_deref()))
-                .bind(real)
-                .execute(&mut *tx)
+                .push_bind(real)
+                .push(" ELSE deliveries.sent_at END, updated_at = ")
+                .push_bind(real)
+                .push(
+                    " FROM r
+                 WHERE deliveries.id = r.id
+                   AND ((deliveries.status = 'sending' AND deliveries.claim_token = r.token)
+                        OR (r.status = 'sent' AND deliveries.status = 'queued'
+                            AND deliveries.claim_token IS NULL))
+                 RETURNING deliveries.id",
+                );
+            let updated: Vec<i64> = update
+                .build_query_scalar()
+                .persistent(false)
+                .fetch_all(&mut *tx)
                 .await?;
-            }
-            if r.status != DeliveryStatus::Queued {
-                left.extend(batch);
-            }
-            recorded.push(true);
+            done.extend(updated);
         }
+        let tries: Vec<(&Recording, &crate::store::TryRecording)> = rows
+            .iter()
+            .filter(|r| done.contains(&r.id))
+            .flat_map(|r| r.tries.iter().map(move |t| (r, t)))
+            .collect();
+        for chunk in tries.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO delivery_attempts (delivery_id, attempt, provider, outcome, code, error, at) ",
+            );
+            insert.push_values(chunk, |mut row, (r, t)| {
+                row.push_bind(r.id)
+                    .push_bind(r.attempt)
+                    .push_bind(clean_text(&t.provider))
+                    .push_bind(t.outcome)
+                    .push_bind(t.code)
+                    .push_bind(clean_opt(t.error.as_deref()))
+                    .push_bind(real);
+            });
+            insert.build().persistent(false).execute(&mut *tx).await?;
+        }
+        let left: Vec<String> = rows
+            .iter()
+            .filter(|r| done.contains(&r.id) && r.status != DeliveryStatus::Queued)
+            .filter_map(|r| batches.get(&r.id).cloned())
+            .collect();
         delete_empty_batches(&mut tx, &left).await?;
         tx.commit().await?;
-        Ok(recorded)
+        Ok(rows.iter().map(|r| done.contains(&r.id)).collect())
     }
 
     // ----- the failed set and operator reads -----
