@@ -27,7 +27,7 @@ const DELIVERY_COLUMNS: &str = "id, kind, user_id, dedup_key, status, recipient,
 /// few hundred rows is large: kept in the connection's statement cache (a hundred of them),
 /// they raised the embedded daemon's peak memory by 15 MB. They are run unprepared
 /// (`persistent(false)`): compiled for the one use, then freed.
-pub(super) const ROWS_PER_STATEMENT: usize = 500;
+pub(super) const ROWS_PER_STATEMENT: usize = 100;
 
 /// `now` plus a lease or minus an age, for the columns that live on real time.
 fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
