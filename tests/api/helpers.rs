@@ -14,9 +14,7 @@ pub use crate::homes::{Home, StateSql, herald_beside, herald_ok_beside};
 use chrono::{DateTime, Utc};
 use herald::{
     config::Settings,
-    config::redact,
     queue::{self, Queue},
-    source::demo::Demo,
     startup::Application,
     store::Store,
 };
@@ -25,6 +23,17 @@ use tokio::{sync::oneshot, task::JoinHandle};
 
 #[path = "../support/smtp_sink.rs"]
 mod smtp_sink;
+
+// The harness's other parts, beside this file in every crate that includes it.
+#[path = "demo_data.rs"]
+mod demo_data;
+#[path = "processes.rs"]
+mod processes;
+#[path = "test_urls.rs"]
+mod test_urls;
+pub use demo_data::*;
+pub use processes::*;
+pub use test_urls::*;
 
 // Not every test crate that includes these helpers names `Received`.
 #[allow(unused_imports)]
@@ -42,163 +51,6 @@ pub const TICK: &str = "2026-11-23T07:00:00Z";
 pub const TOKEN: &str = "test-token-0123456789abcdef";
 /// The API key tests give Herald for the Resend stand-in.
 pub const RESEND_KEY: &str = "re_test_0123456789";
-/// The PostgreSQL server tests use when `DATABASE_URL` is not set.
-pub const LOCAL_PG: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-/// The Redis tests use when `REDIS_URL` is not set: database 0, with a queue name per test.
-pub const LOCAL_REDIS: &str = "redis://127.0.0.1:6379/0";
-
-/// The URL of the test database `database`: on `DATABASE_URL`'s server, as its user, with its
-/// options, else on [`LOCAL_PG`]. The database `DATABASE_URL` names is not used: each test has
-/// its own, and the app creates it through the server's `postgres` database, as
-/// [`Env::cleanup_database`] drops it.
-pub fn database_url(database: &str) -> String {
-    crate::homes::assert_on_servers("database_url");
-    database_url_from(env_var("DATABASE_URL").as_deref(), database)
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// The Redis tests use: `REDIS_URL` (database 0 when it names none), else [`LOCAL_REDIS`].
-/// Databases 11 to 15 are refused: other tools keep their data there.
-pub fn redis_url() -> String {
-    crate::homes::assert_on_servers("redis_url");
-    redis_url_from(env_var("REDIS_URL").as_deref()).unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// A variable of the test's environment; empty counts as unset.
-fn env_var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-fn database_url_from(base: Option<&str>, database: &str) -> Result<String, String> {
-    let base = base.unwrap_or(LOCAL_PG);
-    let mut url = url::Url::parse(base)
-        .ok()
-        .filter(|u| matches!(u.scheme(), "postgres" | "postgresql"))
-        .ok_or_else(|| {
-            format!(
-                "DATABASE_URL {} is not a PostgreSQL URL: the tests need one such as {LOCAL_PG} \
-                 (the server they create their databases on), or leave DATABASE_URL unset",
-                redact(base)
-            )
-        })?;
-    url.set_path(&format!("/{database}"));
-    Ok(url.into())
-}
-
-fn redis_url_from(base: Option<&str>) -> Result<String, String> {
-    let Some(base) = base else {
-        return Ok(LOCAL_REDIS.to_owned());
-    };
-    let not_redis = || {
-        format!(
-            "REDIS_URL {} is not a Redis URL: the tests need one such as {LOCAL_REDIS}, or leave \
-             REDIS_URL unset",
-            redact(base)
-        )
-    };
-    let mut url = url::Url::parse(base).map_err(|_| not_redis())?;
-    // `redis+unix:///path?db=N` names its database in the query, `redis://host/N` in the path.
-    let named = if url.scheme().ends_with("unix") {
-        url.query_pairs()
-            .find(|(k, _)| k == "db")
-            .map(|(_, v)| v.into_owned())
-    } else if url.has_host() {
-        Some(url.path().trim_matches('/').to_owned()).filter(|p| !p.is_empty())
-    } else {
-        return Err(not_redis());
-    };
-    let db: u32 = match named {
-        Some(n) => n.parse().map_err(|_| {
-            format!(
-                "REDIS_URL {} names the database {n:?}, which is not a number: name one such as \
-                 0 ({LOCAL_REDIS})",
-                redact(base)
-            )
-        })?,
-        None if url.scheme().ends_with("unix") => 0,
-        None => {
-            url.set_path("/0");
-            0
-        }
-    };
-    if (11..=15).contains(&db) {
-        return Err(format!(
-            "REDIS_URL {} names database {db}, but the tests never use Redis databases 11 to 15 \
-             (other tools keep their data there): name another, such as 0",
-            redact(base)
-        ));
-    }
-    Ok(url.into())
-}
-
-/// `url` with `password` in it (and `user` when it names none), for tests that check a secret
-/// never shows. The tests' servers take any password: PostgreSQL with trust authentication, a
-/// Redis with no password of its own.
-pub fn with_password(url: &str, user: &str, password: &str) -> String {
-    let mut u = url::Url::parse(url).unwrap();
-    if u.username().is_empty() {
-        u.set_username(user).unwrap();
-    }
-    u.set_password(Some(password)).unwrap();
-    u.into()
-}
-
-/// Fails the whole test run if the test that holds it has not finished within its bound.
-///
-/// A test whose app runs on the test's own runtime cannot time itself out when the code under
-/// test blocks that runtime's threads (a broken build can): its deadlines never get to run. This
-/// watchdog runs on an OS thread of its own and ends the process with a message instead of
-/// letting the run hang.
-pub struct Watchdog(std::sync::Arc<std::sync::atomic::AtomicBool>);
-
-impl Watchdog {
-    pub fn new(test: &'static str, bound: Duration) -> Watchdog {
-        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let seen = done.clone();
-        std::thread::spawn(move || {
-            let until = std::time::Instant::now() + bound;
-            while std::time::Instant::now() < until {
-                if seen.load(std::sync::atomic::Ordering::Relaxed) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            // Straight to the process's stderr: the test harness would keep an `eprintln!`
-            // for a report that the abort below never lets it print.
-            let _ = std::io::Write::write_all(
-                &mut std::io::stderr(),
-                format!("\n{test}: did not finish within {bound:?}: the code under test blocked it; failing the run\n").as_bytes(),
-            );
-            // Not `exit`: its clean-up takes locks that the blocked code may hold.
-            std::process::abort();
-        });
-        Watchdog(done)
-    }
-}
-
-/// The runtime of a test guarded by a [`Watchdog`]: built and dropped inside the guarded scope,
-/// so that a runtime whose shutdown hangs is caught too. Two worker threads, as the other tests.
-pub fn guarded_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-pub fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_test_writer()
-        .try_init();
-}
-
 /// The tests' SMTP server: an [`SmtpSink`] in the test process that keeps every message it
 /// accepts, one per test. Everything else (script, counts, stop) is [`SmtpSink`]'s.
 pub struct SmtpServer(SmtpSink);
@@ -629,179 +481,6 @@ pub async fn bare_store(env: &Env) -> (Store, EnvGuard) {
     (store, guard)
 }
 
-/// A demo user for [`DemoData::insert_users`].
-#[derive(Debug, Clone)]
-pub struct NewUser {
-    pub email: String,
-    pub display_name: String,
-    pub timezone: String,
-}
-
-/// A demo task for [`DemoData::insert_tasks`].
-#[derive(Debug, Clone)]
-pub struct NewTask {
-    pub owner_id: i64,
-    pub title: String,
-    pub due_at: Option<DateTime<Utc>>,
-    pub completed_at: Option<DateTime<Utc>>,
-}
-
-/// The demo app's tables, written through the library's [`Demo`] (whose ids are text from a
-/// sequence: `"1"`, `"2"`, …), with the ids as numbers, as most tests count them. Herald itself
-/// only ever sees the text.
-#[allow(async_fn_in_trait)]
-pub trait DemoData {
-    async fn demo(&self) -> Demo;
-    async fn insert_users(&self, users: &[NewUser]) -> sqlx::Result<Vec<i64>>;
-    async fn insert_tasks(&self, tasks: &[NewTask]) -> sqlx::Result<u64>;
-    #[allow(dead_code)]
-    async fn insert_focus_sessions(&self, s: &[(i64, DateTime<Utc>, i32)]) -> sqlx::Result<u64>;
-}
-
-impl DemoData for Store {
-    async fn demo(&self) -> Demo {
-        let demo = match self.lite() {
-            // Through the state file's one writer: a second writer in the file would refuse the
-            // running app's read-then-write transactions (SQLITE_BUSY).
-            Some(lite) => Demo::on_sqlite(lite.writer.clone()),
-            None => Demo::connect(self.url()).await.unwrap(),
-        };
-        demo.install().await.unwrap();
-        demo
-    }
-
-    async fn insert_users(&self, users: &[NewUser]) -> sqlx::Result<Vec<i64>> {
-        let users: Vec<_> = users
-            .iter()
-            .map(|u| herald::source::demo::NewUser::new(&u.email, &u.display_name, &u.timezone))
-            .collect();
-        let ids = self.demo().await.insert_users(&users).await?;
-        Ok(ids
-            .iter()
-            .map(|id| id.parse().expect("the demo's ids are digits"))
-            .collect())
-    }
-
-    async fn insert_tasks(&self, tasks: &[NewTask]) -> sqlx::Result<u64> {
-        let tasks: Vec<_> = tasks
-            .iter()
-            .map(|t| herald::source::demo::NewTask {
-                owner_id: t.owner_id.to_string(),
-                title: t.title.clone(),
-                due_at: t.due_at,
-                completed_at: t.completed_at,
-            })
-            .collect();
-        Ok(self.demo().await.insert_tasks(&tasks).await?.len() as u64)
-    }
-
-    async fn insert_focus_sessions(&self, s: &[(i64, DateTime<Utc>, i32)]) -> sqlx::Result<u64> {
-        let s: Vec<_> = s
-            .iter()
-            .map(|(id, at, m)| (id.to_string(), *at, *m))
-            .collect();
-        self.demo().await.insert_focus_sessions(&s).await
-    }
-}
-
-pub async fn add_user(store: &Store, email: &str, tz: &str, tasks: &[TaskSpec<'_>]) -> i64 {
-    let id = store
-        .insert_users(&[NewUser {
-            email: email.into(),
-            display_name: format!("User {email}"),
-            timezone: tz.into(),
-        }])
-        .await
-        .unwrap()[0];
-    let tasks: Vec<_> = tasks
-        .iter()
-        .map(|(title, due, done)| NewTask {
-            owner_id: id,
-            title: (*title).into(),
-            due_at: Some(*due),
-            completed_at: *done,
-        })
-        .collect();
-    store.insert_tasks(&tasks).await.unwrap();
-    id
-}
-
-pub fn at(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-}
-
-/// Runs the real `herald` binary with the test's environment.
-pub fn herald_cmd(env: &Env) -> std::process::Command {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_herald"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (k, v) in &env.vars {
-        cmd.env(k, v);
-    }
-    cmd
-}
-
-/// Runs `herald ARGS…`, asserts it succeeded, and returns its stdout.
-pub fn herald_ok(env: &Env, args: &[&str]) -> String {
-    let out = herald_cmd(env).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "herald {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A copy of the repository's templates in a temporary folder, with `file` replaced by `content`.
-pub fn templates_with(file: &str, content: &str) -> PathBuf {
-    fn copy(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).unwrap();
-        for e in std::fs::read_dir(from).unwrap() {
-            let p = e.unwrap().path();
-            let target = to.join(p.file_name().unwrap());
-            if p.is_dir() {
-                copy(&p, &target)
-            } else {
-                std::fs::copy(&p, &target).unwrap();
-            }
-        }
-    }
-    let dir = std::env::temp_dir().join(format!(
-        "herald-templates-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    copy(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"),
-        &dir,
-    );
-    std::fs::write(dir.join(file), content).unwrap();
-    dir
-}
-
-/// A `herald` child process that is killed if the test ends without stopping it (a panic), so
-/// no daemon outlives its test.
-pub struct Daemon(pub std::process::Child);
-
-impl Daemon {
-    /// SIGTERM, then wait: returns how it exited.
-    pub fn stop(mut self) -> std::process::ExitStatus {
-        std::process::Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status()
-            .unwrap();
-        self.0.wait().unwrap()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
 /// Removes an [`Env`]'s database and Redis keys when dropped, also when the test panicked. Runs
 /// on a thread of its own because the test's runtime may be the one unwinding. Tests that run
 /// `herald` processes hold one; declare it before the daemons so it is dropped after them.
@@ -823,6 +502,7 @@ impl Drop for EnvGuard {
 
 #[cfg(test)]
 mod urls {
+    use super::test_urls::{database_url_from, redis_url_from};
     use super::*;
 
     #[test]
