@@ -37,18 +37,23 @@ async fn drop_database() -> anyhow::Result<()> {
 }
 
 /// `n` deliveries to 10,000 users over the last 24 hours: 85 % sent, 8 % failed (each with its
-/// attempts), 4 % queued (a quarter of them retrying), 1 % sending, 2 % skipped; four kinds, two
+/// attempts), 4 % queued (a quarter of them retrying, a quarter due in the last 10 minutes and
+/// already pushed to Redis, the rest due in an hour), 1 % sending, 2 % skipped; four kinds, two
 /// providers, fires on the hour.
 async fn seed(store: &Store, n: i64) -> anyhow::Result<()> {
     sqlx::query(
         "INSERT INTO deliveries (kind, user_id, dedup_key, status, payload, recipient, attempts,
-                                 last_error, provider, planned_for, due_at, sent_at, updated_at)
+                                 last_error, provider, planned_for, due_at, dispatched_at, sent_at,
+                                 updated_at)
          SELECT kind, user_id, kind || ':' || user_id || ':' || i, status, '{}'::json,
                 'user' || user_id || '@example' || (user_id % 50) || '.com',
                 CASE status WHEN 'failed' THEN 4 WHEN 'queued' THEN (i % 4 = 0)::int ELSE 1 END,
                 CASE status WHEN 'failed' THEN '550 5.1.1 no such user' END,
                 CASE WHEN status IN ('sent', 'failed') THEN (ARRAY['smtp', 'resend'])[1 + i % 2] END,
-                date_trunc('hour', at), CASE status WHEN 'queued' THEN now() + interval '1 hour' ELSE at END,
+                date_trunc('hour', at),
+                CASE WHEN status = 'queued' AND i % 4 = 1 THEN now() - (i % 600) * interval '1 second'
+                     WHEN status = 'queued' THEN now() + interval '1 hour' ELSE at END,
+                CASE WHEN status = 'queued' AND i % 4 = 1 THEN now() END,
                 CASE status WHEN 'sent' THEN at END, at
          FROM (
              SELECT i, (ARRAY['task_reminders', 'overdue_summary', 'weekly_report', 'focus_streak'])[1 + i % 4] AS kind,
@@ -140,6 +145,9 @@ async fn main() -> anyhow::Result<()> {
             "/ui/failed?class=permanent&domain=example7.com&since=12h",
         ),
         ("search", "/ui/deliveries?q=user42%40example42.com"),
+        ("queued", "/ui/deliveries?status=queued"),
+        ("sending", "/ui/deliveries?status=sending"),
+        ("retrying", "/ui/deliveries?status=retrying"),
     ] {
         for run in 0..=runs {
             let t = Instant::now();

@@ -125,6 +125,7 @@ in_both_homes!(
     gauges_count_deliveries_by_state_and_list_watermarks,
     the_dashboard_counts_lists_and_finds,
     the_dashboard_retries_and_purges_the_failed_set,
+    the_queued_list_merges_pushed_and_waiting_rows_in_due_order,
 );
 
 pub const LEASE: Duration = Duration::from_secs(60);

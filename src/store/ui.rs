@@ -192,15 +192,23 @@ impl Store {
         .await
     }
 
-    /// Queued (due, later, retrying) and sending deliveries.
+    /// Queued (due, later, retrying) and sending deliveries. Each count reads one of the
+    /// dispatcher's partial indexes, or `deliveries_retrying` (no index holds every queued row:
+    /// a planned row enters as few as it can, BENCHMARKS.md, "Dropping `deliveries_active`").
     pub async fn ui_active(&self, now: DateTime<Utc>) -> sqlx::Result<ActiveCounts> {
         let pool = pg_or!(self, lite => lite.ui_active(now).await);
         sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE status = 'queued' AND due_at <= $1) AS due,
-                    count(*) FILTER (WHERE status = 'queued' AND due_at > $1) AS later,
-                    count(*) FILTER (WHERE status = 'queued' AND attempts > 0) AS retrying,
-                    count(*) FILTER (WHERE status = 'sending') AS sending
-             FROM deliveries WHERE status IN ('queued', 'sending')",
+            "SELECT queued.due, queued.later,
+                    (SELECT count(*) FROM deliveries
+                     WHERE status = 'queued' AND attempts > 0) AS retrying,
+                    (SELECT count(*) FROM deliveries WHERE status = 'sending') AS sending
+             FROM (SELECT count(*) FILTER (WHERE due_at <= $1) AS due,
+                          count(*) FILTER (WHERE due_at > $1) AS later
+                   FROM (SELECT due_at FROM deliveries
+                         WHERE status = 'queued' AND dispatched_at IS NULL
+                         UNION ALL
+                         SELECT due_at FROM deliveries
+                         WHERE status = 'queued' AND dispatched_at IS NOT NULL) AS q) AS queued",
         )
         .bind(now)
         .fetch_one(pool)

@@ -48,14 +48,33 @@ impl Browse {
             })
     }
 
-    /// The `WHERE … ORDER BY` of the list (each served by an index on status).
-    pub(crate) fn sql(self) -> &'static str {
+    /// The list's statement in either home: `columns` of at most `$1` deliveries.
+    ///
+    /// Queued rows are in two of the dispatcher's partial indexes, those not yet pushed to Redis
+    /// (`deliveries_due`, by due time) and those pushed (`deliveries_dispatched`, at most
+    /// `queue.high_water` jobs of them), and in no index by status alone: the Queued list takes
+    /// the first `$1` of each in due order and merges them. The first part reads
+    /// `deliveries_due` as far as its `$1`-th row's instant (every row of that instant, to order
+    /// them by id); the second reads every pushed row. Sending rows are `deliveries_lease`'s (as
+    /// many as the workers hold), retrying ones `deliveries_retrying`'s.
+    pub(crate) fn sql(self, columns: &str) -> String {
+        let list = |filter: &str, order: &str| {
+            format!("SELECT {columns} FROM deliveries WHERE {filter} ORDER BY {order} LIMIT $1")
+        };
         match self {
-            Browse::Queued => "status = 'queued' ORDER BY due_at, id",
-            Browse::Sending => "status = 'sending' ORDER BY due_at, id",
-            Browse::Retrying => "status = 'queued' AND attempts > 0 ORDER BY due_at, id",
-            Browse::Failed => "status = 'failed' ORDER BY updated_at DESC, id DESC",
-            Browse::Recent => "true ORDER BY updated_at DESC, id DESC",
+            Browse::Queued => format!(
+                "SELECT * FROM ({}) AS waiting UNION ALL SELECT * FROM ({}) AS pushed
+                 ORDER BY due_at, id LIMIT $1",
+                list("status = 'queued' AND dispatched_at IS NULL", "due_at, id"),
+                list(
+                    "status = 'queued' AND dispatched_at IS NOT NULL",
+                    "due_at, id"
+                ),
+            ),
+            Browse::Sending => list("status = 'sending'", "due_at, id"),
+            Browse::Retrying => list("status = 'queued' AND attempts > 0", "due_at, id"),
+            Browse::Failed => list("status = 'failed'", "updated_at DESC, id DESC"),
+            Browse::Recent => list("true", "updated_at DESC, id DESC"),
         }
     }
 }
@@ -88,11 +107,9 @@ impl Store {
     /// One list of deliveries, at most `limit`.
     pub async fn ui_browse(&self, list: Browse, limit: i64) -> sqlx::Result<Vec<DeliveryRow>> {
         let pool = pg_or!(self, lite => lite.ui_browse(list, limit).await);
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT id, kind, user_id, dedup_key, status, recipient, attempts, last_error, \
-             provider, message_id, provider_id, planned_for, due_at, sent_at, updated_at
-             FROM deliveries WHERE {} LIMIT $1",
-            list.sql()
+        sqlx::query_as(sqlx::AssertSqlSafe(list.sql(
+            "id, kind, user_id, dedup_key, status, recipient, attempts, last_error, provider, \
+             message_id, provider_id, planned_for, due_at, sent_at, updated_at",
         )))
         .bind(limit)
         .fetch_all(pool)
@@ -100,11 +117,18 @@ impl Store {
     }
 
     /// The longest wait of a due email, and the lag from due to sent over the last 5 minutes.
+    /// The oldest due email is the older of the oldest not yet pushed to Redis (the first entry
+    /// of `deliveries_due`) and the oldest pushed (among `deliveries_dispatched`'s few).
     pub async fn ui_waits(&self, now: DateTime<Utc>) -> sqlx::Result<Waits> {
         let pool = pg_or!(self, lite => lite.ui_waits(now).await);
         sqlx::query_as(
-            "SELECT (SELECT extract(epoch FROM $1 - min(due_at))::float8 FROM deliveries
-                     WHERE status = 'queued' AND due_at <= $1) AS oldest_due_s,
+            "SELECT (SELECT extract(epoch FROM $1 - min(oldest))::float8 FROM (
+                         SELECT min(due_at) AS oldest FROM deliveries
+                         WHERE status = 'queued' AND dispatched_at IS NULL AND due_at <= $1
+                         UNION ALL
+                         SELECT min(due_at) FROM deliveries
+                         WHERE status = 'queued' AND dispatched_at IS NOT NULL AND due_at <= $1
+                     ) AS queued) AS oldest_due_s,
                     percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM sent_at - due_at)::float8) AS lag_p50_s,
                     percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM sent_at - due_at)::float8) AS lag_p95_s
              FROM deliveries

@@ -323,6 +323,81 @@ pub async fn the_dashboard_retries_and_purges_the_failed_set(store: &Store) {
     assert_eq!(twice, (1, Some(start)));
 }
 
+/// Queued rows sit in two of the dispatcher's indexes, pushed to Redis or not: the Queued list
+/// merges them in due order (ties by id, across the two), a page at a time; the counts and the
+/// oldest due email count both; a retrying row already pushed is listed as retrying.
+pub async fn the_queued_list_merges_pushed_and_waiting_rows_in_due_order(store: &Store) {
+    let rows = [
+        ("x1", then(9, 0)),
+        ("x2", then(9, 0)),
+        ("x3", then(9, 0)),
+        ("d", then(8, 50)),
+        ("f", then(8, 55)),
+        ("c", then(10, 0)),
+        ("r", then(8, 40)),
+    ];
+    let new: Vec<NewDelivery> = rows.iter().map(|(k, due)| row(k, *due, *due)).collect();
+    let ids = store.insert_deliveries(&new).await.unwrap();
+    let id = |key: &str| ids[rows.iter().position(|(k, _)| *k == key).unwrap()];
+    // `r` was tried once and given back by a dead worker: queued again, retrying.
+    let (claimed, _) = store
+        .claim_many(&[id("r")], LEASE, "example.com", 5, then(9, 5), Some("w1"))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let sending: Vec<i64> = store
+        .ui_browse(Browse::Sending, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(sending, [id("r")]);
+    assert_eq!(store.release_claims_of(&["w1".into()]).await.unwrap(), 1);
+    // Everything due is pushed to Redis; then `x2` and `f` come back (a failed push).
+    assert_eq!(store.take_due(100, then(9, 5)).await.unwrap().len(), 6);
+    store.untake(&[id("x2"), id("f")]).await.unwrap();
+
+    let order = ["r", "d", "f", "x1", "x2", "x3", "c"].map(id);
+    for limit in 1..=order.len() + 1 {
+        let listed: Vec<i64> = store
+            .ui_browse(Browse::Queued, limit as i64)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        let want = &order[..limit.min(order.len())];
+        assert_eq!(
+            listed, want,
+            "the first {limit}, soonest due first, then by id"
+        );
+    }
+    let retrying: Vec<i64> = store
+        .ui_browse(Browse::Retrying, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(retrying, [id("r")]);
+    assert!(
+        store
+            .ui_browse(Browse::Sending, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let active = store.ui_active(then(9, 30)).await.unwrap();
+    assert_eq!(
+        (active.due, active.later, active.retrying, active.sending),
+        (6, 1, 1, 0)
+    );
+    // The oldest due email is `r`, pushed to Redis.
+    let waits = store.ui_waits(then(9, 30)).await.unwrap();
+    assert_eq!(waits.oldest_due_s, Some(50.0 * 60.0));
+}
+
 /// The dashboard's answers as JSON, without what the clock or chance wrote (the times rows were
 /// written, Message-IDs).
 async fn answers(store: &Store) -> Value {

@@ -106,11 +106,17 @@ impl Lite {
 
     pub async fn ui_active(&self, now: DateTime<Utc>) -> sqlx::Result<ActiveCounts> {
         sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE status = 'queued' AND due_at <= $1) AS due,
-                    count(*) FILTER (WHERE status = 'queued' AND due_at > $1) AS later,
-                    count(*) FILTER (WHERE status = 'queued' AND attempts > 0) AS retrying,
-                    count(*) FILTER (WHERE status = 'sending') AS sending
-             FROM deliveries WHERE status IN ('queued', 'sending')",
+            "SELECT queued.due, queued.later,
+                    (SELECT count(*) FROM deliveries
+                     WHERE status = 'queued' AND attempts > 0) AS retrying,
+                    (SELECT count(*) FROM deliveries WHERE status = 'sending') AS sending
+             FROM (SELECT count(*) FILTER (WHERE due_at <= $1) AS due,
+                          count(*) FILTER (WHERE due_at > $1) AS later
+                   FROM (SELECT due_at FROM deliveries
+                         WHERE status = 'queued' AND dispatched_at IS NULL
+                         UNION ALL
+                         SELECT due_at FROM deliveries
+                         WHERE status = 'queued' AND dispatched_at IS NOT NULL) AS q) AS queued",
         )
         .bind(now)
         .fetch_one(&self.reader)

@@ -32,18 +32,22 @@ fn percentile_cont(sorted: &[f64], p: f64) -> Option<f64> {
 
 impl Lite {
     pub async fn ui_browse(&self, list: Browse, limit: i64) -> sqlx::Result<Vec<DeliveryRow>> {
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM deliveries WHERE {} LIMIT $1",
-            list.sql()
-        )))
-        .bind(limit)
-        .fetch_all(&self.reader)
-        .await
+        sqlx::query_as(sqlx::AssertSqlSafe(list.sql(COLUMNS)))
+            .bind(limit)
+            .fetch_all(&self.reader)
+            .await
     }
 
     pub async fn ui_waits(&self, now: DateTime<Utc>) -> sqlx::Result<Waits> {
+        // As PostgreSQL's: the older of the oldest due in each of the dispatcher's indexes.
         let oldest: Option<DateTime<Utc>> = sqlx::query_scalar(
-            "SELECT min(due_at) FROM deliveries WHERE status = 'queued' AND due_at <= $1",
+            "SELECT min(oldest) FROM (
+                 SELECT min(due_at) AS oldest FROM deliveries
+                 WHERE status = 'queued' AND dispatched_at IS NULL AND due_at <= $1
+                 UNION ALL
+                 SELECT min(due_at) FROM deliveries
+                 WHERE status = 'queued' AND dispatched_at IS NOT NULL AND due_at <= $1
+             )",
         )
         .bind(now)
         .fetch_one(&self.reader)
