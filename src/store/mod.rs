@@ -86,8 +86,8 @@ pub const SOURCE_CONNECTIONS: u32 = PAGES_IN_FLIGHT as u32 + 2;
 /// the planner's stream of users (held for a whole fire), one for everything else in turn (each
 /// page's tasks, the claims' look-ups), instead of [`SOURCE_CONNECTIONS`]. On SQLite each
 /// connection is a thread of its own with its page cache, and the pages' reads compete for the
-/// same cores as everything else in the process: six held 4 MB more of the embedded bench's peak
-/// RSS than two, for no measured speed (BENCHMARKS.md, "One file: memory").
+/// same cores as everything else in the process: six made the embedded bench's peak RSS about
+/// 4 MB higher than two, and were no faster (BENCHMARKS.md, "One file: memory").
 pub const EMBEDDED_SOURCE_CONNECTIONS: u32 = 2;
 
 /// A handle to the database; cheap to clone.

@@ -56,9 +56,10 @@ pub fn migrator() -> sqlx::migrate::Migrator {
 
 /// Connections that only read: the API, the dashboard and the planner's look-ups read while the
 /// writer writes. Two, not more: each SQLite connection is a thread of its own, with its page
-/// cache and its allocators' per-thread memory, and on a machine of a few cores more readers
-/// did not send faster. Four of them (with the source's six, `store::EMBEDDED_SOURCE_CONNECTIONS`)
-/// held about 11 MB of the embedded bench's 51 MB peak RSS (BENCHMARKS.md, "One file: memory").
+/// cache and its allocators' per-thread memory. With four readers and six source connections
+/// (`store::EMBEDDED_SOURCE_CONNECTIONS`), all with SQLite's 2 MB caches, the embedded bench
+/// peaked at 51-56 MB RSS; with two and two and 256 KiB caches, at 44-46 MB, and sent as many
+/// emails a second (BENCHMARKS.md, "One file: memory").
 const READERS: u32 = 2;
 
 /// The readers' page cache, in KiB (SQLite's default is 2,000): the file's pages are in the
