@@ -23,10 +23,11 @@ ENV SQLX_OFFLINE=true \
 
 # 1) Dependencies only: build the locked dependency graph against placeholder
 #    sources, so this layer is reused until Cargo.toml or Cargo.lock changes.
-#    (Explicit [[test]]/[[bench]]/[[example]] targets or a build.rs added to
+#    (Explicit [[test]]/[[bench]]/[[example]] targets added to
 #    Cargo.toml would need their files copied or stubbed here as well.)
-# .cargo/config.toml sets how mimalloc is compiled (src/allocator.rs): before the first build.
-COPY Cargo.toml Cargo.lock ./
+# .cargo/config.toml sets how mimalloc is compiled (src/allocator.rs), build.rs how the binary is
+# linked (its relocations packed): both before the first build.
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY .cargo ./.cargo
 # Every [[bench]] of Cargo.toml must exist for cargo to read the manifest: a stub each, kept for
 # the real build below, which builds only the herald binary (src/config/deploy.rs checks the list).

@@ -82,6 +82,14 @@ pub const RESERVED_CONNECTIONS: u32 = 1 + PAGES_IN_FLIGHT as u32 + 2;
 /// the next page of users streams in, and one for the claim's and the API's look-ups.
 pub const SOURCE_CONNECTIONS: u32 = PAGES_IN_FLIGHT as u32 + 2;
 
+/// Connections to the app's data when it is the embedded state file's own demo tables: one for
+/// the planner's stream of users (held for a whole fire), one for everything else in turn (each
+/// page's tasks, the claims' look-ups), instead of [`SOURCE_CONNECTIONS`]. On SQLite each
+/// connection is a thread of its own with its page cache, and the pages' reads compete for the
+/// same cores as everything else in the process: six made the embedded bench's peak RSS about
+/// 4 MB higher than two, and were no faster (BENCHMARKS.md, "One file: memory").
+pub const EMBEDDED_SOURCE_CONNECTIONS: u32 = 2;
+
 /// A handle to the database; cheap to clone.
 ///
 /// Two pools (told apart in `pg_stat_activity` by [`application_name`](crate::source::application_name)), because the workers can take every connection: while they claim and record as
@@ -410,7 +418,7 @@ impl Store {
             }
             crate::config::Home::Embedded { file } => {
                 let url = format!("sqlite://{}", file.display());
-                let source = Source::connect(&url, SOURCE_CONNECTIONS).await?;
+                let source = Source::connect(&url, EMBEDDED_SOURCE_CONNECTIONS).await?;
                 Store::open_embedded(file, source).await
             }
         }

@@ -56,8 +56,17 @@ pub fn migrator() -> sqlx::migrate::Migrator {
 }
 
 /// Connections that only read: the API, the dashboard and the planner's look-ups read while the
-/// writer writes.
-const READERS: u32 = 4;
+/// writer writes. Two, not more: each SQLite connection is a thread of its own, with its page
+/// cache and its allocators' per-thread memory. With four readers and six source connections
+/// (`store::EMBEDDED_SOURCE_CONNECTIONS`), all with SQLite's 2 MB caches, the embedded bench
+/// peaked at 51-56 MB RSS; with two and two and 256 KiB caches, at 44-46 MB, and sent as many
+/// emails a second (BENCHMARKS.md, "One file: memory").
+const READERS: u32 = 2;
+
+/// The readers' page cache, in KiB (SQLite's default is 2,000): the file's pages are in the
+/// operating system's cache anyway, and the readers' queries (by id, by index, the dashboard's
+/// counts) keep few of them hot. Each reader's cache filled to its 2 MB during a fire.
+const READER_CACHE_KIB: u32 = 256;
 
 /// How long a statement waits for the file's lock (held by a checkpoint, or by a reader of the
 /// same file from outside Herald, `sqlite3` say) before it fails.
@@ -107,7 +116,11 @@ impl Lite {
             .with_context(|| format!("cannot apply the migrations to {}", path.display()))?;
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
-            .connect_lazy_with(options.read_only(true));
+            .connect_lazy_with(
+                options
+                    .read_only(true)
+                    .pragma("cache_size", format!("-{READER_CACHE_KIB}")),
+            );
         Ok(Lite {
             writer,
             reader,
