@@ -159,6 +159,20 @@ fn bind_filter<'q, O>(
         .bind(f.until)
 }
 
+/// The overview's counts of queued and sending deliveries, the same statement in both homes
+/// (SQLite has `FILTER` too): see [`Store::ui_active`].
+pub(crate) const ACTIVE_COUNTS: &str = "SELECT queued.due, queued.later,
+            (SELECT count(*) FROM deliveries
+             WHERE status = 'queued' AND attempts > 0) AS retrying,
+            (SELECT count(*) FROM deliveries WHERE status = 'sending') AS sending
+     FROM (SELECT count(*) FILTER (WHERE due_at <= $1) AS due,
+                  count(*) FILTER (WHERE due_at > $1) AS later
+           FROM (SELECT due_at FROM deliveries
+                 WHERE status = 'queued' AND dispatched_at IS NULL
+                 UNION ALL
+                 SELECT due_at FROM deliveries
+                 WHERE status = 'queued' AND dispatched_at IS NOT NULL) AS q) AS queued";
+
 impl Store {
     /// Sent and failed deliveries by kind and provider, over the day before `now`.
     pub async fn ui_outcomes(&self, now: DateTime<Utc>) -> sqlx::Result<Vec<OutcomeCount>> {
@@ -197,22 +211,10 @@ impl Store {
     /// a planned row enters as few as it can, BENCHMARKS.md, "Dropping `deliveries_active`").
     pub async fn ui_active(&self, now: DateTime<Utc>) -> sqlx::Result<ActiveCounts> {
         let pool = pg_or!(self, lite => lite.ui_active(now).await);
-        sqlx::query_as(
-            "SELECT queued.due, queued.later,
-                    (SELECT count(*) FROM deliveries
-                     WHERE status = 'queued' AND attempts > 0) AS retrying,
-                    (SELECT count(*) FROM deliveries WHERE status = 'sending') AS sending
-             FROM (SELECT count(*) FILTER (WHERE due_at <= $1) AS due,
-                          count(*) FILTER (WHERE due_at > $1) AS later
-                   FROM (SELECT due_at FROM deliveries
-                         WHERE status = 'queued' AND dispatched_at IS NULL
-                         UNION ALL
-                         SELECT due_at FROM deliveries
-                         WHERE status = 'queued' AND dispatched_at IS NOT NULL) AS q) AS queued",
-        )
-        .bind(now)
-        .fetch_one(pool)
-        .await
+        sqlx::query_as(ACTIVE_COUNTS)
+            .bind(now)
+            .fetch_one(pool)
+            .await
     }
 
     /// The last fire of `kind`'s schedule (manual triggers aside), with its counts by outcome.

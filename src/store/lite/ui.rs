@@ -105,22 +105,10 @@ impl Lite {
     }
 
     pub async fn ui_active(&self, now: DateTime<Utc>) -> sqlx::Result<ActiveCounts> {
-        sqlx::query_as(
-            "SELECT queued.due, queued.later,
-                    (SELECT count(*) FROM deliveries
-                     WHERE status = 'queued' AND attempts > 0) AS retrying,
-                    (SELECT count(*) FROM deliveries WHERE status = 'sending') AS sending
-             FROM (SELECT count(*) FILTER (WHERE due_at <= $1) AS due,
-                          count(*) FILTER (WHERE due_at > $1) AS later
-                   FROM (SELECT due_at FROM deliveries
-                         WHERE status = 'queued' AND dispatched_at IS NULL
-                         UNION ALL
-                         SELECT due_at FROM deliveries
-                         WHERE status = 'queued' AND dispatched_at IS NOT NULL) AS q) AS queued",
-        )
-        .bind(now)
-        .fetch_one(&self.reader)
-        .await
+        sqlx::query_as(crate::store::ui::ACTIVE_COUNTS)
+            .bind(now)
+            .fetch_one(&self.reader)
+            .await
     }
 
     pub async fn ui_last_fire(&self, kind: &str) -> sqlx::Result<Option<FireCounts>> {
