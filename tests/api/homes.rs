@@ -247,19 +247,11 @@ pub trait StateSql {
 
 impl StateSql for Store {
     async fn sql_scalar<T: Scalar>(&self, sql: &'static str, binds: &[Bind]) -> T {
-        match self.lite() {
-            Some(lite) => {
-                sqlx::query_scalar_with(sql, lite_args(binds))
-                    .fetch_one(&lite.reader)
-                    .await
-            }
-            None => {
-                sqlx::query_scalar_with(sql, pg_args(binds))
-                    .fetch_one(self.pg())
-                    .await
-            }
-        }
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        self.sql_column(sql, binds)
+            .await
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("{sql}: no row"))
     }
 
     async fn sql_rows<T: Row>(&self, sql: &'static str, binds: &[Bind]) -> Vec<T> {
@@ -278,20 +270,10 @@ impl StateSql for Store {
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
+    /// A one-column row: the same reading as [`Self::sql_rows`].
     async fn sql_column<T: Scalar>(&self, sql: &'static str, binds: &[Bind]) -> Vec<T> {
-        match self.lite() {
-            Some(lite) => {
-                sqlx::query_scalar_with(sql, lite_args(binds))
-                    .fetch_all(&lite.reader)
-                    .await
-            }
-            None => {
-                sqlx::query_scalar_with(sql, pg_args(binds))
-                    .fetch_all(self.pg())
-                    .await
-            }
-        }
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        let rows: Vec<(T,)> = self.sql_rows(sql, binds).await;
+        rows.into_iter().map(|(v,)| v).collect()
     }
 
     async fn sql_execute(&self, sql: &'static str, binds: &[Bind]) -> u64 {
