@@ -102,6 +102,9 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
+    if matches!(cli.command, Command::Run) {
+        crate::allocator::return_freed_memory_at_once();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

@@ -46,7 +46,7 @@ use crate::{
     metrics::PlanCounts,
     shutdown::Shutdown,
     source::{UserFilter, UserRow},
-    store::{DeliveryStatus, NewDelivery, PAGES_IN_FLIGHT, Store},
+    store::{DeliveryStatus, NewDelivery, Store},
 };
 
 /// How late a fire may be planned and still count as on time: the planner's own lag.
@@ -363,7 +363,8 @@ async fn zones(
 }
 
 /// Reads users page by page, composes each user's email, and inserts (or previews) the
-/// deliveries, [`PAGES_IN_FLIGHT`] pages at a time. Pages are counted into `report` in order.
+/// deliveries, [`Store::pages_in_flight`] pages at a time. Pages are counted into `report` in
+/// order.
 async fn plan_users(store: &Store, b: &Batch<'_>, report: &mut PlanReport) -> anyhow::Result<()> {
     let filter = UserFilter {
         only: b.only_user.map(str::to_owned),
@@ -375,7 +376,7 @@ async fn plan_users(store: &Store, b: &Batch<'_>, report: &mut PlanReport) -> an
     // Boxed, so that the compiler checks `Send` here, where the lifetimes are known.
     let mut planned = pages
         .map_ok(|users| plan_page(store, b, users))
-        .try_buffered(PAGES_IN_FLIGHT)
+        .try_buffered(store.pages_in_flight())
         .boxed();
     while let Some(page) = planned.try_next().await? {
         report.add_page(page);

@@ -26,6 +26,7 @@ pub(super) async fn settle(
     } else {
         finish(deps, job, claims).await
     };
+    job.content = Content::NotYet;
     // Only now does the row leave the renewal: while its record is being written (and tried
     // again through an outage) its lease must not run out, or it would be sent again.
     claims
@@ -115,7 +116,7 @@ pub(super) async fn finish(
     claims: &Mutex<Claims>,
 ) -> anyhow::Result<Outcome> {
     let id = job.d.id;
-    if let Err(error) = &job.content {
+    if let Content::Failed(error) = &job.content {
         tracing::error!(delivery_id = id, error, "delivery failed");
         let provider = deps.providers.first().map_or("none", |p| p.name());
         let record = AttemptRecord {

@@ -1,10 +1,10 @@
-//! The send step of [`super::process_job`]: render each claimed email, ask the gate, and send
-//! through the providers in order, one by one or as a batch kept whole across retries.
+//! The send step of [`super::process_job`]: ask the gate, render each email as its send begins,
+//! and send through the providers in order, one by one or as a batch kept whole across retries.
 
 use super::*;
 
-pub(super) fn render(deps: &WorkerDeps, mut d: Claimed) -> Job {
-    let started = std::time::Instant::now();
+/// A claimed delivery as a job, not rendered yet ([`Content`]).
+pub(super) fn job(deps: &WorkerDeps, mut d: Claimed) -> Job {
     if let Some(held) = d.held_by.as_deref()
         && !deps.providers.iter().any(|p| p.name() == held)
     {
@@ -16,26 +16,43 @@ pub(super) fn render(deps: &WorkerDeps, mut d: Claimed) -> Job {
         );
         d.held_by = None;
     }
-    let now = deps.clock.now();
-    let url = deps.links.as_ref().map(|l| l.url(&d.user_id, &d.kind, now));
-    let content = Kind::from_str(&d.kind)
-        .map_err(anyhow::Error::msg)
-        .and_then(|kind| {
-            deps.templates
-                .render_with(kind.name(), &d.payload, now, url.as_deref())
-                .map_err(anyhow::Error::from)
-        })
-        .map_err(|e| format!("cannot render: {}", crate::telemetry::chain(&e)));
-    deps.metrics.rendered(&d.kind, started.elapsed());
-    let list_unsubscribe = deps.links.as_ref().zip(url).map(|(l, u)| l.header(&u));
     Job {
         d,
-        content,
-        list_unsubscribe,
+        content: Content::NotYet,
+        list_unsubscribe: None,
         tries: Vec::new(),
         waits: Vec::new(),
         stopped: false,
         settled: false,
+    }
+}
+
+impl Job {
+    /// Renders the email unless it is already: its HTML, text and unsubscribe header; the
+    /// payload is let go (nothing reads it after). A template that fails makes the job failed
+    /// ([`Content::Failed`]), and no provider is tried.
+    pub(super) fn render(&mut self, deps: &WorkerDeps) {
+        if !matches!(self.content, Content::NotYet) {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let d = &self.d;
+        let now = deps.clock.now();
+        let url = deps.links.as_ref().map(|l| l.url(&d.user_id, &d.kind, now));
+        let content = Kind::from_str(&d.kind)
+            .map_err(anyhow::Error::msg)
+            .and_then(|kind| {
+                deps.templates
+                    .render_with(kind.name(), &d.payload, now, url.as_deref())
+                    .map_err(anyhow::Error::from)
+            });
+        deps.metrics.rendered(&d.kind, started.elapsed());
+        self.content = match content {
+            Ok(rendered) => Content::Ready(rendered),
+            Err(e) => Content::Failed(format!("cannot render: {}", crate::telemetry::chain(&e))),
+        };
+        self.list_unsubscribe = deps.links.as_ref().zip(url).map(|(l, u)| l.header(&u));
+        self.d.payload = serde_json::Value::Null;
     }
 }
 
@@ -60,6 +77,11 @@ pub(super) async fn deliver(
             let open: Vec<&mut Job> = jobs.iter_mut().filter(|j| takes(j)).collect();
             settled.extend(send_each(deps, provider, open, later, claims).await);
             continue;
+        }
+        // A batch's members are written down before its request goes: all of them are rendered
+        // first, so that one whose template fails never joins a batch.
+        for job in jobs.iter_mut().filter(|j| takes(j)) {
+            job.render(deps);
         }
         let open: Vec<usize> = (0..jobs.len()).filter(|&i| takes(&jobs[i])).collect();
         let mut stored: BTreeMap<String, Vec<usize>> = BTreeMap::new();
@@ -208,6 +230,7 @@ pub(super) async fn send_one(
     if taken_over(claims, job.d.id) {
         return;
     }
+    job.render(deps);
     let Some(email) = job.outgoing() else { return };
     let started = std::time::Instant::now();
     let result = p.send(&email).await;

@@ -68,6 +68,12 @@ const READERS: u32 = 2;
 /// counts) keep few of them hot. Each reader's cache filled to its 2 MB during a fire.
 const READER_CACHE_KIB: u32 = 256;
 
+/// The writer's page cache, in KiB (SQLite's default is 2,000). Its statements insert and update
+/// rows by key, through a few indexes; what they touch beyond this is in the operating system's
+/// cache. With SQLite's 2 MB the embedded bench peaked about 1 MB higher, for the same emails a
+/// second (BENCHMARKS.md, "One file: memory").
+const WRITER_CACHE_KIB: u32 = 512;
+
 /// How long a statement waits for the file's lock (held by a checkpoint, or by a reader of the
 /// same file from outside Herald, `sqlite3` say) before it fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -107,7 +113,11 @@ impl Lite {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
-            .connect_with(options.clone())
+            .connect_with(
+                options
+                    .clone()
+                    .pragma("cache_size", format!("-{WRITER_CACHE_KIB}")),
+            )
             .await
             .with_context(|| format!("cannot open the state file {}", path.display()))?;
         migrator()
