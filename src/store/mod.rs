@@ -84,8 +84,9 @@ pub const SOURCE_CONNECTIONS: u32 = PAGES_IN_FLIGHT as u32 + 2;
 
 /// Pages in flight when the state is embedded ([`Store::pages_in_flight`]): every insert goes
 /// through the file's one writer, and the pages' reads through one source connection, so pages
-/// beyond two only wait in line, each holding its users and composed emails (about 1.3 MB of the
-/// embedded bench's peak with four).
+/// beyond two only wait in line, each holding its users and composed emails: with four, the
+/// embedded bench peaked 0.4–0.9 MB higher and sent no faster (BENCHMARKS.md, "One file under
+/// 40 MB").
 pub const EMBEDDED_PAGES_IN_FLIGHT: usize = 2;
 
 /// Connections to the app's data when it is the embedded state file's own demo tables: one for

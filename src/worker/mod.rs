@@ -200,7 +200,7 @@ struct Job {
 /// An email's text, rendered as its send begins (its payload let go then), and let go itself
 /// once the email's outcome is recorded ([`record::settle`]), rather than rendered for the whole
 /// job at its claim and kept until the job ends. The embedded bench's peak RSS was about 1.5 MB
-/// lower for it, at the same speed (BENCHMARKS.md, "One file: memory").
+/// lower for it, at the same speed (BENCHMARKS.md, "One file under 40 MB").
 enum Content {
     /// Not rendered yet, or no longer needed.
     NotYet,

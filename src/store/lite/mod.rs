@@ -71,7 +71,7 @@ const READER_CACHE_KIB: u32 = 256;
 /// The writer's page cache, in KiB (SQLite's default is 2,000). Its statements insert and update
 /// rows by key, through a few indexes; what they touch beyond this is in the operating system's
 /// cache. With SQLite's 2 MB the embedded bench peaked about 1 MB higher, for the same emails a
-/// second (BENCHMARKS.md, "One file: memory").
+/// second (BENCHMARKS.md, "One file under 40 MB").
 const WRITER_CACHE_KIB: u32 = 512;
 
 /// How long a statement waits for the file's lock (held by a checkpoint, or by a reader of the
