@@ -11,6 +11,7 @@
 //! USERS=100000 ONLY=task_reminders cargo bench --bench source
 //! KEEP_APP=1 USERS=200000 cargo bench --bench source   # fill once, keep it for the next run
 //! DRY_RUN=1 … cargo bench --bench source              # plan as a dry run: nothing inserted
+//! PURGE_AT_ONCE=1 … cargo bench --bench source         # with the embedded daemon's allocator option
 //! ```
 //!
 //! Beside the seconds, each plan prints the CPU seconds it took in this process (Herald's
@@ -125,8 +126,16 @@ async fn fill(app_url: &str, users: i32) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // `herald run` on PostgreSQL leaves mimalloc's options as they are, as this does by default;
+    // `PURGE_AT_ONCE=1` plans with the embedded daemon's option instead, to compare.
+    if env("PURGE_AT_ONCE", "0") == "1" {
+        herald::allocator::return_freed_memory_at_once();
+    }
+    tokio::runtime::Runtime::new()?.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let users: i32 = env("USERS", "1000000").parse()?;
     let keep = env("KEEP_APP", "0") == "1";
     recreate(STATE_DB).await?;

@@ -22,8 +22,9 @@ const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// Makes mimalloc give memory back to the system as soon as it is free, instead of 10 ms later
 /// (its default; up to 100 ms for whole arenas). An embedded daemon sending a fire frees memory
 /// faster than 10 ms apart, so what it would give back piled up: its peak RSS was 4 MB lower with
-/// this, for ~5 % fewer emails a second; on PostgreSQL + Redis 5 MB lower, for the same emails a
-/// second (BENCHMARKS.md, "One file under 40 MB").
+/// this, for ~5 % fewer emails a second. `herald run` sets it on one file only: on PostgreSQL +
+/// Redis the email bench peaked 5 MB lower at the same speed, but the million-user weekly report
+/// took 19.0–19.4 s instead of 17.4 (BENCHMARKS.md, "One file under 40 MB").
 ///
 /// Call it before any thread is started: mimalloc's options are plain variables.
 #[allow(unsafe_code)]

@@ -102,7 +102,12 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
-    if matches!(cli.command, Command::Run) {
+    // On one file only: there it keeps the daemon under 40 MB; on PostgreSQL + Redis the
+    // million-user plan was 2 s slower with it (BENCHMARKS.md, "One file under 40 MB"). A
+    // configuration that does not load is reported by `run`, below.
+    if matches!(cli.command, Command::Run)
+        && Settings::load(&crate::kinds::defaults()).is_ok_and(|s| s.servers().is_none())
+    {
         crate::allocator::return_freed_memory_at_once();
     }
     let runtime = match tokio::runtime::Runtime::new() {
