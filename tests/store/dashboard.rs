@@ -93,6 +93,12 @@ async fn failed_ids(store: &Store, f: &FailedFilter) -> (Vec<i64>, i64) {
     (rows.into_iter().map(|r| r.id).collect(), total)
 }
 
+/// The ids the dashboard's `list` shows, at most `limit`, in its order.
+async fn browse_ids(store: &Store, list: Browse, limit: i64) -> Vec<i64> {
+    let rows = store.ui_browse(list, limit).await.unwrap();
+    rows.into_iter().map(|r| r.id).collect()
+}
+
 pub async fn the_dashboard_counts_lists_and_finds(store: &Store) {
     let ids = seed(store).await;
     let id = |k: usize| ids[k];
@@ -345,14 +351,7 @@ pub async fn the_queued_list_merges_pushed_and_waiting_rows_in_due_order(store: 
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1);
-    let sending: Vec<i64> = store
-        .ui_browse(Browse::Sending, 10)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.id)
-        .collect();
-    assert_eq!(sending, [id("r")]);
+    assert_eq!(browse_ids(store, Browse::Sending, 10).await, [id("r")]);
     assert_eq!(store.release_claims_of(&["w1".into()]).await.unwrap(), 1);
     // Everything due is pushed to Redis; then `x2` and `f` come back (a failed push).
     assert_eq!(store.take_due(100, then(9, 5)).await.unwrap().len(), 6);
@@ -360,27 +359,14 @@ pub async fn the_queued_list_merges_pushed_and_waiting_rows_in_due_order(store: 
 
     let order = ["r", "d", "f", "x1", "x2", "x3", "c"].map(id);
     for limit in 1..=order.len() + 1 {
-        let listed: Vec<i64> = store
-            .ui_browse(Browse::Queued, limit as i64)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.id)
-            .collect();
+        let listed = browse_ids(store, Browse::Queued, limit as i64).await;
         let want = &order[..limit.min(order.len())];
         assert_eq!(
             listed, want,
             "the first {limit}, soonest due first, then by id"
         );
     }
-    let retrying: Vec<i64> = store
-        .ui_browse(Browse::Retrying, 10)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.id)
-        .collect();
-    assert_eq!(retrying, [id("r")]);
+    assert_eq!(browse_ids(store, Browse::Retrying, 10).await, [id("r")]);
     assert!(
         store
             .ui_browse(Browse::Sending, 10)
