@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::{
@@ -102,22 +103,7 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
-    // On one file only: there it keeps the daemon under 40 MB; on PostgreSQL + Redis the
-    // million-user plan was 2 s slower with it (BENCHMARKS.md, "One file under 40 MB"). A
-    // configuration that does not load is reported by `run`, below.
-    if matches!(cli.command, Command::Run)
-        && Settings::load(&crate::kinds::defaults()).is_ok_and(|s| s.servers().is_none())
-    {
-        crate::allocator::return_freed_memory_at_once();
-    }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli.command)) {
+    match start(cli.command) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", crate::telemetry::chain(&e));
@@ -126,11 +112,27 @@ pub fn main() -> ExitCode {
     }
 }
 
-pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
+/// Reads the configuration (but for `check`, which reads it to report every problem), sets the
+/// allocator's option for an embedded daemon while the process has one thread, then runs the
+/// command on the async runtime.
+fn start(command: Command) -> anyhow::Result<ExitCode> {
     if let Command::Check = command {
-        return check::check().await;
+        return runtime()?.block_on(check::check());
     }
     let settings = Settings::load(&crate::kinds::defaults())?;
+    // On one file only: there it keeps the daemon under 40 MB; on PostgreSQL + Redis the
+    // million-user plan was 2 s slower with it (BENCHMARKS.md, "One file under 40 MB").
+    if matches!(command, Command::Run) && settings.servers().is_none() {
+        crate::allocator::return_freed_memory_at_once();
+    }
+    runtime()?.block_on(run(command, settings))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("cannot start the async runtime")
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run => {
             let app = Application::build(settings).await?;
@@ -157,7 +159,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let addr = addr.unwrap_or_else(|| settings.http_addr.to_string());
             return healthcheck::healthcheck(addr).await;
         }
-        Command::Check => unreachable!("handled above"),
+        Command::Check => unreachable!("handled by `start`"),
     }
     Ok(ExitCode::SUCCESS)
 }
